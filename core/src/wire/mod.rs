@@ -1,0 +1,11 @@
+//! Pure encoders and decoders for everything Switchyard puts on the wire.
+//!
+//! Nothing here knows about connections or state machines: each codec turns bytes into
+//! typed values and back, and refuses malformed input with a typed error. The byte-by-byte
+//! description of every format is in `docs/PROTOCOL.md`.
+
+pub mod frame;
+pub mod line;
+
+pub use frame::{Frame, FrameDecoder, FrameError, FrameType};
+pub use line::{LineDecoder, LineError};
