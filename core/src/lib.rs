@@ -25,6 +25,7 @@ pub mod id;
 pub mod machine;
 pub mod rng;
 pub mod service;
+pub mod sim;
 pub mod time;
 pub mod wire;
 

@@ -66,14 +66,16 @@ pub enum Input<'a> {
         bytes: &'a [u8],
     },
     /// The peer shut its write side (TCP FIN): no more `Received` on this connection, but
-    /// the machine may still write. This is how half-close reaches a machine.
+    /// the machine may still write. This is how half-close reaches a machine. Reported once.
+    /// If the machine had already half-closed its own side, the connection is finished and
+    /// the driver releases it: nothing more is reported, and a later `Close` is a no-op.
     ReadClosed {
         /// The connection.
         conn: ConnId,
     },
-    /// The connection is gone in both directions: reset, I/O error, the peer closed after
-    /// the machine half-closed, or the driver gave up on a slow peer. No more input for it,
-    /// and writes to it are dropped.
+    /// The connection ended abnormally in both directions: reset, I/O error, or the driver
+    /// gave up on a slow peer ([`NetError::SlowPeer`]). No more input for it, and writes to
+    /// it are dropped. (An orderly end arrives as [`Input::ReadClosed`] instead.)
     Closed {
         /// The connection.
         conn: ConnId,
@@ -156,7 +158,8 @@ pub enum CloseHow {
     /// reading. The driver reports [`Input::ReadClosed`] / [`Input::Closed`] later as usual.
     HalfClose,
     /// Send everything written so far, then close both directions. The id is dead at once:
-    /// the driver reports nothing more about it.
+    /// the driver reports nothing more about it. A driver bounds the flush (a peer that never
+    /// reads must not pin the socket forever) and resets the connection when the bound passes.
     Graceful,
     /// Drop whatever is queued and reset the connection now. The id is dead at once.
     Abort,

@@ -1,0 +1,1 @@
+//! Drives switchyard-core machines over real sockets, on smol or async-std.

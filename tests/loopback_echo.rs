@@ -1,0 +1,1 @@
+//! Echo over loopback sockets under both adapters.

@@ -1,0 +1,1 @@
+//! Echo under the deterministic simulator.
