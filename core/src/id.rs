@@ -77,6 +77,8 @@ impl ConnIds {
     }
 
     /// A fresh id.
+    // Not `Iterator::next`: an allocator never ends, and panics rather than reuse an id.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> ConnId {
         assert!(self.next_seq <= ConnId::SEQ_MASK, "connection id space {} exhausted", self.space);
         let id = ConnId::new(self.space, self.next_seq);
