@@ -77,10 +77,12 @@
 //! jitter)`). Connect: the SYN takes one one-way delay to the acceptor's host, whose listener
 //! calls `accept`; `Connected` reaches the initiator one one-way delay later. Nothing listening
 //! on the port: `ConnectFailed(Refused)`. No host at the address: `ConnectFailed(Unreachable)`
-//! at once. Host down, or SYN stuck behind a partition: `ConnectFailed(TimedOut)` after
-//! [`StreamConfig::connect_timeout`]. **A refused accept** looks as it does with a real
-//! kernel, which completes the handshake before the application says no: the initiator sees
-//! `Connected`, then `Closed(Reset)`. `Close` follows [`CloseHow`](crate::CloseHow): `HalfClose` sends a FIN
+//! at once. Host down, or SYN stuck behind a partition that does not heal in time:
+//! `ConnectFailed(TimedOut)` after [`StreamConfig::connect_timeout`]; an attempt given up
+//! (timed out or closed by the machine) before its SYN was accepted leaves no trace at the
+//! acceptor. **A refused accept** looks as it does with a real kernel, which completes the
+//! handshake before the application says no: the initiator sees `Connected`, then
+//! `Closed(Reset)`. `Close` follows [`CloseHow`](crate::CloseHow): `HalfClose` sends a FIN
 //! after the queued data and the peer gets `ReadClosed`; `Graceful` also flushes then FINs,
 //! and the id is dead at once (data the peer sends afterwards is answered with a reset, as
 //! a kernel does for a closed socket); `Abort` drops the queue and the peer gets
@@ -112,8 +114,19 @@
 //!
 //! **Not modelled:** bandwidth and congestion (only latency and windows), Nagle and delayed
 //! acks, segment loss outside partitions, MTU and fragmentation, ICMP (a datagram to a port
-//! with no socket vanishes), SYN retransmission, TIME_WAIT and port exhaustion, NAT (see
-//! above), and DNS.
+//! with no socket vanishes), retransmission timers (a lost segment is resent exactly when
+//! the partition heals), TIME_WAIT and port exhaustion, NAT (see above), and DNS.
+//!
+//! # Scripting and checking a scenario
+//!
+//! Build hosts with [`Sim::add_host`] (or [`Sim::add_host_with`] and a [`HostSpec`], e.g.
+//! to add a host down, set its links, and boot it later with [`Sim::restart`]); script
+//! faults and app commands ahead with [`Sim::schedule`]; run with [`Sim::run_until`],
+//! [`Sim::run_for`] or [`Sim::run_until_idle`]; then read what each machine reported with
+//! [`Sim::events`] and inspect it with [`Sim::machine`]. [`Probe`] is a scripted machine
+//! for poking at the network directly. [`check_seeds`] runs a scenario over many seeds and,
+//! on failure, prints the seed and the `SWITCHYARD_SEED=<seed> cargo test ...` command
+//! that replays it.
 //!
 //! # Caps
 //!
