@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use switchyard_core::machine::{Input, Machine, Output, Refusal};
 use switchyard_core::service::echo::{EchoConfig, EchoEvent, EchoServer};
+use switchyard_core::service::line_server::EndReason;
 use switchyard_core::service::line_client::{LineClient, LineClientConfig, LineClientEvent, SendError};
 use switchyard_core::sim::{
     check_seeds, seed_from_env, HostId, HostSpec, LinkConfig, NetConfig, Probe, ProbeEvent, Sim, StreamConfig, TestId,
@@ -336,7 +337,7 @@ fn backpressure_from_a_client_that_does_not_read_keeps_memory_bounded() {
     assert!(refused > 0, "the client must be told to slow down");
     // Two windows, the server's paused backlog and the client's capped backlog, no more.
     let window = StreamConfig::default().window;
-    let bound = 2 * window + EchoConfig::default().backlog_limit + LineClientConfig::default().max_backlog;
+    let bound = 2 * window + EchoConfig::default().pause_above + LineClientConfig::default().max_backlog;
     assert!(most_buffered <= bound, "network held {most_buffered} bytes, bound {bound}");
     assert_eq!(sim.machine::<EchoServer>(server).unwrap().connections(), 1, "paused, not dropped");
 
@@ -382,7 +383,7 @@ fn a_writer_that_ignores_backpressure_is_cut_off_as_a_slow_peer() {
     }
     let chunk = Bytes::from(chunk);
     let cap = StreamConfig::default();
-    let bound = cap.send_queue_cap + 2 * cap.window + EchoConfig::default().backlog_limit + chunk.len();
+    let bound = cap.send_queue_cap + 2 * cap.window + EchoConfig::default().pause_above + chunk.len();
     let mut most_buffered = 0;
     let cut_off = |sim: &Sim| sim.events::<ProbeEvent>(blaster).any(|(_, e)| matches!(e, ProbeEvent::Closed { .. }));
     for _ in 0..1000 {
@@ -399,7 +400,7 @@ fn a_writer_that_ignores_backpressure_is_cut_off_as_a_slow_peer() {
         .any(|(_, e)| *e == ProbeEvent::Closed { conn, reason: NetError::SlowPeer }));
     assert!(sim
         .events::<EchoEvent>(server)
-        .any(|(_, e)| matches!(e, EchoEvent::Closed { reason: Some(NetError::Reset), .. })));
+        .any(|(_, e)| matches!(e, EchoEvent::Closed { reason: EndReason::Net(NetError::Reset), .. })));
     assert!(most_buffered <= bound, "network held {most_buffered} bytes, bound {bound}");
     assert_eq!(sim.machine::<EchoServer>(server).unwrap().connections(), 0);
     assert_eq!((sim.open_streams(), sim.buffered_bytes()), (0, 0));

@@ -17,8 +17,10 @@
 //! ## Map
 //!
 //! - [`wire`]: frame and line codecs.
-//! - [`service`]: the text services (echo) and a line client.
-//! - [`time`], [`id`], [`rng`], [`env`]: the deterministic building blocks.
+//! - [`service`]: the text services (echo, time, broadcast, reply presets) and a line client.
+//! - [`tunnel`]: the local and remote tunnel ends and their stream multiplexer.
+//! - [`sim`]: the deterministic network simulator, public for embedders' own tests.
+//! - [`time`], [`id`], [`rng`], [`mod@env`]: the deterministic building blocks.
 
 pub mod env;
 pub mod id;
@@ -27,6 +29,7 @@ pub mod rng;
 pub mod service;
 pub mod sim;
 pub mod time;
+pub mod tunnel;
 pub mod wire;
 
 pub use env::Env;

@@ -205,6 +205,44 @@ impl<K: Ord + Copy> Deadlines<K> {
     }
 }
 
+/// Wall-clock time for machines that show dates (the time service, `stamp` replies).
+///
+/// The driver reads the system clock once, at start-up, and builds this from that reading,
+/// the [`Instant`] it was taken at, and the local UTC offset (which the `time` crate can only
+/// read safely before threads start). Later wall times are that reading plus elapsed
+/// `Instant`s, so a machine never reads a clock and the simulator can pick any date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WallClock {
+    unix_micros_at_zero: i128,
+    offset: time::UtcOffset,
+}
+
+/// `YYYY-MM-DD HH:MM:SS`, the format every Switchyard service prints dates in.
+const DATE_TIME: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+
+impl WallClock {
+    /// A wall clock that read `unix_micros` (microseconds since 1970-01-01 UTC) at `at`,
+    /// showing times at UTC offset `offset`.
+    pub fn new(unix_micros: i128, at: Instant, offset: time::UtcOffset) -> WallClock {
+        WallClock { unix_micros_at_zero: unix_micros - i128::from(at.as_micros()), offset }
+    }
+
+    /// The local date and time at `now`. Dates outside the `time` crate's range clamp to
+    /// the Unix epoch rather than fail: a service must not die over a bad clock reading.
+    pub fn at(&self, now: Instant) -> time::OffsetDateTime {
+        let nanos = (self.unix_micros_at_zero + i128::from(now.as_micros())) * 1_000;
+        time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+            .to_offset(self.offset)
+    }
+
+    /// The local time at `now` as `YYYY-MM-DD HH:MM:SS`.
+    pub fn format(&self, now: Instant) -> String {
+        self.at(now).format(DATE_TIME).unwrap_or_else(|_| String::from("0000-00-00 00:00:00"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +261,16 @@ mod tests {
         let mut clock = Clock::new(Instant::from_secs(5));
         assert_eq!(clock.advance(Instant::from_secs(3)), Instant::from_secs(5));
         assert_eq!(clock.advance(Instant::from_secs(7)), Instant::from_secs(7));
+    }
+
+    #[test]
+    fn wall_clock_adds_elapsed_time_and_applies_the_offset() {
+        // 2025-10-01 12:30:25 UTC, read at 10 s after the driver's zero.
+        let reading = 1_759_321_825_000_000i128;
+        let offset = time::UtcOffset::from_hms(2, 0, 0).unwrap();
+        let wall = WallClock::new(reading, Instant::from_secs(10), offset);
+        assert_eq!(wall.format(Instant::from_secs(10)), "2025-10-01 14:30:25");
+        assert_eq!(wall.format(Instant::from_secs(75)), "2025-10-01 14:31:30");
     }
 
     #[test]

@@ -1,7 +1,14 @@
 //! The text services: line protocols that `nc` and `telnet` can talk to.
 
+pub mod broadcast;
 pub mod echo;
 pub mod line_client;
+pub mod line_server;
+pub mod reply;
+pub mod time;
+
+#[cfg(test)]
+mod fixture;
 
 use bytes::Bytes;
 use std::fmt::Display;

@@ -1,0 +1,466 @@
+//! The tunnel's local end: accepts clients, keeps one authenticated carrier to the remote
+//! end, and multiplexes every client onto it as a stream.
+//!
+//! Entrances (listeners) are of two kinds: a *prefix* entrance reads the route from the
+//! client's first bytes (`9090:time`), a *forward* entrance (`--forward 7090=9090`, like
+//! `ssh -L`) sends every byte to a fixed route.
+//!
+//! The carrier is opened at start and re-opened after any loss with jittered exponential
+//! backoff (100 ms doubling, capped at 5 s; reset once a carrier authenticates). While it is
+//! down, a new client gets `error: tunnel is down (...)` and is closed; streams open when the
+//! carrier was lost are aborted, since their bytes in flight are gone.
+
+use crate::id::{ConnId, ListenerId};
+use crate::machine::{CloseHow, Input, Machine, NetError, Output, OutputQueue, Refusal};
+use crate::service::error_line;
+use crate::time::{Clock, Deadlines, Instant};
+use crate::tunnel::auth::Secret;
+use crate::tunnel::carrier::{Carrier, HeartbeatConfig, Liveness};
+use crate::tunnel::mux::MuxConfig;
+use crate::tunnel::prefix::{decide, decide_at_end, PrefixDecision, PREFIX_CAP};
+use crate::tunnel::TunnelEvent;
+use crate::wire::tunnel::{StreamId, TunnelMsg, PROOF_LEN, VERSION};
+use crate::Env;
+use bytes::BytesMut;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Default address of the local end's prefix entrance.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7000";
+
+/// How a listener of the local end picks routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entrance {
+    /// From the first bytes the client sends (`9090:…`), else the default route.
+    Prefix,
+    /// Always this route; bytes pass untouched (a static forward).
+    Forward {
+        /// The route name on the remote end.
+        route: String,
+    },
+}
+
+/// Settings of the local end.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// The remote end's carrier address.
+    pub remote: SocketAddr,
+    /// The shared secret.
+    pub secret: Secret,
+    /// What each listener is for.
+    pub entrances: BTreeMap<ListenerId, Entrance>,
+    /// How long a prefix entrance waits for the route prefix.
+    pub prefix_timeout: Duration,
+    /// Carrier heartbeat.
+    pub heartbeat: HeartbeatConfig,
+    /// First reconnect delay.
+    pub backoff_first: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// Give up a carrier connect after this long and try again (with backoff). Short,
+    /// because a lost SYN is retried sooner this way than by TCP's own 1 s / 3 s schedule,
+    /// which is what lets a restarted remote end be found quickly.
+    pub connect_timeout: Duration,
+    /// Give up authenticating a connected carrier after this long.
+    pub handshake_timeout: Duration,
+    /// Stream flow control.
+    pub mux: MuxConfig,
+    /// Most clients at once (streams plus clients still sending their prefix).
+    pub max_clients: usize,
+}
+
+impl LocalConfig {
+    /// Defaults for everything but the remote address, the secret and the entrances.
+    pub fn new(remote: SocketAddr, secret: Secret, entrances: BTreeMap<ListenerId, Entrance>) -> LocalConfig {
+        LocalConfig {
+            remote,
+            secret,
+            entrances,
+            prefix_timeout: Duration::from_secs(3),
+            heartbeat: HeartbeatConfig::default(),
+            backoff_first: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(5),
+            mux: MuxConfig::default(),
+            max_clients: 16 * 1024,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Link {
+    Down { retry_at: Instant, reason: String },
+    Connecting { conn: ConnId, deadline: Instant },
+    Handshake { carrier: Box<Carrier>, nonce: [u8; PROOF_LEN], deadline: Instant },
+    Up { carrier: Box<Carrier> },
+}
+
+#[derive(Debug)]
+struct Waiting {
+    peer: SocketAddr,
+    first: BytesMut,
+}
+
+/// The local end of the tunnel, as a [`Machine`].
+#[derive(Debug)]
+pub struct TunnelLocal {
+    config: LocalConfig,
+    env: Env,
+    clock: Clock,
+    link: Link,
+    failures: u32,
+    waiting: BTreeMap<ConnId, Waiting>,
+    prefix_deadlines: Deadlines<ConnId>,
+    next_stream: StreamId,
+    out: OutputQueue<TunnelEvent>,
+}
+
+impl TunnelLocal {
+    /// A local end that starts connecting to the remote at `now`.
+    pub fn new(env: Env, now: Instant, config: LocalConfig) -> TunnelLocal {
+        let mut local = TunnelLocal {
+            config,
+            env,
+            clock: Clock::new(now),
+            link: Link::Down { retry_at: now, reason: String::from("not connected yet") },
+            failures: 0,
+            waiting: BTreeMap::new(),
+            prefix_deadlines: Deadlines::new(),
+            next_stream: 1,
+            out: OutputQueue::default(),
+        };
+        local.connect();
+        local
+    }
+
+    /// True while an authenticated carrier is up.
+    pub fn is_up(&self) -> bool {
+        matches!(self.link, Link::Up { .. })
+    }
+
+    /// Open streams on the carrier.
+    pub fn streams(&self) -> usize {
+        match &self.link {
+            Link::Up { carrier } => carrier.mux.len(),
+            _ => 0,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    fn connect(&mut self) {
+        let conn = self.env.conn_ids.next();
+        self.out.push(Output::Connect { conn, to: self.config.remote });
+        self.out.event(TunnelEvent::CarrierConnecting { remote: self.config.remote, attempt: self.failures + 1 });
+        self.link = Link::Connecting { conn, deadline: self.now() + self.config.connect_timeout };
+    }
+
+    fn carrier_conn(&self) -> Option<ConnId> {
+        match &self.link {
+            Link::Down { .. } => None,
+            Link::Connecting { conn, .. } => Some(*conn),
+            Link::Handshake { carrier, .. } | Link::Up { carrier } => Some(carrier.conn()),
+        }
+    }
+
+    /// Drops the carrier (closing it with `how` if it is still open), aborts its streams,
+    /// and schedules the next attempt.
+    fn carrier_lost(&mut self, reason: String, how: Option<CloseHow>) {
+        let link = std::mem::replace(&mut self.link, Link::Down { retry_at: Instant::MAX, reason: reason.clone() });
+        let conn = match link {
+            Link::Down { .. } => return,
+            Link::Connecting { conn, .. } => conn,
+            Link::Handshake { carrier, .. } => carrier.conn(),
+            Link::Up { mut carrier } => {
+                carrier.mux.abort_all(&mut self.out);
+                carrier.conn()
+            }
+        };
+        if let Some(how) = how {
+            self.out.close(conn, how);
+        }
+        let waiting: Vec<ConnId> = self.waiting.keys().copied().collect();
+        for client in waiting {
+            self.refuse_client(client, &format!("tunnel carrier lost: {reason}"));
+        }
+        let exponent = self.failures.min(16);
+        let base = self.config.backoff_first.saturating_mul(1 << exponent).min(self.config.backoff_max);
+        let delay = self.env.rng.jitter(base, 0.2).min(self.config.backoff_max);
+        self.failures = self.failures.saturating_add(1);
+        self.out.event(TunnelEvent::CarrierDown { reason: reason.clone(), retry_in: delay });
+        self.link = Link::Down { retry_at: self.now() + delay, reason };
+    }
+
+    fn refuse_client(&mut self, conn: ConnId, reason: &str) {
+        let peer = self.waiting.remove(&conn).map(|w| w.peer);
+        self.prefix_deadlines.cancel(conn);
+        self.out.write(conn, error_line(reason));
+        self.out.close(conn, CloseHow::Graceful);
+        self.out.event(TunnelEvent::ClientRefused { peer, reason: reason.to_owned() });
+    }
+
+    fn open_stream(&mut self, conn: ConnId, peer: SocketAddr, route: String, first: &[u8], eof: bool) {
+        let Link::Up { carrier } = &mut self.link else {
+            return self.refuse_client(conn, "tunnel is down");
+        };
+        let stream = self.next_stream;
+        self.next_stream = self.next_stream.wrapping_add(1).max(1);
+        carrier.mux.add(stream, conn, true);
+        carrier.mux.send(&TunnelMsg::Open { stream, route: route.clone() }, &mut self.out);
+        if !first.is_empty() {
+            carrier.mux.conn_received(conn, first, &mut self.out);
+        }
+        if eof {
+            carrier.mux.conn_read_closed(conn, &mut self.out);
+        }
+        self.out.event(TunnelEvent::StreamOpened { stream, route, peer });
+    }
+
+    /// Applies a prefix decision for a waiting client.
+    fn route_waiting(&mut self, conn: ConnId, decision: PrefixDecision, eof: bool) {
+        let (route, skip) = match decision {
+            PrefixDecision::Undecided => return,
+            PrefixDecision::TooLong => return self.refuse_client(conn, "route prefix too long"),
+            PrefixDecision::Route { route, consumed } => (route, consumed),
+            PrefixDecision::Default => (String::new(), 0),
+        };
+        let Some(waiting) = self.waiting.remove(&conn) else { return };
+        self.prefix_deadlines.cancel(conn);
+        self.open_stream(conn, waiting.peer, route, &waiting.first[skip..], eof);
+    }
+
+    fn client_received(&mut self, conn: ConnId, bytes: &[u8]) {
+        if let Some(waiting) = self.waiting.get_mut(&conn) {
+            waiting.first.extend_from_slice(bytes);
+            let decision = decide(&waiting.first[..waiting.first.len().min(PREFIX_CAP)]);
+            return self.route_waiting(conn, decision, false);
+        }
+        if let Link::Up { carrier } = &mut self.link {
+            carrier.mux.conn_received(conn, bytes, &mut self.out);
+        }
+    }
+
+    fn client_read_closed(&mut self, conn: ConnId) {
+        if let Some(waiting) = self.waiting.get(&conn) {
+            let decision = decide_at_end(&waiting.first[..waiting.first.len().min(PREFIX_CAP)]);
+            return self.route_waiting(conn, decision, true);
+        }
+        if let Link::Up { carrier } = &mut self.link {
+            carrier.mux.conn_read_closed(conn, &mut self.out);
+        }
+    }
+
+    fn client_closed(&mut self, conn: ConnId, reason: &NetError) {
+        if self.waiting.remove(&conn).is_some() {
+            self.prefix_deadlines.cancel(conn);
+            return;
+        }
+        if let Link::Up { carrier } = &mut self.link {
+            carrier.mux.reset_conn(conn, &reason.to_string(), &mut self.out);
+        }
+    }
+
+    fn carrier_received(&mut self, bytes: &[u8]) {
+        let now = self.now();
+        match &mut self.link {
+            Link::Handshake { carrier, .. } | Link::Up { carrier } => carrier.receive(now, bytes),
+            _ => return,
+        }
+        loop {
+            let next = match &mut self.link {
+                Link::Handshake { carrier, .. } | Link::Up { carrier } => carrier.next_message(),
+                _ => return,
+            };
+            match next {
+                None => return,
+                Some(Ok(msg)) => self.carrier_message(msg),
+                Some(Err(error)) => {
+                    return self.carrier_lost(format!("protocol error from remote: {error}"), Some(CloseHow::Abort))
+                }
+            }
+        }
+    }
+
+    fn carrier_message(&mut self, msg: TunnelMsg) {
+        match (&mut self.link, msg) {
+            (Link::Handshake { carrier, nonce, .. }, TunnelMsg::Challenge { nonce: remote_nonce, proof }) => {
+                if !self.config.secret.verify_remote(nonce, &remote_nonce, &proof) {
+                    let reason =
+                        "the remote end could not prove it has our secret: the two ends have different secrets";
+                    let refusal = "your proof does not match our secret: the two ends have different secrets";
+                    carrier.mux.send(&TunnelMsg::Refused { reason: refusal.into() }, &mut self.out);
+                    self.out.event(TunnelEvent::AuthFailed { peer: self.config.remote, reason: reason.into() });
+                    return self.carrier_lost(reason.into(), Some(CloseHow::Graceful));
+                }
+                let proof = self.config.secret.local_proof(&remote_nonce, nonce);
+                carrier.mux.send(&TunnelMsg::Response { proof }, &mut self.out);
+            }
+            (Link::Handshake { .. }, TunnelMsg::Welcome) => {
+                let Link::Handshake { carrier, .. } =
+                    std::mem::replace(&mut self.link, Link::Down { retry_at: Instant::MAX, reason: String::new() })
+                else {
+                    unreachable!("matched above")
+                };
+                self.link = Link::Up { carrier };
+                self.failures = 0;
+                self.out.event(TunnelEvent::CarrierUp { peer: self.config.remote });
+            }
+            (_, TunnelMsg::Refused { reason }) => {
+                let reason = format!("the remote end refused us: {reason}");
+                self.out.event(TunnelEvent::AuthFailed { peer: self.config.remote, reason: reason.clone() });
+                self.carrier_lost(reason, Some(CloseHow::Abort));
+            }
+            (Link::Up { carrier } | Link::Handshake { carrier, .. }, TunnelMsg::Ping { token }) => {
+                carrier.pong(token, &mut self.out)
+            }
+            (_, TunnelMsg::Pong { .. }) => {}
+            (
+                Link::Up { carrier },
+                msg @ (TunnelMsg::Data { .. }
+                | TunnelMsg::Window { .. }
+                | TunnelMsg::Fin { .. }
+                | TunnelMsg::Refuse { .. }
+                | TunnelMsg::Reset { .. }),
+            ) => {
+                if let Err(violation) = carrier.mux.receive(msg, &mut self.out) {
+                    self.carrier_lost(format!("protocol error from remote: {violation}"), Some(CloseHow::Abort));
+                }
+            }
+            (_, msg) => {
+                let reason = format!("unexpected message from remote: {msg:?}");
+                self.carrier_lost(reason, Some(CloseHow::Abort));
+            }
+        }
+    }
+
+    /// Reports streams the multiplexer has forgotten. Called at the end of every mutating
+    /// call, so no ended stream goes unreported.
+    fn settle(&mut self) {
+        if let Link::Up { carrier } = &mut self.link {
+            while let Some(ended) = carrier.mux.pop_ended() {
+                self.out.event(ended.into());
+            }
+        }
+    }
+
+    fn carrier_input(&mut self, input: Input<'_>) {
+        match input {
+            Input::Connected { conn, .. } => {
+                let Link::Connecting { .. } = self.link else { return };
+                let now = self.now();
+                let mut carrier = Box::new(Carrier::new(conn, now, self.config.heartbeat, self.config.mux.clone()));
+                let mut nonce = [0u8; PROOF_LEN];
+                self.env.rng.fill_bytes(&mut nonce);
+                carrier.mux.send(&TunnelMsg::Hello { version: VERSION, nonce }, &mut self.out);
+                self.link = Link::Handshake { carrier, nonce, deadline: now + self.config.handshake_timeout };
+            }
+            Input::ConnectFailed { error, .. } => self.carrier_lost(format!("cannot connect: {error}"), None),
+            Input::Received { bytes, .. } => self.carrier_received(bytes),
+            Input::ReadClosed { .. } => self.carrier_lost("remote closed the carrier".into(), Some(CloseHow::Abort)),
+            Input::Closed { reason, .. } => self.carrier_lost(format!("carrier failed: {reason}"), None),
+            Input::Sent { bytes, .. } => {
+                if let Link::Handshake { carrier, .. } | Link::Up { carrier } = &mut self.link {
+                    carrier.mux.carrier_sent(bytes, &mut self.out);
+                }
+            }
+            Input::Datagram { .. } => {}
+        }
+    }
+}
+
+impl Machine for TunnelLocal {
+    type Event = TunnelEvent;
+
+    fn accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr) -> Result<ConnId, Refusal> {
+        self.clock.advance(now);
+        let entrance = self.config.entrances.get(&listener).cloned().ok_or(Refusal::UnknownListener(listener))?;
+        if self.waiting.len() + self.streams() >= self.config.max_clients {
+            return Err(Refusal::AtCapacity { limit: self.config.max_clients });
+        }
+        let conn = self.env.conn_ids.next();
+        match (&self.link, entrance) {
+            (Link::Up { carrier }, _) if !carrier.mux.has_room() => {
+                self.refuse_client(conn, "too many streams on the tunnel")
+            }
+            (Link::Up { .. }, Entrance::Forward { route }) => self.open_stream(conn, peer, route, &[], false),
+            (Link::Up { .. }, Entrance::Prefix) => {
+                self.waiting.insert(conn, Waiting { peer, first: BytesMut::new() });
+                self.prefix_deadlines.set(conn, self.now() + self.config.prefix_timeout);
+            }
+            (Link::Down { reason, .. }, _) => {
+                let reason = format!("tunnel is down ({reason}); reconnecting");
+                self.refuse_client(conn, &reason)
+            }
+            _ => self.refuse_client(conn, "tunnel is down (connecting to the remote end)"),
+        }
+        self.settle();
+        Ok(conn)
+    }
+
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.clock.advance(now);
+        let Some(conn) = input.conn() else { return };
+        if Some(conn) == self.carrier_conn() {
+            self.carrier_input(input);
+        } else {
+            match input {
+                Input::Received { bytes, .. } => self.client_received(conn, bytes),
+                Input::ReadClosed { .. } => self.client_read_closed(conn),
+                Input::Closed { reason, .. } => self.client_closed(conn, &reason),
+                Input::Sent { bytes, .. } => {
+                    if let Link::Up { carrier } = &mut self.link {
+                        carrier.mux.conn_sent(conn, bytes, &mut self.out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.settle();
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.advance(now);
+        while let Some(conn) = self.prefix_deadlines.pop_expired(now) {
+            let secs = self.config.prefix_timeout.as_secs_f64();
+            self.refuse_client(conn, &format!("no route prefix within {secs} s (send e.g. 9090:time)"));
+        }
+        // The heartbeat runs first (it may send a ping); what it finds decides the rest.
+        let liveness = match &mut self.link {
+            Link::Handshake { carrier, .. } | Link::Up { carrier } => carrier.on_timeout(now, &mut self.out),
+            _ => Liveness::Alive,
+        };
+        match &self.link {
+            Link::Down { retry_at, .. } if now >= *retry_at => self.connect(),
+            Link::Connecting { deadline, .. } if now >= *deadline => {
+                self.carrier_lost("connect timed out".into(), Some(CloseHow::Abort))
+            }
+            Link::Handshake { deadline, .. } if now >= *deadline => {
+                self.carrier_lost("authentication timed out".into(), Some(CloseHow::Abort))
+            }
+            Link::Handshake { .. } | Link::Up { .. } if liveness == Liveness::Dead => {
+                let secs = self.config.heartbeat.dead_after.as_secs_f64();
+                self.carrier_lost(format!("remote silent for {secs} s"), Some(CloseHow::Abort));
+            }
+            _ => {}
+        }
+        self.settle();
+    }
+
+    fn poll_output(&mut self) -> Option<Output<TunnelEvent>> {
+        self.out.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let link = match &self.link {
+            Link::Down { retry_at, .. } => *retry_at,
+            Link::Connecting { deadline, .. } => *deadline,
+            Link::Handshake { carrier, deadline, .. } => carrier.deadline().min(*deadline),
+            Link::Up { carrier } => carrier.deadline(),
+        };
+        Some(self.prefix_deadlines.next().map_or(link, |p| p.min(link)))
+    }
+}
