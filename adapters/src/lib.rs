@@ -1,1 +1,48 @@
 //! Drives switchyard-core machines over real sockets, on smol or async-std.
+//!
+//! A machine from `switchyard-core` does no I/O; this crate gives it sockets and a clock.
+//! The I/O loop ([`Driver`]) is written once, generic over a small [`Runtime`] trait, and
+//! each runtime implements that trait thinly with its own types:
+//!
+//! - [`SmolRuntime`] (cargo feature `smol`, on by default): the default runtime.
+//! - [`AsyncStdRuntime`] (cargo feature `async-std`, on by default): async-std is
+//!   deprecated upstream in favour of smol; it stays supported for embedders already on
+//!   it. Turn the feature off to drop the dependency.
+//!
+//! ```no_run
+//! use switchyard_adapters::{Driver, Runtime, SmolRuntime};
+//! use switchyard_core::service::echo::{EchoConfig, EchoServer};
+//! use switchyard_core::{Env, ListenerId};
+//!
+//! let rt = SmolRuntime;
+//! let running = rt
+//!     .block_on(
+//!         Driver::new(EchoServer::new(Env::new(1), EchoConfig::default()))
+//!             .listen(ListenerId(0), "127.0.0.1:7007".parse().unwrap())
+//!             .start(rt),
+//!     )
+//!     .expect("bind");
+//! // ... later, from anywhere:
+//! running.shutdown();
+//! ```
+//!
+//! See [`driver`] for how the loop works and every cap it keeps.
+
+pub mod driver;
+mod net_error;
+mod notify;
+pub mod runtime;
+
+#[cfg(feature = "async-std")]
+mod async_std_rt;
+#[cfg(feature = "smol")]
+mod smol_rt;
+
+pub use driver::{Config, Driver, EventPolicy, Handle, Running, Stats, Stopped};
+pub use net_error::{describe, net_error};
+pub use runtime::{AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, Runtime};
+
+#[cfg(feature = "async-std")]
+pub use async_std_rt::AsyncStdRuntime;
+#[cfg(feature = "smol")]
+pub use smol_rt::SmolRuntime;

@@ -1,1 +1,137 @@
-fn main() {}
+//! `switchyard`: run Switchyard services and clients over real sockets.
+//!
+//! ```text
+//! switchyard [--runtime smol|async-std] [-v...] [--seed N] <command>
+//!   serve echo [--listen ADDR] ...    run the echo service
+//!   send [--to ADDR] [MESSAGE...]     send one line (or type lines) and print the replies
+//! ```
+//!
+//! Exit codes: 0 success; 1 a runtime error (one line on stderr, `switchyard: ...`) or an
+//! `error: ...` line from the server; 2 a usage error.
+
+mod addr;
+mod logging;
+mod runtime;
+mod seed;
+mod send;
+mod serve;
+
+use argh::FromArgs;
+use runtime::{Program, RuntimeKind};
+use std::fmt;
+use std::future::Future;
+use std::process::ExitCode;
+use switchyard_adapters::Runtime;
+use switchyard_core::Env;
+
+/// Switchyard: network services as sans-IO state machines, run over real sockets.
+#[derive(FromArgs, Debug)]
+#[argh(
+    example = "switchyard serve echo &\nswitchyard send hello",
+    note = "Logs go to stderr; RUST_LOG (e.g. RUST_LOG=debug) overrides -v. Exit codes: 0 success, 1 error, 2 usage error."
+)]
+struct Cli {
+    /// async runtime to run on: smol (default) or async-std
+    #[argh(option, default = "RuntimeKind::Smol")]
+    runtime: RuntimeKind,
+
+    /// more logging: -v for debug, -v -v for trace
+    #[argh(switch, short = 'v')]
+    verbose: u8,
+
+    /// seed for the machines' random choices (default: drawn from the OS; -v logs it)
+    #[argh(option)]
+    seed: Option<u64>,
+
+    #[argh(subcommand)]
+    command: Command,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum Command {
+    Serve(serve::ServeCmd),
+    Send(send::SendCmd),
+}
+
+impl Command {
+    fn quietness(&self) -> logging::Quietness {
+        match self {
+            Command::Serve(_) => logging::Quietness::Server,
+            Command::Send(_) => logging::Quietness::Client,
+        }
+    }
+}
+
+impl Program for Command {
+    async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
+        match self {
+            Command::Serve(cmd) => cmd.run(rt, env).await,
+            Command::Send(cmd) => cmd.run(rt, env).await,
+        }
+    }
+}
+
+/// A failure reported as one line on stderr, `switchyard: <message>`, with exit code 1.
+#[derive(Debug)]
+pub struct CliError(String);
+
+impl CliError {
+    /// An error with this message.
+    pub fn new(message: impl fmt::Display) -> CliError {
+        CliError(message.to_string())
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Completes with `Err(on_timeout)` if `future` has not completed by `deadline`.
+pub async fn within<R: Runtime, T>(
+    rt: &R,
+    deadline: std::time::Instant,
+    on_timeout: impl FnOnce() -> CliError,
+    future: impl Future<Output = Result<T, CliError>>,
+) -> Result<T, CliError> {
+    let expired = async {
+        rt.sleep_until(deadline).await;
+        Err(on_timeout())
+    };
+    futures_lite::future::or(future, expired).await
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (name, rest) = strs.split_first().map_or(("switchyard", &[][..]), |(n, r)| (*n, r));
+    let name = std::path::Path::new(name).file_name().and_then(|n| n.to_str()).unwrap_or("switchyard");
+    let cli = match Cli::from_args(&[name], rest) {
+        Ok(cli) => cli,
+        Err(early) => {
+            // argh itself would exit 1 for usage errors; 2 is the convention.
+            return match early.status {
+                Ok(()) => {
+                    print!("{}", early.output);
+                    ExitCode::SUCCESS
+                }
+                Err(()) => {
+                    eprintln!("{}", early.output.trim_end());
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
+    logging::init(cli.verbose, cli.command.quietness());
+    let seed = cli.seed.unwrap_or_else(seed::from_os);
+    tracing::debug!(seed, "seed for this run (pass --seed {seed} to reproduce it)");
+    match runtime::run(cli.runtime, cli.command, Env::new(seed)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! [`Runtime`] for async-std.
+//!
+//! async-std is deprecated upstream in favour of smol. It stays supported here for
+//! embedders already on it; new code should prefer [`SmolRuntime`](crate::SmolRuntime).
+
+use crate::runtime::{AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, Runtime};
+use async_std::net::{TcpListener, TcpStream, UdpSocket};
+use std::future::Future;
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::time::Instant as StdInstant;
+
+/// The async-std runtime: tasks run on async-std's global executor, sockets are
+/// `async_std::net` types.
+///
+/// ```no_run
+/// use switchyard_adapters::{AsyncStdRuntime, Runtime};
+/// let rt = AsyncStdRuntime;
+/// rt.block_on(async { /* start drivers here */ });
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AsyncStdRuntime;
+
+impl Runtime for AsyncStdRuntime {
+    type TcpStream = TcpStream;
+    type TcpListener = TcpListener;
+    type UdpSocket = UdpSocket;
+
+    fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        // Dropping the handle detaches the task.
+        drop(async_std::task::spawn(future));
+    }
+
+    fn sleep_until(&self, deadline: StdInstant) -> impl Future<Output = ()> + Send + 'static {
+        async_std::task::sleep(deadline.saturating_duration_since(StdInstant::now()))
+    }
+
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        async_std::task::block_on(future)
+    }
+
+    fn tcp_listen(&self, addr: SocketAddr) -> impl Future<Output = io::Result<TcpListener>> + Send {
+        TcpListener::bind(addr)
+    }
+
+    fn tcp_connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<TcpStream>> + Send {
+        TcpStream::connect(addr)
+    }
+
+    fn udp_bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<UdpSocket>> + Send {
+        UdpSocket::bind(addr)
+    }
+}
+
+impl AsyncTcpStream for TcpStream {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        TcpStream::local_addr(self)
+    }
+    fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        TcpStream::set_nodelay(self, on)
+    }
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        TcpStream::shutdown(self, how)
+    }
+    fn set_linger_zero(&self) -> io::Result<()> {
+        crate::runtime::set_linger_zero(self)
+    }
+}
+
+impl AsyncTcpListener for TcpListener {
+    type Stream = TcpStream;
+    fn accept(&self) -> impl Future<Output = io::Result<(TcpStream, SocketAddr)>> + Send + '_ {
+        TcpListener::accept(self)
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        TcpListener::local_addr(self)
+    }
+}
+
+impl AsyncUdpSocket for UdpSocket {
+    fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send + 'a {
+        UdpSocket::send_to(self, buf, to)
+    }
+    fn recv_from<'a>(&'a self, buf: &'a mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a {
+        UdpSocket::recv_from(self, buf)
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        UdpSocket::local_addr(self)
+    }
+}

@@ -1,0 +1,104 @@
+//! The small runtime trait the driver is written against.
+//!
+//! The driver needs very little from an async runtime: spawn a detached task, sleep until
+//! an instant, read the clock, and open TCP listeners, TCP connections and UDP sockets. Each
+//! supported runtime implements [`Runtime`] with its own socket types
+//! ([`SmolRuntime`](crate::SmolRuntime), [`AsyncStdRuntime`](crate::AsyncStdRuntime)); the
+//! socket traits below add the few socket operations the driver uses beyond
+//! `AsyncRead`/`AsyncWrite`.
+//!
+//! To run the driver on another runtime, implement these four traits for it; nothing else
+//! in the crate changes.
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use std::future::Future;
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::time::Instant as StdInstant;
+
+/// An async runtime the driver can run on.
+///
+/// All methods may be called from any thread, inside or outside the runtime.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// A connected TCP stream. Cloning yields another handle to the same socket, so the
+    /// driver can read and write it from two tasks.
+    type TcpStream: AsyncTcpStream;
+    /// A listening TCP socket.
+    type TcpListener: AsyncTcpListener<Stream = Self::TcpStream>;
+    /// A bound UDP socket.
+    type UdpSocket: AsyncUdpSocket;
+
+    /// Runs `future` to completion in the background. The driver never joins its tasks:
+    /// they end on their own when their connection or the driver ends.
+    fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static;
+
+    /// A future that completes at `deadline` (at once if it has passed).
+    fn sleep_until(&self, deadline: StdInstant) -> impl Future<Output = ()> + Send + 'static;
+
+    /// The current time. The driver maps it to `switchyard_core::Instant` as the time
+    /// elapsed since the driver started.
+    fn now(&self) -> StdInstant {
+        StdInstant::now()
+    }
+
+    /// Runs `future` on the current thread until it completes, driving the runtime.
+    /// For `main` functions and tests; never call it from inside a task.
+    fn block_on<F: Future>(&self, future: F) -> F::Output;
+
+    /// Binds a TCP listener to `addr`.
+    fn tcp_listen(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::TcpListener>> + Send;
+
+    /// Opens a TCP connection to `addr`.
+    fn tcp_connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::TcpStream>> + Send;
+
+    /// Binds a UDP socket to `addr`.
+    fn udp_bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::UdpSocket>> + Send;
+}
+
+/// The socket operations the driver needs on a TCP stream, beyond reading and writing.
+pub trait AsyncTcpStream: AsyncRead + AsyncWrite + Clone + Unpin + Send + Sync + 'static {
+    /// The local address of the socket.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+    /// Sets `TCP_NODELAY` (the driver turns it on for every stream: it batches writes
+    /// itself, so Nagle's delay would only add latency).
+    fn set_nodelay(&self, on: bool) -> io::Result<()>;
+    /// Shuts down one or both directions; affects every clone.
+    fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+    /// Sets `SO_LINGER` to zero, so that closing the socket resets the connection (RST)
+    /// instead of sending FIN. Used to abort a connection.
+    fn set_linger_zero(&self) -> io::Result<()>;
+}
+
+/// A listening TCP socket.
+pub trait AsyncTcpListener: Send + Sync + 'static {
+    /// The stream type accepted connections come as.
+    type Stream;
+    /// Waits for the next inbound connection.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send + '_;
+    /// The address the listener is bound to (with the real port when bound to port 0).
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// A bound UDP socket.
+pub trait AsyncUdpSocket: Send + Sync + 'static {
+    /// Sends one datagram to `to`.
+    fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send + 'a;
+    /// Waits for one datagram; returns its length and source.
+    fn recv_from<'a>(&'a self, buf: &'a mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a;
+    /// The address the socket is bound to.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// `SO_LINGER = 0` on any socket the OS can hand us a descriptor for.
+#[cfg(unix)]
+pub(crate) fn set_linger_zero<S: std::os::fd::AsFd>(socket: &S) -> io::Result<()> {
+    socket2::SockRef::from(socket).set_linger(Some(std::time::Duration::ZERO))
+}
+
+/// `SO_LINGER = 0` on any socket the OS can hand us a descriptor for.
+#[cfg(windows)]
+pub(crate) fn set_linger_zero<S: std::os::windows::io::AsSocket>(socket: &S) -> io::Result<()> {
+    socket2::SockRef::from(socket).set_linger(Some(std::time::Duration::ZERO))
+}

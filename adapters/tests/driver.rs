@@ -1,0 +1,305 @@
+//! The driver's own guarantees, checked over loopback under both runtimes with a probe
+//! machine that reports every input as an event and does what a command tells it.
+
+use bytes::Bytes;
+use futures_lite::future;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+use switchyard_adapters::{Driver, Running, Runtime};
+use switchyard_core::machine::OutputQueue;
+use switchyard_core::{
+    CloseHow, ConnId, ConnIds, Input, Instant, ListenerId, Machine, NetError, Output, Refusal, SocketId,
+};
+
+/// Generous guard so a broken driver fails the test instead of hanging it.
+const GUARD: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Accepted(ConnId),
+    Received(ConnId, Vec<u8>),
+    ReadClosed(ConnId),
+    Closed(ConnId, NetError),
+    Datagram(SocketAddr, Vec<u8>),
+}
+
+/// Accepts everything, reports every input, and writes or closes when told to.
+#[derive(Default)]
+struct Probe {
+    ids: Option<ConnIds>,
+    out: OutputQueue<Seen>,
+    sent: usize,
+}
+
+impl Probe {
+    fn push(&mut self, output: Output<Seen>) {
+        self.out.push(output);
+    }
+}
+
+impl Machine for Probe {
+    type Event = Seen;
+
+    fn accept(&mut self, _now: Instant, _listener: ListenerId, _peer: SocketAddr) -> Result<ConnId, Refusal> {
+        let conn = self.ids.get_or_insert_with(|| ConnIds::new(0)).next();
+        self.out.event(Seen::Accepted(conn));
+        Ok(conn)
+    }
+
+    fn handle_input(&mut self, _now: Instant, input: Input<'_>) {
+        let seen = match input {
+            Input::Received { conn, bytes } => Seen::Received(conn, bytes.to_vec()),
+            Input::ReadClosed { conn } => Seen::ReadClosed(conn),
+            Input::Closed { conn, reason } => Seen::Closed(conn, reason),
+            Input::Sent { bytes, .. } => {
+                self.sent += bytes;
+                return;
+            }
+            Input::Datagram { socket, from, bytes } => {
+                // Echo it back, so the test sees the UDP path both ways.
+                self.out.push(Output::Transmit { socket, to: from, bytes: Bytes::copy_from_slice(bytes) });
+                Seen::Datagram(from, bytes.to_vec())
+            }
+            Input::Connected { .. } | Input::ConnectFailed { .. } => return,
+        };
+        self.out.event(seen);
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) {}
+
+    fn poll_output(&mut self) -> Option<Output<Seen>> {
+        self.out.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+}
+
+fn start<R: Runtime>(rt: &R, driver: Driver<Probe>) -> (Running<Probe>, SocketAddr) {
+    let running = rt
+        .block_on(driver.listen(ListenerId(0), "127.0.0.1:0".parse().unwrap()).start(rt.clone()))
+        .expect("start the driver");
+    let addr = running.local_addr(ListenerId(0)).unwrap();
+    (running, addr)
+}
+
+/// The next event matching `want`, skipping others; panics after the guard time.
+fn wait_for<R: Runtime>(rt: &R, running: &Running<Probe>, what: &str, want: impl Fn(&Seen) -> bool) -> Seen {
+    let events = running.events();
+    let deadline = rt.now() + GUARD;
+    rt.block_on(future::or(
+        async {
+            loop {
+                match events.recv().await {
+                    Ok(seen) if want(&seen) => return seen,
+                    Ok(_) => continue,
+                    Err(_) => panic!("driver stopped while waiting for {what}"),
+                }
+            }
+        },
+        async {
+            rt.sleep_until(deadline).await;
+            panic!("timed out waiting for {what}")
+        },
+    ))
+}
+
+fn client(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(GUARD)).unwrap();
+    stream.set_write_timeout(Some(GUARD)).unwrap();
+    stream
+}
+
+fn accepted<R: Runtime>(rt: &R, running: &Running<Probe>) -> ConnId {
+    match wait_for(rt, running, "accept", |s| matches!(s, Seen::Accepted(_))) {
+        Seen::Accepted(conn) => conn,
+        _ => unreachable!(),
+    }
+}
+
+fn command<R: Runtime>(rt: &R, running: &Running<Probe>, f: impl FnOnce(&mut Probe) + Send + 'static) {
+    rt.block_on(running.command(move |m: &mut Probe, _now| f(m))).expect("machine running");
+}
+
+/// A peer that never reads gets aborted once its queue passes the cap; the machine hears
+/// `SlowPeer`, and a second connection keeps working.
+fn slow_peer_is_aborted_alone<R: Runtime>(rt: R) {
+    let (running, addr) = start(&rt, Driver::new(Probe::default()).write_queue_cap(1 << 20));
+    let _lazy = client(addr);
+    let lazy = accepted(&rt, &running);
+    let mut busy = client(addr);
+    let busy_id = accepted(&rt, &running);
+
+    static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+    command(&rt, &running, move |m| {
+        for _ in 0..(64 << 20) / CHUNK.len() {
+            m.push(Output::Write { conn: lazy, bytes: Bytes::from_static(&CHUNK) });
+        }
+    });
+    wait_for(&rt, &running, "the slow peer's close", |s| *s == Seen::Closed(lazy, NetError::SlowPeer));
+    let stats = running.stats();
+    assert_eq!(stats.slow_peer_closes, 1);
+    assert!(stats.queued_write_bytes <= 1 << 20, "queue stays within its cap: {stats:?}");
+
+    busy.write_all(b"still here").unwrap();
+    wait_for(&rt, &running, "the busy client's bytes", |s| matches!(s, Seen::Received(c, _) if *c == busy_id));
+    command(&rt, &running, move |m| m.push(Output::Write { conn: busy_id, bytes: Bytes::from_static(b"pong") }));
+    let mut buf = [0; 4];
+    busy.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"pong");
+    running.shutdown();
+}
+
+/// `Abort` resets the peer; `Graceful` delivers what was written, then end of stream, even
+/// when the peer has sent bytes the machine never read.
+fn abort_resets_and_graceful_flushes<R: Runtime>(rt: R) {
+    let (running, addr) = start(&rt, Driver::new(Probe::default()));
+
+    let mut a = client(addr);
+    let a_id = accepted(&rt, &running);
+    command(&rt, &running, move |m| m.push(Output::Close { conn: a_id, how: CloseHow::Abort }));
+    let mut buf = [0; 16];
+    let err = a.read(&mut buf).expect_err("an aborted connection is reset");
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+
+    let mut g = client(addr);
+    let g_id = accepted(&rt, &running);
+    g.write_all(&[b'u'; 10_000]).unwrap();
+    wait_for(&rt, &running, "unread input", |s| matches!(s, Seen::Received(c, _) if *c == g_id));
+    command(&rt, &running, move |m| {
+        m.push(Output::Write { conn: g_id, bytes: Bytes::from_static(b"bye\n") });
+        m.push(Output::Close { conn: g_id, how: CloseHow::Graceful });
+    });
+    g.write_all(&[b'v'; 10_000]).unwrap();
+    let mut got = Vec::new();
+    g.read_to_end(&mut got).expect("graceful close ends with EOF, not a reset");
+    assert_eq!(got, b"bye\n");
+    running.shutdown();
+}
+
+/// The machine's half-close lets it still read; the peer's FIN then arrives as
+/// `ReadClosed`, after which the connection is released without any further report.
+fn half_close_both_ways<R: Runtime>(rt: R) {
+    let (running, addr) = start(&rt, Driver::new(Probe::default()));
+    let mut c = client(addr);
+    let id = accepted(&rt, &running);
+    command(&rt, &running, move |m| {
+        m.push(Output::Write { conn: id, bytes: Bytes::from_static(b"one") });
+        m.push(Output::Close { conn: id, how: CloseHow::HalfClose });
+        // Dropped: the write side is shut.
+        m.push(Output::Write { conn: id, bytes: Bytes::from_static(b"two") });
+    });
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"one");
+    c.write_all(b"after").unwrap();
+    wait_for(&rt, &running, "bytes after our half-close", |s| *s == Seen::Received(id, b"after".to_vec()));
+    c.shutdown(Shutdown::Write).unwrap();
+    wait_for(&rt, &running, "the peer's FIN", |s| *s == Seen::ReadClosed(id));
+    // Released: even the write and close below must produce no report for `id`.
+    command(&rt, &running, move |m| {
+        m.push(Output::Write { conn: id, bytes: Bytes::from_static(b"late") });
+        m.push(Output::Close { conn: id, how: CloseHow::Abort });
+    });
+    running.shutdown();
+    let events = running.events();
+    let rest: Vec<Seen> = rt.block_on(async {
+        let mut rest = Vec::new();
+        while let Ok(seen) = events.recv().await {
+            rest.push(seen);
+        }
+        rest
+    });
+    assert!(!rest.iter().any(|s| matches!(s, Seen::Closed(c, _) if *c == id)), "{rest:?}");
+}
+
+/// Pausing stops reads (TCP pushes back), resuming delivers everything in order.
+fn pause_and_resume<R: Runtime>(rt: R) {
+    let (running, addr) = start(&rt, Driver::new(Probe::default()));
+    let mut c = client(addr);
+    let id = accepted(&rt, &running);
+    command(&rt, &running, move |m| m.push(Output::PauseReading { conn: id }));
+    assert_eq!(running.stats().paused_readers, 1);
+    c.write_all(b"held back").unwrap();
+    command(&rt, &running, move |m| m.push(Output::ResumeReading { conn: id }));
+    let mut got = Vec::new();
+    while got.len() < 9 {
+        match wait_for(&rt, &running, "resumed bytes", |s| matches!(s, Seen::Received(..))) {
+            Seen::Received(_, bytes) => got.extend(bytes),
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!(got, b"held back");
+    assert_eq!(running.stats().paused_readers, 0);
+    running.shutdown();
+}
+
+/// Datagrams in, transmits out.
+fn udp_round_trip<R: Runtime>(rt: R) {
+    let running = rt
+        .block_on(Driver::new(Probe::default()).bind_udp(SocketId(0), "127.0.0.1:0".parse().unwrap()).start(rt.clone()))
+        .unwrap();
+    let server = running.udp_local_addr(SocketId(0)).unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(GUARD)).unwrap();
+    sock.send_to(b"ping", server).unwrap();
+    let mut buf = [0; 16];
+    let (n, from) = sock.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"ping"[..], server));
+    let me = sock.local_addr().unwrap();
+    wait_for(&rt, &running, "the datagram event", |s| *s == Seen::Datagram(me, b"ping".to_vec()));
+    running.shutdown();
+}
+
+/// Binding an address in use is an error from `start`, naming the address.
+fn bind_errors_come_back_from_start<R: Runtime>(rt: R) {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let err = rt.block_on(Driver::new(Probe::default()).listen(ListenerId(0), addr).start(rt.clone())).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AddrInUse);
+    assert_eq!(err.to_string(), format!("cannot listen on {addr}: address already in use"));
+}
+
+/// After shutdown, `join` hands the machine back with its final state.
+fn join_returns_the_machine<R: Runtime>(rt: R) {
+    let (running, addr) = start(&rt, Driver::new(Probe::default()));
+    let mut c = client(addr);
+    let id = accepted(&rt, &running);
+    command(&rt, &running, move |m| m.push(Output::Write { conn: id, bytes: Bytes::from_static(b"12345") }));
+    let mut buf = [0; 5];
+    c.read_exact(&mut buf).unwrap();
+    // `Sent` follows the write; wait until the machine has counted it.
+    let deadline = std::time::Instant::now() + GUARD;
+    while rt.block_on(running.command(|m: &mut Probe, _| m.sent)).unwrap() < 5 {
+        assert!(std::time::Instant::now() < deadline, "Sent never reported");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    running.shutdown();
+    let machine = rt.block_on(running.join()).expect("the machine comes back");
+    assert_eq!(machine.sent, 5);
+    assert!(rt.block_on(running.command(|_: &mut Probe, _| ())).is_err());
+}
+
+macro_rules! for_each_runtime {
+    ($($test:ident),* $(,)?) => {
+        mod smol {
+            $(#[test] fn $test() { super::$test(switchyard_adapters::SmolRuntime) })*
+        }
+        mod async_std {
+            $(#[test] fn $test() { super::$test(switchyard_adapters::AsyncStdRuntime) })*
+        }
+    };
+}
+
+for_each_runtime!(
+    slow_peer_is_aborted_alone,
+    abort_resets_and_graceful_flushes,
+    half_close_both_ways,
+    pause_and_resume,
+    udp_round_trip,
+    bind_errors_come_back_from_start,
+    join_returns_the_machine,
+);

@@ -1,0 +1,61 @@
+//! `--runtime`: which async runtime a subcommand runs on.
+
+use std::fmt;
+use std::future::Future;
+use std::process::ExitCode;
+use std::str::FromStr;
+use switchyard_adapters::{AsyncStdRuntime, Runtime, SmolRuntime};
+use switchyard_core::Env;
+
+use crate::CliError;
+
+/// The runtimes the CLI can drive machines on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RuntimeKind {
+    /// smol, the default.
+    #[default]
+    Smol,
+    /// async-std (deprecated upstream; kept supported).
+    AsyncStd,
+}
+
+impl FromStr for RuntimeKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "smol" => Ok(RuntimeKind::Smol),
+            "async-std" | "async_std" => Ok(RuntimeKind::AsyncStd),
+            other => Err(format!("unknown runtime {other:?}: expected smol or async-std")),
+        }
+    }
+}
+
+impl fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RuntimeKind::Smol => "smol",
+            RuntimeKind::AsyncStd => "async-std",
+        })
+    }
+}
+
+/// A subcommand, written once for any runtime.
+pub trait Program {
+    /// Runs to completion on `rt`; `env` seeds the machines it builds.
+    fn run<R: Runtime>(self, rt: R, env: Env) -> impl Future<Output = Result<ExitCode, CliError>>;
+}
+
+/// Runs `program` on the chosen runtime, blocking the current thread.
+pub fn run<P: Program>(kind: RuntimeKind, program: P, env: Env) -> Result<ExitCode, CliError> {
+    tracing::debug!(runtime = %kind, "starting");
+    match kind {
+        RuntimeKind::Smol => {
+            let rt = SmolRuntime;
+            rt.block_on(program.run(rt, env))
+        }
+        RuntimeKind::AsyncStd => {
+            let rt = AsyncStdRuntime;
+            rt.block_on(program.run(rt, env))
+        }
+    }
+}
