@@ -228,6 +228,11 @@ impl WallClock {
         WallClock { unix_micros_at_zero: unix_micros - i128::from(at.as_micros()), offset }
     }
 
+    /// A wall clock showing UTC; see [`WallClock::new`].
+    pub fn utc(unix_micros: i128, at: Instant) -> WallClock {
+        WallClock::new(unix_micros, at, time::UtcOffset::UTC)
+    }
+
     /// The local date and time at `now`. Dates outside the `time` crate's range clamp to
     /// the Unix epoch rather than fail: a service must not die over a bad clock reading.
     pub fn at(&self, now: Instant) -> time::OffsetDateTime {

@@ -140,7 +140,7 @@ mod tests {
     fn pauses_a_client_that_does_not_read_and_resumes_when_drained() {
         let mut echo = EchoServer::new(Env::new(9), EchoConfig { pause_above: 10, ..EchoConfig::default() });
         let conn = echo.accept(Instant::ZERO, ListenerId(0), "10.0.0.1:4000".parse().unwrap()).unwrap();
-        let mut drain = |m: &mut EchoServer| std::iter::from_fn(|| m.poll_output()).collect::<Vec<_>>();
+        let drain = |m: &mut EchoServer| std::iter::from_fn(|| m.poll_output()).collect::<Vec<_>>();
         drain(&mut echo);
         echo.handle_input(Instant::ZERO, Input::Received { conn, bytes: b"0123456789\n" });
         assert!(drain(&mut echo).contains(&Output::PauseReading { conn }));

@@ -101,7 +101,7 @@ mod tests {
     use crate::time::Instant;
 
     fn fixture(preset: Preset) -> Fixture<ReplyServer> {
-        let wall = WallClock::new(1_759_329_025_000_000, Instant::ZERO, ::time::UtcOffset::UTC);
+        let wall = WallClock::utc(1_759_329_025_000_000, Instant::ZERO);
         Fixture::new(ReplyService::new(preset, wall).server(Env::new(1), LineServerConfig::default()))
     }
 

@@ -71,7 +71,7 @@ mod tests {
 
     fn wall() -> WallClock {
         // 2025-10-01 14:30:25 UTC at the driver's zero.
-        WallClock::new(1_759_329_025_000_000, Instant::ZERO, ::time::UtcOffset::UTC)
+        WallClock::utc(1_759_329_025_000_000, Instant::ZERO)
     }
 
     #[test]

@@ -16,9 +16,6 @@ pub mod mux;
 pub mod prefix;
 pub mod remote;
 
-#[cfg(test)]
-mod tests;
-
 use crate::wire::tunnel::StreamId;
 use mux::{EndKind, Ended};
 use std::net::SocketAddr;

@@ -1,0 +1,512 @@
+//! The whole seed topology under the simulator: clients → local tunnel end → carrier →
+//! remote tunnel end → echo, time and broadcast services, with the real machines.
+//!
+//! The first tests pin one behaviour each at one seed; `full_topology_survives_faults`
+//! sweeps 500 seeds of random latency, jitter, traffic, a carrier cut and a remote restart.
+
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use switchyard_core::service::broadcast::{Broadcast, BroadcastServer};
+use switchyard_core::service::echo::{EchoConfig, EchoServer};
+use switchyard_core::service::line_client::{LineClient, LineClientConfig, LineClientEvent};
+use switchyard_core::service::line_server::LineServerConfig;
+use switchyard_core::service::time::{TimeServer, TimeService};
+use switchyard_core::sim::{check_seeds, Cut, HostId, HostSpec, LinkConfig, NetConfig, Probe, ProbeEvent, Sim, TestId};
+use switchyard_core::time::WallClock;
+use switchyard_core::tunnel::auth::Secret;
+use switchyard_core::tunnel::local::{Entrance, LocalConfig, TunnelLocal};
+use switchyard_core::tunnel::remote::{RemoteConfig, Routes, TunnelRemote};
+use switchyard_core::tunnel::TunnelEvent;
+use switchyard_core::{CloseHow, ConnId, Instant, ListenerId, Rng};
+
+/// 2025-10-01 14:30:25 UTC at the simulation's zero.
+fn wall() -> WallClock {
+    WallClock::utc(1_759_329_025_000_000, Instant::ZERO)
+}
+
+fn secret() -> Secret {
+    Secret::new(*b"test secret").unwrap()
+}
+
+fn lan() -> LinkConfig {
+    LinkConfig::new(Duration::from_millis(5), Duration::from_millis(1))
+}
+
+/// The seed topology: three services, the two tunnel ends, and clients added on demand.
+struct Topology {
+    sim: Sim,
+    local: HostId,
+    remote: HostId,
+    services: [HostId; 3],
+    /// A scripted target behind route 7777, for flow-control tests.
+    sink: HostId,
+    /// The local end's prefix entrance.
+    entry: SocketAddr,
+    /// A static forward to route 9090 (time).
+    forward: SocketAddr,
+    clients: u16,
+}
+
+impl Topology {
+    fn new(seed: u64, link: LinkConfig, local_secret: Secret) -> Topology {
+        let mut sim = Sim::new(seed, NetConfig { link, ..NetConfig::default() });
+        let echo =
+            sim.add_host("echo", [10, 0, 2, 1].into(), |env, _| EchoServer::new(env, EchoConfig::default())).unwrap();
+        let echo_addr = sim.listen(echo, ListenerId(0), 7007).unwrap();
+        let time = sim
+            .add_host("time", [10, 0, 2, 2].into(), |env, _| {
+                TimeService::new(wall(), Duration::from_secs(60)).server(env, LineServerConfig::default())
+            })
+            .unwrap();
+        let time_addr = sim.listen(time, ListenerId(0), 9090).unwrap();
+        let broadcast = sim
+            .add_host("broadcast", [10, 0, 2, 3].into(), |env, _| Broadcast::server(env, LineServerConfig::default()))
+            .unwrap();
+        let broadcast_addr = sim.listen(broadcast, ListenerId(0), 10000).unwrap();
+        let sink = sim.add_host("sink", [10, 0, 2, 4].into(), |env, _| Probe::new(env)).unwrap();
+        let sink_addr = sim.listen(sink, ListenerId(0), 7777).unwrap();
+        let mut routes = Routes::new();
+        routes.add("9090", time_addr).add("10000", broadcast_addr).add("7777", sink_addr).add("default", echo_addr);
+        let remote = sim
+            .add_host("remote", [10, 0, 1, 2].into(), move |env, _| {
+                TunnelRemote::new(env, RemoteConfig::new(secret(), routes.clone()))
+            })
+            .unwrap();
+        let carrier = sim.listen(remote, ListenerId(0), 7001).unwrap();
+        let entrances = BTreeMap::from([
+            (ListenerId(0), Entrance::Prefix),
+            (ListenerId(1), Entrance::Forward { route: "9090".into() }),
+        ]);
+        let local = sim
+            .add_host("local", [10, 0, 1, 1].into(), move |env, now| {
+                TunnelLocal::new(env, now, LocalConfig::new(carrier, local_secret.clone(), entrances.clone()))
+            })
+            .unwrap();
+        let entry = sim.listen(local, ListenerId(0), 7000).unwrap();
+        let forward = sim.listen(local, ListenerId(1), 7090).unwrap();
+        Topology { sim, local, remote, services: [echo, time, broadcast], sink, entry, forward, clients: 0 }
+    }
+
+    fn next_client_spec(&mut self) -> HostSpec {
+        self.clients += 1;
+        let [hi, lo] = self.clients.to_be_bytes();
+        HostSpec::new(format!("client{}", self.clients), [10, 1, hi, lo].into())
+    }
+
+    /// A scripted client host.
+    fn probe(&mut self) -> HostId {
+        let spec = self.next_client_spec();
+        self.sim.add_host_with(spec, |env, _| Probe::new(env)).unwrap()
+    }
+
+    /// A line client that connects to the prefix entrance at `at` (its host boots then).
+    fn line_client(&mut self, at: Instant) -> HostId {
+        let entry = self.entry;
+        let spec = self.next_client_spec().down();
+        let host = self
+            .sim
+            .add_host_with(spec, move |env, now| LineClient::connect(env, now, entry, LineClientConfig::default()))
+            .unwrap();
+        self.sim.schedule(at, move |sim| sim.restart(host));
+        host
+    }
+
+    fn connect(&mut self, client: HostId, to: SocketAddr) -> ConnId {
+        self.sim.with_machine(client, |p: &mut Probe, _| p.connect(to)).unwrap()
+    }
+
+    fn write(&mut self, client: HostId, conn: ConnId, bytes: &'static [u8]) {
+        self.sim.with_machine(client, |p: &mut Probe, _| p.write(conn, Bytes::from_static(bytes))).unwrap();
+    }
+
+    fn received(&self, client: HostId, conn: ConnId) -> String {
+        let mut all = Vec::new();
+        for (_, event) in self.sim.events::<ProbeEvent>(client) {
+            if let ProbeEvent::Received { conn: c, bytes } = event {
+                if *c == conn {
+                    all.extend_from_slice(bytes);
+                }
+            }
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    }
+
+    fn saw(&self, client: HostId, wanted: &ProbeEvent) -> bool {
+        self.sim.events::<ProbeEvent>(client).any(|(_, e)| e == wanted)
+    }
+
+    fn run(&mut self, d: Duration) {
+        self.sim.run_for(d).unwrap();
+    }
+
+    fn local_is_up(&self) -> bool {
+        self.sim.machine::<TunnelLocal>(self.local).map(|l| l.is_up()).unwrap_or(false)
+    }
+
+    /// Open streams and service sessions left anywhere.
+    fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        let mut check = |what: &str, n: usize| {
+            if n > 0 {
+                left.push(format!("{what}: {n}"));
+            }
+        };
+        check("local streams", self.sim.machine::<TunnelLocal>(self.local).map_or(0, |m| m.streams()));
+        check("remote streams", self.sim.machine::<TunnelRemote>(self.remote).map_or(0, |m| m.streams()));
+        let [echo, time, broadcast] = self.services;
+        check("echo sessions", self.sim.machine::<EchoServer>(echo).map_or(0, |m| m.connections()));
+        check("time sessions", self.sim.machine::<TimeServer>(time).map_or(0, |m| m.connections()));
+        check("broadcast sessions", self.sim.machine::<BroadcastServer>(broadcast).map_or(0, |m| m.connections()));
+        left
+    }
+}
+
+fn lines(sim: &Sim, host: HostId) -> Vec<(Instant, String)> {
+    sim.events::<LineClientEvent>(host)
+        .filter_map(|(at, e)| match e {
+            LineClientEvent::Line(line) => Some((at, String::from_utf8_lossy(line).into_owned())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn closed_by(sim: &Sim, host: HostId) -> Option<Option<switchyard_core::NetError>> {
+    sim.events::<LineClientEvent>(host).find_map(|(_, e)| match e {
+        LineClientEvent::Closed(reason) => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+fn send_at(sim: &mut Sim, host: HostId, at: Instant, line: String) {
+    sim.schedule(at, move |sim| {
+        let _ = sim.with_machine(host, |c: &mut LineClient, now| c.send_line(now, line.as_bytes()));
+    });
+}
+
+fn finish_at(sim: &mut Sim, host: HostId, at: Instant) {
+    sim.schedule(at, move |sim| {
+        let _ = sim.with_machine(host, |c: &mut LineClient, now| c.finish(now));
+    });
+}
+
+#[test]
+fn default_route_echoes_and_prefix_routes_to_time() {
+    let mut t = Topology::new(1, lan(), secret());
+    t.run(Duration::from_secs(1));
+    assert!(t.local_is_up());
+    let c = t.probe();
+    let entry = t.entry;
+    let echo = t.connect(c, entry);
+    let time = t.connect(c, entry);
+    t.run(Duration::from_millis(100));
+    t.write(c, echo, b"hello\n");
+    t.write(c, time, b"9090:time\n");
+    t.run(Duration::from_millis(200));
+    assert_eq!(t.received(c, echo), "hello\n");
+    assert_eq!(t.received(c, time), "2025-10-01 14:30:26\n");
+}
+
+#[test]
+fn half_close_passes_end_to_end_and_nothing_is_left_behind() {
+    let mut t = Topology::new(2, lan(), secret());
+    t.run(Duration::from_secs(1));
+    let c = t.probe();
+    let entry = t.entry;
+    let conn = t.connect(c, entry);
+    t.run(Duration::from_millis(100));
+    t.write(c, conn, b"one\ntwo");
+    t.sim.with_machine(c, |p: &mut Probe, _| p.close(conn, CloseHow::HalfClose)).unwrap();
+    t.run(Duration::from_millis(300));
+    assert_eq!(t.received(c, conn), "one\ntwo\n");
+    assert!(t.saw(c, &ProbeEvent::ReadClosed { conn }));
+    assert_eq!(t.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn unknown_prefix_overlong_prefix_and_silent_clients_get_error_lines() {
+    let mut t = Topology::new(3, lan(), secret());
+    t.run(Duration::from_secs(1));
+    let c = t.probe();
+    let entry = t.entry;
+    let unknown = t.connect(c, entry);
+    let silent = t.connect(c, entry);
+    let long = t.connect(c, entry);
+    let good = t.connect(c, entry);
+    t.run(Duration::from_millis(100));
+    t.write(c, unknown, b"1234:x\n");
+    t.write(c, long, b"111111111111111111111111111111111111111111:x\n");
+    t.write(c, good, b"still fine\n");
+    t.run(Duration::from_secs(4));
+    assert_eq!(t.received(c, unknown), "error: unknown route 1234\n");
+    assert_eq!(t.received(c, long), "error: route prefix too long\n");
+    assert_eq!(t.received(c, silent), "error: no route prefix within 3 s (send e.g. 9090:time)\n");
+    assert_eq!(t.received(c, good), "still fine\n", "bad neighbours never disturb a good stream");
+}
+
+#[test]
+fn wrong_secret_is_refused_on_both_ends_and_clients_told_the_tunnel_is_down() {
+    let mut t = Topology::new(4, lan(), Secret::new(*b"wrong").unwrap());
+    t.run(Duration::from_secs(2));
+    assert!(!t.local_is_up());
+    // The local end notices first (the remote proves itself first); both say why.
+    for host in [t.local, t.remote] {
+        assert!(
+            t.sim.events::<TunnelEvent>(host).any(
+                |(_, e)| matches!(e, TunnelEvent::AuthFailed { reason, .. } if reason.contains("different secrets"))
+            ),
+            "{} did not report the secret mismatch",
+            t.sim.name(host)
+        );
+    }
+    let c = t.probe();
+    let entry = t.entry;
+    let conn = t.connect(c, entry);
+    t.run(Duration::from_millis(100));
+    assert!(t.received(c, conn).starts_with("error: tunnel is down"), "{}", t.received(c, conn));
+}
+
+#[test]
+fn static_forward_needs_no_prefix() {
+    let mut t = Topology::new(5, lan(), secret());
+    t.run(Duration::from_secs(1));
+    let c = t.probe();
+    let forward = t.forward;
+    let conn = t.connect(c, forward);
+    t.run(Duration::from_millis(100));
+    assert_eq!(t.received(c, conn), "2025-10-01 14:30:26\n");
+}
+
+#[test]
+fn new_streams_work_within_two_seconds_of_a_remote_restart() {
+    let mut t = Topology::new(6, lan(), secret());
+    t.run(Duration::from_secs(1));
+    let remote = t.remote;
+    t.sim.crash(remote);
+    t.run(Duration::from_millis(500));
+    assert!(!t.local_is_up());
+    t.sim.restart(remote);
+    t.run(Duration::from_secs(2));
+    assert!(t.local_is_up());
+    let c = t.probe();
+    let entry = t.entry;
+    let conn = t.connect(c, entry);
+    t.run(Duration::from_millis(50));
+    t.write(c, conn, b"back\n");
+    t.run(Duration::from_millis(100));
+    assert_eq!(t.received(c, conn), "back\n");
+}
+
+#[test]
+fn a_cut_carrier_is_detected_within_ten_seconds_and_rebuilt() {
+    let mut t = Topology::new(7, lan(), secret());
+    t.run(Duration::from_secs(1));
+    let (local, remote) = (t.local, t.remote);
+    let cut_at = t.sim.now();
+    t.sim.partition(local, remote, Cut::BothWays);
+    t.run(Duration::from_secs(12));
+    let down_at = t
+        .sim
+        .events::<TunnelEvent>(local)
+        .find_map(|(at, e)| matches!(e, TunnelEvent::CarrierDown { .. }).then_some(at))
+        .expect("the local end noticed the dead carrier");
+    assert!(down_at - cut_at <= Duration::from_secs(10), "noticed after {:?}", down_at - cut_at);
+    t.sim.heal(local, remote, Cut::BothWays);
+    t.run(Duration::from_secs(6));
+    assert!(t.local_is_up());
+}
+
+#[test]
+fn a_stream_whose_target_never_reads_stalls_alone_and_memory_stays_bounded() {
+    let mut t = Topology::new(8, lan(), secret());
+    let sink = t.sink;
+    t.sim.with_machine(sink, |p: &mut Probe, _| p.pause_new_connections(true)).unwrap();
+    t.run(Duration::from_secs(1));
+    let c = t.probe();
+    let entry = t.entry;
+    let bulk = t.connect(c, entry);
+    let chat = t.connect(c, entry);
+    t.run(Duration::from_millis(50));
+    // 7 MiB towards a target that reads nothing: more than the 4 MiB stream window.
+    let chunk: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    t.sim.with_machine(c, |p: &mut Probe, _| p.write(bulk, Bytes::from_static(b"7777:"))).unwrap();
+    for _ in 0..7 {
+        let bytes = Bytes::from(chunk.clone());
+        t.sim.with_machine(c, |p: &mut Probe, _| p.write(bulk, bytes)).unwrap();
+    }
+    t.run(Duration::from_secs(2));
+    t.write(c, chat, b"still moving\n");
+    t.run(Duration::from_millis(200));
+    assert_eq!(t.received(c, chat), "still moving\n", "the stalled stream held up another");
+
+    // Back-pressure reached the client: what left its socket is bounded by the stream
+    // window (4 MiB), the local end's stream buffer (256 KiB) and three simulated socket
+    // windows (256 KiB each) on the way; the rest of the 7 MiB still waits at the client.
+    let accepted: usize = t
+        .sim
+        .events::<ProbeEvent>(c)
+        .filter_map(|(_, e)| match e {
+            ProbeEvent::Sent { conn, bytes } if *conn == bulk => Some(*bytes),
+            _ => None,
+        })
+        .sum();
+    let bound = 4 * 1024 * 1024 + 256 * 1024 + 3 * 256 * 1024 + 5;
+    assert!(accepted <= bound, "the client pushed {accepted} bytes into a stalled stream (bound {bound})");
+    assert!(accepted >= 4 * 1024 * 1024, "only {accepted} bytes moved: the window was not used");
+
+    // Once the target reads, every byte arrives, in order.
+    let target_conn = t
+        .sim
+        .events::<ProbeEvent>(sink)
+        .find_map(|(_, e)| match e {
+            ProbeEvent::Accepted { conn: Some(conn), .. } => Some(*conn),
+            _ => None,
+        })
+        .unwrap();
+    t.sim.with_machine(sink, |p: &mut Probe, _| p.resume(target_conn)).unwrap();
+    t.run(Duration::from_secs(5));
+    let mut got = Vec::new();
+    for (_, e) in t.sim.events::<ProbeEvent>(sink) {
+        if let ProbeEvent::Received { bytes, .. } = e {
+            got.extend_from_slice(bytes);
+        }
+    }
+    assert_eq!(got.len(), 7 * chunk.len());
+    assert!(got.chunks(chunk.len()).all(|c| c == &chunk[..]), "bytes arrived corrupted or out of order");
+}
+
+const FULL: TestId = TestId::integration("switchyard-tests", "sim_tunnel", "full_topology_survives_faults");
+
+/// What one echo client did, for checking against what it saw.
+struct EchoClient {
+    host: HostId,
+    start: Instant,
+    end: Instant,
+    sent: Vec<String>,
+}
+
+/// One seed of the full topology. Echo clients come and go through a carrier cut and a
+/// remote restart; afterwards, time and broadcast clients run in calm weather. Checks:
+/// every echo returns (exactly, in order) unless its stream overlapped a fault, in which
+/// case it got a prefix and a clear end; no byte crosses streams (every line is unique to its
+/// client); time ticks arrive at connect and each interval; every broadcast reaches every
+/// other member exactly once; nothing is left open at the end.
+fn full_topology(seed: u64) -> Result<(), String> {
+    let mut rng = Rng::new(seed ^ 0x5eed);
+    let latency = Duration::from_millis(rng.range_inclusive(1, 20));
+    let jitter = latency.mul_f64(0.3);
+    let mut t = Topology::new(seed, LinkConfig::new(latency, jitter), secret());
+    let (local, remote) = (t.local, t.remote);
+
+    // Faults: a carrier cut (a two-way partition long enough for the heartbeat to declare
+    // the carrier dead), then a remote restart.
+    let cut_at = Instant::from_millis(rng.range_inclusive(3_000, 8_000));
+    let heal_at = cut_at + Duration::from_secs(rng.range_inclusive(9, 12));
+    let crash_at = heal_at + Duration::from_secs(rng.range_inclusive(3, 6));
+    let restart_at = crash_at + Duration::from_millis(rng.range_inclusive(200, 2_500));
+    t.sim.schedule(cut_at, move |sim| sim.partition(local, remote, Cut::BothWays));
+    t.sim.schedule(heal_at, move |sim| sim.heal(local, remote, Cut::BothWays));
+    t.sim.schedule(crash_at, move |sim| sim.crash(remote));
+    t.sim.schedule(restart_at, move |sim| sim.restart(remote));
+    // Recovery is promised within 2 s of the restart; streams opened on a cut carrier can
+    // only fail once it is declared dead (≤ 10 s after the cut).
+    let windows = [(cut_at, heal_at + Duration::from_secs(3)), (crash_at, restart_at + Duration::from_secs(2))];
+    let overlaps = |start: Instant, end: Instant| windows.iter().any(|&(a, b)| start <= b && end >= a);
+
+    // Echo clients through the faults.
+    let mut echo_clients = Vec::new();
+    for n in 0..rng.range_inclusive(6, 12) {
+        let start = Instant::from_millis(rng.range_inclusive(500, 30_000));
+        let host = t.line_client(start);
+        let mut at = start + Duration::from_millis(50);
+        let mut sent = Vec::new();
+        for i in 0..rng.range_inclusive(1, 8) {
+            let line = format!("client {n} line {i} {}", "x".repeat(rng.below(40) as usize));
+            send_at(&mut t.sim, host, at, line.clone());
+            sent.push(line);
+            at = at + Duration::from_millis(rng.range_inclusive(1, 400));
+        }
+        finish_at(&mut t.sim, host, at);
+        echo_clients.push(EchoClient { host, start, end: at + Duration::from_secs(1), sent });
+    }
+
+    // Calm weather from 60 s: time for 130 s (ticks at connect, +60 s, +120 s), and three
+    // broadcast members who each say three things once everyone has joined.
+    let time_client = t.line_client(Instant::from_secs(60));
+    send_at(&mut t.sim, time_client, Instant::from_secs(60) + Duration::from_millis(10), "9090:time".into());
+    finish_at(&mut t.sim, time_client, Instant::from_secs(190));
+    let members: Vec<HostId> =
+        (0..3).map(|i| t.line_client(Instant::from_secs(61) + Duration::from_millis(i))).collect();
+    for (i, &member) in members.iter().enumerate() {
+        send_at(&mut t.sim, member, Instant::from_secs(61) + Duration::from_millis(100), format!("10000:/nick m{i}"));
+        for k in 0..3 {
+            let at = Instant::from_secs(63) + Duration::from_millis(rng.range_inclusive(0, 2_000) + k);
+            send_at(&mut t.sim, member, at, format!("hello {k} from m{i}"));
+        }
+        finish_at(&mut t.sim, member, Instant::from_secs(70));
+    }
+
+    t.sim.run_until(Instant::from_secs(200)).map_err(|e| e.to_string())?;
+
+    for client in &echo_clients {
+        let got: Vec<String> = lines(&t.sim, client.host).into_iter().map(|(_, l)| l).collect();
+        let end = closed_by(&t.sim, client.host);
+        let complete = got == client.sent && end == Some(None);
+        if complete {
+            continue;
+        }
+        if !overlaps(client.start, client.end) {
+            return Err(format!(
+                "echo client {} (up {}..{}) away from any fault got {got:?} (end {end:?}), sent {:?}",
+                t.sim.name(client.host),
+                client.start,
+                client.end,
+                client.sent
+            ));
+        }
+        // Near a fault: a clear refusal, or a prefix of the echoes before an abort.
+        let refused = got.len() == 1 && got[0].starts_with("error: tunnel");
+        let prefix = got.len() <= client.sent.len() && got.iter().zip(&client.sent).all(|(a, b)| a == b);
+        if !(refused || prefix) || end.is_none() {
+            return Err(format!(
+                "echo client {} near a fault got {got:?} (end {end:?}), sent {:?}",
+                t.sim.name(client.host),
+                client.sent
+            ));
+        }
+    }
+
+    let ticks: Vec<String> = lines(&t.sim, time_client).into_iter().map(|(_, l)| l).collect();
+    let first = wall().format(Instant::from_secs(60));
+    if ticks.len() != 3 || !ticks[0].starts_with(&first[..16]) {
+        return Err(format!("time client got {ticks:?}, wanted 3 ticks starting near {first}"));
+    }
+
+    for (i, &member) in members.iter().enumerate() {
+        let got: Vec<String> = lines(&t.sim, member).into_iter().map(|(_, l)| l).collect();
+        for (j, _) in members.iter().enumerate().filter(|(j, _)| *j != i) {
+            for k in 0..3 {
+                let want = format!("m{j}: hello {k} from m{j}");
+                let n = got.iter().filter(|l| **l == want).count();
+                if n != 1 {
+                    return Err(format!("member m{i} got {want:?} {n} times; all: {got:?}"));
+                }
+            }
+        }
+        if got.iter().any(|l| l.ends_with(&format!("from m{i}")) && !l.starts_with('*')) {
+            return Err(format!("member m{i} got its own message back: {got:?}"));
+        }
+    }
+
+    let left = t.leftovers();
+    if !left.is_empty() {
+        return Err(format!("left open after every client finished: {left:?}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn full_topology_survives_faults() {
+    check_seeds(&FULL, 0..500, full_topology);
+}
