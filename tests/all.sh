@@ -23,7 +23,9 @@
 # only stable flags (-Cpasses=sancov-module, -Cllvm-args=-sanitizer-coverage-*, --cfg fuzzing);
 # checked with cargo-fuzz 0.13.2 and rustc 1.95. Only a sanitizer needs unstable flags:
 # AddressSanitizer (cargo-fuzz's default, `-s address`) wants -Zsanitizer, so on stable run
-# `RUSTC_BOOTSTRAP=1 cargo fuzz run TARGET`. Reproduce a crash CI reports with
+# `RUSTC_BOOTSTRAP=1 cargo fuzz run TARGET` (about 10x fewer execs per second). If you tried
+# it once without RUSTC_BOOTSTRAP, first `rm fuzz/target/.rustc_info.json`: cargo caches the
+# failed compiler probe under a key that ignores RUSTC_BOOTSTRAP. Reproduce a crash CI reports with
 # `cargo fuzz run -s none TARGET fuzz/artifacts/TARGET/crash-...` (the input is also printed
 # as Base64 in the log).
 
