@@ -79,9 +79,6 @@ impl Program for EchoCmd {
             .start(rt)
             .await
             .map_err(CliError::new)?;
-        let addr = running.local_addr(ListenerId(0)).unwrap_or(self.listen);
-        tracing::info!("echo server listening on {addr}");
-
         let handle = running.handle();
         ctrlc::set_handler(move || {
             if handle.is_running() {
@@ -93,6 +90,9 @@ impl Program for EchoCmd {
             }
         })
         .map_err(|e| CliError::new(format!("cannot install the Ctrl-C handler: {e}")))?;
+        // Logged once Ctrl-C is handled, so whoever waits for this line may interrupt.
+        let addr = running.local_addr(ListenerId(0)).unwrap_or(self.listen);
+        tracing::info!("echo server listening on {addr}");
 
         let events = running.events();
         while let Ok(event) = events.recv().await {

@@ -20,7 +20,7 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant as StdInstant;
 use switchyard_core::ConnId;
@@ -76,6 +76,17 @@ struct WriteState {
     close: Option<Close>,
 }
 
+/// How a connection's reader reads.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ReadLimits {
+    /// Largest single read.
+    pub(super) size: usize,
+    /// Most bytes read but not yet handled by the machine; the reader waits past it. This
+    /// bounds what one connection holds in the inbound channel, keeps it from crowding
+    /// out the others there, and makes `PauseReading` take effect within this many bytes.
+    pub(super) ahead: usize,
+}
+
 /// The write queue was full: the peer reads too slowly.
 #[derive(Debug)]
 pub(super) struct QueueFull {
@@ -89,6 +100,10 @@ pub(super) struct Conn<S> {
     pub(super) id: ConnId,
     write: Mutex<WriteState>,
     read_mode: AtomicU8,
+    limits: ReadLimits,
+    /// Bytes reported `Received` that the machine task has not handled yet.
+    unhandled: AtomicUsize,
+    /// Wakes the reader: resumed, stopped, or `unhandled` fell below the limit.
     reader_wake: Notify,
     writer_wake: Notify,
     reader_done: AtomicBool,
@@ -111,11 +126,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl<S: AsyncTcpStream> Conn<S> {
     /// A connection; `socket` is `None` while an outbound connection is being opened.
-    pub(super) fn new(id: ConnId, socket: Option<S>, counters: Arc<Counters>) -> Arc<Conn<S>> {
+    pub(super) fn new(id: ConnId, socket: Option<S>, limits: ReadLimits, counters: Arc<Counters>) -> Arc<Conn<S>> {
         Arc::new(Conn {
             id,
             write: Mutex::new(WriteState::default()),
             read_mode: AtomicU8::new(ReadMode::Run as u8),
+            limits,
+            unhandled: AtomicUsize::new(0),
             reader_wake: Notify::new(),
             writer_wake: Notify::new(),
             reader_done: AtomicBool::new(false),
@@ -159,6 +176,14 @@ impl<S: AsyncTcpStream> Conn<S> {
         self.counters.queued_write_bytes.fetch_add(len, Ordering::Relaxed);
         self.writer_wake.notify();
         Ok(())
+    }
+
+    /// The machine task has handled `n` received bytes: the reader may read on.
+    pub(super) fn handled(&self, n: usize) {
+        let before = self.unhandled.fetch_sub(n, Ordering::AcqRel);
+        if before >= self.limits.ahead {
+            self.reader_wake.notify();
+        }
     }
 
     /// Stops reading (the reader finishes a read already under way).
@@ -300,9 +325,8 @@ pub(super) fn spawn_tasks<R: Runtime>(
     conn: Arc<Conn<R::TcpStream>>,
     stream: R::TcpStream,
     tx: Sender<NetMsg<R::TcpStream>>,
-    read_size: usize,
 ) {
-    rt.spawn(read(conn.clone(), stream.clone(), tx.clone(), read_size));
+    rt.spawn(read(conn.clone(), stream.clone(), tx.clone()));
     rt.spawn(write(conn, stream, tx));
 }
 
@@ -312,7 +336,6 @@ pub(super) async fn connect<R: Runtime>(
     conn: Arc<Conn<R::TcpStream>>,
     to: SocketAddr,
     tx: Sender<NetMsg<R::TcpStream>>,
-    read_size: usize,
 ) {
     let id = conn.id;
     let aborted = async {
@@ -340,18 +363,23 @@ pub(super) async fn connect<R: Runtime>(
     if !conn.attach(stream.clone()) || tx.send(NetMsg::Connected { conn: id, local }).await.is_err() {
         return conn.writer_finished();
     }
-    rt.spawn(read(conn.clone(), stream.clone(), tx.clone(), read_size));
+    rt.spawn(read(conn.clone(), stream.clone(), tx.clone()));
     write(conn, stream, tx).await;
 }
 
-/// The reader task: reads until EOF or error, honouring pause and discard.
-async fn read<S: AsyncTcpStream>(conn: Arc<Conn<S>>, mut stream: S, tx: Sender<NetMsg<S>>, read_size: usize) {
+/// The reader task: reads until EOF or error, honouring pause, discard and the read-ahead
+/// limit.
+async fn read<S: AsyncTcpStream>(conn: Arc<Conn<S>>, mut stream: S, tx: Sender<NetMsg<S>>) {
     let id = conn.id;
-    let mut buf = ReadBuf::new(read_size);
+    let mut buf = ReadBuf::new(conn.limits.size);
     loop {
         match conn.read_mode() {
             ReadMode::Stop => break,
             ReadMode::Paused => {
+                conn.reader_wake.notified().await;
+                continue;
+            }
+            ReadMode::Run if conn.unhandled.load(Ordering::Acquire) >= conn.limits.ahead => {
                 conn.reader_wake.notified().await;
                 continue;
             }
@@ -361,7 +389,12 @@ async fn read<S: AsyncTcpStream>(conn: Arc<Conn<S>>, mut stream: S, tx: Sender<N
         let report = matches!(conn.read_mode(), ReadMode::Run | ReadMode::Paused);
         let msg = match result {
             Ok(0) => NetMsg::ReadEof { conn: id },
-            Ok(n) => NetMsg::Received { conn: id, bytes: buf.take(n) },
+            Ok(n) => {
+                if report {
+                    conn.unhandled.fetch_add(n, Ordering::AcqRel);
+                }
+                NetMsg::Received { conn: id, bytes: buf.take(n) }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => NetMsg::Failed { conn: id, error: net_error(&e) },
         };

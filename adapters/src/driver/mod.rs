@@ -31,10 +31,11 @@
 //! | [`Config::max_lingering`] | 4096 connections | further graceful closes reset at once |
 //! | [`Config::udp_send_queue`] | 1024 datagrams per socket | drop the datagram (counted) |
 //! | [`Config::read_size`] | 64 KiB | largest single read |
+//! | [`Config::read_ahead`] | 256 KiB per connection | its reader waits for the machine |
 //!
-//! Reads are bounded by the inbound channel (at most `inbound_capacity` reads of at most
-//! `read_size` bytes wait for the machine), so the driver's memory is bounded by these caps
-//! times the number of connections the machine accepts, which the machine caps itself.
+//! Bytes read but not yet handled are bounded twice: by `read_ahead` per connection and by
+//! `inbound_capacity` reads of at most `read_size` bytes in all. So the driver's memory is
+//! bounded by these caps times the number of connections, which the machine caps itself.
 //!
 //! # Example
 //!
@@ -71,7 +72,7 @@ pub use stats::Stats;
 use crate::runtime::{AsyncTcpListener, AsyncUdpSocket, Runtime};
 use async_channel::{Receiver, Sender, TryRecvError};
 use bytes::Bytes;
-use conn::Conn;
+use conn::{Conn, ReadLimits};
 use futures_lite::future;
 use stats::Counters;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -109,6 +110,10 @@ pub struct Config {
     pub write_queue_cap: usize,
     /// Largest single read from a connection.
     pub read_size: usize,
+    /// Most bytes of one connection read but not yet handled by the machine. Its reader
+    /// waits past it, so `PauseReading` takes effect within this many bytes and one busy
+    /// connection cannot fill the inbound channel.
+    pub read_ahead: usize,
     /// How long a graceful close may take to flush and see the peer's end of stream before
     /// the connection is reset.
     pub linger: Duration,
@@ -133,6 +138,7 @@ impl Default for Config {
         Config {
             write_queue_cap: 8 * 1024 * 1024,
             read_size: 64 * 1024,
+            read_ahead: 256 * 1024,
             linger: Duration::from_secs(5),
             max_lingering: 4096,
             inbound_capacity: 256,
@@ -587,6 +593,8 @@ where
     async fn run(mut self, net_rx: Receiver<NetMsg<R::TcpStream>>, cmd_rx: Receiver<Command<M>>) -> M {
         let mut timer: Option<(Instant, Timer)> = None;
         let budget = self.config.budget.max(1);
+        // A machine may have queued outputs when it was built (a client's `Connect`).
+        self.drain().await;
         'run: loop {
             let deadline = self.next_deadline();
             if timer.as_ref().map(|(at, _)| *at) != deadline {
@@ -712,6 +720,9 @@ where
                 }
                 tracing::trace!(%conn, len = bytes.len(), "received");
                 self.machine.handle_input(now, Input::Received { conn, bytes: &bytes });
+                if let Some(entry) = self.conns.get(&conn) {
+                    entry.conn.handled(bytes.len());
+                }
             }
             NetMsg::ReadEof { conn } => {
                 let Some(entry) = self.conns.get_mut(&conn) else { return };
@@ -752,9 +763,9 @@ where
         match self.machine.accept(now, listener, peer) {
             Ok(id) => {
                 tracing::debug!(conn = %id, %peer, ?listener, "accepted");
-                let conn = Conn::new(id, Some(stream.clone()), self.counters.clone());
+                let conn = Conn::new(id, Some(stream.clone()), self.read_limits(), self.counters.clone());
                 self.insert(id, conn.clone());
-                conn::spawn_tasks(&self.rt, conn, stream, self.net_tx.clone(), self.config.read_size);
+                conn::spawn_tasks(&self.rt, conn, stream, self.net_tx.clone());
             }
             Err(refusal) => {
                 // Dropping the stream closes the socket.
@@ -781,9 +792,9 @@ where
         match output {
             Output::Connect { conn, to } => {
                 tracing::debug!(%conn, %to, "connecting");
-                let c = Conn::new(conn, None, self.counters.clone());
+                let c = Conn::new(conn, None, self.read_limits(), self.counters.clone());
                 self.insert(conn, c.clone());
-                let task = conn::connect(self.rt.clone(), c, to, self.net_tx.clone(), self.config.read_size);
+                let task = conn::connect(self.rt.clone(), c, to, self.net_tx.clone());
                 self.rt.spawn(task);
             }
             Output::Write { conn, bytes } => self.write(conn, bytes),
@@ -877,6 +888,11 @@ where
         entry.conn.graceful();
         let deadline = self.rt.now() + self.config.linger;
         self.rt.spawn(conn::reap(self.rt.clone(), entry.conn, deadline));
+    }
+
+    fn read_limits(&self) -> ReadLimits {
+        let size = self.config.read_size.max(1);
+        ReadLimits { size, ahead: self.config.read_ahead.max(size) }
     }
 
     fn insert(&mut self, id: ConnId, conn: Arc<Conn<R::TcpStream>>) {
