@@ -13,8 +13,8 @@ use std::rc::Rc;
 use std::time::Duration;
 use switchyard_core::machine::{Input, Machine, Output, Refusal};
 use switchyard_core::service::echo::{EchoConfig, EchoEvent, EchoServer};
-use switchyard_core::service::line_server::EndReason;
 use switchyard_core::service::line_client::{LineClient, LineClientConfig, LineClientEvent, SendError};
+use switchyard_core::service::line_server::EndReason;
 use switchyard_core::sim::{
     check_seeds, seed_from_env, HostId, HostSpec, LinkConfig, NetConfig, Probe, ProbeEvent, Sim, StreamConfig, TestId,
 };
