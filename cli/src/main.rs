@@ -35,7 +35,7 @@ struct Cli {
     #[argh(option, default = "RuntimeKind::Smol")]
     runtime: RuntimeKind,
 
-    /// more logging: -v for debug, -v -v for trace
+    /// more logging: -v for debug, -vv for trace
     #[argh(switch, short = 'v')]
     verbose: u8,
 
@@ -103,8 +103,23 @@ pub async fn within<R: Runtime, T>(
     futures_lite::future::or(future, expired).await
 }
 
+/// argh has no combined short flags: turn `-vv` into `-v -v` (up to a `--`).
+fn expand_verbosity(args: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut options = true;
+    for arg in args {
+        options &= arg != "--";
+        let vs = arg.strip_prefix('-').filter(|v| v.len() > 1 && v.bytes().all(|b| b == b'v'));
+        match vs {
+            Some(vs) if options => out.extend(vs.bytes().map(|_| "-v".to_string())),
+            _ => out.push(arg),
+        }
+    }
+    out
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
+    let args = expand_verbosity(std::env::args().collect());
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
     let (name, rest) = strs.split_first().map_or(("switchyard", &[][..]), |(n, r)| (*n, r));
     let name = std::path::Path::new(name).file_name().and_then(|n| n.to_str()).unwrap_or("switchyard");
@@ -126,12 +141,28 @@ fn main() -> ExitCode {
     };
     logging::init(cli.verbose, cli.command.quietness());
     let seed = cli.seed.unwrap_or_else(seed::from_os);
-    tracing::debug!(seed, "seed for this run (pass --seed {seed} to reproduce it)");
+    tracing::debug!("seed for this run: {seed} (pass --seed {seed} to replay it)");
     match runtime::run(cli.runtime, cli.command, Env::new(seed)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("switchyard: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split(' ').map(String::from).collect()
+    }
+
+    #[test]
+    fn expands_combined_verbosity_flags_before_a_double_dash() {
+        assert_eq!(expand_verbosity(args("sy -vv send -v")), args("sy -v -v send -v"));
+        assert_eq!(expand_verbosity(args("sy send -- -vv")), args("sy send -- -vv"));
+        assert_eq!(expand_verbosity(args("sy -x -verbose")), args("sy -x -verbose"));
     }
 }
