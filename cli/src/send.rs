@@ -77,15 +77,19 @@ async fn one_shot<R: Runtime>(
     timeout: Duration,
 ) -> Result<ExitCode, CliError> {
     let deadline = rt.now() + timeout;
-    handle
+    let sent = handle
         .command(move |client: &mut LineClient, now| {
             client.send_line(now, line.as_bytes())?;
             client.finish(now);
-            Ok::<_, SendError>(())
+            Ok(())
         })
         .await
-        .map_err(CliError::new)?
-        .map_err(|e| CliError::new(format!("cannot send: {e}")))?;
+        .map_err(CliError::new)?;
+    match sent {
+        // The connection already failed (refused, say): the events below say why.
+        Ok(()) | Err(SendError::Closed) => {}
+        Err(e) => return Err(CliError::new(format!("cannot send: {e}"))),
+    }
     let to = replies.to;
     within(rt, deadline, || timed_out(to, timeout), replies.print_until_closed()).await
 }
