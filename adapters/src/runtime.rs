@@ -91,14 +91,16 @@ pub trait AsyncUdpSocket: Send + Sync + 'static {
     fn local_addr(&self) -> io::Result<SocketAddr>;
 }
 
-/// `SO_LINGER = 0` on any socket the OS can hand us a descriptor for.
+/// Sets `SO_LINGER = 0` on any socket the OS can hand out a descriptor for: a ready-made
+/// [`AsyncTcpStream::set_linger_zero`] for runtimes whose streams implement `AsFd`.
 #[cfg(unix)]
-pub(crate) fn set_linger_zero<S: std::os::fd::AsFd>(socket: &S) -> io::Result<()> {
+pub fn set_linger_zero<S: std::os::fd::AsFd>(socket: &S) -> io::Result<()> {
     socket2::SockRef::from(socket).set_linger(Some(std::time::Duration::ZERO))
 }
 
-/// `SO_LINGER = 0` on any socket the OS can hand us a descriptor for.
+/// Sets `SO_LINGER = 0` on any socket the OS can hand out a handle for: a ready-made
+/// [`AsyncTcpStream::set_linger_zero`] for runtimes whose streams implement `AsSocket`.
 #[cfg(windows)]
-pub(crate) fn set_linger_zero<S: std::os::windows::io::AsSocket>(socket: &S) -> io::Result<()> {
+pub fn set_linger_zero<S: std::os::windows::io::AsSocket>(socket: &S) -> io::Result<()> {
     socket2::SockRef::from(socket).set_linger(Some(std::time::Duration::ZERO))
 }
