@@ -69,7 +69,7 @@ mod udp;
 
 pub use stats::Stats;
 
-use crate::runtime::{AsyncTcpListener, AsyncUdpSocket, Runtime};
+use crate::runtime::{AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, Runtime};
 use async_channel::{Receiver, Sender, TryRecvError};
 use bytes::Bytes;
 use conn::{Conn, ReadLimits};
@@ -768,7 +768,10 @@ where
                 conn::spawn_tasks(&self.rt, conn, stream, self.net_tx.clone());
             }
             Err(refusal) => {
-                // Dropping the stream closes the socket.
+                // Reset rather than close: the peer sees its connection refused, not an
+                // orderly (empty) session. The simulator models refusals the same way.
+                let _ = stream.set_linger_zero();
+                drop(stream);
                 tracing::info!(%peer, ?listener, "connection refused: {refusal}");
                 self.counters.refused.fetch_add(1, Relaxed);
             }
