@@ -240,6 +240,20 @@ fn connect_to_closed_port_is_refused<R: Runtime>(rt: R) {
     client.shutdown();
 }
 
+/// (7) Past the connection cap a new client is reset; the ones already served carry on.
+fn refused_past_the_connection_cap<R: Runtime>(rt: R) {
+    let (server, addr) = start_echo(&rt, EchoConfig { max_connections: 1, ..EchoConfig::default() });
+    let mut first = Client::connect(addr);
+    first.echo("first");
+    let mut second = Client::connect(addr);
+    let mut buf = [0; 1];
+    let err = second.stream.read(&mut buf).expect_err("refused means reset");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    first.echo("still served");
+    assert_eq!(server.stats().refused, 1);
+    server.shutdown();
+}
+
 macro_rules! for_each_runtime {
     ($($test:ident),* $(,)?) => {
         mod smol {
@@ -258,4 +272,5 @@ for_each_runtime!(
     half_close_gets_everything,
     non_reader_does_not_stall_others,
     connect_to_closed_port_is_refused,
+    refused_past_the_connection_cap,
 );

@@ -770,10 +770,10 @@ where
             Err(refusal) => {
                 // Reset rather than close: the peer sees its connection refused, not an
                 // orderly (empty) session. The simulator models refusals the same way.
+                self.counters.refused.fetch_add(1, Relaxed);
+                tracing::info!(%peer, ?listener, "connection refused: {refusal}");
                 let _ = stream.set_linger_zero();
                 drop(stream);
-                tracing::info!(%peer, ?listener, "connection refused: {refusal}");
-                self.counters.refused.fetch_add(1, Relaxed);
             }
         }
     }
