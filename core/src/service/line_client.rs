@@ -147,13 +147,31 @@ impl LineClient {
         if self.backlog.unsent() + line.len() + 1 > self.config.max_backlog {
             return Err(SendError::Backlogged { max: self.config.max_backlog });
         }
-        let bytes = line_bytes(line);
+        self.queue(line_bytes(line));
+        Ok(())
+    }
+
+    /// Sends `bytes` exactly as given, with no newline added: for a tunnel route prefix
+    /// such as `10000:` that must reach the tunnel before the first line. Same limits as
+    /// [`LineClient::send_line`], except that newlines are allowed.
+    pub fn send_raw(&mut self, now: Instant, bytes: &[u8]) -> Result<(), SendError> {
+        self.clock.advance(now);
+        if self.state == State::Closed || self.finish_requested {
+            return Err(SendError::Closed);
+        }
+        if self.backlog.unsent() + bytes.len() > self.config.max_backlog {
+            return Err(SendError::Backlogged { max: self.config.max_backlog });
+        }
+        self.queue(Bytes::copy_from_slice(bytes));
+        Ok(())
+    }
+
+    fn queue(&mut self, bytes: Bytes) {
         self.backlog.wrote(bytes.len());
         match self.state {
             State::Open => self.out.write(self.conn, bytes),
             _ => self.pending.push_back(bytes),
         }
-        Ok(())
     }
 
     /// Half-closes once everything queued is sent: the server sees end of input and the
@@ -301,6 +319,24 @@ mod tests {
         );
         c.handle_input(Instant::ZERO, Input::Received { conn, bytes: b"hello\n" });
         assert_eq!(drain(&mut c), vec![Output::Event(LineClientEvent::Line(Bytes::from("hello")))]);
+    }
+
+    #[test]
+    fn raw_bytes_go_out_unchanged_before_the_first_line() {
+        let mut c = client();
+        let conn = c.conn();
+        c.send_raw(Instant::ZERO, b"10000:").unwrap();
+        c.send_line(Instant::ZERO, b"hi").unwrap();
+        drain(&mut c);
+        c.handle_input(Instant::ZERO, Input::Connected { conn, local: LOCAL.parse().unwrap() });
+        let writes: Vec<_> = drain(&mut c)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Write { bytes, .. } => Some(bytes),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(writes, vec![Bytes::from("10000:"), Bytes::from("hi\n")]);
     }
 
     #[test]
