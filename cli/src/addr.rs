@@ -13,3 +13,8 @@ pub fn parse(s: &str) -> Result<SocketAddr, String> {
         Err(e) => Err(format!("expected HOST:PORT, like 127.0.0.1:7007 ({s}: {e})")),
     }
 }
+
+/// `127.0.0.1:port`, where every service listens by default.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port))
+}

@@ -2,19 +2,22 @@
 //!
 //! ```text
 //! switchyard [--runtime smol|async-std] [-v...] [--seed N] <command>
-//!   serve echo [--listen ADDR] ...    run the echo service
-//!   send [--to ADDR] [MESSAGE...]     send one line (or type lines) and print the replies
+//!   serve echo|time|broadcast|hello|greet|stamp   run one line service
+//!   send [--to ADDR] [MESSAGE...]                 send one line (or type lines), print the replies
 //! ```
 //!
 //! Exit codes: 0 success; 1 a runtime error (one line on stderr, `switchyard: ...`) or an
 //! `error: ...` line from the server; 2 a usage error.
 
 mod addr;
+mod events;
+mod launch;
 mod logging;
 mod runtime;
 mod seed;
 mod send;
 mod serve;
+mod wall;
 
 use argh::FromArgs;
 use runtime::{Program, RuntimeKind};
@@ -27,7 +30,7 @@ use switchyard_core::Env;
 /// Switchyard: network services as sans-IO state machines, run over real sockets.
 #[derive(FromArgs, Debug)]
 #[argh(
-    example = "switchyard serve echo &\nswitchyard send hello",
+    example = "switchyard serve echo &\nswitchyard send --to 127.0.0.1:7007 hello",
     note = "Logs go to stderr; RUST_LOG (e.g. RUST_LOG=debug) overrides -v. Exit codes: 0 success, 1 error, 2 usage error."
 )]
 struct Cli {
@@ -119,6 +122,8 @@ fn expand_verbosity(args: Vec<String>) -> Vec<String> {
 }
 
 fn main() -> ExitCode {
+    // First, while this is the only thread: see `wall` for why.
+    wall::capture_offset();
     let args = expand_verbosity(std::env::args().collect());
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
     let (name, rest) = strs.split_first().map_or(("switchyard", &[][..]), |(n, r)| (*n, r));

@@ -1,0 +1,99 @@
+//! How each machine's events become log lines.
+//!
+//! Levels follow what an operator needs: connections come and go at `info`; a peer that
+//! breaks the protocol or a carrier that drops is a `warn`; a failed authentication is an
+//! `error`, because it means two ends are misconfigured and nothing will work until someone
+//! fixes a secret file. Every line starts with the machine's name (`echo:`,
+//! `tunnel local:`), so the logs of `switchyard up`, where many machines share stderr,
+//! stay readable.
+
+use std::convert::Infallible;
+use switchyard_core::service::broadcast::BroadcastEvent;
+use switchyard_core::service::line_server::{EndReason, LineServerEvent};
+use switchyard_core::tunnel::TunnelEvent;
+
+/// An event that knows how to log itself.
+pub trait LogEvent {
+    /// Logs the event of the machine called `name`.
+    fn log(&self, name: &str);
+}
+
+impl LogEvent for Infallible {
+    fn log(&self, _name: &str) {
+        match *self {}
+    }
+}
+
+impl LogEvent for BroadcastEvent {
+    fn log(&self, name: &str) {
+        match self {
+            BroadcastEvent::Joined { conn, name: who } => tracing::info!("{name}: {conn} joined as {who}"),
+            BroadcastEvent::Left { conn, name: who } => tracing::info!("{name}: {conn} ({who}) left"),
+            BroadcastEvent::Renamed { conn, from, to } => tracing::info!("{name}: {conn} renamed {from} to {to}"),
+            // One per message: too many for info.
+            BroadcastEvent::Relayed { conn, recipients } => {
+                tracing::debug!("{name}: {conn} sent a line to {recipients} member(s)")
+            }
+        }
+    }
+}
+
+impl<E: LogEvent> LogEvent for LineServerEvent<E> {
+    fn log(&self, name: &str) {
+        match self {
+            LineServerEvent::Accepted { conn, peer } => tracing::info!("{name}: {conn} connected from {peer}"),
+            LineServerEvent::Closed { conn, peer, reason } => match reason {
+                EndReason::Finished => tracing::info!("{name}: {conn} from {peer} closed"),
+                EndReason::Protocol(_) | EndReason::SlowConsumer(_) => {
+                    tracing::warn!("{name}: {conn} from {peer} disconnected: {reason}")
+                }
+                _ => tracing::info!("{name}: {conn} from {peer} closed: {reason}"),
+            },
+            LineServerEvent::Service(event) => event.log(name),
+        }
+    }
+}
+
+/// A route name for people: the empty route is the default one.
+fn route_name(route: &str) -> &str {
+    if route.is_empty() {
+        "default"
+    } else {
+        route
+    }
+}
+
+impl LogEvent for TunnelEvent {
+    fn log(&self, name: &str) {
+        match self {
+            TunnelEvent::CarrierConnecting { remote, attempt } => {
+                tracing::debug!("{name}: connecting to the remote end {remote} (attempt {attempt})")
+            }
+            TunnelEvent::CarrierAccepted { peer } => tracing::debug!("{name}: carrier from {peer}: authenticating"),
+            TunnelEvent::CarrierUp { peer } => tracing::info!("{name}: carrier up: authenticated with {peer}"),
+            TunnelEvent::CarrierDown { reason, retry_in } => {
+                tracing::warn!("{name}: carrier down: {reason}; retrying in {:.1} s", retry_in.as_secs_f64())
+            }
+            TunnelEvent::CarrierClosed { peer, reason } => {
+                tracing::warn!("{name}: carrier from {peer} closed: {reason}")
+            }
+            TunnelEvent::AuthFailed { peer, reason } => {
+                tracing::error!("{name}: authentication with {peer} failed: {reason}")
+            }
+            TunnelEvent::StreamOpened { stream, route, peer } => {
+                tracing::info!("{name}: stream {stream} for {peer} opened to route {}", route_name(route))
+            }
+            TunnelEvent::StreamRefused { stream, reason } => {
+                tracing::info!("{name}: stream {stream} refused: {reason}")
+            }
+            TunnelEvent::StreamReset { stream, reason } => tracing::info!("{name}: stream {stream} reset: {reason}"),
+            TunnelEvent::StreamEnded { stream } => tracing::debug!("{name}: stream {stream} ended"),
+            TunnelEvent::ClientRefused { peer: Some(peer), reason } => {
+                tracing::info!("{name}: client {peer} turned away: {reason}")
+            }
+            TunnelEvent::ClientRefused { peer: None, reason } => {
+                tracing::info!("{name}: a client was turned away: {reason}")
+            }
+        }
+    }
+}

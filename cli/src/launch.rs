@@ -1,0 +1,166 @@
+//! Starting machines under drivers, logging their events, and stopping them together.
+//!
+//! Every server subcommand (`serve`, `tunnel`, `up`) is the same few steps: start one or
+//! more machines, each on its own [`Driver`], log their events, stop them all on Ctrl-C and
+//! wait until each has closed its connections. [`Fleet`] is those steps, written once.
+
+use crate::events::LogEvent;
+use crate::CliError;
+use async_channel::Receiver;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use switchyard_adapters::{Driver, Runtime};
+use switchyard_core::{ListenerId, Machine};
+
+/// Stops one machine; callable from any thread, any number of times.
+type Stop = Arc<dyn Fn() + Send + Sync>;
+
+/// One machine running under its own driver, its events being logged.
+struct Launched {
+    stop: Stop,
+    /// Closed once the machine task has ended and every event is logged.
+    done: Receiver<()>,
+}
+
+/// A machine that could not start: its listener did not bind.
+#[derive(Debug)]
+pub struct LaunchError {
+    /// The machine's name.
+    pub name: String,
+    /// Why, naming the address (from the driver).
+    pub error: io::Error,
+}
+
+impl fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.name, self.error)
+    }
+}
+
+impl From<LaunchError> for CliError {
+    fn from(e: LaunchError) -> CliError {
+        CliError::new(e)
+    }
+}
+
+/// Machines started together and stopped together.
+#[derive(Default)]
+pub struct Fleet {
+    machines: Vec<Launched>,
+}
+
+impl fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fleet").field("machines", &self.machines.len()).finish()
+    }
+}
+
+impl Fleet {
+    /// An empty fleet.
+    pub fn new() -> Fleet {
+        Fleet::default()
+    }
+
+    /// Starts `machine` under its own driver on `rt`, listening on `listeners`, and logs its
+    /// events as `name`. Returns the address each listener got (the real port for port 0).
+    ///
+    /// If a listener cannot bind, nothing of this machine runs; the machines already in the
+    /// fleet keep running (see [`Fleet::stop_and_join`] to undo a partial start).
+    pub async fn launch<R, M>(
+        &mut self,
+        rt: &R,
+        name: &str,
+        machine: M,
+        listeners: &[(ListenerId, SocketAddr)],
+    ) -> Result<BTreeMap<ListenerId, SocketAddr>, LaunchError>
+    where
+        R: Runtime,
+        M: Machine + Send + 'static,
+        M::Event: LogEvent + Send + fmt::Debug + 'static,
+    {
+        self.launch_watched(rt, name, machine, listeners, |_| {}).await
+    }
+
+    /// [`Fleet::launch`], and `watch` sees each event before it is logged: for a caller
+    /// that waits for one (say, a tunnel carrier coming up).
+    pub async fn launch_watched<R, M>(
+        &mut self,
+        rt: &R,
+        name: &str,
+        machine: M,
+        listeners: &[(ListenerId, SocketAddr)],
+        mut watch: impl FnMut(&M::Event) + Send + 'static,
+    ) -> Result<BTreeMap<ListenerId, SocketAddr>, LaunchError>
+    where
+        R: Runtime,
+        M: Machine + Send + 'static,
+        M::Event: LogEvent + Send + fmt::Debug + 'static,
+    {
+        let driver = listeners.iter().fold(Driver::new(machine), |driver, &(id, addr)| driver.listen(id, addr));
+        let running = driver.start(rt.clone()).await.map_err(|error| LaunchError { name: name.to_owned(), error })?;
+        let bound = listeners.iter().filter_map(|&(id, _)| Some((id, running.local_addr(id)?))).collect();
+        let handle = running.handle();
+        let (done_tx, done) = async_channel::bounded::<()>(1);
+        let name = name.to_owned();
+        rt.spawn(async move {
+            let events = running.events();
+            while let Ok(event) = events.recv().await {
+                watch(&event);
+                event.log(&name);
+            }
+            running.join().await;
+            // Closing the channel is the signal.
+            drop(done_tx);
+        });
+        self.machines.push(Launched { stop: Arc::new(move || handle.shutdown()), done });
+        Ok(bound)
+    }
+
+    /// Asks every machine to stop (each closes its connections gracefully).
+    pub fn stop(&self) {
+        for machine in &self.machines {
+            (machine.stop)();
+        }
+    }
+
+    /// Waits until every machine has stopped.
+    pub async fn join(self) {
+        for machine in self.machines {
+            // Err means closed: that machine is done.
+            let _ = machine.done.recv().await;
+        }
+    }
+
+    /// Stops every machine and waits until each has: undoes a partial start, or ends a run.
+    pub async fn stop_and_join(self) {
+        self.stop();
+        self.join().await;
+    }
+
+    /// Serves until Ctrl-C: installs the handler, calls `started` (which announces what
+    /// listens where: whoever waits for that line may then interrupt), waits for every
+    /// machine to stop and logs `stopped`. A second Ctrl-C exits at once with 130.
+    pub async fn serve_until_ctrl_c(self, started: impl FnOnce()) -> Result<(), CliError> {
+        let stops: Vec<Stop> = self.machines.iter().map(|m| m.stop.clone()).collect();
+        let interrupted = AtomicBool::new(false);
+        ctrlc::set_handler(move || {
+            if interrupted.swap(true, Ordering::SeqCst) {
+                // A second Ctrl-C while shutting down: give up waiting.
+                std::process::exit(130);
+            }
+            tracing::info!("interrupted: shutting down");
+            for stop in &stops {
+                stop();
+            }
+        })
+        .map_err(|e| CliError::new(format!("cannot install the Ctrl-C handler: {e}")))?;
+        started();
+        self.join().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
