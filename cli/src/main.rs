@@ -4,12 +4,14 @@
 //! switchyard [--runtime smol|async-std] [-v...] [--seed N] <command>
 //!   serve echo|time|broadcast|hello|greet|stamp   run one line service
 //!   send [--to ADDR] [MESSAGE...]                 send one line (or type lines), print the replies
+//!   chat [--to ADDR] [PREFIX]                     interactive session, routed by PREFIX
 //! ```
 //!
 //! Exit codes: 0 success; 1 a runtime error (one line on stderr, `switchyard: ...`) or an
 //! `error: ...` line from the server; 2 a usage error.
 
 mod addr;
+mod chat;
 mod events;
 mod launch;
 mod logging;
@@ -17,6 +19,7 @@ mod runtime;
 mod seed;
 mod send;
 mod serve;
+mod session;
 mod wall;
 
 use argh::FromArgs;
@@ -55,13 +58,14 @@ struct Cli {
 enum Command {
     Serve(serve::ServeCmd),
     Send(send::SendCmd),
+    Chat(chat::ChatCmd),
 }
 
 impl Command {
     fn quietness(&self) -> logging::Quietness {
         match self {
             Command::Serve(_) => logging::Quietness::Server,
-            Command::Send(_) => logging::Quietness::Client,
+            Command::Send(_) | Command::Chat(_) => logging::Quietness::Client,
         }
     }
 }
@@ -71,6 +75,7 @@ impl Program for Command {
         match self {
             Command::Serve(cmd) => cmd.run(rt, env).await,
             Command::Send(cmd) => cmd.run(rt, env).await,
+            Command::Chat(cmd) => cmd.run(rt, env).await,
         }
     }
 }
