@@ -3,6 +3,7 @@
 //! ```text
 //! switchyard [--runtime smol|async-std] [-v...] [--seed N] <command>
 //!   serve echo|time|broadcast|hello|greet|stamp   run one line service
+//!   tunnel local|remote ...                       run one end of the tunnel
 //!   send [--to ADDR] [MESSAGE...]                 send one line (or type lines), print the replies
 //!   chat [--to ADDR] [PREFIX]                     interactive session, routed by PREFIX
 //! ```
@@ -20,6 +21,7 @@ mod seed;
 mod send;
 mod serve;
 mod session;
+mod tunnel;
 mod wall;
 
 use argh::FromArgs;
@@ -57,6 +59,7 @@ struct Cli {
 #[argh(subcommand)]
 enum Command {
     Serve(serve::ServeCmd),
+    Tunnel(tunnel::TunnelCmd),
     Send(send::SendCmd),
     Chat(chat::ChatCmd),
 }
@@ -64,7 +67,7 @@ enum Command {
 impl Command {
     fn quietness(&self) -> logging::Quietness {
         match self {
-            Command::Serve(_) => logging::Quietness::Server,
+            Command::Serve(_) | Command::Tunnel(_) => logging::Quietness::Server,
             Command::Send(_) | Command::Chat(_) => logging::Quietness::Client,
         }
     }
@@ -74,26 +77,41 @@ impl Program for Command {
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
         match self {
             Command::Serve(cmd) => cmd.run(rt, env).await,
+            Command::Tunnel(cmd) => cmd.run(rt, env).await,
             Command::Send(cmd) => cmd.run(rt, env).await,
             Command::Chat(cmd) => cmd.run(rt, env).await,
         }
     }
 }
 
-/// A failure reported as one line on stderr, `switchyard: <message>`, with exit code 1.
+/// A failure reported as one line on stderr, `switchyard: <message>`, with exit code 1
+/// (2 for a usage error).
 #[derive(Debug)]
-pub struct CliError(String);
+pub struct CliError {
+    message: String,
+    usage: bool,
+}
 
 impl CliError {
     /// An error with this message.
     pub fn new(message: impl fmt::Display) -> CliError {
-        CliError(message.to_string())
+        CliError { message: message.to_string(), usage: false }
+    }
+
+    /// A usage error (exit code 2) that argh cannot check, e.g. "at least one --route".
+    pub fn usage(message: impl fmt::Display) -> CliError {
+        CliError { message: message.to_string(), usage: true }
+    }
+
+    /// The process exit code for this error.
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::from(if self.usage { 2 } else { 1 })
     }
 }
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -156,7 +174,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("switchyard: {e}");
-            ExitCode::from(1)
+            e.exit_code()
         }
     }
 }

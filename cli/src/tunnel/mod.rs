@@ -1,0 +1,162 @@
+//! `switchyard tunnel local|remote`: the two ends of the tunnel, each until Ctrl-C.
+
+pub mod spec;
+
+use crate::launch::{Fleet, LaunchError};
+use crate::runtime::Program;
+use crate::CliError;
+use argh::FromArgs;
+use spec::{Entrances, Forward, RouteSpec};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use switchyard_adapters::Runtime;
+use switchyard_core::tunnel::auth::Secret;
+use switchyard_core::tunnel::local::{LocalConfig, TunnelLocal};
+use switchyard_core::tunnel::remote::{RemoteConfig, Routes, TunnelRemote};
+use switchyard_core::tunnel::TunnelEvent;
+use switchyard_core::{Env, Instant, ListenerId};
+
+/// Run one end of the tunnel: clients → local end → one carrier connection → remote end →
+/// the route's target.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "tunnel",
+    example = "head -c 32 /dev/urandom | base64 > tunnel.key\nswitchyard tunnel remote --secret-file tunnel.key --route 9090=127.0.0.1:9090 --route default=127.0.0.1:7007\nswitchyard tunnel local --secret-file tunnel.key --remote 127.0.0.1:7001 --forward 7090=9090",
+    note = "Both ends need the same secret file. The carrier is authenticated (HMAC-SHA256), not encrypted."
+)]
+pub struct TunnelCmd {
+    #[argh(subcommand)]
+    end: End,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum End {
+    Local(LocalCmd),
+    Remote(RemoteCmd),
+}
+
+/// Run the tunnel's local end: clients connect here and are carried to the remote end over
+/// one connection. A client's first bytes pick its route: `9090:time` goes to route 9090 as
+/// `time`; no numeric prefix goes to the default route, untouched. A --forward port sends
+/// every connection to one route with no prefix, like `ssh -L`.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "local",
+    example = "switchyard tunnel local --secret-file tunnel.key\nswitchyard tunnel local --remote 203.0.113.7:7001 --secret-file tunnel.key --forward 7090=9090 --forward 127.0.0.1:2222=ssh\nswitchyard send 9090:time",
+    note = "The carrier connects at start and reconnects after any loss (backoff from 100 ms up to 5 s). While it is down, clients get `error: tunnel is down (REASON); reconnecting`. Ctrl-C stops (exit 0)."
+)]
+pub struct LocalCmd {
+    /// address of the prefix entrance clients connect to (default 127.0.0.1:7000)
+    #[argh(option, default = "crate::addr::loopback(7000)", from_str_fn(crate::addr::parse))]
+    listen: SocketAddr,
+
+    /// address of the remote end's carrier listener (default 127.0.0.1:7001)
+    #[argh(option, default = "crate::addr::loopback(7001)", from_str_fn(crate::addr::parse))]
+    remote: SocketAddr,
+
+    /// file holding the shared secret; the remote end must use the same file (required)
+    #[argh(option)]
+    secret_file: PathBuf,
+
+    /// PORT=ROUTE or ADDR=ROUTE: every connection to PORT (on the --listen IP) or ADDR
+    /// goes to ROUTE, bytes untouched; repeatable
+    #[argh(option, from_str_fn(spec::parse_forward))]
+    forward: Vec<Forward>,
+}
+
+/// Run the tunnel's remote end: local ends connect their carrier here, and each stream is
+/// connected to its route's target. Routes are an allowlist: the remote end connects
+/// nowhere else.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "remote",
+    example = "switchyard tunnel remote --secret-file tunnel.key --route 9090=127.0.0.1:9090 --route 10000=127.0.0.1:10000 --route default=127.0.0.1:7007",
+    note = "A stream for a route not listed gets `error: unknown route NAME`; with no `default` route, clients without a prefix are refused. Ctrl-C stops (exit 0)."
+)]
+pub struct RemoteCmd {
+    /// address to accept carriers on (default 127.0.0.1:7001)
+    #[argh(option, default = "crate::addr::loopback(7001)", from_str_fn(crate::addr::parse))]
+    listen: SocketAddr,
+
+    /// file holding the shared secret; the local end must use the same file (required)
+    #[argh(option)]
+    secret_file: PathBuf,
+
+    /// NAME=ADDR: streams for route NAME (`default`: clients without a prefix) connect to
+    /// ADDR; repeatable, at least one
+    #[argh(option, from_str_fn(spec::parse_route))]
+    route: Vec<RouteSpec>,
+}
+
+impl Program for TunnelCmd {
+    async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
+        let mut fleet = Fleet::new();
+        let announce = match self.end {
+            End::Local(cmd) => {
+                let secret = spec::read_secret(&cmd.secret_file)?;
+                let entrances = Entrances::new(cmd.listen, &cmd.forward);
+                let bound = launch_local(&rt, &mut fleet, env, (cmd.remote, secret), &entrances, |_| {}).await?;
+                let listening: Vec<String> =
+                    entrances.describe(&bound).map(|(addr, kind)| format!("{addr} ({kind})")).collect();
+                format!("tunnel local end listening on {}; carrier to {}", listening.join(", "), cmd.remote)
+            }
+            End::Remote(cmd) => {
+                if cmd.route.is_empty() {
+                    return Err(CliError::usage("tunnel remote needs at least one --route NAME=ADDR"));
+                }
+                let secret = spec::read_secret(&cmd.secret_file)?;
+                let routes = routes(&cmd.route);
+                let bound = launch_remote(&rt, &mut fleet, env, cmd.listen, secret, routes.clone()).await?;
+                let listed: Vec<String> = routes.iter().map(|(name, target)| format!("{name} → {target}")).collect();
+                format!("tunnel remote end listening on {bound}; routes: {}", listed.join(", "))
+            }
+        };
+        fleet.serve_until_ctrl_c(|| tracing::info!("{announce}")).await?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The allowlist from `--route` values (a name given twice keeps the last).
+pub fn routes(specs: &[RouteSpec]) -> Routes {
+    let mut routes = Routes::new();
+    for spec in specs {
+        routes.add(&spec.name, spec.target);
+    }
+    routes
+}
+
+/// Starts a local end in `fleet`, carrying to `remote`; returns where its listeners bound.
+/// `watch` sees its events (see [`Fleet::launch_watched`]).
+pub async fn launch_local<R: Runtime>(
+    rt: &R,
+    fleet: &mut Fleet,
+    env: Env,
+    (remote, secret): (SocketAddr, Secret),
+    entrances: &Entrances,
+    watch: impl FnMut(&TunnelEvent) + Send + 'static,
+) -> Result<BTreeMap<ListenerId, SocketAddr>, LaunchError> {
+    // The driver's clock starts at zero, and so does the machine's.
+    let machine = TunnelLocal::new(env, Instant::ZERO, LocalConfig::new(remote, secret, entrances.config()));
+    fleet.launch_watched(rt, "tunnel local", machine, &entrances.listeners(), watch).await
+}
+
+/// Starts a remote end in `fleet`, accepting carriers on `listen`; returns the address it
+/// bound.
+pub async fn launch_remote<R: Runtime>(
+    rt: &R,
+    fleet: &mut Fleet,
+    env: Env,
+    listen: SocketAddr,
+    secret: Secret,
+    routes: Routes,
+) -> Result<SocketAddr, LaunchError> {
+    let machine = TunnelRemote::new(env, RemoteConfig::new(secret, routes));
+    let bound = fleet.launch(rt, "tunnel remote", machine, &[(ListenerId(0), listen)]).await?;
+    Ok(bound.get(&ListenerId(0)).copied().unwrap_or(listen))
+}

@@ -1,0 +1,192 @@
+//! The tunnel's command-line values: `--forward`, `--route`, `--secret-file`, and the
+//! listeners of a local end.
+
+use crate::CliError;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use switchyard_core::tunnel::auth::Secret;
+use switchyard_core::tunnel::local::Entrance;
+use switchyard_core::wire::tunnel::MAX_ROUTE;
+use switchyard_core::ListenerId;
+
+/// Where a static forward listens: a port on the entrance's IP, or a full address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardListen {
+    /// `7090=…`: this port, on the same IP as the prefix entrance.
+    Port(u16),
+    /// `127.0.0.1:7090=…`.
+    Addr(SocketAddr),
+}
+
+/// `--forward LISTEN=ROUTE`: every connection to LISTEN goes to ROUTE, bytes untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// Where it listens.
+    pub listen: ForwardListen,
+    /// The route on the remote end.
+    pub route: String,
+}
+
+/// Checks a route name: what the carrier can carry (1–32 printable ASCII bytes).
+fn route_name(name: &str, whole: &str) -> Result<String, String> {
+    if name.is_empty() || name.len() > MAX_ROUTE || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("bad route name {name:?} in {whole:?}: use 1-{MAX_ROUTE} printable ASCII characters"));
+    }
+    Ok(name.to_owned())
+}
+
+/// Parses `--forward 7090=9090` or `--forward 127.0.0.1:7090=9090`.
+pub fn parse_forward(s: &str) -> Result<Forward, String> {
+    let (listen, route) =
+        s.split_once('=').ok_or_else(|| format!("expected LISTEN=ROUTE, like 7090=9090 (got {s:?})"))?;
+    let listen = match listen.parse::<u16>() {
+        Ok(port) => ForwardListen::Port(port),
+        Err(_) => ForwardListen::Addr(
+            crate::addr::parse(listen).map_err(|e| format!("bad listen address in --forward {s:?}: {e}"))?,
+        ),
+    };
+    Ok(Forward { listen, route: route_name(route, s)? })
+}
+
+/// `--route NAME=ADDR`: the remote end may connect streams for NAME to ADDR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// The route name; `default` is the route of clients that send no prefix.
+    pub name: String,
+    /// Where its streams go.
+    pub target: SocketAddr,
+}
+
+/// Parses `--route 9090=127.0.0.1:9090` or `--route default=127.0.0.1:7007`.
+pub fn parse_route(s: &str) -> Result<RouteSpec, String> {
+    let (name, target) =
+        s.split_once('=').ok_or_else(|| format!("expected NAME=ADDR, like 9090=127.0.0.1:9090 (got {s:?})"))?;
+    let target = crate::addr::parse(target).map_err(|e| format!("bad target address in --route {s:?}: {e}"))?;
+    Ok(RouteSpec { name: route_name(name, s)?, target })
+}
+
+/// Reads the shared secret. Surrounding whitespace is not part of it; an empty or
+/// unreadable file is an error that says how to make one.
+pub fn read_secret(path: &Path) -> Result<Secret, CliError> {
+    let contents = std::fs::read(path).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => String::from("no such file"),
+            std::io::ErrorKind::PermissionDenied => String::from("permission denied"),
+            _ => e.to_string(),
+        };
+        CliError::new(format!("cannot read secret file {}: {why}", path.display()))
+    })?;
+    Secret::from_file_contents(&contents).ok_or_else(|| {
+        CliError::new(format!(
+            "secret file {} is empty: put the same random text in it at both ends, e.g. `head -c 32 /dev/urandom | base64 > {}`",
+            path.display(),
+            path.display()
+        ))
+    })
+}
+
+/// The listeners of a local end: listener 0 is the prefix entrance, the forwards follow.
+#[derive(Debug, Clone)]
+pub struct Entrances {
+    /// (listener, address, what it is for), entrance first.
+    listeners: Vec<(ListenerId, SocketAddr, Entrance)>,
+}
+
+impl Entrances {
+    /// The prefix entrance on `listen`, and `forwards` (a bare port listens on `listen`'s
+    /// IP).
+    pub fn new(listen: SocketAddr, forwards: &[Forward]) -> Entrances {
+        let forwards = forwards.iter().map(|f| {
+            let addr = match f.listen {
+                ForwardListen::Port(port) => SocketAddr::new(listen.ip(), port),
+                ForwardListen::Addr(addr) => addr,
+            };
+            (addr, Entrance::Forward { route: f.route.clone() })
+        });
+        let listeners = std::iter::once((listen, Entrance::Prefix))
+            .chain(forwards)
+            .zip(0..)
+            .map(|((addr, entrance), id)| (ListenerId(id), addr, entrance))
+            .collect();
+        Entrances { listeners }
+    }
+
+    /// What each listener is for, as the local end's configuration takes it.
+    pub fn config(&self) -> BTreeMap<ListenerId, Entrance> {
+        self.listeners.iter().map(|(id, _, entrance)| (*id, entrance.clone())).collect()
+    }
+
+    /// The addresses to listen on.
+    pub fn listeners(&self) -> Vec<(ListenerId, SocketAddr)> {
+        self.listeners.iter().map(|(id, addr, _)| (*id, *addr)).collect()
+    }
+
+    /// Each listener's address (as bound) and what it is for, entrance first.
+    pub fn describe<'a>(
+        &'a self,
+        bound: &'a BTreeMap<ListenerId, SocketAddr>,
+    ) -> impl Iterator<Item = (SocketAddr, EntranceKind<'a>)> + 'a {
+        self.listeners.iter().map(|(id, addr, entrance)| {
+            let addr = bound.get(id).copied().unwrap_or(*addr);
+            let kind = match entrance {
+                Entrance::Prefix => EntranceKind::Prefix,
+                Entrance::Forward { route } => EntranceKind::Forward(route),
+            };
+            (addr, kind)
+        })
+    }
+}
+
+/// What a local-end listener is for, for people.
+#[derive(Debug, Clone, Copy)]
+pub enum EntranceKind<'a> {
+    /// Routes by prefix.
+    Prefix,
+    /// Forwards to this route.
+    Forward(&'a str),
+}
+
+impl fmt::Display for EntranceKind<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntranceKind::Prefix => f.write_str("prefix entrance"),
+            EntranceKind::Forward(route) => write!(f, "forward to route {route}, no prefix"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwards_take_a_port_or_an_address() {
+        assert_eq!(parse_forward("7090=9090"), Ok(Forward { listen: ForwardListen::Port(7090), route: "9090".into() }));
+        let full = parse_forward("127.0.0.2:7090=ssh").unwrap();
+        assert_eq!(full.listen, ForwardListen::Addr("127.0.0.2:7090".parse().unwrap()));
+        assert!(parse_forward("7090").unwrap_err().contains("\"7090\""));
+        assert!(parse_forward("7090=").is_err());
+        assert!(parse_forward(&format!("1={}", "9".repeat(33))).is_err());
+        assert!(parse_forward("nowhere:x=9090").is_err());
+    }
+
+    #[test]
+    fn routes_need_a_name_and_an_address() {
+        let route = parse_route("default=127.0.0.1:7007").unwrap();
+        assert_eq!((route.name.as_str(), route.target), ("default", "127.0.0.1:7007".parse().unwrap()));
+        assert!(parse_route("9090").unwrap_err().contains("\"9090\""));
+        assert!(parse_route("9090=nowhere").is_err());
+        assert!(parse_route("=127.0.0.1:1").is_err());
+    }
+
+    #[test]
+    fn bare_forward_ports_listen_on_the_entrance_ip() {
+        let forwards = [parse_forward("7090=9090").unwrap(), parse_forward("127.0.0.3:80=web").unwrap()];
+        let entrances = Entrances::new("127.0.0.2:7000".parse().unwrap(), &forwards);
+        let addrs: Vec<String> = entrances.listeners().iter().map(|(_, a)| a.to_string()).collect();
+        assert_eq!(addrs, ["127.0.0.2:7000", "127.0.0.2:7090", "127.0.0.3:80"]);
+        assert_eq!(entrances.config()[&ListenerId(1)], Entrance::Forward { route: "9090".into() });
+    }
+}
