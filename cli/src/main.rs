@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! switchyard [--runtime smol|async-std] [-v...] [--seed N] <command>
+//!   up [--host IP] [--interval SECS]              the whole network on loopback, until Ctrl-C
+//!   demo [--host IP]                              up, plus every flow with a transcript
 //!   serve echo|time|broadcast|hello|greet|stamp   run one line service
 //!   tunnel local|remote ...                       run one end of the tunnel
 //!   send [--to ADDR] [MESSAGE...]                 send one line (or type lines), print the replies
@@ -13,6 +15,7 @@
 
 mod addr;
 mod chat;
+mod demo;
 mod events;
 mod launch;
 mod logging;
@@ -22,6 +25,7 @@ mod send;
 mod serve;
 mod session;
 mod tunnel;
+mod up;
 mod wall;
 
 use argh::FromArgs;
@@ -35,7 +39,7 @@ use switchyard_core::Env;
 /// Switchyard: network services as sans-IO state machines, run over real sockets.
 #[derive(FromArgs, Debug)]
 #[argh(
-    example = "switchyard serve echo &\nswitchyard send --to 127.0.0.1:7007 hello",
+    example = "switchyard up &\nswitchyard send hello\nswitchyard send 9090:time\nswitchyard chat 10000:",
     note = "Logs go to stderr; RUST_LOG (e.g. RUST_LOG=debug) overrides -v. Exit codes: 0 success, 1 error, 2 usage error."
 )]
 struct Cli {
@@ -58,6 +62,8 @@ struct Cli {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 enum Command {
+    Up(up::UpCmd),
+    Demo(demo::DemoCmd),
     Serve(serve::ServeCmd),
     Tunnel(tunnel::TunnelCmd),
     Send(send::SendCmd),
@@ -67,8 +73,9 @@ enum Command {
 impl Command {
     fn quietness(&self) -> logging::Quietness {
         match self {
-            Command::Serve(_) | Command::Tunnel(_) => logging::Quietness::Server,
-            Command::Send(_) | Command::Chat(_) => logging::Quietness::Client,
+            Command::Up(_) | Command::Serve(_) | Command::Tunnel(_) => logging::Quietness::Server,
+            // The demo's transcript is its output; its servers log only problems.
+            Command::Demo(_) | Command::Send(_) | Command::Chat(_) => logging::Quietness::Client,
         }
     }
 }
@@ -76,6 +83,8 @@ impl Command {
 impl Program for Command {
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
         match self {
+            Command::Up(cmd) => cmd.run(rt, env).await,
+            Command::Demo(cmd) => cmd.run(rt, env).await,
             Command::Serve(cmd) => cmd.run(rt, env).await,
             Command::Tunnel(cmd) => cmd.run(rt, env).await,
             Command::Send(cmd) => cmd.run(rt, env).await,

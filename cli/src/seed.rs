@@ -1,4 +1,5 @@
-//! The one seed a run draws from the operating system.
+//! What a run draws from the operating system: the one seed for its machines, and the
+//! carrier secret of `switchyard up`.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -14,4 +15,16 @@ pub fn from_os() -> u64 {
         hasher.write_u128(elapsed.as_nanos());
     }
     hasher.finish()
+}
+
+/// A 32-byte secret for a carrier whose two ends live in this process (`switchyard up`),
+/// so it is never written anywhere. Drawn from the OS as [`from_os`] is, and deliberately
+/// not from `--seed`: a seed on a command line is visible to every local user (`ps`), and
+/// the secret is what keeps them from opening streams over the carrier.
+pub fn carrier_secret() -> [u8; 32] {
+    let mut secret = [0u8; 32];
+    for chunk in secret.chunks_mut(8) {
+        chunk.copy_from_slice(&from_os().to_le_bytes());
+    }
+    secret
 }

@@ -1,0 +1,256 @@
+//! `switchyard up`: the whole network in one process, until Ctrl-C.
+//!
+//! Every machine runs on the one runtime, each under its own driver: the services first,
+//! then the remote tunnel end routing to them, then the local end in front of it, so the
+//! carrier finds its remote end at the first attempt. The carrier's secret is drawn from
+//! the OS for this run and never written anywhere: both ends live in this process.
+
+pub mod plan;
+
+use crate::launch::{Fleet, LaunchError};
+use crate::runtime::Program;
+use crate::tunnel::spec::{EntranceKind, Entrances, Forward, ForwardListen};
+use crate::{seed, serve, tunnel, within, CliError};
+use argh::FromArgs;
+use plan::{Role, Server};
+use std::fmt::Write as _;
+use std::io::{self, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+use switchyard_adapters::Runtime;
+use switchyard_core::service::line_server::LineServerConfig;
+use switchyard_core::tunnel::auth::Secret;
+use switchyard_core::tunnel::remote::Routes;
+use switchyard_core::tunnel::TunnelEvent;
+use switchyard_core::Env;
+
+/// How long the local end may take to authenticate its carrier before `up` gives up: on
+/// loopback it takes milliseconds, so this only catches a broken set-up.
+const CARRIER_UP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Run the whole network on loopback in one process: echo, time, broadcast, greet and
+/// stamp, the remote tunnel end routing to them by prefix, and the local tunnel end in
+/// front, until Ctrl-C. Prints a table of what listens where.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "up",
+    example = "switchyard up\nswitchyard send hello\nswitchyard send 9090:time\nswitchyard chat 10000:\nswitchyard up --host 127.0.0.2 --interval 5",
+    note = "A port already in use stops everything with a one-line error (exit 1); --host 127.0.0.N runs another copy beside it. Ctrl-C stops every server (exit 0)."
+)]
+pub struct UpCmd {
+    /// IP address every server listens on (default 127.0.0.1)
+    #[argh(option, default = "IpAddr::V4(Ipv4Addr::LOCALHOST)")]
+    host: IpAddr,
+
+    /// seconds between the time service's pushes, at least 1 (default 60)
+    #[argh(option, default = "serve::DEFAULT_INTERVAL", from_str_fn(serve::parse_interval))]
+    interval: Duration,
+}
+
+impl Program for UpCmd {
+    async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
+        let up = start(&rt, env, self.host, self.interval).await?;
+        let table = up.table(&format!("switchyard up: all services on {} (Ctrl-C stops)", self.host));
+        up.fleet
+            .serve_until_ctrl_c(|| {
+                // Nobody reading stdout is no reason to stop serving.
+                let mut out = io::stdout().lock();
+                let _ = out.write_all(table.as_bytes()).and_then(|()| out.flush());
+            })
+            .await?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// One line of the table: what listens where.
+#[derive(Debug, Clone)]
+struct Row {
+    what: String,
+    addr: SocketAddr,
+    note: String,
+}
+
+/// The network `up` started.
+#[derive(Debug)]
+pub struct Up {
+    /// Every machine.
+    pub fleet: Fleet,
+    /// Where clients enter the tunnel.
+    pub entrance: SocketAddr,
+    /// The static forwards: (address, route).
+    pub forwards: Vec<(SocketAddr, String)>,
+    rows: Vec<Row>,
+}
+
+impl Up {
+    /// The table of what listens where, under `header`.
+    pub fn table(&self, header: &str) -> String {
+        let mut out = format!("{header}\n");
+        let width = self.rows.iter().map(|r| r.addr.to_string().len()).max().unwrap_or(0);
+        for Row { what, addr, note } in &self.rows {
+            let _ = writeln!(out, "  {what:<16} {:<width$}   {note}", addr.to_string());
+        }
+        out
+    }
+}
+
+/// Starts every server of [`plan`] on `host` and waits until the tunnel carrier is up. On
+/// any failure, whatever had started is stopped again before the error returns.
+pub async fn start<R: Runtime>(rt: &R, mut env: Env, host: IpAddr, interval: Duration) -> Result<Up, CliError> {
+    let mut fleet = Fleet::new();
+    // Each machine mints connection ids in a space of its own, so an id in the shared log
+    // names one connection.
+    let mut spaces = 1u16..;
+    let mut child = || env.child(spaces.next().unwrap_or(u16::MAX));
+    let services = plan::services(interval);
+    let started = async {
+        let (routes, service_rows) = launch_services(rt, &mut fleet, &mut child, host, &services).await?;
+        let tunnel = launch_tunnel(rt, &mut fleet, &mut child, host, routes).await?;
+        Ok::<_, CliError>((tunnel, service_rows))
+    };
+    match started.await {
+        Ok((tunnel, service_rows)) => {
+            let mut rows = tunnel.rows(&services);
+            rows.extend(service_rows);
+            Ok(Up { fleet, entrance: tunnel.entrance, forwards: tunnel.forwards, rows })
+        }
+        Err(e) => {
+            fleet.stop_and_join().await;
+            Err(e)
+        }
+    }
+}
+
+/// Starts the servers behind the tunnel; returns the routes to them and their rows.
+async fn launch_services<R: Runtime>(
+    rt: &R,
+    fleet: &mut Fleet,
+    child: &mut impl FnMut() -> Env,
+    host: IpAddr,
+    services: &[Server],
+) -> Result<(Routes, Vec<Row>), CliError> {
+    let mut routes = Routes::new();
+    let mut rows = Vec::new();
+    for server in services {
+        let name = server.role.name();
+        let addr = launch_role(rt, fleet, child(), server.role, SocketAddr::new(host, server.port))
+            .await
+            .map_err(|e| taken(e, &format!("the {name} service")))?;
+        if let Some(route) = server.route {
+            routes.add(route, addr);
+        }
+        rows.push(Row { what: name.into(), addr, note: server.note.clone() });
+    }
+    Ok((routes, rows))
+}
+
+/// Where the tunnel's two ends listen.
+struct Tunnel {
+    carrier: SocketAddr,
+    entrance: SocketAddr,
+    forwards: Vec<(SocketAddr, String)>,
+}
+
+/// Starts the remote end routing to `routes`, then the local end in front of it, and waits
+/// for the carrier between them.
+async fn launch_tunnel<R: Runtime>(
+    rt: &R,
+    fleet: &mut Fleet,
+    child: &mut impl FnMut() -> Env,
+    host: IpAddr,
+    routes: Routes,
+) -> Result<Tunnel, CliError> {
+    let secret = Secret::new(seed::carrier_secret()).expect("32 bytes are not empty");
+    let carrier_listen = SocketAddr::new(host, plan::CARRIER_PORT);
+    let carrier = tunnel::launch_remote(rt, fleet, child(), carrier_listen, secret.clone(), routes)
+        .await
+        .map_err(|e| taken(e, "the tunnel's remote end"))?;
+
+    let forwards: Vec<Forward> = plan::FORWARDS
+        .iter()
+        .map(|&(port, route)| Forward { listen: ForwardListen::Port(port), route: route.into() })
+        .collect();
+    let entrances = Entrances::new(SocketAddr::new(host, plan::ENTRANCE_PORT), &forwards);
+    let (up_tx, up_rx) = async_channel::bounded::<()>(1);
+    let watch = move |event: &TunnelEvent| {
+        if matches!(event, TunnelEvent::CarrierUp { .. }) {
+            let _ = up_tx.try_send(());
+        }
+    };
+    let bound = tunnel::launch_local(rt, fleet, child(), (carrier, secret), &entrances, watch)
+        .await
+        .map_err(|e| taken(e, "the tunnel's local end"))?;
+    let carrier_up = async { up_rx.recv().await.map_err(|_| CliError::new("the tunnel's local end stopped")) };
+    let secs = CARRIER_UP_TIMEOUT.as_secs();
+    let too_slow = || CliError::new(format!("the tunnel carrier did not come up within {secs} s"));
+    within(rt, rt.now() + CARRIER_UP_TIMEOUT, too_slow, carrier_up).await?;
+
+    let mut tunnel = Tunnel { carrier, entrance: carrier, forwards: Vec::new() };
+    for (addr, kind) in entrances.describe(&bound) {
+        match kind {
+            EntranceKind::Prefix => tunnel.entrance = addr,
+            EntranceKind::Forward(route) => tunnel.forwards.push((addr, route.to_owned())),
+        }
+    }
+    Ok(tunnel)
+}
+
+impl Tunnel {
+    /// The tunnel's rows of the table; `services` says what each route reaches.
+    fn rows(&self, services: &[Server]) -> Vec<Row> {
+        let mut rows = vec![Row { what: "tunnel entrance".into(), addr: self.entrance, note: try_hint(self.entrance) }];
+        for (addr, route) in &self.forwards {
+            let note = format!("→ route {route}{}, no prefix", served_by(services, route));
+            rows.push(Row { what: "forward".into(), addr: *addr, note });
+        }
+        // Named routes first, `default` last, as the remote end matches them.
+        let (default, named): (Vec<&Server>, Vec<&Server>) =
+            services.iter().filter(|s| s.route.is_some()).partition(|s| s.route == Some("default"));
+        let routes: Vec<String> =
+            named.iter().chain(&default).filter_map(|s| Some(format!("{} {}", s.route?, s.role.name()))).collect();
+        rows.push(Row {
+            what: "tunnel carrier".into(),
+            addr: self.carrier,
+            note: format!("routes: {}", routes.join(", ")),
+        });
+        rows
+    }
+}
+
+/// Starts one server of the plan.
+async fn launch_role<R: Runtime>(
+    rt: &R,
+    fleet: &mut Fleet,
+    env: Env,
+    role: Role,
+    listen: SocketAddr,
+) -> Result<SocketAddr, LaunchError> {
+    match role {
+        Role::Service(kind) => serve::launch(rt, fleet, env, kind, LineServerConfig::default(), listen).await,
+    }
+}
+
+/// A start-up error naming what wanted the port; for a port in use, how to run beside it.
+fn taken(e: LaunchError, what: &str) -> CliError {
+    if e.error.kind() == io::ErrorKind::AddrInUse {
+        CliError::new(format!(
+            "{what} cannot start: {} (is another `switchyard up` running? --host 127.0.0.N runs one beside it)",
+            e.error
+        ))
+    } else {
+        CliError::new(format!("{what} cannot start: {}", e.error))
+    }
+}
+
+/// ` (time)` for the route time is served on.
+fn served_by(services: &[Server], route: &str) -> String {
+    services.iter().find(|s| s.route == Some(route)).map(|s| format!(" ({})", s.role.name())).unwrap_or_default()
+}
+
+/// The one-liners to try against the entrance.
+fn try_hint(entrance: SocketAddr) -> String {
+    let to = if entrance == crate::send::default_entrance() { String::new() } else { format!(" --to {entrance}") };
+    format!("try: switchyard send{to} hello | switchyard send{to} 9090:time | switchyard chat{to} 10000:")
+}

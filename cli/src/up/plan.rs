@@ -1,0 +1,76 @@
+//! What `switchyard up` runs, in one place: every service with its port and tunnel route,
+//! and the two tunnel ends in front of them.
+//!
+//! To add a server to `up` (the mesh servers, the hole-punching rendezvous), add a row to
+//! [`services`] (or, for a new kind of machine, a variant to [`Role`] and its start-up in
+//! `up::launch_role`); the table `up` prints, the remote end's routes and `demo` follow.
+
+use crate::serve::ServiceKind;
+use std::time::Duration;
+use switchyard_core::service::reply::Preset;
+use switchyard_core::service::{broadcast, echo, time};
+
+/// The remote tunnel end's carrier port.
+pub const CARRIER_PORT: u16 = 7001;
+/// The local tunnel end's prefix entrance.
+pub const ENTRANCE_PORT: u16 = 7000;
+/// Static forwards on the local end, like `ssh -L`: (port, route).
+pub const FORWARDS: &[(u16, &str)] = &[(7090, "9090")];
+
+/// What one server of `up` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A line service.
+    Service(ServiceKind),
+}
+
+impl Role {
+    /// Its name in the table and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Service(kind) => kind.name(),
+        }
+    }
+}
+
+/// One server `up` runs behind the tunnel.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// What it is.
+    pub role: Role,
+    /// Its port on `--host`.
+    pub port: u16,
+    /// The tunnel route that reaches it (`default`: clients that send no prefix).
+    pub route: Option<&'static str>,
+    /// A hint for the table.
+    pub note: String,
+}
+
+/// Every server behind the tunnel, in the order they start and are listed. `interval` is
+/// the time service's.
+pub fn services(interval: Duration) -> Vec<Server> {
+    let service = |kind, port, route, note: &str| Server {
+        role: Role::Service(kind),
+        port,
+        route: Some(route),
+        note: note.to_owned(),
+    };
+    let every = format!("the time now, then every {} s", interval.as_secs());
+    vec![
+        service(ServiceKind::Echo, echo::DEFAULT_PORT, "default", "each line comes back"),
+        service(ServiceKind::Time { interval }, time::DEFAULT_PORT, "9090", &every),
+        service(ServiceKind::Broadcast, broadcast::DEFAULT_PORT, "10000", "to every other member; /who, /nick NAME"),
+        service(
+            ServiceKind::Reply(Preset::Greet),
+            Preset::Greet.default_port(),
+            "12345",
+            "John → Hello Good morning !!!! ::: John",
+        ),
+        service(
+            ServiceKind::Reply(Preset::Stamp),
+            Preset::Stamp.default_port(),
+            "8080",
+            "Hi → Server received at DATE: Hi, then close",
+        ),
+    ]
+}
