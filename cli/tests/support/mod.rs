@@ -1,0 +1,183 @@
+//! What the CLI tests share: running the `switchyard` binary in the foreground or the
+//! background, and talking to servers over raw TCP.
+//!
+//! Every address is on 127.0.0.0/8. Tests that need fixed ports (the tunnel, `up`) each use
+//! a 127.0.0.N of their own, so they run in parallel. Timeouts here are guards that turn a
+//! hang into a failure, never assertions about speed.
+
+// Each test file uses a different part of this module.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+/// Generous guard so a broken binary fails the test instead of hanging it.
+pub const GUARD: Duration = Duration::from_secs(60);
+
+/// Bytes as text, lossily.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `switchyard ARGS` with output piped and logs at their default level.
+fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command.args(args).env_remove("RUST_LOG").stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+}
+
+/// Runs the binary to completion with `stdin` piped in; panics after the guard time.
+pub fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = command(args).stdin(Stdio::piped()).spawn().expect("run switchyard");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(GUARD) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!("switchyard {args:?} did not finish");
+        }
+    }
+}
+
+/// Lines from a child's pipe, read on a thread.
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line from `lines` containing `text`; panics after the guard time.
+fn wait_for(lines: &mpsc::Receiver<String>, what: &str, text: &str) -> String {
+    loop {
+        match lines.recv_timeout(GUARD) {
+            Ok(line) if line.contains(text) => return line,
+            Ok(_) => continue,
+            Err(e) => panic!("no {what} line with {text:?}: {e}"),
+        }
+    }
+}
+
+/// A background `switchyard` process, killed when dropped (also when the test fails).
+pub struct Proc {
+    /// The process.
+    pub child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    /// Starts `switchyard ARGS` with logs at the default level.
+    pub fn start(args: &[&str]) -> Proc {
+        let mut child = command(args).stdin(Stdio::null()).spawn().expect("start switchyard");
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        Proc { child, stdout, stderr }
+    }
+
+    /// The next stderr (log) line containing `text`.
+    pub fn wait_for_log(&self, text: &str) -> String {
+        wait_for(&self.stderr, "log", text)
+    }
+
+    /// The next stdout line containing `text`.
+    pub fn wait_for_stdout(&self, text: &str) -> String {
+        wait_for(&self.stdout, "stdout", text)
+    }
+
+    /// Sends Ctrl-C (SIGINT) and waits for the process to end.
+    pub fn interrupt(&mut self) -> ExitStatus {
+        let status = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        self.wait_for_log("stopped");
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw TCP client speaking lines, for what `send` cannot do (stay connected while
+/// another client talks).
+pub struct LineConn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl LineConn {
+    /// Connects to `addr`.
+    pub fn connect(addr: &str) -> LineConn {
+        let writer = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        writer.set_read_timeout(Some(GUARD)).unwrap();
+        LineConn { reader: BufReader::new(writer.try_clone().unwrap()), writer }
+    }
+
+    /// Writes `bytes` as they are.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    /// The next line, without its newline; panics at end of stream or after the guard.
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        let n = self.reader.read_line(&mut line).unwrap();
+        assert!(n > 0, "connection closed while a line was expected");
+        line.trim_end_matches('\n').to_owned()
+    }
+
+    /// The reading side, e.g. to read to the end of the stream.
+    pub fn into_reader(self) -> BufReader<TcpStream> {
+        self.reader
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS`.
+pub fn is_time(line: &str) -> bool {
+    let shape: String = line.chars().map(|c| if c.is_ascii_digit() { '9' } else { c }).collect();
+    shape == "9999-99-99 99:99:99"
+}
+
+/// A file in the temp directory, removed when dropped.
+pub struct TempFile {
+    /// Where it is.
+    pub path: std::path::PathBuf,
+}
+
+impl TempFile {
+    /// A file holding `contents`, named for the test (`name`) and this process.
+    pub fn new(name: &str, contents: &str) -> TempFile {
+        let path = std::env::temp_dir().join(format!("switchyard-cli-test-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        TempFile { path }
+    }
+
+    /// The path as an argument.
+    pub fn arg(&self) -> &str {
+        self.path.to_str().expect("temp paths are UTF-8")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
