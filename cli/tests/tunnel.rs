@@ -1,0 +1,143 @@
+//! `switchyard tunnel local` and `tunnel remote` as separate processes in front of real
+//! services, under both runtimes: routing by prefix, static forwards, a refused route, a
+//! wrong secret, and bad arguments. Each flow uses a loopback address of its own
+//! (127.0.0.10N) with the default ports, so tests run in parallel.
+
+mod support;
+
+use support::{is_time, run, text, Proc, TempFile};
+
+/// A whole tunnel set-up on `host`: echo and time, the remote end routing to them, the
+/// local end in front with a forward 7090 → route 7007 (echo).
+struct Network {
+    host: String,
+    remote: Proc,
+    local: Proc,
+    _services: Vec<Proc>,
+    _keys: Vec<TempFile>,
+}
+
+impl Network {
+    /// `remote_key` and `local_key` are the secret files' contents.
+    fn start(runtime: &str, host: &str, remote_key: &str, local_key: &str) -> Network {
+        let at = |port: u16| format!("{host}:{port}");
+        let rt = ["--runtime", runtime];
+        let service = |args: &[&str]| {
+            let p = Proc::start(&[&rt[..], args].concat());
+            p.wait_for_log("server listening on");
+            p
+        };
+        let services = vec![
+            service(&["serve", "echo", "--listen", &at(7007)]),
+            service(&["serve", "time", "--listen", &at(9090)]),
+        ];
+        let keys = vec![
+            TempFile::new(&format!("{host}-remote.key"), remote_key),
+            TempFile::new(&format!("{host}-local.key"), local_key),
+        ];
+        let (to_time, to_echo) = (format!("9090={}", at(9090)), format!("default={}", at(7007)));
+        let echo_route = format!("7007={}", at(7007));
+        let remote = Proc::start(
+            &[
+                &rt[..],
+                &["tunnel", "remote", "--listen", &at(7001), "--secret-file", keys[0].arg()],
+                &["--route", &to_time, "--route", &to_echo, "--route", &echo_route],
+            ]
+            .concat(),
+        );
+        remote.wait_for_log("tunnel remote end listening on");
+        let local = Proc::start(
+            &[
+                &rt[..],
+                &["tunnel", "local", "--listen", &at(7000), "--remote", &at(7001), "--secret-file", keys[1].arg()],
+                &["--forward", "7090=7007"],
+            ]
+            .concat(),
+        );
+        // No wait for its "listening" line: the carrier may come up, and log so, before it.
+        // Each test waits for the carrier event it expects instead.
+        Network { host: host.to_owned(), remote, local, _services: services, _keys: keys }
+    }
+
+    fn at(&self, port: u16) -> String {
+        format!("{}:{port}", self.host)
+    }
+}
+
+fn routes_by_prefix_and_forwards_untouched(runtime: &str, host: &str) {
+    let net = Network::start(runtime, host, "same secret\n", "same secret");
+    net.local.wait_for_log("carrier up");
+    let send = |to: &str, line: &str| run(&["--runtime", runtime, "send", "--to", to, line], b"");
+
+    let out = send(&net.at(7000), "hello");
+    assert_eq!(text(&out.stdout), "hello\n", "{out:?}");
+    assert!(out.status.success());
+
+    let out = send(&net.at(7000), "9090:time");
+    let stdout = text(&out.stdout);
+    assert!(is_time(stdout.trim_end()), "{out:?}");
+
+    // Through the forward nothing is read as a prefix: echo gets the bytes as sent.
+    let out = send(&net.at(7090), "9090:time");
+    assert_eq!(text(&out.stdout), "9090:time\n", "{out:?}");
+
+    let out = send(&net.at(7000), "1234:x");
+    assert_eq!(text(&out.stderr), "error: unknown route 1234\n", "{out:?}");
+    assert_eq!(out.status.code(), Some(1));
+    net.remote.wait_for_log("refused: unknown route 1234");
+}
+
+#[test]
+fn routes_by_prefix_and_forwards_untouched_on_smol() {
+    routes_by_prefix_and_forwards_untouched("smol", "127.0.0.101");
+}
+
+#[test]
+fn routes_by_prefix_and_forwards_untouched_on_async_std() {
+    routes_by_prefix_and_forwards_untouched("async-std", "127.0.0.102");
+}
+
+fn a_wrong_secret_is_refused_and_clients_are_told(runtime: &str, host: &str) {
+    let net = Network::start(runtime, host, "one secret", "another secret");
+    let line = net.remote.wait_for_log("different secrets");
+    assert!(line.contains("ERROR") && line.contains("authentication"), "{line}");
+    let line = net.local.wait_for_log("different secrets");
+    assert!(line.contains("ERROR"), "{line}");
+
+    let out = run(&["--runtime", runtime, "send", "--to", &net.at(7000), "hello"], b"");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).starts_with("error: tunnel is down"), "{out:?}");
+    assert_eq!(text(&out.stdout), "");
+}
+
+#[test]
+fn a_wrong_secret_is_refused_and_clients_are_told_on_smol() {
+    a_wrong_secret_is_refused_and_clients_are_told("smol", "127.0.0.103");
+}
+
+#[test]
+fn a_wrong_secret_is_refused_and_clients_are_told_on_async_std() {
+    a_wrong_secret_is_refused_and_clients_are_told("async-std", "127.0.0.104");
+}
+
+#[test]
+fn bad_arguments_are_named_in_one_line() {
+    let key = TempFile::new("args.key", "k");
+    let empty = TempFile::new("args-empty.key", "\n");
+    let missing = format!("{}.missing", key.arg());
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["tunnel", "local", "--secret-file", key.arg(), "--forward", "7090"], 2, "\"7090\""),
+        (&["tunnel", "local", "--secret-file", key.arg(), "--forward", "7090=bad route"], 2, "bad route"),
+        (&["tunnel", "remote", "--secret-file", key.arg(), "--route", "9090"], 2, "\"9090\""),
+        (&["tunnel", "remote", "--secret-file", key.arg()], 2, "at least one --route"),
+        (&["tunnel", "remote", "--secret-file", &missing, "--route", "default=127.0.0.1:1"], 1, &missing),
+        (&["tunnel", "local", "--secret-file", empty.arg()], 1, "is empty"),
+    ];
+    for &(args, code, wanted) in cases {
+        let out = run(args, b"");
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(wanted), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
