@@ -14,6 +14,7 @@
 //! `error: ...` line from the server; 2 a usage error.
 
 mod addr;
+mod bench;
 mod chat;
 mod demo;
 mod events;
@@ -66,6 +67,7 @@ enum Command {
     Demo(demo::DemoCmd),
     Serve(serve::ServeCmd),
     Tunnel(tunnel::TunnelCmd),
+    Bench(bench::BenchCmd),
     Send(send::SendCmd),
     Chat(chat::ChatCmd),
 }
@@ -76,6 +78,7 @@ impl Command {
             Command::Up(_) | Command::Serve(_) | Command::Tunnel(_) => logging::Quietness::Server,
             // The demo's transcript is its output; its servers log only problems.
             Command::Demo(_) | Command::Send(_) | Command::Chat(_) => logging::Quietness::Client,
+            Command::Bench(_) => logging::Quietness::Client,
         }
     }
 }
@@ -87,6 +90,7 @@ impl Program for Command {
             Command::Demo(cmd) => cmd.run(rt, env).await,
             Command::Serve(cmd) => cmd.run(rt, env).await,
             Command::Tunnel(cmd) => cmd.run(rt, env).await,
+            Command::Bench(cmd) => cmd.run(rt, env).await,
             Command::Send(cmd) => cmd.run(rt, env).await,
             Command::Chat(cmd) => cmd.run(rt, env).await,
         }

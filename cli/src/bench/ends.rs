@@ -1,0 +1,281 @@
+//! The two tunnel ends under test, as child processes (like a real deployment, and so
+//! their memory can be measured) or inside the benchmark's own process.
+//!
+//! Either way the local end has one static forward per target (`sink`, `echo`, `hold`),
+//! and the remote end routes each of those names to the matching target.
+
+use super::targets::Targets;
+use crate::CliError;
+use std::any::TypeId;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+use switchyard_adapters::{AsyncStdRuntime, Driver, Handle, Runtime};
+use switchyard_core::tunnel::auth::Secret;
+use switchyard_core::tunnel::local::{Entrance, LocalConfig, TunnelLocal};
+use switchyard_core::tunnel::remote::{RemoteConfig, Routes, TunnelRemote};
+use switchyard_core::{Env, Instant as CoreInstant, ListenerId};
+
+/// The route names, in the order of the local end's forward listeners (ids 1, 2, 3).
+const ROUTES: [&str; 3] = ["sink", "echo", "hold"];
+
+/// How long the ends may take to come up and pass a first round trip.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Lines of each child's stderr kept, to explain a child that fails.
+const LOG_LINES: usize = 20;
+
+/// The local end's forward addresses: connect here to reach each target through the tunnel.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwards {
+    /// Reaches the sink.
+    pub sink: SocketAddr,
+    /// Reaches the echo.
+    pub echo: SocketAddr,
+    /// Reaches the hold.
+    pub hold: SocketAddr,
+}
+
+/// Running tunnel ends; dropping this stops them.
+#[derive(Debug)]
+pub struct Ends {
+    /// Where clients enter the tunnel.
+    pub forwards: Forwards,
+    how: How,
+}
+
+#[derive(Debug)]
+enum How {
+    Children { local: Proc, remote: Proc, secret_file: PathBuf },
+    InProcess { local: Handle<TunnelLocal>, remote: Handle<TunnelRemote> },
+}
+
+/// A child process and the tail of its stderr.
+#[derive(Debug)]
+struct Proc {
+    name: &'static str,
+    child: Child,
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, args: &[String]) -> Result<Proc, CliError> {
+        let exe = std::env::current_exe().map_err(|e| CliError::new(format!("cannot find our own executable: {e}")))?;
+        let mut child = Command::new(exe)
+            .args(args)
+            // Per-stream info lines cost the ends time and tell the benchmark nothing.
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| CliError::new(format!("cannot start the tunnel's {name} end: {e}")))?;
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
+            // Drains stderr so the child never blocks on a full pipe, keeping the tail.
+            thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                    if log.len() == LOG_LINES {
+                        log.pop_front();
+                    }
+                    log.push_back(line);
+                }
+            });
+        }
+        Ok(Proc { name, child, log })
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    fn failure(&self, status: ExitStatus) -> CliError {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let tail: Vec<&str> = log.iter().map(String::as_str).collect();
+        CliError::new(format!("the tunnel's {} end exited ({status}):\n  {}", self.name, tail.join("\n  ")))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // Nothing of the child's state matters any more: stop it at once.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// True when this executable has the `tunnel` subcommand that child-process ends need.
+pub fn children_supported() -> bool {
+    let Ok(exe) = std::env::current_exe() else { return false };
+    let status =
+        Command::new(exe).args(["tunnel", "local", "--help"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    status.is_ok_and(|s| s.success())
+}
+
+/// The `--runtime` value naming `R`, so child ends run on the runtime the benchmark was
+/// asked for.
+fn runtime_flag<R: Runtime>() -> &'static str {
+    if TypeId::of::<R>() == TypeId::of::<AsyncStdRuntime>() {
+        "async-std"
+    } else {
+        "smol"
+    }
+}
+
+/// A loopback port nobody listens on right now (the kernel's choice for port 0).
+fn free_port() -> Result<u16, CliError> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| CliError::new(format!("cannot find a free loopback port: {e}")))
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+fn random_secret(env: &mut Env) -> Vec<u8> {
+    let mut bytes = [0u8; 32];
+    env.rng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes()
+}
+
+impl Ends {
+    /// Starts both ends as child processes of this executable (`switchyard tunnel local`
+    /// and `switchyard tunnel remote`) and waits until a round trip passes through them.
+    pub fn spawn<R: Runtime>(env: &mut Env, targets: &Targets) -> Result<Ends, CliError> {
+        let secret_file = std::env::temp_dir().join(format!("switchyard-bench-{}.secret", std::process::id()));
+        write_private(&secret_file, &random_secret(env))?;
+        let runtime = runtime_flag::<R>();
+        let carrier = loopback(free_port()?);
+        let file = secret_file.display().to_string();
+        let mut remote_args = vec!["--runtime".into(), runtime.into(), "tunnel".into(), "remote".into()];
+        remote_args.extend(["--listen".into(), carrier.to_string(), "--secret-file".into(), file.clone()]);
+        for (name, addr) in ROUTES.iter().zip([targets.sink.addr, targets.echo, targets.hold.addr]) {
+            remote_args.extend(["--route".into(), format!("{name}={addr}")]);
+        }
+        let remote = Proc::spawn("remote", &remote_args)?;
+        let ports = [free_port()?, free_port()?, free_port()?];
+        let mut local_args = vec!["--runtime".into(), runtime.into(), "tunnel".into(), "local".into()];
+        local_args.extend(["--listen".into(), loopback(free_port()?).to_string(), "--remote".into()]);
+        local_args.extend([carrier.to_string(), "--secret-file".into(), file]);
+        for (name, port) in ROUTES.iter().zip(ports) {
+            local_args.extend(["--forward".into(), format!("{port}={name}")]);
+        }
+        let local = Proc::spawn("local", &local_args)?;
+        let forwards = Forwards { sink: loopback(ports[0]), echo: loopback(ports[1]), hold: loopback(ports[2]) };
+        let mut ends = Ends { forwards, how: How::Children { local, remote, secret_file } };
+        ends.wait_ready()?;
+        Ok(ends)
+    }
+
+    /// Starts both ends inside this process, each machine under its own driver on `rt`,
+    /// and waits until a round trip passes through them.
+    pub async fn in_process<R: Runtime>(rt: &R, env: &mut Env, targets: &Targets) -> Result<Ends, CliError> {
+        let secret = Secret::new(random_secret(env)).expect("32 random bytes as hex are never empty");
+        let mut routes = Routes::new();
+        for (name, addr) in ROUTES.iter().zip([targets.sink.addr, targets.echo, targets.hold.addr]) {
+            routes.add(name, addr);
+        }
+        let remote = TunnelRemote::new(env.child(1), RemoteConfig::new(secret.clone(), routes));
+        let remote = Driver::new(remote).listen(ListenerId(0), loopback(0)).start(rt.clone()).await;
+        let remote = remote.map_err(|e| CliError::new(format!("tunnel remote end: {e}")))?;
+        let carrier = remote.local_addr(ListenerId(0)).expect("the listener was bound");
+        let ids = [ListenerId(1), ListenerId(2), ListenerId(3)];
+        let entrances: BTreeMap<ListenerId, Entrance> =
+            ids.iter().zip(ROUTES).map(|(&id, name)| (id, Entrance::Forward { route: name.into() })).collect();
+        let local = TunnelLocal::new(env.child(2), CoreInstant::ZERO, LocalConfig::new(carrier, secret, entrances));
+        let local = ids.iter().fold(Driver::new(local), |d, &id| d.listen(id, loopback(0))).start(rt.clone()).await;
+        let local = local.map_err(|e| CliError::new(format!("tunnel local end: {e}")))?;
+        let addr = |id| local.local_addr(id).expect("the listener was bound");
+        let forwards = Forwards { sink: addr(ids[0]), echo: addr(ids[1]), hold: addr(ids[2]) };
+        let mut ends = Ends { forwards, how: How::InProcess { local: local.handle(), remote: remote.handle() } };
+        ends.wait_ready()?;
+        Ok(ends)
+    }
+
+    /// The process ids of the local and remote ends, when they run as child processes.
+    pub fn pids(&self) -> Option<(u32, u32)> {
+        match &self.how {
+            How::Children { local, remote, .. } => Some((local.child.id(), remote.child.id())),
+            How::InProcess { .. } => None,
+        }
+    }
+
+    /// Fails if a child end has exited.
+    pub fn check_alive(&mut self) -> Result<(), CliError> {
+        if let How::Children { local, remote, .. } = &mut self.how {
+            for proc in [local, remote] {
+                if let Some(status) = proc.exited() {
+                    return Err(proc.failure(status));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the carrier is up: a 64-byte round trip through the echo forward.
+    fn wait_ready(&mut self) -> Result<(), CliError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut last_error = String::from("no attempt yet");
+        while Instant::now() < deadline {
+            self.check_alive()?;
+            match probe(self.forwards.echo) {
+                Ok(()) => return Ok(()),
+                Err(e) => last_error = e.to_string(),
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Err(CliError::new(format!("the tunnel did not come up within {READY_TIMEOUT:?}: {last_error}")))
+    }
+}
+
+impl Drop for Ends {
+    fn drop(&mut self) {
+        match &self.how {
+            How::Children { secret_file, .. } => {
+                let _ = std::fs::remove_file(secret_file);
+            }
+            How::InProcess { local, remote } => {
+                local.shutdown();
+                remote.shutdown();
+            }
+        }
+    }
+}
+
+/// One round trip through `echo`; while the carrier is down the local end answers with
+/// an `error:` line and closes instead.
+fn probe(echo: SocketAddr) -> std::io::Result<()> {
+    let mut conn = TcpStream::connect_timeout(&echo, Duration::from_secs(1))?;
+    conn.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let message = [b'x'; 64];
+    conn.write_all(&message)?;
+    let mut reply = [0u8; 64];
+    conn.read_exact(&mut reply)?;
+    if reply == message {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(String::from_utf8_lossy(&reply).trim_end().to_owned()))
+    }
+}
+
+/// Writes a file only its owner can read: it holds the tunnel's secret.
+fn write_private(path: &PathBuf, contents: &[u8]) -> Result<(), CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents));
+    written.map_err(|e| CliError::new(format!("cannot write the secret file {}: {e}", path.display())))
+}

@@ -1,0 +1,58 @@
+//! `switchyard bench`: measurements on loopback.
+//!
+//! - [`tunnel`]: the command, its figures and the summary against the targets.
+//! - [`ends`]: the tunnel ends under test, as child processes or in-process.
+//! - [`targets`]: the sink, echo and hold servers the traffic ends at.
+//! - [`load`]: the clients: bulk transfers, round trips, idle streams.
+//! - [`stats`]: percentiles, medians, units.
+//! - [`rss`]: resident memory of a process, and the open-file limit.
+//!
+//! Benchmarks talk only to 127.0.0.1, bound every wait, and stop by themselves.
+
+mod ends;
+mod load;
+mod rss;
+mod stats;
+mod targets;
+mod tunnel;
+
+use crate::runtime::Program;
+use crate::CliError;
+use argh::FromArgs;
+use std::process::ExitCode;
+use switchyard_adapters::Runtime;
+use switchyard_core::Env;
+
+/// Measure Switchyard on loopback and compare with plain TCP.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "bench", example = "switchyard bench tunnel")]
+pub struct BenchCmd {
+    #[argh(subcommand)]
+    what: What,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum What {
+    Tunnel(tunnel::TunnelCmd),
+    Hold(HoldCmd),
+}
+
+/// Accept connections on an ephemeral 127.0.0.1 port and keep them open and silent until
+/// killed; prints the address, then a line per connection. `bench tunnel` runs this as a
+/// child process to hold the far ends of its idle streams.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "hold")]
+pub struct HoldCmd {}
+
+impl Program for BenchCmd {
+    async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
+        match self.what {
+            What::Tunnel(cmd) => cmd.run(rt, env).await,
+            What::Hold(HoldCmd {}) => {
+                targets::serve_hold().map_err(|e| CliError::new(format!("hold: {e}")))?;
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! What the benchmark asks of the operating system: a process's resident memory, and
+//! enough file descriptors for thousands of idle streams.
+
+use std::io;
+
+/// The resident set size of process `pid` in bytes: `VmRSS` from `/proc/PID/status`
+/// (Linux). This is the memory the process actually has in RAM, which is what the
+/// targets speak of; reserved but untouched address space does not count.
+pub fn vm_rss(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_vm_rss(&status)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no VmRSS line in /proc/{pid}/status")))
+}
+
+/// The `VmRSS:   1234 kB` line of a status file, in bytes.
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kb: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Raises this process's `RLIMIT_NOFILE` soft limit to at least `want` if it can (up to
+/// the hard limit, or past it when privileged), and returns the soft limit now in force.
+/// Child processes inherit it, so the tunnel ends started afterwards get it too.
+pub fn raise_nofile(want: u64) -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    if limit.rlim_cur >= want {
+        return limit.rlim_cur;
+    }
+    // First try past the hard limit (works as root), then settle for the hard limit.
+    for (cur, max) in [(want, want.max(limit.rlim_max)), (want.min(limit.rlim_max), limit.rlim_max)] {
+        let new = libc::rlimit { rlim_cur: cur, rlim_max: max };
+        // SAFETY: setrlimit only reads the struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
+            return cur;
+        }
+    }
+    limit.rlim_cur
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_vm_rss_in_bytes() {
+        let status = "Name:\tswitchyard\nVmPeak:\t  9000 kB\nVmRSS:\t    4321 kB\nThreads:\t3\n";
+        assert_eq!(parse_vm_rss(status), Some(4321 * 1024));
+        assert_eq!(parse_vm_rss("Name: x\n"), None);
+        assert!(vm_rss(std::process::id()).unwrap() > 0);
+    }
+}

@@ -1,0 +1,247 @@
+//! `switchyard bench tunnel`: the tunnel against direct TCP on loopback, figure by figure,
+//! then a summary against the targets of the tunnel's issue.
+
+use super::ends::{children_supported, Ends};
+use super::load::{self, MESSAGE};
+use super::rss::{raise_nofile, vm_rss};
+use super::stats::{kib, median, megabytes, micros, parse_bytes, parse_counts, percentile, rate, size, Counts};
+use super::targets::Targets;
+use crate::runtime::Program;
+use crate::CliError;
+use argh::FromArgs;
+use std::io::Write;
+use std::process::ExitCode;
+use std::thread;
+use std::time::Duration;
+use switchyard_adapters::Runtime;
+use switchyard_core::Env;
+
+/// Measure the tunnel on loopback: bulk throughput with 1, 8 and 64 streams, round-trip
+/// latency of 64-byte messages, and the memory of both tunnel ends idle and with 10,000
+/// idle streams, each against the same measurement without the tunnel.
+///
+/// Topology: client → local end → carrier → remote end → target. The targets are a sink
+/// that discards and counts and an echo (threads of this process) and a hold that keeps
+/// idle connections (a child process); the ends are child processes (`switchyard tunnel
+/// local` and `switchyard tunnel remote`), as in a real deployment. Direct runs connect
+/// the client straight to the same targets.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "tunnel",
+    example = "switchyard bench tunnel\nswitchyard bench tunnel --bytes 256M --streams 1,8 --runs 1 --idle-streams 0\nSMOL_THREADS=2 switchyard bench tunnel",
+    note = "Bulk: the client writes --bytes in total, split evenly over the streams, into a static forward whose route ends at the sink; the time runs from the first byte written to the sink having every byte (connections are opened first). Throughput is bytes over that time; the ratio is tunnel over direct at the same concurrency.
+
+Latency: one connection, one 64-byte message outstanding, echoed back; 200 warm-up round trips, then --messages timed ones. p50 and p99 are nearest-rank percentiles; added latency is tunnel minus direct.
+
+Memory: VmRSS from /proc/PID/status of each end's process, once the carrier is up and idle, then with --idle-streams streams open end to end and silent; per-stream cost = (RSS with streams - idle RSS) / streams, both ends together. The open-file limit is raised as far as allowed; the idle streams are reduced to fit if it cannot be.
+
+Each figure is the median of --runs runs (direct and tunnel runs alternate, so drift hits both). Everything talks to 127.0.0.1 only, every wait is bounded, and the command stops by itself. The ends run on --runtime; SMOL_THREADS sets smol's executor threads in them (default 1). Build with --release."
+)]
+pub struct TunnelCmd {
+    /// bytes per bulk run, split evenly over the streams; K, M, G suffixes are binary
+    /// (default 1G)
+    #[argh(option, default = "1 << 30", from_str_fn(parse_bytes))]
+    bytes: u64,
+
+    /// stream counts to measure bulk throughput at, comma-separated (default 1,8,64)
+    #[argh(option, default = "Counts(vec![1, 8, 64])", from_str_fn(parse_counts))]
+    streams: Counts,
+
+    /// timed round trips per latency run (default 5000)
+    #[argh(option, default = "5000")]
+    messages: usize,
+
+    /// idle streams to open for the memory figures; 0 skips them (default 10000)
+    #[argh(option, default = "10_000")]
+    idle_streams: usize,
+
+    /// runs of each measurement; medians are reported (default 3)
+    #[argh(option, default = "3")]
+    runs: usize,
+
+    /// run both ends inside this process instead of as child processes (for profiling
+    /// the whole path in one process; no memory figures)
+    #[argh(switch)]
+    in_process: bool,
+}
+
+/// A figure measured against its target, for the summary.
+struct Check {
+    what: &'static str,
+    target: &'static str,
+    figure: String,
+    met: bool,
+}
+
+/// Prints a line at once: the runs take a while and each figure is news.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        println!($($arg)*);
+        let _ = std::io::stdout().flush();
+    }};
+}
+
+impl Program for TunnelCmd {
+    async fn run<R: Runtime>(mut self, rt: R, mut env: Env) -> Result<ExitCode, CliError> {
+        if self.runs == 0 || self.messages == 0 {
+            return Err(CliError::new("--runs and --messages must be at least 1"));
+        }
+        self.fit_open_files();
+        let targets = Targets::start().map_err(|e| CliError::new(format!("cannot start the targets: {e}")))?;
+        let children = !self.in_process && children_supported();
+        let mut ends = if children {
+            Ends::spawn::<R>(&mut env, &targets)?
+        } else {
+            if !self.in_process {
+                say!("note: this build has no `tunnel` subcommand; the ends run in-process (no memory figures)");
+            }
+            Ends::in_process(&rt, &mut env, &targets).await?
+        };
+        let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = std::env::var("SMOL_THREADS").unwrap_or_else(|_| "unset (1)".into());
+        let placement = if children { "child processes" } else { "in this process" };
+        say!("switchyard bench tunnel: loopback, {cpus} CPUs, tunnel ends {placement}, SMOL_THREADS {threads}");
+        say!("medians of {} run(s); ratios are tunnel / direct", self.runs);
+
+        // The blocking calls below run on this thread while the runtime's own threads
+        // drive any in-process ends, so nothing here starves them.
+        let mut checks = Vec::new();
+        if let Some((local, remote)) = ends.pids() {
+            checks.extend(self.memory(&mut ends, &targets, local, remote)?);
+        }
+        checks.extend(self.throughput(&mut ends, &targets)?);
+        checks.extend(self.latency(&mut ends, &targets)?);
+        summary(&checks);
+        drop(ends);
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+impl TunnelCmd {
+    /// Raises the open-file limit for the idle streams (each costs this process its
+    /// client socket; the far ends live in the hold process), or reduces the streams to
+    /// what fits.
+    fn fit_open_files(&mut self) {
+        let reserve = 4 * self.streams.0.iter().max().copied().unwrap_or(1) as u64 + 256;
+        let limit = raise_nofile(self.idle_streams as u64 + reserve);
+        let fits = limit.saturating_sub(reserve) as usize;
+        if fits < self.idle_streams {
+            say!("note: open-file limit {limit}: idle streams reduced from {} to {fits}", self.idle_streams);
+            self.idle_streams = fits;
+        }
+    }
+
+    fn memory(&self, ends: &mut Ends, targets: &Targets, local: u32, remote: u32) -> Result<Vec<Check>, CliError> {
+        let rss = |pid| vm_rss(pid).map_err(|e| CliError::new(format!("cannot read the RSS of process {pid}: {e}")));
+        // Let start-up allocations settle before the idle figure.
+        thread::sleep(Duration::from_millis(300));
+        let idle = (rss(local)?, rss(remote)?);
+        let both = (idle.0 + idle.1) as f64;
+        say!("\nmemory (VmRSS)");
+        say!(
+            "  idle                 local {}  remote {}  both {}",
+            megabytes(idle.0 as f64),
+            megabytes(idle.1 as f64),
+            megabytes(both)
+        );
+        let mut checks =
+            vec![Check { what: "idle RSS, both ends", target: "<= 5 MB", figure: megabytes(both), met: both <= 5e6 }];
+        if self.idle_streams == 0 {
+            return Ok(checks);
+        }
+        let n = self.idle_streams;
+        let conns = load::idle_streams(ends.forwards.hold, n, &targets.hold)?;
+        thread::sleep(Duration::from_millis(300));
+        ends.check_alive()?;
+        let open = (rss(local)?, rss(remote)?);
+        let per_stream = ((open.0 + open.1) as f64 - both) / n as f64;
+        let (local_each, remote_each) =
+            ((open.0 as f64 - idle.0 as f64) / n as f64, (open.1 as f64 - idle.1 as f64) / n as f64);
+        say!(
+            "  {n} idle streams   local {}  remote {}  both {}",
+            megabytes(open.0 as f64),
+            megabytes(open.1 as f64),
+            megabytes((open.0 + open.1) as f64)
+        );
+        say!("  per idle stream      local {}  remote {}  both {}", kib(local_each), kib(remote_each), kib(per_stream));
+        checks.push(Check {
+            what: "RSS per idle stream, both ends",
+            target: "<= 64 KiB",
+            figure: kib(per_stream),
+            met: per_stream <= 64.0 * 1024.0,
+        });
+        drop(conns);
+        targets.hold.release();
+        // Give the ends a moment to close ten thousand streams before timing anything.
+        thread::sleep(Duration::from_millis(500));
+        Ok(checks)
+    }
+
+    fn throughput(&self, ends: &mut Ends, targets: &Targets) -> Result<Vec<Check>, CliError> {
+        say!("\nbulk throughput ({} per run)", size(self.bytes));
+        let mut checks = Vec::new();
+        for &streams in &self.streams.0 {
+            let (mut direct, mut tunnel) = (Vec::new(), Vec::new());
+            for _ in 0..self.runs {
+                let rate_of = |d: Duration| self.bytes as f64 / d.as_secs_f64().max(1e-9);
+                direct.push(rate_of(load::bulk(targets.sink.addr, streams, self.bytes, &targets.sink)?));
+                tunnel.push(rate_of(load::bulk(ends.forwards.sink, streams, self.bytes, &targets.sink)?));
+                ends.check_alive()?;
+            }
+            let (direct, tunnel) = (median(&direct), median(&tunnel));
+            let ratio = tunnel / direct;
+            let label = if streams == 1 { "1 stream".to_string() } else { format!("{streams} streams") };
+            say!("  {label:<11} tunnel {:>11}  direct {:>11}  ratio {ratio:.2}x", rate(tunnel), rate(direct));
+            let what = match streams {
+                1 => "single-stream throughput",
+                8 => "8-stream throughput",
+                _ => continue,
+            };
+            checks.push(Check { what, target: ">= 0.45x direct", figure: format!("{ratio:.2}x"), met: ratio >= 0.45 });
+        }
+        Ok(checks)
+    }
+
+    fn latency(&self, ends: &mut Ends, targets: &Targets) -> Result<Vec<Check>, CliError> {
+        say!("\nround-trip latency ({MESSAGE}-byte messages, {} per run, one outstanding)", self.messages);
+        let mut runs: [Vec<f64>; 4] = Default::default(); // direct p50, p99, tunnel p50, p99
+        for _ in 0..self.runs {
+            let direct = load::round_trips(targets.echo, self.messages)?;
+            let tunnel = load::round_trips(ends.forwards.echo, self.messages)?;
+            for (i, samples) in [&direct, &direct, &tunnel, &tunnel].into_iter().enumerate() {
+                let p = if i % 2 == 0 { 50.0 } else { 99.0 };
+                runs[i].push(percentile(samples, p).as_secs_f64() * 1e6);
+            }
+            ends.check_alive()?;
+        }
+        let [d50, d99, t50, t99] = runs.map(|r| median(&r));
+        let mut checks = Vec::new();
+        for (name, direct, tunnel, limit) in [("p50", d50, t50, 25.0), ("p99", d99, t99, 40.0)] {
+            let added = tunnel - direct;
+            say!(
+                "  {name}   tunnel {:>9}  direct {:>9}  ratio {:.2}x  added {:+.1} µs",
+                micros(tunnel),
+                micros(direct),
+                tunnel / direct,
+                added
+            );
+            let (what, target) = match name {
+                "p50" => ("added latency p50", "<= 25 µs"),
+                _ => ("added latency p99", "<= 40 µs"),
+            };
+            checks.push(Check { what, target, figure: format!("{added:+.1} µs"), met: added <= limit });
+        }
+        Ok(checks)
+    }
+}
+
+fn summary(checks: &[Check]) {
+    say!("\nagainst the targets of issue 3");
+    for check in checks {
+        let verdict = if check.met { "met" } else { "MISSED" };
+        say!("  {:<32} {:>12}   target {:<16} {verdict}", check.what, check.figure, check.target);
+    }
+    let met = checks.iter().filter(|c| c.met).count();
+    say!("  {met} of {} targets met", checks.len());
+}
