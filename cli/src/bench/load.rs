@@ -93,7 +93,7 @@ fn send(mut conn: TcpStream, mut n: u64) -> Result<(), CliError> {
 
 /// Round trips not recorded before the timed ones: they warm caches, allocators and
 /// TCP's state on every hop.
-const WARM_UP: usize = 200;
+pub const WARM_UP: usize = 200;
 
 /// Size of each round-trip message.
 pub const MESSAGE: usize = 64;

@@ -5,13 +5,13 @@
 //! - [`targets`]: the sink, echo and hold servers the traffic ends at.
 //! - [`load`]: the clients: bulk transfers, round trips, idle streams.
 //! - [`stats`]: percentiles, medians, units.
-//! - [`rss`]: resident memory of a process, and the open-file limit.
+//! - [`os`]: resident memory and CPU time of a process, load average, open-file limit.
 //!
 //! Benchmarks talk only to 127.0.0.1, bound every wait, and stop by themselves.
 
 mod ends;
 mod load;
-mod rss;
+mod os;
 mod stats;
 mod targets;
 mod tunnel;

@@ -3,7 +3,7 @@
 
 use super::ends::{children_supported, Ends};
 use super::load::{self, MESSAGE};
-use super::rss::{raise_nofile, vm_rss};
+use super::os::{cpu_time, load_average, raise_nofile, vm_rss};
 use super::stats::{kib, median, megabytes, micros, parse_bytes, parse_counts, percentile, rate, size, Counts};
 use super::targets::Targets;
 use crate::runtime::Program;
@@ -33,6 +33,8 @@ use switchyard_core::Env;
     note = "Bulk: the client writes --bytes in total, split evenly over the streams, into a static forward whose route ends at the sink; the time runs from the first byte written to the sink having every byte (connections are opened first). Throughput is bytes over that time; the ratio is tunnel over direct at the same concurrency.
 
 Latency: one connection, one 64-byte message outstanding, echoed back; 200 warm-up round trips, then --messages timed ones. p50 and p99 are nearest-rank percentiles; added latency is tunnel minus direct.
+
+Ends' CPU: CPU time of both end processes (all threads, from /proc/PID/task/*/schedstat) per GiB and per round trip; unlike wall-clock figures it barely moves when other work shares the machine.
 
 Memory: VmRSS from /proc/PID/status of each end's process, once the carrier is up and idle, then with --idle-streams streams open end to end and silent; per-stream cost = (RSS with streams - idle RSS) / streams, both ends together. The open-file limit is raised as far as allowed; the idle streams are reduced to fit if it cannot be.
 
@@ -103,6 +105,10 @@ impl Program for TunnelCmd {
         let placement = if children { "child processes" } else { "in this process" };
         say!("switchyard bench tunnel: loopback, {cpus} CPUs, tunnel ends {placement}, SMOL_THREADS {threads}");
         say!("medians of {} run(s); ratios are tunnel / direct", self.runs);
+        if let Some(load) = load_average() {
+            let busy = if load > 0.5 { " (other work is running: wall-clock figures will be noisy)" } else { "" };
+            say!("load average {load:.2} before the runs{busy}");
+        }
 
         // The blocking calls below run on this thread while the runtime's own threads
         // drive any in-process ends, so nothing here starves them.
@@ -182,17 +188,24 @@ impl TunnelCmd {
         say!("\nbulk throughput ({} per run)", size(self.bytes));
         let mut checks = Vec::new();
         for &streams in &self.streams.0 {
-            let (mut direct, mut tunnel) = (Vec::new(), Vec::new());
+            let (mut direct, mut tunnel, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..self.runs {
                 let rate_of = |d: Duration| self.bytes as f64 / d.as_secs_f64().max(1e-9);
                 direct.push(rate_of(load::bulk(targets.sink.addr, streams, self.bytes, &targets.sink)?));
+                let before = ends_cpu(ends);
                 tunnel.push(rate_of(load::bulk(ends.forwards.sink, streams, self.bytes, &targets.sink)?));
+                cpu.extend(ends_cpu(ends).zip(before).map(|(after, before)| (after - before).as_secs_f64()));
                 ends.check_alive()?;
             }
             let (direct, tunnel) = (median(&direct), median(&tunnel));
             let ratio = tunnel / direct;
             let label = if streams == 1 { "1 stream".to_string() } else { format!("{streams} streams") };
-            say!("  {label:<11} tunnel {:>11}  direct {:>11}  ratio {ratio:.2}x", rate(tunnel), rate(direct));
+            let cpu = if cpu.is_empty() {
+                String::new()
+            } else {
+                format!("  ends' CPU {:.2} s/GiB", median(&cpu) / (self.bytes as f64 / f64::from(1 << 30)))
+            };
+            say!("  {label:<11} tunnel {:>11}  direct {:>11}  ratio {ratio:.2}x{cpu}", rate(tunnel), rate(direct));
             let what = match streams {
                 1 => "single-stream throughput",
                 8 => "8-stream throughput",
@@ -206,9 +219,12 @@ impl TunnelCmd {
     fn latency(&self, ends: &mut Ends, targets: &Targets) -> Result<Vec<Check>, CliError> {
         say!("\nround-trip latency ({MESSAGE}-byte messages, {} per run, one outstanding)", self.messages);
         let mut runs: [Vec<f64>; 4] = Default::default(); // direct p50, p99, tunnel p50, p99
+        let mut cpu = Vec::new();
         for _ in 0..self.runs {
             let direct = load::round_trips(targets.echo, self.messages)?;
+            let before = ends_cpu(ends);
             let tunnel = load::round_trips(ends.forwards.echo, self.messages)?;
+            cpu.extend(ends_cpu(ends).zip(before).map(|(after, before)| (after - before).as_secs_f64()));
             for (i, samples) in [&direct, &direct, &tunnel, &tunnel].into_iter().enumerate() {
                 let p = if i % 2 == 0 { 50.0 } else { 99.0 };
                 runs[i].push(percentile(samples, p).as_secs_f64() * 1e6);
@@ -216,6 +232,11 @@ impl TunnelCmd {
             ends.check_alive()?;
         }
         let [d50, d99, t50, t99] = runs.map(|r| median(&r));
+        if !cpu.is_empty() {
+            // Warm-up round trips ran on the same clock.
+            let per_trip = median(&cpu) / (self.messages + load::WARM_UP) as f64;
+            say!("  ends' CPU {} per round trip", micros(per_trip * 1e6));
+        }
         let mut checks = Vec::new();
         for (name, direct, tunnel, limit) in [("p50", d50, t50, 25.0), ("p99", d99, t99, 40.0)] {
             let added = tunnel - direct;
@@ -234,6 +255,12 @@ impl TunnelCmd {
         }
         Ok(checks)
     }
+}
+
+/// CPU time used so far by both ends together, when they are child processes.
+fn ends_cpu(ends: &Ends) -> Option<Duration> {
+    let (local, remote) = ends.pids()?;
+    Some(cpu_time(local).ok()? + cpu_time(remote).ok()?)
 }
 
 fn summary(checks: &[Check]) {

@@ -1,7 +1,9 @@
-//! What the benchmark asks of the operating system: a process's resident memory, and
-//! enough file descriptors for thousands of idle streams.
+//! What the benchmark reads from and asks of the operating system (Linux): a process's
+//! resident memory and CPU time, the load average, and enough file descriptors for
+//! thousands of idle streams.
 
 use std::io;
+use std::time::Duration;
 
 /// The resident set size of process `pid` in bytes: `VmRSS` from `/proc/PID/status`
 /// (Linux). This is the memory the process actually has in RAM, which is what the
@@ -17,6 +19,25 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
     let kb: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
     Some(kb * 1024)
+}
+
+/// CPU time process `pid` has used so far, all its threads together, in nanoseconds
+/// (the first field of each `/proc/PID/task/TID/schedstat`). Unlike wall-clock figures,
+/// this hardly moves when other work shares the machine, so it tracks the tunnel's own
+/// cost per byte and per round trip.
+pub fn cpu_time(pid: u32) -> io::Result<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread that ended since the listing has no schedstat any more: it counts 0.
+        let Ok(stat) = std::fs::read_to_string(task?.path().join("schedstat")) else { continue };
+        total += stat.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Ok(Duration::from_nanos(total))
+}
+
+/// The one-minute load average, when `/proc/loadavg` can be read.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 /// Raises this process's `RLIMIT_NOFILE` soft limit to at least `want` if it can (up to
@@ -52,5 +73,6 @@ mod tests {
         assert_eq!(parse_vm_rss(status), Some(4321 * 1024));
         assert_eq!(parse_vm_rss("Name: x\n"), None);
         assert!(vm_rss(std::process::id()).unwrap() > 0);
+        assert!(cpu_time(std::process::id()).unwrap() > Duration::ZERO);
     }
 }
