@@ -4,8 +4,6 @@
 //! async-std at the bottom. Servers bind 127.0.0.1 port 0. Timeouts only guard against a
 //! hang; nothing asserts on how long anything took.
 
-use futures_lite::future;
-use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,9 +13,7 @@ use switchyard_adapters::{Config, Driver, EventPolicy, Running, Runtime};
 use switchyard_core::service::echo::{EchoConfig, EchoServer};
 use switchyard_core::service::line_client::{LineClient, LineClientConfig, LineClientEvent};
 use switchyard_core::{Env, Instant, ListenerId, NetError};
-
-/// Generous guard so a broken driver fails the test instead of hanging it.
-const GUARD: Duration = Duration::from_secs(60);
+use switchyard_tests::{guarded, GUARD};
 
 fn start_echo<R: Runtime>(rt: &R, config: EchoConfig) -> (Running<EchoServer>, SocketAddr) {
     let server = EchoServer::new(Env::new(7), config);
@@ -26,15 +22,6 @@ fn start_echo<R: Runtime>(rt: &R, config: EchoConfig) -> (Running<EchoServer>, S
         .expect("start the echo server");
     let addr = running.local_addr(ListenerId(0)).unwrap();
     (running, addr)
-}
-
-/// Runs `fut` on the runtime; panics if it has not finished within the guard time.
-fn guarded<R: Runtime, T>(rt: &R, what: &str, fut: impl Future<Output = T>) -> T {
-    let deadline = rt.now() + GUARD;
-    rt.block_on(future::or(fut, async {
-        rt.sleep_until(deadline).await;
-        panic!("timed out: {what}")
-    }))
 }
 
 /// A blocking client speaking lines.

@@ -24,12 +24,10 @@
 #[path = "support/raw.rs"]
 mod raw;
 
-use futures_lite::future;
 use raw::{digest_line, ByteEcho, RawServer, Sha256Sink};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::future::Future;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -46,9 +44,8 @@ use switchyard_core::tunnel::mux::MuxConfig;
 use switchyard_core::tunnel::remote::{RemoteConfig, Routes, TunnelRemote};
 use switchyard_core::tunnel::TunnelEvent;
 use switchyard_core::{Env, Instant, ListenerId, Machine};
+use switchyard_tests::{guarded, GUARD};
 
-/// Generous guard so a broken tunnel fails the test instead of hanging it.
-const GUARD: Duration = Duration::from_secs(60);
 /// How often a test re-checks a condition it waits for.
 const POLL: Duration = Duration::from_millis(10);
 /// Route names of the two raw helper services on the remote end.
@@ -68,15 +65,6 @@ fn loopback() -> SocketAddr {
 
 fn secret() -> Secret {
     Secret::new(*b"loopback tunnel secret").unwrap()
-}
-
-/// Runs `fut` on the runtime; panics if it has not finished within the guard time.
-fn guarded<R: Runtime, T>(rt: &R, what: &str, fut: impl Future<Output = T>) -> T {
-    let deadline = rt.now() + GUARD;
-    rt.block_on(future::or(fut, async {
-        rt.sleep_until(deadline).await;
-        panic!("timed out: {what}")
-    }))
 }
 
 /// Calls `check` every [`POLL`] until it returns `Some`; panics after the guard time.
