@@ -43,7 +43,7 @@ impl Runtime for AsyncStdRuntime {
     }
 
     fn tcp_listen(&self, addr: SocketAddr) -> impl Future<Output = io::Result<TcpListener>> + Send {
-        TcpListener::bind(addr)
+        std::future::ready(crate::runtime::bind_listener(addr).map(TcpListener::from))
     }
 
     fn tcp_connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<TcpStream>> + Send {

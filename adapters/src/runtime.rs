@@ -91,6 +91,27 @@ pub trait AsyncUdpSocket: Send + Sync + 'static {
     fn local_addr(&self) -> io::Result<SocketAddr>;
 }
 
+/// Accept-queue length of every listener: connections the kernel completes before the
+/// driver accepts them. std's default of 128 drops SYNs when a thousand clients connect at
+/// once (each dropped SYN costs the client a 1 s retransmission); the kernel still caps it
+/// at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// A non-blocking std listener bound to `addr` with a [`LISTEN_BACKLOG`]-deep accept queue,
+/// ready to hand to any runtime's `TcpListener` conversion. Runtimes use this instead of
+/// their own `bind`, which keeps std's backlog of 128.
+pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As std does on Unix: a restarted server can rebind while old connections linger.
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 /// Sets `SO_LINGER = 0` on any socket the OS can hand out a descriptor for: a ready-made
 /// [`AsyncTcpStream::set_linger_zero`] for runtimes whose streams implement `AsFd`.
 #[cfg(unix)]

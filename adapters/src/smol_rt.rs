@@ -42,7 +42,7 @@ impl Runtime for SmolRuntime {
     }
 
     fn tcp_listen(&self, addr: SocketAddr) -> impl Future<Output = io::Result<TcpListener>> + Send {
-        TcpListener::bind(addr)
+        std::future::ready(crate::runtime::bind_listener(addr).and_then(TcpListener::try_from))
     }
 
     fn tcp_connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<TcpStream>> + Send {
