@@ -13,8 +13,12 @@
 //! per wake-up before it yields, so one busy connection cannot starve the others or the
 //! runtime.
 //!
-//! Writes go into bounded per-connection queues that a writer task per connection drains
-//! with vectored writes, all queued chunks per wake-up; a peer that does not read fills
+//! Writes go into bounded per-connection queues. At the end of each wake-up the machine
+//! task writes each queue it added to with one non-blocking vectored write, all chunks
+//! queued in that wake-up together (so a frame header and its payload leave in one
+//! system call and, with `TCP_NODELAY`, one segment); whatever the socket does not take
+//! at once is left to a writer task per connection, which waits for the socket. Small
+//! messages thus cross the driver with no task hop at all. A peer that does not read fills
 //! only its own queue, and when that passes [`Config::write_queue_cap`] the connection is
 //! aborted and the machine gets `Input::Closed { reason: NetError::SlowPeer }`. Every other
 //! connection carries on.
@@ -83,6 +87,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant as StdInstant};
 use switchyard_core::{CloseHow, ConnId, Input, Instant, ListenerId, Machine, NetError, Output, SocketId};
 use tracing::Instrument;
@@ -293,6 +298,8 @@ where
             events: event_tx,
             counters: counters.clone(),
             deferred: VecDeque::new(),
+            dirty: Vec::new(),
+            noop_waker: Waker::from(Arc::new(NoopWake)),
             last_timeout: None,
             warned_stale_deadline: false,
             _stop: stop_tx,
@@ -546,6 +553,8 @@ pub(crate) enum NetMsg<S> {
 /// The machine task's record of one connection.
 struct Entry<S> {
     conn: Arc<Conn<S>>,
+    /// Written to during this wake-up: in `MachineTask::dirty`.
+    dirty: bool,
     /// The machine asked for `HalfClose`.
     half_closed: bool,
     /// `ReadClosed` was reported.
@@ -576,6 +585,11 @@ struct MachineTask<R: Runtime, M: Machine> {
     counters: Arc<Counters>,
     /// Closes the driver decided on while draining (slow peers), reported after the drain.
     deferred: VecDeque<(ConnId, NetError)>,
+    /// Connections written to since the last [`MachineTask::flush_writes`].
+    dirty: Vec<ConnId>,
+    /// For the non-blocking writes of `flush_writes`: it must not be woken (the writer
+    /// task does any waiting for a socket).
+    noop_waker: Waker,
     /// The `now` of the last `handle_timeout`: a deadline at or before it is stale.
     last_timeout: Option<Instant>,
     warned_stale_deadline: bool,
@@ -596,6 +610,9 @@ where
         // A machine may have queued outputs when it was built (a client's `Connect`).
         self.drain().await;
         'run: loop {
+            // Writes queued by the previous wake-up (or by the first drain) leave now,
+            // all of them before the task sleeps.
+            self.flush_writes().await;
             let deadline = self.next_deadline();
             if timer.as_ref().map(|(at, _)| *at) != deadline {
                 timer = deadline.and_then(|at| {
@@ -778,6 +795,49 @@ where
         }
     }
 
+    /// Writes what this wake-up queued, from this task, as far as each socket takes it
+    /// without waiting (see [`conn`]), and reports the bytes written as `Sent`. A report
+    /// is a mutation, after which the machine may write more (a multiplexer refilling its
+    /// carrier): so drain and write again, a bounded number of rounds, after which the
+    /// writer tasks carry on.
+    async fn flush_writes(&mut self) {
+        const ROUNDS: usize = 8;
+        for _ in 0..ROUNDS {
+            let sent = self.write_dirty();
+            if sent.is_empty() {
+                return;
+            }
+            let now = self.now();
+            for (conn, bytes) in sent {
+                self.machine.handle_input(now, Input::Sent { conn, bytes });
+            }
+            self.drain().await;
+        }
+        // Out of rounds: hand what is still queued to the writer tasks.
+        for conn in std::mem::take(&mut self.dirty) {
+            if let Some(entry) = self.conns.get_mut(&conn) {
+                entry.dirty = false;
+                entry.conn.wake_writer();
+            }
+        }
+    }
+
+    /// One round of [`MachineTask::flush_writes`]: a non-blocking write of each dirty
+    /// connection's queue; returns the bytes each one wrote.
+    fn write_dirty(&mut self) -> Vec<(ConnId, usize)> {
+        let mut cx = Context::from_waker(&self.noop_waker);
+        let mut sent = Vec::new();
+        for conn in std::mem::take(&mut self.dirty) {
+            let Some(entry) = self.conns.get_mut(&conn) else { continue };
+            entry.dirty = false;
+            let n = entry.conn.write_now(&mut cx);
+            if n > 0 {
+                sent.push((conn, n));
+            }
+        }
+        sent
+    }
+
     /// Carries out every queued output, then reports the closes the driver decided on
     /// meanwhile (each report is a mutation, so drain again).
     async fn drain(&mut self) {
@@ -825,7 +885,7 @@ where
     }
 
     fn write(&mut self, conn: ConnId, bytes: Bytes) {
-        let Some(entry) = self.conns.get(&conn) else {
+        let Some(entry) = self.conns.get_mut(&conn) else {
             tracing::trace!(%conn, "write to a closed connection dropped");
             return;
         };
@@ -833,7 +893,12 @@ where
             tracing::debug!(%conn, "write after half-close dropped");
             return;
         }
-        if let Err(full) = entry.conn.enqueue(bytes, self.config.write_queue_cap) {
+        let queued = entry.conn.enqueue(bytes, self.config.write_queue_cap);
+        if queued.is_ok() && !entry.dirty {
+            entry.dirty = true;
+            self.dirty.push(conn);
+        }
+        if let Err(full) = queued {
             tracing::warn!(
                 %conn,
                 queued = full.queued,
@@ -899,7 +964,7 @@ where
     }
 
     fn insert(&mut self, id: ConnId, conn: Arc<Conn<R::TcpStream>>) {
-        let entry = Entry { conn, half_closed: false, read_eof: false, paused: false };
+        let entry = Entry { conn, dirty: false, half_closed: false, read_eof: false, paused: false };
         if let Some(old) = self.conns.insert(id, entry) {
             tracing::error!(conn = %id, "machine reused a connection id; aborting the older connection");
             old.conn.abort();
@@ -944,6 +1009,13 @@ where
         // accept loops.
         self.udp.clear();
     }
+}
+
+/// A waker that does nothing, for polls whose `Pending` nobody waits on.
+struct NoopWake;
+
+impl std::task::Wake for NoopWake {
+    fn wake(self: Arc<Self>) {}
 }
 
 /// `EchoServer` rather than `switchyard_core::service::echo::EchoServer`, for log spans.
