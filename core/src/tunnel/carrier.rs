@@ -5,9 +5,10 @@ use crate::id::ConnId;
 use crate::machine::OutputQueue;
 use crate::time::Instant;
 use crate::tunnel::mux::{Mux, MuxConfig};
-use crate::wire::frame::FrameDecoder;
+use crate::wire::frame::{FrameDecoder, HEADER_LEN};
 use crate::wire::tunnel::{CarrierError, TunnelMsg};
 use bytes::BytesMut;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Heartbeat timing of a carrier.
@@ -37,10 +38,21 @@ pub enum Liveness {
 }
 
 /// A carrier connection: framing, heartbeat and multiplexer.
+///
+/// **Receiving.** Each complete frame of a read is copied into a buffer of its own exact
+/// size; only a frame split across reads waits in `inbox`. A data frame's payload is then
+/// handed on (to a connection's write queue) without another copy, and freeing it frees
+/// exactly its buffer. Accumulating every read in one growing buffer instead kept that
+/// buffer shared with payloads still queued, so each read reallocated it, often above
+/// the allocator's mmap threshold: page faults and `munmap`s on every read in bulk
+/// transfers.
 #[derive(Debug)]
 pub struct Carrier {
     /// The stream multiplexer (also the carrier's only writer).
     pub mux: Mux,
+    /// Complete frames received and not yet decoded, each in its own buffer.
+    frames: VecDeque<BytesMut>,
+    /// The start of a frame whose end has not arrived yet.
     inbox: BytesMut,
     decoder: FrameDecoder,
     heartbeat: HeartbeatConfig,
@@ -49,11 +61,30 @@ pub struct Carrier {
     pings: u64,
 }
 
+/// Bytes a frame's whole encoding takes, from its header at the start of `buf`; 0 when
+/// `buf` does not hold a whole header yet.
+fn frame_len(buf: &[u8]) -> usize {
+    match buf.get(2..4) {
+        Some(&[hi, lo]) if buf.len() >= HEADER_LEN => HEADER_LEN + usize::from(u16::from_be_bytes([hi, lo])),
+        _ => 0,
+    }
+}
+
+/// Bytes still to arrive before `partial`, the start of one frame, holds the whole header
+/// (when it does not yet) or the whole frame.
+fn missing(partial: &[u8]) -> usize {
+    match frame_len(partial) {
+        0 => HEADER_LEN - partial.len(),
+        len => len.saturating_sub(partial.len()),
+    }
+}
+
 impl Carrier {
     /// A carrier on `conn`, just opened at `now`.
     pub fn new(conn: ConnId, now: Instant, heartbeat: HeartbeatConfig, mux: MuxConfig) -> Carrier {
         Carrier {
             mux: Mux::new(conn, mux),
+            frames: VecDeque::new(),
             inbox: BytesMut::new(),
             decoder: FrameDecoder::default(),
             heartbeat,
@@ -68,15 +99,44 @@ impl Carrier {
         self.mux.carrier()
     }
 
-    /// Takes bytes received on the carrier; read the messages with [`Carrier::next_message`].
-    pub fn receive(&mut self, now: Instant, bytes: &[u8]) {
+    /// Takes bytes received on the carrier; read the messages with [`Carrier::next_message`]
+    /// (all of them, before the next `receive`).
+    pub fn receive(&mut self, now: Instant, mut bytes: &[u8]) {
         self.last_heard = now;
+        // First finish the frame an earlier read began: its header, then its payload.
+        while !self.inbox.is_empty() && !bytes.is_empty() {
+            let take = missing(&self.inbox).min(bytes.len());
+            self.inbox.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if missing(&self.inbox) == 0 {
+                self.frames.push_back(self.inbox.split());
+            }
+        }
+        // Then every whole frame of this read, each copied once into a buffer of its size.
+        loop {
+            let len = frame_len(bytes);
+            if len == 0 || len > bytes.len() {
+                break;
+            }
+            self.frames.push_back(BytesMut::from(&bytes[..len]));
+            bytes = &bytes[len..];
+        }
+        // A frame cut off by the end of the read waits for the rest. The decoder judges its
+        // header as soon as it is complete, before more of the payload is buffered.
         self.inbox.extend_from_slice(bytes);
     }
 
     /// The next complete message, if any. After an error the carrier must be closed.
     pub fn next_message(&mut self) -> Option<Result<TunnelMsg, CarrierError>> {
-        match self.decoder.decode(&mut self.inbox) {
+        let buf = match self.frames.front_mut() {
+            Some(frame) => frame,
+            None => &mut self.inbox,
+        };
+        let decoded = self.decoder.decode(buf);
+        if matches!(decoded, Ok(Some(_))) && self.frames.front().is_some_and(BytesMut::is_empty) {
+            self.frames.pop_front();
+        }
+        match decoded {
             Ok(Some(frame)) => Some(TunnelMsg::decode(frame).map_err(CarrierError::from)),
             Ok(None) => None,
             Err(error) => Some(Err(error.into())),
@@ -104,5 +164,52 @@ impl Carrier {
     /// Answers a `Ping`.
     pub fn pong<E>(&mut self, token: u64, out: &mut OutputQueue<E>) {
         self.mux.send(&TunnelMsg::Pong { token }, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn carrier() -> Carrier {
+        let conn = crate::id::ConnIds::new(0).next();
+        Carrier::new(conn, Instant::ZERO, HeartbeatConfig::default(), MuxConfig::default())
+    }
+
+    fn messages() -> Vec<TunnelMsg> {
+        vec![
+            TunnelMsg::Data { stream: 1, bytes: Bytes::from(vec![7u8; 65_531]) },
+            TunnelMsg::Window { stream: 1, increment: 1 << 20 },
+            TunnelMsg::Data { stream: 2, bytes: Bytes::from_static(b"hi") },
+            TunnelMsg::Ping { token: 9 },
+            TunnelMsg::Data { stream: 3, bytes: Bytes::from(vec![1u8; 3000]) },
+        ]
+    }
+
+    /// Every message comes out whole and in order however the reads cut the stream.
+    #[test]
+    fn decodes_the_same_whatever_the_read_sizes() {
+        let wire: Vec<u8> = messages().iter().flat_map(|m| m.to_bytes().to_vec()).collect();
+        for read in [1, 5, 6, 7, 1000, 65_536, 65_537, wire.len()] {
+            let mut carrier = carrier();
+            let mut got = Vec::new();
+            for chunk in wire.chunks(read) {
+                carrier.receive(Instant::ZERO, chunk);
+                while let Some(msg) = carrier.next_message() {
+                    got.push(msg.unwrap());
+                }
+            }
+            assert_eq!(got, messages(), "reads of {read} bytes");
+            assert!(carrier.frames.is_empty() && carrier.inbox.is_empty());
+        }
+    }
+
+    /// A bad header is refused as soon as it is complete, not once its payload arrived.
+    #[test]
+    fn refuses_a_bad_header_before_its_payload() {
+        let mut carrier = carrier();
+        carrier.receive(Instant::ZERO, &[18, 0, 0xff, 0xff, 0, 1, 0, 0]);
+        assert!(matches!(carrier.next_message(), Some(Err(_))));
     }
 }
