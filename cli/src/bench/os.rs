@@ -5,20 +5,33 @@
 use std::io;
 use std::time::Duration;
 
-/// The resident set size of process `pid` in bytes: `VmRSS` from `/proc/PID/status`
-/// (Linux). This is the memory the process actually has in RAM, which is what the
-/// targets speak of; reserved but untouched address space does not count.
-pub fn vm_rss(pid: u32) -> io::Result<u64> {
+/// Resident memory of a process, from `/proc/PID/status` (Linux), in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rss {
+    /// `VmRSS`: everything the process has in RAM, which is what the targets speak of;
+    /// reserved but untouched address space does not count.
+    pub total: u64,
+    /// `RssFile`: pages of mapped files (the executable, shared libraries). Processes
+    /// running the same executable share these pages, so two tunnel ends on one machine
+    /// cost them once, though each one's `VmRSS` counts them.
+    pub file: u64,
+}
+
+/// The resident memory of process `pid`.
+pub fn rss(pid: u32) -> io::Result<Rss> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    parse_vm_rss(&status)
+    parse_rss(&status)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no VmRSS line in /proc/{pid}/status")))
 }
 
-/// The `VmRSS:   1234 kB` line of a status file, in bytes.
-fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
-    let kb: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
-    Some(kb * 1024)
+/// The `VmRSS:` and `RssFile:` lines of a status file (`1234 kB`), in bytes.
+fn parse_rss(status: &str) -> Option<Rss> {
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find_map(|l| l.strip_prefix(name))?;
+        let kb: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+        Some(kb * 1024)
+    };
+    Some(Rss { total: field("VmRSS:")?, file: field("RssFile:").unwrap_or(0) })
 }
 
 /// CPU time process `pid` has used so far, all its threads together, in nanoseconds
@@ -68,11 +81,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_vm_rss_in_bytes() {
-        let status = "Name:\tswitchyard\nVmPeak:\t  9000 kB\nVmRSS:\t    4321 kB\nThreads:\t3\n";
-        assert_eq!(parse_vm_rss(status), Some(4321 * 1024));
-        assert_eq!(parse_vm_rss("Name: x\n"), None);
-        assert!(vm_rss(std::process::id()).unwrap() > 0);
+    fn reads_rss_in_bytes() {
+        let status = "Name:\tswitchyard\nVmPeak:\t  9000 kB\nVmRSS:\t    4321 kB\nRssFile:\t  4000 kB\nThreads:\t3\n";
+        assert_eq!(parse_rss(status), Some(Rss { total: 4321 * 1024, file: 4000 * 1024 }));
+        assert_eq!(parse_rss("Name: x\n"), None);
+        assert!(rss(std::process::id()).unwrap().total > 0);
         assert!(cpu_time(std::process::id()).unwrap() > Duration::ZERO);
     }
 }

@@ -3,7 +3,7 @@
 
 use super::ends::{children_supported, Ends};
 use super::load::{self, MESSAGE};
-use super::os::{cpu_time, load_average, raise_nofile, vm_rss};
+use super::os::{cpu_time, load_average, raise_nofile, rss, Rss};
 use super::stats::{kib, median, megabytes, micros, parse_bytes, parse_counts, percentile, rate, size, Counts};
 use super::targets::Targets;
 use crate::runtime::Program;
@@ -36,7 +36,7 @@ Latency: one connection, one 64-byte message outstanding, echoed back; 200 warm-
 
 Ends' CPU: CPU time of both end processes (all threads, from /proc/PID/task/*/schedstat) per GiB and per round trip; unlike wall-clock figures it barely moves when other work shares the machine.
 
-Memory: VmRSS from /proc/PID/status of each end's process, once the carrier is up and idle, then with --idle-streams streams open end to end and silent; per-stream cost = (RSS with streams - idle RSS) / streams, both ends together. The open-file limit is raised as far as allowed; the idle streams are reduced to fit if it cannot be.
+Memory: VmRSS from /proc/PID/status of each end's process, once the carrier is up and idle, then with --idle-streams streams open end to end and silent; per-stream cost = (RSS with streams - idle RSS) / streams, both ends together. VmRSS counts the pages of the executable and libraries in each process, though the two ends share them: the file-pages line shows how much of the idle figure that is. The open-file limit is raised as far as allowed; the idle streams are reduced to fit if it cannot be.
 
 Each figure is the median of --runs runs (direct and tunnel runs alternate, so drift hits both). Everything talks to 127.0.0.1 only, every wait is bounded, and the command stops by itself. The ends run on --runtime; SMOL_THREADS sets smol's executor threads in them (default 1). Build with --release."
 )]
@@ -139,17 +139,21 @@ impl TunnelCmd {
     }
 
     fn memory(&self, ends: &mut Ends, targets: &Targets, local: u32, remote: u32) -> Result<Vec<Check>, CliError> {
-        let rss = |pid| vm_rss(pid).map_err(|e| CliError::new(format!("cannot read the RSS of process {pid}: {e}")));
+        let read = |pid| rss(pid).map_err(|e| CliError::new(format!("cannot read the RSS of process {pid}: {e}")));
+        let row = |label: &str, (l, r): (Rss, Rss)| {
+            let (l, r) = (l.total as f64, r.total as f64);
+            say!("  {label:<20} local {}  remote {}  both {}", megabytes(l), megabytes(r), megabytes(l + r));
+        };
         // Let start-up allocations settle before the idle figure.
         thread::sleep(Duration::from_millis(300));
-        let idle = (rss(local)?, rss(remote)?);
-        let both = (idle.0 + idle.1) as f64;
+        let idle = (read(local)?, read(remote)?);
+        let both = (idle.0.total + idle.1.total) as f64;
         say!("\nmemory (VmRSS)");
+        row("idle", idle);
         say!(
-            "  idle                 local {}  remote {}  both {}",
-            megabytes(idle.0 as f64),
-            megabytes(idle.1 as f64),
-            megabytes(both)
+            "  of which file pages  local {}  remote {}  (executable and libraries, shared by the ends)",
+            megabytes(idle.0.file as f64),
+            megabytes(idle.1.file as f64)
         );
         let mut checks =
             vec![Check { what: "idle RSS, both ends", target: "<= 5 MB", figure: megabytes(both), met: both <= 5e6 }];
@@ -160,16 +164,11 @@ impl TunnelCmd {
         let conns = load::idle_streams(ends.forwards.hold, n, &targets.hold)?;
         thread::sleep(Duration::from_millis(300));
         ends.check_alive()?;
-        let open = (rss(local)?, rss(remote)?);
-        let per_stream = ((open.0 + open.1) as f64 - both) / n as f64;
-        let (local_each, remote_each) =
-            ((open.0 as f64 - idle.0 as f64) / n as f64, (open.1 as f64 - idle.1 as f64) / n as f64);
-        say!(
-            "  {n} idle streams   local {}  remote {}  both {}",
-            megabytes(open.0 as f64),
-            megabytes(open.1 as f64),
-            megabytes((open.0 + open.1) as f64)
-        );
+        let open = (read(local)?, read(remote)?);
+        row(&format!("{n} idle streams"), open);
+        let each = |open: Rss, idle: Rss| (open.total as f64 - idle.total as f64) / n as f64;
+        let (local_each, remote_each) = (each(open.0, idle.0), each(open.1, idle.1));
+        let per_stream = local_each + remote_each;
         say!("  per idle stream      local {}  remote {}  both {}", kib(local_each), kib(remote_each), kib(per_stream));
         checks.push(Check {
             what: "RSS per idle stream, both ends",
