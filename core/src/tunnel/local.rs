@@ -93,7 +93,7 @@ impl LocalConfig {
 enum Link {
     Down { retry_at: Instant, reason: String },
     Connecting { conn: ConnId, deadline: Instant },
-    Handshake { carrier: Box<Carrier>, nonce: [u8; PROOF_LEN], deadline: Instant },
+    Handshake { carrier: Box<Carrier>, nonce: [u8; PROOF_LEN], deadline: Instant, proved: bool },
     Up { carrier: Box<Carrier> },
 }
 
@@ -287,7 +287,7 @@ impl TunnelLocal {
 
     fn carrier_message(&mut self, msg: TunnelMsg) {
         match (&mut self.link, msg) {
-            (Link::Handshake { carrier, nonce, .. }, TunnelMsg::Challenge { nonce: remote_nonce, proof }) => {
+            (Link::Handshake { carrier, nonce, proved, .. }, TunnelMsg::Challenge { nonce: remote_nonce, proof }) => {
                 if !self.config.secret.verify_remote(nonce, &remote_nonce, &proof) {
                     let reason =
                         "the remote end could not prove it has our secret: the two ends have different secrets";
@@ -298,8 +298,11 @@ impl TunnelLocal {
                 }
                 let proof = self.config.secret.local_proof(&remote_nonce, nonce);
                 carrier.mux.send(&TunnelMsg::Response { proof }, &mut self.out);
+                *proved = true;
             }
-            (Link::Handshake { .. }, TunnelMsg::Welcome) => {
+            // Only once the remote end proved it has the secret (`proved`): an impostor that
+            // skips the challenge gets "unexpected message" below, not our clients' bytes.
+            (Link::Handshake { proved: true, .. }, TunnelMsg::Welcome) => {
                 let Link::Handshake { carrier, .. } =
                     std::mem::replace(&mut self.link, Link::Down { retry_at: Instant::MAX, reason: String::new() })
                 else {
@@ -356,7 +359,8 @@ impl TunnelLocal {
                 let mut nonce = [0u8; PROOF_LEN];
                 self.env.rng.fill_bytes(&mut nonce);
                 carrier.mux.send(&TunnelMsg::Hello { version: VERSION, nonce }, &mut self.out);
-                self.link = Link::Handshake { carrier, nonce, deadline: now + self.config.handshake_timeout };
+                let deadline = now + self.config.handshake_timeout;
+                self.link = Link::Handshake { carrier, nonce, deadline, proved: false };
             }
             Input::ConnectFailed { error, .. } => self.carrier_lost(format!("cannot connect: {error}"), None),
             Input::Received { bytes, .. } => self.carrier_received(bytes),

@@ -359,7 +359,10 @@ impl Mux {
             }
             TunnelMsg::Refuse { stream: id, reason } => {
                 if let Some(stream) = self.streams.get(&id) {
-                    out.write(stream.conn, crate::service::error_line(&reason));
+                    // After a `Fin` the connection's write side is shut: nothing more to say.
+                    if !stream.conn_write_closed {
+                        out.write(stream.conn, crate::service::error_line(&reason));
+                    }
                     out.close(stream.conn, CloseHow::Graceful);
                     self.forget(id, EndKind::Refused(reason));
                 }

@@ -361,7 +361,14 @@ impl Machine for TunnelRemote {
                     let secs = self.config.auth_timeout.as_secs_f64();
                     self.drop_link(carrier, format!("did not authenticate within {secs} s"), Some(CloseHow::Abort));
                 }
-                Timer::TargetConnect(conn) => self.target_failed(conn, "target did not accept in time".into(), true),
+                Timer::TargetConnect(conn) => {
+                    // The connect is still in progress at the driver: give it up, or a target
+                    // that accepts later is left connected to nobody.
+                    if self.targets.contains_key(&conn) {
+                        self.out.close(conn, CloseHow::Abort);
+                    }
+                    self.target_failed(conn, "target did not accept in time".into(), true)
+                }
                 Timer::Heartbeat(carrier) => {
                     let Some(link) = self.links.get_mut(&carrier) else { continue };
                     if link.carrier.on_timeout(now, &mut self.out) == Liveness::Dead {
