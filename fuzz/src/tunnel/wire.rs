@@ -1,0 +1,162 @@
+//! Tunnel messages against the spec: [`check_tunnel_frame`] judges any frame twice, once
+//! with [`TunnelMsg::decode`] and once with [`spec_verdict`], an independent reading of
+//! `docs/PROTOCOL.md` §3 (its numbers are the spec's, not the code's constants, so a
+//! renumbering on one side is caught), and asserts they agree; an accepted frame must
+//! re-encode to exactly its bytes.
+//!
+//! [`CarrierReader`] reads one direction of a carrier with those checks, for the
+//! [`Book`](super::book::Book).
+
+use bytes::BytesMut;
+use switchyard_core::wire::frame::Frame;
+use switchyard_core::wire::tunnel::{CarrierError, TunnelMsg, TunnelMsgError, MAX_REASON};
+use switchyard_core::wire::FrameDecoder;
+
+/// Body of the `tunnel_msg` target: the input is a stream of frames; each whole frame is
+/// judged by [`check_tunnel_frame`]. Frame decoding itself is `frame_stream`'s business.
+pub fn fuzz_tunnel_msg(data: &[u8]) {
+    let mut buf = BytesMut::from(data);
+    let mut decoder = FrameDecoder::default();
+    while let Ok(Some(frame)) = decoder.decode(&mut buf) {
+        let _ = check_tunnel_frame(frame);
+    }
+}
+
+/// What the spec says of a frame: a message, or which rule it breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A valid message.
+    Valid,
+    /// Not a tunnel type and subtype.
+    UnknownKind,
+    /// A payload length the message cannot have.
+    BadLength,
+    /// A route that is not 0–32 bytes of printable ASCII without spaces.
+    BadRoute,
+    /// A reason that is not UTF-8 or is over 256 bytes.
+    BadReason,
+    /// A `Data` frame with a stream id and no bytes.
+    EmptyData,
+}
+
+impl Verdict {
+    fn of(error: &TunnelMsgError) -> Verdict {
+        match error {
+            TunnelMsgError::UnknownKind { .. } => Verdict::UnknownKind,
+            TunnelMsgError::BadLength { .. } => Verdict::BadLength,
+            TunnelMsgError::BadRoute => Verdict::BadRoute,
+            TunnelMsgError::BadReason => Verdict::BadReason,
+            TunnelMsgError::EmptyData => Verdict::EmptyData,
+        }
+    }
+}
+
+/// The spec's verdict on `frame` (`docs/PROTOCOL.md` §3.2–3.4).
+///
+/// Routes: the spec says "ASCII"; the code takes printable ASCII without space (0x21–0x7E),
+/// which is what a route name in a `--route` flag can be. That narrower reading is the one
+/// checked.
+pub fn spec_verdict(frame: &Frame) -> Verdict {
+    let p = &frame.payload[..];
+    let exactly = |n: usize| if p.len() == n { Verdict::Valid } else { Verdict::BadLength };
+    let reason = |r: &[u8]| {
+        if r.len() <= MAX_REASON && std::str::from_utf8(r).is_ok() {
+            Verdict::Valid
+        } else {
+            Verdict::BadReason
+        }
+    };
+    match (frame.kind.0, frame.subtype) {
+        (16, 0) => exactly(1 + 32),
+        (16, 1) => exactly(32 + 32),
+        (16, 2) => exactly(32),
+        (16, 3) => exactly(0),
+        (16, 4) => reason(p),
+        (17, 0) if p.len() < 4 => Verdict::BadLength,
+        (17, 0) if p.len() - 4 <= 32 && p[4..].iter().all(|b| (0x21..=0x7e).contains(b)) => Verdict::Valid,
+        (17, 0) => Verdict::BadRoute,
+        (18, 0) if p.len() < 4 => Verdict::BadLength,
+        (18, 0) if p.len() == 4 => Verdict::EmptyData,
+        (18, 0) => Verdict::Valid,
+        (19, 0) => exactly(4 + 4),
+        (20, 0) => exactly(4),
+        (20, 1 | 2) if p.len() < 4 => Verdict::BadLength,
+        (20, 1 | 2) => reason(&p[4..]),
+        (21, 0 | 1) => exactly(8),
+        _ => Verdict::UnknownKind,
+    }
+}
+
+/// Decodes `frame` as a tunnel message and checks the result against [`spec_verdict`]; a
+/// message must re-encode to exactly the frame's bytes. Panics, with the frame, on any
+/// disagreement.
+///
+/// Catches a decoder that reads a field at the wrong offset or width (the re-encoding
+/// differs), accepts a payload of the wrong length, lets a non-UTF-8 reason or a bad route
+/// through, or refuses a valid message.
+pub fn check_tunnel_frame(frame: Frame) -> Result<TunnelMsg, TunnelMsgError> {
+    let wire = frame.to_bytes().expect("a decoded frame re-encodes");
+    let verdict = spec_verdict(&frame);
+    let result = TunnelMsg::decode(frame.clone());
+    match &result {
+        Ok(msg) => {
+            assert_eq!(verdict, Verdict::Valid, "{frame:?} decoded as {msg:?}, but the spec refuses it");
+            assert_eq!(&msg.to_bytes()[..], &wire[..], "{msg:?} re-encodes differently from {frame:?}");
+        }
+        Err(error) => assert_eq!(Verdict::of(error), verdict, "{frame:?} refused with {error:?}"),
+    }
+    if let Err(TunnelMsgError::UnknownKind { kind, subtype }) = &result {
+        assert_eq!((*kind, *subtype), (frame.kind, frame.subtype), "UnknownKind names another frame");
+    }
+    if let Err(TunnelMsgError::BadLength { len, .. }) = &result {
+        assert_eq!(*len, frame.payload.len(), "BadLength reports the wrong length");
+    }
+    result
+}
+
+/// One direction of a carrier, read frame by frame as it arrives, every frame judged by
+/// [`check_tunnel_frame`].
+#[derive(Debug, Default)]
+pub struct CarrierReader {
+    inbox: BytesMut,
+    decoder: FrameDecoder,
+    consumed: u64,
+    broken: bool,
+}
+
+impl CarrierReader {
+    /// Appends `bytes` and returns each whole message with the offset of its first byte in
+    /// the direction's byte stream. After the first error, which a reader of the carrier
+    /// must treat as fatal, the reader stays broken and returns nothing more.
+    pub fn read(&mut self, bytes: &[u8]) -> (Vec<(u64, TunnelMsg)>, Option<CarrierError>) {
+        let mut msgs = Vec::new();
+        if self.broken {
+            return (msgs, None);
+        }
+        self.inbox.extend_from_slice(bytes);
+        loop {
+            let error = match self.decoder.decode(&mut self.inbox) {
+                Ok(None) => return (msgs, None),
+                Ok(Some(frame)) => {
+                    let start = self.consumed;
+                    self.consumed += frame.encoded_len() as u64;
+                    match check_tunnel_frame(frame) {
+                        Ok(msg) => {
+                            msgs.push((start, msg));
+                            continue;
+                        }
+                        Err(error) => CarrierError::from(error),
+                    }
+                }
+                Err(error) => CarrierError::from(error),
+            };
+            self.broken = true;
+            return (msgs, Some(error));
+        }
+    }
+
+    /// True once the direction held something that is not a tunnel message.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+}
