@@ -16,25 +16,19 @@ use std::time::Duration;
 use switchyard_adapters::Runtime;
 use switchyard_core::Env;
 
-/// Measure the tunnel on loopback: bulk throughput with 1, 8 and 64 streams, round-trip
-/// latency of 64-byte messages, and the memory of both tunnel ends idle and with 10,000
-/// idle streams, each against the same measurement without the tunnel.
-///
-/// Topology: client → local end → carrier → remote end → target. The targets are a sink
-/// that discards and counts and an echo (threads of this process) and a hold that keeps
-/// idle connections (a child process); the ends are child processes (`switchyard tunnel
-/// local` and `switchyard tunnel remote`), as in a real deployment. Direct runs connect
-/// the client straight to the same targets.
+/// Measure the tunnel against direct TCP on loopback: throughput, latency and memory.
 #[derive(FromArgs, Debug)]
 #[argh(
     subcommand,
     name = "tunnel",
     example = "switchyard bench tunnel\nswitchyard bench tunnel --bytes 256M --streams 1,8 --runs 1 --idle-streams 0\nSMOL_THREADS=2 switchyard bench tunnel",
-    note = "Bulk: the client writes --bytes in total, split evenly over the streams, into a static forward whose route ends at the sink; the time runs from the first byte written to the sink having every byte (connections are opened first). Throughput is bytes over that time; the ratio is tunnel over direct at the same concurrency.
+    note = "Topology: client -> local end -> carrier -> remote end -> target. The targets are a sink that discards and counts and an echo (threads of this process) and a hold that keeps idle connections (a child process, `switchyard bench hold`); the ends are child processes (`switchyard tunnel local` and `switchyard tunnel remote`), as in a real deployment. Direct runs connect the client straight to the same targets.
+
+Bulk: the client writes --bytes in total, split evenly over the streams, into a static forward whose route ends at the sink; the time runs from the first byte written to the sink having every byte (connections are opened first). Throughput is bytes over that time; the ratio is tunnel over direct at the same concurrency.
 
 Latency: one connection, one 64-byte message outstanding, echoed back; 200 warm-up round trips, then --messages timed ones. p50 and p99 are nearest-rank percentiles; added latency is tunnel minus direct.
 
-Ends' CPU: CPU time of both end processes (all threads, from /proc/PID/task/*/schedstat) per GiB and per round trip; unlike wall-clock figures it barely moves when other work shares the machine.
+Ends' CPU: CPU time of both end processes (all threads, from /proc/PID/task/*/schedstat) per GiB and per round trip; it moves much less than the wall-clock figures when other work shares the machine (about ±15 % against several-fold), so it is the figure to compare builds by.
 
 Memory: VmRSS from /proc/PID/status of each end's process, once the carrier is up and idle, then with --idle-streams streams open end to end and silent; per-stream cost = (RSS with streams - idle RSS) / streams, both ends together. VmRSS counts the pages of the executable and libraries in each process, though the two ends share them: the file-pages line shows how much of the idle figure that is. The open-file limit is raised as far as allowed; the idle streams are reduced to fit if it cannot be.
 
