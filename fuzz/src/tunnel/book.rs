@@ -433,7 +433,9 @@ impl Book {
                     // less every byte it could have carried by then.
                     let total = s.conn.and_then(|conn| self.conns.get(&conn)).map_or(0, |cb| cb.input.len() - cb.skip);
                     let least = s.credit.saturating_sub(total as u64);
-                    if !s.peer_fin && least > MAX_WINDOW {
+                    // (After the peer's own `Fin`, `Reset` or `Refuse` the machine may have
+                    // forgotten the stream, and then it ignores the window.)
+                    if !s.peer_fin && !s.peer_ended && least > MAX_WINDOW {
                         c.broken_rules.push((stream, "a window grown past 2^31 - 1"));
                     }
                 }
