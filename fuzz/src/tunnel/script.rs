@@ -267,13 +267,21 @@ pub fn remote_prologue() -> Vec<u8> {
     .concat()
 }
 
+/// The first bytes of every `tunnel_local` script: its configuration (small limits).
+pub fn local_setup() -> Vec<u8> {
+    [
+        &[0, 1, 1, 3][..], // window 16 B, stream buffer 64 B, carrier high 100 B, 4 streams
+        &[19, 3],          // a ping every 2 s, dead after 10 s
+        &[11, 7, 9, 7, 7], // prefix within 3 s, connect 2 s, handshake 5 s, 8 clients, seed 7
+    ]
+    .concat()
+}
+
 /// The first bytes of a `tunnel_local` script that get a stream open; see
 /// [`remote_prologue`].
 pub fn local_prologue() -> Vec<u8> {
     [
-        &[0, 1, 1, 3][..],    // window 16 B, stream buffer 64 B, carrier high 100 B, 4 streams
-        &[19, 3],             // a ping every 2 s, dead after 10 s
-        &[11, 7, 9, 7, 7],    // prefix within 3 s, connect 2 s, handshake 5 s, 8 clients, seed 7
+        &local_setup()[..],
         &[0, 1, 1],           // the carrier connects
         &[2, 0, 0, 1],        // the remote end frames the next step, right: a Challenge ...
         &[0; PROOF_LEN],      // ... with a nonce of zeros
@@ -439,7 +447,13 @@ impl<M: TunnelEnd> Run<M> {
             let len = src.below(300);
             String::from_utf8_lossy(src.take(len)).into_owned()
         };
-        match src.below(14) {
+        // A message the other end never sends (`Open` to a local end, `Refuse` to a remote
+        // end) ends the carrier; keep it rarer than the rest so scripts get deep.
+        let kind = match (src.below(14), local) {
+            (3 | 4, true) | (11, false) if src.byte() % 8 != 0 => 5,
+            (kind, _) => kind,
+        };
+        match kind {
             // The next authentication step, right (mostly) or wrong.
             0..=2 => {
                 let right = src.byte() % 8 != 0;
