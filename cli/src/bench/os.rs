@@ -48,6 +48,40 @@ pub fn cpu_time(pid: u32) -> io::Result<Duration> {
     Ok(Duration::from_nanos(total))
 }
 
+/// CPU time process `pid` has used, every thread it ever had included (`utime` and
+/// `stime` of `/proc/PID/stat`; clock-tick resolution, 10 ms on Linux).
+pub fn process_cpu(pid: u32) -> io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces and parentheses: count from its end.
+    let after_name = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // `utime` and `stime` are fields 14 and 15; `after_name` starts at field 3.
+    let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
+    match (ticks(14), ticks(15)) {
+        (Some(user), Some(system)) => Ok(from_ticks(user + system)),
+        _ => Err(io::Error::new(io::ErrorKind::InvalidData, format!("cannot parse /proc/{pid}/stat"))),
+    }
+}
+
+/// CPU time the whole machine has spent busy, all CPUs together: user, nice, system and
+/// steal (time the hypervisor gave to others) from `/proc/stat`. Interrupt and softirq
+/// time are left out: much of it is our own loopback traffic, which a kernel may not
+/// charge to our processes, and counting it would blame others for it.
+pub fn machine_busy() -> io::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().find(|l| l.starts_with("cpu ")).unwrap_or("");
+    let fields: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = [0, 1, 2, 7].iter().filter_map(|&i| fields.get(i)).sum();
+    Ok(from_ticks(busy))
+}
+
+fn from_ticks(ticks: u64) -> Duration {
+    // SAFETY: sysconf only reads a configuration value.
+    let per_sec = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100).max(1);
+    Duration::from_nanos(ticks.saturating_mul(1_000_000_000 / per_sec))
+}
+
 /// The one-minute load average, when `/proc/loadavg` can be read.
 pub fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
@@ -87,5 +121,8 @@ mod tests {
         assert_eq!(parse_rss("Name: x\n"), None);
         assert!(rss(std::process::id()).unwrap().total > 0);
         assert!(cpu_time(std::process::id()).unwrap() > Duration::ZERO);
+        // Ticks may still be 0 this early; both must parse.
+        assert!(process_cpu(std::process::id()).is_ok());
+        assert!(machine_busy().unwrap() > Duration::ZERO);
     }
 }

@@ -168,6 +168,11 @@ impl Hold {
         Ok(Hold { addr, held, child: Mutex::new(child) })
     }
 
+    /// The hold process's id.
+    pub fn pid(&self) -> u32 {
+        lock(&self.child).id()
+    }
+
     /// Connections held so far.
     pub fn count(&self) -> usize {
         self.held.load(Ordering::Acquire)

@@ -3,7 +3,7 @@
 
 use super::ends::{children_supported, Ends};
 use super::load::{self, MESSAGE};
-use super::os::{cpu_time, load_average, raise_nofile, rss, Rss};
+use super::os::{cpu_time, load_average, machine_busy, process_cpu, raise_nofile, rss, Rss};
 use super::stats::{kib, median, megabytes, micros, parse_bytes, parse_counts, percentile, rate, size, Counts};
 use super::targets::Targets;
 use crate::runtime::Program;
@@ -32,7 +32,7 @@ Ends' CPU: CPU time of both end processes (all threads, from /proc/PID/task/*/sc
 
 Memory: VmRSS from /proc/PID/status of each end's process, once the carrier is up and idle, then with --idle-streams streams open end to end and silent; per-stream cost = (RSS with streams - idle RSS) / streams, both ends together. VmRSS counts the pages of the executable and libraries in each process, though the two ends share them: the file-pages line shows how much of the idle figure that is. The open-file limit is raised as far as allowed; the idle streams are reduced to fit if it cannot be.
 
-Each figure is the median of --runs runs (direct and tunnel runs alternate, so drift hits both). Everything talks to 127.0.0.1 only, every wait is bounded, and the command stops by itself. The ends run on --runtime; SMOL_THREADS sets smol's executor threads in them (default 1). Build with --release."
+Each figure is the median of --runs runs (direct and tunnel runs alternate, so drift hits both). Last comes the share of the machine's CPU that other processes took meanwhile (from /proc/stat, less what this process and its children used); above 10 % the wall-clock figures are unreliable. Everything talks to 127.0.0.1 only, every wait is bounded, and the command stops by itself. The ends run on --runtime; SMOL_THREADS sets smol's executor threads in them (default 1). Build with --release."
 )]
 pub struct TunnelCmd {
     /// bytes per bulk run, split evenly over the streams; K, M, G suffixes are binary
@@ -107,12 +107,21 @@ impl Program for TunnelCmd {
         // The blocking calls below run on this thread while the runtime's own threads
         // drive any in-process ends, so nothing here starves them.
         let mut checks = Vec::new();
+        let others = Interference::start(&ends, &targets);
         if let Some((local, remote)) = ends.pids() {
             checks.extend(self.memory(&mut ends, &targets, local, remote)?);
         }
         checks.extend(self.throughput(&mut ends, &targets)?);
         checks.extend(self.latency(&mut ends, &targets)?);
         summary(&checks);
+        if let Some(share) = others.and_then(|o| o.share(&ends, &targets, cpus)) {
+            let verdict = if share > 0.1 {
+                ": the wall-clock figures are unreliable (the ends' CPU less so); rerun on an idle machine"
+            } else {
+                ""
+            };
+            say!("  other work used {:.0} % of the machine's CPU during the runs{verdict}", share * 100.0);
+        }
         drop(ends);
         Ok(ExitCode::SUCCESS)
     }
@@ -248,6 +257,40 @@ impl TunnelCmd {
         }
         Ok(checks)
     }
+}
+
+/// How much of the machine other work took while the benchmark ran: CPU time the machine
+/// was busy (or stolen by the hypervisor) minus what this process and its children used.
+struct Interference {
+    at: std::time::Instant,
+    busy: Duration,
+    own: Duration,
+}
+
+impl Interference {
+    fn start(ends: &Ends, targets: &Targets) -> Option<Interference> {
+        Some(Interference { at: std::time::Instant::now(), busy: machine_busy().ok()?, own: own_cpu(ends, targets)? })
+    }
+
+    /// The share of all CPUs' time that others used since `start`, 0 to 1.
+    fn share(&self, ends: &Ends, targets: &Targets, cpus: usize) -> Option<f64> {
+        let busy = machine_busy().ok()?.saturating_sub(self.busy);
+        let own = own_cpu(ends, targets)?.saturating_sub(self.own);
+        let wall = self.at.elapsed().as_secs_f64() * cpus as f64;
+        Some((busy.saturating_sub(own).as_secs_f64() / wall.max(1e-9)).clamp(0.0, 1.0))
+    }
+}
+
+/// CPU time used so far by this process (sink, echo, clients), the hold process and,
+/// when they are child processes, both ends. The hold process is gone once the memory
+/// figures are taken and then counts 0: it only ever accepts, a few milliseconds.
+fn own_cpu(ends: &Ends, targets: &Targets) -> Option<Duration> {
+    let mut own = process_cpu(std::process::id()).ok()?;
+    own += process_cpu(targets.hold.pid()).unwrap_or_default();
+    if let Some((local, remote)) = ends.pids() {
+        own += process_cpu(local).ok()? + process_cpu(remote).ok()?;
+    }
+    Some(own)
 }
 
 /// CPU time used so far by both ends together, when they are child processes.
