@@ -46,6 +46,8 @@ struct Topology {
     entry: SocketAddr,
     /// A static forward to route 9090 (time).
     forward: SocketAddr,
+    /// A static forward configured with an invalid route name.
+    bad_forward: SocketAddr,
     clients: u16,
 }
 
@@ -78,6 +80,8 @@ impl Topology {
         let entrances = BTreeMap::from([
             (ListenerId(0), Entrance::Prefix),
             (ListenerId(1), Entrance::Forward { route: "9090".into() }),
+            // A route name the wire cannot carry (a space): a configuration mistake.
+            (ListenerId(2), Entrance::Forward { route: "bad route".into() }),
         ]);
         let local = sim
             .add_host("local", [10, 0, 1, 1].into(), move |env, now| {
@@ -86,7 +90,18 @@ impl Topology {
             .unwrap();
         let entry = sim.listen(local, ListenerId(0), 7000).unwrap();
         let forward = sim.listen(local, ListenerId(1), 7090).unwrap();
-        Topology { sim, local, remote, services: [echo, time, broadcast], sink, entry, forward, clients: 0 }
+        let bad_forward = sim.listen(local, ListenerId(2), 7091).unwrap();
+        Topology {
+            sim,
+            local,
+            remote,
+            services: [echo, time, broadcast],
+            sink,
+            entry,
+            forward,
+            bad_forward,
+            clients: 0,
+        }
     }
 
     fn next_client_spec(&mut self) -> HostSpec {
@@ -276,6 +291,22 @@ fn static_forward_needs_no_prefix() {
     let conn = t.connect(c, forward);
     t.run(Duration::from_millis(100));
     assert_eq!(t.received(c, conn), "2025-10-01 14:30:26\n");
+}
+
+#[test]
+fn a_forward_with_an_invalid_route_name_costs_only_its_client() {
+    let mut t = Topology::new(9, lan(), secret());
+    t.run(Duration::from_secs(1));
+    let c = t.probe();
+    let (bad_forward, entry) = (t.bad_forward, t.entry);
+    let bad = t.connect(c, bad_forward);
+    let good = t.connect(c, entry);
+    t.run(Duration::from_millis(100));
+    t.write(c, good, b"fine\n");
+    t.run(Duration::from_millis(100));
+    assert_eq!(t.received(c, bad), "error: invalid route name \"bad route\" in the forward's configuration\n");
+    assert_eq!(t.received(c, good), "fine\n");
+    assert!(t.local_is_up(), "the carrier must not pay for a bad forward");
 }
 
 #[test]

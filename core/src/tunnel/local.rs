@@ -19,7 +19,7 @@ use crate::tunnel::carrier::{Carrier, HeartbeatConfig, Liveness};
 use crate::tunnel::mux::MuxConfig;
 use crate::tunnel::prefix::{decide, decide_at_end, PrefixDecision, PREFIX_CAP};
 use crate::tunnel::TunnelEvent;
-use crate::wire::tunnel::{StreamId, TunnelMsg, PROOF_LEN, VERSION};
+use crate::wire::tunnel::{is_valid_route, StreamId, TunnelMsg, PROOF_LEN, VERSION};
 use crate::Env;
 use bytes::BytesMut;
 use std::collections::BTreeMap;
@@ -204,6 +204,11 @@ impl TunnelLocal {
     }
 
     fn open_stream(&mut self, conn: ConnId, peer: SocketAddr, route: String, first: &[u8], eof: bool) {
+        // Prefix routes are digits and always valid; a static forward's route comes from the
+        // embedder's configuration, and a bad one must cost that client, not the process.
+        if !is_valid_route(route.as_bytes()) {
+            return self.refuse_client(conn, &format!("invalid route name {route:?} in the forward's configuration"));
+        }
         let Link::Up { carrier } = &mut self.link else {
             return self.refuse_client(conn, "tunnel is down");
         };

@@ -157,8 +157,15 @@ pub enum TunnelMsgError {
     EmptyData,
 }
 
+/// True when `route` can be sent in an `Open`: at most [`MAX_ROUTE`] bytes of printable
+/// ASCII without spaces (0x21–0x7E); empty is the default route. Configuration that names
+/// routes (static forwards) checks with this before a route ever reaches the wire.
+pub fn is_valid_route(route: &[u8]) -> bool {
+    route.len() <= MAX_ROUTE && route.iter().all(|b| b.is_ascii_graphic())
+}
+
 fn check_route(route: &[u8]) -> Result<String, TunnelMsgError> {
-    if route.len() > MAX_ROUTE || !route.iter().all(|b| b.is_ascii_graphic()) {
+    if !is_valid_route(route) {
         return Err(TunnelMsgError::BadRoute);
     }
     String::from_utf8(route.to_vec()).map_err(|_| TunnelMsgError::BadRoute)
