@@ -2,21 +2,62 @@
 
 use crate::runtime::{AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, Runtime};
 use smol::net::{TcpListener, TcpStream, UdpSocket};
+use smol::LocalExecutor;
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
+use std::rc::Rc;
 use std::time::Instant as StdInstant;
 
-/// The smol runtime: tasks run on smol's global executor (its thread count comes from the
-/// `SMOL_THREADS` environment variable, default 1), sockets are `smol::net` types.
+/// The smol runtime: sockets are `smol::net` types; tasks run on one of two executors.
+///
+/// - Inside [`SmolRuntime::run_here`], every task spawned on that thread runs on that
+///   thread, which also drives the reactor (epoll) whenever its tasks wait. A socket
+///   becoming ready then wakes a task on the same thread: no futex, no cross-CPU hop, no
+///   eventfd write to interrupt another thread's `epoll_wait`. This is what the
+///   `switchyard` binary uses, like tokio's current-thread flavour.
+/// - Elsewhere (and inside [`Runtime::block_on`]), tasks go to smol's global executor,
+///   whose threads (`SMOL_THREADS`, default 1) run them while the calling thread is free
+///   to block: right for tests and programs that mix async tasks with blocking code.
 ///
 /// ```no_run
 /// use switchyard_adapters::{Runtime, SmolRuntime};
 /// let rt = SmolRuntime;
-/// rt.block_on(async { /* start drivers here */ });
+/// rt.run_here(async { /* start drivers here; they run on this thread */ });
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SmolRuntime;
+
+thread_local! {
+    /// The executor of a thread inside [`SmolRuntime::run_here`]; `None` elsewhere.
+    static HERE: RefCell<Option<Rc<LocalExecutor<'static>>>> = const { RefCell::new(None) };
+}
+
+/// Clears [`HERE`] when `run_here` ends, even by a panic.
+struct LeaveHere;
+
+impl Drop for LeaveHere {
+    fn drop(&mut self) {
+        HERE.with(|here| here.borrow_mut().take());
+    }
+}
+
+impl SmolRuntime {
+    /// Runs `future` on the current thread until it completes, with every task it spawns
+    /// (and they spawn) on this thread too. Nothing else may block this thread meanwhile:
+    /// blocking code belongs on a thread of its own (talking to machines through
+    /// [`Handle::command_blocking`](crate::Handle::command_blocking)).
+    ///
+    /// Tasks still running when `future` completes are dropped, which closes their
+    /// sockets. Never call it from inside a task.
+    pub fn run_here<F: Future>(&self, future: F) -> F::Output {
+        let executor = Rc::new(LocalExecutor::new());
+        HERE.with(|here| *here.borrow_mut() = Some(executor.clone()));
+        let _leave = LeaveHere;
+        smol::block_on(executor.run(future))
+    }
+}
 
 impl Runtime for SmolRuntime {
     type TcpStream = TcpStream;
@@ -27,7 +68,11 @@ impl Runtime for SmolRuntime {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        smol::spawn(future).detach();
+        let here = HERE.with(|here| here.borrow().clone());
+        match here {
+            Some(executor) => executor.spawn(future).detach(),
+            None => smol::spawn(future).detach(),
+        }
     }
 
     fn sleep_until(&self, deadline: StdInstant) -> impl Future<Output = ()> + Send + 'static {
@@ -88,5 +133,42 @@ impl AsyncUdpSocket for UdpSocket {
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
         UdpSocket::local_addr(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    #[test]
+    fn run_here_keeps_spawned_tasks_on_the_calling_thread() {
+        let rt = SmolRuntime;
+        let caller = thread::current().id();
+        let (tx, rx) = async_channel::bounded(1);
+        let ran_on = rt.run_here(async move {
+            // A task that spawns another: both must stay on this thread.
+            rt.spawn(async move {
+                rt.spawn(async move {
+                    let _ = tx.send(thread::current().id()).await;
+                });
+            });
+            rx.recv().await.expect("the inner task runs")
+        });
+        assert_eq!(ran_on, caller);
+    }
+
+    #[test]
+    fn block_on_sends_spawned_tasks_to_the_global_executor() {
+        let rt = SmolRuntime;
+        let caller = thread::current().id();
+        let (tx, rx) = async_channel::bounded(1);
+        rt.spawn(async move {
+            let _ = tx.send(thread::current().id()).await;
+        });
+        // Outside `run_here` the task runs on smol's own threads, even while this thread
+        // blocks on something else entirely.
+        let ran_on = rx.recv_blocking().expect("the task runs without this thread");
+        assert_ne!(ran_on, caller);
     }
 }

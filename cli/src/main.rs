@@ -84,6 +84,11 @@ impl Command {
 }
 
 impl Program for Command {
+    fn blocks_its_thread(&self) -> bool {
+        // The benchmark's clients and targets are blocking code on this thread.
+        matches!(self, Command::Bench(_))
+    }
+
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
         match self {
             Command::Up(cmd) => cmd.run(rt, env).await,

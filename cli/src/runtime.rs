@@ -43,12 +43,30 @@ impl fmt::Display for RuntimeKind {
 pub trait Program {
     /// Runs to completion on `rt`; `env` seeds the machines it builds.
     fn run<R: Runtime>(self, rt: R, env: Env) -> impl Future<Output = Result<ExitCode, CliError>>;
+
+    /// True if the program runs blocking code on the thread that runs it, so its tasks
+    /// must run on other threads.
+    fn blocks_its_thread(&self) -> bool {
+        false
+    }
+}
+
+/// smol's executor threads asked for with `SMOL_THREADS` (smol's own variable).
+fn smol_threads() -> usize {
+    std::env::var("SMOL_THREADS").ok().and_then(|n| n.parse().ok()).unwrap_or(1)
 }
 
 /// Runs `program` on the chosen runtime, blocking the current thread.
 pub fn run<P: Program>(kind: RuntimeKind, program: P, env: Env) -> Result<ExitCode, CliError> {
     tracing::debug!(runtime = %kind, "starting");
     match kind {
+        // One thread runs every task and the reactor unless more are asked for: a socket
+        // event then wakes its task without a hop between threads, which is most of a
+        // relay's latency on loopback (see `SmolRuntime`).
+        RuntimeKind::Smol if smol_threads() <= 1 && !program.blocks_its_thread() => {
+            let rt = SmolRuntime;
+            rt.run_here(program.run(rt, env))
+        }
         RuntimeKind::Smol => {
             let rt = SmolRuntime;
             rt.block_on(program.run(rt, env))

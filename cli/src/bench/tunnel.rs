@@ -32,7 +32,7 @@ Ends' CPU: CPU time of both end processes (all threads, from /proc/PID/task/*/sc
 
 Memory: VmRSS from /proc/PID/status of each end's process, once the carrier is up and idle, then with --idle-streams streams open end to end and silent; per-stream cost = (RSS with streams - idle RSS) / streams, both ends together. VmRSS counts the pages of the executable and libraries in each process, though the two ends share them: the file-pages line shows how much of the idle figure that is. The open-file limit is raised as far as allowed; the idle streams are reduced to fit if it cannot be.
 
-Each figure is the median of --runs runs (direct and tunnel runs alternate, so drift hits both). Last comes the share of the machine's CPU that other processes took meanwhile (from /proc/stat, less what this process and its children used); above 10 % the wall-clock figures are unreliable. Everything talks to 127.0.0.1 only, every wait is bounded, and the command stops by itself. The ends run on --runtime; SMOL_THREADS sets smol's executor threads in them (default 1). Build with --release."
+Each figure is the median of --runs runs (direct and tunnel runs alternate, so drift hits both). Last comes the share of the machine's CPU that other processes took meanwhile (from /proc/stat, less what this process and its children used); above 10 % the wall-clock figures are unreliable. Everything talks to 127.0.0.1 only, every wait is bounded, and the command stops by itself. The ends run on --runtime; under smol each end runs every task and its reactor on one thread unless SMOL_THREADS asks for more. Build with --release."
 )]
 pub struct TunnelCmd {
     /// bytes per bulk run, split evenly over the streams; K, M, G suffixes are binary
@@ -95,7 +95,7 @@ impl Program for TunnelCmd {
             Ends::in_process(&rt, &mut env, &targets).await?
         };
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = std::env::var("SMOL_THREADS").unwrap_or_else(|_| "unset (1)".into());
+        let threads = std::env::var("SMOL_THREADS").unwrap_or_else(|_| "unset (one thread per end)".into());
         let placement = if children { "child processes" } else { "in this process" };
         say!("switchyard bench tunnel: loopback, {cpus} CPUs, tunnel ends {placement}, SMOL_THREADS {threads}");
         say!("medians of {} run(s); ratios are tunnel / direct", self.runs);
