@@ -3,6 +3,7 @@
 //! - [`tunnel`]: the command, its figures and the summary against the targets.
 //! - [`ends`]: the tunnel ends under test, as child processes or in-process.
 //! - [`targets`]: the sink, echo and hold servers the traffic ends at.
+//! - [`reference`]: a two-hop socat chain, to measure the tunnel against on this machine.
 //! - [`load`]: the clients: bulk transfers, round trips, idle streams.
 //! - [`stats`]: percentiles, medians, units.
 //! - [`os`]: resident memory and CPU time of a process, load average, open-file limit.
@@ -12,6 +13,7 @@
 mod ends;
 mod load;
 mod os;
+mod reference;
 mod stats;
 mod targets;
 mod tunnel;

@@ -4,6 +4,7 @@
 use super::ends::{children_supported, Ends};
 use super::load::{self, MESSAGE};
 use super::os::{cpu_time, load_average, machine_busy, process_cpu, raise_nofile, rss, Rss};
+use super::reference::SocatChain;
 use super::stats::{kib, median, megabytes, micros, parse_bytes, parse_counts, percentile, rate, size, Counts};
 use super::targets::Targets;
 use crate::runtime::Program;
@@ -21,7 +22,7 @@ use switchyard_core::Env;
 #[argh(
     subcommand,
     name = "tunnel",
-    example = "switchyard bench tunnel\nswitchyard bench tunnel --bytes 256M --streams 1,8 --runs 1 --idle-streams 0\nSMOL_THREADS=2 switchyard bench tunnel",
+    example = "switchyard bench tunnel\nswitchyard bench tunnel --bytes 256M --streams 1,8 --runs 1 --idle-streams 0\nSMOL_THREADS=2 switchyard bench tunnel\nswitchyard bench tunnel --against-socat --idle-streams 0",
     note = "Topology: client -> local end -> carrier -> remote end -> target. The targets are a sink that discards and counts and an echo (threads of this process) and a hold that keeps idle connections (a child process, `switchyard bench hold`); the ends are child processes (`switchyard tunnel local` and `switchyard tunnel remote`), as in a real deployment. Direct runs connect the client straight to the same targets.
 
 Bulk: the client writes --bytes in total, split evenly over the streams, into a static forward whose route ends at the sink; the time runs from the first byte written to the sink having every byte (connections are opened first). Throughput is bytes over that time; the ratio is tunnel over direct at the same concurrency.
@@ -60,6 +61,11 @@ pub struct TunnelCmd {
     /// the whole path in one process; no memory figures)
     #[argh(switch)]
     in_process: bool,
+
+    /// also measure a two-hop socat chain (client -> socat -> socat -> target) beside the
+    /// tunnel, as a reference on this machine (needs socat on the PATH)
+    #[argh(switch)]
+    against_socat: bool,
 }
 
 /// A figure measured against its target, for the summary.
@@ -106,13 +112,14 @@ impl Program for TunnelCmd {
 
         // The blocking calls below run on this thread while the runtime's own threads
         // drive any in-process ends, so nothing here starves them.
+        let socat = if self.against_socat { Some(SocatChain::start(&targets)?) } else { None };
         let mut checks = Vec::new();
         let others = Interference::start(&ends, &targets);
         if let Some((local, remote)) = ends.pids() {
             checks.extend(self.memory(&mut ends, &targets, local, remote)?);
         }
-        checks.extend(self.throughput(&mut ends, &targets)?);
-        checks.extend(self.latency(&mut ends, &targets)?);
+        checks.extend(self.throughput(&mut ends, &targets, socat.as_ref())?);
+        checks.extend(self.latency(&mut ends, &targets, socat.as_ref())?);
         summary(&checks);
         if let Some(share) = others.and_then(|o| o.share(&ends, &targets, cpus)) {
             let verdict = if share > 0.1 {
@@ -186,14 +193,22 @@ impl TunnelCmd {
         Ok(checks)
     }
 
-    fn throughput(&self, ends: &mut Ends, targets: &Targets) -> Result<Vec<Check>, CliError> {
+    fn throughput(
+        &self,
+        ends: &mut Ends,
+        targets: &Targets,
+        socat: Option<&SocatChain>,
+    ) -> Result<Vec<Check>, CliError> {
         say!("\nbulk throughput ({} per run)", size(self.bytes));
         let mut checks = Vec::new();
         for &streams in &self.streams.0 {
-            let (mut direct, mut tunnel, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut direct, mut tunnel, mut cpu, mut reference) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..self.runs {
                 let rate_of = |d: Duration| self.bytes as f64 / d.as_secs_f64().max(1e-9);
                 direct.push(rate_of(load::bulk(targets.sink.addr, streams, self.bytes, &targets.sink)?));
+                if let Some(socat) = socat {
+                    reference.push(rate_of(load::bulk(socat.sink, streams, self.bytes, &targets.sink)?));
+                }
                 let before = ends_cpu(ends);
                 tunnel.push(rate_of(load::bulk(ends.forwards.sink, streams, self.bytes, &targets.sink)?));
                 cpu.extend(ends_cpu(ends).zip(before).map(|(after, before)| (after - before).as_secs_f64()));
@@ -208,6 +223,10 @@ impl TunnelCmd {
                 format!("  ends' CPU {:.2} s/GiB", median(&cpu) / (self.bytes as f64 / f64::from(1 << 30)))
             };
             say!("  {label:<11} tunnel {:>11}  direct {:>11}  ratio {ratio:.2}x{cpu}", rate(tunnel), rate(direct));
+            if !reference.is_empty() {
+                let socat = median(&reference);
+                say!("  {:<11} socat  {:>11}  ratio {:.2}x", "", rate(socat), socat / direct);
+            }
             let what = match streams {
                 1 => "single-stream throughput",
                 8 => "8-stream throughput",
@@ -218,12 +237,18 @@ impl TunnelCmd {
         Ok(checks)
     }
 
-    fn latency(&self, ends: &mut Ends, targets: &Targets) -> Result<Vec<Check>, CliError> {
+    fn latency(&self, ends: &mut Ends, targets: &Targets, socat: Option<&SocatChain>) -> Result<Vec<Check>, CliError> {
         say!("\nround-trip latency ({MESSAGE}-byte messages, {} per run, one outstanding)", self.messages);
         let mut runs: [Vec<f64>; 4] = Default::default(); // direct p50, p99, tunnel p50, p99
+        let mut reference: [Vec<f64>; 2] = Default::default(); // socat p50, p99
         let mut cpu = Vec::new();
         for _ in 0..self.runs {
             let direct = load::round_trips(targets.echo, self.messages)?;
+            if let Some(socat) = socat {
+                let samples = load::round_trips(socat.echo, self.messages)?;
+                reference[0].push(percentile(&samples, 50.0).as_secs_f64() * 1e6);
+                reference[1].push(percentile(&samples, 99.0).as_secs_f64() * 1e6);
+            }
             let before = ends_cpu(ends);
             let tunnel = load::round_trips(ends.forwards.echo, self.messages)?;
             cpu.extend(ends_cpu(ends).zip(before).map(|(after, before)| (after - before).as_secs_f64()));
@@ -240,7 +265,10 @@ impl TunnelCmd {
             say!("  ends' CPU {} per round trip", micros(per_trip * 1e6));
         }
         let mut checks = Vec::new();
-        for (name, direct, tunnel, limit) in [("p50", d50, t50, 25.0), ("p99", d99, t99, 40.0)] {
+        let socat = reference.map(|r| (!r.is_empty()).then(|| median(&r)));
+        for ((name, direct, tunnel, limit), socat) in
+            [("p50", d50, t50, 25.0), ("p99", d99, t99, 40.0)].into_iter().zip(socat)
+        {
             let added = tunnel - direct;
             say!(
                 "  {name}   tunnel {:>9}  direct {:>9}  ratio {:.2}x  added {:+.1} µs",
@@ -249,6 +277,9 @@ impl TunnelCmd {
                 tunnel / direct,
                 added
             );
+            if let Some(socat) = socat {
+                say!("        socat  {:>9}  added {:+.1} µs", micros(socat), socat - direct);
+            }
             let (what, target) = match name {
                 "p50" => ("added latency p50", "<= 25 µs"),
                 _ => ("added latency p99", "<= 40 µs"),
