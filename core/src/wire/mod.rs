@@ -6,6 +6,7 @@
 
 pub mod frame;
 pub mod line;
+pub mod mesh;
 pub mod tunnel;
 
 pub use frame::{Frame, FrameDecoder, FrameError, FrameType};
