@@ -25,6 +25,7 @@
 pub mod env;
 pub mod id;
 pub mod machine;
+pub mod mesh;
 pub mod rng;
 pub mod service;
 pub mod sim;

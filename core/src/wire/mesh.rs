@@ -16,6 +16,7 @@
 //! | 3    | 1       | `Deliver`        | id, from name, body                              | server → client |
 //! | 3    | 2       | `Forward`        | id, hops u8, origin addr, from, to, body         | server → server |
 //! | 3    | 3       | `Receipt`        | id, status u8                                    | server → any    |
+//! | 3    | 4       | `ReceiptRelay`   | id, status u8, hops u8, origin addr              | server → server |
 //! | 4    | 0 / 1   | `Ping` / `Pong`  | token u64                                        | any             |
 //! | 5    | 0       | `Leave`          | (empty)                                          | client → server |
 //! | 5    | 1       | `Gone`           | name, home addr                                  | server → server |
@@ -162,6 +163,18 @@ pub enum MeshMsg {
         id: Uuid,
         /// The outcome.
         status: ReceiptStatus,
+    },
+    /// A receipt on its way to an origin server this server has no link to: passed on
+    /// toward `origin`, flooding with a hop limit like a `Forward`.
+    ReceiptRelay {
+        /// The message's id.
+        id: Uuid,
+        /// The outcome.
+        status: ReceiptStatus,
+        /// Further server-to-server hops allowed after this one.
+        hops: u8,
+        /// The server the receipt is for.
+        origin: SocketAddr,
     },
     /// An echo request: round-trip probes and link health checks.
     Ping {
@@ -385,6 +398,7 @@ impl MeshMsg {
             MeshMsg::Deliver { .. } => (FrameType::USER_MESSAGE, 1),
             MeshMsg::Forward { .. } => (FrameType::USER_MESSAGE, 2),
             MeshMsg::Receipt { .. } => (FrameType::USER_MESSAGE, 3),
+            MeshMsg::ReceiptRelay { .. } => (FrameType::USER_MESSAGE, 4),
             MeshMsg::Ping { .. } => (FrameType::ECHO_REQUEST, 0),
             MeshMsg::Pong { .. } => (FrameType::ECHO_REQUEST, 1),
             MeshMsg::Leave => (FrameType::DISCONNECT, 0),
@@ -440,6 +454,12 @@ impl MeshMsg {
                 p.put_slice(id.as_bytes());
                 p.put_u8(status.to_u8());
             }
+            MeshMsg::ReceiptRelay { id, status, hops, origin } => {
+                p.put_slice(id.as_bytes());
+                p.put_u8(status.to_u8());
+                p.put_u8(*hops);
+                put_addr(&mut p, origin);
+            }
             MeshMsg::Ping { token } | MeshMsg::Pong { token } => p.put_u64(*token),
         }
         let (kind, subtype) = self.kind();
@@ -470,6 +490,7 @@ impl MeshMsg {
             (FrameType::USER_MESSAGE, 1) => "deliver",
             (FrameType::USER_MESSAGE, 2) => "forward",
             (FrameType::USER_MESSAGE, 3) => "receipt",
+            (FrameType::USER_MESSAGE, 4) => "receipt relay",
             (FrameType::ECHO_REQUEST, 0) => "ping",
             (FrameType::ECHO_REQUEST, 1) => "pong",
             (FrameType::DISCONNECT, 0) => "leave",
@@ -483,12 +504,16 @@ impl MeshMsg {
             (1, 1) => MeshMsg::ServerList { servers: f.addrs()? },
             (2, 0) => MeshMsg::Register { name: f.name()? },
             (2, 1) => MeshMsg::Registered { name: f.name()? },
-            (2, 2) => MeshMsg::RegisterRefused { name: f.name()?, reason: f.text(MAX_REASON, MeshMsgError::BadReason)? },
+            (2, 2) => {
+                MeshMsg::RegisterRefused { name: f.name()?, reason: f.text(MAX_REASON, MeshMsgError::BadReason)? }
+            }
             (2, 3) => MeshMsg::Claim { name: f.name()?, home: f.addr()? },
             (2, 4) => MeshMsg::ClaimOk { name: f.name()?, home: f.addr()? },
             (2, 5) => MeshMsg::ClaimConflict { name: f.name()?, holder: f.addr()? },
             (3, 0) => MeshMsg::Send { id: f.uuid()?, to: f.name()?, body: f.text(MAX_BODY, MeshMsgError::BadBody)? },
-            (3, 1) => MeshMsg::Deliver { id: f.uuid()?, from: f.name()?, body: f.text(MAX_BODY, MeshMsgError::BadBody)? },
+            (3, 1) => {
+                MeshMsg::Deliver { id: f.uuid()?, from: f.name()?, body: f.text(MAX_BODY, MeshMsgError::BadBody)? }
+            }
             (3, 2) => MeshMsg::Forward {
                 id: f.uuid()?,
                 hops: f.u8()?,
@@ -501,6 +526,12 @@ impl MeshMsg {
                 let id = f.uuid()?;
                 let b = f.u8()?;
                 MeshMsg::Receipt { id, status: ReceiptStatus::from_u8(b).ok_or(MeshMsgError::BadStatus(b))? }
+            }
+            (3, 4) => {
+                let id = f.uuid()?;
+                let b = f.u8()?;
+                let status = ReceiptStatus::from_u8(b).ok_or(MeshMsgError::BadStatus(b))?;
+                MeshMsg::ReceiptRelay { id, status, hops: f.u8()?, origin: f.addr()? }
             }
             (4, 0) => MeshMsg::Ping { token: f.u64()? },
             (4, 1) => MeshMsg::Pong { token: f.u64()? },
@@ -563,6 +594,7 @@ mod tests {
                 body: "hi".into(),
             },
             MeshMsg::Receipt { id, status: ReceiptStatus::NoSuchUser },
+            MeshMsg::ReceiptRelay { id, status: ReceiptStatus::Delivered, hops: 2, origin: addr("127.0.0.1:5003") },
             MeshMsg::Ping { token: u64::MAX },
             MeshMsg::Pong { token: 0 },
             MeshMsg::Leave,

@@ -1,0 +1,754 @@
+//! A mesh user: one session with a server, an outbox that survives moving between servers,
+//! and (optionally) selection of the fastest server by round-trip time.
+//!
+//! **Outbox.** Every message gets a UUID from the client's generator and stays in the
+//! outbox until its receipt arrives. After any reconnect (a switch or a failover) the client
+//! registers again and resends everything still in the outbox with the same ids; servers
+//! drop copies by id and answer a copy of a delivered message with its receipt, so each
+//! message is delivered exactly once. The outbox holds at most `max_outbox` messages:
+//! [`MeshClient::send`] refuses more.
+//!
+//! **Receiving.** The client remembers the ids of the last 16,384 messages it received
+//! (for ten minutes) and drops a second copy of any of them.
+//!
+//! **Selection.** With [`Selection::Fastest`] the client asks its first reachable server for
+//! the server list, keeps a probe connection to every server, and pings each every
+//! `probe_interval`. Each server's RTT is smoothed with a peak-EWMA (a sample above the
+//! average replaces it at once, lower samples pull it down slowly), so a spike counts at
+//! once and jitter does not. The client moves only when another server is clearly better:
+//! smoothed RTT lower by at least `switch_ratio` of the current one *and* by at least
+//! `switch_min`. A switch says `Leave` on the old session first (so the name is free), then
+//! registers on the new one.
+//!
+//! **Failover.** The session is pinged every `probe_interval`; silent for `dead_after` (or
+//! closed), it is dead, and the client registers on the best other server at once.
+
+use super::reader::MsgReader;
+use super::seen::SeenCache;
+use crate::id::{ConnId, ListenerId};
+use crate::machine::{CloseHow, Input, Machine, Output, OutputQueue, Refusal};
+use crate::time::{Clock, Deadlines, Instant};
+use crate::wire::mesh::{is_valid_body, is_valid_name, MeshMsg, ReceiptStatus, MAX_SERVERS};
+use crate::Env;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// How the client picks its server.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Selection {
+    /// The servers in the order given: the first that works, the next on failure.
+    InOrder,
+    /// The lowest smoothed RTT, moving only when another is clearly better.
+    Fastest {
+        /// Another server must be faster by at least this share of the current RTT.
+        switch_ratio: f64,
+        /// … and by at least this much.
+        switch_min: Duration,
+    },
+}
+
+impl Selection {
+    /// Fastest with the default hysteresis: a third lower and at least 10 ms lower.
+    pub fn fastest() -> Selection {
+        Selection::Fastest { switch_ratio: 1.0 / 3.0, switch_min: Duration::from_millis(10) }
+    }
+}
+
+/// Settings of a mesh client.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The user name to register.
+    pub name: String,
+    /// Servers to use (with `Fastest`, more are learned from the first that answers).
+    pub servers: Vec<SocketAddr>,
+    /// How to pick among them.
+    pub selection: Selection,
+    /// How often the session and each probe are pinged.
+    pub probe_interval: Duration,
+    /// A session silent this long is dead.
+    pub dead_after: Duration,
+    /// A connect that has not completed after this long has failed.
+    pub connect_timeout: Duration,
+    /// Weight of a new RTT sample below the average (peak-EWMA).
+    pub ewma_weight: f64,
+    /// Most messages awaiting receipts.
+    pub max_outbox: usize,
+    /// A message without a receipt this long after it was sent is sent again (same id).
+    pub resend_after: Duration,
+    /// How long to keep retrying a registration refused because the name is still held
+    /// (after a failover, the old server's claim takes a moment to expire).
+    pub register_retry_for: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults for user `name` on `servers`.
+    pub fn new(name: &str, servers: Vec<SocketAddr>, selection: Selection) -> ClientConfig {
+        ClientConfig {
+            name: name.to_owned(),
+            servers,
+            selection,
+            probe_interval: Duration::from_millis(500),
+            dead_after: Duration::from_millis(2500),
+            connect_timeout: Duration::from_secs(1),
+            ewma_weight: 0.2,
+            max_outbox: 1024,
+            resend_after: Duration::from_secs(5),
+            register_retry_for: Duration::from_secs(6),
+        }
+    }
+}
+
+/// What the client reports: what a user sees.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    /// A round-trip sample of a server, and its smoothed value.
+    Rtt {
+        /// The server.
+        server: SocketAddr,
+        /// This sample.
+        sample: Duration,
+        /// The smoothed RTT.
+        smoothed: Duration,
+    },
+    /// The server chosen (first choice, switch or failover), and its smoothed RTT if known.
+    Selected {
+        /// The server.
+        server: SocketAddr,
+        /// Its RTT when chosen.
+        rtt: Option<Duration>,
+        /// Why: "first", "faster" or a failure.
+        why: String,
+    },
+    /// Registered on `server`; sending works.
+    Registered {
+        /// The server.
+        server: SocketAddr,
+    },
+    /// The registration was refused for good.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// A message arrived.
+    Message {
+        /// Its id.
+        id: Uuid,
+        /// The sender.
+        from: String,
+        /// The text.
+        body: String,
+    },
+    /// A message of ours got its receipt.
+    Receipt {
+        /// Its id.
+        id: Uuid,
+        /// The recipient.
+        to: String,
+        /// The outcome.
+        status: ReceiptStatus,
+    },
+    /// The session with `server` ended.
+    Lost {
+        /// The server.
+        server: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// No server can be reached now; the client keeps trying.
+    NoServer,
+}
+
+/// Why [`MeshClient::send`] refused a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The recipient is not a valid name.
+    #[error("invalid recipient name {0:?}")]
+    BadName(String),
+    /// The body is too long.
+    #[error("message too long ({0} bytes, at most 4096)")]
+    TooLong(usize),
+    /// The outbox is full of messages awaiting receipts.
+    #[error("{0} messages are still waiting for receipts")]
+    OutboxFull(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionState {
+    Connecting,
+    Registering,
+    Ready,
+}
+
+#[derive(Debug)]
+struct Session {
+    conn: ConnId,
+    server: SocketAddr,
+    state: SessionState,
+    reader: MsgReader,
+    last_heard: Instant,
+}
+
+#[derive(Debug)]
+struct Probe {
+    conn: Option<ConnId>,
+    up: bool,
+    smoothed: Option<Duration>,
+    /// Token and send time of the ping in flight.
+    in_flight: Option<(u64, Instant)>,
+    reader: MsgReader,
+    last_heard: Instant,
+}
+
+#[derive(Debug)]
+struct Outgoing {
+    to: String,
+    body: String,
+    /// When it was last handed to a server (`None`: not yet).
+    sent_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Tick,
+    ConnectTimeout(ConnId),
+    Retry,
+}
+
+/// A mesh user, as a [`Machine`]. It opens connections only; it listens on nothing.
+#[derive(Debug)]
+pub struct MeshClient {
+    config: ClientConfig,
+    env: Env,
+    clock: Clock,
+    session: Option<Session>,
+    probes: BTreeMap<SocketAddr, Probe>,
+    /// Connection → the server a probe talks to.
+    probe_conns: BTreeMap<ConnId, SocketAddr>,
+    outbox: BTreeMap<Uuid, Outgoing>,
+    outbox_order: VecDeque<Uuid>,
+    /// Ids of messages received, to drop a second copy (offered by a recipient's old and
+    /// new server after a move).
+    received: SeenCache,
+    /// Servers that failed, tried again only after the others.
+    failed: BTreeMap<SocketAddr, Instant>,
+    /// Until when a "name taken" refusal is retried.
+    retry_taken_until: Option<Instant>,
+    registered_once: bool,
+    /// When the client started: with `Fastest`, the first choice waits for every probe's
+    /// first answer, or one probe interval.
+    started: Instant,
+    next_token: u64,
+    left: bool,
+    timers: Deadlines<Timer>,
+    out: OutputQueue<ClientEvent>,
+}
+
+impl MeshClient {
+    /// A client that starts connecting as soon as it runs. Panics on a caller bug: an
+    /// invalid name or no servers.
+    pub fn new(env: Env, now: Instant, config: ClientConfig) -> MeshClient {
+        assert!(is_valid_name(&config.name), "invalid user name {:?}", config.name);
+        assert!(!config.servers.is_empty(), "a mesh client needs at least one server");
+        let mut client = MeshClient {
+            env,
+            clock: Clock::new(now),
+            session: None,
+            probes: BTreeMap::new(),
+            probe_conns: BTreeMap::new(),
+            outbox: BTreeMap::new(),
+            outbox_order: VecDeque::new(),
+            received: SeenCache::new(Duration::from_secs(600), 16_384),
+            failed: BTreeMap::new(),
+            retry_taken_until: None,
+            registered_once: false,
+            started: now,
+            next_token: 1,
+            left: false,
+            timers: Deadlines::new(),
+            out: OutputQueue::default(),
+            config,
+        };
+        if matches!(client.config.selection, Selection::Fastest { .. }) {
+            for server in client.config.servers.clone() {
+                client.add_probe(server);
+            }
+        } else {
+            client.choose("first");
+        }
+        client.timers.set(Timer::Tick, now + client.config.probe_interval);
+        client
+    }
+
+    /// Queues `body` for `to` and sends it if registered; returns its id. It stays in the
+    /// outbox, and is resent after any reconnect, until its receipt arrives.
+    pub fn send(&mut self, now: Instant, to: &str, body: &str) -> Result<Uuid, SendError> {
+        self.clock.advance(now);
+        if !is_valid_name(to) {
+            return Err(SendError::BadName(to.to_owned()));
+        }
+        if !is_valid_body(body) {
+            return Err(SendError::TooLong(body.len()));
+        }
+        if self.outbox.len() >= self.config.max_outbox {
+            return Err(SendError::OutboxFull(self.outbox.len()));
+        }
+        let id = self.env.rng.uuid();
+        self.outbox.insert(id, Outgoing { to: to.to_owned(), body: body.to_owned(), sent_at: None });
+        self.outbox_order.push_back(id);
+        self.flush_outbox(false);
+        Ok(id)
+    }
+
+    /// Leaves the mesh: a disconnect notification, then every connection closes.
+    pub fn leave(&mut self, now: Instant) {
+        self.clock.advance(now);
+        self.left = true;
+        if let Some(s) = self.session.take() {
+            self.out.write(s.conn, MeshMsg::Leave.to_bytes());
+            self.out.close(s.conn, CloseHow::Graceful);
+        }
+        for (conn, _) in std::mem::take(&mut self.probe_conns) {
+            self.out.close(conn, CloseHow::Graceful);
+        }
+        self.probes.clear();
+        self.timers = Deadlines::new();
+    }
+
+    /// The server of the current session, once registered there.
+    pub fn server(&self) -> Option<SocketAddr> {
+        self.session.as_ref().filter(|s| s.state == SessionState::Ready).map(|s| s.server)
+    }
+
+    /// Messages awaiting receipts.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Messages awaiting receipts, oldest first: id and recipient.
+    pub fn outbox(&self) -> Vec<(Uuid, String)> {
+        self.outbox_order.iter().filter_map(|id| self.outbox.get(id).map(|m| (*id, m.to.clone()))).collect()
+    }
+
+    /// Each probed server's smoothed RTT (`None` until its first answer or while down).
+    pub fn rtts(&self) -> Vec<(SocketAddr, Option<Duration>)> {
+        self.probes.iter().map(|(s, p)| (*s, p.smoothed.filter(|_| p.up))).collect()
+    }
+
+    // --- probes ------------------------------------------------------------------------
+
+    fn add_probe(&mut self, server: SocketAddr) {
+        if self.probes.contains_key(&server) || self.probes.len() >= MAX_SERVERS {
+            return;
+        }
+        let now = self.clock.now();
+        self.probes.insert(
+            server,
+            Probe {
+                conn: None,
+                up: false,
+                smoothed: None,
+                in_flight: None,
+                reader: MsgReader::default(),
+                last_heard: now,
+            },
+        );
+        self.open_probe(server);
+    }
+
+    fn open_probe(&mut self, server: SocketAddr) {
+        let Some(probe) = self.probes.get_mut(&server) else { return };
+        if probe.conn.is_some() {
+            return;
+        }
+        let conn = self.env.conn_ids.next();
+        probe.conn = Some(conn);
+        probe.reader = MsgReader::default();
+        probe.in_flight = None;
+        self.probe_conns.insert(conn, server);
+        self.timers.set(Timer::ConnectTimeout(conn), self.clock.now() + self.config.connect_timeout);
+        self.out.push(Output::Connect { conn, to: server });
+    }
+
+    fn probe_down(&mut self, conn: ConnId) {
+        let Some(server) = self.probe_conns.remove(&conn) else { return };
+        self.timers.cancel(Timer::ConnectTimeout(conn));
+        if let Some(probe) = self.probes.get_mut(&server) {
+            probe.conn = None;
+            probe.up = false;
+            probe.in_flight = None;
+        }
+    }
+
+    fn ping_probe(&mut self, server: SocketAddr) {
+        let now = self.clock.now();
+        let token = self.next_token;
+        let Some(probe) = self.probes.get_mut(&server) else { return };
+        let Some(conn) = probe.conn.filter(|_| probe.up) else { return };
+        if let Some((_, sent)) = probe.in_flight {
+            if now.saturating_duration_since(sent) < self.config.dead_after {
+                return;
+            }
+            // No answer for too long: the server is as good as gone.
+            self.out.close(conn, CloseHow::Abort);
+            return self.probe_down(conn);
+        }
+        self.next_token += 1;
+        probe.in_flight = Some((token, now));
+        self.out.write(conn, MeshMsg::Ping { token }.to_bytes());
+    }
+
+    fn probe_message(&mut self, server: SocketAddr, msg: MeshMsg) {
+        let now = self.clock.now();
+        match msg {
+            MeshMsg::Pong { token } => {
+                let weight = self.config.ewma_weight;
+                let Some(probe) = self.probes.get_mut(&server) else { return };
+                let Some((expected, sent)) = probe.in_flight else { return };
+                if token != expected {
+                    return;
+                }
+                probe.in_flight = None;
+                let sample = now.saturating_duration_since(sent);
+                let smoothed = match probe.smoothed {
+                    Some(avg) if sample < avg => avg.mul_f64(1.0 - weight) + sample.mul_f64(weight),
+                    _ => sample,
+                };
+                probe.smoothed = Some(smoothed);
+                self.out.event(ClientEvent::Rtt { server, sample, smoothed });
+                self.reconsider();
+            }
+            MeshMsg::ServerList { servers } => {
+                for s in servers {
+                    self.add_probe(s);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// With `Fastest`: picks a server if there is none, or moves to a clearly better one.
+    fn reconsider(&mut self) {
+        let Selection::Fastest { switch_ratio, switch_min } = self.config.selection else { return };
+        if self.left {
+            return;
+        }
+        let Some((best, best_rtt)) = self.fastest(None) else { return };
+        let Some(session) = &self.session else {
+            // The first choice waits until every known server has answered a probe or
+            // failed to connect (servers learned meanwhile included), for at most two
+            // probe intervals.
+            let waiting = self.probes.values().any(|p| p.conn.is_some() && p.smoothed.is_none());
+            let patience = self.started + self.config.probe_interval * 2;
+            if !waiting || self.clock.now() >= patience || self.registered_once {
+                let why = if self.registered_once { "reconnecting" } else { "first" };
+                self.choose(why);
+            }
+            return;
+        };
+        if session.server == best || session.state != SessionState::Ready {
+            return;
+        }
+        let current = self.probes.get(&session.server).and_then(|p| p.smoothed.filter(|_| p.up));
+        let Some(current) = current else { return };
+        let gain = current.saturating_sub(best_rtt);
+        if gain >= switch_min && gain.as_secs_f64() >= current.as_secs_f64() * switch_ratio {
+            let old = session.server;
+            // Free the name on the old server before claiming it on the new one; until the
+            // old server's `Gone` has reached the new one, a refusal there is retried.
+            self.end_session("moving to a faster server", true);
+            self.failed.remove(&old);
+            self.retry_taken_until = Some(self.clock.now() + self.config.register_retry_for);
+            self.connect(best, Some(best_rtt), format!("{best} is faster than {old}"));
+        }
+    }
+
+    /// The probed server with the lowest smoothed RTT, other than `except`, preferring
+    /// servers that have not failed recently.
+    fn fastest(&self, except: Option<SocketAddr>) -> Option<(SocketAddr, Duration)> {
+        self.probes
+            .iter()
+            .filter(|(s, p)| p.up && Some(**s) != except)
+            .filter_map(|(s, p)| p.smoothed.map(|rtt| (*s, rtt)))
+            .min_by_key(|(s, rtt)| (self.failed.contains_key(s), *rtt, *s))
+    }
+
+    // --- the session -------------------------------------------------------------------
+
+    /// Starts a session on the best candidate (`why` says what prompted it).
+    fn choose(&mut self, why: &str) {
+        if self.left || self.session.is_some() {
+            return;
+        }
+        let pick = match self.config.selection {
+            Selection::Fastest { .. } => self.fastest(None),
+            Selection::InOrder => {
+                let servers = &self.config.servers;
+                let fresh = servers.iter().find(|s| !self.failed.contains_key(s));
+                let oldest_failure = servers.iter().min_by_key(|s| self.failed.get(s).copied());
+                fresh.or(oldest_failure).map(|s| (*s, Duration::ZERO))
+            }
+        };
+        match pick {
+            Some((server, rtt)) => {
+                let rtt = matches!(self.config.selection, Selection::Fastest { .. }).then_some(rtt);
+                self.connect(server, rtt, why.to_owned())
+            }
+            None => {
+                self.out.event(ClientEvent::NoServer);
+                self.timers.set(Timer::Retry, self.clock.now() + self.config.probe_interval);
+            }
+        }
+    }
+
+    fn connect(&mut self, server: SocketAddr, rtt: Option<Duration>, why: String) {
+        let conn = self.env.conn_ids.next();
+        let now = self.clock.now();
+        self.session = Some(Session {
+            conn,
+            server,
+            state: SessionState::Connecting,
+            reader: MsgReader::default(),
+            last_heard: now,
+        });
+        self.timers.set(Timer::ConnectTimeout(conn), now + self.config.connect_timeout);
+        self.out.push(Output::Connect { conn, to: server });
+        self.out.event(ClientEvent::Selected { server, rtt, why });
+    }
+
+    /// Ends the session; `leave` says goodbye first (a planned move).
+    fn end_session(&mut self, reason: &str, leave: bool) {
+        let Some(s) = self.session.take() else { return };
+        self.timers.cancel(Timer::ConnectTimeout(s.conn));
+        if leave {
+            self.out.write(s.conn, MeshMsg::Leave.to_bytes());
+            self.out.close(s.conn, CloseHow::Graceful);
+        } else {
+            self.out.close(s.conn, CloseHow::Abort);
+            self.failed.insert(s.server, self.clock.now());
+        }
+        self.out.event(ClientEvent::Lost { server: s.server, reason: reason.to_owned() });
+    }
+
+    fn session_lost(&mut self, reason: &str) {
+        let Some(s) = &self.session else { return };
+        let server = s.server;
+        self.end_session(reason, false);
+        if let Some(probe) = self.probes.get(&server) {
+            if let Some(conn) = probe.conn {
+                // The server is gone: its probe too, so it is not chosen again at once.
+                self.out.close(conn, CloseHow::Abort);
+                self.probe_down(conn);
+            }
+        }
+        if self.registered_once {
+            self.retry_taken_until = Some(self.clock.now() + self.config.register_retry_for);
+        }
+        self.choose(&format!("{server} failed: {reason}"));
+    }
+
+    fn session_message(&mut self, msg: MeshMsg) {
+        let Some(s) = self.session.as_mut() else { return };
+        let (conn, server) = (s.conn, s.server);
+        match msg {
+            MeshMsg::Registered { .. } if s.state == SessionState::Registering => {
+                s.state = SessionState::Ready;
+                self.registered_once = true;
+                self.retry_taken_until = None;
+                self.failed.remove(&server);
+                self.out.event(ClientEvent::Registered { server });
+                // Everything not yet acknowledged goes again, oldest first, same ids.
+                let _ = conn;
+                self.flush_outbox(true);
+            }
+            MeshMsg::RegisterRefused { reason, .. } => {
+                let now = self.clock.now();
+                let retry = self.retry_taken_until.is_some_and(|until| now < until) && reason.contains("taken");
+                if retry {
+                    // The old server's claim on our name has not expired yet: ask again soon.
+                    self.end_session("name still held elsewhere; retrying", true);
+                    self.timers.set(Timer::Retry, now + self.config.probe_interval);
+                } else {
+                    self.out.event(ClientEvent::Refused { reason });
+                    self.left = true;
+                    self.end_session("registration refused", true);
+                }
+            }
+            MeshMsg::Deliver { id, from, body } => {
+                if self.received.insert(self.clock.now(), id) {
+                    self.out.event(ClientEvent::Message { id, from, body });
+                }
+            }
+            MeshMsg::Receipt { id, status } => {
+                if let Some(m) = self.outbox.remove(&id) {
+                    self.outbox_order.retain(|&i| i != id);
+                    self.out.event(ClientEvent::Receipt { id, to: m.to, status });
+                }
+            }
+            MeshMsg::ServerList { servers } => {
+                for server in servers {
+                    self.add_probe(server);
+                }
+            }
+            MeshMsg::Pong { .. } => {}
+            MeshMsg::Ping { token } => self.out.write(conn, MeshMsg::Pong { token }.to_bytes()),
+            other => {
+                let (kind, subtype) = other.kind();
+                self.session_lost(&format!("server sent unexpected type {} subtype {subtype}", kind.0));
+            }
+        }
+    }
+
+    /// Sends outbox messages on a ready session: those never sent, those sent longer than
+    /// `resend_after` ago, and with `all` every one (a new session).
+    fn flush_outbox(&mut self, all: bool) {
+        let now = self.clock.now();
+        let Some(conn) = self.session.as_ref().filter(|s| s.state == SessionState::Ready).map(|s| s.conn) else {
+            return;
+        };
+        for id in &self.outbox_order {
+            let Some(m) = self.outbox.get_mut(id) else { continue };
+            let due = match m.sent_at {
+                None => true,
+                Some(at) => all || now.saturating_duration_since(at) >= self.config.resend_after,
+            };
+            if due {
+                m.sent_at = Some(now);
+                self.out.write(conn, MeshMsg::Send { id: *id, to: m.to.clone(), body: m.body.clone() }.to_bytes());
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = self.clock.now();
+        self.flush_outbox(false);
+        self.timers.set(Timer::Tick, now + self.config.probe_interval);
+        for server in self.probes.keys().copied().collect::<Vec<_>>() {
+            let has_conn = self.probes.get(&server).is_some_and(|p| p.conn.is_some());
+            if has_conn {
+                self.ping_probe(server);
+            } else {
+                self.open_probe(server);
+            }
+        }
+        if let Some(s) = &self.session {
+            if s.state != SessionState::Connecting {
+                if now.saturating_duration_since(s.last_heard) >= self.config.dead_after {
+                    return self.session_lost("no answer for too long");
+                }
+                let conn = s.conn;
+                let token = self.next_token;
+                self.next_token += 1;
+                self.out.write(conn, MeshMsg::Ping { token }.to_bytes());
+            }
+        }
+        self.reconsider();
+    }
+}
+
+impl Machine for MeshClient {
+    type Event = ClientEvent;
+
+    fn accept(&mut self, _now: Instant, listener: ListenerId, _peer: SocketAddr) -> Result<ConnId, Refusal> {
+        Err(Refusal::UnknownListener(listener))
+    }
+
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        let now = self.clock.advance(now);
+        let Some(conn) = input.conn() else { return };
+        if let Some(&server) = self.probe_conns.get(&conn) {
+            match input {
+                Input::Connected { .. } => {
+                    self.timers.cancel(Timer::ConnectTimeout(conn));
+                    if let Some(p) = self.probes.get_mut(&server) {
+                        p.up = true;
+                        p.last_heard = now;
+                    }
+                    // Learn the mesh from every server, then measure at once.
+                    self.out.write(conn, MeshMsg::ListServers.to_bytes());
+                    self.ping_probe(server);
+                }
+                Input::Received { bytes, .. } => {
+                    let Some(p) = self.probes.get_mut(&server) else { return };
+                    p.last_heard = now;
+                    p.reader.push(bytes);
+                    loop {
+                        let Some(p) = self.probes.get_mut(&server) else { return };
+                        match p.reader.next_msg() {
+                            None => break,
+                            Some(Ok(msg)) => self.probe_message(server, msg),
+                            Some(Err(_)) => {
+                                self.out.close(conn, CloseHow::Abort);
+                                self.probe_down(conn);
+                                break;
+                            }
+                        }
+                    }
+                }
+                Input::ConnectFailed { .. } | Input::Closed { .. } => self.probe_down(conn),
+                Input::ReadClosed { .. } => {
+                    self.out.close(conn, CloseHow::Abort);
+                    self.probe_down(conn);
+                }
+                Input::Sent { .. } | Input::Datagram { .. } => {}
+            }
+            return;
+        }
+        let Some(s) = self.session.as_mut().filter(|s| s.conn == conn) else { return };
+        match input {
+            Input::Connected { .. } => {
+                self.timers.cancel(Timer::ConnectTimeout(conn));
+                s.state = SessionState::Registering;
+                s.last_heard = now;
+                let register = MeshMsg::Register { name: self.config.name.clone() };
+                self.out.write(conn, register.to_bytes());
+                if matches!(self.config.selection, Selection::InOrder) {
+                    self.out.write(conn, MeshMsg::ListServers.to_bytes());
+                }
+            }
+            Input::ConnectFailed { error, .. } => self.session_lost(&format!("connect failed: {error}")),
+            Input::Received { bytes, .. } => {
+                s.last_heard = now;
+                s.reader.push(bytes);
+                loop {
+                    let Some(s) = self.session.as_mut().filter(|s| s.conn == conn) else { return };
+                    match s.reader.next_msg() {
+                        None => return,
+                        Some(Ok(msg)) => self.session_message(msg),
+                        Some(Err(e)) => return self.session_lost(&format!("protocol error: {e}")),
+                    }
+                }
+            }
+            Input::ReadClosed { .. } => self.session_lost("server closed the connection"),
+            Input::Closed { reason, .. } => self.session_lost(&reason.to_string()),
+            Input::Sent { .. } | Input::Datagram { .. } => {}
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.advance(now);
+        while let Some(timer) = self.timers.pop_expired(now) {
+            match timer {
+                Timer::Tick => self.tick(),
+                Timer::Retry => self.choose("retrying"),
+                Timer::ConnectTimeout(conn) => {
+                    if self.probe_conns.contains_key(&conn) {
+                        self.out.close(conn, CloseHow::Abort);
+                        self.probe_down(conn);
+                    } else if self.session.as_ref().is_some_and(|s| s.conn == conn) {
+                        self.session_lost("connect timed out");
+                    }
+                }
+            }
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<Output<ClientEvent>> {
+        self.out.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+}

@@ -1,0 +1,961 @@
+//! A mesh server: accepts users and other servers on one port, keeps a link to every
+//! server it knows, and relays messages between users anywhere in the mesh.
+//!
+//! **Discovery.** The server dials its seeds (its configured peers). The first message on
+//! each link is `Announce` (its own address and every server it knows); a server that
+//! learns of another dials it too, so any connected set of seeds becomes a full mesh.
+//! Links are pinged every `ping_interval`; one silent for `dead_after` is closed and dialled
+//! again with jittered exponential backoff. A server writes to a peer on its own outbound
+//! link when it is up, else on the peer's inbound link; replies go back where the request
+//! came from.
+//!
+//! **Users.** `Register` at one server sends `Claim` to every linked peer; the user is
+//! registered once every peer has answered `ClaimOk` (or `claim_timeout` passed: an
+//! unreachable peer cannot veto). A `ClaimConflict` refuses it. Two servers claiming the
+//! same name at once, or both holding it when a partition heals, settle it by address: the
+//! lower address keeps the name. `Leave`, or the user's connection closing, sends `Gone`.
+//! When a link to a peer dies, the users it held are forgotten.
+//!
+//! **Messages.** Every message carries the sending client's UUID. A server remembers the
+//! ids it has seen ([`SeenCache`]) and passes no copy on, so nothing loops; it delivers an
+//! id to its users at most once, and answers a copy of a message it delivered with its
+//! `Delivered` receipt again (so a client that resends after moving servers learns the
+//! outcome). A recipient that moved between servers may be offered a message by both;
+//! its client drops the second copy by id, so the user sees every message once. A message to a user
+//! whose server is known goes there in one hop; otherwise it floods to every peer with a
+//! hop limit. The origin server turns the destination's receipt into a `Receipt` for the
+//! sender; a receipt that cannot go straight to the origin is relayed through other
+//! servers. When no receipt comes within `flood_timeout` of a flood, the sender is told
+//! "no such user" if the name is unknown; if the name is known, nothing is said and the
+//! client resends (see [`super::client`]).
+//!
+//! **Limits** (each with its policy when reached): `max_connections` (refused at accept),
+//! `max_users` names known mesh-wide (registrations refused; peers' claims beyond it are
+//! accepted but not recorded, so messages to those users flood), [`MAX_SERVERS`] servers
+//! (others ignored), `max_pending` messages awaiting receipts (oldest answered "no such
+//! user"), the dedup cache (oldest id forgotten), and the driver's write queue per
+//! connection (a user that does not read is disconnected).
+
+use super::reader::MsgReader;
+use super::seen::SeenCache;
+use super::MeshEvent;
+use crate::id::{ConnId, ListenerId};
+use crate::machine::{CloseHow, Input, Machine, Output, OutputQueue, Refusal};
+use crate::time::{Clock, Deadlines, Instant};
+use crate::wire::mesh::{is_valid_name, MeshMsg, ReceiptStatus, MAX_SERVERS};
+use crate::Env;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The original's server ports: a server with no `--peer` seeds from the others.
+pub const DEFAULT_PORTS: [u16; 5] = [5001, 5002, 5003, 5004, 5005];
+
+/// Settings of a mesh server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// This server's listening address: its identity in the mesh.
+    pub me: SocketAddr,
+    /// Servers to dial at start.
+    pub seeds: Vec<SocketAddr>,
+    /// How often a link is pinged.
+    pub ping_interval: Duration,
+    /// A link silent this long is dead.
+    pub dead_after: Duration,
+    /// First reconnect delay; doubles per failure.
+    pub backoff_first: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// A dial that has not connected after this long has failed.
+    pub connect_timeout: Duration,
+    /// How long a registration waits for peers' answers.
+    pub claim_timeout: Duration,
+    /// How long the origin waits for the receipt of a message sent to a known server
+    /// before it floods it instead.
+    pub receipt_timeout: Duration,
+    /// How long the origin waits for the receipt of a flooded message before it answers
+    /// "no such user".
+    pub flood_timeout: Duration,
+    /// Server-to-server hops a message may take.
+    pub max_hops: u8,
+    /// Most connections (users, peers, probes) at once.
+    pub max_connections: usize,
+    /// Most user names known mesh-wide.
+    pub max_users: usize,
+    /// Most messages awaiting receipts.
+    pub max_pending: usize,
+    /// How long a message id is remembered.
+    pub dedup_ttl: Duration,
+    /// Most message ids remembered.
+    pub dedup_cap: usize,
+    /// A connection that has not said what it is after this long is closed.
+    pub hello_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults for a server listening on `me` that dials `seeds`.
+    pub fn new(me: SocketAddr, seeds: Vec<SocketAddr>) -> ServerConfig {
+        ServerConfig {
+            me,
+            seeds,
+            ping_interval: Duration::from_secs(1),
+            dead_after: Duration::from_secs(3),
+            backoff_first: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            claim_timeout: Duration::from_secs(1),
+            receipt_timeout: Duration::from_secs(2),
+            flood_timeout: Duration::from_secs(2),
+            max_hops: 3,
+            max_connections: 4096,
+            max_users: 100_000,
+            max_pending: 65_536,
+            dedup_ttl: Duration::from_secs(120),
+            dedup_cap: 1 << 20,
+            hello_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a connection is, once its first message said so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Role {
+    /// Nothing but `ListServers`/`Ping` yet.
+    Unknown,
+    /// A user session; `name` once registered (or while its claim is pending).
+    User { name: Option<String> },
+    /// Another server dialled us.
+    PeerIn { server: SocketAddr },
+    /// We dialled another server.
+    PeerOut { server: SocketAddr },
+}
+
+#[derive(Debug)]
+struct Conn {
+    role: Role,
+    reader: MsgReader,
+    /// The remote address of the socket, for logs.
+    addr: SocketAddr,
+    last_heard: Instant,
+}
+
+/// Our outbound link to one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Waiting to dial (after a failure: backoff).
+    Idle,
+    /// Dialled, not connected yet.
+    Connecting(ConnId),
+    /// Connected and announced.
+    Up(ConnId),
+}
+
+#[derive(Debug)]
+struct Peer {
+    link: Link,
+    /// Consecutive failed dials, for the backoff.
+    failures: u32,
+    /// The peer's own link to us, if it has one.
+    inbound: Option<ConnId>,
+}
+
+/// A registration waiting for peers' answers.
+#[derive(Debug)]
+struct PendingClaim {
+    conn: ConnId,
+    waiting: BTreeSet<SocketAddr>,
+    deadline: Instant,
+}
+
+/// A message from a local user awaiting its receipt.
+#[derive(Debug)]
+struct PendingSend {
+    /// The sender's connection.
+    conn: ConnId,
+    from: String,
+    to: String,
+    body: String,
+    flooded: bool,
+    deadline: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// Periodic: pings, dead links, claim and receipt deadlines, idle hellos.
+    Tick,
+    /// Dial this peer (after backoff).
+    Dial(SocketAddr),
+    /// This dial has taken too long.
+    ConnectTimeout(ConnId),
+}
+
+/// A mesh server, as a [`Machine`]. Listener 0 takes users and servers alike.
+#[derive(Debug)]
+pub struct MeshServer {
+    config: ServerConfig,
+    env: Env,
+    clock: Clock,
+    conns: BTreeMap<ConnId, Conn>,
+    peers: BTreeMap<SocketAddr, Peer>,
+    /// Registered users here → their connection.
+    local: BTreeMap<String, ConnId>,
+    /// Registrations waiting for peers.
+    claims: BTreeMap<String, PendingClaim>,
+    /// Users elsewhere → their server.
+    remote: BTreeMap<String, SocketAddr>,
+    pending: BTreeMap<Uuid, PendingSend>,
+    /// `pending` ids in arrival order, to answer the oldest when full.
+    pending_order: VecDeque<Uuid>,
+    seen: SeenCache,
+    timers: Deadlines<Timer>,
+    out: OutputQueue<MeshEvent>,
+}
+
+impl MeshServer {
+    /// A server that will dial `config.seeds` as soon as it runs.
+    pub fn new(env: Env, now: Instant, config: ServerConfig) -> MeshServer {
+        let seen = SeenCache::new(config.dedup_ttl, config.dedup_cap);
+        let mut server = MeshServer {
+            env,
+            clock: Clock::new(now),
+            conns: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            local: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            remote: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            pending_order: VecDeque::new(),
+            seen,
+            timers: Deadlines::new(),
+            out: OutputQueue::default(),
+            config,
+        };
+        for seed in server.config.seeds.clone() {
+            server.learn(seed);
+        }
+        server.timers.set(Timer::Tick, now + server.config.ping_interval);
+        server
+    }
+
+    /// This server's address in the mesh.
+    pub fn me(&self) -> SocketAddr {
+        self.config.me
+    }
+
+    /// Servers with an outbound link up.
+    pub fn linked_peers(&self) -> Vec<SocketAddr> {
+        self.peers.iter().filter(|(_, p)| matches!(p.link, Link::Up(_))).map(|(a, _)| *a).collect()
+    }
+
+    /// Every server this one knows of (itself excluded).
+    pub fn known_peers(&self) -> Vec<SocketAddr> {
+        self.peers.keys().copied().collect()
+    }
+
+    /// Users registered here.
+    pub fn local_users(&self) -> Vec<String> {
+        self.local.keys().cloned().collect()
+    }
+
+    /// Where this server believes `name` is: itself, a peer, or nowhere.
+    pub fn location(&self, name: &str) -> Option<SocketAddr> {
+        if self.local.contains_key(name) {
+            return Some(self.config.me);
+        }
+        self.remote.get(name).copied()
+    }
+
+    /// The dedup cache (its size, cap and evictions).
+    pub fn seen(&self) -> &SeenCache {
+        &self.seen
+    }
+
+    /// Messages awaiting receipts.
+    pub fn pending_receipts(&self) -> usize {
+        self.pending.len()
+    }
+
+    // --- peers -------------------------------------------------------------------------
+
+    /// Adds `server` to the known set and dials it, unless it is us, known already, or the
+    /// set is full.
+    fn learn(&mut self, server: SocketAddr) {
+        if server == self.config.me || self.peers.contains_key(&server) || self.peers.len() + 1 >= MAX_SERVERS {
+            return;
+        }
+        self.peers.insert(server, Peer { link: Link::Idle, failures: 0, inbound: None });
+        self.out.event(MeshEvent::PeerLearned { server });
+        self.dial(server);
+    }
+
+    fn dial(&mut self, server: SocketAddr) {
+        let Some(peer) = self.peers.get_mut(&server) else { return };
+        if peer.link != Link::Idle {
+            return;
+        }
+        let conn = self.env.conn_ids.next();
+        peer.link = Link::Connecting(conn);
+        let now = self.clock.now();
+        self.conns.insert(
+            conn,
+            Conn { role: Role::PeerOut { server }, reader: MsgReader::default(), addr: server, last_heard: now },
+        );
+        self.timers.set(Timer::ConnectTimeout(conn), now + self.config.connect_timeout);
+        self.out.push(Output::Connect { conn, to: server });
+    }
+
+    /// Our outbound link to `server` failed or died: forget its users if we have no other
+    /// way to it, and dial again after a backoff.
+    fn link_down(&mut self, server: SocketAddr, reason: &str) {
+        let now = self.clock.now();
+        let Some(peer) = self.peers.get_mut(&server) else { return };
+        let was_up = matches!(peer.link, Link::Up(_));
+        peer.link = Link::Idle;
+        peer.failures = if was_up { 0 } else { peer.failures.saturating_add(1) };
+        let exponent = peer.failures.min(16);
+        let base = self.config.backoff_first.saturating_mul(1 << exponent).min(self.config.backoff_max);
+        let delay = self.env.rng.jitter(base, 0.2).min(self.config.backoff_max);
+        self.timers.set(Timer::Dial(server), now + delay);
+        if was_up {
+            self.out.event(MeshEvent::PeerDown { server, reason: reason.to_owned() });
+        }
+        if self.channel(server).is_none() {
+            self.release_claims_waiting_on(server);
+        }
+    }
+
+    /// Forgets where users of `server` were. Called when our link to it comes up: it
+    /// claims its users again right after, so entries left from before (a crash, a
+    /// partition) do not outlive it. Entries are *not* dropped when a link dies: the users
+    /// may still be reachable through other servers, and a message to them floods.
+    fn forget_users_at(&mut self, server: SocketAddr) {
+        self.remote.retain(|_, home| *home != server);
+    }
+
+    /// The connection to write to `server` on: our link if up, else its link to us.
+    fn channel(&self, server: SocketAddr) -> Option<ConnId> {
+        let peer = self.peers.get(&server)?;
+        match peer.link {
+            Link::Up(conn) => Some(conn),
+            _ => peer.inbound,
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, msg: &MeshMsg) {
+        self.out.write(conn, msg.to_bytes());
+    }
+
+    fn send_to_server(&mut self, server: SocketAddr, msg: &MeshMsg) -> bool {
+        match self.channel(server) {
+            Some(conn) => {
+                self.send(conn, msg);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Servers we can write to now.
+    fn reachable_peers(&self) -> Vec<SocketAddr> {
+        self.peers.keys().copied().filter(|&s| self.channel(s).is_some()).collect()
+    }
+
+    fn announce(&self) -> MeshMsg {
+        MeshMsg::Announce { server: self.config.me, known: self.peers.keys().copied().collect() }
+    }
+
+    fn server_list(&self) -> MeshMsg {
+        let mut servers = vec![self.config.me];
+        servers.extend(self.peers.keys().copied().take(MAX_SERVERS - 1));
+        MeshMsg::ServerList { servers }
+    }
+
+    /// A peer's identity is known on `conn` and it can be written to: tell it our users.
+    fn peer_reachable(&mut self, server: SocketAddr, conn: ConnId) {
+        let claims: Vec<MeshMsg> = self
+            .local
+            .keys()
+            .chain(self.claims.keys())
+            .map(|name| MeshMsg::Claim { name: name.clone(), home: self.config.me })
+            .collect();
+        for claim in claims {
+            self.send(conn, &claim);
+        }
+        // A pending registration now waits for this peer too.
+        let deadline = self.clock.now() + self.config.claim_timeout;
+        for claim in self.claims.values_mut() {
+            if claim.waiting.insert(server) {
+                claim.deadline = claim.deadline.max(deadline);
+            }
+        }
+    }
+
+    // --- connections -------------------------------------------------------------------
+
+    fn close(&mut self, conn: ConnId, how: CloseHow, reason: &str) {
+        if self.conns.contains_key(&conn) {
+            self.out.close(conn, how);
+        }
+        self.gone(conn, reason);
+    }
+
+    /// `conn` is finished (closed by us or by the peer): undo whatever it was.
+    fn gone(&mut self, conn: ConnId, reason: &str) {
+        let Some(c) = self.conns.remove(&conn) else { return };
+        self.timers.cancel(Timer::ConnectTimeout(conn));
+        match c.role {
+            Role::Unknown => {}
+            Role::User { name } => {
+                if let Some(name) = name {
+                    self.user_left(&name, conn, reason);
+                }
+                // Its messages' receipts have nowhere to go; the client resends after it
+                // reconnects, and the destinations' dedup keeps that exactly-once.
+                self.pending.retain(|_, p| p.conn != conn);
+            }
+            Role::PeerIn { server } => {
+                if let Some(peer) = self.peers.get_mut(&server) {
+                    if peer.inbound == Some(conn) {
+                        peer.inbound = None;
+                    }
+                }
+                if self.channel(server).is_none() {
+                    self.release_claims_waiting_on(server);
+                }
+            }
+            Role::PeerOut { server } => {
+                let ours = self
+                    .peers
+                    .get(&server)
+                    .is_some_and(|p| matches!(p.link, Link::Connecting(c) | Link::Up(c) if c == conn));
+                if ours {
+                    self.link_down(server, reason);
+                }
+            }
+        }
+    }
+
+    fn user_left(&mut self, name: &str, conn: ConnId, reason: &str) {
+        if self.local.get(name) == Some(&conn) {
+            self.local.remove(name);
+            let gone = MeshMsg::Gone { name: name.to_owned(), home: self.config.me };
+            for server in self.reachable_peers() {
+                self.send_to_server(server, &gone);
+            }
+            self.out.event(MeshEvent::UserLeft { name: name.to_owned(), reason: reason.to_owned() });
+        } else if self.claims.get(name).is_some_and(|c| c.conn == conn) {
+            self.claims.remove(name);
+        }
+    }
+
+    fn protocol_error(&mut self, conn: ConnId, reason: String) {
+        let addr = self.conns.get(&conn).map(|c| c.addr);
+        if let Some(addr) = addr {
+            self.out.event(MeshEvent::ProtocolError { peer: addr, reason: reason.clone() });
+        }
+        self.close(conn, CloseHow::Abort, &format!("protocol error: {reason}"));
+    }
+
+    fn received(&mut self, conn: ConnId, bytes: &[u8]) {
+        let now = self.clock.now();
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        c.last_heard = now;
+        c.reader.push(bytes);
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else { return };
+            match c.reader.next_msg() {
+                None => return,
+                Some(Ok(msg)) => self.message(conn, msg),
+                Some(Err(e)) => return self.protocol_error(conn, e.to_string()),
+            }
+        }
+    }
+
+    fn message(&mut self, conn: ConnId, msg: MeshMsg) {
+        let Some(c) = self.conns.get(&conn) else { return };
+        let role = c.role.clone();
+        match (role, msg) {
+            (_, MeshMsg::Ping { token }) => self.send(conn, &MeshMsg::Pong { token }),
+            (_, MeshMsg::Pong { .. }) => {}
+            (_, MeshMsg::ListServers) => {
+                let list = self.server_list();
+                self.send(conn, &list);
+            }
+            (Role::Unknown, MeshMsg::Register { name }) => {
+                self.set_role(conn, Role::User { name: None });
+                self.register(conn, name);
+            }
+            (Role::Unknown, MeshMsg::Announce { server, known }) => {
+                self.set_role(conn, Role::PeerIn { server });
+                self.learn(server);
+                if let Some(peer) = self.peers.get_mut(&server) {
+                    peer.inbound = Some(conn);
+                }
+                self.learn_all(known);
+                self.peer_reachable(server, conn);
+            }
+            (Role::PeerIn { .. } | Role::PeerOut { .. }, MeshMsg::Announce { server: _, known }) => {
+                self.learn_all(known)
+            }
+            (Role::User { name: None }, MeshMsg::Register { name }) if !self.is_pending(conn) => {
+                self.register(conn, name)
+            }
+            (Role::User { name: Some(held) }, MeshMsg::Register { name }) => {
+                let reason = format!("already registered as {held}");
+                self.send(conn, &MeshMsg::RegisterRefused { name, reason });
+            }
+            (Role::User { name: Some(from) }, MeshMsg::Send { id, to, body })
+                if self.local.get(&from) == Some(&conn) =>
+            {
+                self.user_send(conn, id, from, to, body)
+            }
+            (Role::User { .. }, MeshMsg::Send { id, .. }) => {
+                let status = ReceiptStatus::NoSuchUser;
+                self.send(conn, &MeshMsg::Receipt { id, status });
+                self.protocol_error(conn, "sent a message before registering".into());
+            }
+            (Role::User { .. }, MeshMsg::Leave) => self.close(conn, CloseHow::Graceful, "left"),
+            (Role::PeerIn { server } | Role::PeerOut { server }, msg) => self.peer_message(conn, server, msg),
+            (_, msg) => {
+                let (kind, subtype) = msg.kind();
+                self.protocol_error(conn, format!("unexpected message type {} subtype {subtype}", kind.0));
+            }
+        }
+    }
+
+    fn set_role(&mut self, conn: ConnId, role: Role) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.role = role;
+        }
+    }
+
+    fn learn_all(&mut self, servers: Vec<SocketAddr>) {
+        let before = self.peers.len();
+        for server in servers {
+            self.learn(server);
+        }
+        if self.peers.len() > before {
+            // Tell everyone we link to about the newcomers, so the mesh closes quickly.
+            let announce = self.announce();
+            for server in self.linked_peers() {
+                self.send_to_server(server, &announce);
+            }
+        }
+    }
+
+    fn is_pending(&self, conn: ConnId) -> bool {
+        self.claims.values().any(|c| c.conn == conn)
+    }
+
+    // --- users -------------------------------------------------------------------------
+
+    fn refuse(&mut self, conn: ConnId, name: String, reason: String) {
+        self.out.event(MeshEvent::RegisterRefused { name: name.clone(), reason: reason.clone() });
+        self.send(conn, &MeshMsg::RegisterRefused { name, reason });
+    }
+
+    fn known_names(&self) -> usize {
+        self.local.len() + self.claims.len() + self.remote.len()
+    }
+
+    fn register(&mut self, conn: ConnId, name: String) {
+        if !is_valid_name(&name) {
+            return self.refuse(conn, name, "invalid name".into());
+        }
+        // A name held at a server we cannot reach is not live: its user is moving away
+        // from a server that died (the old entry goes when that server is back).
+        let live = |at: SocketAddr| at == self.config.me || self.channel(at).is_some();
+        if let Some(at) = self.location(&name).filter(|&at| live(at)) {
+            return self.refuse(conn, name.clone(), format!("name {name} is taken (at {at})"));
+        }
+        if self.claims.contains_key(&name) {
+            return self.refuse(conn, name.clone(), format!("name {name} is being registered by someone else"));
+        }
+        if self.known_names() >= self.config.max_users {
+            return self.refuse(conn, name, format!("the mesh is full ({} users)", self.config.max_users));
+        }
+        self.set_role(conn, Role::User { name: Some(name.clone()) });
+        let waiting: BTreeSet<SocketAddr> = self.reachable_peers().into_iter().collect();
+        let claim = MeshMsg::Claim { name: name.clone(), home: self.config.me };
+        for &server in &waiting {
+            self.send_to_server(server, &claim);
+        }
+        let deadline = self.clock.now() + self.config.claim_timeout;
+        self.claims.insert(name.clone(), PendingClaim { conn, waiting, deadline });
+        self.settle_claim(&name);
+    }
+
+    /// Registers `name` if no peer is left to answer its claim.
+    fn settle_claim(&mut self, name: &str) {
+        let now = self.clock.now();
+        let Some(claim) = self.claims.get(name) else { return };
+        if !claim.waiting.is_empty() && claim.deadline > now {
+            return;
+        }
+        let conn = claim.conn;
+        self.claims.remove(name);
+        self.local.insert(name.to_owned(), conn);
+        self.send(conn, &MeshMsg::Registered { name: name.to_owned() });
+        self.out.event(MeshEvent::UserRegistered { name: name.to_owned() });
+    }
+
+    fn release_claims_waiting_on(&mut self, server: SocketAddr) {
+        let names: Vec<String> =
+            self.claims.iter_mut().filter_map(|(n, c)| c.waiting.remove(&server).then(|| n.clone())).collect();
+        for name in names {
+            self.settle_claim(&name);
+        }
+    }
+
+    /// A local registration or user lost `name` to `holder`.
+    fn lose_name(&mut self, name: &str, holder: SocketAddr) {
+        if let Some(claim) = self.claims.remove(name) {
+            self.refuse(claim.conn, name.to_owned(), format!("name {name} is taken (at {holder})"));
+        } else if let Some(conn) = self.local.remove(name) {
+            // A partition healed with the name held on both sides: the lower address keeps it.
+            let reason = format!("name {name} is also held at {holder}, which keeps it");
+            self.set_role(conn, Role::User { name: None });
+            self.out.event(MeshEvent::UserLeft { name: name.to_owned(), reason: reason.clone() });
+            self.send(conn, &MeshMsg::RegisterRefused { name: name.to_owned(), reason });
+            self.close(conn, CloseHow::Graceful, "name lost");
+        }
+        if self.known_names() < self.config.max_users {
+            self.remote.insert(name.to_owned(), holder);
+        }
+    }
+
+    fn on_claim(&mut self, conn: ConnId, name: String, home: SocketAddr) {
+        let me = self.config.me;
+        let holder = if self.local.contains_key(&name) || self.claims.contains_key(&name) {
+            Some(me)
+        } else {
+            self.remote.get(&name).copied().filter(|&h| h != home && self.channel(h).is_some())
+        };
+        match holder {
+            Some(holder) if holder < home => {
+                self.send(conn, &MeshMsg::ClaimConflict { name, holder });
+            }
+            Some(holder) if holder == me => {
+                self.lose_name(&name, home);
+                self.send(conn, &MeshMsg::ClaimOk { name, home });
+            }
+            _ => {
+                if self.remote.contains_key(&name) || self.known_names() < self.config.max_users {
+                    self.remote.insert(name.clone(), home);
+                }
+                self.send(conn, &MeshMsg::ClaimOk { name, home });
+            }
+        }
+    }
+
+    // --- messages ----------------------------------------------------------------------
+
+    fn user_send(&mut self, conn: ConnId, id: Uuid, from: String, to: String, body: String) {
+        let now = self.clock.now();
+        let new = self.seen.insert(now, id);
+        if !new && self.seen.delivered(&id) {
+            return self.send(conn, &MeshMsg::Receipt { id, status: ReceiptStatus::Delivered });
+        }
+        if let Some(&recipient) = self.local.get(&to) {
+            self.send(recipient, &MeshMsg::Deliver { id, from, body });
+            self.seen.mark_delivered(&id);
+            self.send(conn, &MeshMsg::Receipt { id, status: ReceiptStatus::Delivered });
+            return self.out.event(MeshEvent::Delivered { id, to });
+        }
+        if !new && self.pending.contains_key(&id) {
+            // A resend while the first is on its way: its receipt will come to this session.
+            if let Some(p) = self.pending.get_mut(&id) {
+                p.conn = conn;
+            }
+            return;
+        }
+        let home = self.remote.get(&to).copied().filter(|&h| self.channel(h).is_some());
+        let forward = MeshMsg::Forward {
+            id,
+            hops: self.config.max_hops,
+            origin: self.config.me,
+            from: from.clone(),
+            to: to.clone(),
+            body: body.clone(),
+        };
+        let flooded = match home {
+            Some(home) => {
+                self.send_to_server(home, &forward);
+                false
+            }
+            None => {
+                self.flood(&forward, &[]);
+                true
+            }
+        };
+        let wait = if flooded { self.config.flood_timeout } else { self.config.receipt_timeout };
+        self.track(id, PendingSend { conn, from, to, body, flooded, deadline: now + wait });
+    }
+
+    fn track(&mut self, id: Uuid, send: PendingSend) {
+        while self.pending.len() >= self.config.max_pending.max(1) {
+            let Some(oldest) = self.pending_order.pop_front() else { break };
+            if let Some(p) = self.pending.remove(&oldest) {
+                self.send(p.conn, &MeshMsg::Receipt { id: oldest, status: ReceiptStatus::NoSuchUser });
+            }
+        }
+        if self.pending.insert(id, send).is_none() {
+            self.pending_order.push_back(id);
+        }
+    }
+
+    /// Sends `msg` to every reachable peer except `skip`.
+    fn flood(&mut self, msg: &MeshMsg, skip: &[SocketAddr]) {
+        for server in self.reachable_peers() {
+            if !skip.contains(&server) {
+                self.send_to_server(server, msg);
+            }
+        }
+    }
+
+    fn peer_message(&mut self, conn: ConnId, server: SocketAddr, msg: MeshMsg) {
+        match msg {
+            MeshMsg::Claim { name, home } => self.on_claim(conn, name, home),
+            MeshMsg::ClaimOk { name, home } if home == self.config.me => {
+                if let Some(claim) = self.claims.get_mut(&name) {
+                    claim.waiting.remove(&server);
+                }
+                self.settle_claim(&name);
+            }
+            MeshMsg::ClaimOk { .. } => {}
+            MeshMsg::ClaimConflict { name, holder } => {
+                if holder != self.config.me && (self.claims.contains_key(&name) || holder < self.config.me) {
+                    self.lose_name(&name, holder);
+                }
+            }
+            MeshMsg::Gone { name, home } => {
+                if self.remote.get(&name) == Some(&home) {
+                    self.remote.remove(&name);
+                }
+            }
+            MeshMsg::Forward { id, hops, origin, from, to, body } => {
+                self.on_forward(server, id, hops, origin, from, to, body)
+            }
+            MeshMsg::ReceiptRelay { id, status, hops, origin } if origin != self.config.me => {
+                // Each relayed receipt is passed on once: its id, with the top bit of the
+                // UUID's first byte flipped, marks it in the dedup cache.
+                let mut mark = *id.as_bytes();
+                mark[0] ^= 0x80;
+                if self.seen.insert(self.clock.now(), Uuid::from_bytes(mark)) {
+                    if let Some(hops) = hops.checked_sub(1) {
+                        self.receipt_to(origin, id, status, hops, &[server]);
+                    }
+                }
+            }
+            MeshMsg::Receipt { id, status } | MeshMsg::ReceiptRelay { id, status, .. } => self.peer_receipt(id, status),
+            msg => {
+                let (kind, subtype) = msg.kind();
+                self.protocol_error(
+                    conn,
+                    format!("unexpected message type {} subtype {subtype} from a server", kind.0),
+                );
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_forward(
+        &mut self,
+        via: SocketAddr,
+        id: Uuid,
+        hops: u8,
+        origin: SocketAddr,
+        from: String,
+        to: String,
+        body: String,
+    ) {
+        let now = self.clock.now();
+        let new = self.seen.insert(now, id);
+        if self.seen.delivered(&id) {
+            return self.receipt_to(origin, id, ReceiptStatus::Delivered, self.config.max_hops, &[via]);
+        }
+        // A copy of a message this server only passed on may find its recipient here now
+        // (it moved here since): deliver it. If it got the message on its old server, its
+        // client drops the copy by id.
+        if let Some(&recipient) = self.local.get(&to) {
+            self.send(recipient, &MeshMsg::Deliver { id, from, body });
+            self.seen.mark_delivered(&id);
+            self.receipt_to(origin, id, ReceiptStatus::Delivered, self.config.max_hops, &[via]);
+            return self.out.event(MeshEvent::Delivered { id, to });
+        }
+        if !new {
+            return;
+        }
+        let Some(hops) = hops.checked_sub(1) else { return };
+        let forward = MeshMsg::Forward { id, hops, origin, from, to: to.clone(), body };
+        match self.remote.get(&to).copied().filter(|&h| h != via && h != origin && self.channel(h).is_some()) {
+            Some(home) => {
+                self.send_to_server(home, &forward);
+            }
+            None => self.flood(&forward, &[via, origin]),
+        }
+    }
+
+    /// A receipt for a message from a user here: hand it to the user's session.
+    fn peer_receipt(&mut self, id: Uuid, status: ReceiptStatus) {
+        let Some(p) = self.pending.remove(&id) else { return };
+        self.pending_order.retain(|&i| i != id);
+        self.send(p.conn, &MeshMsg::Receipt { id, status });
+        let event = match status {
+            ReceiptStatus::Delivered => MeshEvent::Delivered { id, to: p.to },
+            ReceiptStatus::NoSuchUser => MeshEvent::NoSuchUser { id, to: p.to },
+        };
+        self.out.event(event);
+    }
+
+    /// Sends a receipt to the origin server: directly when there is a link to it, else
+    /// relayed through every other reachable peer but `skip`, with `hops` left.
+    fn receipt_to(&mut self, origin: SocketAddr, id: Uuid, status: ReceiptStatus, hops: u8, skip: &[SocketAddr]) {
+        if origin == self.config.me {
+            return self.peer_receipt(id, status);
+        }
+        if !self.send_to_server(origin, &MeshMsg::Receipt { id, status }) {
+            let mut skip = skip.to_vec();
+            skip.push(origin);
+            self.flood(&MeshMsg::ReceiptRelay { id, status, hops, origin }, &skip);
+        }
+    }
+
+    // --- time --------------------------------------------------------------------------
+
+    fn tick(&mut self) {
+        let now = self.clock.now();
+        self.timers.set(Timer::Tick, now + self.config.ping_interval);
+        self.seen.expire(now);
+        // Links: ping the live ones, close the silent ones; close connections that never
+        // said what they are.
+        let mut dead = Vec::new();
+        let mut ping = Vec::new();
+        for (&id, c) in &self.conns {
+            let silent = now.saturating_duration_since(c.last_heard);
+            match c.role {
+                Role::PeerOut { server } if self.peers.get(&server).is_some_and(|p| p.link == Link::Up(id)) => {
+                    if silent >= self.config.dead_after {
+                        dead.push((id, "no answer to pings"));
+                    } else {
+                        ping.push(id);
+                    }
+                }
+                Role::PeerIn { .. } if silent >= self.config.dead_after * 3 => dead.push((id, "silent peer")),
+                Role::Unknown if silent >= self.config.hello_timeout => dead.push((id, "said nothing")),
+                _ => {}
+            }
+        }
+        for (id, reason) in dead {
+            self.close(id, CloseHow::Abort, reason);
+        }
+        let token = now.since_zero().as_micros() as u64;
+        for id in ping {
+            self.send(id, &MeshMsg::Ping { token });
+        }
+        // Registrations whose peers did not all answer in time.
+        let due: Vec<String> = self.claims.iter().filter(|(_, c)| c.deadline <= now).map(|(n, _)| n.clone()).collect();
+        for name in due {
+            self.settle_claim(&name);
+        }
+        // Messages whose receipt did not come.
+        let due: Vec<Uuid> = self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
+        for id in due {
+            self.receipt_overdue(id);
+        }
+    }
+
+    fn receipt_overdue(&mut self, id: Uuid) {
+        let now = self.clock.now();
+        let Some(p) = self.pending.get_mut(&id) else { return };
+        if !p.flooded {
+            // The user may have moved: look for it everywhere.
+            p.flooded = true;
+            p.deadline = now + self.config.flood_timeout;
+            let forward = MeshMsg::Forward {
+                id,
+                hops: self.config.max_hops,
+                origin: self.config.me,
+                from: p.from.clone(),
+                to: p.to.clone(),
+                body: p.body.clone(),
+            };
+            return self.flood(&forward, &[]);
+        }
+        let p = self.pending.remove(&id).expect("present");
+        self.pending_order.retain(|&i| i != id);
+        if self.location(&p.to).is_some() {
+            // The recipient exists but its receipt did not come (a link that died with
+            // the message or the receipt on it): say nothing. The client resends with
+            // the same id, and the recipient's server answers a copy with its receipt.
+            return self.out.event(MeshEvent::ReceiptOverdue { id, to: p.to });
+        }
+        self.send(p.conn, &MeshMsg::Receipt { id, status: ReceiptStatus::NoSuchUser });
+        self.out.event(MeshEvent::NoSuchUser { id, to: p.to });
+    }
+}
+
+impl Machine for MeshServer {
+    type Event = MeshEvent;
+
+    fn accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr) -> Result<ConnId, Refusal> {
+        let now = self.clock.advance(now);
+        if listener != ListenerId(0) {
+            return Err(Refusal::UnknownListener(listener));
+        }
+        if self.conns.len() >= self.config.max_connections {
+            return Err(Refusal::AtCapacity { limit: self.config.max_connections });
+        }
+        let conn = self.env.conn_ids.next();
+        self.conns
+            .insert(conn, Conn { role: Role::Unknown, reader: MsgReader::default(), addr: peer, last_heard: now });
+        Ok(conn)
+    }
+
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.clock.advance(now);
+        match input {
+            Input::Connected { conn, .. } => {
+                self.timers.cancel(Timer::ConnectTimeout(conn));
+                let Some(Conn { role: Role::PeerOut { server }, .. }) = self.conns.get(&conn) else { return };
+                let server = *server;
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.last_heard = self.clock.now();
+                }
+                if let Some(peer) = self.peers.get_mut(&server) {
+                    peer.link = Link::Up(conn);
+                }
+                self.forget_users_at(server);
+                let announce = self.announce();
+                self.send(conn, &announce);
+                self.out.event(MeshEvent::PeerUp { server });
+                self.peer_reachable(server, conn);
+            }
+            Input::ConnectFailed { conn, error } => self.gone(conn, &format!("connect failed: {error}")),
+            Input::Received { conn, bytes } => self.received(conn, bytes),
+            Input::ReadClosed { conn } => self.close(conn, CloseHow::Graceful, "closed by peer"),
+            Input::Closed { conn, reason } => self.gone(conn, &reason.to_string()),
+            Input::Sent { .. } | Input::Datagram { .. } => {}
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.advance(now);
+        while let Some(timer) = self.timers.pop_expired(now) {
+            match timer {
+                Timer::Tick => self.tick(),
+                Timer::Dial(server) => self.dial(server),
+                Timer::ConnectTimeout(conn) => self.close(conn, CloseHow::Abort, "connect timed out"),
+            }
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<Output<MeshEvent>> {
+        self.out.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+}

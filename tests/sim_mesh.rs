@@ -1,0 +1,363 @@
+//! The P2P mesh under the simulator: real `MeshServer` and `MeshClient` machines on
+//! simulated hosts.
+//!
+//! The first tests pin one behaviour each at one seed; `mesh_survives_faults` sweeps 500
+//! seeds of a 5-server mesh with 20 users, random traffic, latency and jitter, a dropped
+//! peer link and a server crash and restart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use switchyard_core::mesh::client::{ClientConfig, ClientEvent, MeshClient, Selection};
+use switchyard_core::mesh::server::{MeshServer, ServerConfig};
+use switchyard_core::sim::{check_seeds, Cut, HostId, HostSpec, LinkConfig, NetConfig, Sim, TestId};
+use switchyard_core::wire::mesh::ReceiptStatus;
+use switchyard_core::{Instant, ListenerId, Rng};
+use uuid::Uuid;
+
+const PORT: u16 = 5001;
+
+fn lan() -> LinkConfig {
+    LinkConfig::new(Duration::from_millis(5), Duration::from_millis(1))
+}
+
+struct Mesh {
+    sim: Sim,
+    servers: Vec<(HostId, SocketAddr)>,
+    users: BTreeMap<String, HostId>,
+}
+
+impl Mesh {
+    /// `n` servers; server i is seeded with server i-1 only (a chain), so the full mesh
+    /// must come from discovery.
+    fn new(seed: u64, n: usize, link: LinkConfig) -> Mesh {
+        let mut sim = Sim::new(seed, NetConfig { link, ..NetConfig::default() });
+        let mut servers = Vec::new();
+        for i in 0..n {
+            let ip: IpAddr = [10, 0, 0, i as u8 + 1].into();
+            let me = SocketAddr::new(ip, PORT);
+            let seeds: Vec<SocketAddr> = servers.last().map(|&(_, a)| a).into_iter().collect();
+            let host = sim
+                .add_host(&format!("server{}", i + 1), ip, move |env, now| {
+                    MeshServer::new(env, now, ServerConfig::new(me, seeds.clone()))
+                })
+                .unwrap();
+            let addr = sim.listen(host, ListenerId(0), PORT).unwrap();
+            assert_eq!(addr, me);
+            servers.push((host, addr));
+        }
+        Mesh { sim, servers, users: BTreeMap::new() }
+    }
+
+    /// A user on `servers` (in that order of preference), booting at `at`.
+    fn user(&mut self, name: &str, servers: Vec<SocketAddr>, selection: Selection, at: Instant) -> HostId {
+        let n = self.users.len() as u16 + 1;
+        let [hi, lo] = n.to_be_bytes();
+        let config = ClientConfig::new(name, servers, selection);
+        let spec = HostSpec::new(format!("user-{name}"), [10, 1, hi, lo].into()).down();
+        let host = self.sim.add_host_with(spec, move |env, now| MeshClient::new(env, now, config.clone())).unwrap();
+        self.sim.schedule(at, move |sim| sim.restart(host));
+        self.users.insert(name.to_owned(), host);
+        host
+    }
+
+    fn server(&self, i: usize) -> &MeshServer {
+        self.sim.machine::<MeshServer>(self.servers[i].0).expect("server up")
+    }
+
+    fn send(&mut self, from: &str, to: &str, body: &str) -> Uuid {
+        let host = self.users[from];
+        self.sim.with_machine(host, |c: &mut MeshClient, now| c.send(now, to, body)).unwrap().unwrap()
+    }
+
+    fn send_at(&mut self, at: Instant, from: &str, to: &str, body: String) {
+        let host = self.users[from];
+        let to = to.to_owned();
+        self.sim.schedule(at, move |sim| {
+            // A user whose host is down cannot send; the sweep only sends from live users.
+            let _ = sim.with_machine(host, |c: &mut MeshClient, now| c.send(now, &to, &body));
+        });
+    }
+
+    fn run(&mut self, d: Duration) {
+        self.sim.run_for(d).unwrap_or_else(|e| panic!("seed {}: {e}", self.sim.seed()));
+    }
+
+    fn events(&self, user: &str) -> Vec<ClientEvent> {
+        self.sim.events::<ClientEvent>(self.users[user]).map(|(_, e)| e.clone()).collect()
+    }
+
+    fn received(&self, user: &str) -> Vec<(Uuid, String, String)> {
+        self.events(user)
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Message { id, from, body } => Some((id, from, body)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn receipts(&self, user: &str) -> BTreeMap<Uuid, ReceiptStatus> {
+        self.events(user)
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Receipt { id, status, .. } => Some((id, status)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn registered_at(&self, user: &str) -> Option<SocketAddr> {
+        self.sim.machine::<MeshClient>(self.users[user]).ok()?.server()
+    }
+}
+
+#[test]
+fn a_chain_of_seeds_becomes_a_full_mesh() {
+    let mut m = Mesh::new(1, 5, lan());
+    m.run(Duration::from_secs(3));
+    for i in 0..5 {
+        let mut linked = m.server(i).linked_peers();
+        linked.sort();
+        let mut others: Vec<SocketAddr> = m.servers.iter().map(|&(_, a)| a).filter(|&a| a != m.servers[i].1).collect();
+        others.sort();
+        assert_eq!(linked, others, "server{} links", i + 1);
+    }
+}
+
+#[test]
+fn users_on_different_servers_exchange_messages_with_receipts() {
+    let mut m = Mesh::new(2, 3, lan());
+    let (s1, s3) = (m.servers[0].1, m.servers[2].1);
+    m.user("Alice", vec![s1], Selection::InOrder, Instant::from_secs(2));
+    m.user("Bob", vec![s3], Selection::InOrder, Instant::from_secs(2));
+    m.run(Duration::from_secs(4));
+    assert_eq!(m.registered_at("Alice"), Some(s1));
+    assert_eq!(m.registered_at("Bob"), Some(s3));
+    let id = m.send("Alice", "Bob", "Hello, how are you?");
+    m.run(Duration::from_secs(1));
+    assert_eq!(m.received("Bob"), vec![(id, "Alice".to_owned(), "Hello, how are you?".to_owned())]);
+    assert_eq!(m.receipts("Alice").get(&id), Some(&ReceiptStatus::Delivered));
+    assert_eq!(m.server(1).location("Bob"), Some(s3), "every server knows where Bob is");
+}
+
+#[test]
+fn a_message_to_nobody_gets_a_negative_receipt() {
+    let mut m = Mesh::new(3, 3, lan());
+    let s2 = m.servers[1].1;
+    m.user("Alice", vec![s2], Selection::InOrder, Instant::from_secs(2));
+    m.run(Duration::from_secs(4));
+    let id = m.send("Alice", "Nobody", "anyone there?");
+    m.run(Duration::from_secs(5));
+    assert_eq!(m.receipts("Alice").get(&id), Some(&ReceiptStatus::NoSuchUser));
+}
+
+#[test]
+fn a_name_live_on_one_server_is_refused_on_another() {
+    let mut m = Mesh::new(4, 3, lan());
+    let (s1, s2) = (m.servers[0].1, m.servers[1].1);
+    m.user("Alice", vec![s1], Selection::InOrder, Instant::from_secs(2));
+    m.run(Duration::from_secs(4));
+    m.user("Alice2", vec![s2], Selection::InOrder, Instant::from_secs(5));
+    // Same name as a live user, registered at another server.
+    let impostor = {
+        let config = ClientConfig::new("Alice", vec![s2], Selection::InOrder);
+        let spec = HostSpec::new("impostor", [10, 2, 0, 1].into());
+        m.sim.add_host_with(spec, move |env, now| MeshClient::new(env, now, config.clone())).unwrap()
+    };
+    m.run(Duration::from_secs(3));
+    let refused: Vec<String> = m
+        .sim
+        .events::<ClientEvent>(impostor)
+        .filter_map(|(_, e)| match e {
+            ClientEvent::Refused { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, vec![format!("name Alice is taken (at {s1})")]);
+    assert_eq!(m.registered_at("Alice"), Some(s1), "the first Alice keeps her name");
+}
+
+#[test]
+fn a_user_whose_server_crashes_fails_over_and_nothing_is_lost_or_doubled() {
+    let mut m = Mesh::new(5, 3, lan());
+    let all: Vec<SocketAddr> = m.servers.iter().map(|&(_, a)| a).collect();
+    m.user("Alice", vec![all[0]], Selection::InOrder, Instant::from_secs(2));
+    m.user("Bob", vec![all[1], all[2]], Selection::InOrder, Instant::from_secs(2));
+    m.run(Duration::from_secs(4));
+    assert_eq!(m.registered_at("Bob"), Some(all[1]));
+    let crash = m.servers[1].0;
+    m.sim.crash(crash);
+    // Bob sends while his server is dead: the outbox keeps it until he is back.
+    let from_bob = m.send("Bob", "Alice", "sent during the crash");
+    m.run(Duration::from_secs(3));
+    assert_eq!(m.registered_at("Bob"), Some(all[2]), "Bob is on another server within 3 s");
+    let to_bob = m.send("Alice", "Bob", "welcome back");
+    m.run(Duration::from_secs(3));
+    let alice_got: Vec<Uuid> = m.received("Alice").into_iter().map(|(id, ..)| id).collect();
+    assert_eq!(alice_got, vec![from_bob], "delivered exactly once");
+    assert_eq!(m.receipts("Bob").get(&from_bob), Some(&ReceiptStatus::Delivered));
+    let bob_got: Vec<Uuid> = m.received("Bob").into_iter().map(|(id, ..)| id).collect();
+    assert_eq!(bob_got, vec![to_bob]);
+}
+
+#[test]
+fn fastest_selection_picks_the_lowest_rtt_and_moves_only_when_clearly_better() {
+    let mut m = Mesh::new(6, 3, LinkConfig::new(Duration::from_millis(30), Duration::from_millis(3)));
+    let all: Vec<SocketAddr> = m.servers.iter().map(|&(_, a)| a).collect();
+    let alice = m.user("Alice", vec![all[0]], Selection::fastest(), Instant::from_secs(2));
+    // Server 3 is much closer to Alice.
+    let near = m.servers[2].0;
+    m.sim.set_link(alice, near, LinkConfig::new(Duration::from_millis(3), Duration::from_millis(1)));
+    m.run(Duration::from_secs(5));
+    assert_eq!(m.registered_at("Alice"), Some(all[2]), "{:#?}", m.events("Alice"));
+    let moves = |m: &Mesh| m.events("Alice").iter().filter(|e| matches!(e, ClientEvent::Selected { .. })).count();
+    let before = moves(&m);
+    // Server 2 becomes slightly faster than server 3: not clearly better, so no move.
+    let other = m.servers[1].0;
+    m.sim.set_link(alice, other, LinkConfig::new(Duration::from_millis(2), Duration::from_millis(1)));
+    m.run(Duration::from_secs(600));
+    assert_eq!(moves(&m), before, "no flapping over ten minutes");
+    assert_eq!(m.registered_at("Alice"), Some(all[2]));
+}
+
+const SWEEP: TestId = TestId::integration("switchyard-tests", "sim_mesh", "mesh_survives_faults");
+
+/// One sent message and what the sweep knows about it.
+struct Sent {
+    from: String,
+    to: String,
+    body: String,
+    at: Instant,
+}
+
+fn mesh_sweep(seed: u64) -> Result<(), String> {
+    let mut rng = Rng::new(seed ^ 0x3e5b);
+    let latency = Duration::from_millis(rng.range_inclusive(1, 20));
+    let mut m = Mesh::new(seed, 5, LinkConfig::new(latency, latency.mul_f64(0.3)));
+    let all: Vec<SocketAddr> = m.servers.iter().map(|&(_, a)| a).collect();
+
+    // 20 users, each preferring a random server, failing over along the others.
+    let mut names = Vec::new();
+    for u in 0..20 {
+        let name = format!("user{u}");
+        let first = rng.below(5) as usize;
+        let order: Vec<SocketAddr> = (0..5).map(|k| all[(first + k) % 5]).collect();
+        m.user(&name, order, Selection::InOrder, Instant::from_millis(rng.range_inclusive(1_000, 3_000)));
+        names.push(name);
+    }
+
+    // Faults: a peer link cut for a while, then a server crash and restart.
+    let (a, b) = (rng.below(5) as usize, rng.below(5) as usize);
+    let cut_at = Instant::from_secs(rng.range_inclusive(8, 12));
+    let heal_at = cut_at + Duration::from_secs(rng.range_inclusive(2, 6));
+    if a != b {
+        let (ha, hb) = (m.servers[a].0, m.servers[b].0);
+        m.sim.schedule(cut_at, move |sim| sim.partition(ha, hb, Cut::BothWays));
+        m.sim.schedule(heal_at, move |sim| sim.heal(ha, hb, Cut::BothWays));
+    }
+    let victim = m.servers[rng.below(5) as usize].0;
+    let crash_at = Instant::from_secs(rng.range_inclusive(15, 20));
+    let restart_at = crash_at + Duration::from_secs(rng.range_inclusive(1, 5));
+    m.sim.schedule(crash_at, move |sim| sim.crash(victim));
+    m.sim.schedule(restart_at, move |sim| sim.restart(victim));
+
+    // Traffic from 5 s to 30 s, some of it to names nobody has.
+    let mut sent = Vec::new();
+    for k in 0..rng.range_inclusive(60, 120) {
+        let at = Instant::from_millis(rng.range_inclusive(5_000, 30_000));
+        let from = names[rng.below(20) as usize].clone();
+        let to = if rng.chance(0.1) { format!("ghost{}", rng.below(3)) } else { names[rng.below(20) as usize].clone() };
+        let body = format!("message {k} from {from}");
+        m.send_at(at, &from, &to, body.clone());
+        sent.push(Sent { from, to, body, at });
+    }
+    m.sim.run_until(Instant::from_secs(60)).map_err(|e| e.to_string())?;
+
+    // Every user is registered again somewhere after the faults.
+    for name in &names {
+        if m.registered_at(name).is_none() {
+            return Err(format!("{name} is not registered at the end"));
+        }
+    }
+    // Match each sent message to its id through the sender's events (sends happen in
+    // order, so the n-th send of a user is its n-th outbox id).
+    let mut receipts: BTreeMap<Uuid, ReceiptStatus> = BTreeMap::new();
+    let mut delivered: BTreeMap<Uuid, usize> = BTreeMap::new();
+    let mut bodies: BTreeMap<String, Uuid> = BTreeMap::new();
+    for name in &names {
+        receipts.extend(m.receipts(name));
+        for (id, from, body) in m.received(name) {
+            *delivered.entry(id).or_default() += 1;
+            bodies.insert(format!("{from}:{body}:{name}"), id);
+        }
+    }
+    for (id, n) in &delivered {
+        if *n != 1 {
+            return Err(format!("message {id} delivered {n} times"));
+        }
+    }
+    let crash_window = |at: Instant| at >= crash_at && at <= restart_at + Duration::from_secs(4);
+    for s in &sent {
+        let key = format!("{}:{}:{}", s.from, s.body, s.to);
+        let got = bodies.get(&key);
+        if s.to.starts_with("ghost") {
+            if got.is_some() {
+                return Err(format!("a message to {} was delivered", s.to));
+            }
+            continue;
+        }
+        if got.is_none() && !crash_window(s.at) {
+            return Err(format!("message {:?} from {} to {} at {} was never delivered", s.body, s.from, s.to, s.at));
+        }
+        if let Some(id) = got {
+            if receipts.get(id) == Some(&ReceiptStatus::NoSuchUser) {
+                return Err(format!(
+                    "message {id} ({:?} from {} to {} at {}) was delivered but its receipt says no such user; \
+                     cut {a}-{b} {cut_at}..{heal_at}, crash server{} {crash_at}..{restart_at}",
+                    s.body,
+                    s.from,
+                    s.to,
+                    s.at,
+                    m.servers.iter().position(|&(h, _)| h == victim).unwrap() + 1
+                ));
+            }
+        }
+    }
+    // Every message got a receipt: nothing is left in any outbox.
+    for name in &names {
+        let client = m.sim.machine::<MeshClient>(m.users[name]).map_err(|_| format!("{name} is down"))?;
+        if client.outbox_len() != 0 {
+            let at = client.server();
+            let rest: Vec<String> = client
+                .outbox()
+                .into_iter()
+                .map(|(id, to)| {
+                    format!("{id} to {to} (on {:?}, delivered {})", m.registered_at(&to), delivered.contains_key(&id))
+                })
+                .collect();
+            return Err(format!("{name} (on {at:?}) still waits for receipts: {}", rest.join(", ")));
+        }
+    }
+    let ghost_receipts = receipts.values().filter(|s| **s == ReceiptStatus::NoSuchUser).count();
+    let ghosts = sent.iter().filter(|s| s.to.starts_with("ghost")).count();
+    if ghost_receipts < ghosts {
+        return Err(format!("{ghosts} messages to unknown users but {ghost_receipts} negative receipts"));
+    }
+    for (i, &(host, _)) in m.servers.iter().enumerate() {
+        let server = m.sim.machine::<MeshServer>(host).map_err(|_| format!("server{} down at the end", i + 1))?;
+        if server.seen().len() > server.seen().cap() {
+            return Err(format!("server{} dedup cache over its cap", i + 1));
+        }
+    }
+    if std::env::var("MESH_STEPS").is_ok() {
+        eprintln!("seed {seed}: {} steps, trace {} records", m.sim.steps(), m.sim.trace_records());
+    }
+    let _ = BTreeSet::<u8>::new();
+    Ok(())
+}
+
+#[test]
+fn mesh_survives_faults() {
+    check_seeds(&SWEEP, 0..500, mesh_sweep);
+}
