@@ -8,6 +8,7 @@
 //! stay readable.
 
 use std::convert::Infallible;
+use switchyard_core::mesh::MeshEvent;
 use switchyard_core::service::broadcast::BroadcastEvent;
 use switchyard_core::service::line_server::{EndReason, LineServerEvent};
 use switchyard_core::tunnel::TunnelEvent;
@@ -93,6 +94,30 @@ impl LogEvent for TunnelEvent {
             }
             TunnelEvent::ClientRefused { peer: None, reason } => {
                 tracing::info!("{name}: a client was turned away: {reason}")
+            }
+        }
+    }
+}
+
+impl LogEvent for MeshEvent {
+    fn log(&self, name: &str) {
+        match self {
+            MeshEvent::PeerLearned { server } => tracing::debug!("{name}: learned of server {server}"),
+            MeshEvent::PeerUp { server } => tracing::info!("{name}: linked to server {server}"),
+            MeshEvent::PeerDown { server, reason } => tracing::warn!("{name}: link to {server} down: {reason}"),
+            MeshEvent::UserRegistered { name: user } => tracing::info!("{name}: {user} registered"),
+            MeshEvent::RegisterRefused { name: user, reason } => {
+                tracing::info!("{name}: registration of {user} refused: {reason}")
+            }
+            MeshEvent::UserLeft { name: user, reason } => tracing::info!("{name}: {user} left ({reason})"),
+            // One per message: too many for info.
+            MeshEvent::Delivered { id, to } => tracing::debug!("{name}: message {id} delivered to {to}"),
+            MeshEvent::NoSuchUser { id, to } => tracing::debug!("{name}: message {id}: no such user {to}"),
+            MeshEvent::ReceiptOverdue { id, to } => {
+                tracing::debug!("{name}: message {id} to {to}: no receipt yet; the client will resend")
+            }
+            MeshEvent::ProtocolError { peer, reason } => {
+                tracing::warn!("{name}: {peer} disconnected: protocol error: {reason}")
             }
         }
     }

@@ -6,6 +6,7 @@
 //!   demo [--host IP]                              up, plus every flow with a transcript
 //!   serve echo|time|broadcast|hello|greet|stamp   run one line service
 //!   tunnel local|remote ...                       run one end of the tunnel
+//!   mesh server|chat ...                          a P2P mesh server, or chat through the mesh
 //!   send [--to ADDR] [MESSAGE...]                 send one line (or type lines), print the replies
 //!   chat [--to ADDR] [PREFIX]                     interactive session, routed by PREFIX
 //! ```
@@ -20,6 +21,7 @@ mod demo;
 mod events;
 mod launch;
 mod logging;
+mod mesh;
 mod runtime;
 mod seed;
 mod send;
@@ -67,6 +69,7 @@ enum Command {
     Demo(demo::DemoCmd),
     Serve(serve::ServeCmd),
     Tunnel(tunnel::TunnelCmd),
+    Mesh(mesh::MeshCmd),
     Bench(bench::BenchCmd),
     Send(send::SendCmd),
     Chat(chat::ChatCmd),
@@ -76,6 +79,8 @@ impl Command {
     fn quietness(&self) -> logging::Quietness {
         match self {
             Command::Up(_) | Command::Serve(_) | Command::Tunnel(_) => logging::Quietness::Server,
+            Command::Mesh(cmd) if cmd.is_server() => logging::Quietness::Server,
+            Command::Mesh(_) => logging::Quietness::Client,
             // The demo's transcript is its output; its servers log only problems.
             Command::Demo(_) | Command::Send(_) | Command::Chat(_) => logging::Quietness::Client,
             Command::Bench(_) => logging::Quietness::Client,
@@ -95,6 +100,7 @@ impl Program for Command {
             Command::Demo(cmd) => cmd.run(rt, env).await,
             Command::Serve(cmd) => cmd.run(rt, env).await,
             Command::Tunnel(cmd) => cmd.run(rt, env).await,
+            Command::Mesh(cmd) => cmd.run(rt, env).await,
             Command::Bench(cmd) => cmd.run(rt, env).await,
             Command::Send(cmd) => cmd.run(rt, env).await,
             Command::Chat(cmd) => cmd.run(rt, env).await,

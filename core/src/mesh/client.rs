@@ -357,6 +357,21 @@ impl MeshClient {
         self.open_probe(server);
     }
 
+    /// Servers a server told us about: probed with `Fastest`, failover candidates after
+    /// the configured ones with `InOrder`.
+    fn learn_servers(&mut self, servers: Vec<SocketAddr>) {
+        for server in servers {
+            match self.config.selection {
+                Selection::Fastest { .. } => self.add_probe(server),
+                Selection::InOrder => {
+                    if !self.config.servers.contains(&server) && self.config.servers.len() < MAX_SERVERS {
+                        self.config.servers.push(server);
+                    }
+                }
+            }
+        }
+    }
+
     fn open_probe(&mut self, server: SocketAddr) {
         let Some(probe) = self.probes.get_mut(&server) else { return };
         if probe.conn.is_some() {
@@ -419,11 +434,7 @@ impl MeshClient {
                 self.out.event(ClientEvent::Rtt { server, sample, smoothed });
                 self.reconsider();
             }
-            MeshMsg::ServerList { servers } => {
-                for s in servers {
-                    self.add_probe(s);
-                }
-            }
+            MeshMsg::ServerList { servers } => self.learn_servers(servers),
             _ => {}
         }
     }
@@ -586,11 +597,7 @@ impl MeshClient {
                     self.out.event(ClientEvent::Receipt { id, to: m.to, status });
                 }
             }
-            MeshMsg::ServerList { servers } => {
-                for server in servers {
-                    self.add_probe(server);
-                }
-            }
+            MeshMsg::ServerList { servers } => self.learn_servers(servers),
             MeshMsg::Pong { .. } => {}
             MeshMsg::Ping { token } => self.out.write(conn, MeshMsg::Pong { token }.to_bytes()),
             other => {

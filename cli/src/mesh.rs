@@ -1,0 +1,278 @@
+//! `switchyard mesh server` and `switchyard mesh chat`: the P2P mesh from the command line.
+
+use crate::launch::Fleet;
+use crate::runtime::Program;
+use crate::CliError;
+use argh::FromArgs;
+use std::io::{self, BufRead, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+use switchyard_adapters::{Driver, EventPolicy, Handle, Runtime};
+use switchyard_core::mesh::client::{ClientConfig, ClientEvent, MeshClient, Selection};
+use switchyard_core::mesh::server::{MeshServer, ServerConfig, DEFAULT_PORTS};
+use switchyard_core::wire::mesh::{is_valid_name, ReceiptStatus};
+use switchyard_core::{Env, Instant, ListenerId};
+
+/// Run a P2P mesh server or chat through the mesh.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "mesh",
+    example = "switchyard mesh server --listen 127.0.0.1:5001\nswitchyard mesh chat --server 127.0.0.1:5001 --user Alice",
+    note = "Wire format: docs/PROTOCOL.md section 4."
+)]
+pub struct MeshCmd {
+    #[argh(subcommand)]
+    what: What,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum What {
+    Server(ServerCmd),
+    Chat(ChatCmd),
+}
+
+/// Run a mesh server: users register here, and messages reach users on any server.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "server",
+    example = "switchyard mesh server\nswitchyard mesh server --listen 127.0.0.1:5002\nswitchyard mesh server --listen 10.0.0.2:5001 --peer 10.0.0.1:5001",
+    note = "The server dials its peers (with no --peer: the other ports of 5001-5005 on its own IP, as the original does) and learns the rest of the mesh from them; a full mesh forms from any connected set of seeds. Users and servers share the one port. Names are unique across the mesh. Ctrl-C stops the server (exit 0)."
+)]
+pub struct ServerCmd {
+    /// address to listen on and to be known by in the mesh (default 127.0.0.1:5001)
+    #[argh(option, default = "crate::addr::loopback(5001)", from_str_fn(crate::addr::parse))]
+    listen: SocketAddr,
+
+    /// a server to dial at start (repeatable)
+    #[argh(option, from_str_fn(crate::addr::parse))]
+    peer: Vec<SocketAddr>,
+}
+
+/// Chat through the mesh: register a name, send `<recipient> <message>` lines, see what
+/// arrives.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "chat",
+    example = "switchyard mesh chat --user Alice\nswitchyard mesh chat --server 127.0.0.1:5001,127.0.0.1:5002 --user Bob\nswitchyard mesh chat --server 127.0.0.1:5001 --user Carol --select fastest",
+    note = "Type `<recipient> <message>` to send (the original's syntax); incoming messages print as `<sender>: <message>`, receipts as `delivered to <name>` or `no such user <name>`. quit, exit, q or Ctrl-D leaves the mesh. Without --select, the servers are used in order, failing over to the next. With --select fastest, the client learns every server from the first, measures the round-trip time to each, uses the fastest, and moves only when another is clearly faster (a third and 10 ms lower); if its server dies it is on another within 3 s. Messages wait in an outbox until their receipt arrives and are resent after a move, so none is lost or doubled."
+)]
+pub struct ChatCmd {
+    /// servers, comma-separated (default 127.0.0.1:5001)
+    #[argh(option, default = "Servers(vec![crate::addr::loopback(5001)])", from_str_fn(parse_servers))]
+    server: Servers,
+
+    /// the name to register (1-32 bytes, no spaces)
+    #[argh(option)]
+    user: String,
+
+    /// how to pick a server: in-order (default) or fastest
+    #[argh(option, default = "SelectArg::InOrder", from_str_fn(parse_select))]
+    select: SelectArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SelectArg {
+    InOrder,
+    Fastest,
+}
+
+fn parse_select(s: &str) -> Result<SelectArg, String> {
+    match s {
+        "in-order" => Ok(SelectArg::InOrder),
+        "fastest" => Ok(SelectArg::Fastest),
+        other => Err(format!("unknown selection {other:?}: expected in-order or fastest")),
+    }
+}
+
+/// A comma-separated list of servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Servers(Vec<SocketAddr>);
+
+fn parse_servers(s: &str) -> Result<Servers, String> {
+    s.split(',').filter(|p| !p.is_empty()).map(crate::addr::parse).collect::<Result<_, _>>().map(Servers)
+}
+
+impl MeshCmd {
+    /// True for `mesh server` (its logs are a server's), false for `mesh chat`.
+    pub fn is_server(&self) -> bool {
+        matches!(self.what, What::Server(_))
+    }
+}
+
+impl Program for MeshCmd {
+    async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
+        match self.what {
+            What::Server(cmd) => cmd.run(rt, env).await,
+            What::Chat(cmd) => cmd.run(rt, env).await,
+        }
+    }
+}
+
+/// The peers a server dials by default: the other default ports on its own IP.
+pub fn default_peers(listen: SocketAddr) -> Vec<SocketAddr> {
+    DEFAULT_PORTS.iter().filter(|&&p| p != listen.port()).map(|&p| SocketAddr::new(listen.ip(), p)).collect()
+}
+
+impl ServerCmd {
+    async fn run<R: Runtime>(self, rt: R, mut env: Env) -> Result<ExitCode, CliError> {
+        let peers = if self.peer.is_empty() { default_peers(self.listen) } else { self.peer };
+        let server = MeshServer::new(env.child(1), Instant::ZERO, ServerConfig::new(self.listen, peers.clone()));
+        let mut fleet = Fleet::new();
+        let bound = fleet.launch(&rt, "mesh", server, &[(ListenerId(0), self.listen)]).await?;
+        let addr = bound[&ListenerId(0)];
+        let peers: Vec<String> = peers.iter().map(ToString::to_string).collect();
+        fleet
+            .serve_until_ctrl_c(|| tracing::info!("mesh server listening on {addr}; dialling {}", peers.join(", ")))
+            .await?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+impl ChatCmd {
+    async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
+        if !is_valid_name(&self.user) {
+            return Err(CliError::usage(format!("--user {:?}: a name is 1-32 bytes with no spaces", self.user)));
+        }
+        if self.server.0.is_empty() {
+            return Err(CliError::usage("--server needs at least one address"));
+        }
+        let selection = match self.select {
+            SelectArg::InOrder => Selection::InOrder,
+            SelectArg::Fastest => Selection::fastest(),
+        };
+        let config = ClientConfig::new(&self.user, self.server.0, selection);
+        let client = MeshClient::new(env, Instant::ZERO, config);
+        let running =
+            Driver::new(client).event_policy(EventPolicy::Wait).start(rt.clone()).await.map_err(CliError::new)?;
+        let events = running.events();
+        let handle = running.handle();
+        let (done_tx, done_rx) = async_channel::bounded::<()>(1);
+        std::thread::Builder::new()
+            .name("stdin".into())
+            .spawn(move || {
+                read_commands(&handle);
+                let _ = done_tx.send_blocking(());
+            })
+            .map_err(|e| CliError::new(format!("cannot start the stdin reader: {e}")))?;
+        let mut view = View::new(self.select == SelectArg::Fastest);
+        let print = async {
+            while let Ok(event) = events.recv().await {
+                if let Some(code) = view.show(&event) {
+                    return code;
+                }
+            }
+            ExitCode::SUCCESS
+        };
+        let quit = async {
+            let _ = done_rx.recv().await;
+            // Give the leave notification a moment to go out.
+            rt.sleep_until(rt.now() + Duration::from_millis(100)).await;
+            ExitCode::SUCCESS
+        };
+        let code = futures_lite::future::or(print, quit).await;
+        running.shutdown();
+        Ok(code)
+    }
+}
+
+/// The stdin thread: `<recipient> <message>` lines are sent; a quit word or the end of
+/// input leaves the mesh.
+fn read_commands(handle: &Handle<MeshClient>) {
+    for line in io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if ["quit", "exit", "q"].contains(&line) {
+            break;
+        }
+        let Some((to, body)) = line.split_once(char::is_whitespace) else {
+            eprintln!("switchyard: type `<recipient> <message>`");
+            continue;
+        };
+        let (to, body) = (to.to_owned(), body.trim_start().to_owned());
+        match handle.command_blocking(move |c: &mut MeshClient, now| c.send(now, &to, &body)) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => eprintln!("switchyard: not sent: {e}"),
+            Err(_) => return,
+        }
+    }
+    let _ = handle.command_blocking(|c: &mut MeshClient, now| c.leave(now));
+}
+
+/// Prints events as the original client does, plus receipts and moves.
+struct View {
+    fastest: bool,
+    /// Servers whose first RTT was printed.
+    measured: Vec<SocketAddr>,
+}
+
+impl View {
+    fn new(fastest: bool) -> View {
+        View { fastest, measured: Vec::new() }
+    }
+
+    /// Prints `event`; returns an exit code when the session is over for good.
+    fn show(&mut self, event: &ClientEvent) -> Option<ExitCode> {
+        let mut out = io::stdout().lock();
+        let _ = match event {
+            ClientEvent::Rtt { server, sample, .. } if !self.measured.contains(server) => {
+                self.measured.push(*server);
+                writeln!(out, "Server {server}: RTT {:.6} seconds", sample.as_secs_f64())
+            }
+            ClientEvent::Rtt { .. } => Ok(()),
+            ClientEvent::Selected { server, rtt: Some(rtt), why } if self.fastest => {
+                if why == "first" {
+                    writeln!(out, "Best server: {server} with RTT {:.6} seconds", rtt.as_secs_f64())
+                } else {
+                    writeln!(out, "Switching to {server} (RTT {:.6} seconds): {why}", rtt.as_secs_f64())
+                }
+            }
+            ClientEvent::Selected { server, why, .. } if why != "first" => {
+                writeln!(out, "Switching to {server}: {why}")
+            }
+            ClientEvent::Selected { .. } => Ok(()),
+            ClientEvent::Registered { server } if self.fastest => {
+                writeln!(out, "Connected to best server on port {}", server.port())
+            }
+            ClientEvent::Registered { server } => writeln!(out, "Connected to {server}"),
+            ClientEvent::Refused { reason } => {
+                let _ = out.flush();
+                eprintln!("switchyard: registration refused: {reason}");
+                return Some(ExitCode::FAILURE);
+            }
+            ClientEvent::Message { from, body, .. } => writeln!(out, "{from}: {body}"),
+            ClientEvent::Receipt { to, status: ReceiptStatus::Delivered, .. } => writeln!(out, "delivered to {to}"),
+            ClientEvent::Receipt { to, status: ReceiptStatus::NoSuchUser, .. } => writeln!(out, "no such user {to}"),
+            ClientEvent::Lost { server, reason } => writeln!(out, "Lost {server}: {reason}"),
+            ClientEvent::NoServer => writeln!(out, "No server reachable; retrying"),
+        };
+        let _ = out.flush();
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_peers_are_the_other_default_ports_on_the_same_ip() {
+        let peers = default_peers("127.0.0.2:5003".parse().unwrap());
+        let ports: Vec<u16> = peers.iter().map(|a| a.port()).collect();
+        assert_eq!(ports, vec![5001, 5002, 5004, 5005]);
+        assert!(peers.iter().all(|a| a.ip().to_string() == "127.0.0.2"));
+    }
+
+    #[test]
+    fn server_lists_are_comma_separated() {
+        assert_eq!(parse_servers("127.0.0.1:5001,127.0.0.1:5002").unwrap().0.len(), 2);
+        assert!(parse_servers("127.0.0.1:5001,nonsense").is_err());
+    }
+}
