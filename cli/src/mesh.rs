@@ -59,7 +59,7 @@ pub struct ServerCmd {
     subcommand,
     name = "chat",
     example = "switchyard mesh chat --user Alice\nswitchyard mesh chat --server 127.0.0.1:5001,127.0.0.1:5002 --user Bob\nswitchyard mesh chat --server 127.0.0.1:5001 --user Carol --select fastest",
-    note = "Type `<recipient> <message>` to send (the original's syntax); incoming messages print as `<sender>: <message>`, receipts as `delivered to <name>` or `no such user <name>`. quit, exit, q or Ctrl-D leaves the mesh. Without --select, the servers are used in order, failing over to the next. With --select fastest, the client learns every server from the first, measures the round-trip time to each, uses the fastest, and moves only when another is clearly faster (a third and 10 ms lower); if its server dies it is on another within 3 s. Messages wait in an outbox until their receipt arrives and are resent after a move, so none is lost or doubled."
+    note = "Type `<recipient> <message>` to send (the original's syntax); incoming messages print as `<sender>: <message>`, receipts as `delivered to <name>` or `no such user <name>`. quit, exit or q leaves the mesh at once; the end of input (Ctrl-D, or a pipe) leaves once registered and every message sent has its receipt, waiting at most 5 s. Without --select, the servers are used in order, failing over to the next. With --select fastest, the client learns every server from the first, measures the round-trip time to each, uses the fastest, and moves only when another is clearly faster (a third and 10 ms lower); if its server dies it is on another within 3 s. Messages wait in an outbox until their receipt arrives and are resent after a move, so none is lost or doubled."
 )]
 pub struct ChatCmd {
     /// servers, comma-separated (default 127.0.0.1:5001)
@@ -180,9 +180,16 @@ impl ChatCmd {
     }
 }
 
-/// The stdin thread: `<recipient> <message>` lines are sent; a quit word or the end of
-/// input leaves the mesh.
+/// How long the end of input waits for the registration and the receipts of messages still
+/// in the outbox, so
+/// `echo "Bob hi" | switchyard mesh chat --user Alice` reports the outcome.
+const EOF_RECEIPT_WAIT: Duration = Duration::from_secs(5);
+
+/// The stdin thread: `<recipient> <message>` lines are sent; a quit word leaves the mesh at
+/// once; the end of input leaves once every message has its receipt (at most
+/// [`EOF_RECEIPT_WAIT`]).
 fn read_commands(handle: &Handle<MeshClient>) {
+    let mut quit = false;
     for line in io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let line = line.trim();
@@ -190,6 +197,7 @@ fn read_commands(handle: &Handle<MeshClient>) {
             continue;
         }
         if ["quit", "exit", "q"].contains(&line) {
+            quit = true;
             break;
         }
         let Some((to, body)) = line.split_once(char::is_whitespace) else {
@@ -201,6 +209,16 @@ fn read_commands(handle: &Handle<MeshClient>) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => eprintln!("switchyard: not sent: {e}"),
             Err(_) => return,
+        }
+    }
+    if !quit {
+        let deadline = std::time::Instant::now() + EOF_RECEIPT_WAIT;
+        while std::time::Instant::now() < deadline {
+            // Registered (or refused, which ends the program) and every receipt in.
+            match handle.command_blocking(|c: &mut MeshClient, _| c.server().is_some() && c.outbox_len() == 0) {
+                Ok(true) | Err(_) => break,
+                Ok(false) => std::thread::sleep(Duration::from_millis(20)),
+            }
         }
     }
     let _ = handle.command_blocking(|c: &mut MeshClient, now| c.leave(now));

@@ -29,6 +29,9 @@ fn serves_the_seed_one_liners(runtime: &str, host: &str) {
         ("broadcast", 10000),
         ("greet", 12345),
         ("stamp", 8080),
+        ("mesh", 5001),
+        ("mesh", 5002),
+        ("mesh", 5003),
     ] {
         let row = up.wait_for_stdout(what);
         assert!(row.contains(&format!("{host}:{port} ")), "{row}");

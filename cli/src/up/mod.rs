@@ -19,19 +19,21 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 use switchyard_adapters::Runtime;
+use switchyard_core::mesh::server::{MeshServer, ServerConfig};
 use switchyard_core::service::line_server::LineServerConfig;
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::remote::Routes;
 use switchyard_core::tunnel::TunnelEvent;
-use switchyard_core::Env;
+use switchyard_core::{Env, Instant, ListenerId};
 
 /// How long the local end may take to authenticate its carrier before `up` gives up: on
 /// loopback it takes milliseconds, so this only catches a broken set-up.
 const CARRIER_UP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Run the whole network on loopback in one process: echo, time, broadcast, greet and
-/// stamp, the remote tunnel end routing to them by prefix, and the local tunnel end in
-/// front, until Ctrl-C. Prints a table of what listens where.
+/// stamp, the remote tunnel end routing to them by prefix, the local tunnel end in front,
+/// and three P2P mesh servers (5001-5003), until Ctrl-C. Prints a table of what listens
+/// where.
 #[derive(FromArgs, Debug)]
 #[argh(
     subcommand,
@@ -229,6 +231,16 @@ async fn launch_role<R: Runtime>(
 ) -> Result<SocketAddr, LaunchError> {
     match role {
         Role::Service(kind) => serve::launch(rt, fleet, env, kind, LineServerConfig::default(), listen).await,
+        Role::Mesh => {
+            let peers = plan::MESH_PORTS
+                .iter()
+                .filter(|&&port| port != listen.port())
+                .map(|&port| SocketAddr::new(listen.ip(), port))
+                .collect();
+            let server = MeshServer::new(env, Instant::ZERO, ServerConfig::new(listen, peers));
+            let bound = fleet.launch(rt, "mesh", server, &[(ListenerId(0), listen)]).await?;
+            Ok(bound[&ListenerId(0)])
+        }
     }
 }
 

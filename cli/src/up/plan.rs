@@ -17,11 +17,17 @@ pub const ENTRANCE_PORT: u16 = 7000;
 /// Static forwards on the local end, like `ssh -L`: (port, route).
 pub const FORWARDS: &[(u16, &str)] = &[(7090, "9090")];
 
+/// The mesh servers `up` runs (the first three of the original's 5001–5005), each
+/// seeded with the others.
+pub const MESH_PORTS: [u16; 3] = [5001, 5002, 5003];
+
 /// What one server of `up` is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// A line service.
     Service(ServiceKind),
+    /// A P2P mesh server, seeded with the other [`MESH_PORTS`].
+    Mesh,
 }
 
 impl Role {
@@ -29,6 +35,7 @@ impl Role {
     pub fn name(self) -> &'static str {
         match self {
             Role::Service(kind) => kind.name(),
+            Role::Mesh => "mesh",
         }
     }
 }
@@ -46,8 +53,8 @@ pub struct Server {
     pub note: String,
 }
 
-/// Every server behind the tunnel, in the order they start and are listed. `interval` is
-/// the time service's.
+/// Every server `up` runs besides the tunnel, in the order they start and are listed: the
+/// services behind the tunnel, then the mesh. `interval` is the time service's.
 pub fn services(interval: Duration) -> Vec<Server> {
     let service = |kind, port, route, note: &str| Server {
         role: Role::Service(kind),
@@ -72,5 +79,12 @@ pub fn services(interval: Duration) -> Vec<Server> {
             "8080",
             "Hi → Server received at DATE: Hi, then close",
         ),
+        mesh(MESH_PORTS[0], "P2P mesh; try: switchyard mesh chat --user Alice"),
+        mesh(MESH_PORTS[1], "linked with 5001 and 5003: users on any reach users on all"),
+        mesh(MESH_PORTS[2], "try: switchyard mesh chat --user Bob --select fastest"),
     ]
+}
+
+fn mesh(port: u16, note: &str) -> Server {
+    Server { role: Role::Mesh, port, route: None, note: note.to_owned() }
 }

@@ -1,0 +1,56 @@
+//! `switchyard mesh` as a user runs it: three servers as processes, a user who waits for
+//! messages, and a one-shot sender piping `<recipient> <message>` lines.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use support::{run, text, Proc};
+
+fn mesh_server(listen: &str, peer: &str) -> Proc {
+    let server = Proc::start(&["mesh", "server", "--listen", listen, "--peer", peer]);
+    server.wait_for_log(&format!("mesh server listening on {listen}"));
+    server
+}
+
+#[test]
+fn users_on_two_servers_exchange_a_message() {
+    let (s1, s2, s3) = ("127.0.0.121:5001", "127.0.0.121:5002", "127.0.0.121:5003");
+    let mut servers = [mesh_server(s1, s2), mesh_server(s2, s1), mesh_server(s3, s1)];
+    servers[2].wait_for_log("linked to server 127.0.0.121:5002");
+
+    // Bob waits on server 3, his stdin open.
+    let mut bob = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["mesh", "chat", "--server", s3, "--user", "Bob"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start Bob");
+    let mut bob_out = BufReader::new(bob.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    bob_out.read_line(&mut line).expect("Bob's first line");
+    assert_eq!(line, format!("Connected to {s3}\n"));
+
+    // Alice sends from server 1 and leaves once her receipts are in.
+    let out = run(&["mesh", "chat", "--server", s1, "--user", "Alice"], b"Bob Hello, how are you?\nNobody hi\n");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("delivered to Bob\n"), "{stdout}");
+    assert!(stdout.contains("no such user Nobody\n"), "{stdout}");
+
+    line.clear();
+    bob_out.read_line(&mut line).expect("Bob's message");
+    assert_eq!(line, "Alice: Hello, how are you?\n");
+
+    // A second Bob is refused: names are unique across the mesh.
+    let out = run(&["mesh", "chat", "--server", s2, "--user", "Bob"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), format!("switchyard: registration refused: name Bob is taken (at {s3})\n"));
+
+    drop(bob.stdin.take());
+    assert!(bob.wait().expect("Bob exits").success());
+    for server in &mut servers {
+        assert!(server.interrupt().success());
+    }
+}
