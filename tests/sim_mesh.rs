@@ -361,3 +361,136 @@ fn mesh_sweep(seed: u64) -> Result<(), String> {
 fn mesh_survives_faults() {
     check_seeds(&SWEEP, 0..500, mesh_sweep);
 }
+
+/// `latency` one way with ±30 % jitter: uniform in [0.7, 1.3] × `latency`.
+fn jittery(latency: Duration) -> LinkConfig {
+    LinkConfig::new(latency.mul_f64(0.7), latency.mul_f64(0.6))
+}
+
+/// When `user` was first registered at a server after `after`, and where.
+fn registered_after(m: &Mesh, user: &str, after: Instant) -> Option<(Instant, SocketAddr)> {
+    m.sim.events::<ClientEvent>(m.users[user]).find_map(|(at, e)| match e {
+        ClientEvent::Registered { server } if at >= after => Some((at, *server)),
+        _ => None,
+    })
+}
+
+/// The first server `user` chose.
+fn first_choice(m: &Mesh, user: &str) -> Option<SocketAddr> {
+    m.sim.events::<ClientEvent>(m.users[user]).find_map(|(_, e)| match e {
+        ClientEvent::Selected { server, .. } => Some(*server),
+        _ => None,
+    })
+}
+
+/// Servers at clearly different distances (each 1.5-4x the fastest), ±30 % jitter on every
+/// round trip: the client's first choice must be the truly fastest in at least 99 % of
+/// seeds.
+#[test]
+fn fastest_selection_finds_the_truly_fastest_server() {
+    let seeds = 0..300u64;
+    let mut missed = Vec::new();
+    for seed in seeds.clone() {
+        let mut rng = Rng::new(seed ^ 0xfa57);
+        let mut m = Mesh::new(seed, 4, lan());
+        let all: Vec<SocketAddr> = m.servers.iter().map(|&(_, a)| a).collect();
+        let alice = m.user("Alice", vec![all[0]], Selection::fastest(), Instant::from_secs(2));
+        let fastest = rng.below(4) as usize;
+        let base = Duration::from_millis(rng.range_inclusive(2, 20));
+        for (i, &(host, _)) in m.servers.clone().iter().enumerate() {
+            let factor = if i == fastest { 1.0 } else { 1.5 + 2.5 * rng.unit_f64() };
+            m.sim.set_link(alice, host, jittery(base.mul_f64(factor)));
+        }
+        m.run(Duration::from_secs(6));
+        if first_choice(&m, "Alice") != Some(all[fastest]) {
+            missed.push(seed);
+        }
+    }
+    let total = seeds.end - seeds.start;
+    let picked = total as usize - missed.len();
+    eprintln!("fastest server chosen first in {picked} of {total} seeds; missed: {missed:?}");
+    assert!(picked * 100 >= total as usize * 99, "only {picked} of {total} seeds chose the fastest; missed {missed:?}");
+}
+
+/// Servers within a third of each other (or within 10 ms): over one simulated hour of
+/// jittery probes the client never moves.
+#[test]
+fn no_switch_in_an_hour_when_no_server_is_clearly_better() {
+    for seed in 0..6u64 {
+        let mut rng = Rng::new(seed ^ 0xf1a9);
+        let mut m = Mesh::new(seed, 3, lan());
+        let all: Vec<SocketAddr> = m.servers.iter().map(|&(_, a)| a).collect();
+        let alice = m.user("Alice", vec![all[0]], Selection::fastest(), Instant::from_secs(2));
+        // Half the seeds: big RTTs a fifth apart (over 10 ms, under a third); the others:
+        // small RTTs far apart in ratio but under 10 ms apart.
+        let base = if seed % 2 == 0 { Duration::from_millis(60) } else { Duration::from_millis(2) };
+        for &(host, _) in &m.servers.clone() {
+            let factor = if seed % 2 == 0 { 1.0 + 0.2 * rng.unit_f64() } else { 1.0 + 1.5 * rng.unit_f64() };
+            m.sim.set_link(alice, host, jittery(base.mul_f64(factor)));
+        }
+        m.run(Duration::from_secs(3600));
+        let moves = m.events("Alice").iter().filter(|e| matches!(e, ClientEvent::Selected { .. })).count();
+        assert_eq!(moves, 1, "seed {seed}: the client moved {} times", moves - 1);
+        assert!(m.registered_at("Alice").is_some(), "seed {seed}: still registered");
+    }
+}
+
+const FAILOVER: TestId =
+    TestId::integration("switchyard-tests", "sim_mesh", "fastest_client_fails_over_within_three_seconds");
+
+/// A client on the fastest server talks both ways with a user elsewhere; its server
+/// crashes: it is registered on another within 3 s, and every message either way is
+/// delivered exactly once with a `Delivered` receipt.
+fn failover_sweep(seed: u64) -> Result<(), String> {
+    let mut rng = Rng::new(seed ^ 0xfa11);
+    let mut m = Mesh::new(seed, 3, jittery(Duration::from_millis(rng.range_inclusive(1, 10))));
+    let all: Vec<SocketAddr> = m.servers.iter().map(|&(_, a)| a).collect();
+    let alice = m.user("Alice", vec![all[0]], Selection::fastest(), Instant::from_secs(2));
+    for &(host, _) in &m.servers.clone() {
+        m.sim.set_link(alice, host, jittery(Duration::from_millis(rng.range_inclusive(2, 30))));
+    }
+    m.run(Duration::from_secs(6));
+    let home = m.registered_at("Alice").ok_or("Alice is not registered")?;
+    let other = *all.iter().find(|&&a| a != home).expect("three servers");
+    m.user("Bob", vec![other], Selection::InOrder, Instant::from_secs(6));
+    let mut sent = Vec::new();
+    let mut at = Instant::from_secs(8);
+    while at < Instant::from_secs(20) {
+        let (from, to) = if rng.chance(0.5) { ("Alice", "Bob") } else { ("Bob", "Alice") };
+        let body = format!("{from} {}", sent.len());
+        m.send_at(at, from, to, body.clone());
+        sent.push((to, body));
+        at = at + Duration::from_millis(rng.range_inclusive(50, 400));
+    }
+    let crash_at = Instant::from_millis(rng.range_inclusive(10_000, 15_000));
+    let victim = m.servers.iter().find(|&&(_, a)| a == home).expect("home").0;
+    m.sim.schedule(crash_at, move |sim| sim.crash(victim));
+    m.sim.run_until(Instant::from_secs(40)).map_err(|e| e.to_string())?;
+
+    let (again, on) = registered_after(&m, "Alice", crash_at).ok_or("Alice never registered again")?;
+    if on == home || again.saturating_duration_since(crash_at) > Duration::from_secs(3) {
+        return Err(format!("Alice was back on {on} {:?} after the crash", again.saturating_duration_since(crash_at)));
+    }
+    for (to, body) in &sent {
+        let copies = m.received(to).iter().filter(|(_, _, b)| b == body).count();
+        if copies != 1 {
+            return Err(format!("{body:?} reached {to} {copies} times"));
+        }
+    }
+    for user in ["Alice", "Bob"] {
+        let receipts = m.receipts(user);
+        if receipts.values().any(|s| *s != ReceiptStatus::Delivered) {
+            return Err(format!("{user} got a negative receipt"));
+        }
+        let left = m.sim.machine::<MeshClient>(m.users[user]).map_err(|_| "down")?.outbox_len();
+        if left != 0 {
+            return Err(format!("{user} still waits for {left} receipts"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn fastest_client_fails_over_within_three_seconds() {
+    check_seeds(&FAILOVER, 0..200, failover_sweep);
+}

@@ -240,11 +240,11 @@ impl View {
     fn show(&mut self, event: &ClientEvent) -> Option<ExitCode> {
         let mut out = io::stdout().lock();
         let _ = match event {
-            ClientEvent::Rtt { server, sample, .. } if !self.measured.contains(server) => {
+            ClientEvent::Measured { server, rtt } if !self.measured.contains(server) => {
                 self.measured.push(*server);
-                writeln!(out, "Server {server}: RTT {:.6} seconds", sample.as_secs_f64())
+                writeln!(out, "Server {server}: RTT {:.6} seconds", rtt.as_secs_f64())
             }
-            ClientEvent::Rtt { .. } => Ok(()),
+            ClientEvent::Rtt { .. } | ClientEvent::Measured { .. } => Ok(()),
             ClientEvent::Selected { server, rtt: Some(rtt), why } if self.fastest => {
                 if why == "first" {
                     writeln!(out, "Best server: {server} with RTT {:.6} seconds", rtt.as_secs_f64())

@@ -12,8 +12,9 @@
 //! (for ten minutes) and drops a second copy of any of them.
 //!
 //! **Selection.** With [`Selection::Fastest`] the client asks its first reachable server for
-//! the server list, keeps a probe connection to every server, and pings each every
-//! `probe_interval`. Each server's RTT is smoothed with a peak-EWMA (a sample above the
+//! the server list, keeps a probe connection to every server, measures each with
+//! [`WARM_UP_SAMPLES`] back-to-back round trips (keeping the lowest), chooses, and then
+//! pings each every `probe_interval`. Each server's RTT is then smoothed with a peak-EWMA (a sample above the
 //! average replaces it at once, lower samples pull it down slowly), so a spike counts at
 //! once and jitter does not. The client moves only when another server is clearly better:
 //! smoothed RTT lower by at least `switch_ratio` of the current one *and* by at least
@@ -34,6 +35,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 use uuid::Uuid;
+
+/// Round trips measured back to back on a new probe connection; until they are in, the
+/// smoothed RTT is the lowest of them (the first choice is made on that).
+pub const WARM_UP_SAMPLES: u32 = 5;
 
 /// How the client picks its server.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -111,6 +116,13 @@ pub enum ClientEvent {
         sample: Duration,
         /// The smoothed RTT.
         smoothed: Duration,
+    },
+    /// A server's first measurement: the lowest of [`WARM_UP_SAMPLES`] round trips.
+    Measured {
+        /// The server.
+        server: SocketAddr,
+        /// Its RTT.
+        rtt: Duration,
     },
     /// The server chosen (first choice, switch or failover), and its smoothed RTT if known.
     Selected {
@@ -194,6 +206,8 @@ struct Session {
 struct Probe {
     conn: Option<ConnId>,
     up: bool,
+    /// Samples taken on this connection.
+    samples: u32,
     smoothed: Option<Duration>,
     /// Token and send time of the ping in flight.
     in_flight: Option<(u64, Instant)>,
@@ -348,6 +362,7 @@ impl MeshClient {
             Probe {
                 conn: None,
                 up: false,
+                samples: 0,
                 smoothed: None,
                 in_flight: None,
                 reader: MsgReader::default(),
@@ -381,6 +396,7 @@ impl MeshClient {
         probe.conn = Some(conn);
         probe.reader = MsgReader::default();
         probe.in_flight = None;
+        probe.samples = 0;
         self.probe_conns.insert(conn, server);
         self.timers.set(Timer::ConnectTimeout(conn), self.clock.now() + self.config.connect_timeout);
         self.out.push(Output::Connect { conn, to: server });
@@ -426,12 +442,24 @@ impl MeshClient {
                 }
                 probe.in_flight = None;
                 let sample = now.saturating_duration_since(sent);
+                probe.samples += 1;
+                let warming = probe.samples <= WARM_UP_SAMPLES;
                 let smoothed = match probe.smoothed {
+                    // Warming up: the lowest sample, the path's latency without queueing.
+                    Some(low) if warming => low.min(sample),
                     Some(avg) if sample < avg => avg.mul_f64(1.0 - weight) + sample.mul_f64(weight),
                     _ => sample,
                 };
                 probe.smoothed = Some(smoothed);
+                let measured = probe.samples == WARM_UP_SAMPLES;
                 self.out.event(ClientEvent::Rtt { server, sample, smoothed });
+                if measured {
+                    self.out.event(ClientEvent::Measured { server, rtt: smoothed });
+                }
+                if warming && !measured {
+                    // The next warm-up ping goes at once.
+                    self.ping_probe(server);
+                }
                 self.reconsider();
             }
             MeshMsg::ServerList { servers } => self.learn_servers(servers),
@@ -450,7 +478,7 @@ impl MeshClient {
             // The first choice waits until every known server has answered a probe or
             // failed to connect (servers learned meanwhile included), for at most two
             // probe intervals.
-            let waiting = self.probes.values().any(|p| p.conn.is_some() && p.smoothed.is_none());
+            let waiting = self.probes.values().any(|p| p.conn.is_some() && p.samples < WARM_UP_SAMPLES);
             let patience = self.started + self.config.probe_interval * 2;
             if !waiting || self.clock.now() >= patience || self.registered_once {
                 let why = if self.registered_once { "reconnecting" } else { "first" };
