@@ -55,16 +55,18 @@ enum How {
     InProcess { local: Handle<TunnelLocal>, remote: Handle<TunnelRemote> },
 }
 
-/// A child process and the tail of its stderr.
+/// A child process (this executable with other arguments) and the tail of its stderr;
+/// dropping it kills the process.
 #[derive(Debug)]
-struct Proc {
+pub(super) struct Proc {
     name: &'static str,
     child: Child,
     log: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Proc {
-    fn spawn(name: &'static str, args: &[String]) -> Result<Proc, CliError> {
+    /// Starts this executable with `args`; `name` names it in errors.
+    pub(super) fn spawn(name: &'static str, args: &[String]) -> Result<Proc, CliError> {
         let exe = std::env::current_exe().map_err(|e| CliError::new(format!("cannot find our own executable: {e}")))?;
         let mut child = Command::new(exe)
             .args(args)
@@ -74,7 +76,7 @@ impl Proc {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| CliError::new(format!("cannot start the tunnel's {name} end: {e}")))?;
+            .map_err(|e| CliError::new(format!("cannot start {name}: {e}")))?;
         let log = Arc::new(Mutex::new(VecDeque::new()));
         if let Some(stderr) = child.stderr.take() {
             let log = log.clone();
@@ -92,14 +94,16 @@ impl Proc {
         Ok(Proc { name, child, log })
     }
 
-    fn exited(&mut self) -> Option<ExitStatus> {
+    /// The exit status, if the process has ended.
+    pub(super) fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
-    fn failure(&self, status: ExitStatus) -> CliError {
+    /// An error saying the process ended, with the tail of its stderr.
+    pub(super) fn failure(&self, status: ExitStatus) -> CliError {
         let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         let tail: Vec<&str> = log.iter().map(String::as_str).collect();
-        CliError::new(format!("the tunnel's {} end exited ({status}):\n  {}", self.name, tail.join("\n  ")))
+        CliError::new(format!("{} exited ({status}):\n  {}", self.name, tail.join("\n  ")))
     }
 }
 
@@ -130,14 +134,15 @@ fn runtime_flag<R: Runtime>() -> &'static str {
 }
 
 /// A loopback port nobody listens on right now (the kernel's choice for port 0).
-fn free_port() -> Result<u16, CliError> {
+pub(super) fn free_port() -> Result<u16, CliError> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| CliError::new(format!("cannot find a free loopback port: {e}")))
 }
 
-fn loopback(port: u16) -> SocketAddr {
+/// `127.0.0.1:port`.
+pub(super) fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
@@ -161,7 +166,7 @@ impl Ends {
         for (name, addr) in ROUTES.iter().zip([targets.sink.addr, targets.echo, targets.hold.addr]) {
             remote_args.extend(["--route".into(), format!("{name}={addr}")]);
         }
-        let remote = Proc::spawn("remote", &remote_args)?;
+        let remote = Proc::spawn("the tunnel's remote end", &remote_args)?;
         let ports = [free_port()?, free_port()?, free_port()?];
         let mut local_args = vec!["--runtime".into(), runtime.into(), "tunnel".into(), "local".into()];
         local_args.extend(["--listen".into(), loopback(free_port()?).to_string(), "--remote".into()]);
@@ -169,7 +174,7 @@ impl Ends {
         for (name, port) in ROUTES.iter().zip(ports) {
             local_args.extend(["--forward".into(), format!("{port}={name}")]);
         }
-        let local = Proc::spawn("local", &local_args)?;
+        let local = Proc::spawn("the tunnel's local end", &local_args)?;
         let forwards = Forwards { sink: loopback(ports[0]), echo: loopback(ports[1]), hold: loopback(ports[2]) };
         let mut ends = Ends { forwards, how: How::Children { local, remote, secret_file } };
         ends.wait_ready()?;

@@ -1,6 +1,7 @@
 //! `switchyard bench`: measurements on loopback.
 //!
 //! - [`tunnel`]: the command, its figures and the summary against the targets.
+//! - [`mesh`]: `bench mesh`, message rate and hop latency of the P2P mesh.
 //! - [`ends`]: the tunnel ends under test, as child processes or in-process.
 //! - [`targets`]: the sink, echo and hold servers the traffic ends at.
 //! - [`reference`]: a two-hop socat chain, to measure the tunnel against on this machine.
@@ -12,6 +13,7 @@
 
 mod ends;
 mod load;
+mod mesh;
 mod os;
 mod reference;
 mod stats;
@@ -27,7 +29,7 @@ use switchyard_core::Env;
 
 /// Measure Switchyard on loopback and compare with plain TCP.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "bench", example = "switchyard bench tunnel")]
+#[argh(subcommand, name = "bench", example = "switchyard bench tunnel\nswitchyard bench mesh")]
 pub struct BenchCmd {
     #[argh(subcommand)]
     what: What,
@@ -37,6 +39,7 @@ pub struct BenchCmd {
 #[argh(subcommand)]
 enum What {
     Tunnel(tunnel::TunnelCmd),
+    Mesh(mesh::MeshCmd),
     Hold(HoldCmd),
 }
 
@@ -51,6 +54,7 @@ impl Program for BenchCmd {
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
         match self.what {
             What::Tunnel(cmd) => cmd.run(rt, env).await,
+            What::Mesh(cmd) => cmd.run(rt, env).await,
             What::Hold(HoldCmd {}) => {
                 targets::serve_hold().map_err(|e| CliError::new(format!("hold: {e}")))?;
                 Ok(ExitCode::SUCCESS)
