@@ -82,3 +82,18 @@ fn a_port_in_use_is_a_one_line_error_naming_it() {
         format!("switchyard: time: cannot listen on {addr}: address already in use")
     );
 }
+
+#[test]
+fn hello_on_several_ports_checks_which_answer() {
+    // Another server already holds 5002: it is skipped, and still found up by the check.
+    let other = Proc::start(&["serve", "hello", "--listen", "127.0.0.123:5002"]);
+    other.wait_for_log("hello server listening on 127.0.0.123:5002");
+    let server = Proc::start(&["serve", "hello", "--listen", "127.0.0.123:5001", "--ports", "5001,5002,5003"]);
+    server.wait_for_log("port 5002 is in use: not serving it");
+    server.wait_for_log("hello server listening on 127.0.0.123:5001, 127.0.0.123:5003");
+    for port in [5001, 5002, 5003] {
+        server.wait_for_log(&format!("interconnectivity: 127.0.0.123:{port} is up (hello → world)"));
+    }
+    let out = run(&["send", "--to", "127.0.0.123:5003", "hello"], b"");
+    assert_eq!(text(&out.stdout), "world\n", "{out:?}");
+}

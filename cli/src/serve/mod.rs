@@ -1,6 +1,7 @@
 //! `switchyard serve <service>`: run one line service until Ctrl-C.
 
 mod line_cmd;
+mod multi_port;
 
 use crate::launch::{Fleet, LaunchError};
 use crate::runtime::Program;
@@ -95,10 +96,19 @@ line_service_cmd! {
 line_service_cmd! {
     /// Serve the `hello` reply preset: `hello` gets `world`, anything else an error line
     /// (the connection stays open).
-    #[argh(subcommand, name = "hello", example = "switchyard serve hello\nswitchyard send --to 127.0.0.1:5001 hello")]
+    #[argh(
+        subcommand,
+        name = "hello",
+        example = "switchyard serve hello\nswitchyard send --to 127.0.0.1:5001 hello\nswitchyard serve hello --ports 5001,5002,5003,5004,5005",
+        note = "With --ports, as the original's multi-port server: the same service on each port of the list (on --listen's IP; a port already in use is skipped with a warning: another server may hold it), then an interconnectivity test: every port of the list is sent `hello`, and the log says which answer `world`. Ctrl-C stops the server (exit 0)."
+    )]
     pub struct HelloCmd {
         listen: "crate::addr::loopback(5001)", "address to listen on (default 127.0.0.1:5001)",
         idle_timeout: on,
+        /// serve on each of these ports of --listen's IP instead (comma-separated, e.g.
+        /// 5001,5002,5003), and check at start which of them answer
+        #[argh(option, from_str_fn(crate::serve::parse_ports))]
+        ports: Option<Ports>,
     }
 }
 
@@ -124,6 +134,23 @@ line_service_cmd! {
         listen: "crate::addr::loopback(8080)", "address to listen on (default 127.0.0.1:8080)",
         idle_timeout: on,
     }
+}
+
+/// `--ports`: a comma-separated list of ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ports(Vec<u16>);
+
+/// Parses `5001,5002,5003`.
+pub fn parse_ports(s: &str) -> Result<Ports, String> {
+    let ports: Vec<u16> = s
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.trim().parse().map_err(|_| format!("{p:?} is not a port number")))
+        .collect::<Result<_, _>>()?;
+    if ports.is_empty() || ports.contains(&0) {
+        return Err(format!("expected ports like 5001,5002 (got {s:?})"));
+    }
+    Ok(Ports(ports))
 }
 
 /// Default seconds between time pushes.
@@ -194,6 +221,11 @@ pub async fn launch<R: Runtime>(
 
 impl Program for ServeCmd {
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
+        if let Service::Hello(cmd) = &self.service {
+            if let Some(ports) = &cmd.ports {
+                return multi_port::serve(&rt, env, cmd.listen.ip(), &ports.0, cmd.config()).await;
+            }
+        }
         let (kind, listen, config) = match self.service {
             Service::Echo(cmd) => (ServiceKind::Echo, cmd.listen, cmd.config()),
             Service::Time(cmd) => (ServiceKind::Time { interval: cmd.interval }, cmd.listen, cmd.config()),
