@@ -5,7 +5,7 @@
 //! seeds of a 5-server mesh with 20 users, random traffic, latency and jitter, a dropped
 //! peer link and a server crash and restart.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use switchyard_core::mesh::client::{ClientConfig, ClientEvent, MeshClient, Selection};
@@ -353,7 +353,6 @@ fn mesh_sweep(seed: u64) -> Result<(), String> {
     if std::env::var("MESH_STEPS").is_ok() {
         eprintln!("seed {seed}: {} steps, trace {} records", m.sim.steps(), m.sim.trace_records());
     }
-    let _ = BTreeSet::<u8>::new();
     Ok(())
 }
 
@@ -493,4 +492,199 @@ fn failover_sweep(seed: u64) -> Result<(), String> {
 #[test]
 fn fastest_client_fails_over_within_three_seconds() {
     check_seeds(&FAILOVER, 0..200, failover_sweep);
+}
+
+// ---------------------------------------------------------------------------------------
+// Random operations against a reference model
+// ---------------------------------------------------------------------------------------
+
+/// One thing that happens in a [`Scenario`].
+#[derive(Clone, Debug)]
+enum Op {
+    /// User `from` sends to user `to` (an index past the last user is a name nobody has),
+    /// `gap` ms after the previous operation.
+    Send { from: usize, to: usize, gap: u16 },
+    /// Server `server` crashes and comes back `down` ms later.
+    Crash { server: usize, down: u16, gap: u16 },
+    /// The link between two servers is cut both ways for `ms` ms.
+    Cut { a: usize, b: usize, ms: u16, gap: u16 },
+}
+
+/// A small mesh, users placed on it, and a sequence of operations.
+#[derive(Clone, Debug)]
+struct Scenario {
+    seed: u64,
+    servers: usize,
+    /// Each user's first server.
+    homes: Vec<usize>,
+    ops: Vec<Op>,
+}
+
+impl quickcheck::Arbitrary for Op {
+    fn arbitrary(g: &mut quickcheck::Gen) -> Op {
+        let small = |g: &mut quickcheck::Gen, n: usize| usize::arbitrary(g) % n;
+        let gap = u16::arbitrary(g) % 2_000;
+        match u8::arbitrary(g) % 10 {
+            0 => Op::Crash { server: small(g, 8), down: 500 + u16::arbitrary(g) % 4_000, gap },
+            1 => Op::Cut { a: small(g, 8), b: small(g, 8), ms: 500 + u16::arbitrary(g) % 6_000, gap },
+            _ => Op::Send { from: small(g, 8), to: small(g, 9), gap },
+        }
+    }
+}
+
+impl quickcheck::Arbitrary for Scenario {
+    fn arbitrary(g: &mut quickcheck::Gen) -> Scenario {
+        let servers = 2 + usize::arbitrary(g) % 3;
+        let users = 2 + usize::arbitrary(g) % 4;
+        let homes = (0..users).map(|_| usize::arbitrary(g) % servers).collect();
+        let ops = (0..usize::arbitrary(g) % 30).map(|_| Op::arbitrary(g)).collect();
+        Scenario { seed: u64::arbitrary(g), servers, homes, ops }
+    }
+
+    fn shrink(&self) -> Box<dyn Iterator<Item = Scenario>> {
+        let base = self.clone();
+        Box::new(self.ops.shrink().map(move |ops| Scenario { ops, ..base.clone() }))
+    }
+}
+
+/// What the reference model expects of one message.
+struct Expected {
+    from: String,
+    to: String,
+    body: String,
+    /// A real user (not a name nobody has).
+    real: bool,
+    /// The recipient's server crashed while the message could be on its way: the
+    /// recipient may have been registered nowhere, so "no such user" is a right answer too.
+    recipient_moved: bool,
+}
+
+/// Runs `scenario` and compares the outcome with the reference model: every message is
+/// delivered at most once; a message to a real user is delivered exactly once with a
+/// `Delivered` receipt (or, if its recipient's server crashed meanwhile, answered "no such
+/// user" and never delivered); a message to a name nobody has gets "no such user"; and
+/// nothing is left without a receipt.
+fn model_holds(scenario: &Scenario) -> Result<(), String> {
+    let mut m = Mesh::new(scenario.seed, scenario.servers, lan());
+    let all: Vec<SocketAddr> = m.servers.iter().map(|&(_, a)| a).collect();
+    let names: Vec<String> = (0..scenario.homes.len()).map(|u| format!("u{u}")).collect();
+    for (name, &home) in names.iter().zip(&scenario.homes) {
+        let order: Vec<SocketAddr> = (0..all.len()).map(|k| all[(home + k) % all.len()]).collect();
+        m.user(name, order, Selection::InOrder, Instant::from_secs(2));
+    }
+    let mut at = Instant::from_secs(5);
+    let mut expected = Vec::new();
+    let mut crashes: Vec<(usize, Instant, Instant)> = Vec::new();
+    for op in &scenario.ops {
+        match *op {
+            Op::Send { from, to, gap } => {
+                at = at + Duration::from_millis(u64::from(gap));
+                let from = &names[from % names.len()];
+                let real = to < names.len();
+                let to = if real { names[to].clone() } else { "nobody".to_owned() };
+                let body = format!("m{}", expected.len());
+                m.send_at(at, from, &to, body.clone());
+                expected.push(Expected { from: from.clone(), to, body, real, recipient_moved: false });
+            }
+            Op::Crash { server, down, gap } => {
+                at = at + Duration::from_millis(u64::from(gap));
+                let server = server % m.servers.len();
+                let host = m.servers[server].0;
+                let back = at + Duration::from_millis(u64::from(down));
+                m.sim.schedule(at, move |sim| sim.crash(host));
+                m.sim.schedule(back, move |sim| sim.restart(host));
+                crashes.push((server, at, back));
+            }
+            Op::Cut { a, b, ms, gap } => {
+                at = at + Duration::from_millis(u64::from(gap));
+                let (a, b) = (m.servers[a % m.servers.len()].0, m.servers[b % m.servers.len()].0);
+                if a != b {
+                    m.sim.schedule(at, move |sim| sim.partition(a, b, Cut::BothWays));
+                    m.sim.schedule(at + Duration::from_millis(u64::from(ms)), move |sim| sim.heal(a, b, Cut::BothWays));
+                }
+            }
+        }
+    }
+    // Which recipients' servers crashed while their messages could be travelling.
+    let sends: Vec<Instant> = {
+        let mut t = Instant::from_secs(5);
+        scenario
+            .ops
+            .iter()
+            .filter_map(|op| {
+                let gap = match *op {
+                    Op::Send { gap, .. } | Op::Crash { gap, .. } | Op::Cut { gap, .. } => gap,
+                };
+                t = t + Duration::from_millis(u64::from(gap));
+                matches!(op, Op::Send { .. }).then_some(t)
+            })
+            .collect()
+    };
+    for (e, &sent) in expected.iter_mut().zip(&sends) {
+        if let Some(u) = names.iter().position(|n| *n == e.to) {
+            let home = scenario.homes[u];
+            e.recipient_moved = crashes.iter().any(|&(s, down, _)| s == home && down <= sent + Duration::from_secs(15));
+        }
+    }
+    m.sim.run_until(at + Duration::from_secs(60)).map_err(|e| e.to_string())?;
+
+    let mut delivered: BTreeMap<String, usize> = BTreeMap::new();
+    for name in &names {
+        for (_, from, body) in m.received(name) {
+            *delivered.entry(format!("{from}>{name}:{body}")).or_default() += 1;
+        }
+    }
+    for name in &names {
+        let client = m.sim.machine::<MeshClient>(m.users[name]).map_err(|_| format!("{name} is down"))?;
+        if client.outbox_len() != 0 {
+            return Err(format!("{name} still waits for {} receipts", client.outbox_len()));
+        }
+    }
+    for e in &expected {
+        let key = format!("{}>{}:{}", e.from, e.to, e.body);
+        let copies = delivered.get(&key).copied().unwrap_or(0);
+        match (e.real, copies) {
+            (_, n) if n > 1 => return Err(format!("{key} delivered {n} times")),
+            (false, 1) => return Err(format!("{key} delivered to nobody")),
+            (true, 0) if !e.recipient_moved => return Err(format!("{key} never delivered")),
+            _ => {}
+        }
+    }
+    // Receipts agree with deliveries: as many `Delivered` receipts per sender as messages
+    // of theirs delivered, and a "no such user" for each message to nobody.
+    for name in &names {
+        let events = m.events(name);
+        let ok = events
+            .iter()
+            .filter(|e| matches!(e, ClientEvent::Receipt { status: ReceiptStatus::Delivered, .. }))
+            .count();
+        let mine = expected.iter().filter(|e| &e.from == name);
+        let got = mine.clone().filter(|e| delivered.contains_key(&format!("{}>{}:{}", e.from, e.to, e.body))).count();
+        if ok != got {
+            return Err(format!("{name}: {ok} delivered receipts for {got} messages delivered"));
+        }
+        let nobody = mine.filter(|e| !e.real).count();
+        let negative = events
+            .iter()
+            .filter(
+                |e| matches!(e, ClientEvent::Receipt { status: ReceiptStatus::NoSuchUser, to, .. } if to == "nobody"),
+            )
+            .count();
+        if negative != nobody {
+            return Err(format!("{name}: {negative} negative receipts for {nobody} messages to nobody"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn random_operations_keep_exactly_once_against_the_model() {
+    fn property(scenario: Scenario) -> quickcheck::TestResult {
+        match model_holds(&scenario) {
+            Ok(()) => quickcheck::TestResult::passed(),
+            Err(e) => quickcheck::TestResult::error(format!("{e}\n{scenario:#?}")),
+        }
+    }
+    let tests = std::env::var("QUICKCHECK_TESTS").ok().and_then(|n| n.parse().ok()).unwrap_or(100);
+    quickcheck::QuickCheck::new().tests(tests).quickcheck(property as fn(Scenario) -> quickcheck::TestResult);
 }
