@@ -59,7 +59,7 @@ pub struct ServerCmd {
     subcommand,
     name = "chat",
     example = "switchyard mesh chat --user Alice\nswitchyard mesh chat --server 127.0.0.1:5001,127.0.0.1:5002 --user Bob\nswitchyard mesh chat --server 127.0.0.1:5001 --user Carol --select fastest",
-    note = "Type `<recipient> <message>` to send (the original's syntax); incoming messages print as `<sender>: <message>`, receipts as `delivered to <name>` or `no such user <name>`. quit, exit or q leaves the mesh at once; the end of input (Ctrl-D, or a pipe) leaves once registered and every message sent has its receipt, waiting at most 5 s. Without --select, the servers are used in order, failing over to the next. With --select fastest, the client learns every server from the first, measures the round-trip time to each, uses the fastest, and moves only when another is clearly faster (a third and 10 ms lower); if its server dies it is on another within 3 s. Messages wait in an outbox until their receipt arrives and are resent after a move, so none is lost or doubled."
+    note = "Type `<recipient> <message>` to send (the original's syntax); incoming messages print as `<sender>: <message>`, receipts as `delivered to <name>` or `no such user <name>`. quit, exit or q leaves the mesh at once; the end of input (Ctrl-D, or a pipe) leaves once registered and every message sent has its receipt, waiting at most 5 s. Without --select, the servers are used in order, failing over to the next. With --select fastest, the client learns every server from the first, measures the round-trip time to each, uses the fastest, and moves only when another is clearly faster (by --switch-ratio of its RTT and --switch-min-ms, a third and 10 ms by default); if its server dies it is on another within 3 s. Messages wait in an outbox until their receipt arrives and are resent after a move, so none is lost or doubled."
 )]
 pub struct ChatCmd {
     /// servers, comma-separated (default 127.0.0.1:5001)
@@ -73,6 +73,22 @@ pub struct ChatCmd {
     /// how to pick a server: in-order (default) or fastest
     #[argh(option, default = "SelectArg::InOrder", from_str_fn(parse_select))]
     select: SelectArg,
+
+    /// with --select fastest: move only to a server whose RTT is lower by at least this
+    /// share of the current one (default 0.33)
+    #[argh(option, default = "1.0 / 3.0", from_str_fn(parse_ratio))]
+    switch_ratio: f64,
+
+    /// with --select fastest: and lower by at least this many milliseconds (default 10)
+    #[argh(option, default = "10")]
+    switch_min_ms: u64,
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..1.0).contains(&r) => Ok(r),
+        _ => Err(format!("expected a share between 0 and 1, like 0.33 (got {s:?})")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +159,10 @@ impl ChatCmd {
         }
         let selection = match self.select {
             SelectArg::InOrder => Selection::InOrder,
-            SelectArg::Fastest => Selection::fastest(),
+            SelectArg::Fastest => Selection::Fastest {
+                switch_ratio: self.switch_ratio,
+                switch_min: Duration::from_millis(self.switch_min_ms),
+            },
         };
         let config = ClientConfig::new(&self.user, self.server.0, selection);
         let client = MeshClient::new(env, Instant::ZERO, config);
@@ -286,6 +305,13 @@ mod tests {
         let ports: Vec<u16> = peers.iter().map(|a| a.port()).collect();
         assert_eq!(ports, vec![5001, 5002, 5004, 5005]);
         assert!(peers.iter().all(|a| a.ip().to_string() == "127.0.0.2"));
+    }
+
+    #[test]
+    fn switch_ratios_are_shares_below_one() {
+        assert_eq!(parse_ratio("0.5"), Ok(0.5));
+        assert!(parse_ratio("1.5").is_err());
+        assert!(parse_ratio("-0.1").is_err());
     }
 
     #[test]
