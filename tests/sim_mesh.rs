@@ -473,7 +473,26 @@ fn failover_sweep(seed: u64) -> Result<(), String> {
     for (to, body) in &sent {
         let copies = m.received(to).iter().filter(|(_, _, b)| b == body).count();
         if copies != 1 {
-            return Err(format!("{body:?} reached {to} {copies} times"));
+            let log: Vec<String> = m
+                .sim
+                .events::<ClientEvent>(m.users[*to])
+                .filter(|(_, e)| !matches!(e, ClientEvent::Rtt { .. } | ClientEvent::Message { .. }))
+                .map(|(at, e)| format!("{at} {e:?}"))
+                .collect();
+            let servers: Vec<String> = m
+                .servers
+                .iter()
+                .flat_map(|&(host, addr)| {
+                    m.sim.events::<switchyard_core::mesh::MeshEvent>(host).filter_map(move |(at, e)| match e {
+                        switchyard_core::mesh::MeshEvent::NoSuchUser { .. }
+                        | switchyard_core::mesh::MeshEvent::ReceiptOverdue { .. }
+                        | switchyard_core::mesh::MeshEvent::UserRegistered { .. }
+                        | switchyard_core::mesh::MeshEvent::UserLeft { .. } => Some(format!("{addr} {at} {e:?}")),
+                        _ => None,
+                    })
+                })
+                .collect();
+            return Err(format!("{body:?} reached {to} {copies} times; {to}: {log:#?} servers: {servers:#?}"));
         }
     }
     for user in ["Alice", "Bob"] {
@@ -626,6 +645,22 @@ fn model_holds(scenario: &Scenario) -> Result<(), String> {
             e.recipient_moved = crashes.iter().any(|&(s, down, _)| s == home && down <= sent + Duration::from_secs(15));
         }
     }
+    if std::env::var("MESH_DEBUG").is_ok() {
+        let mut t = Instant::from_secs(5);
+        while t < at + Duration::from_secs(10) {
+            m.sim.run_until(t).map_err(|e| e.to_string())?;
+            let locs: Vec<String> = (0..m.servers.len())
+                .map(|i| {
+                    format!(
+                        "{:?}",
+                        m.sim.machine::<MeshServer>(m.servers[i].0).ok().map(|s| (s.location("u0"), s.linked_peers()))
+                    )
+                })
+                .collect();
+            eprintln!("{t}: {}", locs.join(" | "));
+            t = t + Duration::from_millis(500);
+        }
+    }
     m.sim.run_until(at + Duration::from_secs(60)).map_err(|e| e.to_string())?;
 
     let mut delivered: BTreeMap<String, usize> = BTreeMap::new();
@@ -637,7 +672,13 @@ fn model_holds(scenario: &Scenario) -> Result<(), String> {
     for name in &names {
         let client = m.sim.machine::<MeshClient>(m.users[name]).map_err(|_| format!("{name} is down"))?;
         if client.outbox_len() != 0 {
-            return Err(format!("{name} still waits for {} receipts", client.outbox_len()));
+            let events: Vec<String> = m
+                .sim
+                .events::<ClientEvent>(m.users[name])
+                .filter(|(_, e)| !matches!(e, ClientEvent::Rtt { .. }))
+                .map(|(at, e)| format!("{at} {e:?}"))
+                .collect();
+            return Err(format!("{name} still waits for {} receipts: {events:#?}", client.outbox_len()));
         }
     }
     for e in &expected {
@@ -650,8 +691,11 @@ fn model_holds(scenario: &Scenario) -> Result<(), String> {
             _ => {}
         }
     }
-    // Receipts agree with deliveries: as many `Delivered` receipts per sender as messages
-    // of theirs delivered, and a "no such user" for each message to nobody.
+    // Receipts agree with deliveries: every `Delivered` receipt is for a message that was
+    // delivered, and every delivered message has one, except that a message to a recipient
+    // whose server crashed may have been answered "no such user" and still be delivered
+    // later (a copy that was on its way; see PROTOCOL.md §4.4). And a "no such user" for
+    // each message to nobody.
     for name in &names {
         let events = m.events(name);
         let ok = events
@@ -659,9 +703,11 @@ fn model_holds(scenario: &Scenario) -> Result<(), String> {
             .filter(|e| matches!(e, ClientEvent::Receipt { status: ReceiptStatus::Delivered, .. }))
             .count();
         let mine = expected.iter().filter(|e| &e.from == name);
-        let got = mine.clone().filter(|e| delivered.contains_key(&format!("{}>{}:{}", e.from, e.to, e.body))).count();
-        if ok != got {
-            return Err(format!("{name}: {ok} delivered receipts for {got} messages delivered"));
+        let was_delivered = |e: &&Expected| delivered.contains_key(&format!("{}>{}:{}", e.from, e.to, e.body));
+        let got = mine.clone().filter(was_delivered).count();
+        let got_stable = mine.clone().filter(was_delivered).filter(|e| !e.recipient_moved).count();
+        if ok > got || ok < got_stable {
+            return Err(format!("{name}: {ok} delivered receipts for {got} messages delivered ({got_stable} to recipients that stayed put)"));
         }
         let nobody = mine.filter(|e| !e.real).count();
         let negative = events
@@ -677,14 +723,100 @@ fn model_holds(scenario: &Scenario) -> Result<(), String> {
     Ok(())
 }
 
+impl Scenario {
+    /// A scenario drawn from `seed` with the same shape as the quickcheck generator, for
+    /// the deterministic sweep CI runs.
+    fn from_seed(seed: u64) -> Scenario {
+        let mut rng = Rng::new(seed ^ 0x6d0d);
+        let servers = 2 + rng.below(3) as usize;
+        let users = 2 + rng.below(4) as usize;
+        let homes = (0..users).map(|_| rng.below(servers as u64) as usize).collect();
+        let mut ops = Vec::new();
+        for _ in 0..rng.below(30) {
+            let small = |rng: &mut Rng, n: u64| rng.below(n) as usize;
+            let gap = rng.below(2_000) as u16;
+            ops.push(match rng.below(10) {
+                0 => Op::Crash { server: small(&mut rng, 8), down: 500 + rng.below(4_000) as u16, gap },
+                1 => Op::Cut { a: small(&mut rng, 8), b: small(&mut rng, 8), ms: 500 + rng.below(6_000) as u16, gap },
+                _ => Op::Send { from: small(&mut rng, 8), to: small(&mut rng, 9), gap },
+            });
+        }
+        Scenario { seed, servers, homes, ops }
+    }
+}
+
+const MODEL: TestId =
+    TestId::integration("switchyard-tests", "sim_mesh", "random_operations_keep_exactly_once_against_the_model");
+
+/// 300 seeded scenarios of random sends, crashes and cuts on small meshes, each checked
+/// against the reference model ([`model_holds`]). Deterministic, so CI never flakes; the
+/// quickcheck explorer below draws new ones and shrinks what it finds.
 #[test]
 fn random_operations_keep_exactly_once_against_the_model() {
+    check_seeds(&MODEL, 0..300, |seed| model_holds(&Scenario::from_seed(seed)));
+}
+
+/// The same property under quickcheck: fresh random scenarios every run, shrunk to a
+/// minimal failing one. Not run by default (each run explores new cases, so a rare
+/// failure would make CI flaky); run it with
+/// `QUICKCHECK_TESTS=5000 cargo test -p switchyard-tests --test sim_mesh -- --ignored`
+/// and add what it finds to [`model_regressions`].
+#[test]
+#[ignore]
+fn explore_random_operations_with_quickcheck() {
     fn property(scenario: Scenario) -> quickcheck::TestResult {
         match model_holds(&scenario) {
             Ok(()) => quickcheck::TestResult::passed(),
             Err(e) => quickcheck::TestResult::error(format!("{e}\n{scenario:#?}")),
         }
     }
-    let tests = std::env::var("QUICKCHECK_TESTS").ok().and_then(|n| n.parse().ok()).unwrap_or(100);
+    let tests = std::env::var("QUICKCHECK_TESTS").ok().and_then(|n| n.parse().ok()).unwrap_or(1000);
     quickcheck::QuickCheck::new().tests(tests).quickcheck(property as fn(Scenario) -> quickcheck::TestResult);
+}
+
+/// Scenarios the explorer found, each a bug fixed since: a stale inbound link still
+/// counted as a way to its server; a third server's outdated conflict recorded as where
+/// a user lives; a claim held up by a partition from before a crash taking a registered
+/// user's name.
+#[test]
+fn model_regressions() {
+    let scenario = Scenario {
+        seed: 7334854415552025005,
+        servers: 3,
+        homes: vec![0, 2, 0],
+        ops: vec![
+            Op::Send { from: 3, to: 8, gap: 780 },
+            Op::Cut { a: 4, b: 3, ms: 3869, gap: 1043 },
+            Op::Send { from: 5, to: 8, gap: 1446 },
+            Op::Crash { server: 0, down: 1994, gap: 429 },
+        ],
+    };
+    model_holds(&scenario).unwrap();
+    let scenario = Scenario {
+        seed: 11677945085116081228,
+        servers: 3,
+        homes: vec![0, 2, 1, 0, 2],
+        ops: vec![
+            Op::Cut { a: 7, b: 0, ms: 2371, gap: 961 },
+            Op::Crash { server: 0, down: 501, gap: 1487 },
+            Op::Send { from: 0, to: 0, gap: 587 },
+        ],
+    };
+    model_holds(&scenario).unwrap();
+    let scenario = Scenario {
+        seed: 13040423554995669594,
+        servers: 3,
+        homes: vec![1, 0],
+        ops: vec![
+            Op::Crash { server: 4, down: 4387, gap: 1180 },
+            Op::Send { from: 4, to: 0, gap: 697 },
+            Op::Crash { server: 2, down: 2349, gap: 962 },
+            Op::Send { from: 3, to: 3, gap: 728 },
+            Op::Cut { a: 5, b: 6, ms: 5830, gap: 1938 },
+            Op::Send { from: 3, to: 6, gap: 1668 },
+            Op::Crash { server: 4, down: 2507, gap: 1067 },
+            Op::Crash { server: 3, down: 2524, gap: 16 },
+        ],
+    };
+    model_holds(&scenario).unwrap();
 }

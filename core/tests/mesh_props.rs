@@ -324,8 +324,9 @@ fn spec_bytes(msg: &MeshMsg) -> Vec<u8> {
             p.extend_from_slice(body.as_bytes());
             (3, 1)
         }
-        MeshMsg::Forward { id, hops, origin, from, to, body } => {
+        MeshMsg::Forward { id, attempt, hops, origin, from, to, body } => {
             p.extend_from_slice(id.as_bytes());
+            p.push(*attempt);
             p.push(*hops);
             addr(&mut p, origin);
             name(&mut p, from);
@@ -533,6 +534,7 @@ impl Arbitrary for ArbMsg {
             10 => MeshMsg::Deliver { id: id(g), from: name(g), body: body(g) },
             11 => MeshMsg::Forward {
                 id: id(g),
+                attempt: u8::arbitrary(g),
                 hops: u8::arbitrary(g),
                 origin: addr(g),
                 from: name(g),

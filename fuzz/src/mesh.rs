@@ -82,6 +82,8 @@ enum Field {
     Token,
     /// `Forward`'s and `ReceiptRelay`'s hop count, any u8.
     Hops,
+    /// `Forward`'s attempt number, any u8.
+    Attempt,
     /// `Receipt`'s and `ReceiptRelay`'s status u8: 0 delivered, 1 no such user.
     Status,
 }
@@ -91,19 +93,19 @@ enum Field {
 fn layout(kind: u8, subtype: u8) -> Option<&'static [Field]> {
     use Field::*;
     Some(match (kind, subtype) {
-        (0, 0) => &[],                                 // ListServers
-        (1, 0) => &[Addr, Addrs],                      // Announce
-        (1, 1) => &[Addrs],                            // ServerList
-        (2, 0) | (2, 1) => &[Name],                    // Register, Registered
-        (2, 2) => &[Name, Reason],                     // RegisterRefused
-        (2, 3) | (2, 4) | (2, 5) => &[Name, Addr],     // Claim, ClaimOk, ClaimConflict
-        (3, 0) | (3, 1) => &[Id, Name, Body],          // Send, Deliver
-        (3, 2) => &[Id, Hops, Addr, Name, Name, Body], // Forward
-        (3, 3) => &[Id, Status],                       // Receipt
-        (3, 4) => &[Id, Status, Hops, Addr],           // ReceiptRelay
-        (4, 0) | (4, 1) => &[Token],                   // Ping, Pong
-        (5, 0) => &[],                                 // Leave
-        (5, 1) => &[Name, Addr],                       // Gone
+        (0, 0) => &[],                                          // ListServers
+        (1, 0) => &[Addr, Addrs],                               // Announce
+        (1, 1) => &[Addrs],                                     // ServerList
+        (2, 0) | (2, 1) => &[Name],                             // Register, Registered
+        (2, 2) => &[Name, Reason],                              // RegisterRefused
+        (2, 3) | (2, 4) | (2, 5) => &[Name, Addr],              // Claim, ClaimOk, ClaimConflict
+        (3, 0) | (3, 1) => &[Id, Name, Body],                   // Send, Deliver
+        (3, 2) => &[Id, Attempt, Hops, Addr, Name, Name, Body], // Forward
+        (3, 3) => &[Id, Status],                                // Receipt
+        (3, 4) => &[Id, Status, Hops, Addr],                    // ReceiptRelay
+        (4, 0) | (4, 1) => &[Token],                            // Ping, Pong
+        (5, 0) => &[],                                          // Leave
+        (5, 1) => &[Name, Addr],                                // Gone
         _ => return None,
     })
 }
@@ -175,7 +177,7 @@ fn read(field: Field, rest: &mut &[u8]) -> Result<(), Verdict> {
         Field::Token => {
             take(rest, 8)?;
         }
-        Field::Hops => {
+        Field::Hops | Field::Attempt => {
             take(rest, 1)?;
         }
         Field::Status => {

@@ -72,6 +72,7 @@ fn message(s: &mut Bytes<'_>) -> MeshMsg {
         10 => MeshMsg::Deliver { id: id(a), from: name(b), body: "hi".into() },
         11 => MeshMsg::Forward {
             id: id(a),
+            attempt: c % 3,
             hops: c % 4,
             origin: server_addr(b),
             from: name(b),

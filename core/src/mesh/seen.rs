@@ -1,11 +1,13 @@
-//! The dedup cache: which message ids a server has seen, and which it delivered.
+//! The dedup cache: which message ids (and which attempts of each) a server has seen, and
+//! which it delivered.
 
 use crate::time::Instant;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Message ids seen recently, each kept for a TTL, at most `cap` of them.
+/// Message ids seen recently, and which attempts of each, each id kept for a TTL, at most
+/// `cap` of them.
 ///
 /// **When full** the oldest id is forgotten first (counted in [`SeenCache::evicted`]): a
 /// copy of that message arriving later would be taken for new. The TTL and the cap are
@@ -15,11 +17,24 @@ use uuid::Uuid;
 pub struct SeenCache {
     ttl: Duration,
     cap: usize,
-    /// id → (expiry, delivered to a local user).
-    ids: BTreeMap<Uuid, (Instant, bool)>,
-    /// Ids in the order they expire (insertion order: the TTL is the same for all).
+    ids: BTreeMap<Uuid, Entry>,
+    /// Ids with their expiry, in the order they expire (insertion order: the TTL is the same
+    /// for all).
     order: VecDeque<(Instant, Uuid)>,
     evicted: u64,
+}
+
+/// What the cache knows of one id.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// Delivered to a local user.
+    delivered: bool,
+    /// Bit `n` set: attempt `n` was seen (attempts past 63 count as 63).
+    attempts: u64,
+}
+
+fn bit(attempt: u8) -> u64 {
+    1 << attempt.min(63)
 }
 
 impl SeenCache {
@@ -31,8 +46,18 @@ impl SeenCache {
     /// Records `id` at `now`; false if it was already there (a duplicate).
     pub fn insert(&mut self, now: Instant, id: Uuid) -> bool {
         self.expire(now);
-        if self.ids.contains_key(&id) {
-            return false;
+        let new = !self.contains(&id);
+        self.record(now, id, 0);
+        new
+    }
+
+    /// Records attempt `attempt` of `id` at `now`; false if that attempt was already seen.
+    pub fn record(&mut self, now: Instant, id: Uuid, attempt: u8) -> bool {
+        self.expire(now);
+        if let Some(entry) = self.ids.get_mut(&id) {
+            let new = entry.attempts & bit(attempt) == 0;
+            entry.attempts |= bit(attempt);
+            return new;
         }
         if self.ids.len() >= self.cap {
             if let Some((_, oldest)) = self.order.pop_front() {
@@ -41,9 +66,18 @@ impl SeenCache {
             }
         }
         let until = now + self.ttl;
-        self.ids.insert(id, (until, false));
+        self.ids.insert(id, Entry { delivered: false, attempts: bit(attempt) });
         self.order.push_back((until, id));
         true
+    }
+
+    /// The attempt after the highest one seen of `id` (0 if none was): what an origin
+    /// routing `id` again numbers it.
+    pub fn next_attempt(&self, id: &Uuid) -> u8 {
+        match self.ids.get(id) {
+            Some(entry) if entry.attempts != 0 => (64 - entry.attempts.leading_zeros()).min(63) as u8,
+            _ => 0,
+        }
     }
 
     /// True if `id` is in the cache.
@@ -54,13 +88,13 @@ impl SeenCache {
     /// Marks `id` as delivered to a local user (so a copy gets its receipt again).
     pub fn mark_delivered(&mut self, id: &Uuid) {
         if let Some(entry) = self.ids.get_mut(id) {
-            entry.1 = true;
+            entry.delivered = true;
         }
     }
 
     /// True if `id` was delivered to a local user.
     pub fn delivered(&self, id: &Uuid) -> bool {
-        self.ids.get(id).is_some_and(|e| e.1)
+        self.ids.get(id).is_some_and(|e| e.delivered)
     }
 
     /// Forgets ids whose TTL has passed.
@@ -122,6 +156,19 @@ mod tests {
         assert!(!seen.contains(&id(1)));
         assert!(seen.contains(&id(3)));
         assert_eq!(seen.evicted(), 1);
+    }
+
+    #[test]
+    fn each_attempt_is_new_once_and_the_next_one_counts_up() {
+        let mut seen = SeenCache::new(Duration::from_secs(60), 10);
+        assert_eq!(seen.next_attempt(&id(1)), 0);
+        assert!(seen.record(Instant::ZERO, id(1), 0));
+        assert!(!seen.record(Instant::ZERO, id(1), 0));
+        assert_eq!(seen.next_attempt(&id(1)), 1);
+        assert!(seen.record(Instant::ZERO, id(1), 2));
+        assert_eq!(seen.next_attempt(&id(1)), 3);
+        assert!(!seen.record(Instant::ZERO, id(1), 2));
+        assert_eq!(seen.len(), 1, "attempts share their id's entry");
     }
 
     #[test]

@@ -12,8 +12,8 @@
 //! **Users.** `Register` at one server sends `Claim` to every linked peer; the user is
 //! registered once every peer has answered `ClaimOk` (or `claim_timeout` passed: an
 //! unreachable peer cannot veto). A `ClaimConflict` refuses it. Two servers claiming the
-//! same name at once, or both holding it when a partition heals, settle it by address: the
-//! lower address keeps the name. `Leave`, or the user's connection closing, sends `Gone`.
+//! same name at once, or both holding it when a partition heals (each answers the other's
+//! claim with a conflict), settle it by address: the lower address keeps the name. `Leave`, or the user's connection closing, sends `Gone`.
 //! When a link to a peer dies, the users it held are forgotten.
 //!
 //! **Messages.** Every message carries the sending client's UUID. A server remembers the
@@ -333,12 +333,19 @@ impl MeshServer {
         self.remote.retain(|_, home| *home != server);
     }
 
-    /// The connection to write to `server` on: our link if up, else its link to us.
+    /// The connection to write to `server` on: our link if up, else its link to us if we
+    /// heard on it within `dead_after` (the peer pings on it every `ping_interval`, so a
+    /// silent one leads to a server that is gone or cut off). `None`: unreachable now.
     fn channel(&self, server: SocketAddr) -> Option<ConnId> {
         let peer = self.peers.get(&server)?;
         match peer.link {
             Link::Up(conn) => Some(conn),
-            _ => peer.inbound,
+            _ => peer.inbound.filter(|conn| {
+                let now = self.clock.now();
+                self.conns
+                    .get(conn)
+                    .is_some_and(|c| now.saturating_duration_since(c.last_heard) < self.config.dead_after)
+            }),
         }
     }
 
@@ -489,6 +496,9 @@ impl MeshServer {
             (Role::Unknown, MeshMsg::Announce { server, known }) => {
                 self.set_role(conn, Role::PeerIn { server });
                 self.learn(server);
+                // A server announcing itself claims all its users next: what we had
+                // recorded there may predate a restart.
+                self.forget_users_at(server);
                 if let Some(peer) = self.peers.get_mut(&server) {
                     peer.inbound = Some(conn);
                 }
@@ -608,8 +618,9 @@ impl MeshServer {
         }
     }
 
-    /// A local registration or user lost `name` to `holder`.
-    fn lose_name(&mut self, name: &str, holder: SocketAddr) {
+    /// A local registration or user lost `name` to `holder`; `record` says whether to note
+    /// the holder as the name's home.
+    fn lose_name(&mut self, name: &str, holder: SocketAddr, record: bool) {
         if let Some(claim) = self.claims.remove(name) {
             self.refuse(claim.conn, name.to_owned(), format!("name {name} is taken (at {holder})"));
         } else if let Some(conn) = self.local.remove(name) {
@@ -620,14 +631,21 @@ impl MeshServer {
             self.send(conn, &MeshMsg::RegisterRefused { name: name.to_owned(), reason });
             self.close(conn, CloseHow::Graceful, "name lost");
         }
-        if self.known_names() < self.config.max_users {
+        if record && self.known_names() < self.config.max_users {
             self.remote.insert(name.to_owned(), holder);
         }
     }
 
     fn on_claim(&mut self, conn: ConnId, name: String, home: SocketAddr) {
         let me = self.config.me;
-        let holder = if self.local.contains_key(&name) || self.claims.contains_key(&name) {
+        if self.local.contains_key(&name) {
+            // A user registered here is never given up on a claim alone: the claim may be
+            // news from before a crash, held up by a partition. If the claimant holds the
+            // name too (a healed partition), it answers our claim with a conflict, and the
+            // lower address keeps the name then.
+            return self.send(conn, &MeshMsg::ClaimConflict { name, holder: me });
+        }
+        let holder = if self.claims.contains_key(&name) {
             Some(me)
         } else {
             self.remote.get(&name).copied().filter(|&h| h != home && self.channel(h).is_some())
@@ -637,7 +655,7 @@ impl MeshServer {
                 self.send(conn, &MeshMsg::ClaimConflict { name, holder });
             }
             Some(holder) if holder == me => {
-                self.lose_name(&name, home);
+                self.lose_name(&name, home, true);
                 self.send(conn, &MeshMsg::ClaimOk { name, home });
             }
             _ => {
@@ -653,44 +671,56 @@ impl MeshServer {
 
     fn user_send(&mut self, conn: ConnId, id: Uuid, from: String, to: String, body: String) {
         let now = self.clock.now();
-        let new = self.seen.insert(now, id);
-        if !new && self.seen.delivered(&id) {
+        if self.seen.delivered(&id) {
             return self.send(conn, &MeshMsg::Receipt { id, status: ReceiptStatus::Delivered });
         }
         if let Some(&recipient) = self.local.get(&to) {
+            self.seen.insert(now, id);
             self.send(recipient, &MeshMsg::Deliver { id, from, body });
             self.seen.mark_delivered(&id);
             self.send(conn, &MeshMsg::Receipt { id, status: ReceiptStatus::Delivered });
             return self.out.event(MeshEvent::Delivered { id, to });
         }
-        if !new && self.pending.contains_key(&id) {
+        if let Some(p) = self.pending.get_mut(&id) {
             // A resend while the first is on its way: its receipt will come to this session.
-            if let Some(p) = self.pending.get_mut(&id) {
-                p.conn = conn;
-            }
+            p.conn = conn;
             return;
         }
-        let home = self.remote.get(&to).copied().filter(|&h| self.channel(h).is_some());
+        let send = PendingSend { conn, from, to, body, flooded: false, deadline: now };
+        self.route(id, send);
+    }
+
+    /// Routes a message from a user here as a new attempt: in one hop to the recipient's
+    /// server if it is known and reachable (unless `send.flooded` asks for a flood), else
+    /// to every reachable peer; then waits for its receipt. Each attempt is a fresh copy
+    /// for every server, so one that only passed on an earlier attempt, or dropped it,
+    /// delivers this one if the recipient is there now.
+    fn route(&mut self, id: Uuid, mut send: PendingSend) {
+        let now = self.clock.now();
+        let attempt = self.seen.next_attempt(&id);
+        self.seen.record(now, id, attempt);
         let forward = MeshMsg::Forward {
             id,
+            attempt,
             hops: self.config.max_hops,
             origin: self.config.me,
-            from: from.clone(),
-            to: to.clone(),
-            body: body.clone(),
+            from: send.from.clone(),
+            to: send.to.clone(),
+            body: send.body.clone(),
         };
-        let flooded = match home {
+        let home = self.remote.get(&send.to).copied().filter(|&h| self.channel(h).is_some());
+        match home.filter(|_| !send.flooded) {
             Some(home) => {
                 self.send_to_server(home, &forward);
-                false
+                send.deadline = now + self.config.receipt_timeout;
             }
             None => {
                 self.flood(&forward, &[]);
-                true
+                send.flooded = true;
+                send.deadline = now + self.config.flood_timeout;
             }
-        };
-        let wait = if flooded { self.config.flood_timeout } else { self.config.receipt_timeout };
-        self.track(id, PendingSend { conn, from, to, body, flooded, deadline: now + wait });
+        }
+        self.track(id, send);
     }
 
     fn track(&mut self, id: Uuid, send: PendingSend) {
@@ -725,8 +755,14 @@ impl MeshServer {
             }
             MeshMsg::ClaimOk { .. } => {}
             MeshMsg::ClaimConflict { name, holder } => {
-                if holder != self.config.me && (self.claims.contains_key(&name) || holder < self.config.me) {
-                    self.lose_name(&name, holder);
+                // A pending registration yields to any conflict. A registered user yields
+                // only to the holder's own word (a healed partition), never to a third
+                // server's, which may predate a crash of the holder; and where a user
+                // lives is recorded only from its own server, for the same reason.
+                let first_hand = holder == server;
+                let registered_loses = first_hand && holder < self.config.me;
+                if holder != self.config.me && (self.claims.contains_key(&name) || registered_loses) {
+                    self.lose_name(&name, holder, first_hand);
                 }
             }
             MeshMsg::Gone { name, home } => {
@@ -734,8 +770,8 @@ impl MeshServer {
                     self.remote.remove(&name);
                 }
             }
-            MeshMsg::Forward { id, hops, origin, from, to, body } => {
-                self.on_forward(server, id, hops, origin, from, to, body)
+            MeshMsg::Forward { id, attempt, hops, origin, from, to, body } => {
+                self.on_forward(server, id, attempt, hops, origin, from, to, body)
             }
             MeshMsg::ReceiptRelay { id, status, hops, origin } if origin != self.config.me => {
                 // Each relayed receipt is passed on once: its id, with the top bit of the
@@ -764,6 +800,7 @@ impl MeshServer {
         &mut self,
         via: SocketAddr,
         id: Uuid,
+        attempt: u8,
         hops: u8,
         origin: SocketAddr,
         from: String,
@@ -771,24 +808,24 @@ impl MeshServer {
         body: String,
     ) {
         let now = self.clock.now();
-        let new = self.seen.insert(now, id);
+        let new = self.seen.record(now, id, attempt);
         if self.seen.delivered(&id) {
             return self.receipt_to(origin, id, ReceiptStatus::Delivered, self.config.max_hops, &[via]);
         }
-        // A copy of a message this server only passed on may find its recipient here now
-        // (it moved here since): deliver it. If it got the message on its old server, its
-        // client drops the copy by id.
+        // Copies of one attempt are passed on and delivered once. A later attempt may find
+        // the recipient here though an earlier one did not (it moved here since); if it
+        // got the message on its old server, its client drops this copy by id.
+        if !new {
+            return;
+        }
         if let Some(&recipient) = self.local.get(&to) {
             self.send(recipient, &MeshMsg::Deliver { id, from, body });
             self.seen.mark_delivered(&id);
             self.receipt_to(origin, id, ReceiptStatus::Delivered, self.config.max_hops, &[via]);
             return self.out.event(MeshEvent::Delivered { id, to });
         }
-        if !new {
-            return;
-        }
         let Some(hops) = hops.checked_sub(1) else { return };
-        let forward = MeshMsg::Forward { id, hops, origin, from, to: to.clone(), body };
+        let forward = MeshMsg::Forward { id, attempt, hops, origin, from, to: to.clone(), body };
         match self.remote.get(&to).copied().filter(|&h| h != via && h != origin && self.channel(h).is_some()) {
             Some(home) => {
                 self.send_to_server(home, &forward);
@@ -842,7 +879,9 @@ impl MeshServer {
                         ping.push(id);
                     }
                 }
-                Role::PeerIn { .. } if silent >= self.config.dead_after * 3 => dead.push((id, "silent peer")),
+                // The peer pings on its link to us as we do on ours: as silent as a dead one
+                // is dead (and whatever it held back, say a partition, stays unread).
+                Role::PeerIn { .. } if silent >= self.config.dead_after => dead.push((id, "silent peer")),
                 Role::Unknown if silent >= self.config.hello_timeout => dead.push((id, "said nothing")),
                 _ => {}
             }
@@ -867,24 +906,12 @@ impl MeshServer {
     }
 
     fn receipt_overdue(&mut self, id: Uuid) {
-        let now = self.clock.now();
-        let Some(p) = self.pending.get_mut(&id) else { return };
-        if !p.flooded {
-            // The user may have moved: look for it everywhere.
-            p.flooded = true;
-            p.deadline = now + self.config.flood_timeout;
-            let forward = MeshMsg::Forward {
-                id,
-                hops: self.config.max_hops,
-                origin: self.config.me,
-                from: p.from.clone(),
-                to: p.to.clone(),
-                body: p.body.clone(),
-            };
-            return self.flood(&forward, &[]);
-        }
-        let p = self.pending.remove(&id).expect("present");
+        let Some(p) = self.pending.remove(&id) else { return };
         self.pending_order.retain(|&i| i != id);
+        if !p.flooded {
+            // The user may have moved: look for it everywhere, as a new attempt.
+            return self.route(id, PendingSend { flooded: true, ..p });
+        }
         if self.location(&p.to).is_some() {
             // The recipient exists but its receipt did not come (a link that died with
             // the message or the receipt on it): say nothing. The client resends with

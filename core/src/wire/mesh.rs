@@ -14,7 +14,7 @@
 //! | 2    | 5       | `ClaimConflict`  | name, holder addr                                | server → server |
 //! | 3    | 0       | `Send`           | id, to name, body                                | client → server |
 //! | 3    | 1       | `Deliver`        | id, from name, body                              | server → client |
-//! | 3    | 2       | `Forward`        | id, hops u8, origin addr, from, to, body         | server → server |
+//! | 3    | 2       | `Forward`        | id, attempt u8, hops u8, origin addr, from, to, body | server → server |
 //! | 3    | 3       | `Receipt`        | id, status u8                                    | server → any    |
 //! | 3    | 4       | `ReceiptRelay`   | id, status u8, hops u8, origin addr              | server → server |
 //! | 4    | 0 / 1   | `Ping` / `Pong`  | token u64                                        | any             |
@@ -146,6 +146,10 @@ pub enum MeshMsg {
     Forward {
         /// The message's id.
         id: Uuid,
+        /// Which routing of the message this copy belongs to: the origin counts up each
+        /// time it routes the same id again (the client resent it, or a one-hop forward
+        /// went unanswered). A server passes on and delivers each attempt of an id once.
+        attempt: u8,
         /// Further server-to-server hops allowed after this one.
         hops: u8,
         /// The server the sender is on: receipts go there.
@@ -442,8 +446,9 @@ impl MeshMsg {
                 put_name(&mut p, from);
                 put_body(&mut p, body);
             }
-            MeshMsg::Forward { id, hops, origin, from, to, body } => {
+            MeshMsg::Forward { id, attempt, hops, origin, from, to, body } => {
                 p.put_slice(id.as_bytes());
+                p.put_u8(*attempt);
                 p.put_u8(*hops);
                 put_addr(&mut p, origin);
                 put_name(&mut p, from);
@@ -516,6 +521,7 @@ impl MeshMsg {
             }
             (3, 2) => MeshMsg::Forward {
                 id: f.uuid()?,
+                attempt: f.u8()?,
                 hops: f.u8()?,
                 origin: f.addr()?,
                 from: f.name()?,
@@ -587,6 +593,7 @@ mod tests {
             MeshMsg::Deliver { id, from: "Alice".into(), body: String::new() },
             MeshMsg::Forward {
                 id,
+                attempt: 1,
                 hops: 3,
                 origin: addr("127.0.0.1:5001"),
                 from: "Alice".into(),
