@@ -378,11 +378,7 @@ fn put_body(out: &mut BytesMut, body: &str) {
 }
 
 fn truncated_reason(reason: &str) -> &[u8] {
-    let mut end = reason.len().min(MAX_REASON);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    &reason.as_bytes()[..end]
+    super::utf8_prefix(reason, MAX_REASON)
 }
 
 impl MeshMsg {

@@ -11,3 +11,13 @@ pub mod tunnel;
 
 pub use frame::{Frame, FrameDecoder, FrameError, FrameType};
 pub use line::{LineDecoder, LineError};
+
+/// The longest prefix of `text` that is at most `max` bytes and ends on a character
+/// boundary: how encoders cut reason texts to their cap.
+pub(crate) fn utf8_prefix(text: &str, max: usize) -> &[u8] {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text.as_bytes()[..end]
+}

@@ -179,11 +179,7 @@ fn check_reason(reason: &[u8]) -> Result<String, TunnelMsgError> {
 }
 
 fn truncated_reason(reason: &str) -> &[u8] {
-    let mut end = reason.len().min(MAX_REASON);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    &reason.as_bytes()[..end]
+    super::utf8_prefix(reason, MAX_REASON)
 }
 
 fn array(bytes: &[u8]) -> [u8; PROOF_LEN] {
