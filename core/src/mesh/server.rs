@@ -26,15 +26,17 @@
 //! hop limit. The origin server turns the destination's receipt into a `Receipt` for the
 //! sender; a receipt that cannot go straight to the origin is relayed through other
 //! servers. When no receipt comes within `flood_timeout` of a flood, the sender is told
-//! "no such user" if the name is unknown; if the name is known, nothing is said and the
-//! client resends (see [`super::client`]).
+//! "no such user" if the name is unknown and has been for `gone_grace`; otherwise nothing
+//! is said and the client resends (see [`super::client`]), so a message to a user who is
+//! between servers waits for it.
 //!
 //! **Limits** (each with its policy when reached): `max_connections` (refused at accept),
 //! `max_users` names known mesh-wide (registrations refused; peers' claims beyond it are
 //! accepted but not recorded, so messages to those users flood), [`MAX_SERVERS`] servers
 //! (others ignored), `max_pending` messages awaiting receipts (oldest answered "no such
-//! user"), the dedup cache (oldest id forgotten), and the driver's write queue per
-//! connection (a user that does not read is disconnected).
+//! user"), the dedup cache (oldest id forgotten), names recently known (`max_users`; the
+//! one that expires first goes first), and the driver's write queue per connection (a user
+//! that does not read is disconnected).
 
 use super::reader::MsgReader;
 use super::seen::SeenCache;
@@ -91,6 +93,10 @@ pub struct ServerConfig {
     pub dedup_cap: usize,
     /// A connection that has not said what it is after this long is closed.
     pub hello_timeout: Duration,
+    /// How long a name stays "recently known" after its user left or its server went:
+    /// a message to it waits for the user to come back (the client resends) instead of
+    /// being answered "no such user".
+    pub gone_grace: Duration,
 }
 
 impl ServerConfig {
@@ -114,6 +120,7 @@ impl ServerConfig {
             dedup_ttl: Duration::from_secs(120),
             dedup_cap: 1 << 20,
             hello_timeout: Duration::from_secs(10),
+            gone_grace: Duration::from_secs(30),
         }
     }
 }
@@ -204,6 +211,8 @@ pub struct MeshServer {
     claims: BTreeMap<String, PendingClaim>,
     /// Users elsewhere → their server.
     remote: BTreeMap<String, SocketAddr>,
+    /// Names known until recently (see [`ServerConfig::gone_grace`]).
+    recent: RecentNames,
     pending: BTreeMap<Uuid, PendingSend>,
     /// `pending` ids in arrival order, to answer the oldest when full.
     pending_order: VecDeque<Uuid>,
@@ -224,6 +233,7 @@ impl MeshServer {
             local: BTreeMap::new(),
             claims: BTreeMap::new(),
             remote: BTreeMap::new(),
+            recent: RecentNames::default(),
             pending: BTreeMap::new(),
             pending_order: VecDeque::new(),
             seen,
@@ -330,7 +340,17 @@ impl MeshServer {
     /// partition) do not outlive it. Entries are *not* dropped when a link dies: the users
     /// may still be reachable through other servers, and a message to them floods.
     fn forget_users_at(&mut self, server: SocketAddr) {
-        self.remote.retain(|_, home| *home != server);
+        let gone: Vec<String> = self.remote.iter().filter(|(_, h)| **h == server).map(|(n, _)| n.clone()).collect();
+        for name in gone {
+            self.remote.remove(&name);
+            self.forgot(name);
+        }
+    }
+
+    /// `name` is no longer known anywhere, as of now.
+    fn forgot(&mut self, name: String) {
+        let (now, grace, cap) = (self.clock.now(), self.config.gone_grace, self.config.max_users);
+        self.recent.insert(now + grace, name, cap);
     }
 
     /// The connection to write to `server` on: our link if up, else its link to us if we
@@ -446,6 +466,7 @@ impl MeshServer {
     fn user_left(&mut self, name: &str, conn: ConnId, reason: &str) {
         if self.local.get(name) == Some(&conn) {
             self.local.remove(name);
+            self.forgot(name.to_owned());
             let gone = MeshMsg::Gone { name: name.to_owned(), home: self.config.me };
             for server in self.reachable_peers() {
                 self.send_to_server(server, &gone);
@@ -768,6 +789,7 @@ impl MeshServer {
             MeshMsg::Gone { name, home } => {
                 if self.remote.get(&name) == Some(&home) {
                     self.remote.remove(&name);
+                    self.forgot(name);
                 }
             }
             MeshMsg::Forward { id, attempt, hops, origin, from, to, body } => {
@@ -865,6 +887,7 @@ impl MeshServer {
         let now = self.clock.now();
         self.timers.set(Timer::Tick, now + self.config.ping_interval);
         self.seen.expire(now);
+        self.recent.expire(now);
         // Links: ping the live ones, close the silent ones; close connections that never
         // said what they are.
         let mut dead = Vec::new();
@@ -912,10 +935,11 @@ impl MeshServer {
             // The user may have moved: look for it everywhere, as a new attempt.
             return self.route(id, PendingSend { flooded: true, ..p });
         }
-        if self.location(&p.to).is_some() {
-            // The recipient exists but its receipt did not come (a link that died with
-            // the message or the receipt on it): say nothing. The client resends with
-            // the same id, and the recipient's server answers a copy with its receipt.
+        let now = self.clock.now();
+        if self.location(&p.to).is_some() || self.recent.contains(&p.to, now) {
+            // The recipient exists, or did a moment ago (between servers, say), but its
+            // receipt did not come: say nothing. The client resends with the same id,
+            // and the recipient's server answers a copy with its receipt.
             return self.out.event(MeshEvent::ReceiptOverdue { id, to: p.to });
         }
         self.send(p.conn, &MeshMsg::Receipt { id, status: ReceiptStatus::NoSuchUser });
@@ -984,5 +1008,69 @@ impl Machine for MeshServer {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
+    }
+}
+
+/// Names known until recently, each until an expiry; bounded by the server's `max_users`
+/// (when full, the one that expires first goes first).
+#[derive(Debug, Default)]
+struct RecentNames {
+    until: BTreeMap<String, Instant>,
+    /// (expiry, name) in expiry order; an entry whose name was recorded again later is
+    /// stale and skipped.
+    order: VecDeque<(Instant, String)>,
+}
+
+impl RecentNames {
+    fn insert(&mut self, until: Instant, name: String, cap: usize) {
+        while self.until.len() >= cap.max(1) {
+            let Some((at, oldest)) = self.order.pop_front() else { break };
+            if self.until.get(&oldest) == Some(&at) {
+                self.until.remove(&oldest);
+            }
+        }
+        self.until.insert(name.clone(), until);
+        self.order.push_back((until, name));
+    }
+
+    fn contains(&self, name: &str, now: Instant) -> bool {
+        self.until.get(name).is_some_and(|&until| until > now)
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.order.front() {
+            if *at > now {
+                break;
+            }
+            let (at, name) = self.order.pop_front().expect("front exists");
+            if self.until.get(&name) == Some(&at) {
+                self.until.remove(&name);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_names_expire_and_stay_within_their_cap() {
+        let mut recent = RecentNames::default();
+        let at = |s| Instant::from_secs(s);
+        recent.insert(at(10), "a".into(), 2);
+        recent.insert(at(20), "b".into(), 2);
+        assert!(recent.contains("a", at(5)));
+        assert!(!recent.contains("a", at(10)), "gone at its expiry");
+        // Full: the one that expires first makes room.
+        recent.insert(at(30), "c".into(), 2);
+        assert!(!recent.contains("a", at(5)));
+        assert!(recent.contains("b", at(5)) && recent.contains("c", at(5)));
+        // Recorded again later: the older expiry no longer removes it.
+        recent.insert(at(40), "b".into(), 3);
+        recent.expire(at(25));
+        assert!(recent.contains("b", at(25)));
+        recent.expire(at(40));
+        assert!(!recent.contains("b", at(39)) && !recent.contains("c", at(29)));
     }
 }
