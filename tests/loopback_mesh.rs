@@ -17,10 +17,11 @@ fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port")
 }
 
-/// Three servers: the second and third seeded with the first only.
+/// Three servers: the second and third seeded with the first only. Returns once each has
+/// linked to both others, as a mesh that users join is running already.
 fn start_servers<R: Runtime>(rt: &R) -> Vec<Running<MeshServer>> {
     let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
-    addrs
+    let servers: Vec<Running<MeshServer>> = addrs
         .iter()
         .enumerate()
         .map(|(i, &me)| {
@@ -28,7 +29,15 @@ fn start_servers<R: Runtime>(rt: &R) -> Vec<Running<MeshServer>> {
             let server = MeshServer::new(Env::new(i as u64), Instant::ZERO, ServerConfig::new(me, seeds));
             rt.block_on(Driver::new(server).listen(ListenerId(0), me).start(rt.clone())).expect("start a mesh server")
         })
-        .collect()
+        .collect();
+    guarded(rt, "the mesh to form", async {
+        for server in &servers {
+            while server.command(|m: &mut MeshServer, _| m.linked_peers().len()).await.expect("running") < 2 {
+                rt.sleep_until(rt.now() + std::time::Duration::from_millis(10)).await;
+            }
+        }
+    });
+    servers
 }
 
 fn addr_of(server: &Running<MeshServer>) -> SocketAddr {
@@ -52,14 +61,23 @@ impl User {
 
     /// Waits for the first event `pick` accepts, skipping the others.
     fn wait_for<R: Runtime, T>(&self, rt: &R, what: &str, mut pick: impl FnMut(ClientEvent) -> Option<T>) -> T {
-        guarded(rt, what, async {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let found = guarded(rt, what, async {
+            let deadline = rt.now() + std::time::Duration::from_secs(20);
             loop {
-                let event = self.events.recv().await.expect("the client is running");
+                let event = futures_lite::future::or(async { self.events.recv().await.ok() }, async {
+                    rt.sleep_until(deadline).await;
+                    None
+                })
+                .await;
+                let event = event?;
+                seen.lock().unwrap().push(format!("{event:?}"));
                 if let Some(found) = pick(event) {
-                    return found;
+                    return Some(found);
                 }
             }
-        })
+        });
+        found.unwrap_or_else(|| panic!("no {what} within 20 s; the client said: {:#?}", seen.lock().unwrap()))
     }
 
     fn registered<R: Runtime>(&self, rt: &R) -> SocketAddr {

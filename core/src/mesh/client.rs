@@ -18,7 +18,7 @@
 //! average replaces it at once, lower samples pull it down slowly), so a spike counts at
 //! once and jitter does not. The client moves only when another server is clearly better:
 //! smoothed RTT lower by at least `switch_ratio` of the current one *and* by at least
-//! `switch_min`. A switch says `Leave` on the old session first (so the name is free), then
+//! `switch_min`, and staying so for `switch_after`. A switch says `Leave` on the old session first (so the name is free), then
 //! registers on the new one.
 //!
 //! **Failover.** The session is pinged every `probe_interval`; silent for `dead_after` (or
@@ -39,6 +39,11 @@ use uuid::Uuid;
 /// Round trips measured back to back on a new probe connection; until they are in, the
 /// smoothed RTT is the lowest of them (the first choice is made on that).
 pub const WARM_UP_SAMPLES: u32 = 5;
+
+/// Every this many ticks the client asks its servers for their server list again, so it
+/// learns of servers that joined (or linked) after it first asked; every tick while it
+/// knows only one.
+pub const RELEARN_TICKS: u64 = 4;
 
 /// How the client picks its server.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -78,6 +83,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Weight of a new RTT sample below the average (peak-EWMA).
     pub ewma_weight: f64,
+    /// With `Fastest`: another server must stay clearly better this long before a move.
+    pub switch_after: Duration,
     /// Most messages awaiting receipts.
     pub max_outbox: usize,
     /// A message without a receipt this long after it was sent is sent again (same id).
@@ -98,6 +105,7 @@ impl ClientConfig {
             dead_after: Duration::from_millis(2500),
             connect_timeout: Duration::from_secs(1),
             ewma_weight: 0.2,
+            switch_after: Duration::from_secs(2),
             max_outbox: 1024,
             resend_after: Duration::from_secs(5),
             register_retry_for: Duration::from_secs(6),
@@ -250,10 +258,14 @@ pub struct MeshClient {
     /// Until when a "name taken" refusal is retried.
     retry_taken_until: Option<Instant>,
     registered_once: bool,
+    /// A server clearly better than the current one, and since when (see `switch_after`).
+    better: Option<(SocketAddr, Instant)>,
     /// When the client started: with `Fastest`, the first choice waits for every probe's
     /// first answer, or one probe interval.
     started: Instant,
     next_token: u64,
+    /// Ticks so far: every [`RELEARN_TICKS`]th asks for the server list again.
+    ticks: u64,
     left: bool,
     timers: Deadlines<Timer>,
     out: OutputQueue<ClientEvent>,
@@ -277,8 +289,10 @@ impl MeshClient {
             failed: BTreeMap::new(),
             retry_taken_until: None,
             registered_once: false,
+            better: None,
             started: now,
             next_token: 1,
+            ticks: 0,
             left: false,
             timers: Deadlines::new(),
             out: OutputQueue::default(),
@@ -387,6 +401,20 @@ impl MeshClient {
         }
     }
 
+    /// Asks for the server list again: on every live probe (`Fastest`), or on the session.
+    fn relearn(&mut self) {
+        let list = MeshMsg::ListServers.to_bytes();
+        let mut conns: Vec<ConnId> = self.probes.values().filter(|p| p.up).filter_map(|p| p.conn).collect();
+        if let Some(s) = self.session.as_ref().filter(|s| s.state != SessionState::Connecting) {
+            if matches!(self.config.selection, Selection::InOrder) {
+                conns.push(s.conn);
+            }
+        }
+        for conn in conns {
+            self.out.write(conn, list.clone());
+        }
+    }
+
     fn open_probe(&mut self, server: SocketAddr) {
         let Some(probe) = self.probes.get_mut(&server) else { return };
         if probe.conn.is_some() {
@@ -487,20 +515,38 @@ impl MeshClient {
             return;
         };
         if session.server == best || session.state != SessionState::Ready {
+            self.better = None;
             return;
         }
         let current = self.probes.get(&session.server).and_then(|p| p.smoothed.filter(|_| p.up));
         let Some(current) = current else { return };
         let gain = current.saturating_sub(best_rtt);
-        if gain >= switch_min && gain.as_secs_f64() >= current.as_secs_f64() * switch_ratio {
-            let old = session.server;
-            // Free the name on the old server before claiming it on the new one; until the
-            // old server's `Gone` has reached the new one, a refusal there is retried.
-            self.end_session("moving to a faster server", true);
-            self.failed.remove(&old);
-            self.retry_taken_until = Some(self.clock.now() + self.config.register_retry_for);
-            self.connect(best, Some(best_rtt), format!("{best} is faster than {old}"));
+        if gain < switch_min || gain.as_secs_f64() < current.as_secs_f64() * switch_ratio {
+            self.better = None;
+            return;
         }
+        // Clearly better now; move once it has stayed so for `switch_after`, so that one
+        // spike of the current server's RTT (the peak-EWMA takes it at once) is not enough.
+        let now = self.clock.now();
+        match self.better {
+            Some((server, since)) if server == best => {
+                if now.saturating_duration_since(since) < self.config.switch_after {
+                    return;
+                }
+            }
+            _ => {
+                self.better = Some((best, now));
+                return;
+            }
+        }
+        self.better = None;
+        let old = session.server;
+        // Free the name on the old server before claiming it on the new one; until the old
+        // server's `Gone` has reached the new one, a refusal there is retried.
+        self.end_session("moving to a faster server", true);
+        self.failed.remove(&old);
+        self.retry_taken_until = Some(now + self.config.register_retry_for);
+        self.connect(best, Some(best_rtt), format!("{best} is faster than {old}"));
     }
 
     /// The probed server with the lowest smoothed RTT, other than `except`, preferring
@@ -597,8 +643,10 @@ impl MeshClient {
                 self.retry_taken_until = None;
                 self.failed.remove(&server);
                 self.out.event(ClientEvent::Registered { server });
+                // The server has heard from its peers by now (the registration waited for
+                // them): its list is the one to fail over along.
+                self.out.write(conn, MeshMsg::ListServers.to_bytes());
                 // Everything not yet acknowledged goes again, oldest first, same ids.
-                let _ = conn;
                 self.flush_outbox(true);
             }
             MeshMsg::RegisterRefused { reason, .. } => {
@@ -659,6 +707,16 @@ impl MeshClient {
         let now = self.clock.now();
         self.flush_outbox(false);
         self.timers.set(Timer::Tick, now + self.config.probe_interval);
+        self.ticks += 1;
+        // Knowing one server leaves nowhere to fail over to: ask every tick until others
+        // are known (the first server may not have linked to them yet when first asked).
+        let known = match self.config.selection {
+            Selection::Fastest { .. } => self.probes.len(),
+            Selection::InOrder => self.config.servers.len(),
+        };
+        if known <= 1 || self.ticks % RELEARN_TICKS == 0 {
+            self.relearn();
+        }
         for server in self.probes.keys().copied().collect::<Vec<_>>() {
             let has_conn = self.probes.get(&server).is_some_and(|p| p.conn.is_some());
             if has_conn {
@@ -738,9 +796,6 @@ impl Machine for MeshClient {
                 s.last_heard = now;
                 let register = MeshMsg::Register { name: self.config.name.clone() };
                 self.out.write(conn, register.to_bytes());
-                if matches!(self.config.selection, Selection::InOrder) {
-                    self.out.write(conn, MeshMsg::ListServers.to_bytes());
-                }
             }
             Input::ConnectFailed { error, .. } => self.session_lost(&format!("connect failed: {error}")),
             Input::Received { bytes, .. } => {
