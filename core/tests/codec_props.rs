@@ -14,21 +14,19 @@
 
 #[path = "../../fuzz/src/lib.rs"]
 mod harness;
+mod support;
 
 use bytes::{Bytes, BytesMut};
 use harness::{check_datagram, drive_frames, drive_lines, strip_cr, FrameRun};
-use quickcheck::{Arbitrary, Gen, QuickCheck, Testable};
+use quickcheck::{Arbitrary, Gen, Testable};
+use support::{below, Chunking};
 use switchyard_core::wire::frame::{HEADER_LEN, MAX_PAYLOAD};
 use switchyard_core::wire::line::{encode_line, line_bytes};
 use switchyard_core::wire::{Frame, FrameDecoder, FrameError, FrameType, LineDecoder, LineError};
 
 /// Runs `property` on 300 generated cases, or `QUICKCHECK_TESTS` if that is set.
 fn check<A: Testable>(property: A) {
-    let mut qc = QuickCheck::new();
-    if std::env::var_os("QUICKCHECK_TESTS").is_none() {
-        qc = qc.tests(300);
-    }
-    qc.quickcheck(property);
+    support::check(300, property);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -312,11 +310,6 @@ fn without_each<T: Clone + 'static>(items: &[T]) -> impl Iterator<Item = Vec<T>>
     })
 }
 
-/// A uniform pick from `0..n` (`n > 0`).
-fn below(g: &mut Gen, n: usize) -> usize {
-    usize::arbitrary(g) % n
-}
-
 /// `len` bytes: a short random pattern repeated, cheap even for 64 KiB payloads.
 fn filler(g: &mut Gen, len: usize) -> Vec<u8> {
     let mut pattern = Vec::<u8>::arbitrary(g);
@@ -376,30 +369,6 @@ impl Arbitrary for Frames {
     fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
         let wrapped: Vec<ArbFrame> = self.0.iter().cloned().map(ArbFrame).collect();
         Box::new(wrapped.shrink().map(|v| Frames(v.into_iter().map(|f| f.0).collect())))
-    }
-}
-
-/// Read sizes, cycled over a stream (see `harness::chunks`): mostly tiny, sometimes empty
-/// reads, sometimes large ones. No sizes means the whole stream in one read.
-#[derive(Clone, Debug)]
-struct Chunking(Vec<u8>);
-
-impl Arbitrary for Chunking {
-    fn arbitrary(g: &mut Gen) -> Self {
-        let sizes = (0..below(g, 6))
-            .map(|_| match below(g, 8) {
-                0 => 0,
-                1..=3 => 1 + below(g, 3),
-                4..=5 => 1 + below(g, 16),
-                _ => below(g, 256),
-            })
-            .map(|n| n as u8)
-            .collect();
-        Chunking(sizes)
-    }
-
-    fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
-        Box::new(self.0.shrink().map(Chunking))
     }
 }
 

@@ -25,25 +25,18 @@ mod driver;
 mod mesh;
 #[path = "../../fuzz/src/mesh_server.rs"]
 mod mesh_server;
+mod support;
 
 use bytes::{BufMut, BytesMut};
 use mesh::{check_mesh_frame, fuzz_mesh_msg, spec_verdict, Verdict};
-use quickcheck::{Arbitrary, Gen, QuickCheck, Testable};
+use quickcheck::{Arbitrary, Gen};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use support::{below, check, Chunking};
 use switchyard_core::wire::mesh::{
     is_valid_name, MeshMsg, MeshMsgError, ReceiptStatus, MAX_BODY, MAX_NAME, MAX_REASON, MAX_SERVERS,
 };
 use switchyard_core::wire::{Frame, FrameDecoder, FrameType};
 use uuid::Uuid;
-
-/// Runs `property` on `default` generated cases, or `QUICKCHECK_TESTS` if that is set.
-fn check<A: Testable>(default: u64, property: A) {
-    let mut qc = QuickCheck::new();
-    if std::env::var_os("QUICKCHECK_TESTS").is_none() {
-        qc = qc.tests(default);
-    }
-    qc.quickcheck(property);
-}
 
 // ---------------------------------------------------------------------------------------
 // Messages
@@ -417,11 +410,6 @@ fn chunks<'a>(body: &'a [u8], sizes: &'a [u8]) -> Vec<&'a [u8]> {
 // Generators
 // ---------------------------------------------------------------------------------------
 
-/// A uniform pick from `0..n` (`n > 0`).
-fn below(g: &mut Gen, n: usize) -> usize {
-    usize::arbitrary(g) % n
-}
-
 /// One of `items` (not empty).
 fn pick<T: Copy>(g: &mut Gen, items: &[T]) -> T {
     *g.choose(items).expect("not empty")
@@ -677,30 +665,6 @@ impl Arbitrary for Stream {
             .filter(|(a, b)| a < b)
             .map(move |(a, b)| Stream([&bytes[..a], &bytes[b..]].concat()));
         Box::new(prefixes.chain(holes))
-    }
-}
-
-/// Read sizes for a stream, cycled: often one or a few bytes, sometimes 0 (a read that
-/// brought nothing) or up to 255.
-#[derive(Clone, Debug)]
-struct Chunking(Vec<u8>);
-
-impl Arbitrary for Chunking {
-    fn arbitrary(g: &mut Gen) -> Self {
-        let sizes = (0..below(g, 6))
-            .map(|_| match below(g, 8) {
-                0 => 0,
-                1..=3 => 1 + below(g, 3),
-                4..=5 => 1 + below(g, 16),
-                _ => below(g, 256),
-            })
-            .map(|n| n as u8)
-            .collect();
-        Chunking(sizes)
-    }
-
-    fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
-        Box::new(self.0.shrink().map(Chunking))
     }
 }
 

@@ -14,26 +14,19 @@
 
 #[path = "../../fuzz/src/driver.rs"]
 mod driver;
+mod support;
 #[path = "../../fuzz/src/tunnel/mod.rs"]
 mod tunnel;
 
 use bytes::Bytes;
-use quickcheck::{Arbitrary, Gen, QuickCheck, Testable};
+use quickcheck::{Arbitrary, Gen};
+use support::{below, check};
 use switchyard_core::tunnel::mux::MuxConfig;
 use switchyard_core::wire::frame::MAX_PAYLOAD;
 use switchyard_core::wire::tunnel::{StreamId, TunnelMsg, MAX_DATA, MAX_REASON, MAX_ROUTE, PROOF_LEN};
 use switchyard_core::wire::{Frame, FrameDecoder, FrameType};
 use tunnel::pair::{Entry, Scenario, Shut, StreamPlan};
 use tunnel::wire::check_tunnel_frame;
-
-/// Runs `property` on `default` generated cases, or `QUICKCHECK_TESTS` if that is set.
-fn check<A: Testable>(default: u64, property: A) {
-    let mut qc = QuickCheck::new();
-    if std::env::var_os("QUICKCHECK_TESTS").is_none() {
-        qc = qc.tests(default);
-    }
-    qc.quickcheck(property);
-}
 
 // ---------------------------------------------------------------------------------------
 // Messages
@@ -152,11 +145,6 @@ fn streams_arrive_intact() {
 // ---------------------------------------------------------------------------------------
 // Generators
 // ---------------------------------------------------------------------------------------
-
-/// A uniform pick from `0..n` (`n > 0`).
-fn below(g: &mut Gen, n: usize) -> usize {
-    usize::arbitrary(g) % n
-}
 
 fn array(g: &mut Gen) -> [u8; PROOF_LEN] {
     std::array::from_fn(|_| u8::arbitrary(g))
