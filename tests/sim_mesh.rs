@@ -349,9 +349,6 @@ fn mesh_sweep(seed: u64) -> Result<(), String> {
             return Err(format!("server{} dedup cache over its cap", i + 1));
         }
     }
-    if std::env::var("MESH_STEPS").is_ok() {
-        eprintln!("seed {seed}: {} steps, trace {} records", m.sim.steps(), m.sim.trace_records());
-    }
     Ok(())
 }
 
@@ -648,22 +645,6 @@ fn model_holds(scenario: &Scenario) -> Result<(), String> {
         if let Some(u) = names.iter().position(|n| *n == e.to) {
             let home = scenario.homes[u];
             e.recipient_moved = crashes.iter().any(|&(s, down, _)| s == home && down <= sent + Duration::from_secs(15));
-        }
-    }
-    if std::env::var("MESH_DEBUG").is_ok() {
-        let mut t = Instant::from_secs(5);
-        while t < at + Duration::from_secs(10) {
-            m.sim.run_until(t).map_err(|e| e.to_string())?;
-            let locs: Vec<String> = (0..m.servers.len())
-                .map(|i| {
-                    format!(
-                        "{:?}",
-                        m.sim.machine::<MeshServer>(m.servers[i].0).ok().map(|s| (s.location("u0"), s.linked_peers()))
-                    )
-                })
-                .collect();
-            eprintln!("{t}: {}", locs.join(" | "));
-            t = t + Duration::from_millis(500);
         }
     }
     m.sim.run_until(at + Duration::from_secs(60)).map_err(|e| e.to_string())?;
