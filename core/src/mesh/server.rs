@@ -214,7 +214,8 @@ pub struct MeshServer {
     /// Names known until recently (see [`ServerConfig::gone_grace`]).
     recent: RecentNames,
     pending: BTreeMap<Uuid, PendingSend>,
-    /// `pending` ids in arrival order, to answer the oldest when full.
+    /// `pending` ids in arrival order, to answer the oldest when full (answered ids are
+    /// removed lazily, see `track`).
     pending_order: VecDeque<Uuid>,
     seen: SeenCache,
     timers: Deadlines<Timer>,
@@ -745,7 +746,9 @@ impl MeshServer {
     }
 
     fn track(&mut self, id: Uuid, send: PendingSend) {
-        while self.pending.len() >= self.config.max_pending.max(1) {
+        let cap = self.config.max_pending.max(1);
+        while self.pending.len() >= cap {
+            // Ids answered meanwhile are still in the order: they are skipped here.
             let Some(oldest) = self.pending_order.pop_front() else { break };
             if let Some(p) = self.pending.remove(&oldest) {
                 self.send(p.conn, &MeshMsg::Receipt { id: oldest, status: ReceiptStatus::NoSuchUser });
@@ -753,6 +756,12 @@ impl MeshServer {
         }
         if self.pending.insert(id, send).is_none() {
             self.pending_order.push_back(id);
+        }
+        // Answered ids leave the order lazily; drop them in one pass once they are half of
+        // it, so it stays within twice the cap and a receipt costs no scan.
+        if self.pending_order.len() >= 2 * cap {
+            let pending = &self.pending;
+            self.pending_order.retain(|id| pending.contains_key(id));
         }
     }
 
@@ -859,7 +868,6 @@ impl MeshServer {
     /// A receipt for a message from a user here: hand it to the user's session.
     fn peer_receipt(&mut self, id: Uuid, status: ReceiptStatus) {
         let Some(p) = self.pending.remove(&id) else { return };
-        self.pending_order.retain(|&i| i != id);
         self.send(p.conn, &MeshMsg::Receipt { id, status });
         let event = match status {
             ReceiptStatus::Delivered => MeshEvent::Delivered { id, to: p.to },
@@ -930,7 +938,6 @@ impl MeshServer {
 
     fn receipt_overdue(&mut self, id: Uuid) {
         let Some(p) = self.pending.remove(&id) else { return };
-        self.pending_order.retain(|&i| i != id);
         if !p.flooded {
             // The user may have moved: look for it everywhere, as a new attempt.
             return self.route(id, PendingSend { flooded: true, ..p });
