@@ -18,3 +18,17 @@ pub fn guarded<R: Runtime, T>(rt: &R, what: &str, fut: impl Future<Output = T>) 
         panic!("timed out: {what}")
     }))
 }
+
+/// Declares `#[test]`s named after each given function, in a module per runtime (`smol`,
+/// `async_std`), each calling the function with that runtime: one test body, both adapters.
+#[macro_export]
+macro_rules! for_each_runtime {
+    ($($test:ident),* $(,)?) => {
+        mod smol {
+            $(#[test] fn $test() { super::$test(switchyard_adapters::SmolRuntime) })*
+        }
+        mod async_std {
+            $(#[test] fn $test() { super::$test(switchyard_adapters::AsyncStdRuntime) })*
+        }
+    };
+}

@@ -241,18 +241,7 @@ fn refused_past_the_connection_cap<R: Runtime>(rt: R) {
     server.shutdown();
 }
 
-macro_rules! for_each_runtime {
-    ($($test:ident),* $(,)?) => {
-        mod smol {
-            $(#[test] fn $test() { super::$test(switchyard_adapters::SmolRuntime) })*
-        }
-        mod async_std {
-            $(#[test] fn $test() { super::$test(switchyard_adapters::AsyncStdRuntime) })*
-        }
-    };
-}
-
-for_each_runtime!(
+switchyard_tests::for_each_runtime!(
     one_client_gets_its_lines_in_order,
     many_concurrent_clients,
     overlong_line_is_refused_alone,

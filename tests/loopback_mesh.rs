@@ -155,15 +155,7 @@ fn a_fastest_client_fails_over_when_its_server_stops<R: Runtime>(rt: R) {
     }
 }
 
-macro_rules! for_each_runtime {
-    ($($test:ident),* $(,)?) => {
-        mod smol {
-            $(#[test] fn $test() { super::$test(switchyard_adapters::SmolRuntime) })*
-        }
-        mod async_std {
-            $(#[test] fn $test() { super::$test(switchyard_adapters::AsyncStdRuntime) })*
-        }
-    };
-}
-
-for_each_runtime!(users_on_different_servers_exchange_messages, a_fastest_client_fails_over_when_its_server_stops);
+switchyard_tests::for_each_runtime!(
+    users_on_different_servers_exchange_messages,
+    a_fastest_client_fails_over_when_its_server_stops
+);

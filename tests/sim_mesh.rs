@@ -575,6 +575,8 @@ struct Expected {
     body: String,
     /// A real user (not a name nobody has).
     real: bool,
+    /// When it was sent.
+    sent: Instant,
     /// The recipient's server crashed while the message could be on its way: the
     /// recipient may have been registered nowhere, so "no such user" is a right answer too.
     recipient_moved: bool,
@@ -597,18 +599,18 @@ fn model_holds(scenario: &Scenario) -> Result<(), String> {
     let mut expected = Vec::new();
     let mut crashes: Vec<(usize, Instant, Instant)> = Vec::new();
     for op in &scenario.ops {
+        let (Op::Send { gap, .. } | Op::Crash { gap, .. } | Op::Cut { gap, .. }) = *op;
+        at = at + Duration::from_millis(u64::from(gap));
         match *op {
-            Op::Send { from, to, gap } => {
-                at = at + Duration::from_millis(u64::from(gap));
+            Op::Send { from, to, .. } => {
                 let from = &names[from % names.len()];
                 let real = to < names.len();
                 let to = if real { names[to].clone() } else { "nobody".to_owned() };
                 let body = format!("m{}", expected.len());
                 m.send_at(at, from, &to, body.clone());
-                expected.push(Expected { from: from.clone(), to, body, real, recipient_moved: false });
+                expected.push(Expected { from: from.clone(), to, body, real, sent: at, recipient_moved: false });
             }
-            Op::Crash { server, down, gap } => {
-                at = at + Duration::from_millis(u64::from(gap));
+            Op::Crash { server, down, .. } => {
                 let server = server % m.servers.len();
                 let host = m.servers[server].0;
                 let back = at + Duration::from_millis(u64::from(down));
@@ -616,8 +618,7 @@ fn model_holds(scenario: &Scenario) -> Result<(), String> {
                 m.sim.schedule(back, move |sim| sim.restart(host));
                 crashes.push((server, at, back));
             }
-            Op::Cut { a, b, ms, gap } => {
-                at = at + Duration::from_millis(u64::from(gap));
+            Op::Cut { a, b, ms, .. } => {
                 let (a, b) = (m.servers[a % m.servers.len()].0, m.servers[b % m.servers.len()].0);
                 if a != b {
                     m.sim.schedule(at, move |sim| sim.partition(a, b, Cut::BothWays));
@@ -627,24 +628,11 @@ fn model_holds(scenario: &Scenario) -> Result<(), String> {
         }
     }
     // Which recipients' servers crashed while their messages could be travelling.
-    let sends: Vec<Instant> = {
-        let mut t = Instant::from_secs(5);
-        scenario
-            .ops
-            .iter()
-            .filter_map(|op| {
-                let gap = match *op {
-                    Op::Send { gap, .. } | Op::Crash { gap, .. } | Op::Cut { gap, .. } => gap,
-                };
-                t = t + Duration::from_millis(u64::from(gap));
-                matches!(op, Op::Send { .. }).then_some(t)
-            })
-            .collect()
-    };
-    for (e, &sent) in expected.iter_mut().zip(&sends) {
+    for e in &mut expected {
         if let Some(u) = names.iter().position(|n| *n == e.to) {
             let home = scenario.homes[u];
-            e.recipient_moved = crashes.iter().any(|&(s, down, _)| s == home && down <= sent + Duration::from_secs(15));
+            e.recipient_moved =
+                crashes.iter().any(|&(s, down, _)| s == home && down <= e.sent + Duration::from_secs(15));
         }
     }
     m.sim.run_until(at + Duration::from_secs(60)).map_err(|e| e.to_string())?;

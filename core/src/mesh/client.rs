@@ -220,7 +220,6 @@ struct Probe {
     /// Token and send time of the ping in flight.
     in_flight: Option<(u64, Instant)>,
     reader: MsgReader,
-    last_heard: Instant,
 }
 
 #[derive(Debug)]
@@ -370,18 +369,9 @@ impl MeshClient {
         if self.probes.contains_key(&server) || self.probes.len() >= MAX_SERVERS {
             return;
         }
-        let now = self.clock.now();
         self.probes.insert(
             server,
-            Probe {
-                conn: None,
-                up: false,
-                samples: 0,
-                smoothed: None,
-                in_flight: None,
-                reader: MsgReader::default(),
-                last_heard: now,
-            },
+            Probe { conn: None, up: false, samples: 0, smoothed: None, in_flight: None, reader: MsgReader::default() },
         );
         self.open_probe(server);
     }
@@ -756,7 +746,6 @@ impl Machine for MeshClient {
                     self.timers.cancel(Timer::ConnectTimeout(conn));
                     if let Some(p) = self.probes.get_mut(&server) {
                         p.up = true;
-                        p.last_heard = now;
                     }
                     // Learn the mesh from every server, then measure at once.
                     self.out.write(conn, MeshMsg::ListServers.to_bytes());
@@ -764,7 +753,6 @@ impl Machine for MeshClient {
                 }
                 Input::Received { bytes, .. } => {
                     let Some(p) = self.probes.get_mut(&server) else { return };
-                    p.last_heard = now;
                     p.reader.push(bytes);
                     loop {
                         let Some(p) = self.probes.get_mut(&server) else { return };
