@@ -1,12 +1,15 @@
 //! Datagrams: UDP sockets and what the network does to each packet.
 //!
-//! A datagram is routed when it is sent, given its fate by the link (lost, duplicated,
-//! delayed by latency, jitter and perhaps a reordering hold-back), and checked again when it
-//! arrives: a partition, a host that is down or a port with no socket drops it silently,
-//! as a real network does.
+//! A datagram is routed when it is sent (and translated then by the sender's NAT, if it
+//! leaves a NAT realm), given its fate by the link (lost, duplicated, delayed by latency,
+//! jitter and perhaps a reordering hold-back), and checked again when it arrives: a
+//! partition, a host that is down or a port with no socket drops it silently, as a real
+//! network does. A datagram addressed to a NAT box is matched against the NAT's mappings
+//! and filtering only when it arrives, against the state they have then.
 
 use super::host::HostId;
-use super::net::Route;
+use super::nat::Proto;
+use super::net::{NoRoute, Outgoing};
 use super::{Event, Sim};
 use crate::id::SocketId;
 use crate::machine::Input;
@@ -15,7 +18,9 @@ use std::net::SocketAddr;
 
 /// A datagram on its way.
 pub(super) struct DatagramInFlight {
-    from: HostId,
+    /// Where it crosses the network from: the sender, or the NAT box it left through.
+    via: HostId,
+    /// The receiving host, or a NAT box that decides on arrival.
     to: HostId,
     port: u16,
     /// The source address as the receiver observes it.
@@ -33,39 +38,74 @@ impl Sim {
             let what = format!("net datagram of {} bytes dropped: over max_datagram", bytes.len());
             return self.record(host, &what, &[]);
         }
-        let Route::To { host: dst, seen_from } = self.net.route(host, h.realm, h.addr(port), to) else {
-            return self.record(host, &format!("net datagram to {to} dropped: unreachable"), &[]);
+        let src = h.addr(port);
+        let out = Outgoing { host, realm: h.realm, src, dst: to, proto: Proto::Datagram };
+        let route = match self.net.route(out, self.now, &mut self.rng) {
+            Ok(route) => route,
+            Err(NoRoute::Unreachable) => {
+                return self.record(host, &format!("net datagram to {to} dropped: unreachable"), &[]);
+            }
+            Err(NoRoute::Nat { nat, reason }) => {
+                return self.record(nat, &format!("net datagram from {src} to {to} dropped by NAT: {reason}"), &[]);
+            }
         };
-        let Some(delays) = self.net.link(host, dst).datagram_fate(&mut self.rng) else {
+        let Some(delays) = self.net.link(route.via, route.to).datagram_fate(&mut self.rng) else {
             return self.record(host, &format!("net datagram to {to} lost"), &[]);
         };
         if delays.len() > 1 {
             self.record(host, &format!("net datagram to {to} duplicated"), &[]);
         }
         for delay in delays {
-            let datagram = DatagramInFlight { from: host, to: dst, port: to.port(), seen_from, bytes: bytes.clone() };
+            let datagram = DatagramInFlight {
+                via: route.via,
+                to: route.to,
+                port: to.port(),
+                seen_from: route.seen_from,
+                bytes: bytes.clone(),
+            };
             self.queue.push(self.now + delay, Event::Datagram(datagram));
         }
     }
 
     pub(super) fn datagram_arrives(&mut self, d: DatagramInFlight) {
-        let h = &self.hosts[d.to.0];
+        let (host, port) = if self.net.is_nat(d.to) {
+            match self.through_nat(&d) {
+                Ok(inside) => inside,
+                Err(what) => return self.record(d.to, &what, &[]),
+            }
+        } else {
+            (d.to, d.port)
+        };
+        let h = &self.hosts[host.0];
         let drop_reason = if !h.up {
             Some("host down")
-        } else if self.net.is_blocked(d.from, d.to) {
+        } else if self.net.is_blocked(d.via, d.to) {
             Some("partition")
         } else {
             None
         };
-        let socket = h.sockets.iter().find(|&(_, &port)| port == d.port).map(|(&socket, _)| socket);
+        let socket = h.sockets.iter().find(|&(_, &bound)| bound == port).map(|(&socket, _)| socket);
         match (drop_reason, socket) {
             (None, Some(socket)) => {
-                self.deliver(d.to, Input::Datagram { socket, from: d.seen_from, bytes: &d.bytes });
+                self.deliver(host, Input::Datagram { socket, from: d.seen_from, bytes: &d.bytes });
             }
             (reason, _) => {
                 let what = format!("net datagram from {} dropped: {}", d.seen_from, reason.unwrap_or("no socket"));
-                self.record(d.to, &what, &[]);
+                self.record(host, &what, &[]);
             }
         }
+    }
+
+    /// The NAT box the datagram reached passes it to a host behind it (host and port), or
+    /// says in words why not. Mappings and filtering are consulted now, on arrival, so two
+    /// peers punching at once are each judged after the other's packet has gone out.
+    fn through_nat(&mut self, d: &DatagramInFlight) -> Result<(HostId, u16), String> {
+        if self.net.is_blocked(d.via, d.to) {
+            return Err(format!("net datagram from {} dropped: partition", d.seen_from));
+        }
+        self.net.inbound(d.to, d.port, d.seen_from, self.now).map_err(|reason| {
+            let public = SocketAddr::new(self.hosts[d.to.0].ip, d.port);
+            format!("net datagram from {} to {public} dropped by NAT: {reason}", d.seen_from)
+        })
     }
 }

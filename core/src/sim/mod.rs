@@ -58,19 +58,60 @@
 //! **Hosts.** A host has a name, one IP address in one realm, listeners and UDP sockets (its
 //! configuration, which survives crashes), and a machine built by a factory.
 //!
-//! **Addresses, realms and where NAT fits.** Every host lives in one *realm*: an address
-//! space in which an IP address names at most one host. [`RealmId::PUBLIC`] is the
-//! internet; [`Sim::add_realm`] makes private ones (a home LAN, an office), which may reuse
-//! the same private addresses, as real LANs behind NATs do. A destination is looked up in
-//! the sender's realm only, so today realms cannot reach each other. A NAT box will be a host
-//! with an address on each side; the simulator's single routing function will hand packets
-//! that miss in a private realm to its gateway, which rewrites the source address the
-//! receiver observes (RFC 4787 mapping behaviour) and filters what comes back (filtering
-//! behaviour, mapping timeouts, hairpinning). Streams and datagrams already take the
-//! observed address (`accept`'s `peer`, `Input::Datagram`'s `from`) from that routing
-//! decision, and a stream keeps the route it was opened on, so neither changes when
-//! translation arrives. Partitions and links are per pair of hosts, so a NAT box can be cut
-//! off or slowed like any host.
+//! **Addresses and realms.** Every host lives in one *realm*: an address space in which an
+//! IP address names at most one host. [`RealmId::PUBLIC`] is the internet; [`Sim::add_realm`]
+//! makes an isolated private one and [`Sim::add_nat`] one behind a NAT box. Private realms
+//! may reuse the same addresses, as real LANs do. A destination is looked up in the
+//! sender's realm; on a miss the packet leaves through the realm's NAT box if it has one,
+//! and is unreachable otherwise. One routing function decides this for streams and
+//! datagrams alike, and with it the source address the receiver observes (`accept`'s
+//! `peer`, `Input::Datagram`'s `from`).
+//!
+//! **NAT boxes** follow RFC 4787, as a [`NatConfig`] sets them up. A NAT box is a host in
+//! the public realm at its public address; the private side is a perfect, instant LAN.
+//!
+//! - *Mapping* ([`NatMapping`]): a datagram leaving the realm from an internal endpoint
+//!   (address and port) uses the mapping of that endpoint (EIM), of that endpoint and the
+//!   destination address (ADM), or of that endpoint and the destination address and port
+//!   (APDM), made on first use. The receiver sees it come from the NAT's public address
+//!   and the mapping's external port.
+//! - *Port allocation* ([`PortAllocation`]): a new mapping gets the next free port counting
+//!   up (sequential) or a port drawn from the run's generator (random), never one a live
+//!   mapping holds.
+//! - *Timeouts*: a datagram mapping lives for [`NatConfig::mapping_timeout`] after the last
+//!   outbound packet that used it (RFC 4787 REQ-6). Inbound packets do not refresh it, so
+//!   outsiders cannot keep open a hole the inside has stopped using. A dead mapping is gone:
+//!   its port is free and the next outbound packet makes a new mapping, with a new port.
+//! - *Filtering* ([`NatFiltering`]): a datagram to the NAT's public address goes to the live
+//!   mapping with that external port if its source is admitted: any source (EIF), an
+//!   address the mapping has sent to (ADF), or an address and port it has sent to (APDF).
+//!   No such mapping, or not admitted: dropped.
+//! - *When*: a packet is translated (mapping made or refreshed, destination noted for
+//!   filtering) as it is sent, and a datagram reaching a NAT is looked up and filtered as it
+//!   arrives, against the table as it stands then. So two peers that send to each other at
+//!   the same instant each find the other's permission open when their packet gets there,
+//!   which is what makes simultaneous hole punching work through real NATs.
+//! - *Hairpinning*: a packet from behind a NAT to that NAT's own public address is, with
+//!   [`NatConfig::hairpinning`], translated on the way out and then handled as inbound by
+//!   the same NAT, so the receiver sees the sender's external endpoint (REQ-9); without it,
+//!   dropped.
+//! - *Streams*: a connection from behind a NAT takes a stream mapping (kept apart from the
+//!   datagram mappings, from the same pool of ports) that does not expire while the
+//!   simulator tracks the connection, and the acceptor's `peer` is the external endpoint.
+//!   Connections to a NAT's public address are never forwarded: the SYN vanishes and the
+//!   connect times out, as with a router that has no port forwarding. A SYN the sender's
+//!   own NAT drops (table full, hairpinning off) times out the same way.
+//! - *Links and partitions* are per pair of hosts, and a packet crossing the public realm
+//!   takes the link, and meets the partitions, between its two public ends: each is a public
+//!   host, or the NAT box of a host behind one. So to slow or cut the path between two
+//!   hosts behind NATs, set it between their NAT boxes; a hairpinned packet takes the NAT's
+//!   link to itself (the default link unless set).
+//! - Every packet a NAT drops is recorded in the trace under the NAT's name with the reason:
+//!   `filtered`, `no mapping`, `hairpinning off`, `mapping table full` or `no free port`.
+//! - Not modelled: nested NAT (a NAT realm's gateway is always in the public realm), port
+//!   forwarding, ICMP errors, a NAT reboot (crashing a NAT box does nothing), permissions
+//!   that time out apart from their mapping, port-preserving allocation, and TCP hole
+//!   punching.
 //!
 //! **Streams** model TCP between two hosts: reliable, ordered, with latency and jitter but
 //! never reordered (each segment arrives at `max(previous arrival, now + latency +
@@ -115,7 +156,7 @@
 //! **Not modelled:** bandwidth and congestion (only latency and windows), Nagle and delayed
 //! acks, segment loss outside partitions, MTU and fragmentation, ICMP (a datagram to a port
 //! with no socket vanishes), retransmission timers (a lost segment is resent exactly when
-//! the partition heals), TIME_WAIT and port exhaustion, NAT (see above), and DNS.
+//! the partition heals), TIME_WAIT and port exhaustion, and DNS.
 //!
 //! # Scripting and checking a scenario
 //!
@@ -132,8 +173,10 @@
 //!
 //! Every buffer is bounded: stream windows and sender queues by [`StreamConfig`], the
 //! trace tail and per-host event logs by [`NetConfig`] (oldest dropped), datagram size by
-//! [`NetConfig::max_datagram`], and the event queue by the step limit. Machines bound
-//! everything else themselves.
+//! [`NetConfig::max_datagram`], NAT mapping tables by [`NatConfig::max_mappings`] (a packet
+//! that needs one more mapping is dropped) and each mapping's list of peers by
+//! [`NatConfig::PEERS_PER_MAPPING`] (the least recently contacted is forgotten), and the
+//! event queue by the step limit. Machines bound everything else themselves.
 
 mod config;
 mod datagram;
@@ -141,6 +184,7 @@ mod error;
 mod harness;
 mod host;
 mod link;
+mod nat;
 mod net;
 mod probe;
 mod queue;
@@ -155,6 +199,7 @@ pub use error::{ConfigError, HostDown, SimError};
 pub use harness::{check_seeds, check_seeds_with, parse_seed, seed_from_env, TestId, SEED_ENV};
 pub use host::{HostId, HostSpec};
 pub use link::LinkConfig;
+pub use nat::{NatConfig, NatFiltering, NatMapping, PortAllocation};
 pub use net::{Cut, RealmId};
 pub use probe::{Probe, ProbeEvent};
 
@@ -273,10 +318,41 @@ impl Sim {
 
     // --- Building the network --------------------------------------------------------
 
-    /// A new private address space, e.g. a LAN that a NAT box will later connect to the
-    /// public realm. Hosts in different realms cannot reach each other yet.
+    /// A new private address space with no way out: its hosts reach each other and
+    /// nothing else, and nothing outside reaches them (an isolated LAN). For a LAN behind a
+    /// NAT, use [`Sim::add_nat`].
     pub fn add_realm(&mut self, name: &str) -> RealmId {
         self.net.add_realm(name)
+    }
+
+    /// Adds a NAT box called `name` at `public_ip` in the public realm, and returns the new
+    /// private realm behind it: put hosts there with [`HostSpec::realm`]. Their packets to
+    /// addresses outside the realm leave through the NAT, translated and filtered as
+    /// `config` says (see the [module documentation](self), "NAT boxes").
+    ///
+    /// The NAT box is itself a host named `name` ([`Sim::host`] finds it), so links and
+    /// partitions between it and public hosts apply to everything it forwards. It runs no
+    /// machine of its own and does not crash. Fails if the name is taken or a public host
+    /// already has `public_ip`.
+    ///
+    /// ```
+    /// use switchyard_core::sim::{HostSpec, NatConfig, NetConfig, Probe, Sim};
+    ///
+    /// let mut sim = Sim::new(1, NetConfig::default());
+    /// let home = sim.add_nat("home-router", [203, 0, 113, 1].into(), NatConfig::default()).unwrap();
+    /// let laptop = HostSpec::new("laptop", [192, 168, 1, 10].into()).realm(home);
+    /// sim.add_host_with(laptop, |env, _| Probe::new(env)).unwrap();
+    /// assert_eq!(sim.nat_mappings(home), 0);
+    /// ```
+    pub fn add_nat(&mut self, name: &str, public_ip: IpAddr, config: NatConfig) -> Result<RealmId, ConfigError> {
+        let host = self.add_host(name, public_ip, |_, _| nat::NatBox)?;
+        Ok(self.net.add_nat(name, host, public_ip, config))
+    }
+
+    /// How many mappings the NAT in front of `realm` holds now (datagram mappings whose
+    /// timeout has not passed, and those of open streams); 0 for a realm without a NAT.
+    pub fn nat_mappings(&self, realm: RealmId) -> usize {
+        self.net.nat_mappings(realm, self.now)
     }
 
     /// Adds a host called `name` at `ip` in the public realm and boots it: `factory` builds
@@ -415,10 +491,14 @@ impl Sim {
 
     /// Crashes the host: its machine is dropped, its connections are reset (peers get
     /// `Closed(Reset)` one one-way delay later) and it answers nothing until
-    /// [`Sim::restart`]. Crashing a host that is down does nothing.
+    /// [`Sim::restart`]. Crashing a host that is down, or a NAT box, does nothing.
     pub fn crash(&mut self, host: HostId) {
         if !self.hosts[host.0].up {
             return;
+        }
+        if self.net.is_nat(host) {
+            // A NAT reboot (losing its table) is not modelled; say so in the trace.
+            return self.record(host, "crash ignored: NAT boxes do not crash", &[]);
         }
         self.record(host, "crash", &[]);
         self.streams_crash(host);

@@ -1,11 +1,16 @@
-//! Addressing and reachability: realms, routes, per-pair links and partitions.
+//! Addressing and reachability: realms, routes, NAT gateways, per-pair links and
+//! partitions.
 //!
-//! The model is described in the [`sim`](super) module documentation ("Addresses, realms
-//! and where NAT fits"). [`Network::route`] is the single place that decides where a packet
-//! goes and which source address the receiver observes: the NAT extension point.
+//! The model is described in the [`sim`](super) module documentation ("Addresses and
+//! realms", "NAT boxes"). [`Network::route`] is the single place that decides where a packet
+//! goes when it is sent, and which source address the receiver observes; a packet addressed
+//! to a NAT box is resolved further by [`Network::inbound`] when it arrives there.
 
 use super::host::HostId;
 use super::link::LinkConfig;
+use super::nat::{MappingId, Nat, NatConfig, NatDrop, Proto};
+use crate::rng::Rng;
+use crate::time::Instant;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
@@ -29,18 +34,45 @@ pub enum Cut {
     BothWays,
 }
 
-/// Where a packet goes, as decided by [`Network::route`].
+/// A packet about to be sent: who sends it, from where, to where.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Outgoing {
+    pub(super) host: HostId,
+    pub(super) realm: RealmId,
+    /// The sender's own address.
+    pub(super) src: SocketAddr,
+    pub(super) dst: SocketAddr,
+    pub(super) proto: Proto,
+}
+
+/// Where a packet goes, as decided by [`Network::route`] when it is sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Route {
-    /// Deliver to `host`, which observes the packet as coming from `seen_from`.
-    To {
-        /// The receiving host.
-        host: HostId,
-        /// The source address as the receiver observes it (a NAT will rewrite it).
-        seen_from: SocketAddr,
-    },
+pub(super) struct Route {
+    /// The packet crosses the link (and meets the partitions) from `via` to `to`: the
+    /// sender itself, or its NAT box when the packet leaves a NAT realm.
+    pub(super) via: HostId,
+    /// The receiving host, or a NAT box that decides on arrival who, if anyone, gets it.
+    pub(super) to: HostId,
+    /// The source address as the receiver observes it.
+    pub(super) seen_from: SocketAddr,
+    /// The NAT mapping a stream holds while it is open, to give back when it closes.
+    pub(super) pin: Option<Pin>,
+}
+
+/// A stream's hold on a NAT mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Pin {
+    pub(super) nat: HostId,
+    pub(super) mapping: MappingId,
+}
+
+/// Why a packet goes nowhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum NoRoute {
     /// Nothing at that address can be reached from the sender.
     Unreachable,
+    /// The sender's NAT box dropped it on the way out.
+    Nat { nat: HostId, reason: NatDrop },
 }
 
 /// The simulated network: who is where, how each path behaves, and what is cut.
@@ -50,6 +82,10 @@ pub(super) struct Network {
     default_link: LinkConfig,
     links: BTreeMap<(HostId, HostId), LinkConfig>,
     blocked: BTreeSet<(HostId, HostId)>,
+    /// The NAT box in front of each NAT realm.
+    gateways: BTreeMap<RealmId, HostId>,
+    /// Every NAT box, by the host that stands for it in the public realm.
+    nats: BTreeMap<HostId, Nat>,
 }
 
 impl Network {
@@ -60,6 +96,8 @@ impl Network {
             default_link,
             links: BTreeMap::new(),
             blocked: BTreeSet::new(),
+            gateways: BTreeMap::new(),
+            nats: BTreeMap::new(),
         }
     }
 
@@ -88,20 +126,71 @@ impl Network {
         }
     }
 
-    /// Where a packet sent by `from` (in `realm`, from its socket `src`) to `dst` goes.
+    /// Makes a realm behind a NAT box: `host`, already at `public_ip` in the public realm.
+    pub(super) fn add_nat(&mut self, name: &str, host: HostId, public_ip: IpAddr, config: NatConfig) -> RealmId {
+        let realm = self.add_realm(name);
+        self.gateways.insert(realm, host);
+        self.nats.insert(host, Nat::new(public_ip, config));
+        realm
+    }
+
+    /// True when `host` stands for a NAT box.
+    pub(super) fn is_nat(&self, host: HostId) -> bool {
+        self.nats.contains_key(&host)
+    }
+
+    /// Live mappings of the NAT in front of `realm`; 0 for a realm without one.
+    pub(super) fn nat_mappings(&self, realm: RealmId, now: Instant) -> usize {
+        self.gateways.get(&realm).and_then(|nat| self.nats.get(nat)).map_or(0, |nat| nat.live(now))
+    }
+
+    /// Where a packet goes, decided when it is sent.
     ///
     /// Loopback destinations come back to the sender. Otherwise the destination is looked
-    /// up in the sender's realm only. A NAT box will extend this: on a miss, hand the packet
-    /// to the realm's gateway, which maps `src` to its public address (RFC 4787 mapping
-    /// behaviour) and, for packets coming in, applies its filtering behaviour, mapping
-    /// timeouts and hairpinning; the translated source becomes `seen_from`.
-    pub(super) fn route(&self, from: HostId, realm: RealmId, src: SocketAddr, dst: SocketAddr) -> Route {
+    /// up in the sender's realm; on a miss, a NAT realm hands the packet to its NAT box,
+    /// which translates it now (the private side is instant, so the NAT sees it as it is
+    /// sent) and sends it on in the public realm, from the NAT's public address. A public
+    /// destination that is a NAT box (another one, or this one: hairpinning) is decided
+    /// by [`Network::inbound`] when the packet gets there.
+    pub(super) fn route(&mut self, out: Outgoing, now: Instant, rng: &mut Rng) -> Result<Route, NoRoute> {
+        let Outgoing { host: from, realm, src, dst, proto } = out;
         if dst.ip().is_loopback() {
-            return Route::To { host: from, seen_from: SocketAddr::new(dst.ip(), src.port()) };
+            let seen_from = SocketAddr::new(dst.ip(), src.port());
+            return Ok(Route { via: from, to: from, seen_from, pin: None });
         }
-        match self.by_addr.get(&(realm, dst.ip())) {
-            Some(&host) => Route::To { host, seen_from: src },
-            None => Route::Unreachable,
+        if let Some(&to) = self.by_addr.get(&(realm, dst.ip())) {
+            return Ok(Route { via: from, to, seen_from: src, pin: None });
+        }
+        let Some(&nat) = self.gateways.get(&realm) else { return Err(NoRoute::Unreachable) };
+        // Checked before translating, so a packet to nowhere opens no mapping.
+        let Some(&to) = self.by_addr.get(&(RealmId::PUBLIC, dst.ip())) else { return Err(NoRoute::Unreachable) };
+        let gateway = self.nats.get_mut(&nat).expect("every gateway is a NAT box");
+        if to == nat && !gateway.config.hairpinning {
+            return Err(NoRoute::Nat { nat, reason: NatDrop::HairpinningOff });
+        }
+        let (port, mapping) =
+            gateway.outbound(proto, (from, src), dst, now, rng).map_err(|reason| NoRoute::Nat { nat, reason })?;
+        let pin = (proto == Proto::Stream).then_some(Pin { nat, mapping });
+        Ok(Route { via: nat, to, seen_from: SocketAddr::new(gateway.public_ip, port), pin })
+    }
+
+    /// Where a datagram from `from` that reached NAT box `nat`'s external `port` goes
+    /// (the internal host and port), decided by the NAT's mapping table and filtering as
+    /// they stand now, when it arrives.
+    pub(super) fn inbound(
+        &mut self,
+        nat: HostId,
+        port: u16,
+        from: SocketAddr,
+        now: Instant,
+    ) -> Result<(HostId, u16), NatDrop> {
+        self.nats.get_mut(&nat).expect("inbound is only asked of NAT boxes").inbound(port, from, now)
+    }
+
+    /// A stream that held a mapping is gone.
+    pub(super) fn release(&mut self, pin: Pin, now: Instant) {
+        if let Some(nat) = self.nats.get_mut(&pin.nat) {
+            nat.release(pin.mapping, now);
         }
     }
 

@@ -12,9 +12,15 @@
 //! receiving machine has not yet taken (in flight, waiting behind a paused reader, or
 //! acknowledged but the acknowledgement not yet back). Writes beyond the window wait in the
 //! sender's queue; `Input::Sent` reports bytes as they enter the window.
+//!
+//! Links and partitions apply to a stream's *path*: the two hosts its packets cross the
+//! network between. That is the two sides' hosts, except that a side behind a NAT is
+//! represented by its NAT box. A stream from behind a NAT holds a NAT mapping while the
+//! simulator tracks it, so the mapping cannot time out under an open connection.
 
 use super::host::HostId;
-use super::net::Route;
+use super::nat::Proto;
+use super::net::{NoRoute, Outgoing, Pin, Route};
 use super::{Event, Notice, Sim};
 use crate::id::ConnId;
 use crate::machine::{CloseHow, Input, NetError};
@@ -77,6 +83,17 @@ impl Streams {
 struct Stream {
     sides: [Side; 2],
     flows: [Flow; 2],
+    /// Where each side's packets enter and leave the network: its host, or its NAT box.
+    path: [HostId; 2],
+    /// The NAT mapping the initiator's connection holds, released with the stream.
+    pin: Option<Pin>,
+}
+
+impl Stream {
+    /// The link flow `f` crosses: from its sender's end of the path to the other end.
+    fn hop(&self, f: usize) -> (HostId, HostId) {
+        (self.path[f], self.path[other(f)])
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,20 +230,32 @@ impl Sim {
         let h = &mut self.hosts[host.0];
         let port = h.ephemeral_port();
         let local = if to.ip().is_loopback() { SocketAddr::new(to.ip(), port) } else { h.addr(port) };
-        let Route::To { host: dst, seen_from } = self.net.route(host, h.realm, local, to) else {
-            let incarnation = h.incarnation;
-            let notice = Notice::ConnectFailed(NetError::Unreachable);
-            return self.queue.push(self.now, Event::Notify { host, incarnation, conn, notice });
+        let out = Outgoing { host, realm: h.realm, src: local, dst: to, proto: Proto::Stream };
+        let (route, syn_leaves) = match self.net.route(out, self.now, &mut self.rng) {
+            Ok(route) => (route, true),
+            Err(NoRoute::Unreachable) => {
+                let incarnation = self.hosts[host.0].incarnation;
+                let notice = Notice::ConnectFailed(NetError::Unreachable);
+                return self.queue.push(self.now, Event::Notify { host, incarnation, conn, notice });
+            }
+            Err(NoRoute::Nat { nat, reason }) => {
+                // The NAT drops the SYN as it leaves; like any lost SYN, the connect times out.
+                self.record(nat, &format!("net stream SYN from {local} to {to} dropped by NAT: {reason}"), &[]);
+                (Route { via: host, to: nat, seen_from: local, pin: None }, false)
+            }
         };
         let id = self.streams.next_id;
         self.streams.next_id += 1;
         let sides = [
             Side::new(host, SideState::Live { conn, connecting: true }, local, to),
-            Side::new(dst, SideState::Pending, to, seen_from),
+            Side::new(route.to, SideState::Pending, to, route.seen_from),
         ];
-        self.streams.map.insert(id, Stream { sides, flows: Default::default() });
+        let stream = Stream { sides, flows: Default::default(), path: [route.via, route.to], pin: route.pin };
+        self.streams.map.insert(id, stream);
         self.streams.by_conn.insert((host, conn), (id, INITIATOR));
-        self.push_segment(id, INITIATOR, Segment::Syn);
+        if syn_leaves {
+            self.push_segment(id, INITIATOR, Segment::Syn);
+        }
         let at = self.now + self.config.stream.connect_timeout;
         self.queue.push(at, Event::Stream(StreamEvent::ConnectTimeout { stream: id }));
     }
@@ -319,7 +348,7 @@ impl Sim {
         for id in ids {
             for f in [INITIATOR, ACCEPTOR] {
                 let Some(s) = self.streams.map.get_mut(&id) else { break };
-                let (from, to) = (s.sides[f].host, s.sides[other(f)].host);
+                let (from, to) = s.hop(f);
                 let flow = &mut s.flows[f];
                 if flow.stalled_since.is_some() && !self.net.is_blocked(from, to) {
                     flow.stalled_since = None;
@@ -351,7 +380,7 @@ impl Sim {
     /// Puts a segment on flow `f`'s wire, behind everything already there.
     fn push_segment(&mut self, id: u64, f: usize, segment: Segment) {
         let Some(s) = self.streams.map.get_mut(&id) else { return };
-        let (from, to) = (s.sides[f].host, s.sides[other(f)].host);
+        let (from, to) = s.hop(f);
         let flow = &mut s.flows[f];
         if flow.reset {
             return;
@@ -449,6 +478,9 @@ impl Sim {
                     self.streams.by_conn.remove(&(side.host, conn));
                 }
             }
+            if let Some(pin) = s.pin {
+                self.net.release(pin, self.now);
+            }
         }
     }
 
@@ -465,7 +497,7 @@ impl Sim {
 
     fn arrive_due(&mut self, id: u64, f: usize) {
         let Some(s) = self.streams.map.get_mut(&id) else { return };
-        let (from, to) = (s.sides[f].host, s.sides[other(f)].host);
+        let (from, to) = s.hop(f);
         let flow = &mut s.flows[f];
         let due = flow.pipe.front().is_some_and(|&(at, _)| at <= self.now);
         if flow.stalled_since.is_some() || !due {
@@ -547,6 +579,12 @@ impl Sim {
     fn accept_syn(&mut self, id: u64) {
         let s = self.stream(id);
         let (host, port, peer) = (s.sides[ACCEPTOR].host, s.sides[ACCEPTOR].local.port(), s.sides[ACCEPTOR].peer);
+        if self.net.is_nat(host) {
+            // No port forwarding: the SYN vanishes and the initiator's connect times out.
+            let what = format!("net stream {id} SYN from {peer} dropped by NAT: inbound streams are not forwarded");
+            return self.record(host, &what, &[]);
+        }
+        let s = self.stream(id);
         s.sides[ACCEPTOR].state = SideState::Gone;
         let Some(&listener) = self.hosts[host.0].listeners.get(&port) else {
             return self.push_segment(id, ACCEPTOR, Segment::Reset(NetError::Refused));
@@ -579,11 +617,11 @@ impl Sim {
     fn consume(&mut self, id: u64, f: usize, segment: Segment) {
         let r = other(f);
         let s = self.stream(id);
-        let (reader, writer) = (s.sides[r].host, s.sides[f].host);
+        let (reader, (ack_from, ack_to)) = (s.sides[r].host, s.hop(r));
         let Some((conn, _)) = s.sides[r].live() else { return };
         match segment {
             Segment::Data(bytes) => {
-                let at = self.now + self.net.link(reader, writer).sample_delay(&mut self.rng);
+                let at = self.now + self.net.link(ack_from, ack_to).sample_delay(&mut self.rng);
                 self.queue.push(at, Event::Stream(StreamEvent::Ack { stream: id, flow: f, bytes: bytes.len() }));
                 self.deliver(reader, Input::Received { conn, bytes: &bytes });
             }
@@ -598,7 +636,7 @@ impl Sim {
 
     fn ack(&mut self, id: u64, f: usize, bytes: usize) {
         let Some(s) = self.streams.map.get_mut(&id) else { return };
-        let (sender, receiver) = (s.sides[f].host, s.sides[other(f)].host);
+        let (sender, receiver) = s.hop(f);
         let flow = &mut s.flows[f];
         if self.net.is_blocked(receiver, sender) {
             flow.held_acks += bytes;

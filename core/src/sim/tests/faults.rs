@@ -183,7 +183,7 @@ fn realms_are_separate_address_spaces() {
     let failed = sim
         .events::<ProbeEvent>(public)
         .any(|(_, e)| *e == ProbeEvent::ConnectFailed { conn, error: NetError::Unreachable });
-    assert!(failed, "no route from the public realm into a private one (until NAT)");
+    assert!(failed, "no route from the public realm into a realm without a NAT");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 mod datagrams;
 mod faults;
+mod nat;
 mod streams;
 
 use super::*;
