@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 use switchyard_core::mesh::MeshEvent;
+use switchyard_core::punch::RendezvousEvent;
 use switchyard_core::service::broadcast::BroadcastEvent;
 use switchyard_core::service::line_server::{EndReason, LineServerEvent};
 use switchyard_core::tunnel::TunnelEvent;
@@ -118,6 +119,35 @@ impl LogEvent for MeshEvent {
             }
             MeshEvent::ProtocolError { peer, reason } => {
                 tracing::warn!("{name}: {peer} disconnected: protocol error: {reason}")
+            }
+        }
+    }
+}
+
+impl LogEvent for RendezvousEvent {
+    fn log(&self, name: &str) {
+        match self {
+            RendezvousEvent::Registered { id, public } => tracing::info!("{name}: {id} registered at {public}"),
+            // Its NAT gave it a new mapping (or it moved networks): peers introduced from
+            // now on get the new endpoint.
+            RendezvousEvent::Moved { id, public } => tracing::info!("{name}: {id} moved to {public}"),
+            RendezvousEvent::Refused { from, id, reason } => {
+                tracing::info!("{name}: refused {id} from {from}: {reason}")
+            }
+            RendezvousEvent::Introduced { from, to, .. } => tracing::info!("{name}: introduced {from} ↔ {to}"),
+            RendezvousEvent::Forgotten { id, expired: false } => tracing::info!("{name}: {id} left"),
+            RendezvousEvent::Forgotten { id, expired: true } => {
+                tracing::info!("{name}: {id} expired (no refresh in time)")
+            }
+            // Reported once per burst of drops, so a flood is one line, not a flood of lines.
+            RendezvousEvent::RateLimited { source } => {
+                tracing::warn!("{name}: {source} is over its datagram rate; dropping its datagrams")
+            }
+            RendezvousEvent::RelayLimited { id } => {
+                tracing::warn!("{name}: {id} is over its relay rate; dropping what it relays")
+            }
+            RendezvousEvent::BadDatagram { from, error } => {
+                tracing::warn!("{name}: bad datagram from {from}: {error}")
             }
         }
     }

@@ -1,8 +1,9 @@
 //! Starting machines under drivers, logging their events, and stopping them together.
 //!
-//! Every server subcommand (`serve`, `tunnel`, `up`) is the same few steps: start one or
-//! more machines, each on its own [`Driver`], log their events, stop them all on Ctrl-C and
-//! wait until each has closed its connections. [`Fleet`] is those steps, written once.
+//! Every server subcommand (`serve`, `tunnel`, `mesh server`, `rendezvous`, `up`) is the
+//! same few steps: start one or more machines, each on its own [`Driver`], log their
+//! events, stop them all on Ctrl-C and wait until each has closed its connections.
+//! [`Fleet`] is those steps, written once.
 
 use crate::events::LogEvent;
 use crate::CliError;
@@ -13,8 +14,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use switchyard_adapters::{Driver, Runtime};
-use switchyard_core::{ListenerId, Machine};
+use switchyard_adapters::{Driver, Running, Runtime};
+use switchyard_core::{ListenerId, Machine, SocketId};
 
 /// Stops one machine; callable from any thread, any number of times.
 type Stop = Arc<dyn Fn() + Send + Sync>;
@@ -26,7 +27,7 @@ struct Launched {
     done: Receiver<()>,
 }
 
-/// A machine that could not start: its listener did not bind.
+/// A machine that could not start: one of its listeners or sockets did not bind.
 #[derive(Debug)]
 pub struct LaunchError {
     /// The machine's name.
@@ -93,7 +94,7 @@ impl Fleet {
         name: &str,
         machine: M,
         listeners: &[(ListenerId, SocketAddr)],
-        mut watch: impl FnMut(&M::Event) + Send + 'static,
+        watch: impl FnMut(&M::Event) + Send + 'static,
     ) -> Result<BTreeMap<ListenerId, SocketAddr>, LaunchError>
     where
         R: Runtime,
@@ -103,6 +104,44 @@ impl Fleet {
         let driver = listeners.iter().fold(Driver::new(machine), |driver, &(id, addr)| driver.listen(id, addr));
         let running = driver.start(rt.clone()).await.map_err(|error| LaunchError { name: name.to_owned(), error })?;
         let bound = listeners.iter().filter_map(|&(id, _)| Some((id, running.local_addr(id)?))).collect();
+        self.adopt(rt, name, running, watch);
+        Ok(bound)
+    }
+
+    /// [`Fleet::launch`] for a machine that speaks datagrams: binds the UDP `sockets`
+    /// instead of TCP listeners. Returns the address each socket got.
+    pub async fn launch_udp<R, M>(
+        &mut self,
+        rt: &R,
+        name: &str,
+        machine: M,
+        sockets: &[(SocketId, SocketAddr)],
+    ) -> Result<BTreeMap<SocketId, SocketAddr>, LaunchError>
+    where
+        R: Runtime,
+        M: Machine + Send + 'static,
+        M::Event: LogEvent + Send + fmt::Debug + 'static,
+    {
+        let driver = sockets.iter().fold(Driver::new(machine), |driver, &(id, addr)| driver.bind_udp(id, addr));
+        let running = driver.start(rt.clone()).await.map_err(|error| LaunchError { name: name.to_owned(), error })?;
+        let bound = sockets.iter().filter_map(|&(id, _)| Some((id, running.udp_local_addr(id)?))).collect();
+        self.adopt(rt, name, running, |_| {});
+        Ok(bound)
+    }
+
+    /// Logs the events of a started machine (after `watch` sees each) and makes it one of
+    /// the fleet.
+    fn adopt<R, M>(
+        &mut self,
+        rt: &R,
+        name: &str,
+        running: Running<M>,
+        mut watch: impl FnMut(&M::Event) + Send + 'static,
+    ) where
+        R: Runtime,
+        M: Machine + Send + 'static,
+        M::Event: LogEvent + Send + fmt::Debug + 'static,
+    {
         let handle = running.handle();
         let (done_tx, done) = async_channel::bounded::<()>(1);
         let name = name.to_owned();
@@ -117,7 +156,6 @@ impl Fleet {
             drop(done_tx);
         });
         self.machines.push(Launched { stop: Arc::new(move || handle.shutdown()), done });
-        Ok(bound)
     }
 
     /// Asks every machine to stop (each closes its connections gracefully).

@@ -7,6 +7,8 @@
 //!   serve echo|time|broadcast|hello|greet|stamp   run one line service
 //!   tunnel local|remote ...                       run one end of the tunnel
 //!   mesh server|chat ...                          a P2P mesh server, or chat through the mesh
+//!   rendezvous [--listen ADDR]                    the UDP hole-punching rendezvous server
+//!   punch --id ID [--connect DEST] ...            a hole-punching peer: register, punch, chat
 //!   send [--to ADDR] [MESSAGE...]                 send one line (or type lines), print the replies
 //!   chat [--to ADDR] [PREFIX]                     interactive session, routed by PREFIX
 //! ```
@@ -19,9 +21,12 @@ mod bench;
 mod chat;
 mod demo;
 mod events;
+mod input;
 mod launch;
 mod logging;
 mod mesh;
+mod punch;
+mod rendezvous;
 mod runtime;
 mod seed;
 mod send;
@@ -70,6 +75,8 @@ enum Command {
     Serve(serve::ServeCmd),
     Tunnel(tunnel::TunnelCmd),
     Mesh(mesh::MeshCmd),
+    Rendezvous(rendezvous::RendezvousCmd),
+    Punch(punch::PunchCmd),
     Bench(bench::BenchCmd),
     Send(send::SendCmd),
     Chat(chat::ChatCmd),
@@ -78,9 +85,11 @@ enum Command {
 impl Command {
     fn quietness(&self) -> logging::Quietness {
         match self {
-            Command::Up(_) | Command::Serve(_) | Command::Tunnel(_) => logging::Quietness::Server,
+            Command::Up(_) | Command::Serve(_) | Command::Tunnel(_) | Command::Rendezvous(_) => {
+                logging::Quietness::Server
+            }
             Command::Mesh(cmd) if cmd.is_server() => logging::Quietness::Server,
-            Command::Mesh(_) => logging::Quietness::Client,
+            Command::Mesh(_) | Command::Punch(_) => logging::Quietness::Client,
             // The demo's transcript is its output; its servers log only problems.
             Command::Demo(_) | Command::Send(_) | Command::Chat(_) => logging::Quietness::Client,
             Command::Bench(_) => logging::Quietness::Client,
@@ -101,6 +110,8 @@ impl Program for Command {
             Command::Serve(cmd) => cmd.run(rt, env).await,
             Command::Tunnel(cmd) => cmd.run(rt, env).await,
             Command::Mesh(cmd) => cmd.run(rt, env).await,
+            Command::Rendezvous(cmd) => cmd.run(rt, env).await,
+            Command::Punch(cmd) => cmd.run(rt, env).await,
             Command::Bench(cmd) => cmd.run(rt, env).await,
             Command::Send(cmd) => cmd.run(rt, env).await,
             Command::Chat(cmd) => cmd.run(rt, env).await,

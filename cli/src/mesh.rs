@@ -1,11 +1,13 @@
 //! `switchyard mesh server` and `switchyard mesh chat`: the P2P mesh from the command line.
 
+use crate::input::{self, End};
 use crate::launch::Fleet;
 use crate::runtime::Program;
 use crate::CliError;
 use argh::FromArgs;
-use std::io::{self, BufRead, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::process::ExitCode;
 use std::time::Duration;
 use switchyard_adapters::{Driver, EventPolicy, Handle, Runtime};
@@ -170,14 +172,7 @@ impl ChatCmd {
             Driver::new(client).event_policy(EventPolicy::Wait).start(rt.clone()).await.map_err(CliError::new)?;
         let events = running.events();
         let handle = running.handle();
-        let (done_tx, done_rx) = async_channel::bounded::<()>(1);
-        std::thread::Builder::new()
-            .name("stdin".into())
-            .spawn(move || {
-                read_commands(&handle);
-                let _ = done_tx.send_blocking(());
-            })
-            .map_err(|e| CliError::new(format!("cannot start the stdin reader: {e}")))?;
+        let done_rx = input::spawn(move || read_commands(&handle))?;
         let mut view = View::new(self.select == SelectArg::Fastest);
         let print = async {
             while let Ok(event) = events.recv().await {
@@ -189,8 +184,7 @@ impl ChatCmd {
         };
         let quit = async {
             let _ = done_rx.recv().await;
-            // Give the leave notification a moment to go out.
-            rt.sleep_until(rt.now() + Duration::from_millis(100)).await;
+            rt.sleep_until(rt.now() + input::LEAVE_GRACE).await;
             ExitCode::SUCCESS
         };
         let code = futures_lite::future::or(print, quit).await;
@@ -208,37 +202,30 @@ const EOF_RECEIPT_WAIT: Duration = Duration::from_secs(5);
 /// once; the end of input leaves once every message has its receipt (at most
 /// [`EOF_RECEIPT_WAIT`]).
 fn read_commands(handle: &Handle<MeshClient>) {
-    let mut quit = false;
-    for line in io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        if ["quit", "exit", "q"].contains(&line) {
-            quit = true;
-            break;
-        }
+    let end = input::commands(|line| {
         let Some((to, body)) = line.split_once(char::is_whitespace) else {
             eprintln!("switchyard: type `<recipient> <message>`");
-            continue;
+            return ControlFlow::Continue(());
         };
         let (to, body) = (to.to_owned(), body.trim_start().to_owned());
         match handle.command_blocking(move |c: &mut MeshClient, now| c.send(now, &to, &body)) {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => eprintln!("switchyard: not sent: {e}"),
-            Err(_) => return,
-        }
-    }
-    if !quit {
-        let deadline = std::time::Instant::now() + EOF_RECEIPT_WAIT;
-        while std::time::Instant::now() < deadline {
-            // Registered (or refused, which ends the program) and every receipt in.
-            match handle.command_blocking(|c: &mut MeshClient, _| c.server().is_some() && c.outbox_len() == 0) {
-                Ok(true) | Err(_) => break,
-                Ok(false) => std::thread::sleep(Duration::from_millis(20)),
+            Ok(Ok(_)) => ControlFlow::Continue(()),
+            Ok(Err(e)) => {
+                eprintln!("switchyard: not sent: {e}");
+                ControlFlow::Continue(())
             }
+            Err(_) => ControlFlow::Break(()),
         }
+    });
+    match end {
+        End::Stopped => return,
+        // Registered (or refused, which ends the program) and every receipt in.
+        End::Eof => {
+            input::wait_until(std::time::Instant::now() + EOF_RECEIPT_WAIT, || {
+                handle.command_blocking(|c: &mut MeshClient, _| c.server().is_some() && c.outbox_len() == 0)
+            });
+        }
+        End::Quit => {}
     }
     let _ = handle.command_blocking(|c: &mut MeshClient, now| c.leave(now));
 }

@@ -5,7 +5,7 @@
 //! whatever arrives ([`Session::interactive`]), or hand lines to a caller that checks them
 //! ([`Session::next_line`]).
 
-use crate::{within, CliError};
+use crate::{input, within, CliError};
 use async_channel::Receiver;
 use bytes::Bytes;
 use std::io::{self, BufRead, Write};
@@ -15,9 +15,6 @@ use std::time::Duration;
 use switchyard_adapters::{Driver, EventPolicy, Handle, Running, Runtime};
 use switchyard_core::service::line_client::{LineClient, LineClientConfig, LineClientEvent, SendError};
 use switchyard_core::{Env, Instant};
-
-/// Lines typed in interactive mode that end the session, as in the seed's lab client.
-const QUIT_WORDS: [&str; 3] = ["quit", "exit", "q"];
 
 /// How long interactive mode waits before retrying a line the client's send backlog
 /// refused: the backlog drains as the server reads.
@@ -148,15 +145,8 @@ impl Session {
         timeout: Duration,
     ) -> Result<ExitCode, CliError> {
         eprintln!("switchyard: {banner}; type lines to send; quit, exit, q or Ctrl-D ends");
-        let (finished_tx, finished_rx) = async_channel::bounded::<()>(1);
         let handle = self.running.handle();
-        std::thread::Builder::new()
-            .name("stdin".into())
-            .spawn(move || {
-                send_stdin_lines(&handle);
-                let _ = finished_tx.send_blocking(());
-            })
-            .map_err(|e| CliError::new(format!("cannot start the stdin reader: {e}")))?;
+        let finished_rx = input::spawn(move || send_stdin_lines(&handle))?;
         let to = self.to;
         let tail = async {
             let _ = finished_rx.recv().await;
@@ -176,7 +166,7 @@ impl Drop for Session {
 fn send_stdin_lines(handle: &Handle<LineClient>) {
     for line in io::stdin().lock().lines() {
         let Ok(line) = line else { break };
-        if QUIT_WORDS.contains(&line.trim()) {
+        if input::QUIT_WORDS.contains(&line.trim()) {
             break;
         }
         loop {

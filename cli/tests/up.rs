@@ -32,6 +32,7 @@ fn serves_the_seed_one_liners(runtime: &str, host: &str) {
         ("mesh", 5001),
         ("mesh", 5002),
         ("mesh", 5003),
+        ("rendezvous", 9999),
     ] {
         let row = up.wait_for_stdout(what);
         assert!(row.contains(&format!("{host}:{port} ")), "{row}");

@@ -32,8 +32,8 @@ const CARRIER_UP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Run the whole network on loopback in one process: echo, time, broadcast, greet and
 /// stamp, the remote tunnel end routing to them by prefix, the local tunnel end in front,
-/// and three P2P mesh servers (5001-5003), until Ctrl-C. Prints a table of what listens
-/// where.
+/// three P2P mesh servers (5001-5003) and the hole-punching rendezvous (UDP 9999), until
+/// Ctrl-C. Prints a table of what listens where.
 #[derive(FromArgs, Debug)]
 #[argh(
     subcommand,
@@ -241,6 +241,7 @@ async fn launch_role<R: Runtime>(
             let bound = fleet.launch(rt, "mesh", server, &[(ListenerId(0), listen)]).await?;
             Ok(bound[&ListenerId(0)])
         }
+        Role::Rendezvous => crate::rendezvous::launch(rt, fleet, env, listen).await,
     }
 }
 

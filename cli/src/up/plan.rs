@@ -1,9 +1,10 @@
 //! What `switchyard up` runs, in one place: every service with its port and tunnel route,
-//! and the two tunnel ends in front of them.
+//! the mesh servers and the hole-punching rendezvous, and the two tunnel ends in front of
+//! the services.
 //!
-//! To add a server to `up` (the mesh servers, the hole-punching rendezvous), add a row to
-//! [`services`] (or, for a new kind of machine, a variant to [`Role`] and its start-up in
-//! `up::launch_role`); the table `up` prints, the remote end's routes and `demo` follow.
+//! To add a server to `up`, add a row to [`services`] (or, for a new kind of machine, a
+//! variant to [`Role`] and its start-up in `up::launch_role`); the table `up` prints, the
+//! remote end's routes and `demo` follow.
 
 use crate::serve::ServiceKind;
 use std::time::Duration;
@@ -28,6 +29,8 @@ pub enum Role {
     Service(ServiceKind),
     /// A P2P mesh server, seeded with the other [`MESH_PORTS`].
     Mesh,
+    /// The hole-punching rendezvous server, on UDP.
+    Rendezvous,
 }
 
 impl Role {
@@ -36,6 +39,7 @@ impl Role {
         match self {
             Role::Service(kind) => kind.name(),
             Role::Mesh => "mesh",
+            Role::Rendezvous => "rendezvous",
         }
     }
 }
@@ -54,7 +58,8 @@ pub struct Server {
 }
 
 /// Every server `up` runs besides the tunnel, in the order they start and are listed: the
-/// services behind the tunnel, then the mesh. `interval` is the time service's.
+/// services behind the tunnel, the mesh, then the rendezvous. `interval` is the time
+/// service's.
 pub fn services(interval: Duration) -> Vec<Server> {
     let service = |kind, port, route, note: &str| Server {
         role: Role::Service(kind),
@@ -82,6 +87,12 @@ pub fn services(interval: Duration) -> Vec<Server> {
         mesh(MESH_PORTS[0], "P2P mesh; try: switchyard mesh chat --user Alice"),
         mesh(MESH_PORTS[1], "linked with 5001 and 5003: users on any reach users on all"),
         mesh(MESH_PORTS[2], "try: switchyard mesh chat --user Bob --select fastest"),
+        Server {
+            role: Role::Rendezvous,
+            port: crate::rendezvous::DEFAULT_PORT,
+            route: None,
+            note: "UDP hole punching; try: switchyard punch --id A, then --id B --connect A".to_owned(),
+        },
     ]
 }
 

@@ -84,10 +84,40 @@ pub struct Proc {
 impl Proc {
     /// Starts `switchyard ARGS` with logs at the default level.
     pub fn start(args: &[&str]) -> Proc {
-        let mut child = command(args).stdin(Stdio::null()).spawn().expect("start switchyard");
+        Proc::spawn(args, Stdio::null())
+    }
+
+    /// [`Proc::start`] with stdin open: the test types lines with [`Proc::type_line`].
+    pub fn start_interactive(args: &[&str]) -> Proc {
+        Proc::spawn(args, Stdio::piped())
+    }
+
+    fn spawn(args: &[&str], stdin: Stdio) -> Proc {
+        let mut child = command(args).stdin(stdin).spawn().expect("start switchyard");
         let stdout = lines_of(child.stdout.take().unwrap());
         let stderr = lines_of(child.stderr.take().unwrap());
         Proc { child, stdout, stderr }
+    }
+
+    /// Types `line` (a newline is added) on the process's stdin.
+    pub fn type_line(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("started with start_interactive, stdin open");
+        stdin.write_all(format!("{line}\n").as_bytes()).expect("write to stdin");
+        stdin.flush().expect("flush stdin");
+    }
+
+    /// Closes stdin (the end of input) and waits for the process to end; panics after the
+    /// guard time.
+    pub fn close_and_wait(&mut self) -> ExitStatus {
+        drop(self.child.stdin.take());
+        let deadline = std::time::Instant::now() + GUARD;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for switchyard") {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "switchyard did not end after its input did");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The next stderr (log) line containing `text`.
