@@ -19,22 +19,26 @@
 //!   `PauseReading` or `ResumeReading` passes: the contract makes a late `Close` a no-op,
 //!   drivers ignore all three for ids they released, and ids are never reused;
 //! - **order**: no `Write` before `Connected`, none after the machine's own `HalfClose`, no
-//!   second `HalfClose`, no datagrams (the harnesses bind no UDP socket);
+//!   second `HalfClose`;
+//! - **sockets**: a `Transmit` only from a UDP socket the driver bound for the machine
+//!   ([`Driver::with_sockets`]; the tunnel and mesh harnesses bind none);
 //! - **time**: after `handle_timeout(now)` the next deadline is after `now`, or `None`. A
 //!   deadline that stays at or before `now` makes a driver spin (rule 3 of the contract).
 //!
 //! [`Driver::stale`] delivers the reports that may legitimately race with a close (rule 5:
 //! input about a connection the machine no longer knows is ignored); the output checks then
-//! catch a machine that acts on them.
+//! catch a machine that acts on them. [`Driver::datagram`] delivers a datagram on a bound
+//! socket, and [`Driver::command`] runs one of the machine's own commands (e.g.
+//! `Peer::send`), draining after it like any other call.
 //!
 //! This file is shared, like `lib.rs`: the fuzz crate declares it as a module and
 //! `core/tests/tunnel_props.rs` includes it with `#[path]`, so it depends only on
 //! `switchyard-core`, `bytes` and `std`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use switchyard_core::machine::{CloseHow, Input, Machine, Output, Refusal};
-use switchyard_core::{ConnId, Instant, ListenerId};
+use switchyard_core::{ConnId, Instant, ListenerId, SocketId};
 
 /// Where a connection is in its life, as the driver sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,12 +89,20 @@ pub struct Driver<M: Machine> {
     pub machine: M,
     now: Instant,
     conns: BTreeMap<ConnId, Conn>,
+    sockets: BTreeSet<SocketId>,
 }
 
 impl<M: Machine> Driver<M> {
     /// Takes over `machine` at `now`, draining what it queued at construction.
     pub fn new(machine: M, now: Instant) -> (Driver<M>, Vec<Output<M::Event>>) {
-        let mut driver = Driver { machine, now, conns: BTreeMap::new() };
+        Driver::with_sockets(machine, now, &[])
+    }
+
+    /// Takes over `machine` at `now` with the UDP `sockets` bound for it, draining what it
+    /// queued at construction.
+    pub fn with_sockets(machine: M, now: Instant, sockets: &[SocketId]) -> (Driver<M>, Vec<Output<M::Event>>) {
+        let sockets = sockets.iter().copied().collect();
+        let mut driver = Driver { machine, now, conns: BTreeMap::new(), sockets };
         let outputs = driver.drain();
         (driver, outputs)
     }
@@ -132,7 +144,7 @@ impl<M: Machine> Driver<M> {
     /// Reports `input` about a connection in the state a real driver would report it in,
     /// then drains. Panics if the report itself would break the contract (a harness bug).
     pub fn input(&mut self, input: Input<'_>) -> Vec<Output<M::Event>> {
-        let id = input.conn().expect("the tunnel harnesses have no datagram sockets");
+        let id = input.conn().expect("harness bug: datagrams go through Driver::datagram");
         let conn = self.conns.get_mut(&id).unwrap_or_else(|| panic!("harness bug: {input:?} for unknown {id}"));
         let open = conn.phase == Phase::Open;
         match &input {
@@ -175,6 +187,22 @@ impl<M: Machine> Driver<M> {
         self.drain()
     }
 
+    /// A datagram arrived on `socket` from `from`. Panics if the driver never bound `socket`
+    /// (a harness bug: no driver reports datagrams on a socket it does not have).
+    #[allow(dead_code)] // Only the punch harnesses bind sockets; tunnel_props includes this file too.
+    pub fn datagram(&mut self, socket: SocketId, from: SocketAddr, bytes: &[u8]) -> Vec<Output<M::Event>> {
+        assert!(self.sockets.contains(&socket), "harness bug: a datagram on {socket:?}, which is not bound");
+        self.machine.handle_input(self.now, Input::Datagram { socket, from, bytes });
+        self.drain()
+    }
+
+    /// Runs one of the machine's own commands, `f(machine, now)`, then drains.
+    #[allow(dead_code)] // Only the punch harnesses have commands; tunnel_props includes this file too.
+    pub fn command<R>(&mut self, f: impl FnOnce(&mut M, Instant) -> R) -> (R, Vec<Output<M::Event>>) {
+        let result = f(&mut self.machine, self.now);
+        (result, self.drain())
+    }
+
     /// Moves the clock to `now` and calls `handle_timeout`, then checks the next deadline
     /// has moved past `now`.
     pub fn timeout(&mut self, now: Instant) -> Vec<Output<M::Event>> {
@@ -212,7 +240,13 @@ impl<M: Machine> Driver<M> {
             Output::Close { conn, .. } => (conn, "Close"),
             Output::PauseReading { conn } => (conn, "PauseReading"),
             Output::ResumeReading { conn } => (conn, "ResumeReading"),
-            Output::Transmit { to, .. } => panic!("the machine sent a datagram to {to}, but no socket is bound"),
+            Output::Transmit { socket, to, .. } => {
+                assert!(
+                    self.sockets.contains(socket),
+                    "the machine sent a datagram to {to} from {socket:?}, not bound"
+                );
+                return;
+            }
             Output::Event(_) => return,
         };
         let Some(conn) = self.conns.get_mut(id) else { panic!("{what} on {id}, an id the machine never minted") };

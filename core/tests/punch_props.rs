@@ -1,0 +1,925 @@
+//! Property tests for UDP hole punching: its datagrams (`wire::punch`), the reliable chat
+//! channel and the token bucket (`punch::channel`, `punch::limit`), and the rendezvous's
+//! and peer's machines (`punch::rendezvous`, `punch::peer`).
+//!
+//! The datagram checks live in the harness shared with the `punch_msg` fuzz target
+//! (`fuzz/src/punch.rs`, included below): every datagram is judged by the decoder and by an
+//! independent reading of the frame and the message table, which must agree, and every
+//! accepted datagram must re-encode to its exact bytes. The properties here feed it
+//! datagrams built to reach the interesting cases (ids of 1 and 32 bytes and one past,
+//! bodies at 1,024 bytes, reasons at 200, inner datagrams at 1,100, eight private
+//! endpoints, one bad byte in a field, a header one off), and add what the harness cannot
+//! know: that what was encoded is what comes back, laid out as documented.
+//!
+//! The machines' fuzz harnesses (`fuzz/src/punch_rendezvous.rs` and
+//! `fuzz/src/punch_peer.rs`, with the checked driver of `fuzz/src/driver.rs`) run here on
+//! random scripts too, so they cannot rot between fuzzing runs; the rendezvous's security
+//! property also has a plain test, [`spoofed_requests_never_move_an_id`].
+//!
+//! Each property says what it would catch. `QUICKCHECK_TESTS=N` runs N cases per property
+//! (by default 500, 5,000 of the cheap datagram properties).
+
+// The checked driver is shared with the tunnel's and mesh's harnesses; the punch ones use
+// only part of it.
+#[allow(dead_code)]
+#[path = "../../fuzz/src/driver.rs"]
+mod driver;
+#[path = "../../fuzz/src/punch.rs"]
+mod punch;
+#[path = "../../fuzz/src/punch_peer.rs"]
+mod punch_peer;
+#[path = "../../fuzz/src/punch_rendezvous.rs"]
+mod punch_rendezvous;
+mod support;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use punch::{check_punch_datagram, fuzz_punch_msg, spec_verdict, Verdict, LARGEST_DATAGRAM};
+use quickcheck::{Arbitrary, Gen};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+use support::{below, check};
+use switchyard_core::punch::channel::{QueueFull, Receiver, Sender};
+use switchyard_core::punch::limit::TokenBucket;
+use switchyard_core::punch::{Rendezvous, RendezvousConfig};
+use switchyard_core::wire::frame::FrameError;
+use switchyard_core::wire::mesh::is_valid_name;
+use switchyard_core::wire::punch::{
+    PunchDatagramError, PunchMsg, PunchMsgError, Token, MAX_BODY, MAX_INNER, MAX_PRIVATE, MAX_REASON,
+};
+use switchyard_core::{Env, Input, Instant, Machine, Output, SocketId};
+
+// ---------------------------------------------------------------------------------------
+// Datagrams
+// ---------------------------------------------------------------------------------------
+
+/// Every message encodes to one datagram that decodes back to the same message (reasons
+/// over 200 bytes come back cut at the last character boundary within 200), and that
+/// datagram is judged valid by the spec's reading and re-encodes to itself.
+///
+/// Catches an encoder and decoder that disagree on a field's offset, width or byte order,
+/// an IPv6 address that comes back as IPv4 (`::ffff:a.b.c.d` is generated), an id of 32
+/// bytes, a body of 1,024, an inner datagram of 1,100 or eight private endpoints refused,
+/// and a reason cut inside a character (which the decoder would then refuse).
+#[test]
+fn messages_round_trip() {
+    fn prop(msg: ArbMsg) {
+        let wire = msg.0.to_bytes();
+        let decoded = check_punch_datagram(&wire).unwrap_or_else(|e| panic!("{:?} came back as {e:?}", msg.0));
+        assert_eq!(decoded, expected_after_round_trip(msg.0));
+    }
+    check(500, prop as fn(_));
+}
+
+/// Every message is laid out byte for byte as the table in `core/src/wire/punch.rs` and
+/// `docs/PROTOCOL.md` §2 and §4.1 say, by an encoder written from them here
+/// ([`spec_bytes`]).
+///
+/// Catches what a round trip hides because the decoder makes the same mistake: a
+/// little-endian port, session or sequence number, fields in another order (`PeerInfo`'s
+/// session after its address), a type or subtype renumbered, or a reason cut somewhere
+/// other than the last character boundary within 200 bytes.
+#[test]
+fn messages_have_the_documented_layout() {
+    fn prop(msg: ArbMsg) {
+        assert_eq!(&msg.0.to_bytes()[..], &spec_bytes(&msg.0)[..], "{:?}", msg.0);
+    }
+    check(500, prop as fn(_));
+}
+
+/// Any datagram — valid messages one byte off, headers one off, punch types with every
+/// subtype up to 7 and payloads of arbitrary bytes, other types — is judged without a
+/// panic, exactly as the spec's reading judges it.
+///
+/// Catches a decoder that panics on a short payload, accepts trailing bytes, an id with a
+/// space, a no-break space or a control character, an id of 0 or 33 bytes, nine private
+/// endpoints, a family other than 4 and 6, a body, reason or inner datagram over its cap,
+/// text that is not UTF-8, a datagram that is not exactly one frame, or that refuses a
+/// valid message.
+#[test]
+fn any_datagram_is_judged_as_the_spec_says() {
+    fn prop(datagram: ArbDatagram) {
+        let _ = check_punch_datagram(&datagram.0);
+    }
+    // Cheap, and one bad byte in the right field is a rare draw: many cases.
+    check(5000, prop as fn(_));
+}
+
+/// The fuzz target's body on random inputs: arbitrary bytes (as they are, and with the
+/// length field fixed up), and the datagrams above. Nothing panics the decoder or the
+/// harness, and every datagram is judged as the spec says. Keeps the target runnable
+/// between fuzzing campaigns, and finds the shallow bugs on every `cargo test`.
+#[test]
+fn any_bytes_never_panic_the_punch_decoder() {
+    fn prop(mode: u8, bytes: Vec<u8>, datagram: ArbDatagram) {
+        fuzz_punch_msg(&[&[mode][..], &bytes].concat());
+        fuzz_punch_msg(&[&[1][..], &datagram.0].concat());
+    }
+    check(5000, prop as fn(_, _, _));
+}
+
+/// Datagrams whose judgement the spec fixes, judged by both the decoder and the spec's
+/// reading (so neither can drift towards the other): the documented probe, and a datagram
+/// at each edge of each rule.
+#[test]
+fn edge_datagrams_are_judged_as_the_spec_says() {
+    let judge = |datagram: Vec<u8>| {
+        let verdict = spec_verdict(&datagram);
+        (check_punch_datagram(&datagram), verdict)
+    };
+    let named = |name: &[u8]| [&[name.len() as u8][..], name].concat();
+    let token = [0x11; 16];
+    let addr4 = [4, 127, 0, 0, 1, 0x13, 0x89];
+    let bad = |error: PunchMsgError, verdict: Verdict| (Err(PunchDatagramError::Message(error)), verdict);
+    let bad_length = |what: &'static str, len: usize| bad(PunchMsgError::BadLength { what, len }, Verdict::BadLength);
+
+    // The probe of the codec's own test, byte for byte.
+    let probe = [26, 0, 0, 16, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18];
+    let msg = PunchMsg::Probe { session: 0x0102030405060708, nonce: 0x1112131415161718 };
+    assert_eq!(judge(probe.to_vec()), (Ok(msg), Verdict::Valid));
+
+    // Ids: 1 and 32 bytes, multi-byte characters; not 0 or 33 bytes, no whitespace (ASCII or
+    // not), no control characters, UTF-8 only.
+    for name in ["a", "Zoë", "名前", &"x".repeat(32), "a\u{ad}b"] {
+        let msg = PunchMsg::Unregister { token, id: name.to_owned() };
+        assert_eq!(judge(datagram(24, 6, &[&token[..], &named(name.as_bytes())].concat())), (Ok(msg), Verdict::Valid));
+    }
+    let bad_names: [&[u8]; 9] =
+        [b"", &[b'x'; 33], b"a b", b"a\tb", "a\u{a0}b".as_bytes(), "\u{3000}".as_bytes(), b"a\x7f", &[0xc3], b"\x00"];
+    for name in bad_names {
+        let wire = datagram(24, 1, &[&named(name)[..], &addr4].concat());
+        assert_eq!(judge(wire), bad(PunchMsgError::BadName, Verdict::BadName), "{name:?}");
+    }
+    // An id that does not fit the payload is a bad length, however bad its bytes.
+    assert_eq!(judge(datagram(25, 1, &[3, b' '])), bad_length("relayed from", 2));
+    assert_eq!(judge(datagram(24, 6, &token)), bad_length("unregister", 16));
+
+    // Private endpoints: at most 8, family 4 or 6, the port whole.
+    let register = |count: u8, addrs: &[u8]| datagram(24, 0, &[&token[..], &named(b"A"), &[count], addrs].concat());
+    assert_eq!(judge(register(8, &addr4.repeat(8))).1, Verdict::Valid);
+    let nine = bad(PunchMsgError::TooManyEndpoints(9), Verdict::TooManyEndpoints(9));
+    assert_eq!(judge(register(9, &addr4.repeat(9))), nine);
+    let many = bad(PunchMsgError::TooManyEndpoints(255), Verdict::TooManyEndpoints(255));
+    assert_eq!(judge(register(255, &[])), many);
+    assert_eq!(judge(register(1, &[5, 0, 0])), bad(PunchMsgError::BadAddress(5), Verdict::BadAddress(5)));
+    assert_eq!(judge(register(1, &addr4[..6])), bad_length("register", 16 + 2 + 1 + 6));
+    let mut v6 = vec![6];
+    v6.extend([0; 15]);
+    v6.extend([1, 0, 80]);
+    assert_eq!(judge(datagram(24, 1, &[&named(b"Bob")[..], &v6].concat())).1, Verdict::Valid);
+
+    // Bodies: 0–1,024 bytes of UTF-8.
+    let data = |body: &[u8]| datagram(26, 2, &[&[0; 24][..], body].concat());
+    assert_eq!(judge(data(b"")).1, Verdict::Valid);
+    assert_eq!(judge(data(" \t\n\0".as_bytes())).1, Verdict::Valid);
+    assert_eq!(judge(data(&[b'x'; 1024])).1, Verdict::Valid);
+    assert_eq!(judge(data(&[b'x'; 1025])), bad(PunchMsgError::BadBody, Verdict::BadBody));
+    assert_eq!(judge(data(&[0xff])), bad(PunchMsgError::BadBody, Verdict::BadBody));
+    assert_eq!(judge(data(&[0xe2, 0x82])), bad(PunchMsgError::BadBody, Verdict::BadBody));
+
+    // Reasons: UTF-8, at most 200 bytes.
+    let refused = |reason: &[u8]| datagram(24, 2, &[&named(b"Bob")[..], reason].concat());
+    assert_eq!(judge(refused(&[b'r'; 200])).1, Verdict::Valid);
+    assert_eq!(judge(refused(&[b'r'; 201])), bad(PunchMsgError::BadReason, Verdict::BadReason));
+    let failed = |reason: &[u8]| datagram(24, 5, &[&named(b"Bob")[..], reason].concat());
+    assert_eq!(judge(failed(&[0xe2, 0x82])), bad(PunchMsgError::BadReason, Verdict::BadReason));
+
+    // Inner datagrams: at most 1,100 bytes, opaque; the largest RelayTo is valid.
+    let relay_to =
+        |inner: &[u8]| datagram(25, 0, &[&token[..], &named(&[b'a'; 32]), &named(&[b'b'; 32]), inner].concat());
+    let largest = relay_to(&[0xff; 1100]);
+    assert_eq!(largest.len(), LARGEST_DATAGRAM);
+    assert_eq!(judge(largest).1, Verdict::Valid);
+    assert_eq!(judge(relay_to(&[])).1, Verdict::Valid);
+    let too_long = bad(PunchMsgError::InnerTooLong(1101), Verdict::InnerTooLong(1101));
+    assert_eq!(judge(relay_to(&[0; 1101])), too_long);
+
+    // Fixed-size messages: exact lengths.
+    assert_eq!(judge(datagram(26, 3, &[0; 24])).1, Verdict::Valid);
+    assert_eq!(judge(datagram(26, 3, &[0; 25])), bad_length("ack", 25));
+    assert_eq!(judge(datagram(26, 1, &[0; 15])), bad_length("probe ack", 15));
+    assert_eq!(judge(datagram(24, 4, &[&named(b"B")[..], &[0; 8], &addr4, &[0]].concat())).1, Verdict::Valid);
+
+    // The frame: exactly one, reserved zero.
+    let frame = |error: FrameError, verdict: Verdict| (Err(PunchDatagramError::Frame(error)), verdict);
+    assert_eq!(judge(vec![26, 0, 0]), frame(FrameError::Truncated(3), Verdict::Truncated(3)));
+    let mut reserved = probe.to_vec();
+    reserved[5] = 1;
+    assert_eq!(judge(reserved), frame(FrameError::ReservedNotZero(1), Verdict::ReservedNotZero(1)));
+    let mismatch = |declared, actual| {
+        frame(FrameError::LengthMismatch { declared, actual }, Verdict::LengthMismatch { declared, actual })
+    };
+    assert_eq!(judge(probe[..21].to_vec()), mismatch(16, 15));
+    assert_eq!(judge([&probe[..], &[0]].concat()), mismatch(16, 17));
+    // A header announcing more than the largest datagram may be refused before decoding.
+    let mut huge = vec![25, 0, 0xff, 0xff, 0, 0];
+    huge.extend(vec![0; 0xffff]);
+    assert!(judge(huge).0.is_err());
+
+    // Other types and subtypes.
+    for (kind, subtype) in [(24, 7), (25, 2), (26, 4), (23, 0), (27, 0), (0, 0), (3, 0), (255, 255)] {
+        let unknown = PunchMsgError::UnknownKind { kind: switchyard_core::wire::FrameType(kind), subtype };
+        assert_eq!(judge(datagram(kind, subtype, &[])), bad(unknown, Verdict::UnknownKind));
+    }
+}
+
+/// A datagram of one frame: the §2 header (type, subtype, u16 big-endian length, two zero
+/// bytes), then `payload`.
+fn datagram(kind: u8, subtype: u8, payload: &[u8]) -> Vec<u8> {
+    let mut wire = vec![kind, subtype];
+    wire.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    wire.extend_from_slice(&[0, 0]);
+    wire.extend_from_slice(payload);
+    wire
+}
+
+// ---------------------------------------------------------------------------------------
+// The spec's encoding
+// ---------------------------------------------------------------------------------------
+
+/// `msg` encoded as the table of `core/src/wire/punch.rs` and `docs/PROTOCOL.md` §2 and
+/// §4.1 describe it, without the codec.
+fn spec_bytes(msg: &PunchMsg) -> Vec<u8> {
+    fn name(p: &mut Vec<u8>, name: &str) {
+        p.push(name.len() as u8);
+        p.extend_from_slice(name.as_bytes());
+    }
+    fn addr(p: &mut Vec<u8>, addr: &SocketAddr) {
+        match addr.ip() {
+            IpAddr::V4(ip) => {
+                p.push(4);
+                p.extend_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                p.push(6);
+                p.extend_from_slice(&ip.octets());
+            }
+        }
+        p.extend_from_slice(&[(addr.port() >> 8) as u8, addr.port() as u8]);
+    }
+    fn addrs(p: &mut Vec<u8>, list: &[SocketAddr]) {
+        p.push(list.len() as u8);
+        for a in list {
+            addr(p, a);
+        }
+    }
+    fn u64s(p: &mut Vec<u8>, values: &[u64]) {
+        for v in values {
+            p.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+    let mut p = Vec::new();
+    let (kind, subtype) = match msg {
+        PunchMsg::Register { token, id, private } => {
+            p.extend_from_slice(token);
+            name(&mut p, id);
+            addrs(&mut p, private);
+            (24, 0)
+        }
+        PunchMsg::Registered { id, public } => {
+            name(&mut p, id);
+            addr(&mut p, public);
+            (24, 1)
+        }
+        PunchMsg::Refused { id, reason } => {
+            name(&mut p, id);
+            p.extend_from_slice(cut_reason(reason).as_bytes());
+            (24, 2)
+        }
+        PunchMsg::Connect { token, id, dest } => {
+            p.extend_from_slice(token);
+            name(&mut p, id);
+            name(&mut p, dest);
+            (24, 3)
+        }
+        PunchMsg::PeerInfo { peer, session, public, private } => {
+            name(&mut p, peer);
+            u64s(&mut p, &[*session]);
+            addr(&mut p, public);
+            addrs(&mut p, private);
+            (24, 4)
+        }
+        PunchMsg::ConnectFailed { dest, reason } => {
+            name(&mut p, dest);
+            p.extend_from_slice(cut_reason(reason).as_bytes());
+            (24, 5)
+        }
+        PunchMsg::Unregister { token, id } => {
+            p.extend_from_slice(token);
+            name(&mut p, id);
+            (24, 6)
+        }
+        PunchMsg::RelayTo { token, from, to, inner } => {
+            p.extend_from_slice(token);
+            name(&mut p, from);
+            name(&mut p, to);
+            p.extend_from_slice(inner);
+            (25, 0)
+        }
+        PunchMsg::RelayedFrom { from, inner } => {
+            name(&mut p, from);
+            p.extend_from_slice(inner);
+            (25, 1)
+        }
+        PunchMsg::Probe { session, nonce } => {
+            u64s(&mut p, &[*session, *nonce]);
+            (26, 0)
+        }
+        PunchMsg::ProbeAck { session, nonce } => {
+            u64s(&mut p, &[*session, *nonce]);
+            (26, 1)
+        }
+        PunchMsg::Data { session, epoch, seq, body } => {
+            u64s(&mut p, &[*session, *epoch, *seq]);
+            p.extend_from_slice(body.as_bytes());
+            (26, 2)
+        }
+        PunchMsg::Ack { session, epoch, next } => {
+            u64s(&mut p, &[*session, *epoch, *next]);
+            (26, 3)
+        }
+    };
+    let mut wire = BytesMut::new();
+    wire.put_u8(kind);
+    wire.put_u8(subtype);
+    wire.put_u16(p.len() as u16);
+    wire.put_u16(0);
+    wire.put_slice(&p);
+    wire.to_vec()
+}
+
+/// `reason` cut to the longest prefix of at most 200 bytes that ends on a character
+/// boundary, as senders cut it.
+fn cut_reason(reason: &str) -> &str {
+    let end = (0..=reason.len().min(200)).rev().find(|&i| reason.is_char_boundary(i)).unwrap_or(0);
+    &reason[..end]
+}
+
+/// What a message is after encoding and decoding: the same, with its reason cut.
+fn expected_after_round_trip(msg: PunchMsg) -> PunchMsg {
+    match msg {
+        PunchMsg::Refused { id, reason } => PunchMsg::Refused { id, reason: cut_reason(&reason).into() },
+        PunchMsg::ConnectFailed { dest, reason } => {
+            PunchMsg::ConnectFailed { dest, reason: cut_reason(&reason).into() }
+        }
+        other => other,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Generators
+// ---------------------------------------------------------------------------------------
+
+/// One of `items` (not empty).
+fn pick<T: Copy>(g: &mut Gen, items: &[T]) -> T {
+    *g.choose(items).expect("not empty")
+}
+
+/// A string of exactly `len` bytes: characters from `pool` (or any `char` that `keep`
+/// accepts), filled with ASCII where a wide character would overrun.
+fn text(g: &mut Gen, len: usize, pool: &[char], keep: impl Fn(char) -> bool) -> String {
+    let mut s = String::with_capacity(len);
+    while s.len() < len {
+        let mut c = if below(g, 4) == 0 { char::arbitrary(g) } else { pick(g, pool) };
+        if !keep(c) || s.len() + c.len_utf8() > len {
+            c = char::from(b'a' + below(g, 26) as u8);
+        }
+        s.push(c);
+    }
+    s
+}
+
+/// A valid id: often 1 or 32 bytes, ASCII and multi-byte characters (a soft hyphen, a
+/// zero-width space: not whitespace, so allowed).
+fn name(g: &mut Gen) -> String {
+    let len = match below(g, 4) {
+        0 => 1,
+        1 => 32,
+        _ => 1 + below(g, 32),
+    };
+    let pool = ['B', 'o', '_', '-', '!', '~', '0', 'é', 'ß', '€', '名', '𝄞', '\u{ad}', '\u{200b}'];
+    let name = text(g, len, &pool, |c| is_valid_name(c.encode_utf8(&mut [0; 4])));
+    assert!(is_valid_name(&name), "generated an invalid id {name:?}");
+    name
+}
+
+/// A body: often empty, 1,023 or 1,024 bytes; any UTF-8, whitespace and controls included.
+fn body(g: &mut Gen) -> String {
+    let len = match below(g, 6) {
+        0 => 0,
+        1 => MAX_BODY,
+        2 => MAX_BODY - 1,
+        _ => below(g, 200),
+    };
+    text(g, len, &['h', 'i', ' ', '\n', '\t', '\0', 'é', '€', '𝄞'], |_| true)
+}
+
+/// A reason: ASCII and two-, three- and four-byte characters, often around the 200-byte
+/// cut (which then falls inside a character).
+fn reason(g: &mut Gen) -> String {
+    let len = if bool::arbitrary(g) { MAX_REASON - 16 + below(g, 40) } else { below(g, 20) };
+    let mut s = String::new();
+    while s.len() < len {
+        s.push(pick(g, &['a', ' ', 'é', '€', '𝄞', '\n']));
+    }
+    s
+}
+
+/// An address: IPv4 or IPv6 (loopback, unspecified, IPv4-mapped, random), ports at the
+/// edges.
+fn addr(g: &mut Gen) -> SocketAddr {
+    let ip = match below(g, 6) {
+        0 => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        1 => IpAddr::V4(Ipv4Addr::from(u32::arbitrary(g))),
+        2 => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        3 => IpAddr::V6(Ipv4Addr::from(u32::arbitrary(g)).to_ipv6_mapped()),
+        4 => IpAddr::V6(pick(g, &[Ipv6Addr::UNSPECIFIED, Ipv6Addr::from(u128::MAX)])),
+        _ => IpAddr::V6(Ipv6Addr::from(u128::arbitrary(g))),
+    };
+    let any = u16::arbitrary(g);
+    SocketAddr::new(ip, pick(g, &[0, 1, 0x1389, 0xff00, u16::MAX, any]))
+}
+
+/// A private endpoint list: empty, one, the most allowed, or anything in between.
+fn addrs(g: &mut Gen) -> Vec<SocketAddr> {
+    let len = match below(g, 4) {
+        0 => 0,
+        1 => 1,
+        2 => MAX_PRIVATE,
+        _ => below(g, MAX_PRIVATE + 1),
+    };
+    (0..len).map(|_| addr(g)).collect()
+}
+
+/// A token: all zeros, all ones, or random.
+fn token(g: &mut Gen) -> Token {
+    let random: Token = std::array::from_fn(|_| u8::arbitrary(g));
+    pick(g, &[[0; 16], [0xff; 16], random, random])
+}
+
+/// A u64 field at its edges, byte-order revealing, or random.
+fn number(g: &mut Gen) -> u64 {
+    let any = u64::arbitrary(g);
+    pick(g, &[0, 1, u64::MAX, 0x0102_0304_0506_0708, any])
+}
+
+/// An inner datagram: empty, a valid peer-to-peer message, the largest allowed, or random.
+fn inner(g: &mut Gen) -> Bytes {
+    match below(g, 4) {
+        0 => Bytes::new(),
+        1 => PunchMsg::Probe { session: number(g), nonce: number(g) }.to_bytes(),
+        2 => Bytes::from(vec![u8::arbitrary(g); MAX_INNER]),
+        _ => Bytes::from(Vec::<u8>::arbitrary(g)),
+    }
+}
+
+/// Any punch message with fields at their edges.
+#[derive(Clone, Debug)]
+struct ArbMsg(PunchMsg);
+
+impl Arbitrary for ArbMsg {
+    fn arbitrary(g: &mut Gen) -> Self {
+        ArbMsg(match below(g, 13) {
+            0 => PunchMsg::Register { token: token(g), id: name(g), private: addrs(g) },
+            1 => PunchMsg::Registered { id: name(g), public: addr(g) },
+            2 => PunchMsg::Refused { id: name(g), reason: reason(g) },
+            3 => PunchMsg::Connect { token: token(g), id: name(g), dest: name(g) },
+            4 => PunchMsg::PeerInfo { peer: name(g), session: number(g), public: addr(g), private: addrs(g) },
+            5 => PunchMsg::ConnectFailed { dest: name(g), reason: reason(g) },
+            6 => PunchMsg::Unregister { token: token(g), id: name(g) },
+            7 => PunchMsg::RelayTo { token: token(g), from: name(g), to: name(g), inner: inner(g) },
+            8 => PunchMsg::RelayedFrom { from: name(g), inner: inner(g) },
+            9 => PunchMsg::Probe { session: number(g), nonce: number(g) },
+            10 => PunchMsg::ProbeAck { session: number(g), nonce: number(g) },
+            11 => PunchMsg::Data { session: number(g), epoch: number(g), seq: number(g), body: body(g) },
+            _ => PunchMsg::Ack { session: number(g), epoch: number(g), next: number(g) },
+        })
+    }
+}
+
+/// A datagram aimed at the punch decoder: a valid message, a valid message one step off (a
+/// payload byte short or long, one byte replaced by a value that breaks some rule, a
+/// no-break space in place of two bytes, another subtype, a header field off), or a
+/// datagram of a punch type (or any type) with a payload of arbitrary bytes.
+#[derive(Clone, Debug)]
+struct ArbDatagram(Vec<u8>);
+
+impl Arbitrary for ArbDatagram {
+    fn arbitrary(g: &mut Gen) -> Self {
+        match below(g, 3) {
+            0 => ArbDatagram::random(g),
+            1 => ArbDatagram(ArbMsg::arbitrary(g).0.to_bytes().to_vec()),
+            _ => ArbDatagram(ArbMsg::arbitrary(g).0.to_bytes().to_vec()).mutated(g),
+        }
+    }
+
+    /// Cuts the datagram short or drops a quarter of its payload (with its length field
+    /// fixed), a few candidates per step.
+    fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
+        let bytes = self.0.clone();
+        if bytes.len() <= 6 {
+            return Box::new(std::iter::empty());
+        }
+        let (header, payload) = bytes.split_at(6);
+        let (header, payload) = (header.to_vec(), payload.to_vec());
+        let len = payload.len();
+        Box::new((1..=4).map(move |q| (len * (q - 1) / 4, len * q / 4)).filter(|(a, b)| a < b).map(move |(a, b)| {
+            let rest = [&payload[..a], &payload[b..]].concat();
+            ArbDatagram(datagram(header[0], header[1], &rest))
+        }))
+    }
+}
+
+impl ArbDatagram {
+    /// The datagram one step from valid.
+    fn mutated(self, g: &mut Gen) -> ArbDatagram {
+        let mut wire = self.0;
+        let fix_length = |wire: &mut Vec<u8>| {
+            let len = (wire.len() - 6) as u16;
+            wire[2..4].copy_from_slice(&len.to_be_bytes());
+        };
+        match below(g, 7) {
+            0 if wire.len() > 6 => {
+                wire.pop();
+                fix_length(&mut wire);
+            }
+            1 => {
+                wire.push(u8::arbitrary(g));
+                fix_length(&mut wire);
+            }
+            2 => wire[1] = below(g, 8) as u8,
+            3 if wire.len() >= 8 => {
+                // U+00A0 or U+0085: whitespace to Unicode, not to ASCII.
+                let at = 6 + below(g, wire.len() - 7);
+                wire[at..at + 2].copy_from_slice(pick(g, &[[0xc2, 0xa0], [0xc2, 0x85]]).as_slice());
+            }
+            4 => {
+                // A header field off: the length by one either way, or reserved bits set.
+                let at = pick(g, &[3, 4, 5]);
+                wire[at] = wire[at].wrapping_add(pick(g, &[1, 0xff]));
+            }
+            _ if wire.len() == 6 => wire.push(b' '),
+            _ => {
+                // A space, a control, a lone UTF-8 lead byte, families, counts, id lengths
+                // around the cap.
+                let at = 6 + below(g, wire.len() - 6);
+                wire[at] = pick(g, &[b' ', 0x7f, 0, 0xc3, 0xff, 1, 4, 5, 6, 8, 9, 32, 33]);
+            }
+        }
+        ArbDatagram(wire)
+    }
+
+    /// Anything near the punch types, with lengths at the fixed-size messages' sizes and
+    /// the caps, usually with a correct length field.
+    fn random(g: &mut Gen) -> ArbDatagram {
+        let kind = if below(g, 8) == 0 { u8::arbitrary(g) } else { 24 + below(g, 3) as u8 };
+        let subtype = if below(g, 8) == 0 { u8::arbitrary(g) } else { below(g, 8) as u8 };
+        let sizes = [0, 1, 2, 8, 15, 16, 17, 18, 19, 23, 24, 25, 34, 1182, 1183, 1188, 1189, 1200];
+        let len = if below(g, 3) == 0 { below(g, 300) } else { pick(g, &sizes) };
+        let payload: Vec<u8> = (0..len)
+            .map(|_| match below(g, 6) {
+                0 => u8::arbitrary(g),
+                1 => pick(g, &[0, 1, 4, 6, 8, 9]),
+                2 => 0xc3, // a lone UTF-8 lead byte
+                _ => b'a' + below(g, 26) as u8,
+            })
+            .collect();
+        let mut wire = datagram(kind, subtype, &payload);
+        if below(g, 8) == 0 {
+            wire.truncate(below(g, wire.len() + 1));
+        }
+        ArbDatagram(wire)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The reliable channel
+// ---------------------------------------------------------------------------------------
+
+/// What happens to a message in a [`NetworkRun`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    /// Arrives now.
+    Arrives,
+    /// Lost.
+    Lost,
+    /// Arrives twice.
+    Duplicated,
+    /// Arrives later, after what is sent after it.
+    Late,
+}
+
+/// Messages to send, a queue cap, and a network: the fate of every datagram in the order
+/// they are sent (data and acknowledgements alike; once the fates run out the network
+/// delivers everything), when the path changes, and how far the clock moves between rounds.
+#[derive(Clone, Debug)]
+struct NetworkRun {
+    bodies: Vec<String>,
+    max_unacked: usize,
+    fates: Vec<Fate>,
+    path_changes: Vec<bool>,
+    steps: Vec<u16>,
+}
+
+impl Arbitrary for NetworkRun {
+    fn arbitrary(g: &mut Gen) -> Self {
+        // Usually a few dozen messages; sometimes more than the receiver's reorder window,
+        // with a cap that lets them all be in flight.
+        let (count, max_unacked) =
+            if below(g, 10) == 0 { (200 + below(g, 120), 1 + below(g, 320)) } else { (below(g, 40), 1 + below(g, 16)) };
+        let bodies = (0..count).map(|i| format!("{i}:{}", pick(g, &["", "hi", "é", " "]))).collect();
+        let lossy = below(g, 4) + 1;
+        let fates = (0..below(g, 600))
+            .map(|_| match below(g, 4 * lossy) {
+                0 => Fate::Duplicated,
+                1 => Fate::Late,
+                2 | 3 => Fate::Lost,
+                _ => Fate::Arrives,
+            })
+            .collect();
+        let path_changes = (0..below(g, 60)).map(|_| below(g, 8) == 0).collect();
+        let steps = (0..below(g, 60))
+            .map(|_| {
+                let any = u16::arbitrary(g);
+                pick(g, &[0, 1, 50, 99, 100, 500, 2000, any])
+            })
+            .collect();
+        NetworkRun { bodies, max_unacked, fates, path_changes, steps }
+    }
+
+    fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
+        let run = self.clone();
+        let fewer_bodies = (!run.bodies.is_empty())
+            .then(|| NetworkRun { bodies: run.bodies[..run.bodies.len() / 2].to_vec(), ..run.clone() });
+        let fewer_fates = (!run.fates.is_empty())
+            .then(|| NetworkRun { fates: run.fates[..run.fates.len() / 2].to_vec(), ..run.clone() });
+        let no_path_changes = run.path_changes.contains(&true).then(|| NetworkRun { path_changes: vec![], ..run });
+        Box::new(fewer_bodies.into_iter().chain(fewer_fates).chain(no_path_changes))
+    }
+}
+
+/// For any messages pushed into a [`Sender`] (as fast as its cap lets them in) and any
+/// network — each `Data` copy and each acknowledgement lost, duplicated, delayed past later
+/// ones, or delivered, and the path changing now and then ([`Sender::resend_all`]) — driven
+/// with advancing time and [`Sender::due`] resends until everything is acknowledged, the
+/// [`Receiver`] delivers exactly the pushed bodies, each once, in order.
+///
+/// Catches a receiver that delivers a duplicate or a message ahead of a gap, forgets what
+/// it buffered ahead of a gap, acknowledges what it has not delivered; a sender that drops
+/// a message on a stale or duplicate acknowledgement, never resends, resends nothing after
+/// a path change, or takes more than its cap.
+#[test]
+fn the_channel_delivers_every_message_once_in_order() {
+    fn prop(run: NetworkRun) {
+        let epoch = 0x0e90_c400;
+        let mut fates = run.fates.iter().copied();
+        let mut path_changes = run.path_changes.iter().copied();
+        let mut steps = run.steps.iter().copied();
+        let mut tx = Sender::new(epoch, run.max_unacked);
+        let mut rx = Receiver::new();
+        let mut now = Instant::from_secs(10);
+        let mut queue = run.bodies.iter().cloned().peekable();
+        // In flight: `Data` (seq, body) and acknowledgements (epoch, next), arriving this
+        // round or the next.
+        let (mut data, mut late_data) = (Vec::<(u64, String)>::new(), Vec::new());
+        let (mut acks, mut late_acks) = (Vec::<(u64, u64)>::new(), Vec::new());
+        let mut delivered: Vec<String> = Vec::new();
+        for _round in 0..100_000 {
+            while let Some(body) = queue.peek() {
+                match tx.push(now, body.clone()) {
+                    Ok(_) => {
+                        queue.next();
+                    }
+                    Err(QueueFull(cap)) => {
+                        assert_eq!((cap, tx.unacked()), (run.max_unacked, run.max_unacked), "refused below the cap");
+                        break;
+                    }
+                }
+            }
+            assert!(tx.unacked() <= run.max_unacked, "{} in flight over a cap of {}", tx.unacked(), run.max_unacked);
+            if path_changes.next() == Some(true) {
+                tx.resend_all(now);
+            }
+            // Sent: each copy meets its fate; what was late last round arrives now.
+            data.append(&mut late_data);
+            for copy in tx.due(now) {
+                send(&mut fates, copy, &mut data, &mut late_data);
+            }
+            for (seq, body) in data.drain(..) {
+                let (arrived, ack) = rx.on_data(epoch, seq, body);
+                delivered.extend(arrived);
+                assert!(run.bodies.starts_with(&delivered), "delivered {delivered:?} of {:?}", run.bodies);
+                assert_eq!(ack, (epoch, delivered.len() as u64), "the ack is not what was delivered");
+                send(&mut fates, ack, &mut acks, &mut late_acks);
+            }
+            acks.append(&mut late_acks);
+            for (ack_epoch, next) in acks.drain(..) {
+                tx.on_ack(ack_epoch, next);
+            }
+            if queue.peek().is_none() && tx.unacked() == 0 {
+                assert_eq!(delivered, run.bodies, "everything was acknowledged");
+                return;
+            }
+            // Time: a step from the run, or (once they run out) to the next resend.
+            now = match steps.next() {
+                Some(ms) => now + Duration::from_millis(u64::from(ms)),
+                None => tx.next_due().unwrap_or(now).max(now + Duration::from_millis(1)),
+            };
+        }
+        panic!("not everything was acknowledged: {} unacked, {} delivered", tx.unacked(), delivered.len());
+    }
+
+    /// Puts `item` on the network: `now` for this round, `late` for the next.
+    fn send<T: Clone>(fates: &mut impl Iterator<Item = Fate>, item: T, now: &mut Vec<T>, late: &mut Vec<T>) {
+        match fates.next().unwrap_or(Fate::Arrives) {
+            Fate::Arrives => now.push(item),
+            Fate::Lost => {}
+            Fate::Duplicated => {
+                now.push(item.clone());
+                late.push(item);
+            }
+            Fate::Late => late.push(item),
+        }
+    }
+    check(500, prop as fn(_));
+}
+
+// ---------------------------------------------------------------------------------------
+// The token bucket
+// ---------------------------------------------------------------------------------------
+
+/// A bucket's burst and rate, and a schedule of `take` calls: time since the previous call
+/// (in microseconds) and units asked.
+#[derive(Clone, Debug)]
+struct BucketRun {
+    burst: u32,
+    rate: u32,
+    takes: Vec<(u32, u32)>,
+}
+
+impl Arbitrary for BucketRun {
+    fn arbitrary(g: &mut Gen) -> Self {
+        let any = below(g, 50) as u32;
+        let burst = pick(g, &[0, 1, 2, 5, 200, 128 * 1024, any]);
+        let any = below(g, 2000) as u32;
+        let rate = pick(g, &[0, 1, 3, 50, 1_000_000, 64 * 1024, any]);
+        let takes = (0..below(g, 120))
+            .map(|_| {
+                let any = u32::arbitrary(g) % 5_000_000;
+                let dt = pick(g, &[0, 1, 999, 1000, 1001, 333_333, 1_000_000, any]);
+                let any = below(g, 1200) as u32;
+                let units = pick(g, &[0, 1, 2, burst, burst.saturating_add(1), any]);
+                (dt, units)
+            })
+            .collect();
+        BucketRun { burst, rate, takes }
+    }
+
+    fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
+        let run = self.clone();
+        Box::new((0..run.takes.len()).map(move |i| {
+            let mut fewer = run.clone();
+            fewer.takes.remove(i);
+            fewer
+        }))
+    }
+}
+
+/// Over any schedule of `take` calls, what a [`TokenBucket`] hands out between any two
+/// calls (both included) is at most its burst plus its rate times the time between them;
+/// and a take it refused succeeds after [`TokenBucket::wait_for`] (if the rate is not zero
+/// and the burst can hold it).
+///
+/// Catches a bucket that starts or refills above its burst, refills too fast (whole seconds
+/// for parts of one, or twice for one interval), charges nothing for a take, or never
+/// refills.
+#[test]
+fn a_token_bucket_never_gives_more_than_its_burst_plus_its_rate() {
+    fn prop(run: BucketRun) {
+        let start = Instant::from_secs(1000);
+        let mut bucket = TokenBucket::full(start, run.burst, run.rate);
+        let mut now = start;
+        let mut taken: Vec<(Instant, u64)> = Vec::new();
+        for &(dt, units) in &run.takes {
+            now = now + Duration::from_micros(u64::from(dt));
+            let before = bucket;
+            let ok = bucket.take(now, units);
+            taken.push((now, if ok { u64::from(units) } else { 0 }));
+            if !ok && run.rate > 0 && units <= run.burst {
+                let mut probe = before;
+                let wait = probe.wait_for(now, units);
+                assert!(wait > Duration::ZERO, "refused {units} units, yet no wait for them");
+                assert!(probe.take(now + wait, units), "{units} units still refused after waiting {wait:?}");
+            }
+        }
+        for i in 0..taken.len() {
+            let mut total = 0;
+            for j in i..taken.len() {
+                total += taken[j].1;
+                let elapsed = (taken[j].0 - taken[i].0).as_micros() as u64;
+                let allowed = u64::from(run.burst) * 1_000_000 + u64::from(run.rate) * elapsed;
+                assert!(
+                    total * 1_000_000 <= allowed,
+                    "{total} units between takes {i} and {j}, {elapsed} µs apart: over burst {} + rate {}",
+                    run.burst,
+                    run.rate
+                );
+            }
+        }
+    }
+    check(500, prop as fn(_));
+}
+
+// ---------------------------------------------------------------------------------------
+// The machines
+// ---------------------------------------------------------------------------------------
+
+/// Requests with the wrong token — `Register`, `Connect`, `RelayTo`, `Unregister` — never
+/// move a registered id nor free it, whether they come from another host, from another
+/// port of the holder's host, or from the holder's very endpoint; each is answered with a
+/// `Refused` to its source and with nothing else (no introduction, no relayed datagram).
+/// The holder's own token still works afterwards, so the test would notice if the id had
+/// been taken over.
+///
+/// Catches a rendezvous that re-points an id on any `Register` for it, trusts the source
+/// address instead of the token, introduces or relays for whoever names an id, or lets
+/// anyone unregister it.
+#[test]
+fn spoofed_requests_never_move_an_id() {
+    let socket = SocketId(3);
+    let mut r = Rendezvous::new(Env::new(9), Instant::ZERO, RendezvousConfig { socket, ..RendezvousConfig::default() });
+    let now = Instant::from_secs(1);
+    // Feeds one datagram; returns what was sent, A's endpoint, and the number of ids.
+    let mut feed = |from: SocketAddr, msg: PunchMsg| -> (Vec<(SocketAddr, PunchMsg)>, Option<SocketAddr>, usize) {
+        r.handle_input(now, Input::Datagram { socket, from, bytes: &msg.to_bytes() });
+        let mut sent = Vec::new();
+        while let Some(output) = r.poll_output() {
+            if let Output::Transmit { socket: s, to, bytes } = output {
+                assert_eq!(s, socket);
+                sent.push((to, PunchMsg::from_datagram(bytes).expect("valid")));
+            }
+        }
+        (sent, r.endpoint_of("A"), r.registrations())
+    };
+    let holder: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+    let other_b: SocketAddr = "203.0.113.9:50000".parse().unwrap();
+    let (a_token, b_token, wrong) = ([7; 16], [8; 16], [9; 16]);
+    let registered = |id: &str, public| PunchMsg::Registered { id: id.into(), public };
+
+    let (sent, ..) = feed(holder, PunchMsg::Register { token: a_token, id: "A".into(), private: vec![] });
+    assert_eq!(sent, [(holder, registered("A", holder))]);
+    let (sent, ..) = feed(other_b, PunchMsg::Register { token: b_token, id: "B".into(), private: vec![] });
+    assert_eq!(sent, [(other_b, registered("B", other_b))]);
+    // A and B are introduced, so that with the right token A could relay to B.
+    let (sent, ..) = feed(holder, PunchMsg::Connect { token: a_token, id: "A".into(), dest: "B".into() });
+    assert!(matches!(&sent[..], [(_, PunchMsg::PeerInfo { .. }), (_, PunchMsg::PeerInfo { .. })]), "{sent:?}");
+
+    let attacker: SocketAddr = "192.0.2.66:6666".parse().unwrap();
+    let same_host: SocketAddr = "198.51.100.7:40001".parse().unwrap();
+    let inner = PunchMsg::Probe { session: 1, nonce: 2 }.to_bytes();
+    for from in [attacker, same_host, holder] {
+        let spoofs = [
+            PunchMsg::Register { token: wrong, id: "A".into(), private: vec![attacker] },
+            PunchMsg::Connect { token: wrong, id: "A".into(), dest: "B".into() },
+            PunchMsg::RelayTo { token: wrong, from: "A".into(), to: "B".into(), inner: inner.clone() },
+            PunchMsg::Unregister { token: wrong, id: "A".into() },
+        ];
+        for spoof in spoofs {
+            let (sent, endpoint, count) = feed(from, spoof.clone());
+            assert_eq!(endpoint, Some(holder), "{spoof:?} from {from} moved A");
+            assert_eq!(count, 2, "{spoof:?} from {from} freed an id");
+            assert!(
+                matches!(&sent[..], [(to, PunchMsg::Refused { id, .. })] if *to == from && id == "A"),
+                "{spoof:?} from {from} was answered with {sent:?}, not one Refused"
+            );
+        }
+    }
+    // Still A's: its token refreshes it, moves it and frees it; then anyone may take it.
+    let (sent, endpoint, _) = feed(same_host, PunchMsg::Register { token: a_token, id: "A".into(), private: vec![] });
+    assert_eq!((sent, endpoint), (vec![(same_host, registered("A", same_host))], Some(same_host)));
+    let (sent, endpoint, count) = feed(same_host, PunchMsg::Unregister { token: a_token, id: "A".into() });
+    assert_eq!((sent, endpoint, count), (vec![], None, 1));
+    let (sent, endpoint, _) = feed(attacker, PunchMsg::Register { token: wrong, id: "A".into(), private: vec![] });
+    assert_eq!((sent, endpoint), (vec![(attacker, registered("A", attacker))], Some(attacker)));
+}
+
+/// Random scripts of requests, stray messages, garbage and time never panic the rendezvous,
+/// break the machine contract, take it past its caps, or let an id move or go without its
+/// token (the `punch_rendezvous` fuzz target's checks).
+#[test]
+fn scripts_never_break_the_rendezvous() {
+    fn prop(script: Vec<u8>) {
+        punch_rendezvous::fuzz_punch_rendezvous(&script);
+    }
+    check(2_000, prop as fn(_));
+}
+
+/// Random scripts of rendezvous answers, peer messages, acknowledgements, garbage,
+/// commands and time never panic the peer, break the machine contract, make it send what a
+/// peer may not, or take it past its queue cap (the `punch_peer` fuzz target's checks).
+#[test]
+fn scripts_never_break_the_peer() {
+    fn prop(script: Vec<u8>) {
+        punch_peer::fuzz_punch_peer(&script);
+    }
+    check(2_000, prop as fn(_));
+}

@@ -1,0 +1,465 @@
+//! The `punch_rendezvous` fuzz target: a `Rendezvous` with small limits, fed datagrams from
+//! a few source addresses (requests built from the input with fields from small pools, so
+//! ids, tokens and sources collide; any other punch message; raw bytes; a request with one
+//! byte changed) and time that passes, under the checked [`Driver`].
+//!
+//! The harness keeps its own book of who holds each id: the token that first registered
+//! it, the endpoint and the expiry, updated only from what the rendezvous answered and
+//! checked against the rules before it is believed. After every step it asserts the
+//! machine agrees with the book (`endpoint_of` of every id, `registrations`) and its caps
+//! hold. Hence the security property: an id's endpoint changes, and an id is freed, only
+//! by a request that carried the token that registered it (or by expiry, after which
+//! anyone may register the id again). Every datagram the rendezvous sends must be a valid
+//! punch message (checked by [`check_punch_datagram`]) of the rendezvous's own kinds, sent
+//! where the rules say: a `Registered` to the registering source, a `PeerInfo` only for a
+//! `Connect` with the asker's token, a `RelayedFrom` only for a `RelayTo` with the sender's
+//! token, to the recipient's endpoint, between two ids it introduced.
+//!
+//! [`Script`] and the pools are shared with the `punch_peer` harness.
+
+use crate::driver::Driver;
+use crate::punch::check_punch_datagram;
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+use switchyard_core::punch::{Rendezvous, RendezvousConfig, RendezvousEvent};
+use switchyard_core::wire::punch::{PunchMsg, Token, MAX_INNER, MAX_PRIVATE, TOKEN_LEN};
+use switchyard_core::{Env, Instant, Output, SocketId};
+
+// ---------------------------------------------------------------------------------------
+// The script, and the pools both punch harnesses draw from
+// ---------------------------------------------------------------------------------------
+
+/// Reads script bytes; past the end every read is 0, which ends the script.
+#[derive(Debug)]
+pub struct Script<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Script<'a> {
+    /// A script over `data`.
+    pub fn new(data: &'a [u8]) -> Script<'a> {
+        Script { data }
+    }
+
+    /// The next byte, or 0.
+    pub fn u8(&mut self) -> u8 {
+        let Some((&b, rest)) = self.data.split_first() else { return 0 };
+        self.data = rest;
+        b
+    }
+
+    /// The next byte modulo `n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        usize::from(self.u8()) % n
+    }
+
+    /// The next `n` bytes, or as many as are left.
+    pub fn take(&mut self, n: usize) -> &'a [u8] {
+        let n = n.min(self.data.len());
+        let (head, rest) = self.data.split_at(n);
+        self.data = rest;
+        head
+    }
+
+    /// True once every byte was read.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// One of six ids, so registrations collide and the cap of four is reached.
+pub fn id(s: &mut Script<'_>) -> String {
+    ["A", "B", "C", "D", "E", "F"][s.below(6)].to_owned()
+}
+
+/// One of four tokens, so the right one is often guessed and often not.
+pub fn token(s: &mut Script<'_>) -> Token {
+    [s.u8() % 4; TOKEN_LEN]
+}
+
+/// One of thirteen endpoints: six IPv4 hosts with two ports each (a NAT that moved a
+/// mapping keeps its IP), and one IPv6 endpoint.
+pub fn endpoint(b: u8) -> SocketAddr {
+    let b = b % 13;
+    if b == 12 {
+        return SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)), 4000);
+    }
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1 + b % 6)), 4000 + u16::from(b / 6))
+}
+
+/// Up to [`MAX_PRIVATE`] endpoints.
+pub fn endpoints(s: &mut Script<'_>) -> Vec<SocketAddr> {
+    (0..s.below(MAX_PRIVATE + 1)).map(|_| endpoint(s.u8())).collect()
+}
+
+/// A session or nonce: one of a few small values, or eight bytes of the script.
+pub fn u64_field(s: &mut Script<'_>) -> u64 {
+    match s.u8() {
+        b @ 0..=199 => u64::from(b % 4),
+        _ => u64::from_be_bytes(std::array::from_fn(|_| s.u8())),
+    }
+}
+
+/// A chat body: empty, short, multi-byte, or the longest allowed.
+pub fn body(s: &mut Script<'_>) -> String {
+    match s.below(5) {
+        0 => String::new(),
+        1 => "hi".to_owned(),
+        2 => "héllo ✓ 𝄞".to_owned(),
+        3 => "x".repeat(1024),
+        _ => format!("m{}", s.u8()),
+    }
+}
+
+/// An inner datagram: a valid peer-to-peer message, or up to [`MAX_INNER`] bytes of filler.
+pub fn inner(s: &mut Script<'_>) -> Bytes {
+    match s.below(3) {
+        0 => Bytes::from(vec![0x5a; (usize::from(s.u8()) * 5).min(MAX_INNER)]),
+        _ => peer_message(s).to_bytes(),
+    }
+}
+
+/// A peer-to-peer message (type 26) with fields from the script.
+pub fn peer_message(s: &mut Script<'_>) -> PunchMsg {
+    let session = u64_field(s);
+    match s.below(4) {
+        0 => PunchMsg::Probe { session, nonce: u64_field(s) },
+        1 => PunchMsg::ProbeAck { session, nonce: u64_field(s) },
+        2 => PunchMsg::Data { session, epoch: u64_field(s), seq: u64::from(s.u8() % 8), body: body(s) },
+        _ => PunchMsg::Ack { session, epoch: u64_field(s), next: u64::from(s.u8() % 8) },
+    }
+}
+
+/// A request to the rendezvous (`Register`, `Connect`, `RelayTo`, `Unregister`).
+pub fn request(s: &mut Script<'_>) -> PunchMsg {
+    let token = token(s);
+    match s.below(7) {
+        0..=2 => PunchMsg::Register { token, id: id(s), private: endpoints(s) },
+        3 | 4 => PunchMsg::Connect { token, id: id(s), dest: id(s) },
+        5 => PunchMsg::RelayTo { token, from: id(s), to: id(s), inner: inner(s) },
+        _ => PunchMsg::Unregister { token, id: id(s) },
+    }
+}
+
+/// A message the rendezvous sends (`Registered`, `Refused`, `PeerInfo`, `ConnectFailed`,
+/// `RelayedFrom`).
+pub fn answer(s: &mut Script<'_>) -> PunchMsg {
+    match s.below(5) {
+        0 => PunchMsg::Registered { id: id(s), public: endpoint(s.u8()) },
+        1 => PunchMsg::Refused { id: id(s), reason: "no".to_owned() },
+        2 => PunchMsg::PeerInfo { peer: id(s), session: u64_field(s), public: endpoint(s.u8()), private: endpoints(s) },
+        3 => PunchMsg::ConnectFailed { dest: id(s), reason: "not registered".to_owned() },
+        _ => PunchMsg::RelayedFrom { from: id(s), inner: inner(s) },
+    }
+}
+
+/// Any punch message.
+pub fn any_message(s: &mut Script<'_>) -> PunchMsg {
+    match s.below(3) {
+        0 => request(s),
+        1 => answer(s),
+        _ => peer_message(s),
+    }
+}
+
+/// Datagram bytes that are not a message built above: up to 48 raw bytes, or `valid` with
+/// one byte replaced.
+pub fn garbage(s: &mut Script<'_>, valid: &[u8]) -> Vec<u8> {
+    if s.below(2) == 0 || valid.is_empty() {
+        let n = s.below(49);
+        return s.take(n).to_vec();
+    }
+    let mut bytes = valid.to_vec();
+    let at = s.below(bytes.len());
+    bytes[at] = s.u8();
+    bytes
+}
+
+// ---------------------------------------------------------------------------------------
+// The rendezvous under the driver
+// ---------------------------------------------------------------------------------------
+
+/// The socket the driver binds for the rendezvous.
+const SOCKET: SocketId = SocketId(7);
+
+/// Who holds an id, as the harness has seen it happen.
+#[derive(Debug, Clone)]
+struct Holder {
+    /// The token of the `Register` that created the registration.
+    token: Token,
+    /// The source of its last accepted `Register`.
+    public: SocketAddr,
+    /// Its last accepted `Register`, plus the TTL.
+    expires: Instant,
+}
+
+/// The harness's book: every registration that should exist, and every pair of ids the
+/// rendezvous introduced.
+#[derive(Debug, Default)]
+struct Book {
+    holders: BTreeMap<String, Holder>,
+    introduced: BTreeSet<(String, String)>,
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    if a <= b {
+        (a.to_owned(), b.to_owned())
+    } else {
+        (b.to_owned(), a.to_owned())
+    }
+}
+
+impl Book {
+    /// True when `token` is the token `id` is registered with.
+    fn authorised(&self, id: &str, token: &Token) -> bool {
+        self.holders.get(id).is_some_and(|h| &h.token == token)
+    }
+
+    /// Checks one step's outputs against the rules and updates the book from them. `fed`
+    /// is the datagram and its source, if the step fed one; `msg` its decoding.
+    fn step(
+        &mut self,
+        config: &RendezvousConfig,
+        now: Instant,
+        fed: Option<(SocketAddr, &PunchMsg)>,
+        outputs: &[Output<RendezvousEvent>],
+    ) {
+        let events: Vec<&RendezvousEvent> =
+            outputs.iter().filter_map(|o| if let Output::Event(e) = o { Some(e) } else { None }).collect();
+        // Expiry comes first, before the datagram is looked at.
+        for event in &events {
+            if let RendezvousEvent::Forgotten { id, expired: true } = event {
+                let holder = self.holders.remove(id).unwrap_or_else(|| panic!("{id} expired, but was not registered"));
+                assert!(holder.expires <= now, "{id} expired at {now}, before its expiry {}", holder.expires);
+            }
+        }
+        let (mut registered, mut moved) = (BTreeSet::new(), BTreeSet::new());
+        for output in outputs {
+            let Output::Transmit { socket, to, bytes } = output else { continue };
+            assert_eq!(*socket, SOCKET, "sent from the wrong socket");
+            let reply = check_punch_datagram(bytes).unwrap_or_else(|e| panic!("sent an invalid datagram: {e}"));
+            let Some((from, msg)) = fed else { panic!("sent {reply:?} to {to} without a datagram to answer") };
+            self.reply(config, now, from, msg, *to, reply, &mut registered, &mut moved);
+        }
+        for event in &events {
+            match event {
+                RendezvousEvent::Forgotten { id, expired: false } => {
+                    let Some((_, PunchMsg::Unregister { token, id: asked })) = fed else {
+                        panic!("{id} was unregistered without an Unregister")
+                    };
+                    assert_eq!(asked, id, "an Unregister freed another id");
+                    assert!(self.authorised(id, token), "{id} was unregistered with a token that did not register it");
+                    self.holders.remove(id);
+                }
+                RendezvousEvent::Registered { id, public } => {
+                    assert!(registered.contains(id), "Registered event for {id} without its Registered reply");
+                    assert_eq!(Some(*public), fed.map(|(from, _)| from), "{id} registered at another source");
+                }
+                RendezvousEvent::Moved { id, public } => {
+                    assert!(moved.contains(id), "Moved event for {id} that did not move");
+                    assert_eq!(Some(*public), fed.map(|(from, _)| from), "{id} moved somewhere it was not seen");
+                }
+                RendezvousEvent::BadDatagram { .. } => {
+                    if let Some((_, msg)) = fed {
+                        let request = matches!(
+                            msg,
+                            PunchMsg::Register { .. }
+                                | PunchMsg::Connect { .. }
+                                | PunchMsg::RelayTo { .. }
+                                | PunchMsg::Unregister { .. }
+                        );
+                        assert!(!request, "the request {msg:?} was dropped as bad");
+                    }
+                }
+                _ => {}
+            }
+        }
+        for id in &registered {
+            assert!(
+                events.iter().any(|e| matches!(e, RendezvousEvent::Registered { id: i, .. } if i == id)),
+                "{id} registered without a Registered event"
+            );
+        }
+        for id in &moved {
+            assert!(
+                events.iter().any(|e| matches!(e, RendezvousEvent::Moved { id: i, .. } if i == id)),
+                "{id} moved without a Moved event"
+            );
+        }
+    }
+
+    /// Checks one datagram the rendezvous sent in answer to `msg` from `from`.
+    #[allow(clippy::too_many_arguments)]
+    fn reply(
+        &mut self,
+        config: &RendezvousConfig,
+        now: Instant,
+        from: SocketAddr,
+        msg: &PunchMsg,
+        to: SocketAddr,
+        reply: PunchMsg,
+        registered: &mut BTreeSet<String>,
+        moved: &mut BTreeSet<String>,
+    ) {
+        match reply {
+            PunchMsg::Registered { id, public } => {
+                let PunchMsg::Register { token, id: asked, .. } = msg else { panic!("Registered answers {msg:?}") };
+                assert_eq!(&id, asked, "Registered names another id than the Register");
+                assert_eq!((to, public), (from, from), "Registered must go to, and name, the observed source");
+                let expires = now + config.registration_ttl;
+                match self.holders.get_mut(&id) {
+                    Some(holder) => {
+                        assert_eq!(
+                            &holder.token, token,
+                            "{id} was re-registered with a token that did not register it: it was taken over"
+                        );
+                        if holder.public != from {
+                            moved.insert(id.clone());
+                        }
+                        holder.public = from;
+                        holder.expires = expires;
+                    }
+                    None => {
+                        assert!(self.holders.len() < config.max_registrations, "{id} registered past the cap");
+                        self.holders.insert(id.clone(), Holder { token: *token, public: from, expires });
+                        registered.insert(id);
+                    }
+                }
+            }
+            PunchMsg::Refused { id, .. } => {
+                assert_eq!(to, from, "Refused must go to the request's source");
+                let asked = match msg {
+                    PunchMsg::Register { id, .. } | PunchMsg::Connect { id, .. } | PunchMsg::Unregister { id, .. } => {
+                        id
+                    }
+                    PunchMsg::RelayTo { from, .. } => from,
+                    other => panic!("Refused answers {other:?}, which is not a request"),
+                };
+                assert_eq!(&id, asked, "Refused names another id than the request");
+            }
+            PunchMsg::PeerInfo { peer, public, .. } => {
+                let PunchMsg::Connect { token, id, dest } = msg else { panic!("PeerInfo answers {msg:?}") };
+                assert!(self.authorised(id, token), "{id} was introduced on a Connect without its token");
+                let (asker, target) = (&self.holders[id], self.holders.get(dest));
+                let target = target.unwrap_or_else(|| panic!("{id} was introduced to {dest}, who is not registered"));
+                if &peer == dest {
+                    assert_eq!((to, public), (from, target.public), "the asker's PeerInfo is wrong");
+                } else {
+                    assert_eq!(&peer, id, "PeerInfo about a third id");
+                    assert_eq!((to, public), (target.public, asker.public), "the target's PeerInfo is wrong");
+                }
+                self.introduced.insert(pair(id, dest));
+            }
+            PunchMsg::ConnectFailed { dest, .. } => {
+                assert_eq!(to, from, "ConnectFailed must go to the request's source");
+                let (token, id, asked) = match msg {
+                    PunchMsg::Connect { token, id, dest } => (token, id, dest),
+                    PunchMsg::RelayTo { token, from, to, .. } => (token, from, to),
+                    other => panic!("ConnectFailed answers {other:?}"),
+                };
+                assert_eq!(&dest, asked, "ConnectFailed names another id than the request");
+                assert!(self.authorised(id, token), "a request without the token of {id} was served");
+                assert!(!self.holders.contains_key(&dest), "ConnectFailed, but {dest} is registered");
+            }
+            PunchMsg::RelayedFrom { from: sender, inner } => {
+                let PunchMsg::RelayTo { token, from: id, to: recipient, inner: sent } = msg else {
+                    panic!("RelayedFrom answers {msg:?}")
+                };
+                assert_eq!((&sender, &inner), (id, sent), "the relay changed the sender or the datagram");
+                assert!(self.authorised(id, token), "{id} relayed without its token: someone spoke for it");
+                assert!(
+                    self.introduced.contains(&pair(id, recipient)),
+                    "relayed between {id} and {recipient}, never introduced"
+                );
+                let target =
+                    self.holders.get(recipient).unwrap_or_else(|| panic!("relayed to unregistered {recipient}"));
+                assert_eq!(to, target.public, "relayed to somewhere other than {recipient}'s endpoint");
+            }
+            other => panic!("the rendezvous sent {other:?}, which only peers send"),
+        }
+    }
+
+    /// The machine agrees with the book, and nothing outlived its expiry.
+    fn agrees(&self, rendezvous: &Rendezvous, now: Instant, fed: Option<&PunchMsg>) {
+        for (id, holder) in &self.holders {
+            assert!(holder.expires > now, "{id} outlived its expiry {} (now {now})", holder.expires);
+            assert_eq!(rendezvous.endpoint_of(id), Some(holder.public), "the endpoint of {id}");
+        }
+        assert_eq!(rendezvous.registrations(), self.holders.len(), "registrations besides the book's");
+        let named = match fed {
+            Some(PunchMsg::Register { id, .. } | PunchMsg::Connect { id, .. } | PunchMsg::Unregister { id, .. }) => {
+                Some(id)
+            }
+            Some(PunchMsg::RelayTo { from, .. }) => Some(from),
+            _ => None,
+        };
+        if let Some(id) = named.filter(|id| !self.holders.contains_key(*id)) {
+            assert_eq!(rendezvous.endpoint_of(id), None, "{id} is registered behind the book's back");
+        }
+    }
+}
+
+/// Runs `data` as a script against a rendezvous. Panics on any broken rule.
+pub fn fuzz_punch_rendezvous(data: &[u8]) {
+    let mut s = Script::new(data);
+    let config = RendezvousConfig {
+        socket: SOCKET,
+        registration_ttl: Duration::from_secs(10),
+        max_registrations: 4,
+        source_rate: 2,
+        source_burst: 6,
+        max_sources: 4,
+        relay_rate: 1000,
+        relay_burst: 3000,
+    };
+    let seed = u64::from(s.u8());
+    let rendezvous = Rendezvous::new(Env::new(seed), Instant::ZERO, config.clone());
+    let (mut d, outputs) = Driver::with_sockets(rendezvous, Instant::ZERO, &[SOCKET]);
+    assert!(outputs.is_empty(), "the rendezvous said something before anyone spoke to it");
+    let mut book = Book::default();
+    while !s.is_empty() {
+        let op = s.u8();
+        let fed = match op % 10 {
+            0..=7 => {
+                let from = endpoint(s.u8());
+                let valid = match op % 10 {
+                    0..=4 => request(&mut s),
+                    _ => any_message(&mut s),
+                };
+                let mut bytes = valid.to_bytes().to_vec();
+                if op % 10 == 7 {
+                    bytes = garbage(&mut s, &bytes);
+                }
+                Some((from, bytes))
+            }
+            _ => None,
+        };
+        let now = d.now();
+        match fed {
+            Some((from, bytes)) => {
+                let msg = PunchMsg::from_datagram(Bytes::from(bytes.clone())).ok();
+                let outputs = d.datagram(SOCKET, from, &bytes);
+                let now = d.now();
+                book.step(&config, now, msg.as_ref().map(|m| (from, m)), &outputs);
+                book.agrees(&d.machine, now, msg.as_ref());
+            }
+            None => {
+                let later = now + Duration::from_millis(u64::from(s.u8()) * 100);
+                if op % 10 == 8 {
+                    let outputs = d.timeout(later);
+                    book.step(&config, later, None, &outputs);
+                    book.agrees(&d.machine, later, None);
+                } else {
+                    // Time passes with nothing to wake the machine: the next datagram
+                    // finds the expired registrations still there.
+                    d.advance(later);
+                }
+            }
+        }
+        let r = &d.machine;
+        assert!(r.registrations() <= config.max_registrations, "{} registrations", r.registrations());
+        assert!(r.tracked_sources() <= config.max_sources, "{} sources tracked", r.tracked_sources());
+    }
+}
