@@ -19,6 +19,8 @@
 //! - [`wire`]: frame and line codecs.
 //! - [`service`]: the text services (echo, time, broadcast, reply presets) and a line client.
 //! - [`tunnel`]: the local and remote tunnel ends and their stream multiplexer.
+//! - [`mesh`]: the P2P message mesh and RTT-based server selection.
+//! - [`punch`]: UDP hole punching: rendezvous server, punching peer, relay fallback.
 //! - [`sim`]: the deterministic network simulator, public for embedders' own tests.
 //! - [`time`], [`id`], [`rng`], [`mod@env`]: the deterministic building blocks.
 
@@ -26,6 +28,7 @@ pub mod env;
 pub mod id;
 pub mod machine;
 pub mod mesh;
+pub mod punch;
 pub mod rng;
 pub mod service;
 pub mod sim;

@@ -85,11 +85,9 @@ impl Book {
                     assert_eq!((id.as_str(), private.as_slice()), (ME, &[private_endpoint()][..]), "{msg:?}");
                     token
                 }
-                PunchMsg::Connect { token, id, .. } => {
-                    // Not checked yet: `dest != ME`. Known bug, reported: a `RelayedFrom`
-                    // naming the peer's own id, before any introduction, makes it ask to be
-                    // introduced to itself. Tighten this once it is fixed.
+                PunchMsg::Connect { token, id, dest } => {
                     assert_eq!(id, ME, "connected as another id");
+                    assert_ne!(dest, ME, "asked to be introduced to itself");
                     token
                 }
                 PunchMsg::Unregister { token, id } => {

@@ -27,13 +27,12 @@
 //! that many addrs; an *id* is a UUID as 16 raw bytes; a *body* is the rest of the payload,
 //! 0–[`MAX_BODY`] bytes of UTF-8; a *reason* the rest of the payload, UTF-8, ≤ 256 bytes.
 
+pub use crate::wire::fields::{is_valid_name, MAX_NAME};
+use crate::wire::fields::{put_addr, put_addrs, put_name, FieldError, Fields};
 use crate::wire::frame::{Frame, FrameError, FrameType};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use bytes::{BufMut, Bytes, BytesMut};
+use std::net::SocketAddr;
 use uuid::Uuid;
-
-/// Longest user name, in bytes.
-pub const MAX_NAME: usize = 32;
 /// Longest message body, in bytes.
 pub const MAX_BODY: usize = 4096;
 /// Most servers one list carries (and so the largest mesh a server tracks).
@@ -240,135 +239,23 @@ pub enum MeshMsgError {
     BadStatus(u8),
 }
 
-/// True when `name` can be registered and sent: 1–[`MAX_NAME`] bytes of UTF-8 without
-/// whitespace or control characters (the chat syntax splits `<recipient> <message>` at
-/// the first space).
-pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_NAME && !name.chars().any(|c| c.is_whitespace() || c.is_control())
-}
-
 /// True when `body` fits a message: at most [`MAX_BODY`] bytes.
 pub fn is_valid_body(body: &str) -> bool {
     body.len() <= MAX_BODY
 }
 
-/// Reads fields off a payload, remembering which message it is for errors.
-struct Fields {
-    what: &'static str,
-    len: usize,
-    rest: Bytes,
-}
-
-impl Fields {
-    fn short(&self) -> MeshMsgError {
-        MeshMsgError::BadLength { what: self.what, len: self.len }
+impl FieldError for MeshMsgError {
+    fn bad_length(what: &'static str, len: usize) -> Self {
+        MeshMsgError::BadLength { what, len }
     }
-
-    fn u8(&mut self) -> Result<u8, MeshMsgError> {
-        if self.rest.is_empty() {
-            return Err(self.short());
-        }
-        Ok(self.rest.get_u8())
+    fn bad_name() -> Self {
+        MeshMsgError::BadName
     }
-
-    fn u64(&mut self) -> Result<u64, MeshMsgError> {
-        if self.rest.len() < 8 {
-            return Err(self.short());
-        }
-        Ok(self.rest.get_u64())
+    fn bad_address(family: u8) -> Self {
+        MeshMsgError::BadAddress(family)
     }
-
-    fn bytes(&mut self, n: usize) -> Result<Bytes, MeshMsgError> {
-        if self.rest.len() < n {
-            return Err(self.short());
-        }
-        Ok(self.rest.split_to(n))
-    }
-
-    fn uuid(&mut self) -> Result<Uuid, MeshMsgError> {
-        let b = self.bytes(16)?;
-        Ok(Uuid::from_slice(&b).expect("16 bytes"))
-    }
-
-    fn name(&mut self) -> Result<String, MeshMsgError> {
-        let n = usize::from(self.u8()?);
-        let raw = self.bytes(n)?;
-        let name = std::str::from_utf8(&raw).map_err(|_| MeshMsgError::BadName)?;
-        if !is_valid_name(name) {
-            return Err(MeshMsgError::BadName);
-        }
-        Ok(name.to_owned())
-    }
-
-    fn addr(&mut self) -> Result<SocketAddr, MeshMsgError> {
-        let ip = match self.u8()? {
-            4 => {
-                let b = self.bytes(4)?;
-                IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-            }
-            6 => {
-                let b = self.bytes(16)?;
-                let octets: [u8; 16] = b[..].try_into().expect("16 bytes");
-                IpAddr::V6(Ipv6Addr::from(octets))
-            }
-            family => return Err(MeshMsgError::BadAddress(family)),
-        };
-        let port = self.bytes(2)?;
-        Ok(SocketAddr::new(ip, u16::from_be_bytes([port[0], port[1]])))
-    }
-
-    fn addrs(&mut self) -> Result<Vec<SocketAddr>, MeshMsgError> {
-        let n = usize::from(self.u8()?);
-        if n > MAX_SERVERS {
-            return Err(MeshMsgError::TooManyServers(n));
-        }
-        (0..n).map(|_| self.addr()).collect()
-    }
-
-    /// The rest of the payload as UTF-8 of at most `max` bytes.
-    fn text(&mut self, max: usize, error: MeshMsgError) -> Result<String, MeshMsgError> {
-        let raw = std::mem::take(&mut self.rest);
-        if raw.len() > max {
-            return Err(error);
-        }
-        String::from_utf8(raw.to_vec()).map_err(|_| error)
-    }
-
-    /// Every byte must have been read.
-    fn end(self) -> Result<(), MeshMsgError> {
-        if self.rest.is_empty() {
-            Ok(())
-        } else {
-            Err(self.short())
-        }
-    }
-}
-
-fn put_name(out: &mut BytesMut, name: &str) {
-    assert!(is_valid_name(name), "invalid user name {name:?}");
-    out.put_u8(name.len() as u8);
-    out.put_slice(name.as_bytes());
-}
-
-fn put_addr(out: &mut BytesMut, addr: &SocketAddr) {
-    match addr.ip() {
-        IpAddr::V4(ip) => {
-            out.put_u8(4);
-            out.put_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            out.put_u8(6);
-            out.put_slice(&ip.octets());
-        }
-    }
-    out.put_u16(addr.port());
-}
-
-fn put_addrs(out: &mut BytesMut, addrs: &[SocketAddr]) {
-    assert!(addrs.len() <= MAX_SERVERS, "server list over {MAX_SERVERS} entries");
-    out.put_u8(addrs.len() as u8);
-    for addr in addrs {
-        put_addr(out, addr);
+    fn too_many_addrs(count: usize) -> Self {
+        MeshMsgError::TooManyServers(count)
     }
 }
 
@@ -416,9 +303,9 @@ impl MeshMsg {
             MeshMsg::ListServers | MeshMsg::Leave => {}
             MeshMsg::Announce { server, known } => {
                 put_addr(&mut p, server);
-                put_addrs(&mut p, known);
+                put_addrs(&mut p, known, MAX_SERVERS);
             }
-            MeshMsg::ServerList { servers } => put_addrs(&mut p, servers),
+            MeshMsg::ServerList { servers } => put_addrs(&mut p, servers, MAX_SERVERS),
             MeshMsg::Register { name } | MeshMsg::Registered { name } => put_name(&mut p, name),
             MeshMsg::RegisterRefused { name, reason } => {
                 put_name(&mut p, name);
@@ -498,11 +385,11 @@ impl MeshMsg {
             (FrameType::DISCONNECT, 1) => "gone",
             _ => return Err(MeshMsgError::UnknownKind { kind, subtype }),
         };
-        let mut f = Fields { what, len: frame.payload.len(), rest: frame.payload };
+        let mut f = Fields::new(what, frame.payload);
         let msg = match (kind.0, subtype) {
             (0, 0) => MeshMsg::ListServers,
-            (1, 0) => MeshMsg::Announce { server: f.addr()?, known: f.addrs()? },
-            (1, 1) => MeshMsg::ServerList { servers: f.addrs()? },
+            (1, 0) => MeshMsg::Announce { server: f.addr()?, known: f.addrs(MAX_SERVERS)? },
+            (1, 1) => MeshMsg::ServerList { servers: f.addrs(MAX_SERVERS)? },
             (2, 0) => MeshMsg::Register { name: f.name()? },
             (2, 1) => MeshMsg::Registered { name: f.name()? },
             (2, 2) => {

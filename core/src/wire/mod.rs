@@ -4,9 +4,11 @@
 //! typed values and back, and refuses malformed input with a typed error. The byte-by-byte
 //! description of every format is in `docs/PROTOCOL.md`.
 
+pub(crate) mod fields;
 pub mod frame;
 pub mod line;
 pub mod mesh;
+pub mod punch;
 pub mod tunnel;
 
 pub use frame::{Frame, FrameDecoder, FrameError, FrameType};

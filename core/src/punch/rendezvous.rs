@@ -1,0 +1,429 @@
+//! The rendezvous server: peers register their ids here, ask to be introduced, and fall
+//! back to it as a relay when no direct path forms.
+//!
+//! **What it trusts.** A peer's public endpoint is always the observed source of its
+//! `Register`, never anything the datagram claims. A registration is bound to the 16-byte
+//! token the peer chose: a `Register` for a live id with another token is refused ("id is
+//! taken"), and `Connect`, `RelayTo` and `Unregister` must carry the id's token, so nobody
+//! who does not know it can take over, re-point or speak for the id. (An on-path observer
+//! who sees the token can; the protocol has no encryption.)
+//!
+//! **Limits**, each with its policy when reached:
+//! - registrations: at most [`RendezvousConfig::max_registrations`]; a new id past the cap
+//!   is refused ("rendezvous is full"); each expires [`RendezvousConfig::registration_ttl`]
+//!   after its last `Register` (peers refresh well before).
+//! - per source IP: a token bucket of [`RendezvousConfig::source_burst`] datagrams refilling
+//!   at [`RendezvousConfig::source_rate`] per second; datagrams over it are dropped unread.
+//!   At most [`RendezvousConfig::max_sources`] buckets: a full bucket is forgotten when room
+//!   is needed (it holds nothing a new one would not); if every bucket is in use, datagrams
+//!   from new sources are dropped until one refills.
+//! - relay: only between two peers it introduced to each other; each datagram at most
+//!   [`MAX_INNER`] bytes (the codec refuses more) and each sender's relayed bytes through a
+//!   bucket of [`RendezvousConfig::relay_burst`] bytes refilling at
+//!   [`RendezvousConfig::relay_rate`] bytes per second; over it, dropped (the peers' reliable
+//!   channel resends).
+//! - introductions remembered per registration: the last [`MAX_INTRODUCTIONS`]; older ones
+//!   are forgotten (relay between them stops until they connect again).
+//!
+//! **Sessions.** An introduction names a session (a random u64) that both peers put in every
+//! peer-to-peer datagram. Introducing the same two registrations again gives the same
+//! session, so two peers that `CONNECT` each other at once agree on one.
+
+use super::limit::TokenBucket;
+use crate::id::{ConnId, ListenerId, SocketId};
+use crate::machine::{Input, Machine, Output, OutputQueue, Refusal};
+use crate::rng::Rng;
+use crate::time::{Clock, Instant};
+use crate::wire::punch::{PunchMsg, Token, MAX_DATAGRAM, MAX_INNER};
+use crate::Env;
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// Introductions each registration remembers (for relay permission and stable sessions).
+pub const MAX_INTRODUCTIONS: usize = 16;
+
+/// Settings of a [`Rendezvous`].
+#[derive(Debug, Clone)]
+pub struct RendezvousConfig {
+    /// The UDP socket the driver binds for it.
+    pub socket: SocketId,
+    /// A registration not refreshed for this long is forgotten.
+    pub registration_ttl: Duration,
+    /// Most ids registered at once.
+    pub max_registrations: usize,
+    /// Datagrams per second each source IP may send, sustained.
+    pub source_rate: u32,
+    /// Datagrams a source IP may send in a burst.
+    pub source_burst: u32,
+    /// Most source IPs tracked for rate limiting.
+    pub max_sources: usize,
+    /// Relayed bytes per second each peer may send, sustained.
+    pub relay_rate: u32,
+    /// Relayed bytes a peer may send in a burst.
+    pub relay_burst: u32,
+}
+
+impl Default for RendezvousConfig {
+    fn default() -> Self {
+        RendezvousConfig {
+            socket: SocketId(0),
+            registration_ttl: Duration::from_secs(60),
+            max_registrations: 10_000,
+            source_rate: 50,
+            source_burst: 200,
+            max_sources: 4096,
+            relay_rate: 64 * 1024,
+            relay_burst: 128 * 1024,
+        }
+    }
+}
+
+/// What a [`Rendezvous`] tells its embedder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RendezvousEvent {
+    /// A new id registered (refreshes are silent).
+    Registered {
+        /// The id.
+        id: String,
+        /// Its public endpoint as observed.
+        public: SocketAddr,
+    },
+    /// A registered id's public endpoint changed (its NAT mapping moved), proven by its token.
+    Moved {
+        /// The id.
+        id: String,
+        /// The new public endpoint.
+        public: SocketAddr,
+    },
+    /// A request was refused and the sender told why.
+    Refused {
+        /// Who sent it.
+        from: SocketAddr,
+        /// The id it was about.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Two peers were introduced.
+    Introduced {
+        /// The peer that asked.
+        from: String,
+        /// The peer it asked for.
+        to: String,
+        /// The session they share.
+        session: u64,
+    },
+    /// An id left (unregistered) or expired.
+    Forgotten {
+        /// The id.
+        id: String,
+        /// True when it expired rather than left.
+        expired: bool,
+    },
+    /// A source went over its datagram rate; reported once per burst of drops.
+    RateLimited {
+        /// The source IP.
+        source: IpAddr,
+    },
+    /// A peer went over its relay rate; reported once per burst of drops.
+    RelayLimited {
+        /// The peer.
+        id: String,
+    },
+    /// A datagram that is not a valid request was dropped.
+    BadDatagram {
+        /// Who sent it.
+        from: SocketAddr,
+        /// What was wrong.
+        error: String,
+    },
+}
+
+#[derive(Debug)]
+struct Registration {
+    token: Token,
+    public: SocketAddr,
+    private: Vec<SocketAddr>,
+    expires: Instant,
+    /// Peers introduced to this one, newest last, with their session.
+    introduced: VecDeque<(String, u64)>,
+    relay: TokenBucket,
+    relay_limited: bool,
+}
+
+impl Registration {
+    fn session_with(&self, peer: &str) -> Option<u64> {
+        self.introduced.iter().find(|(p, _)| p == peer).map(|&(_, s)| s)
+    }
+
+    fn remember(&mut self, peer: &str, session: u64) {
+        self.introduced.retain(|(p, _)| p != peer);
+        if self.introduced.len() == MAX_INTRODUCTIONS {
+            self.introduced.pop_front();
+        }
+        self.introduced.push_back((peer.to_owned(), session));
+    }
+}
+
+#[derive(Debug)]
+struct SourceLimit {
+    bucket: TokenBucket,
+    limited: bool,
+}
+
+/// The rendezvous server machine. Bind one UDP socket as [`RendezvousConfig::socket`] and
+/// feed it every datagram; it has no TCP side.
+#[derive(Debug)]
+pub struct Rendezvous {
+    config: RendezvousConfig,
+    rng: Rng,
+    clock: Clock,
+    out: OutputQueue<RendezvousEvent>,
+    registrations: BTreeMap<String, Registration>,
+    /// (expiry, id) of every registration, earliest first.
+    expiries: BTreeSet<(Instant, String)>,
+    sources: BTreeMap<IpAddr, SourceLimit>,
+}
+
+impl Rendezvous {
+    /// A rendezvous server with no registrations.
+    pub fn new(env: Env, now: Instant, config: RendezvousConfig) -> Rendezvous {
+        Rendezvous {
+            config,
+            rng: env.rng,
+            clock: Clock::new(now),
+            out: OutputQueue::default(),
+            registrations: BTreeMap::new(),
+            expiries: BTreeSet::new(),
+            sources: BTreeMap::new(),
+        }
+    }
+
+    /// Number of registered ids.
+    pub fn registrations(&self) -> usize {
+        self.registrations.len()
+    }
+
+    /// The public endpoint registered for `id`, if it is registered.
+    pub fn endpoint_of(&self, id: &str) -> Option<SocketAddr> {
+        self.registrations.get(id).map(|r| r.public)
+    }
+
+    /// Number of source IPs tracked for rate limiting.
+    pub fn tracked_sources(&self) -> usize {
+        self.sources.len()
+    }
+
+    fn send(&mut self, to: SocketAddr, msg: PunchMsg) {
+        self.out.push(Output::Transmit { socket: self.config.socket, to, bytes: msg.to_bytes() });
+    }
+
+    fn refuse(&mut self, to: SocketAddr, id: &str, reason: String) {
+        self.out.event(RendezvousEvent::Refused { from: to, id: id.to_owned(), reason: reason.clone() });
+        self.send(to, PunchMsg::Refused { id: id.to_owned(), reason });
+    }
+
+    /// Charges one datagram to `source`; false when it is over its rate (or no bucket is
+    /// free for a new source).
+    fn admit(&mut self, now: Instant, source: IpAddr) -> bool {
+        if !self.sources.contains_key(&source) {
+            if self.sources.len() >= self.config.max_sources {
+                self.sources.retain(|_, s| !s.bucket.is_full_at(now));
+            }
+            if self.sources.len() >= self.config.max_sources {
+                return false;
+            }
+            let bucket = TokenBucket::full(now, self.config.source_burst, self.config.source_rate);
+            self.sources.insert(source, SourceLimit { bucket, limited: false });
+        }
+        let limit = self.sources.get_mut(&source).expect("inserted above");
+        if limit.bucket.take(now, 1) {
+            limit.limited = false;
+            return true;
+        }
+        if !std::mem::replace(&mut limit.limited, true) {
+            self.out.event(RendezvousEvent::RateLimited { source });
+        }
+        false
+    }
+
+    /// The registration of `id` if `token` is its token.
+    fn authorised(&mut self, id: &str, token: &Token) -> Option<&mut Registration> {
+        self.registrations.get_mut(id).filter(|r| &r.token == token)
+    }
+
+    fn on_register(&mut self, now: Instant, from: SocketAddr, token: Token, id: String, private: Vec<SocketAddr>) {
+        let expires = now + self.config.registration_ttl;
+        let full = self.registrations.len() >= self.config.max_registrations;
+        match self.registrations.get_mut(&id) {
+            Some(r) if r.token != token => {
+                return self.refuse(from, &id, format!("id {id} is taken"));
+            }
+            Some(r) => {
+                self.expiries.remove(&(r.expires, id.clone()));
+                r.expires = expires;
+                r.private = private;
+                if r.public != from {
+                    r.public = from;
+                    self.out.event(RendezvousEvent::Moved { id: id.clone(), public: from });
+                }
+            }
+            None if full => {
+                let reason = format!("rendezvous is full ({} ids)", self.config.max_registrations);
+                return self.refuse(from, &id, reason);
+            }
+            None => {
+                let relay = TokenBucket::full(now, self.config.relay_burst, self.config.relay_rate);
+                let r = Registration {
+                    token,
+                    public: from,
+                    private,
+                    expires,
+                    introduced: VecDeque::new(),
+                    relay,
+                    relay_limited: false,
+                };
+                self.registrations.insert(id.clone(), r);
+                self.out.event(RendezvousEvent::Registered { id: id.clone(), public: from });
+            }
+        }
+        self.expiries.insert((expires, id.clone()));
+        self.send(from, PunchMsg::Registered { id, public: from });
+    }
+
+    fn on_connect(&mut self, from: SocketAddr, token: Token, id: String, dest: String) {
+        let Some(asker) = self.authorised(&id, &token) else {
+            return self.refuse(from, &id, format!("not registered as {id} (register first)"));
+        };
+        let known_session = asker.session_with(&dest);
+        if dest == id {
+            return self.refuse(from, &id, "cannot connect to yourself".to_owned());
+        }
+        let Some(target) = self.registrations.get(&dest) else {
+            let reason = format!("peer {dest} is not registered");
+            self.send(from, PunchMsg::ConnectFailed { dest, reason });
+            return;
+        };
+        let session = match (known_session, target.session_with(&id)) {
+            (Some(a), Some(b)) if a == b => a,
+            _ => self.rng.next_u64(),
+        };
+        let target_info =
+            PunchMsg::PeerInfo { peer: dest.clone(), session, public: target.public, private: target.private.clone() };
+        let target_public = target.public;
+        let asker = self.registrations.get_mut(&id).expect("authorised above");
+        asker.remember(&dest, session);
+        let asker_info =
+            PunchMsg::PeerInfo { peer: id.clone(), session, public: asker.public, private: asker.private.clone() };
+        self.registrations.get_mut(&dest).expect("looked up above").remember(&id, session);
+        // Answered where the request came from: the asker proved its id with the token.
+        self.send(from, target_info);
+        self.send(target_public, asker_info);
+        self.out.event(RendezvousEvent::Introduced { from: id, to: dest, session });
+    }
+
+    fn on_relay(&mut self, now: Instant, from: SocketAddr, token: Token, id: String, to: String, inner: Bytes) {
+        let Some(sender) = self.authorised(&id, &token) else {
+            return self.refuse(from, &id, format!("not registered as {id} (cannot relay)"));
+        };
+        if sender.session_with(&to).is_none() {
+            return self.refuse(from, &id, format!("not introduced to {to} (connect first)"));
+        }
+        let size = u32::try_from(inner.len()).expect("inner datagrams are small");
+        if !sender.relay.take(now, size) {
+            if !std::mem::replace(&mut sender.relay_limited, true) {
+                self.out.event(RendezvousEvent::RelayLimited { id });
+            }
+            return;
+        }
+        sender.relay_limited = false;
+        let Some(target) = self.registrations.get(&to) else {
+            let reason = format!("peer {to} is not registered");
+            self.send(from, PunchMsg::ConnectFailed { dest: to, reason });
+            return;
+        };
+        let target_public = target.public;
+        self.send(target_public, PunchMsg::RelayedFrom { from: id, inner });
+    }
+
+    fn on_unregister(&mut self, from: SocketAddr, token: Token, id: String) {
+        let Some(r) = self.authorised(&id, &token) else {
+            return self.refuse(from, &id, format!("not registered as {id} (cannot unregister)"));
+        };
+        let expires = r.expires;
+        self.expiries.remove(&(expires, id.clone()));
+        self.registrations.remove(&id);
+        self.out.event(RendezvousEvent::Forgotten { id, expired: false });
+    }
+
+    fn on_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if !self.admit(now, from.ip()) {
+            return;
+        }
+        if bytes.len() > MAX_DATAGRAM {
+            let error = format!("datagram of {} bytes (at most {MAX_DATAGRAM})", bytes.len());
+            return self.out.event(RendezvousEvent::BadDatagram { from, error });
+        }
+        let msg = match PunchMsg::from_datagram(Bytes::copy_from_slice(bytes)) {
+            Ok(msg) => msg,
+            Err(e) => return self.out.event(RendezvousEvent::BadDatagram { from, error: e.to_string() }),
+        };
+        match msg {
+            PunchMsg::Register { token, id, private } => self.on_register(now, from, token, id, private),
+            PunchMsg::Connect { token, id, dest } => self.on_connect(from, token, id, dest),
+            PunchMsg::RelayTo { token, from: id, to, inner } => {
+                debug_assert!(inner.len() <= MAX_INNER);
+                self.on_relay(now, from, token, id, to, inner)
+            }
+            PunchMsg::Unregister { token, id } => self.on_unregister(from, token, id),
+            other => {
+                let error = format!("{:?} is not a request to the rendezvous", other.kind());
+                self.out.event(RendezvousEvent::BadDatagram { from, error });
+            }
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.expiries.first() {
+            if *at > now {
+                break;
+            }
+            let (_, id) = self.expiries.pop_first().expect("first exists");
+            self.registrations.remove(&id);
+            self.out.event(RendezvousEvent::Forgotten { id, expired: true });
+        }
+    }
+}
+
+impl Machine for Rendezvous {
+    type Event = RendezvousEvent;
+
+    fn accept(&mut self, _now: Instant, listener: ListenerId, _peer: SocketAddr) -> Result<ConnId, Refusal> {
+        Err(Refusal::UnknownListener(listener))
+    }
+
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        let now = self.clock.advance(now);
+        self.expire(now);
+        if let Input::Datagram { socket, from, bytes } = input {
+            if socket == self.config.socket {
+                self.on_datagram(now, from, bytes);
+            }
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.advance(now);
+        self.expire(now);
+    }
+
+    fn poll_output(&mut self) -> Option<Output<RendezvousEvent>> {
+        self.out.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.expiries.first().map(|(at, _)| *at)
+    }
+}
