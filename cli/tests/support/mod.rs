@@ -1,7 +1,8 @@
 //! What the CLI tests share: running the `switchyard` binary in the foreground or the
 //! background, and talking to servers over raw TCP.
 //!
-//! Every address is on 127.0.0.0/8. Tests that need fixed ports (the tunnel, `up`) each use
+//! Every address is on 127.0.0.0/8, or inside network namespaces a test makes and removes
+//! itself (`netns_punch`). Tests that need fixed ports (the tunnel, `up`) each use
 //! a 127.0.0.N of their own, so they run in parallel. Timeouts here are guards that turn a
 //! hang into a failure, never assertions about speed.
 
@@ -26,7 +27,20 @@ pub fn text(bytes: &[u8]) -> String {
 
 /// `switchyard ARGS` with output piped and logs at their default level.
 fn command(args: &[&str]) -> Command {
-    let mut command = Command::new(BIN);
+    command_in(None, args)
+}
+
+/// [`command`], run inside the network namespace `netns` when one is given
+/// (`ip netns exec` execs the binary, so the child is `switchyard` itself).
+fn command_in(netns: Option<&str>, args: &[&str]) -> Command {
+    let mut command = match netns {
+        Some(netns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", netns, BIN]);
+            c
+        }
+        None => Command::new(BIN),
+    };
     command.args(args).env_remove("RUST_LOG").stdout(Stdio::piped()).stderr(Stdio::piped());
     command
 }
@@ -92,8 +106,18 @@ impl Proc {
         Proc::spawn(args, Stdio::piped())
     }
 
+    /// [`Proc::start`] inside the network namespace `netns`; stdin open if `interactive`.
+    pub fn start_in(netns: &str, args: &[&str], interactive: bool) -> Proc {
+        let stdin = if interactive { Stdio::piped() } else { Stdio::null() };
+        Proc::spawn_in(Some(netns), args, stdin)
+    }
+
     fn spawn(args: &[&str], stdin: Stdio) -> Proc {
-        let mut child = command(args).stdin(stdin).spawn().expect("start switchyard");
+        Proc::spawn_in(None, args, stdin)
+    }
+
+    fn spawn_in(netns: Option<&str>, args: &[&str], stdin: Stdio) -> Proc {
+        let mut child = command_in(netns, args).stdin(stdin).spawn().expect("start switchyard");
         let stdout = lines_of(child.stdout.take().unwrap());
         let stderr = lines_of(child.stderr.take().unwrap());
         Proc { child, stdout, stderr }
