@@ -420,6 +420,38 @@ fn peers_behind_one_nat_talk_directly_over_their_lan() {
 }
 
 #[test]
+fn peers_behind_one_nat_without_lan_endpoints_need_hairpinning() {
+    // The peers report no private endpoints, so the only direct path is through their
+    // NAT's public address: it forms exactly when the NAT hairpins.
+    let run = |seed: u64, hairpinning: bool| -> Result<(Option<PathKind>, usize), String> {
+        let mut sim = Sim::new(seed, NetConfig { link: wan(seed), ..NetConfig::default() });
+        let r = add_rendezvous(&mut sim);
+        let cone = NatConfig::new(NatMapping::EndpointIndependent, NatFiltering::AddressAndPortDependent)
+            .with_hairpinning(hairpinning);
+        let realm = sim.add_nat("home", [198, 51, 100, 9].into(), cone).unwrap();
+        let mut hosts = Vec::new();
+        for (name, last) in [("A", 2), ("B", 3)] {
+            let config = PeerConfig::new(name, rendezvous_addr());
+            hosts.push(add_peer(&mut sim, HostSpec::new(name, [10, 0, 0, last].into()).realm(realm), config));
+        }
+        let (a, b) = (hosts[0], hosts[1]);
+        connect_when_registered(&mut sim, r, Instant::from_secs(1), a, "B");
+        type_lines(&mut sim, a, Instant::from_secs(2), Duration::from_millis(100), ["x".to_owned()].into());
+        sim.run_until(Instant::from_secs(20)).map_err(|e| e.to_string())?;
+        let got = sim.events::<PeerEvent>(b).filter(|(_, e)| matches!(e, PeerEvent::Message { .. })).count();
+        Ok((sim.machine::<Peer>(a).unwrap().path().map(|(_, _, kind)| kind), got))
+    };
+    check_seeds(&test_id("peers_behind_one_nat_without_lan_endpoints_need_hairpinning"), 0..20, |seed| {
+        let with = run(seed, true)?;
+        let without = run(seed, false)?;
+        if with != (Some(PathKind::Direct), 1) || without != (Some(PathKind::Relayed), 1) {
+            return Err(format!("hairpinning on: {with:?}, off: {without:?}"));
+        }
+        Ok(())
+    });
+}
+
+#[test]
 fn a_dead_direct_path_falls_back_to_the_relay_and_comes_back() {
     let test = test_id("a_dead_direct_path_falls_back_to_the_relay_and_comes_back");
     check_seeds(&test, 0..30, |seed| {
@@ -506,7 +538,7 @@ fn keepalives_hold_a_short_lived_nat_mapping_open() {
 #[test]
 fn heavy_loss_duplication_and_reordering_lose_or_double_nothing() {
     let test = test_id("heavy_loss_duplication_and_reordering_lose_or_double_nothing");
-    check_seeds(&test, 0..100, |seed| {
+    check_seeds(&test, 0..300, |seed| {
         let link =
             LinkConfig::new(Duration::from_millis(20), Duration::from_millis(15)).with_datagram_faults(0.25, 0.1, 0.1);
         let sites = Site::all();
