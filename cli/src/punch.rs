@@ -22,7 +22,7 @@ use std::time::Duration;
 use switchyard_adapters::{Driver, EventPolicy, Handle, Runtime, Stopped};
 use switchyard_core::machine::{Input, Output, Refusal};
 use switchyard_core::punch::{PathKind, Peer, PeerConfig, PeerEvent};
-use switchyard_core::wire::mesh::is_valid_name;
+use switchyard_core::wire::punch::is_valid_name;
 use switchyard_core::{ConnId, Env, Instant, ListenerId, Machine};
 
 /// How long lines typed after a `CONNECT` wait for the rendezvous to answer it: the

@@ -44,8 +44,7 @@ use crate::id::{ConnId, ListenerId, SocketId};
 use crate::machine::{Input, Machine, Output, OutputQueue, Refusal};
 use crate::rng::Rng;
 use crate::time::{Clock, Instant};
-use crate::wire::fields::is_valid_name;
-use crate::wire::punch::{is_valid_body, PunchMsg, Token, MAX_BODY, MAX_PRIVATE, PEER, TOKEN_LEN};
+use crate::wire::punch::{is_valid_body, is_valid_name, PunchMsg, Token, MAX_BODY, MAX_PRIVATE, PEER, TOKEN_LEN};
 use crate::Env;
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -300,7 +299,8 @@ pub struct Peer {
 
 impl Peer {
     /// A peer that registers at once. Panics on a caller bug: an invalid id or more than
-    /// [`MAX_PRIVATE`] private endpoints (check with [`is_valid_name`] first).
+    /// [`MAX_PRIVATE`] private endpoints (check ids with
+    /// [`is_valid_name`](crate::wire::punch::is_valid_name) first).
     pub fn new(mut env: Env, now: Instant, config: PeerConfig) -> Peer {
         assert!(is_valid_name(&config.id), "invalid peer id {:?}", config.id);
         assert!(config.private.len() <= MAX_PRIVATE, "more than {MAX_PRIVATE} private endpoints");

@@ -24,6 +24,7 @@
 //! [`MAX_REASON`] bytes; an *inner datagram* the rest of the payload, at most
 //! [`MAX_INNER`] bytes (a whole type-26 frame, carried opaquely by the rendezvous).
 
+pub use crate::wire::fields::{is_valid_name, MAX_NAME};
 use crate::wire::fields::{put_addr, put_addrs, put_name, FieldError, Fields};
 use crate::wire::frame::{Frame, FrameType};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -251,9 +252,9 @@ impl PunchMsg {
 
     /// The message as one datagram.
     ///
-    /// Panics only on a caller bug: an id that [`is_valid_name`](super::fields::is_valid_name)
-    /// refuses, a body over [`MAX_BODY`], an inner datagram over [`MAX_INNER`], or more
-    /// than [`MAX_PRIVATE`] private endpoints. Reasons are cut to [`MAX_REASON`].
+    /// Panics only on a caller bug: an id that [`is_valid_name`] refuses, a body over
+    /// [`MAX_BODY`], an inner datagram over [`MAX_INNER`], or more than [`MAX_PRIVATE`]
+    /// private endpoints. Reasons are cut to [`MAX_REASON`].
     pub fn to_bytes(&self) -> Bytes {
         let mut p = BytesMut::new();
         match self {
