@@ -300,7 +300,7 @@ pub struct Peer {
 impl Peer {
     /// A peer that registers at once. Panics on a caller bug: an invalid id or more than
     /// [`MAX_PRIVATE`] private endpoints (check ids with
-    /// [`is_valid_name`](crate::wire::punch::is_valid_name) first).
+    /// [`is_valid_name`] first).
     pub fn new(mut env: Env, now: Instant, config: PeerConfig) -> Peer {
         assert!(is_valid_name(&config.id), "invalid peer id {:?}", config.id);
         assert!(config.private.len() <= MAX_PRIVATE, "more than {MAX_PRIVATE} private endpoints");

@@ -18,7 +18,7 @@
 //! | 26   | 2       | `Data`          | session u64, epoch u64, seq u64, body                | peer → peer        |
 //! | 26   | 3       | `Ack`           | session u64, epoch u64, next u64                     | peer → peer        |
 //!
-//! Names (ids) and addrs are encoded as in the mesh protocol ([`super::fields`]); a *token*
+//! Names (ids) and addrs are encoded as in the mesh protocol (`docs/PROTOCOL.md` §4.1); a *token*
 //! is 16 raw bytes the peer chose at random; a *body* is the rest of the payload, UTF-8 of
 //! at most [`MAX_BODY`] bytes; a *reason* the rest of the payload, UTF-8 of at most
 //! [`MAX_REASON`] bytes; an *inner datagram* the rest of the payload, at most
