@@ -3,9 +3,9 @@
 //!
 //! | type | subtype | message     | payload                                        |
 //! |------|---------|-------------|------------------------------------------------|
-//! | 16   | 0       | `Hello`     | version u8, nonce \[32]                         |
-//! | 16   | 1       | `Challenge` | nonce \[32], proof \[32]                         |
-//! | 16   | 2       | `Response`  | proof \[32]                                     |
+//! | 16   | 0       | `Hello`     | version u8, nonce \[32]                        |
+//! | 16   | 1       | `Challenge` | nonce \[32], proof \[32]                       |
+//! | 16   | 2       | `Response`  | proof \[32]                                    |
 //! | 16   | 3       | `Welcome`   | (empty)                                        |
 //! | 16   | 4       | `Refused`   | reason, UTF-8                                  |
 //! | 17   | 0       | `Open`      | stream u32, route (ASCII, ≤ 32 bytes)          |
