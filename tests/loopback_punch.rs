@@ -327,7 +327,7 @@ fn bad_input_to_the_rendezvous_changes_nothing<R: Runtime>(rt: R) {
     for spoof in &spoofs {
         send(&spoof.to_bytes());
         match receive() {
-            PunchMsg::Refused { id, reason } => {
+            PunchMsg::Refused { id, reason, .. } => {
                 assert_eq!(id, "A", "refusal of {spoof:?}");
                 answers.push(reason);
             }

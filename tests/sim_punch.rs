@@ -9,7 +9,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use switchyard_core::punch::{PathKind, Peer, PeerConfig, PeerError, PeerEvent, Rendezvous, RendezvousConfig};
+use switchyard_core::punch::{
+    PathKind, Peer, PeerConfig, PeerError, PeerEvent, Rendezvous, RendezvousConfig, RendezvousEvent,
+};
 use switchyard_core::sim::{
     check_seeds, seed_from_env, Cut, HostId, HostSpec, LinkConfig, NatConfig, NatFiltering, NatMapping, NetConfig,
     PortAllocation, Sim, TestId,
@@ -576,6 +578,44 @@ fn peers_register_again_after_the_rendezvous_restarts() {
         }
         if w.path(a) != Some(PathKind::Direct) {
             return Err(format!("A's path {:?}", w.path(a)));
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn a_relayed_chat_survives_a_rendezvous_restart() {
+    // Symmetric NATs on both sides: the chat can only go through the relay. The rendezvous
+    // restarts in the middle of it and forgets every registration and introduction.
+    let test = test_id("a_relayed_chat_survives_a_rendezvous_restart");
+    check_seeds(&test, 0..50, |seed| {
+        let symmetric = Site::Behind(NatMapping::AddressAndPortDependent, NatFiltering::AddressAndPortDependent);
+        let mut w = World::new(seed, wan(seed), symmetric, symmetric, PortAllocation::Random);
+        let (r, a, b) = (w.rendezvous, w.a, w.b);
+        w.connect(Instant::from_secs(1), a, "B");
+        let from_a = w.chat(a, "a", Instant::from_secs(2), Duration::from_millis(400), 60);
+        let from_b = w.chat(b, "b", Instant::from_secs(2), Duration::from_millis(500), 50);
+        w.sim.schedule(Instant::from_secs(10), move |sim| sim.crash(r));
+        w.sim.schedule(Instant::from_secs(12), move |sim| sim.restart(r));
+        w.sim.run_until(Instant::from_secs(90)).map_err(|e| e.to_string())?;
+        let refused = [a, b]
+            .iter()
+            .flat_map(|&h| w.sim.events::<PeerEvent>(h))
+            .filter(|(_, e)| matches!(e, PeerEvent::RegistrationRefused { .. } | PeerEvent::Refused { .. }))
+            .count();
+        if refused > 0 || w.received(b) != from_a || w.received(a) != from_b {
+            let got = format!("B got {:?}\nA got {:?}", w.received(b), w.received(a));
+            return Err(format!("{refused} refusals reported\n{got}{}", w.path_story()));
+        }
+        // The restarted rendezvous refused relaying for peers it did not know: the recovery
+        // (register again, ask for the introduction again) really ran.
+        let refused_at_rendezvous =
+            w.sim.events::<RendezvousEvent>(r).filter(|(_, e)| matches!(e, RendezvousEvent::Refused { .. })).count();
+        if refused_at_rendezvous == 0 {
+            return Err("the rendezvous never refused a relay after its restart".to_owned());
+        }
+        if w.path(a) != Some(PathKind::Relayed) || w.sim.machine::<Rendezvous>(r).unwrap().registrations() != 2 {
+            return Err(format!("A's path {:?}{}", w.path(a), w.path_story()));
         }
         Ok(())
     });

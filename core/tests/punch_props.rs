@@ -44,7 +44,7 @@ use switchyard_core::punch::{Rendezvous, RendezvousConfig};
 use switchyard_core::wire::frame::FrameError;
 use switchyard_core::wire::mesh::is_valid_name;
 use switchyard_core::wire::punch::{
-    PunchDatagramError, PunchMsg, PunchMsgError, Token, MAX_BODY, MAX_INNER, MAX_PRIVATE, MAX_REASON,
+    PunchDatagramError, PunchMsg, PunchMsgError, RefusalCode, Token, MAX_BODY, MAX_INNER, MAX_PRIVATE, MAX_REASON,
 };
 use switchyard_core::{Env, Input, Instant, Machine, Output, SocketId};
 
@@ -177,9 +177,15 @@ fn edge_datagrams_are_judged_as_the_spec_says() {
     assert_eq!(judge(data(&[0xe2, 0x82])), bad(PunchMsgError::BadBody, Verdict::BadBody));
 
     // Reasons: UTF-8, at most 200 bytes.
-    let refused = |reason: &[u8]| datagram(24, 2, &[&named(b"Bob")[..], reason].concat());
+    let refused = |reason: &[u8]| datagram(24, 2, &[&named(b"Bob")[..], &[0], reason].concat());
     assert_eq!(judge(refused(&[b'r'; 200])).1, Verdict::Valid);
     assert_eq!(judge(refused(&[b'r'; 201])), bad(PunchMsgError::BadReason, Verdict::BadReason));
+
+    // Refusal codes: 0–4.
+    let coded = |code: u8| datagram(24, 2, &[&named(b"Bob")[..], &[code], b"why"].concat());
+    assert_eq!(judge(coded(4)).1, Verdict::Valid);
+    assert_eq!(judge(coded(5)), bad(PunchMsgError::BadCode(5), Verdict::BadCode(5)));
+    assert_eq!(judge(datagram(24, 2, &named(b"Bob"))), bad_length("refused", 4));
     let failed = |reason: &[u8]| datagram(24, 5, &[&named(b"Bob")[..], reason].concat());
     assert_eq!(judge(failed(&[0xe2, 0x82])), bad(PunchMsgError::BadReason, Verdict::BadReason));
 
@@ -280,8 +286,9 @@ fn spec_bytes(msg: &PunchMsg) -> Vec<u8> {
             addr(&mut p, public);
             (24, 1)
         }
-        PunchMsg::Refused { id, reason } => {
+        PunchMsg::Refused { id, code, reason } => {
             name(&mut p, id);
+            p.push(*code as u8);
             p.extend_from_slice(cut_reason(reason).as_bytes());
             (24, 2)
         }
@@ -357,7 +364,7 @@ fn cut_reason(reason: &str) -> &str {
 /// What a message is after encoding and decoding: the same, with its reason cut.
 fn expected_after_round_trip(msg: PunchMsg) -> PunchMsg {
     match msg {
-        PunchMsg::Refused { id, reason } => PunchMsg::Refused { id, reason: cut_reason(&reason).into() },
+        PunchMsg::Refused { id, code, reason } => PunchMsg::Refused { id, code, reason: cut_reason(&reason).into() },
         PunchMsg::ConnectFailed { dest, reason } => {
             PunchMsg::ConnectFailed { dest, reason: cut_reason(&reason).into() }
         }
@@ -456,6 +463,12 @@ fn token(g: &mut Gen) -> Token {
     pick(g, &[[0; 16], [0xff; 16], random, random])
 }
 
+/// Any refusal code.
+fn refusal_code(g: &mut Gen) -> RefusalCode {
+    use RefusalCode::*;
+    pick(g, &[Taken, Full, NotRegistered, NotIntroduced, OwnId])
+}
+
 /// A u64 field at its edges, byte-order revealing, or random.
 fn number(g: &mut Gen) -> u64 {
     let any = u64::arbitrary(g);
@@ -481,7 +494,7 @@ impl Arbitrary for ArbMsg {
         ArbMsg(match below(g, 13) {
             0 => PunchMsg::Register { token: token(g), id: name(g), private: addrs(g) },
             1 => PunchMsg::Registered { id: name(g), public: addr(g) },
-            2 => PunchMsg::Refused { id: name(g), reason: reason(g) },
+            2 => PunchMsg::Refused { id: name(g), code: refusal_code(g), reason: reason(g) },
             3 => PunchMsg::Connect { token: token(g), id: name(g), dest: name(g) },
             4 => PunchMsg::PeerInfo { peer: name(g), session: number(g), public: addr(g), private: addrs(g) },
             5 => PunchMsg::ConnectFailed { dest: name(g), reason: reason(g) },

@@ -65,6 +65,8 @@ pub enum Verdict {
     BadBody,
     /// A reason that is not UTF-8 or is over 200 bytes.
     BadReason,
+    /// A refusal code byte (the one given) over 4.
+    BadCode(u8),
     /// An inner datagram over 1,100 bytes (its length given).
     InnerTooLong(usize),
 }
@@ -88,6 +90,7 @@ impl Verdict {
                 PunchMsgError::TooManyEndpoints(count) => Verdict::TooManyEndpoints(count),
                 PunchMsgError::BadBody => Verdict::BadBody,
                 PunchMsgError::BadReason => Verdict::BadReason,
+                PunchMsgError::BadCode(code) => Verdict::BadCode(code),
                 PunchMsgError::InnerTooLong(len) => Verdict::InnerTooLong(len),
             },
         }
@@ -111,6 +114,8 @@ enum Field {
     Body,
     /// The rest of the payload: UTF-8, at most 200 bytes.
     Reason,
+    /// u8, 0–4: why a request was refused.
+    Code,
     /// The rest of the payload: at most 1,100 raw bytes.
     Inner,
 }
@@ -122,7 +127,7 @@ fn layout(kind: u8, subtype: u8) -> Option<&'static [Field]> {
     Some(match (kind, subtype) {
         (24, 0) => &[Token, Name, Addrs],       // Register
         (24, 1) => &[Name, Addr],               // Registered
-        (24, 2) => &[Name, Reason],             // Refused
+        (24, 2) => &[Name, Code, Reason],       // Refused
         (24, 3) => &[Token, Name, Name],        // Connect
         (24, 4) => &[Name, U64, Addr, Addrs],   // PeerInfo
         (24, 5) => &[Name, Reason],             // ConnectFailed
@@ -219,6 +224,12 @@ fn read(field: Field, rest: &mut &[u8]) -> Result<(), Verdict> {
         Field::Body => {
             if !utf8_within(std::mem::take(rest), 1024) {
                 return Err(Verdict::BadBody);
+            }
+        }
+        Field::Code => {
+            let code = take(rest, 1)?[0];
+            if code > 4 {
+                return Err(Verdict::BadCode(code));
             }
         }
         Field::Reason => {

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 use switchyard_core::punch::{Rendezvous, RendezvousConfig, RendezvousEvent};
-use switchyard_core::wire::punch::{PunchMsg, Token, MAX_INNER, MAX_PRIVATE, TOKEN_LEN};
+use switchyard_core::wire::punch::{PunchMsg, RefusalCode, Token, MAX_INNER, MAX_PRIVATE, TOKEN_LEN};
 use switchyard_core::{Env, Instant, Output, SocketId};
 
 // ---------------------------------------------------------------------------------------
@@ -143,12 +143,18 @@ pub fn request(s: &mut Script<'_>) -> PunchMsg {
     }
 }
 
+/// A refusal code, any of them.
+fn refusal_code(s: &mut Script<'_>) -> RefusalCode {
+    [RefusalCode::Taken, RefusalCode::Full, RefusalCode::NotRegistered, RefusalCode::NotIntroduced, RefusalCode::OwnId]
+        [s.below(5)]
+}
+
 /// A message the rendezvous sends (`Registered`, `Refused`, `PeerInfo`, `ConnectFailed`,
 /// `RelayedFrom`).
 pub fn answer(s: &mut Script<'_>) -> PunchMsg {
     match s.below(5) {
         0 => PunchMsg::Registered { id: id(s), public: endpoint(s.u8()) },
-        1 => PunchMsg::Refused { id: id(s), reason: "no".to_owned() },
+        1 => PunchMsg::Refused { id: id(s), code: refusal_code(s), reason: "no".to_owned() },
         2 => PunchMsg::PeerInfo { peer: id(s), session: u64_field(s), public: endpoint(s.u8()), private: endpoints(s) },
         3 => PunchMsg::ConnectFailed { dest: id(s), reason: "not registered".to_owned() },
         _ => PunchMsg::RelayedFrom { from: id(s), inner: inner(s) },

@@ -5,8 +5,10 @@
 //! **Registration.** The peer draws a random 16-byte token and registers `id` with it,
 //! reporting its private endpoints; it refreshes every `refresh_interval` (which also keeps
 //! its NAT mapping towards the rendezvous open for relaying). Unanswered, it retries with
-//! backoff from 500 ms to 5 s. A refusal before it ever registered (id taken, rendezvous
-//! full) is final: [`PeerEvent::RegistrationRefused`].
+//! backoff from 500 ms to 5 s. A refused registration (id taken, rendezvous full) is final:
+//! [`PeerEvent::RegistrationRefused`]. A request refused because the rendezvous does not know
+//! the peer (it restarted) makes the peer register again and ask for its introduction again;
+//! a relay refused for want of an introduction, the latter.
 //!
 //! **Punching.** On an introduction ([`PunchMsg::PeerInfo`], sent to both sides at once) the
 //! peer probes every candidate endpoint of the other — its public endpoint, its private
@@ -44,7 +46,9 @@ use crate::id::{ConnId, ListenerId, SocketId};
 use crate::machine::{Input, Machine, Output, OutputQueue, Refusal};
 use crate::rng::Rng;
 use crate::time::{Clock, Instant};
-use crate::wire::punch::{is_valid_body, is_valid_name, PunchMsg, Token, MAX_BODY, MAX_PRIVATE, PEER, TOKEN_LEN};
+use crate::wire::punch::{
+    is_valid_body, is_valid_name, PunchMsg, RefusalCode, Token, MAX_BODY, MAX_PRIVATE, PEER, TOKEN_LEN,
+};
 use crate::Env;
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -149,7 +153,8 @@ pub enum PeerEvent {
     },
     /// The rendezvous stopped answering refreshes; the peer keeps trying.
     RendezvousSilent,
-    /// The rendezvous refused another request (a connect, a relay).
+    /// The rendezvous refused a connect (to the peer's own id); other refusals are handled
+    /// inside (registering or connecting again) or are final ([`PeerEvent::RegistrationRefused`]).
     Refused {
         /// Why.
         reason: String,
@@ -412,12 +417,13 @@ impl Peer {
         }
     }
 
-    /// Where messages to the peer go now, if anywhere.
+    /// Where messages to the peer go now, if anywhere (not through a rendezvous that
+    /// does not know us at the moment).
     fn current_via(&self) -> Option<Via> {
         match self.session.as_ref()?.path {
             Path::None => None,
             Path::Direct(addr) => Some(Via::Direct(addr)),
-            Path::Relayed => Some(Via::Relay),
+            Path::Relayed => self.can_relay().then_some(Via::Relay),
         }
     }
 
@@ -594,7 +600,7 @@ impl Peer {
             return self.out.event(PeerEvent::BadDatagram { from, error });
         }
         match msg {
-            PunchMsg::Registered { id, public } if id == self.config.id => {
+            PunchMsg::Registered { id, public } if id == self.config.id && !self.refused => {
                 self.last_answer = Some(now);
                 self.register_backoff = FIRST_REGISTER_BACKOFF;
                 if self.public != Some(public) {
@@ -605,22 +611,7 @@ impl Peer {
                     self.out.event(PeerEvent::Registered { public });
                 }
             }
-            PunchMsg::Refused { reason, .. } => {
-                if self.public.is_none() && self.last_answer.is_none() {
-                    self.refused = true;
-                    self.out.event(PeerEvent::RegistrationRefused { reason });
-                } else if self.public.is_none() {
-                    // Refused again right after a re-registration: the id is gone for good.
-                    self.refused = true;
-                    self.out.event(PeerEvent::RegistrationRefused { reason });
-                } else {
-                    // The rendezvous no longer knows us (it restarted, or we expired):
-                    // register again at once; a second refusal is final.
-                    self.public = None;
-                    self.next_register = now;
-                    self.out.event(PeerEvent::Refused { reason });
-                }
-            }
+            PunchMsg::Refused { code, reason, .. } => self.on_refused(now, code, reason),
             PunchMsg::ConnectFailed { dest, reason } => {
                 if self.pending.as_ref().is_some_and(|p| p.dest == dest) {
                     self.pending = None;
@@ -638,7 +629,43 @@ impl Peer {
         }
     }
 
+    fn on_refused(&mut self, now: Instant, code: RefusalCode, reason: String) {
+        match code {
+            RefusalCode::Taken | RefusalCode::Full => {
+                if !self.refused {
+                    self.refused = true;
+                    self.public = None;
+                    self.out.event(PeerEvent::RegistrationRefused { reason });
+                }
+            }
+            RefusalCode::NotRegistered => {
+                // The rendezvous forgot us (it restarted, or we expired): register again at
+                // once, and ask for the introduction again, which it forgot too.
+                if self.public.take().is_some() {
+                    self.next_register = now;
+                    self.register_backoff = FIRST_REGISTER_BACKOFF;
+                }
+                self.reintroduce(now);
+            }
+            RefusalCode::NotIntroduced => self.reintroduce(now),
+            RefusalCode::OwnId => self.out.event(PeerEvent::Refused { reason }),
+        }
+    }
+
+    /// Asks the rendezvous to introduce the current peer again (sent once registered).
+    fn reintroduce(&mut self, now: Instant) {
+        if self.pending.is_none() {
+            if let Some(peer) = self.session.as_ref().map(|s| s.peer.clone()) {
+                self.pending = Some(PendingConnect { dest: peer, tries: 0, next: now });
+            }
+        }
+    }
+
     fn on_introduction(&mut self, now: Instant, peer: String, id: u64, public: SocketAddr, private: Vec<SocketAddr>) {
+        if peer == self.config.id {
+            let (from, error) = (self.config.rendezvous, "introduced to itself".to_owned());
+            return self.out.event(PeerEvent::BadDatagram { from, error });
+        }
         if self.pending.as_ref().is_some_and(|p| p.dest == peer) {
             self.pending = None;
         }
@@ -824,7 +851,7 @@ impl Machine for Peer {
                 consider(Some(s.last_heard + self.config.path_timeout));
                 consider(Some(s.last_sent + self.config.keepalive_interval));
             }
-            if s.path != Path::None {
+            if self.current_via().is_some() {
                 consider(self.chat.as_ref().and_then(|c| c.sender.next_due()));
             }
         }

@@ -17,7 +17,8 @@
 //!   At most [`RendezvousConfig::max_sources`] buckets: a full bucket is forgotten when room
 //!   is needed (it holds nothing a new one would not); if every bucket is in use, datagrams
 //!   from new sources are dropped until one refills.
-//! - relay: only between two peers it introduced to each other; each datagram at most
+//! - relay: only between two peers it introduced to each other (both registrations must
+//!   still remember that introduction); each datagram at most
 //!   [`MAX_INNER`] bytes (the codec refuses more) and each sender's relayed bytes through a
 //!   bucket of [`RendezvousConfig::relay_burst`] bytes refilling at
 //!   [`RendezvousConfig::relay_rate`] bytes per second; over it, dropped (the peers' reliable
@@ -34,7 +35,7 @@ use crate::id::{ConnId, ListenerId, SocketId};
 use crate::machine::{Input, Machine, Output, OutputQueue, Refusal};
 use crate::rng::Rng;
 use crate::time::{Clock, Instant};
-use crate::wire::punch::{PunchMsg, Token, MAX_DATAGRAM, MAX_INNER};
+use crate::wire::punch::{PunchMsg, RefusalCode, Token, MAX_DATAGRAM, MAX_INNER};
 use crate::Env;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -220,9 +221,9 @@ impl Rendezvous {
         self.out.push(Output::Transmit { socket: self.config.socket, to, bytes: msg.to_bytes() });
     }
 
-    fn refuse(&mut self, to: SocketAddr, id: &str, reason: String) {
+    fn refuse(&mut self, to: SocketAddr, id: &str, code: RefusalCode, reason: String) {
         self.out.event(RendezvousEvent::Refused { from: to, id: id.to_owned(), reason: reason.clone() });
-        self.send(to, PunchMsg::Refused { id: id.to_owned(), reason });
+        self.send(to, PunchMsg::Refused { id: id.to_owned(), code, reason });
     }
 
     /// Charges one datagram to `source`; false when it is over its rate (or no bucket is
@@ -259,7 +260,7 @@ impl Rendezvous {
         let full = self.registrations.len() >= self.config.max_registrations;
         match self.registrations.get_mut(&id) {
             Some(r) if r.token != token => {
-                return self.refuse(from, &id, format!("id {id} is taken"));
+                return self.refuse(from, &id, RefusalCode::Taken, format!("id {id} is taken"));
             }
             Some(r) => {
                 self.expiries.remove(&(r.expires, id.clone()));
@@ -272,7 +273,7 @@ impl Rendezvous {
             }
             None if full => {
                 let reason = format!("rendezvous is full ({} ids)", self.config.max_registrations);
-                return self.refuse(from, &id, reason);
+                return self.refuse(from, &id, RefusalCode::Full, reason);
             }
             None => {
                 let relay = TokenBucket::full(now, self.config.relay_burst, self.config.relay_rate);
@@ -295,11 +296,16 @@ impl Rendezvous {
 
     fn on_connect(&mut self, from: SocketAddr, token: Token, id: String, dest: String) {
         let Some(asker) = self.authorised(&id, &token) else {
-            return self.refuse(from, &id, format!("not registered as {id} (register first)"));
+            return self.refuse(
+                from,
+                &id,
+                RefusalCode::NotRegistered,
+                format!("not registered as {id} (register first)"),
+            );
         };
         let known_session = asker.session_with(&dest);
         if dest == id {
-            return self.refuse(from, &id, "cannot connect to yourself".to_owned());
+            return self.refuse(from, &id, RefusalCode::OwnId, "cannot connect to yourself".to_owned());
         }
         let Some(target) = self.registrations.get(&dest) else {
             let reason = format!("peer {dest} is not registered");
@@ -326,11 +332,21 @@ impl Rendezvous {
 
     fn on_relay(&mut self, now: Instant, from: SocketAddr, token: Token, id: String, to: String, inner: Bytes) {
         let Some(sender) = self.authorised(&id, &token) else {
-            return self.refuse(from, &id, format!("not registered as {id} (cannot relay)"));
+            return self.refuse(
+                from,
+                &id,
+                RefusalCode::NotRegistered,
+                format!("not registered as {id} (cannot relay)"),
+            );
         };
-        if sender.session_with(&to).is_none() {
-            return self.refuse(from, &id, format!("not introduced to {to} (connect first)"));
+        let session = sender.session_with(&to);
+        // Both registrations must remember the introduction: a later holder of `to`'s id
+        // (after it left or expired) was never introduced, whatever the sender remembers.
+        if session.is_none() || self.registrations.get(&to).and_then(|t| t.session_with(&id)) != session {
+            let reason = format!("not introduced to {to} (connect first)");
+            return self.refuse(from, &id, RefusalCode::NotIntroduced, reason);
         }
+        let sender = self.registrations.get_mut(&id).expect("authorised above");
         let size = u32::try_from(inner.len()).expect("inner datagrams are small");
         if !sender.relay.take(now, size) {
             if !std::mem::replace(&mut sender.relay_limited, true) {
@@ -350,7 +366,12 @@ impl Rendezvous {
 
     fn on_unregister(&mut self, from: SocketAddr, token: Token, id: String) {
         let Some(r) = self.authorised(&id, &token) else {
-            return self.refuse(from, &id, format!("not registered as {id} (cannot unregister)"));
+            return self.refuse(
+                from,
+                &id,
+                RefusalCode::NotRegistered,
+                format!("not registered as {id} (cannot unregister)"),
+            );
         };
         let expires = r.expires;
         self.expiries.remove(&(expires, id.clone()));

@@ -6,7 +6,7 @@
 //! |------|---------|-----------------|------------------------------------------------------|--------------------|
 //! | 24   | 0       | `Register`      | token\[16], id, private addrs                        | peer → rendezvous  |
 //! | 24   | 1       | `Registered`    | id, public addr                                      | rendezvous → peer  |
-//! | 24   | 2       | `Refused`       | id, reason                                           | rendezvous → peer  |
+//! | 24   | 2       | `Refused`       | id, code u8, reason                                  | rendezvous → peer  |
 //! | 24   | 3       | `Connect`       | token\[16], id, dest id                              | peer → rendezvous  |
 //! | 24   | 4       | `PeerInfo`      | peer id, session u64, public addr, private addrs     | rendezvous → peer  |
 //! | 24   | 5       | `ConnectFailed` | dest id, reason                                      | rendezvous → peer  |
@@ -55,6 +55,42 @@ pub const RELAY: FrameType = FrameType(25);
 /// Frame type of messages between two peers (direct or inside a relay message).
 pub const PEER: FrameType = FrameType(26);
 
+/// Why the rendezvous refused a request, as the code byte of [`PunchMsg::Refused`] says:
+/// what the peer should do about it depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusalCode {
+    /// 0: a `Register` for an id held with another token. Final.
+    Taken = 0,
+    /// 1: a `Register` for a new id while the rendezvous is at its cap. Final.
+    Full = 1,
+    /// 2: a request whose token matches no live registration of its id (the rendezvous
+    /// restarted, the registration expired, or the sender is not who it claims): register
+    /// again.
+    NotRegistered = 2,
+    /// 3: a `RelayTo` between two peers the rendezvous has not introduced to each other
+    /// (since their registrations began): connect again.
+    NotIntroduced = 3,
+    /// 4: a `Connect` to the asker's own id.
+    OwnId = 4,
+}
+
+impl RefusalCode {
+    fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    fn from_u8(b: u8) -> Option<RefusalCode> {
+        Some(match b {
+            0 => RefusalCode::Taken,
+            1 => RefusalCode::Full,
+            2 => RefusalCode::NotRegistered,
+            3 => RefusalCode::NotIntroduced,
+            4 => RefusalCode::OwnId,
+            _ => return None,
+        })
+    }
+}
+
 /// One datagram of the hole-punching protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PunchMsg {
@@ -80,7 +116,9 @@ pub enum PunchMsg {
     Refused {
         /// The id the request was for.
         id: String,
-        /// Why.
+        /// Why, for the machine.
+        code: RefusalCode,
+        /// Why, for people.
         reason: String,
     },
     /// A peer asks to be introduced to `dest`.
@@ -205,6 +243,9 @@ pub enum PunchMsgError {
     /// A reason is not UTF-8 or too long.
     #[error("invalid reason text")]
     BadReason,
+    /// A refusal code is not one of [`RefusalCode`]'s.
+    #[error("unknown refusal code {0}")]
+    BadCode(u8),
     /// A relayed inner datagram is longer than [`MAX_INNER`].
     #[error("relayed datagram of {0} bytes (at most {MAX_INNER})")]
     InnerTooLong(usize),
@@ -267,8 +308,13 @@ impl PunchMsg {
                 put_name(&mut p, id);
                 put_addr(&mut p, public);
             }
-            PunchMsg::Refused { id: name, reason } | PunchMsg::ConnectFailed { dest: name, reason } => {
-                put_name(&mut p, name);
+            PunchMsg::Refused { id, code, reason } => {
+                put_name(&mut p, id);
+                p.put_u8(code.to_u8());
+                p.put_slice(super::utf8_prefix(reason, MAX_REASON));
+            }
+            PunchMsg::ConnectFailed { dest, reason } => {
+                put_name(&mut p, dest);
                 p.put_slice(super::utf8_prefix(reason, MAX_REASON));
             }
             PunchMsg::Connect { token, id, dest } => {
@@ -357,7 +403,10 @@ impl PunchMsg {
             (RENDEZVOUS, 0) => PunchMsg::Register { token: f.array()?, id: f.name()?, private: f.addrs(MAX_PRIVATE)? },
             (RENDEZVOUS, 1) => PunchMsg::Registered { id: f.name()?, public: f.addr()? },
             (RENDEZVOUS, 2) => {
-                PunchMsg::Refused { id: f.name()?, reason: f.text(MAX_REASON, PunchMsgError::BadReason)? }
+                let id = f.name()?;
+                let b = f.u8()?;
+                let code = RefusalCode::from_u8(b).ok_or(PunchMsgError::BadCode(b))?;
+                PunchMsg::Refused { id, code, reason: f.text(MAX_REASON, PunchMsgError::BadReason)? }
             }
             (RENDEZVOUS, 3) => PunchMsg::Connect { token: f.array()?, id: f.name()?, dest: f.name()? },
             (RENDEZVOUS, 4) => PunchMsg::PeerInfo {
@@ -419,7 +468,7 @@ mod tests {
                 private: vec![addr("192.168.1.2:4000"), addr("[fd00::1]:4000")],
             },
             PunchMsg::Registered { id: "A".into(), public: addr("198.51.100.7:20000") },
-            PunchMsg::Refused { id: "A".into(), reason: "id A is taken".into() },
+            PunchMsg::Refused { id: "A".into(), code: RefusalCode::Taken, reason: "id A is taken".into() },
             PunchMsg::Connect { token, id: "A".into(), dest: "B".into() },
             PunchMsg::PeerInfo { peer: "B".into(), session: 77, public: addr("203.0.113.9:1"), private: vec![] },
             PunchMsg::ConnectFailed { dest: "B".into(), reason: "not registered".into() },
@@ -474,6 +523,7 @@ mod tests {
         assert_eq!(frame(26, 0, &[0; 15]), Err(PunchMsgError::BadLength { what: "probe", len: 15 }.into()));
         assert_eq!(frame(26, 0, &[0; 17]), Err(PunchMsgError::BadLength { what: "probe", len: 17 }.into()));
         assert_eq!(frame(24, 1, &[1, b' ', 4, 1, 2, 3, 4, 0, 1]), Err(PunchMsgError::BadName.into()));
+        assert_eq!(frame(24, 2, &[1, b'A', 5]), Err(PunchMsgError::BadCode(5).into()));
         assert_eq!(frame(24, 1, &[1, b'A', 5, 1, 2, 3, 4, 0, 1]), Err(PunchMsgError::BadAddress(5).into()));
         let mut register = vec![0; TOKEN_LEN];
         register.extend([1, b'A', 9]);
