@@ -36,8 +36,9 @@ fn run(args: &[&str]) {
     assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Why these tests cannot run here, if they cannot.
-fn missing_requirement() -> Option<String> {
+/// Why these tests cannot run here, if they cannot. `tag` keeps the probe namespace apart
+/// from other tests' (they run in parallel, in one process).
+fn missing_requirement(tag: &str) -> Option<String> {
     let uid = Command::new("id").arg("-u").output().ok()?;
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
         return Some("not root (network namespaces and iptables need it)".to_owned());
@@ -47,18 +48,24 @@ fn missing_requirement() -> Option<String> {
             return Some(format!("`{tool}` is not installed (apt-get install iproute2 iptables conntrack)"));
         }
     }
-    let probe = format!("sy{}-probe", std::process::id());
-    let made = Command::new("ip").args(["netns", "add", &probe]).output().map(|o| o.status.success());
+    let probe = format!("sy{}{tag}-probe", std::process::id());
+    let made = Command::new("ip").args(["netns", "add", &probe]).output();
     let _ = Command::new("ip").args(["netns", "del", &probe]).output();
-    if !matches!(made, Ok(true)) {
-        return Some("`ip netns add` is not permitted here".to_owned());
+    match made {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            return Some(format!("`ip netns add {probe}` is not permitted here: {why}"));
+        }
+        Err(e) => return Some(format!("`ip netns add {probe}` failed: {e}")),
     }
     None
 }
 
 /// True when the test may go on; prints why not, or fails when requirements are required.
-fn can_run(test: &str) -> bool {
-    let Some(reason) = missing_requirement() else { return true };
+/// `tag` is the test's own namespace tag.
+fn can_run(test: &str, tag: &str) -> bool {
+    let Some(reason) = missing_requirement(tag) else { return true };
     if std::env::var("SWITCHYARD_REQUIRE_NETNS").is_ok_and(|v| v == "1") {
         panic!("{test}: SWITCHYARD_REQUIRE_NETNS=1 but {reason}");
     }
@@ -194,7 +201,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[test]
 fn peers_behind_two_nats_punch_through_directly() {
-    if !can_run("peers_behind_two_nats_punch_through_directly") {
+    if !can_run("peers_behind_two_nats_punch_through_directly", "d") {
         return;
     }
     let internet = Internet::build("d", false);
@@ -227,7 +234,7 @@ fn peers_behind_two_nats_punch_through_directly() {
 
 #[test]
 fn symmetric_nats_on_both_sides_fall_back_to_the_relay() {
-    if !can_run("symmetric_nats_on_both_sides_fall_back_to_the_relay") {
+    if !can_run("symmetric_nats_on_both_sides_fall_back_to_the_relay", "r") {
         return;
     }
     let internet = Internet::build("r", true);
