@@ -780,6 +780,12 @@ impl Peer {
                 }
             }
             PunchMsg::Data { epoch, seq, body, .. } => {
+                if via == Via::Relay && s.path == Path::None && self.can_relay() {
+                    // The other side gave up punching first: the relay works, so use it
+                    // too (our own punch round goes on and may still upgrade the path).
+                    self.set_path(now, Path::Relayed);
+                }
+                let Some(s) = self.session.as_mut() else { return };
                 let peer = s.peer.clone();
                 let Some(chat) = self.chat.as_mut() else { return };
                 let (deliver, (epoch, next)) = chat.receiver.on_data(epoch, seq, body);
