@@ -12,10 +12,9 @@ use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::time::Duration;
 use switchyard_adapters::{AsyncUdpSocket, Driver, EventPolicy, Running, Runtime};
-use switchyard_core::machine::{Input, Machine, Output, Refusal};
 use switchyard_core::punch::{PathKind, Peer, PeerConfig, PeerEvent, Rendezvous, RendezvousConfig, RendezvousEvent};
 use switchyard_core::wire::punch::{PunchMsg, Token, MAX_DATAGRAM};
-use switchyard_core::{ConnId, Env, Instant, ListenerId};
+use switchyard_core::{Env, Instant};
 use switchyard_tests::guarded;
 
 /// The loopback IP of this suite.
@@ -49,41 +48,6 @@ fn wait_for<R: Runtime, E: Debug, T>(
             }
         }
     })
-}
-
-/// A machine that exists only once a command puts it in: a peer reports its own endpoint,
-/// which is known only once the driver has bound its socket (as `switchyard punch` does).
-struct Deferred<M>(Option<M>);
-
-impl<M: Machine> Machine for Deferred<M> {
-    type Event = M::Event;
-
-    fn accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr) -> Result<ConnId, Refusal> {
-        match &mut self.0 {
-            Some(m) => m.accept(now, listener, peer),
-            None => Err(Refusal::UnknownListener(listener)),
-        }
-    }
-
-    fn handle_input(&mut self, now: Instant, input: Input<'_>) {
-        if let Some(m) = &mut self.0 {
-            m.handle_input(now, input);
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        if let Some(m) = &mut self.0 {
-            m.handle_timeout(now);
-        }
-    }
-
-    fn poll_output(&mut self) -> Option<Output<M::Event>> {
-        self.0.as_mut()?.poll_output()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.0.as_ref()?.poll_timeout()
-    }
 }
 
 /// A rendezvous server on its own driver; stopped when dropped.
@@ -127,7 +91,7 @@ impl Drop for Server {
 /// A punching peer on its own driver and socket; stopped when dropped.
 struct TestPeer {
     id: String,
-    running: Running<Deferred<Peer>>,
+    running: Running<Option<Peer>>,
     events: Receiver<PeerEvent>,
     /// The peer socket's address: its private endpoint, and (no NAT) its public one.
     addr: SocketAddr,
@@ -140,7 +104,7 @@ impl TestPeer {
         let socket = config.socket;
         let running = rt
             .block_on(
-                Driver::new(Deferred::<Peer>(None))
+                Driver::new(None::<Peer>)
                     .bind_udp(socket, any_port())
                     .event_policy(EventPolicy::Wait)
                     .start(rt.clone()),
@@ -149,7 +113,7 @@ impl TestPeer {
         let addr = running.udp_local_addr(socket).expect("the peer socket");
         config.private = vec![addr];
         let start =
-            running.command(move |d: &mut Deferred<Peer>, now| d.0 = Some(Peer::new(Env::new(seed), now, config)));
+            running.command(move |slot: &mut Option<Peer>, now| *slot = Some(Peer::new(Env::new(seed), now, config)));
         guarded(rt, "the peer to start", start).expect("the peer is running");
         let events = running.events();
         TestPeer { id: id.to_owned(), running, events, addr }
@@ -164,7 +128,7 @@ impl TestPeer {
         rt: &R,
         f: impl FnOnce(&mut Peer, Instant) -> T + Send + 'static,
     ) -> T {
-        let call = self.running.command(move |d: &mut Deferred<Peer>, now| f(d.0.as_mut().expect("started"), now));
+        let call = self.running.command(move |slot: &mut Option<Peer>, now| f(slot.as_mut().expect("started"), now));
         guarded(rt, "a command to a peer", call).expect("the peer is running")
     }
 
@@ -188,7 +152,7 @@ impl TestPeer {
 
     /// Messages sent but not acknowledged yet (for use inside a guarded wait).
     async fn unacked(&self) -> usize {
-        let call = self.running.command(|d: &mut Deferred<Peer>, _| d.0.as_ref().map_or(0, Peer::unacked));
+        let call = self.running.command(|slot: &mut Option<Peer>, _| slot.as_ref().map_or(0, Peer::unacked));
         call.await.expect("the peer is running")
     }
 

@@ -20,10 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 use switchyard_adapters::{Driver, EventPolicy, Handle, Runtime, Stopped};
-use switchyard_core::machine::{Input, Output, Refusal};
 use switchyard_core::punch::{PathKind, Peer, PeerConfig, PeerEvent};
 use switchyard_core::wire::punch::is_valid_name;
-use switchyard_core::{ConnId, Env, Instant, ListenerId, Machine};
+use switchyard_core::{Env, Instant};
 
 /// How long lines typed after a `CONNECT` wait for the rendezvous to answer it: the
 /// registration, then the peer's
@@ -101,7 +100,7 @@ impl Program for PunchCmd {
             config.punch_for = Duration::from_millis(ms);
         }
         let bind = self.bind.unwrap_or_else(|| SocketAddr::new(unspecified_like(self.rendezvous.ip()), 0));
-        let running = Driver::new(Deferred::<Peer>(None))
+        let running = Driver::new(None::<Peer>)
             .bind_udp(config.socket, bind)
             .event_policy(EventPolicy::Wait)
             .start(rt.clone())
@@ -111,7 +110,7 @@ impl Program for PunchCmd {
         config.private = private_endpoints(bound, self.rendezvous);
         tracing::debug!(%bound, private = ?config.private, "registering {} at {}", self.id, self.rendezvous);
         running
-            .command(move |d: &mut Deferred<Peer>, now| d.0 = Some(Peer::new(env, now, config)))
+            .command(move |slot: &mut Option<Peer>, now| *slot = Some(Peer::new(env, now, config)))
             .await
             .map_err(|_| CliError::new("the peer stopped before it started"))?;
 
@@ -203,51 +202,15 @@ fn route_ip(to: SocketAddr) -> io::Result<IpAddr> {
     Ok(probe.local_addr()?.ip())
 }
 
-/// A machine built once its driver has bound its socket: the peer reports its socket's
-/// address to the rendezvous, and with port 0 that is known only after the bind. Until
-/// then it does nothing (no datagram can arrive for a port nobody has been told).
-#[derive(Debug)]
-struct Deferred<M>(Option<M>);
-
-impl<M: Machine> Machine for Deferred<M> {
-    type Event = M::Event;
-
-    fn accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr) -> Result<ConnId, Refusal> {
-        match &mut self.0 {
-            Some(m) => m.accept(now, listener, peer),
-            None => Err(Refusal::UnknownListener(listener)),
-        }
-    }
-
-    fn handle_input(&mut self, now: Instant, input: Input<'_>) {
-        if let Some(m) = &mut self.0 {
-            m.handle_input(now, input);
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        if let Some(m) = &mut self.0 {
-            m.handle_timeout(now);
-        }
-    }
-
-    fn poll_output(&mut self) -> Option<Output<M::Event>> {
-        self.0.as_mut()?.poll_output()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.0.as_ref()?.poll_timeout()
-    }
-}
-
-/// Commands the peer inside its [`Deferred`] from a plain thread.
+/// Commands the peer (built once its socket is bound, hence the `Option`) from a plain
+/// thread.
 #[derive(Clone)]
-struct PeerHandle(Handle<Deferred<Peer>>);
+struct PeerHandle(Handle<Option<Peer>>);
 
 impl PeerHandle {
     /// Runs `f` on the peer; [`Stopped`] if the machine has stopped (or never started).
     fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Peer, Instant) -> T + Send + 'static) -> Result<T, Stopped> {
-        self.0.command_blocking(move |d: &mut Deferred<Peer>, now| d.0.as_mut().map(|p| f(p, now)))?.ok_or(Stopped)
+        self.0.command_blocking(move |slot: &mut Option<Peer>, now| slot.as_mut().map(|p| f(p, now)))?.ok_or(Stopped)
     }
 
     /// Unregisters, so the id is free at once rather than when its registration expires.

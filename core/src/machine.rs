@@ -249,6 +249,37 @@ impl<M: Machine + ?Sized> Machine for Box<M> {
     }
 }
 
+/// A machine that may not exist yet: `None` does nothing (refuses every connection, ignores
+/// every input, never wakes). For a machine that can only be built once its driver has
+/// bound its sockets, e.g. a hole-punching peer that reports its socket's address: start
+/// the driver with `None`, then put the machine in with an app command.
+impl<M: Machine> Machine for Option<M> {
+    type Event = M::Event;
+
+    fn accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr) -> Result<ConnId, Refusal> {
+        match self {
+            Some(m) => m.accept(now, listener, peer),
+            None => Err(Refusal::UnknownListener(listener)),
+        }
+    }
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        if let Some(m) = self {
+            m.handle_input(now, input);
+        }
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        if let Some(m) = self {
+            m.handle_timeout(now);
+        }
+    }
+    fn poll_output(&mut self) -> Option<Output<Self::Event>> {
+        self.as_mut()?.poll_output()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.as_ref()?.poll_timeout()
+    }
+}
+
 impl Input<'_> {
     /// The connection this input is about, if it is about one.
     pub fn conn(&self) -> Option<ConnId> {
@@ -369,5 +400,30 @@ impl Backlog {
     /// True when the backlog has drained to half of `high` or less: time to resume.
     pub fn drained(&self, high: usize) -> bool {
         self.unsent <= high / 2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::echo::{EchoConfig, EchoServer};
+    use crate::Env;
+
+    #[test]
+    fn an_absent_machine_does_nothing_and_a_present_one_runs() {
+        let now = Instant::from_secs(1);
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut slot: Option<EchoServer> = None;
+        assert_eq!(slot.accept(now, ListenerId(0), peer), Err(Refusal::UnknownListener(ListenerId(0))));
+        slot.handle_input(now, Input::ReadClosed { conn: ConnId::new(0, 1) });
+        slot.handle_timeout(now);
+        assert_eq!((slot.poll_output(), slot.poll_timeout()), (None, None));
+
+        slot = Some(EchoServer::new(Env::new(1), EchoConfig::default()));
+        let conn = slot.accept(now, ListenerId(0), peer).expect("the echo server accepts");
+        slot.handle_input(now, Input::Received { conn, bytes: b"hi\n" });
+        let wrote = std::iter::from_fn(|| slot.poll_output())
+            .any(|o| matches!(o, Output::Write { bytes, .. } if &bytes[..] == b"hi\n"));
+        assert!(wrote, "the echo server inside the Option echoed");
     }
 }
