@@ -5,7 +5,7 @@
 mod support;
 
 use std::net::TcpListener;
-use support::{run, text, Proc};
+use support::{assert_helps, run, text, Proc};
 
 /// `serve echo` on a free port; returns it and its address, read from its log line.
 fn echo_server(runtime: &str, extra: &[&str]) -> (Proc, String) {
@@ -109,15 +109,7 @@ fn every_help_exits_0_and_states_its_defaults() {
         (&["up", "--help"], &["default 127.0.0.1", "default 60", "switchyard up", "Ctrl-C"]),
         (&["demo", "--help"], &["default 127.0.0.2", "default 10"]),
     ];
-    for &(args, wanted) in cases {
-        let out = run(args, b"");
-        assert!(out.status.success(), "{args:?}: {out:?}");
-        // argh wraps descriptions: compare with runs of whitespace collapsed.
-        let help = text(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
-        for want in wanted {
-            assert!(help.contains(want), "{args:?} help lacks {want:?}:\n{help}");
-        }
-    }
+    assert_helps(cases);
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::{run, text, Proc};
+use support::{assert_helps, run, text, Proc};
 
 /// A rendezvous on 127.0.0.21, a free port; returns it and its address, read from its log.
 fn rendezvous(runtime: &str) -> (Proc, String) {
@@ -132,15 +132,7 @@ fn both_helps_exit_0_and_name_their_flags() {
             ],
         ),
     ];
-    for &(args, wanted) in cases {
-        let out = run(args, b"");
-        assert!(out.status.success(), "{args:?}: {out:?}");
-        // argh wraps descriptions: compare with runs of whitespace collapsed.
-        let help = text(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
-        for want in wanted {
-            assert!(help.contains(want), "{args:?} help lacks {want:?}:\n{help}");
-        }
-    }
+    assert_helps(cases);
 }
 
 #[test]

@@ -63,6 +63,20 @@ pub fn run(args: &[&str], stdin: &[u8]) -> Output {
     }
 }
 
+/// Runs `switchyard ARGS --help` for each case and checks that it exits 0 and that its text
+/// holds every wanted phrase (argh wraps descriptions, so runs of whitespace are collapsed
+/// before comparing).
+pub fn assert_helps(cases: &[(&[&str], &[&str])]) {
+    for &(args, wanted) in cases {
+        let out = run(args, b"");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let help = text(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+        for want in wanted {
+            assert!(help.contains(want), "{args:?} help lacks {want:?}:\n{help}");
+        }
+    }
+}
+
 /// Lines from a child's pipe, read on a thread.
 fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
