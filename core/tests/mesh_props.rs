@@ -25,16 +25,18 @@ mod driver;
 mod mesh;
 #[path = "../../fuzz/src/mesh_server.rs"]
 mod mesh_server;
+#[path = "../../fuzz/src/spec.rs"]
+mod spec;
 mod support;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use mesh::{check_mesh_frame, fuzz_mesh_msg, spec_verdict, Verdict};
 use quickcheck::{Arbitrary, Gen};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use support::{below, check, Chunking};
-use switchyard_core::wire::mesh::{
-    is_valid_name, MeshMsg, MeshMsgError, ReceiptStatus, MAX_BODY, MAX_NAME, MAX_REASON, MAX_SERVERS,
+use support::{
+    addr, addrs, below, body, bytes16, check, cut_reason, frame_bytes, name, noisy_payload, number, pick, put_addr,
+    put_addrs, put_name, reason, Chunking,
 };
+use switchyard_core::wire::mesh::{MeshMsg, MeshMsgError, ReceiptStatus, MAX_BODY, MAX_REASON, MAX_SERVERS};
 use switchyard_core::wire::{Frame, FrameDecoder, FrameType};
 use uuid::Uuid;
 
@@ -242,78 +244,55 @@ fn edge_frames_are_judged_as_the_spec_says() {
 /// of type, subtype, u16 big-endian length and two zero bytes, then the fields of §4.2's
 /// table as §4.1 encodes them.
 fn spec_bytes(msg: &MeshMsg) -> Vec<u8> {
-    fn name(p: &mut Vec<u8>, name: &str) {
-        p.push(name.len() as u8);
-        p.extend_from_slice(name.as_bytes());
-    }
-    fn addr(p: &mut Vec<u8>, addr: &SocketAddr) {
-        match addr.ip() {
-            IpAddr::V4(ip) => {
-                p.push(4);
-                p.extend_from_slice(&ip.octets());
-            }
-            IpAddr::V6(ip) => {
-                p.push(6);
-                p.extend_from_slice(&ip.octets());
-            }
-        }
-        p.extend_from_slice(&[(addr.port() >> 8) as u8, addr.port() as u8]);
-    }
-    fn addrs(p: &mut Vec<u8>, list: &[SocketAddr]) {
-        p.push(list.len() as u8);
-        for a in list {
-            addr(p, a);
-        }
-    }
     let mut p = Vec::new();
     let (kind, subtype) = match msg {
         MeshMsg::ListServers => (0, 0),
         MeshMsg::Announce { server, known } => {
-            addr(&mut p, server);
-            addrs(&mut p, known);
+            put_addr(&mut p, server);
+            put_addrs(&mut p, known);
             (1, 0)
         }
         MeshMsg::ServerList { servers } => {
-            addrs(&mut p, servers);
+            put_addrs(&mut p, servers);
             (1, 1)
         }
         MeshMsg::Register { name: n } => {
-            name(&mut p, n);
+            put_name(&mut p, n);
             (2, 0)
         }
         MeshMsg::Registered { name: n } => {
-            name(&mut p, n);
+            put_name(&mut p, n);
             (2, 1)
         }
         MeshMsg::RegisterRefused { name: n, reason } => {
-            name(&mut p, n);
-            p.extend_from_slice(cut_reason(reason).as_bytes());
+            put_name(&mut p, n);
+            p.extend_from_slice(cut_reason(reason, 256).as_bytes());
             (2, 2)
         }
         MeshMsg::Claim { name: n, home } => {
-            name(&mut p, n);
-            addr(&mut p, home);
+            put_name(&mut p, n);
+            put_addr(&mut p, home);
             (2, 3)
         }
         MeshMsg::ClaimOk { name: n, home } => {
-            name(&mut p, n);
-            addr(&mut p, home);
+            put_name(&mut p, n);
+            put_addr(&mut p, home);
             (2, 4)
         }
         MeshMsg::ClaimConflict { name: n, holder } => {
-            name(&mut p, n);
-            addr(&mut p, holder);
+            put_name(&mut p, n);
+            put_addr(&mut p, holder);
             (2, 5)
         }
         MeshMsg::Send { id, to, body } => {
             p.extend_from_slice(id.as_bytes());
-            name(&mut p, to);
+            put_name(&mut p, to);
             p.extend_from_slice(body.as_bytes());
             (3, 0)
         }
         MeshMsg::Deliver { id, from, body } => {
             p.extend_from_slice(id.as_bytes());
-            name(&mut p, from);
+            put_name(&mut p, from);
             p.extend_from_slice(body.as_bytes());
             (3, 1)
         }
@@ -321,9 +300,9 @@ fn spec_bytes(msg: &MeshMsg) -> Vec<u8> {
             p.extend_from_slice(id.as_bytes());
             p.push(*attempt);
             p.push(*hops);
-            addr(&mut p, origin);
-            name(&mut p, from);
-            name(&mut p, to);
+            put_addr(&mut p, origin);
+            put_name(&mut p, from);
+            put_name(&mut p, to);
             p.extend_from_slice(body.as_bytes());
             (3, 2)
         }
@@ -342,7 +321,7 @@ fn spec_bytes(msg: &MeshMsg) -> Vec<u8> {
                 ReceiptStatus::NoSuchUser => 1,
             });
             p.push(*hops);
-            addr(&mut p, origin);
+            put_addr(&mut p, origin);
             (3, 4)
         }
         MeshMsg::Ping { token } => {
@@ -355,32 +334,19 @@ fn spec_bytes(msg: &MeshMsg) -> Vec<u8> {
         }
         MeshMsg::Leave => (5, 0),
         MeshMsg::Gone { name: n, home } => {
-            name(&mut p, n);
-            addr(&mut p, home);
+            put_name(&mut p, n);
+            put_addr(&mut p, home);
             (5, 1)
         }
     };
-    let mut wire = BytesMut::new();
-    wire.put_u8(kind);
-    wire.put_u8(subtype);
-    wire.put_u16(p.len() as u16);
-    wire.put_u16(0);
-    wire.put_slice(&p);
-    wire.to_vec()
-}
-
-/// `reason` cut to the longest prefix of at most 256 bytes that ends on a character
-/// boundary, as senders cut it.
-fn cut_reason(reason: &str) -> &str {
-    let end = (0..=reason.len().min(256)).rev().find(|&i| reason.is_char_boundary(i)).unwrap_or(0);
-    &reason[..end]
+    frame_bytes(kind, subtype, &p)
 }
 
 /// What a message is after encoding and decoding: the same, with its reason cut.
 fn expected_after_round_trip(msg: MeshMsg) -> MeshMsg {
     match msg {
         MeshMsg::RegisterRefused { name, reason } => {
-            MeshMsg::RegisterRefused { name, reason: cut_reason(&reason).into() }
+            MeshMsg::RegisterRefused { name, reason: cut_reason(&reason, 256).into() }
         }
         other => other,
     }
@@ -410,91 +376,9 @@ fn chunks<'a>(body: &'a [u8], sizes: &'a [u8]) -> Vec<&'a [u8]> {
 // Generators
 // ---------------------------------------------------------------------------------------
 
-/// One of `items` (not empty).
-fn pick<T: Copy>(g: &mut Gen, items: &[T]) -> T {
-    *g.choose(items).expect("not empty")
-}
-
-/// A string of exactly `len` bytes: characters from `pool` (or any `char` that `keep`
-/// accepts), filled with ASCII where a wide character would overrun.
-fn text(g: &mut Gen, len: usize, pool: &[char], keep: impl Fn(char) -> bool) -> String {
-    let mut s = String::with_capacity(len);
-    while s.len() < len {
-        let mut c = if below(g, 4) == 0 { char::arbitrary(g) } else { pick(g, pool) };
-        if !keep(c) || s.len() + c.len_utf8() > len {
-            c = char::from(b'a' + below(g, 26) as u8);
-        }
-        s.push(c);
-    }
-    s
-}
-
-/// A valid name: often 1 or 32 bytes, ASCII and multi-byte characters (a soft hyphen, a
-/// zero-width space: not whitespace, so allowed).
-fn name(g: &mut Gen) -> String {
-    let len = match below(g, 4) {
-        0 => 1,
-        1 => MAX_NAME,
-        _ => 1 + below(g, MAX_NAME),
-    };
-    let pool = ['B', 'o', '_', '-', '!', '~', '0', 'é', 'ß', '€', '名', '𝄞', '\u{ad}', '\u{200b}'];
-    let name = text(g, len, &pool, |c| is_valid_name(c.encode_utf8(&mut [0; 4])));
-    assert!(is_valid_name(&name), "generated an invalid name {name:?}");
-    name
-}
-
-/// A body: often empty, 4,095 or 4,096 bytes; any UTF-8, whitespace and controls included.
-fn body(g: &mut Gen) -> String {
-    let len = match below(g, 6) {
-        0 => 0,
-        1 => MAX_BODY,
-        2 => MAX_BODY - 1,
-        _ => below(g, 200),
-    };
-    text(g, len, &['h', 'i', ' ', '\n', '\t', '\0', 'é', '€', '𝄞'], |_| true)
-}
-
-/// A reason: ASCII and two-, three- and four-byte characters, often around the 256-byte
-/// cut (which then falls inside a character).
-fn reason(g: &mut Gen) -> String {
-    let len = if bool::arbitrary(g) { MAX_REASON - 16 + below(g, 40) } else { below(g, 20) };
-    let mut s = String::new();
-    while s.len() < len {
-        s.push(pick(g, &['a', ' ', 'é', '€', '𝄞', '\n']));
-    }
-    s
-}
-
-/// An address: IPv4 or IPv6 (loopback, unspecified, IPv4-mapped, random), ports at the
-/// edges.
-fn addr(g: &mut Gen) -> SocketAddr {
-    let ip = match below(g, 6) {
-        0 => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        1 => IpAddr::V4(Ipv4Addr::from(u32::arbitrary(g))),
-        2 => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        3 => IpAddr::V6(Ipv4Addr::from(u32::arbitrary(g)).to_ipv6_mapped()),
-        4 => IpAddr::V6(pick(g, &[Ipv6Addr::UNSPECIFIED, Ipv6Addr::from(u128::MAX)])),
-        _ => IpAddr::V6(Ipv6Addr::from(u128::arbitrary(g))),
-    };
-    let any = u16::arbitrary(g);
-    SocketAddr::new(ip, pick(g, &[0, 1, 0x1389, 0xff00, u16::MAX, any]))
-}
-
-/// A server list: empty, one, the most a list may hold, or anything in between.
-fn addrs(g: &mut Gen) -> Vec<SocketAddr> {
-    let len = match below(g, 5) {
-        0 => 0,
-        1 => 1,
-        2 => MAX_SERVERS,
-        _ => below(g, MAX_SERVERS + 1),
-    };
-    (0..len).map(|_| addr(g)).collect()
-}
-
 /// A message id: all zeros, all ones, or random.
 fn id(g: &mut Gen) -> Uuid {
-    let random: [u8; 16] = std::array::from_fn(|_| u8::arbitrary(g));
-    Uuid::from_bytes(pick(g, &[[0; 16], [0xff; 16], random, random]))
+    Uuid::from_bytes(bytes16(g))
 }
 
 /// Any mesh message with fields at their edges.
@@ -503,23 +387,19 @@ struct ArbMsg(MeshMsg);
 
 impl Arbitrary for ArbMsg {
     fn arbitrary(g: &mut Gen) -> Self {
-        let token = |g: &mut Gen| {
-            let any = u64::arbitrary(g);
-            pick(g, &[0, 1, u64::MAX, 0x0102_0304_0506_0708, any])
-        };
         let status = |g: &mut Gen| pick(g, &[ReceiptStatus::Delivered, ReceiptStatus::NoSuchUser]);
         ArbMsg(match below(g, 18) {
             0 => MeshMsg::ListServers,
-            1 => MeshMsg::Announce { server: addr(g), known: addrs(g) },
-            2 => MeshMsg::ServerList { servers: addrs(g) },
+            1 => MeshMsg::Announce { server: addr(g), known: addrs(g, MAX_SERVERS) },
+            2 => MeshMsg::ServerList { servers: addrs(g, MAX_SERVERS) },
             3 => MeshMsg::Register { name: name(g) },
             4 => MeshMsg::Registered { name: name(g) },
-            5 => MeshMsg::RegisterRefused { name: name(g), reason: reason(g) },
+            5 => MeshMsg::RegisterRefused { name: name(g), reason: reason(g, MAX_REASON) },
             6 => MeshMsg::Claim { name: name(g), home: addr(g) },
             7 => MeshMsg::ClaimOk { name: name(g), home: addr(g) },
             8 => MeshMsg::ClaimConflict { name: name(g), holder: addr(g) },
-            9 => MeshMsg::Send { id: id(g), to: name(g), body: body(g) },
-            10 => MeshMsg::Deliver { id: id(g), from: name(g), body: body(g) },
+            9 => MeshMsg::Send { id: id(g), to: name(g), body: body(g, MAX_BODY) },
+            10 => MeshMsg::Deliver { id: id(g), from: name(g), body: body(g, MAX_BODY) },
             11 => MeshMsg::Forward {
                 id: id(g),
                 attempt: u8::arbitrary(g),
@@ -527,12 +407,12 @@ impl Arbitrary for ArbMsg {
                 origin: addr(g),
                 from: name(g),
                 to: name(g),
-                body: body(g),
+                body: body(g, MAX_BODY),
             },
             12 => MeshMsg::Receipt { id: id(g), status: status(g) },
             13 => MeshMsg::ReceiptRelay { id: id(g), status: status(g), hops: u8::arbitrary(g), origin: addr(g) },
-            14 => MeshMsg::Ping { token: token(g) },
-            15 => MeshMsg::Pong { token: token(g) },
+            14 => MeshMsg::Ping { token: number(g) },
+            15 => MeshMsg::Pong { token: number(g) },
             16 => MeshMsg::Leave,
             _ => MeshMsg::Gone { name: name(g), home: addr(g) },
         })
@@ -615,15 +495,7 @@ impl ArbFrame {
         let kind = if below(g, 8) == 0 { u8::arbitrary(g) } else { below(g, 7) as u8 };
         let subtype = if below(g, 8) == 0 { u8::arbitrary(g) } else { below(g, 7) as u8 };
         let sizes = [0, 1, 2, 7, 8, 9, 16, 17, 18, 19, 20, 26, 27, 36];
-        let len = if below(g, 3) == 0 { below(g, 300) } else { pick(g, &sizes) };
-        let payload: Vec<u8> = (0..len)
-            .map(|_| match below(g, 6) {
-                0 => u8::arbitrary(g),
-                1 => pick(g, &[0, 1, 4, 6, 64, 65]),
-                2 => 0xc3, // a lone UTF-8 lead byte
-                _ => b'a' + below(g, 26) as u8,
-            })
-            .collect();
+        let payload = noisy_payload(g, &sizes, &[0, 1, 4, 6, 64, 65]);
         ArbFrame(Frame::new(FrameType(kind), subtype, payload))
     }
 }

@@ -30,21 +30,25 @@ mod punch;
 mod punch_peer;
 #[path = "../../fuzz/src/punch_rendezvous.rs"]
 mod punch_rendezvous;
+#[path = "../../fuzz/src/spec.rs"]
+mod spec;
 mod support;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use punch::{check_punch_datagram, fuzz_punch_msg, spec_verdict, Verdict, LARGEST_DATAGRAM};
 use quickcheck::{Arbitrary, Gen};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
-use support::{below, check};
+use support::{
+    addr, addrs, below, body, bytes16, check, cut_reason, frame_bytes as datagram, name, noisy_payload, number, pick,
+    put_addr, put_addrs, put_name, reason,
+};
 use switchyard_core::punch::channel::{QueueFull, Receiver, Sender};
 use switchyard_core::punch::limit::TokenBucket;
 use switchyard_core::punch::{Rendezvous, RendezvousConfig};
 use switchyard_core::wire::frame::FrameError;
-use switchyard_core::wire::mesh::is_valid_name;
 use switchyard_core::wire::punch::{
-    PunchDatagramError, PunchMsg, PunchMsgError, RefusalCode, Token, MAX_BODY, MAX_INNER, MAX_PRIVATE, MAX_REASON,
+    PunchDatagramError, PunchMsg, PunchMsgError, RefusalCode, MAX_BODY, MAX_INNER, MAX_PRIVATE, MAX_REASON,
 };
 use switchyard_core::{Env, Input, Instant, Machine, Output, SocketId};
 
@@ -228,16 +232,6 @@ fn edge_datagrams_are_judged_as_the_spec_says() {
     }
 }
 
-/// A datagram of one frame: the §2 header (type, subtype, u16 big-endian length, two zero
-/// bytes), then `payload`.
-fn datagram(kind: u8, subtype: u8, payload: &[u8]) -> Vec<u8> {
-    let mut wire = vec![kind, subtype];
-    wire.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    wire.extend_from_slice(&[0, 0]);
-    wire.extend_from_slice(payload);
-    wire
-}
-
 // ---------------------------------------------------------------------------------------
 // The spec's encoding
 // ---------------------------------------------------------------------------------------
@@ -245,29 +239,6 @@ fn datagram(kind: u8, subtype: u8, payload: &[u8]) -> Vec<u8> {
 /// `msg` encoded as the table of `core/src/wire/punch.rs` and `docs/PROTOCOL.md` §2 and
 /// §4.1 describe it, without the codec.
 fn spec_bytes(msg: &PunchMsg) -> Vec<u8> {
-    fn name(p: &mut Vec<u8>, name: &str) {
-        p.push(name.len() as u8);
-        p.extend_from_slice(name.as_bytes());
-    }
-    fn addr(p: &mut Vec<u8>, addr: &SocketAddr) {
-        match addr.ip() {
-            IpAddr::V4(ip) => {
-                p.push(4);
-                p.extend_from_slice(&ip.octets());
-            }
-            IpAddr::V6(ip) => {
-                p.push(6);
-                p.extend_from_slice(&ip.octets());
-            }
-        }
-        p.extend_from_slice(&[(addr.port() >> 8) as u8, addr.port() as u8]);
-    }
-    fn addrs(p: &mut Vec<u8>, list: &[SocketAddr]) {
-        p.push(list.len() as u8);
-        for a in list {
-            addr(p, a);
-        }
-    }
     fn u64s(p: &mut Vec<u8>, values: &[u64]) {
         for v in values {
             p.extend_from_slice(&v.to_be_bytes());
@@ -277,53 +248,53 @@ fn spec_bytes(msg: &PunchMsg) -> Vec<u8> {
     let (kind, subtype) = match msg {
         PunchMsg::Register { token, id, private } => {
             p.extend_from_slice(token);
-            name(&mut p, id);
-            addrs(&mut p, private);
+            put_name(&mut p, id);
+            put_addrs(&mut p, private);
             (24, 0)
         }
         PunchMsg::Registered { id, public } => {
-            name(&mut p, id);
-            addr(&mut p, public);
+            put_name(&mut p, id);
+            put_addr(&mut p, public);
             (24, 1)
         }
         PunchMsg::Refused { id, code, reason } => {
-            name(&mut p, id);
+            put_name(&mut p, id);
             p.push(*code as u8);
-            p.extend_from_slice(cut_reason(reason).as_bytes());
+            p.extend_from_slice(cut_reason(reason, 200).as_bytes());
             (24, 2)
         }
         PunchMsg::Connect { token, id, dest } => {
             p.extend_from_slice(token);
-            name(&mut p, id);
-            name(&mut p, dest);
+            put_name(&mut p, id);
+            put_name(&mut p, dest);
             (24, 3)
         }
         PunchMsg::PeerInfo { peer, session, public, private } => {
-            name(&mut p, peer);
+            put_name(&mut p, peer);
             u64s(&mut p, &[*session]);
-            addr(&mut p, public);
-            addrs(&mut p, private);
+            put_addr(&mut p, public);
+            put_addrs(&mut p, private);
             (24, 4)
         }
         PunchMsg::ConnectFailed { dest, reason } => {
-            name(&mut p, dest);
-            p.extend_from_slice(cut_reason(reason).as_bytes());
+            put_name(&mut p, dest);
+            p.extend_from_slice(cut_reason(reason, 200).as_bytes());
             (24, 5)
         }
         PunchMsg::Unregister { token, id } => {
             p.extend_from_slice(token);
-            name(&mut p, id);
+            put_name(&mut p, id);
             (24, 6)
         }
         PunchMsg::RelayTo { token, from, to, inner } => {
             p.extend_from_slice(token);
-            name(&mut p, from);
-            name(&mut p, to);
+            put_name(&mut p, from);
+            put_name(&mut p, to);
             p.extend_from_slice(inner);
             (25, 0)
         }
         PunchMsg::RelayedFrom { from, inner } => {
-            name(&mut p, from);
+            put_name(&mut p, from);
             p.extend_from_slice(inner);
             (25, 1)
         }
@@ -345,28 +316,17 @@ fn spec_bytes(msg: &PunchMsg) -> Vec<u8> {
             (26, 3)
         }
     };
-    let mut wire = BytesMut::new();
-    wire.put_u8(kind);
-    wire.put_u8(subtype);
-    wire.put_u16(p.len() as u16);
-    wire.put_u16(0);
-    wire.put_slice(&p);
-    wire.to_vec()
-}
-
-/// `reason` cut to the longest prefix of at most 200 bytes that ends on a character
-/// boundary, as senders cut it.
-fn cut_reason(reason: &str) -> &str {
-    let end = (0..=reason.len().min(200)).rev().find(|&i| reason.is_char_boundary(i)).unwrap_or(0);
-    &reason[..end]
+    datagram(kind, subtype, &p)
 }
 
 /// What a message is after encoding and decoding: the same, with its reason cut.
 fn expected_after_round_trip(msg: PunchMsg) -> PunchMsg {
     match msg {
-        PunchMsg::Refused { id, code, reason } => PunchMsg::Refused { id, code, reason: cut_reason(&reason).into() },
+        PunchMsg::Refused { id, code, reason } => {
+            PunchMsg::Refused { id, code, reason: cut_reason(&reason, 200).into() }
+        }
         PunchMsg::ConnectFailed { dest, reason } => {
-            PunchMsg::ConnectFailed { dest, reason: cut_reason(&reason).into() }
+            PunchMsg::ConnectFailed { dest, reason: cut_reason(&reason, 200).into() }
         }
         other => other,
     }
@@ -376,103 +336,10 @@ fn expected_after_round_trip(msg: PunchMsg) -> PunchMsg {
 // Generators
 // ---------------------------------------------------------------------------------------
 
-/// One of `items` (not empty).
-fn pick<T: Copy>(g: &mut Gen, items: &[T]) -> T {
-    *g.choose(items).expect("not empty")
-}
-
-/// A string of exactly `len` bytes: characters from `pool` (or any `char` that `keep`
-/// accepts), filled with ASCII where a wide character would overrun.
-fn text(g: &mut Gen, len: usize, pool: &[char], keep: impl Fn(char) -> bool) -> String {
-    let mut s = String::with_capacity(len);
-    while s.len() < len {
-        let mut c = if below(g, 4) == 0 { char::arbitrary(g) } else { pick(g, pool) };
-        if !keep(c) || s.len() + c.len_utf8() > len {
-            c = char::from(b'a' + below(g, 26) as u8);
-        }
-        s.push(c);
-    }
-    s
-}
-
-/// A valid id: often 1 or 32 bytes, ASCII and multi-byte characters (a soft hyphen, a
-/// zero-width space: not whitespace, so allowed).
-fn name(g: &mut Gen) -> String {
-    let len = match below(g, 4) {
-        0 => 1,
-        1 => 32,
-        _ => 1 + below(g, 32),
-    };
-    let pool = ['B', 'o', '_', '-', '!', '~', '0', 'é', 'ß', '€', '名', '𝄞', '\u{ad}', '\u{200b}'];
-    let name = text(g, len, &pool, |c| is_valid_name(c.encode_utf8(&mut [0; 4])));
-    assert!(is_valid_name(&name), "generated an invalid id {name:?}");
-    name
-}
-
-/// A body: often empty, 1,023 or 1,024 bytes; any UTF-8, whitespace and controls included.
-fn body(g: &mut Gen) -> String {
-    let len = match below(g, 6) {
-        0 => 0,
-        1 => MAX_BODY,
-        2 => MAX_BODY - 1,
-        _ => below(g, 200),
-    };
-    text(g, len, &['h', 'i', ' ', '\n', '\t', '\0', 'é', '€', '𝄞'], |_| true)
-}
-
-/// A reason: ASCII and two-, three- and four-byte characters, often around the 200-byte
-/// cut (which then falls inside a character).
-fn reason(g: &mut Gen) -> String {
-    let len = if bool::arbitrary(g) { MAX_REASON - 16 + below(g, 40) } else { below(g, 20) };
-    let mut s = String::new();
-    while s.len() < len {
-        s.push(pick(g, &['a', ' ', 'é', '€', '𝄞', '\n']));
-    }
-    s
-}
-
-/// An address: IPv4 or IPv6 (loopback, unspecified, IPv4-mapped, random), ports at the
-/// edges.
-fn addr(g: &mut Gen) -> SocketAddr {
-    let ip = match below(g, 6) {
-        0 => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        1 => IpAddr::V4(Ipv4Addr::from(u32::arbitrary(g))),
-        2 => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        3 => IpAddr::V6(Ipv4Addr::from(u32::arbitrary(g)).to_ipv6_mapped()),
-        4 => IpAddr::V6(pick(g, &[Ipv6Addr::UNSPECIFIED, Ipv6Addr::from(u128::MAX)])),
-        _ => IpAddr::V6(Ipv6Addr::from(u128::arbitrary(g))),
-    };
-    let any = u16::arbitrary(g);
-    SocketAddr::new(ip, pick(g, &[0, 1, 0x1389, 0xff00, u16::MAX, any]))
-}
-
-/// A private endpoint list: empty, one, the most allowed, or anything in between.
-fn addrs(g: &mut Gen) -> Vec<SocketAddr> {
-    let len = match below(g, 4) {
-        0 => 0,
-        1 => 1,
-        2 => MAX_PRIVATE,
-        _ => below(g, MAX_PRIVATE + 1),
-    };
-    (0..len).map(|_| addr(g)).collect()
-}
-
-/// A token: all zeros, all ones, or random.
-fn token(g: &mut Gen) -> Token {
-    let random: Token = std::array::from_fn(|_| u8::arbitrary(g));
-    pick(g, &[[0; 16], [0xff; 16], random, random])
-}
-
 /// Any refusal code.
 fn refusal_code(g: &mut Gen) -> RefusalCode {
     use RefusalCode::*;
     pick(g, &[Taken, Full, NotRegistered, NotIntroduced, OwnId])
-}
-
-/// A u64 field at its edges, byte-order revealing, or random.
-fn number(g: &mut Gen) -> u64 {
-    let any = u64::arbitrary(g);
-    pick(g, &[0, 1, u64::MAX, 0x0102_0304_0506_0708, any])
 }
 
 /// An inner datagram: empty, a valid peer-to-peer message, the largest allowed, or random.
@@ -492,18 +359,23 @@ struct ArbMsg(PunchMsg);
 impl Arbitrary for ArbMsg {
     fn arbitrary(g: &mut Gen) -> Self {
         ArbMsg(match below(g, 13) {
-            0 => PunchMsg::Register { token: token(g), id: name(g), private: addrs(g) },
+            0 => PunchMsg::Register { token: bytes16(g), id: name(g), private: addrs(g, MAX_PRIVATE) },
             1 => PunchMsg::Registered { id: name(g), public: addr(g) },
-            2 => PunchMsg::Refused { id: name(g), code: refusal_code(g), reason: reason(g) },
-            3 => PunchMsg::Connect { token: token(g), id: name(g), dest: name(g) },
-            4 => PunchMsg::PeerInfo { peer: name(g), session: number(g), public: addr(g), private: addrs(g) },
-            5 => PunchMsg::ConnectFailed { dest: name(g), reason: reason(g) },
-            6 => PunchMsg::Unregister { token: token(g), id: name(g) },
-            7 => PunchMsg::RelayTo { token: token(g), from: name(g), to: name(g), inner: inner(g) },
+            2 => PunchMsg::Refused { id: name(g), code: refusal_code(g), reason: reason(g, MAX_REASON) },
+            3 => PunchMsg::Connect { token: bytes16(g), id: name(g), dest: name(g) },
+            4 => PunchMsg::PeerInfo {
+                peer: name(g),
+                session: number(g),
+                public: addr(g),
+                private: addrs(g, MAX_PRIVATE),
+            },
+            5 => PunchMsg::ConnectFailed { dest: name(g), reason: reason(g, MAX_REASON) },
+            6 => PunchMsg::Unregister { token: bytes16(g), id: name(g) },
+            7 => PunchMsg::RelayTo { token: bytes16(g), from: name(g), to: name(g), inner: inner(g) },
             8 => PunchMsg::RelayedFrom { from: name(g), inner: inner(g) },
             9 => PunchMsg::Probe { session: number(g), nonce: number(g) },
             10 => PunchMsg::ProbeAck { session: number(g), nonce: number(g) },
-            11 => PunchMsg::Data { session: number(g), epoch: number(g), seq: number(g), body: body(g) },
+            11 => PunchMsg::Data { session: number(g), epoch: number(g), seq: number(g), body: body(g, MAX_BODY) },
             _ => PunchMsg::Ack { session: number(g), epoch: number(g), next: number(g) },
         })
     }
@@ -587,15 +459,7 @@ impl ArbDatagram {
         let kind = if below(g, 8) == 0 { u8::arbitrary(g) } else { 24 + below(g, 3) as u8 };
         let subtype = if below(g, 8) == 0 { u8::arbitrary(g) } else { below(g, 8) as u8 };
         let sizes = [0, 1, 2, 8, 15, 16, 17, 18, 19, 23, 24, 25, 34, 1182, 1183, 1188, 1189, 1200];
-        let len = if below(g, 3) == 0 { below(g, 300) } else { pick(g, &sizes) };
-        let payload: Vec<u8> = (0..len)
-            .map(|_| match below(g, 6) {
-                0 => u8::arbitrary(g),
-                1 => pick(g, &[0, 1, 4, 6, 8, 9]),
-                2 => 0xc3, // a lone UTF-8 lead byte
-                _ => b'a' + below(g, 26) as u8,
-            })
-            .collect();
+        let payload = noisy_payload(g, &sizes, &[0, 1, 4, 6, 8, 9]);
         let mut wire = datagram(kind, subtype, &payload);
         if below(g, 8) == 0 {
             wire.truncate(below(g, wire.len() + 1));

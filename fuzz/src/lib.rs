@@ -1,7 +1,8 @@
 //! The decoder harness shared by the fuzz targets and by `core/tests/codec_props.rs`.
 //! (The tunnel's machines have theirs in [`driver`] and [`tunnel`], the mesh messages in
 //! [`mesh`], the mesh server in [`mesh_server`], the punch datagrams in [`punch`] and the
-//! punch machines in [`punch_rendezvous`] and [`punch_peer`].)
+//! punch machines in [`punch_rendezvous`] and [`punch_peer`]; the field reading the mesh
+//! and punch checks share is in [`spec`].)
 //!
 //! Each `drive_*` function feeds a byte stream to one incremental decoder in chunks, the
 //! way a driver does (append what arrived, then decode until the decoder asks for more),
@@ -26,7 +27,8 @@
 //! tests also run them on random inputs, so a target cannot rot between fuzzing runs.
 
 // The machine harnesses: a checked driver and the tunnel's checks, scripts and pair; the
-// mesh messages' checks; the punch datagrams' checks and its two machines' scripts.
+// mesh messages' checks; the punch datagrams' checks and its two machines' scripts; the
+// field reading those two message checks share.
 // `core/tests/tunnel_props.rs`, `core/tests/mesh_props.rs` and `core/tests/punch_props.rs`
 // include these files themselves, with `#[path]`; `core/tests/codec_props.rs`, which
 // includes this file, has no use for them (and would flag them as dead code), so a test
@@ -43,6 +45,8 @@ pub mod punch;
 pub mod punch_peer;
 #[cfg(not(test))]
 pub mod punch_rendezvous;
+#[cfg(not(test))]
+pub mod spec;
 #[cfg(not(test))]
 pub mod tunnel;
 

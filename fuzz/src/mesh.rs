@@ -5,9 +5,14 @@
 //! one side is caught), and asserts they agree; an accepted frame must re-encode
 //! ([`MeshMsg::to_bytes`]) to exactly its bytes.
 //!
+//! The fields are read by [`spec`](crate::spec), shared with the punch harness; the table,
+//! the verdicts and the rules only mesh messages have are here.
+//!
 //! Like the rest of the harness this file depends only on `switchyard-core`, `bytes` and
-//! `std`: `core/tests/mesh_props.rs` includes it with `#[path]`.
+//! `std`: `core/tests/mesh_props.rs` includes it with `#[path]`, and `fuzz/src/spec.rs`
+//! next to it as `spec`.
 
+use crate::spec::{self, Broken};
 use bytes::BytesMut;
 use switchyard_core::wire::frame::Frame;
 use switchyard_core::wire::mesh::{MeshMsg, MeshMsgError};
@@ -114,112 +119,57 @@ fn layout(kind: u8, subtype: u8) -> Option<&'static [Field]> {
 ///
 /// Two readings are the checked ones where the spec leaves room: "whitespace" is Unicode's
 /// `White_Space` property and "control characters" its general category `Cc` (see
-/// [`name_char_ok`]); and a reason over 256 bytes, which senders must cut, is refused.
+/// [`spec::name_char_ok`]); and a reason over 256 bytes, which senders must cut, is
+/// refused.
 pub fn spec_verdict(frame: &Frame) -> Verdict {
     let Some(fields) = layout(frame.kind.0, frame.subtype) else { return Verdict::UnknownKind };
-    let mut rest = &frame.payload[..];
-    for &field in fields {
-        if let Err(verdict) = read(field, &mut rest) {
-            return verdict;
-        }
-    }
-    // "A payload must end exactly where its last field ends."
-    if rest.is_empty() {
-        Verdict::Valid
-    } else {
-        Verdict::BadLength
-    }
+    spec::read_payload(&frame.payload, fields, read).err().unwrap_or(Verdict::Valid)
 }
 
-/// Takes the next `n` bytes off `rest`, or says the payload is too short.
-fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], Verdict> {
-    if rest.len() < n {
-        return Err(Verdict::BadLength);
+impl From<Broken> for Verdict {
+    fn from(broken: Broken) -> Verdict {
+        match broken {
+            Broken::Length => Verdict::BadLength,
+            Broken::Name => Verdict::BadName,
+            Broken::Address(family) => Verdict::BadAddress(family),
+            Broken::Count(count) => Verdict::TooManyServers(count),
+        }
     }
-    let (head, tail) = rest.split_at(n);
-    *rest = tail;
-    Ok(head)
 }
 
 /// Reads one `field` off the front of `rest`, or says which rule it breaks.
 fn read(field: Field, rest: &mut &[u8]) -> Result<(), Verdict> {
-    let utf8_within = |text: &[u8], max: usize| text.len() <= max && std::str::from_utf8(text).is_ok();
     match field {
-        Field::Name => {
-            let len = take(rest, 1)?[0];
-            let name = take(rest, usize::from(len))?;
-            let valid = (1..=32).contains(&name.len())
-                && std::str::from_utf8(name).is_ok_and(|name| name.chars().all(name_char_ok));
-            if !valid {
-                return Err(Verdict::BadName);
-            }
-        }
-        Field::Addr => {
-            let ip_len = match take(rest, 1)?[0] {
-                4 => 4,
-                6 => 16,
-                family => return Err(Verdict::BadAddress(family)),
-            };
-            take(rest, ip_len + 2)?;
-        }
-        Field::Addrs => {
-            let count = take(rest, 1)?[0];
-            if count > 64 {
-                return Err(Verdict::TooManyServers(usize::from(count)));
-            }
-            for _ in 0..count {
-                read(Field::Addr, rest)?;
-            }
-        }
+        Field::Name => spec::name(rest)?,
+        Field::Addr => spec::addr(rest)?,
+        Field::Addrs => spec::addrs(rest, 64)?,
         Field::Id => {
-            take(rest, 16)?;
+            spec::take(rest, 16)?;
         }
         Field::Token => {
-            take(rest, 8)?;
+            spec::take(rest, 8)?;
         }
         Field::Hops | Field::Attempt => {
-            take(rest, 1)?;
+            spec::byte(rest)?;
         }
         Field::Status => {
-            let status = take(rest, 1)?[0];
+            let status = spec::byte(rest)?;
             if status > 1 {
                 return Err(Verdict::BadStatus(status));
             }
         }
         Field::Body => {
-            if !utf8_within(std::mem::take(rest), 4096) {
+            if !spec::text_within(rest, 4096) {
                 return Err(Verdict::BadBody);
             }
         }
         Field::Reason => {
-            if !utf8_within(std::mem::take(rest), 256) {
+            if !spec::text_within(rest, 256) {
                 return Err(Verdict::BadReason);
             }
         }
     }
     Ok(())
-}
-
-/// Whether `c` may appear in a name: it is neither whitespace (Unicode's `White_Space`
-/// property, all 25 code points, listed here rather than asked of `char`) nor a control
-/// character (general category `Cc`: U+0000–U+001F and U+007F–U+009F).
-fn name_char_ok(c: char) -> bool {
-    let white_space = matches!(
-        c,
-        '\u{9}'..='\u{d}'
-            | '\u{20}'
-            | '\u{85}'
-            | '\u{a0}'
-            | '\u{1680}'
-            | '\u{2000}'..='\u{200a}'
-            | '\u{2028}'
-            | '\u{2029}'
-            | '\u{202f}'
-            | '\u{205f}'
-            | '\u{3000}'
-    );
-    let control = matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}');
-    !white_space && !control
 }
 
 /// Decodes `frame` as a mesh message and checks the result against [`spec_verdict`]; a
