@@ -233,14 +233,8 @@ pub enum PeerError {
     QueueFull(#[from] QueueFull),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Path {
-    None,
-    Direct(SocketAddr),
-    Relayed,
-}
-
-/// Where a peer-to-peer message came from, and so where its answer goes.
+/// Where a peer-to-peer message came from, and so where its answer goes; also the path to
+/// the peer (a session's `path: Option<Via>`, `None` until one forms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Via {
     Direct(SocketAddr),
@@ -260,7 +254,7 @@ struct Session {
     id: u64,
     public: SocketAddr,
     candidates: Vec<SocketAddr>,
-    path: Path,
+    path: Option<Via>,
     punch: Option<Punch>,
     /// Nonces of probes awaiting acknowledgement, with when they were sent.
     probes: VecDeque<(u64, Instant)>,
@@ -342,9 +336,9 @@ impl Peer {
     pub fn path(&self) -> Option<(&str, SocketAddr, PathKind)> {
         let s = self.session.as_ref()?;
         match s.path {
-            Path::None => None,
-            Path::Direct(addr) => Some((&s.peer, addr, PathKind::Direct)),
-            Path::Relayed => Some((&s.peer, s.public, PathKind::Relayed)),
+            None => None,
+            Some(Via::Direct(addr)) => Some((&s.peer, addr, PathKind::Direct)),
+            Some(Via::Relay) => Some((&s.peer, s.public, PathKind::Relayed)),
         }
     }
 
@@ -399,7 +393,7 @@ impl Peer {
     fn send_via(&mut self, via: Via, msg: PunchMsg) {
         match via {
             Via::Direct(addr) => {
-                if let Some(s) = self.session.as_mut().filter(|s| s.path == Path::Direct(addr)) {
+                if let Some(s) = self.session.as_mut().filter(|s| s.path == Some(Via::Direct(addr))) {
                     s.last_sent = self.clock.now();
                 }
                 self.transmit(addr, msg);
@@ -421,21 +415,20 @@ impl Peer {
     /// does not know us at the moment).
     fn current_via(&self) -> Option<Via> {
         match self.session.as_ref()?.path {
-            Path::None => None,
-            Path::Direct(addr) => Some(Via::Direct(addr)),
-            Path::Relayed => self.can_relay().then_some(Via::Relay),
+            Some(Via::Relay) if !self.can_relay() => None,
+            path => path,
         }
     }
 
-    fn set_path(&mut self, now: Instant, path: Path) {
+    fn set_path(&mut self, now: Instant, path: Option<Via>) {
         let Some(s) = self.session.as_mut() else { return };
         if s.path == path {
             return;
         }
         s.path = path;
         let (peer, addr, kind) = match path {
-            Path::None => return,
-            Path::Direct(addr) => {
+            None => return,
+            Some(Via::Direct(addr)) => {
                 // The punch round, if any, runs to its end: the other side may still need
                 // our probes to open its NAT towards us.
                 s.last_heard = now;
@@ -443,7 +436,7 @@ impl Peer {
                 s.next_upgrade = None;
                 (s.peer.clone(), addr, PathKind::Direct)
             }
-            Path::Relayed => {
+            Some(Via::Relay) => {
                 s.next_upgrade = Some(now + self.config.upgrade_interval);
                 (s.peer.clone(), s.public, PathKind::Relayed)
             }
@@ -459,8 +452,9 @@ impl Peer {
         s.punch = Some(Punch { until: now + self.config.punch_for, next_probe: now, gap: FIRST_PROBE_GAP });
         // One probe through the relay as well: if the other side's introduction was lost,
         // a relayed datagram for a session it does not know makes it ask for it again.
-        let msg = PunchMsg::Probe { session: s.id, nonce: self.rng.next_u64() };
+        let session = s.id;
         if self.can_relay() {
+            let msg = PunchMsg::Probe { session, nonce: self.rng.next_u64() };
             self.send_via(Via::Relay, msg);
         }
     }
@@ -536,10 +530,10 @@ impl Peer {
         let can_relay = self.can_relay();
         let Some(s) = self.session.as_mut() else { return };
         // A dead direct path: fall back and punch again.
-        if let Path::Direct(addr) = s.path {
+        if let Some(Via::Direct(addr)) = s.path {
             if now >= s.last_heard + self.config.path_timeout {
                 self.out.event(PeerEvent::PathLost { peer: s.peer.clone(), addr });
-                self.set_path(now, if can_relay { Path::Relayed } else { Path::None });
+                self.set_path(now, can_relay.then_some(Via::Relay));
                 self.start_punch(now);
             } else if now >= s.last_sent + self.config.keepalive_interval {
                 self.probe(now, addr);
@@ -547,7 +541,7 @@ impl Peer {
         }
         let Some(s) = self.session.as_mut() else { return };
         // Time to try upgrading a relayed path.
-        if s.path == Path::Relayed && s.punch.is_none() && s.next_upgrade.is_some_and(|at| at <= now) {
+        if s.path == Some(Via::Relay) && s.punch.is_none() && s.next_upgrade.is_some_and(|at| at <= now) {
             s.next_upgrade = None;
             self.start_punch(now);
         }
@@ -556,9 +550,9 @@ impl Peer {
         if now >= punch.until {
             s.punch = None;
             match s.path {
-                Path::None if can_relay => self.set_path(now, Path::Relayed),
-                Path::None | Path::Relayed => s.next_upgrade = Some(now + self.config.upgrade_interval),
-                Path::Direct(_) => {}
+                None if can_relay => self.set_path(now, Some(Via::Relay)),
+                None | Some(Via::Relay) => s.next_upgrade = Some(now + self.config.upgrade_interval),
+                Some(Via::Direct(_)) => {}
             }
             return;
         }
@@ -672,7 +666,7 @@ impl Peer {
         if let Some(s) = self.session.as_mut().filter(|s| s.peer == peer && s.id == id) {
             // The same introduction again (both sides connected, or a retry): punch again
             // only if nothing works yet.
-            if s.path == Path::None && s.punch.is_none() {
+            if s.path.is_none() && s.punch.is_none() {
                 self.start_punch(now);
             }
             return;
@@ -701,7 +695,7 @@ impl Peer {
             id,
             public,
             candidates,
-            path: Path::None,
+            path: None,
             punch: None,
             probes: VecDeque::new(),
             last_heard: now,
@@ -749,7 +743,7 @@ impl Peer {
             return;
         }
         if let Via::Direct(addr) = via {
-            if s.path == Path::Direct(addr) {
+            if s.path == Some(Via::Direct(addr)) {
                 s.last_heard = now;
             }
         }
@@ -760,7 +754,7 @@ impl Peer {
                     // Peer-reflexive: the peer's NAT showed us a new endpoint of it.
                     s.candidates.push(addr);
                 }
-                if !matches!(s.path, Path::Direct(_)) && s.punch.is_none() {
+                if !matches!(s.path, Some(Via::Direct(_))) && s.punch.is_none() {
                     // The peer is punching (e.g. trying to upgrade): punch with it, so both
                     // NATs open their side.
                     self.start_punch(now);
@@ -771,19 +765,19 @@ impl Peer {
                 let Via::Direct(addr) = via else { return };
                 let Some(i) = s.probes.iter().position(|&(n, _)| n == nonce) else { return };
                 let (_, sent) = s.probes.remove(i).expect("found");
-                let direct_already = matches!(s.path, Path::Direct(_));
+                let direct_already = matches!(s.path, Some(Via::Direct(_)));
                 if let Some(chat) = self.chat.as_mut() {
                     chat.sender.observe_rtt(now.saturating_duration_since(sent));
                 }
                 if !direct_already {
-                    self.set_path(now, Path::Direct(addr));
+                    self.set_path(now, Some(Via::Direct(addr)));
                 }
             }
             PunchMsg::Data { epoch, seq, body, .. } => {
-                if via == Via::Relay && s.path == Path::None && self.can_relay() {
+                if via == Via::Relay && s.path.is_none() && self.can_relay() {
                     // The other side gave up punching first: the relay works, so use it
                     // too (our own punch round goes on and may still upgrade the path).
-                    self.set_path(now, Path::Relayed);
+                    self.set_path(now, Some(Via::Relay));
                 }
                 let Some(s) = self.session.as_mut() else { return };
                 let peer = s.peer.clone();
@@ -850,10 +844,10 @@ impl Machine for Peer {
             if let Some(p) = &s.punch {
                 consider(Some(p.next_probe.min(p.until)));
             }
-            if s.path == Path::Relayed && s.punch.is_none() {
+            if s.path == Some(Via::Relay) && s.punch.is_none() {
                 consider(s.next_upgrade);
             }
-            if let Path::Direct(_) = s.path {
+            if let Some(Via::Direct(_)) = s.path {
                 consider(Some(s.last_heard + self.config.path_timeout));
                 consider(Some(s.last_sent + self.config.keepalive_interval));
             }

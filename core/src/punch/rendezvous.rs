@@ -342,10 +342,11 @@ impl Rendezvous {
         let session = sender.session_with(&to);
         // Both registrations must remember the introduction: a later holder of `to`'s id
         // (after it left or expired) was never introduced, whatever the sender remembers.
-        if session.is_none() || self.registrations.get(&to).and_then(|t| t.session_with(&id)) != session {
+        let target = self.registrations.get(&to).filter(|t| session.is_some() && t.session_with(&id) == session);
+        let Some(target_public) = target.map(|t| t.public) else {
             let reason = format!("not introduced to {to} (connect first)");
             return self.refuse(from, &id, RefusalCode::NotIntroduced, reason);
-        }
+        };
         let sender = self.registrations.get_mut(&id).expect("authorised above");
         let size = u32::try_from(inner.len()).expect("inner datagrams are small");
         if !sender.relay.take(now, size) {
@@ -355,12 +356,6 @@ impl Rendezvous {
             return;
         }
         sender.relay_limited = false;
-        let Some(target) = self.registrations.get(&to) else {
-            let reason = format!("peer {to} is not registered");
-            self.send(from, PunchMsg::ConnectFailed { dest: to, reason });
-            return;
-        };
-        let target_public = target.public;
         self.send(target_public, PunchMsg::RelayedFrom { from: id, inner });
     }
 
