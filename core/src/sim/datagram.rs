@@ -67,11 +67,21 @@ impl Sim {
         }
     }
 
+    /// A datagram reaches `d.to`. One addressed to a NAT box goes on to the host behind it
+    /// that the NAT's mappings and filtering pick as they stand now, on arrival, so two
+    /// peers punching at once are each judged after the other's packet has gone out.
     pub(super) fn datagram_arrives(&mut self, d: DatagramInFlight) {
-        let (host, port) = if self.net.is_nat(d.to) {
-            match self.through_nat(&d) {
+        // The partition lies on the hop to `d.to`: it drops a datagram to a NAT box before
+        // the NAT sees it, just as at any other host.
+        let blocked = self.net.is_blocked(d.via, d.to);
+        let (host, port) = if !blocked && self.net.is_nat(d.to) {
+            match self.net.inbound(d.to, d.port, d.seen_from, self.now) {
                 Ok(inside) => inside,
-                Err(what) => return self.record(d.to, &what, &[]),
+                Err(reason) => {
+                    let public = SocketAddr::new(self.hosts[d.to.0].ip, d.port);
+                    let what = format!("net datagram from {} to {public} dropped by NAT: {reason}", d.seen_from);
+                    return self.record(d.to, &what, &[]);
+                }
             }
         } else {
             (d.to, d.port)
@@ -79,7 +89,7 @@ impl Sim {
         let h = &self.hosts[host.0];
         let drop_reason = if !h.up {
             Some("host down")
-        } else if self.net.is_blocked(d.via, d.to) {
+        } else if blocked {
             Some("partition")
         } else {
             None
@@ -94,18 +104,5 @@ impl Sim {
                 self.record(host, &what, &[]);
             }
         }
-    }
-
-    /// The NAT box the datagram reached passes it to a host behind it (host and port), or
-    /// says in words why not. Mappings and filtering are consulted now, on arrival, so two
-    /// peers punching at once are each judged after the other's packet has gone out.
-    fn through_nat(&mut self, d: &DatagramInFlight) -> Result<(HostId, u16), String> {
-        if self.net.is_blocked(d.via, d.to) {
-            return Err(format!("net datagram from {} dropped: partition", d.seen_from));
-        }
-        self.net.inbound(d.to, d.port, d.seen_from, self.now).map_err(|reason| {
-            let public = SocketAddr::new(self.hosts[d.to.0].ip, d.port);
-            format!("net datagram from {} to {public} dropped by NAT: {reason}", d.seen_from)
-        })
     }
 }
