@@ -575,17 +575,17 @@ impl Sim {
         }
     }
 
-    /// The SYN reached a host that is up: a listener takes it or the host refuses it.
+    /// The SYN reached a host that is up: a listener takes it or the host refuses it; a NAT
+    /// box drops it.
     fn accept_syn(&mut self, id: u64) {
-        let s = self.stream(id);
-        let (host, port, peer) = (s.sides[ACCEPTOR].host, s.sides[ACCEPTOR].local.port(), s.sides[ACCEPTOR].peer);
+        let side = &self.stream(id).sides[ACCEPTOR];
+        let (host, port, peer) = (side.host, side.local.port(), side.peer);
         if self.net.is_nat(host) {
             // No port forwarding: the SYN vanishes and the initiator's connect times out.
             let what = format!("net stream {id} SYN from {peer} dropped by NAT: inbound streams are not forwarded");
             return self.record(host, &what, &[]);
         }
-        let s = self.stream(id);
-        s.sides[ACCEPTOR].state = SideState::Gone;
+        self.stream(id).sides[ACCEPTOR].state = SideState::Gone;
         let Some(&listener) = self.hosts[host.0].listeners.get(&port) else {
             return self.push_segment(id, ACCEPTOR, Segment::Reset(NetError::Refused));
         };
