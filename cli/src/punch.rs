@@ -154,7 +154,7 @@ async fn print_events<R: Runtime>(rt: &R, events: Receiver<PeerEvent>, view: Vie
         match event {
             None => {
                 notice = None;
-                view.line(format_args!("rendezvous {} not answering; retrying", view.rendezvous));
+                view.silent();
             }
             Some(Ok(event)) => {
                 if matches!(event, PeerEvent::Registered { .. }) {
@@ -382,6 +382,12 @@ impl View<'_> {
         let _ = writeln!(out, "{text}").and_then(|()| out.flush());
     }
 
+    /// Says the rendezvous does not answer: the peer's own [`PeerEvent::RendezvousSilent`],
+    /// or the printer's timer before the first registration.
+    fn silent(&self) {
+        self.line(format_args!("rendezvous {} not answering; retrying", self.rendezvous));
+    }
+
     /// Prints `event`; returns an exit code when the session is over for good.
     fn show(&self, event: &PeerEvent) -> Option<ExitCode> {
         match event {
@@ -391,9 +397,7 @@ impl View<'_> {
                 eprintln!("switchyard: registration refused: {reason}");
                 return Some(ExitCode::FAILURE);
             }
-            PeerEvent::RendezvousSilent => {
-                self.line(format_args!("rendezvous {} not answering; retrying", self.rendezvous))
-            }
+            PeerEvent::RendezvousSilent => self.silent(),
             PeerEvent::Refused { reason } => self.line(format_args!("rendezvous refused: {reason}")),
             PeerEvent::ConnectFailed { dest, reason } => {
                 self.progress.update(|s| s.failures += 1);
