@@ -14,9 +14,9 @@
 //!   symmetric NAT): no direct path can form, so the peers fall back to the relay and still
 //!   talk.
 //!
-//! Needs root, `ip` (iproute2), `iptables` and `conntrack`. Without them the tests print
-//! why and skip, unless `SWITCHYARD_REQUIRE_NETNS=1` (set by `.ci/run`), which makes a
-//! missing requirement a failure. The namespaces are removed when a test ends, also when it
+//! Needs root, `ip` (iproute2), `iptables`, `conntrack` and `sysctl` (procps). Without
+//! them the tests print why and skip, unless `SWITCHYARD_REQUIRE_NETNS=1` (set by
+//! `.ci/run`), which makes a missing requirement a failure. The namespaces are removed when a test ends, also when it
 //! fails. No packet leaves them: every address used exists only inside.
 //!
 //! `SWITCHYARD_NETNS_ROUNDS=N` repeats the direct case N times (default 3) and prints
@@ -43,9 +43,10 @@ fn missing_requirement(tag: &str) -> Option<String> {
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
         return Some("not root (network namespaces and iptables need it)".to_owned());
     }
-    for (tool, arg) in [("ip", "-V"), ("iptables", "--version"), ("conntrack", "--version")] {
+    let tools = [("ip", "-V"), ("iptables", "--version"), ("conntrack", "--version"), ("sysctl", "--version")];
+    for (tool, arg) in tools {
         if Command::new(tool).arg(arg).output().map(|o| !o.status.success()).unwrap_or(true) {
-            return Some(format!("`{tool}` is not installed (apt-get install iproute2 iptables conntrack)"));
+            return Some(format!("`{tool}` is not installed (apt-get install iproute2 iptables conntrack procps)"));
         }
     }
     let probe = format!("sy{}{tag}-probe", std::process::id());
