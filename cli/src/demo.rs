@@ -1,5 +1,6 @@
 //! `switchyard demo`: start `up` in this process and run each flow of the original system
-//! through the tunnel, printing what was sent, what came back, and whether it was right.
+//! through the tunnel, and a hole punch through its rendezvous, printing what was sent, what
+//! came back, and whether it was right.
 
 use crate::runtime::Program;
 use crate::session::Session;
@@ -9,12 +10,13 @@ use argh::FromArgs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
-use switchyard_adapters::Runtime;
+use switchyard_adapters::{Running, Runtime};
+use switchyard_core::punch::{Peer, PeerConfig, PeerEvent};
 use switchyard_core::Env;
 
 /// Start the whole network (as `switchyard up` does) on a loopback address of its own and
 /// run each flow through the tunnel: echo, time, two broadcast members, greet, stamp, a
-/// static forward and a bad prefix. Prints a transcript; exits 0 only if every flow
+/// static forward and a bad prefix; then two hole-punching peers meeting at the rendezvous. Prints a transcript; exits 0 only if every flow
 /// passes.
 #[derive(FromArgs, Debug)]
 #[argh(
@@ -94,6 +96,50 @@ impl<R: Runtime> Demo<'_, R> {
         }
         let refused = "error: unknown route 1234";
         self.one_line("a bad prefix is refused with a reason", entrance, "1234:x", |l| l == refused).await;
+        let mut transcript = Transcript::default();
+        let result = self.hole_punch(&mut transcript).await;
+        self.report("hole punching: two peers meet at the rendezvous, then talk directly", transcript, result);
+    }
+
+    /// Peers A and B register at `up`'s rendezvous; A connects to B and says hello; B
+    /// hears it over the path they punched.
+    async fn hole_punch(&mut self, t: &mut Transcript) -> Result<(), CliError> {
+        let host = self.up.entrance.ip();
+        let rendezvous = SocketAddr::new(host, crate::rendezvous::DEFAULT_PORT);
+        let mut peers = Vec::new();
+        for id in ["A", "B"] {
+            let config = PeerConfig::new(id, rendezvous);
+            peers.push(crate::punch::start_peer(self.rt, self.env.child(0), config, SocketAddr::new(host, 0)).await?);
+        }
+        let flow = async {
+            let [a, b] = [&peers[0], &peers[1]];
+            for (who, peer) in [("A ", a), ("B ", b)] {
+                let public = next_event(peer, |e| matches!(e, PeerEvent::Registered { .. })).await?;
+                t.received(who, &public);
+            }
+            t.sent("A ", "CONNECT A B");
+            let connect = a.command(|slot: &mut Option<Peer>, now| slot.as_mut().map(|p| p.connect(now, "B")));
+            connect.await.ok().flatten().transpose().map_err(CliError::new)?;
+            for (who, peer) in [("A ", a), ("B ", b)] {
+                let path = next_event(peer, |e| matches!(e, PeerEvent::Connected { .. })).await?;
+                t.received(who, &path);
+            }
+            t.sent("A ", "hello from A");
+            let send = a.command(|slot: &mut Option<Peer>, now| slot.as_mut().map(|p| p.send(now, "hello from A")));
+            send.await.ok().flatten().transpose().map_err(CliError::new)?;
+            let heard = next_event(b, |e| matches!(e, PeerEvent::Message { .. })).await?;
+            t.received("B ", &heard);
+            if heard == "A: hello from A" {
+                Ok(())
+            } else {
+                Err(CliError::new("B did not hear A"))
+            }
+        };
+        let result = self.bounded(flow).await;
+        for peer in &peers {
+            peer.shutdown();
+        }
+        result
     }
 
     /// Sends `line` to `to` and checks the one line that comes back.
@@ -188,6 +234,21 @@ async fn join(session: &mut Session, who: &str, t: &mut Transcript) -> Result<St
         .and_then(|rest| rest.split(',').next())
         .map(str::to_owned)
         .ok_or_else(|| CliError::new(format!("expected a welcome line, got {welcome:?}")))
+}
+
+/// The peer's next event that `wanted` picks, as the `punch` command prints it.
+async fn next_event(peer: &Running<Option<Peer>>, wanted: impl Fn(&PeerEvent) -> bool) -> Result<String, CliError> {
+    loop {
+        let event = peer.events().recv().await.map_err(|_| CliError::new("the peer stopped"))?;
+        if wanted(&event) {
+            return Ok(match event {
+                PeerEvent::Registered { public } => format!("REGISTERED {public}"),
+                PeerEvent::Connected { addr, path, .. } => format!("CONNECTED to {addr} ({path})"),
+                PeerEvent::Message { from, body } => format!("{from}: {body}"),
+                other => format!("{other:?}"),
+            });
+        }
+    }
 }
 
 /// The next line, which must come.

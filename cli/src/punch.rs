@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
-use switchyard_adapters::{Driver, EventPolicy, Handle, Runtime, Stopped};
+use switchyard_adapters::{Driver, EventPolicy, Handle, Running, Runtime, Stopped};
 use switchyard_core::punch::{PathKind, Peer, PeerConfig, PeerEvent};
 use switchyard_core::wire::punch::is_valid_name;
 use switchyard_core::{Env, Instant};
@@ -100,19 +100,7 @@ impl Program for PunchCmd {
             config.punch_for = Duration::from_millis(ms);
         }
         let bind = self.bind.unwrap_or_else(|| SocketAddr::new(unspecified_like(self.rendezvous.ip()), 0));
-        let running = Driver::new(None::<Peer>)
-            .bind_udp(config.socket, bind)
-            .event_policy(EventPolicy::Wait)
-            .start(rt.clone())
-            .await
-            .map_err(CliError::new)?;
-        let bound = running.udp_local_addr(config.socket).unwrap_or(bind);
-        config.private = private_endpoints(bound, self.rendezvous);
-        tracing::debug!(%bound, private = ?config.private, "registering {} at {}", self.id, self.rendezvous);
-        running
-            .command(move |slot: &mut Option<Peer>, now| *slot = Some(Peer::new(env, now, config)))
-            .await
-            .map_err(|_| CliError::new("the peer stopped before it started"))?;
+        let running = start_peer(&rt, env, config, bind).await?;
 
         let peer = PeerHandle(running.handle());
         leave_on_ctrl_c(peer.clone())?;
@@ -132,6 +120,31 @@ impl Program for PunchCmd {
         running.shutdown();
         Ok(code)
     }
+}
+
+/// Binds a UDP socket on `bind` and starts a peer on it, reporting the socket's own
+/// endpoints as its private ones (they are known only once it is bound). Events wait for
+/// the reader rather than being dropped.
+pub(crate) async fn start_peer<R: Runtime>(
+    rt: &R,
+    env: Env,
+    mut config: PeerConfig,
+    bind: SocketAddr,
+) -> Result<Running<Option<Peer>>, CliError> {
+    let running = Driver::new(None::<Peer>)
+        .bind_udp(config.socket, bind)
+        .event_policy(EventPolicy::Wait)
+        .start(rt.clone())
+        .await
+        .map_err(CliError::new)?;
+    let bound = running.udp_local_addr(config.socket).unwrap_or(bind);
+    config.private = private_endpoints(bound, config.rendezvous);
+    tracing::debug!(%bound, private = ?config.private, "registering {} at {}", config.id, config.rendezvous);
+    running
+        .command(move |slot: &mut Option<Peer>, now| *slot = Some(Peer::new(env, now, config)))
+        .await
+        .map_err(|_| CliError::new("the peer stopped before it started"))?;
+    Ok(running)
 }
 
 /// Prints the peer's events until one ends the session (its exit code) or the machine

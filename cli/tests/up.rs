@@ -89,11 +89,13 @@ fn demo_runs_every_flow_and_exits_0() {
     let out = run(&["demo", "--host", "127.0.0.114"], b"");
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    assert_eq!(stdout.matches('✓').count(), 7, "{stdout}");
+    assert_eq!(stdout.matches('✓').count(), 8, "{stdout}");
     assert!(!stdout.contains('✗'), "{stdout}");
     assert!(stdout.contains("member 2 ← guest1: hi"), "{stdout}");
     assert!(stdout.contains("← error: unknown route 1234"), "{stdout}");
-    assert!(stdout.ends_with("all 7 flows passed\n"), "{stdout}");
+    assert!(stdout.contains("A ← CONNECTED to 127.0.0.114:"), "{stdout}");
+    assert!(stdout.contains("B ← A: hello from A"), "{stdout}");
+    assert!(stdout.ends_with("all 8 flows passed\n"), "{stdout}");
 }
 
 #[test]
