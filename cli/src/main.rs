@@ -214,6 +214,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// Test support: the `--help` text of the subcommand `C` (named `name`), with runs of
+/// whitespace collapsed since argh wraps it, must hold every phrase of `wanted`. For help
+/// texts that state defaults the code defines elsewhere.
+#[cfg(test)]
+fn assert_help_says<C: argh::FromArgs>(name: &str, wanted: &[String]) {
+    let help = C::from_args(&[name], &["--help"]).err().expect("help is an early exit").output;
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for want in wanted {
+        assert!(help.contains(want.as_str()), "the help lacks {want:?}:\n{help}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

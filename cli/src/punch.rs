@@ -463,15 +463,12 @@ mod tests {
     /// The help is written out by hand: it must say what the code really does.
     #[test]
     fn the_help_states_the_defaults() {
-        let help = PunchCmd::from_args(&["punch"], &["--help"]).expect_err("help is an early exit").output;
-        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
         let punch_for = PeerConfig::new("A", crate::addr::loopback(9999)).punch_for;
-        for want in [
+        let wanted = [
             format!("(default {})", punch_for.as_millis()),
             format!("at most {} s ({} s while", EOF_ACK_WAIT.as_secs(), EOF_PATH_WAIT.as_secs()),
-        ] {
-            assert!(help.contains(&want), "the help lacks {want:?}:\n{help}");
-        }
+        ];
+        crate::assert_help_says::<PunchCmd>("punch", &wanted);
     }
 
     #[test]

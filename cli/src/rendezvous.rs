@@ -61,12 +61,10 @@ mod tests {
     /// The help is written out by hand: it must say what the machines really do.
     #[test]
     fn the_help_states_the_default_limits() {
-        let help = RendezvousCmd::from_args(&["rendezvous"], &["--help"]).expect_err("help is an early exit").output;
-        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
         let c = RendezvousConfig::default();
         let refresh = PeerConfig::new("A", crate::addr::loopback(DEFAULT_PORT)).refresh_interval;
         assert_eq!(c.max_registrations, 10_000, "the help says 10,000 ids");
-        for want in [
+        let wanted = [
             format!(
                 "lasts {} s after its last refresh (peers refresh every {} s)",
                 c.registration_ttl.as_secs(),
@@ -74,8 +72,7 @@ mod tests {
             ),
             format!("bursts of {} datagrams and {} a second", c.source_burst, c.source_rate),
             format!("{} KiB/s per peer", c.relay_rate / 1024),
-        ] {
-            assert!(help.contains(&want), "the help lacks {want:?}:\n{help}");
-        }
+        ];
+        crate::assert_help_says::<RendezvousCmd>("rendezvous", &wanted);
     }
 }
