@@ -20,7 +20,8 @@ pub fn guarded<R: Runtime, T>(rt: &R, what: &str, fut: impl Future<Output = T>) 
 }
 
 /// Declares `#[test]`s named after each given function, in a module per runtime (`smol`,
-/// `async_std`), each calling the function with that runtime: one test body, both adapters.
+/// `async_std`, `mio`), each calling the function with that runtime: one test body, every
+/// adapter.
 #[macro_export]
 macro_rules! for_each_runtime {
     ($($test:ident),* $(,)?) => {
@@ -29,6 +30,9 @@ macro_rules! for_each_runtime {
         }
         mod async_std {
             $(#[test] fn $test() { super::$test(switchyard_adapters::AsyncStdRuntime) })*
+        }
+        mod mio {
+            $(#[test] fn $test() { super::$test(switchyard_adapters::MioRuntime) })*
         }
     };
 }

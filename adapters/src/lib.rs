@@ -1,4 +1,5 @@
-//! Drives switchyard-core machines over real sockets, on smol or async-std.
+//! Drives switchyard-core machines over real sockets, on smol, async-std or Switchyard's
+//! own event loop on mio.
 //!
 //! A machine from `switchyard-core` does no I/O; this crate gives it sockets and a clock.
 //! The I/O loop ([`Driver`]) is written once, generic over a small [`Runtime`] trait, and
@@ -8,6 +9,10 @@
 //! - [`AsyncStdRuntime`] (cargo feature `async-std`, on by default): async-std is
 //!   deprecated upstream in favour of smol; it stays supported for embedders already on
 //!   it. Turn the feature off to drop the dependency.
+//! - [`MioRuntime`] (cargo feature `mio`, on by default): Switchyard's own single-threaded
+//!   event loop on mio's edge-triggered epoll, for a process whose work is relaying
+//!   (a tunnel end): one `epoll_wait`, one read and one write per relayed message, where
+//!   smol's reactor adds six re-arming calls. See [`mio_rt`].
 //!
 //! ```no_run
 //! use switchyard_adapters::{Driver, Runtime, SmolRuntime};
@@ -35,6 +40,8 @@ pub mod runtime;
 
 #[cfg(feature = "async-std")]
 mod async_std_rt;
+#[cfg(feature = "mio")]
+pub mod mio_rt;
 #[cfg(feature = "smol")]
 mod smol_rt;
 
@@ -44,5 +51,7 @@ pub use runtime::{AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, Runtime};
 
 #[cfg(feature = "async-std")]
 pub use async_std_rt::AsyncStdRuntime;
+#[cfg(feature = "mio")]
+pub use mio_rt::MioRuntime;
 #[cfg(feature = "smol")]
 pub use smol_rt::SmolRuntime;

@@ -125,3 +125,43 @@ pub fn set_linger_zero<S: std::os::fd::AsFd>(socket: &S) -> io::Result<()> {
 pub fn set_linger_zero<S: std::os::windows::io::AsSocket>(socket: &S) -> io::Result<()> {
     socket2::SockRef::from(socket).set_linger(Some(std::time::Duration::ZERO))
 }
+
+/// The tests every runtime with a `run_here` (one thread for all its tasks) must pass:
+/// expand it in the runtime's test module with the runtime's value.
+#[cfg(test)]
+macro_rules! run_here_tests {
+    ($rt:expr) => {
+        #[test]
+        fn run_here_keeps_spawned_tasks_on_the_calling_thread() {
+            let rt = $rt;
+            let caller = std::thread::current().id();
+            let (tx, rx) = async_channel::bounded(1);
+            let ran_on = rt.run_here(async move {
+                // A task that spawns another: both must stay on this thread.
+                rt.spawn(async move {
+                    rt.spawn(async move {
+                        let _ = tx.send(std::thread::current().id()).await;
+                    });
+                });
+                rx.recv().await.expect("the inner task runs")
+            });
+            assert_eq!(ran_on, caller);
+        }
+
+        #[test]
+        fn outside_run_here_spawned_tasks_run_on_another_thread() {
+            let rt = $rt;
+            let caller = std::thread::current().id();
+            let (tx, rx) = async_channel::bounded(1);
+            rt.spawn(async move {
+                let _ = tx.send(std::thread::current().id()).await;
+            });
+            // The task runs on the runtime's own thread, even while this thread blocks on
+            // something else entirely.
+            let ran_on = rx.recv_blocking().expect("the task runs without this thread");
+            assert_ne!(ran_on, caller);
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use run_here_tests;

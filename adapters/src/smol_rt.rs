@@ -139,36 +139,6 @@ impl AsyncUdpSocket for UdpSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::thread;
 
-    #[test]
-    fn run_here_keeps_spawned_tasks_on_the_calling_thread() {
-        let rt = SmolRuntime;
-        let caller = thread::current().id();
-        let (tx, rx) = async_channel::bounded(1);
-        let ran_on = rt.run_here(async move {
-            // A task that spawns another: both must stay on this thread.
-            rt.spawn(async move {
-                rt.spawn(async move {
-                    let _ = tx.send(thread::current().id()).await;
-                });
-            });
-            rx.recv().await.expect("the inner task runs")
-        });
-        assert_eq!(ran_on, caller);
-    }
-
-    #[test]
-    fn block_on_sends_spawned_tasks_to_the_global_executor() {
-        let rt = SmolRuntime;
-        let caller = thread::current().id();
-        let (tx, rx) = async_channel::bounded(1);
-        rt.spawn(async move {
-            let _ = tx.send(thread::current().id()).await;
-        });
-        // Outside `run_here` the task runs on smol's own threads, even while this thread
-        // blocks on something else entirely.
-        let ran_on = rx.recv_blocking().expect("the task runs without this thread");
-        assert_ne!(ran_on, caller);
-    }
+    crate::runtime::run_here_tests!(SmolRuntime);
 }

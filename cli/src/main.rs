@@ -1,7 +1,7 @@
 //! `switchyard`: run Switchyard services and clients over real sockets.
 //!
 //! ```text
-//! switchyard [--runtime smol|async-std] [-v...] [--seed N] <command>
+//! switchyard [--runtime smol|async-std|mio] [-v...] [--seed N] <command>
 //!   up [--host IP] [--interval SECS]              the whole network on loopback, until Ctrl-C
 //!   demo [--host IP]                              up, plus every flow with a transcript
 //!   serve echo|time|broadcast|hello|greet|stamp   run one line service
@@ -51,7 +51,8 @@ use switchyard_core::Env;
     note = "Logs go to stderr; RUST_LOG (e.g. RUST_LOG=debug) overrides -v. Exit codes: 0 success, 1 error, 2 usage error."
 )]
 struct Cli {
-    /// async runtime to run on: smol (default) or async-std
+    /// async runtime to run on: smol (default), async-std, or mio (Switchyard's own
+    /// single-threaded event loop: fewest system calls per relayed message)
     #[argh(option, default = "RuntimeKind::Smol")]
     runtime: RuntimeKind,
 

@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::process::ExitCode;
 use std::str::FromStr;
-use switchyard_adapters::{AsyncStdRuntime, Runtime, SmolRuntime};
+use switchyard_adapters::{AsyncStdRuntime, MioRuntime, Runtime, SmolRuntime};
 use switchyard_core::Env;
 
 use crate::CliError;
@@ -17,6 +17,9 @@ pub enum RuntimeKind {
     Smol,
     /// async-std (deprecated upstream; kept supported).
     AsyncStd,
+    /// Switchyard's own single-threaded event loop on mio (edge-triggered epoll): the
+    /// fewest system calls per relayed message.
+    Mio,
 }
 
 impl FromStr for RuntimeKind {
@@ -25,7 +28,8 @@ impl FromStr for RuntimeKind {
         match s {
             "smol" => Ok(RuntimeKind::Smol),
             "async-std" | "async_std" => Ok(RuntimeKind::AsyncStd),
-            other => Err(format!("unknown runtime {other:?}: expected smol or async-std")),
+            "mio" => Ok(RuntimeKind::Mio),
+            other => Err(format!("unknown runtime {other:?}: expected smol, async-std or mio")),
         }
     }
 }
@@ -35,6 +39,7 @@ impl fmt::Display for RuntimeKind {
         f.write_str(match self {
             RuntimeKind::Smol => "smol",
             RuntimeKind::AsyncStd => "async-std",
+            RuntimeKind::Mio => "mio",
         })
     }
 }
@@ -73,6 +78,15 @@ pub fn run<P: Program>(kind: RuntimeKind, program: P, env: Env) -> Result<ExitCo
         }
         RuntimeKind::AsyncStd => {
             let rt = AsyncStdRuntime;
+            rt.block_on(program.run(rt, env))
+        }
+        // Like smol's single thread: tasks, timers and sockets on this thread's loop.
+        RuntimeKind::Mio if !program.blocks_its_thread() => {
+            let rt = MioRuntime;
+            rt.run_here(program.run(rt, env))
+        }
+        RuntimeKind::Mio => {
+            let rt = MioRuntime;
             rt.block_on(program.run(rt, env))
         }
     }

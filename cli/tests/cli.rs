@@ -36,8 +36,13 @@ fn send_hello_prints_hello_on_async_std() {
 }
 
 #[test]
+fn send_hello_prints_hello_on_mio() {
+    send_hello_prints_hello("mio");
+}
+
+#[test]
 fn interactive_mode_sends_each_line_until_quit() {
-    for runtime in ["smol", "async-std"] {
+    for runtime in ["smol", "async-std", "mio"] {
         let (_server, to) = echo_server(runtime, &[]);
         let out = run(&["--runtime", runtime, "send", "--to", &to], b"a\nb\nquit\nnot sent\n");
         assert!(out.status.success(), "{out:?}");
@@ -48,7 +53,7 @@ fn interactive_mode_sends_each_line_until_quit() {
 #[test]
 fn refused_connection_is_one_line_and_exit_1() {
     let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-    for runtime in ["smol", "async-std"] {
+    for runtime in ["smol", "async-std", "mio"] {
         let out = run(&["--runtime", runtime, "send", "--to", &closed, "hello"], b"");
         assert_eq!(out.status.code(), Some(1), "{out:?}");
         let stderr = text(&out.stderr);
@@ -71,7 +76,7 @@ fn server_error_line_goes_to_stderr_and_exit_1() {
 
 #[test]
 fn ctrl_c_stops_the_server_cleanly() {
-    for runtime in ["smol", "async-std"] {
+    for runtime in ["smol", "async-std", "mio"] {
         let (mut server, _) = echo_server(runtime, &[]);
         let exit = server.interrupt();
         assert!(exit.success(), "{exit:?}");

@@ -69,6 +69,11 @@ fn two_peers_connect_directly_and_chat_on_async_std() {
 }
 
 #[test]
+fn two_peers_connect_directly_and_chat_on_mio() {
+    two_peers_connect_directly_and_chat("mio");
+}
+
+#[test]
 fn a_piped_peer_connects_at_start_and_delivers_before_it_leaves() {
     for runtime in ["smol", "async-std"] {
         let (_rv, rv_addr) = rendezvous(runtime);

@@ -97,6 +97,11 @@ fn routes_by_prefix_and_forwards_untouched_on_async_std() {
     routes_by_prefix_and_forwards_untouched("async-std", "127.0.0.102");
 }
 
+#[test]
+fn routes_by_prefix_and_forwards_untouched_on_mio() {
+    routes_by_prefix_and_forwards_untouched("mio", "127.0.0.105");
+}
+
 fn a_wrong_secret_is_refused_and_clients_are_told(runtime: &str, host: &str) {
     let net = Network::start(runtime, host, "one secret", "another secret");
     let line = net.remote.wait_for_log("different secrets");
@@ -118,6 +123,11 @@ fn a_wrong_secret_is_refused_and_clients_are_told_on_smol() {
 #[test]
 fn a_wrong_secret_is_refused_and_clients_are_told_on_async_std() {
     a_wrong_secret_is_refused_and_clients_are_told("async-std", "127.0.0.104");
+}
+
+#[test]
+fn a_wrong_secret_is_refused_and_clients_are_told_on_mio() {
+    a_wrong_secret_is_refused_and_clients_are_told("mio", "127.0.0.106");
 }
 
 #[test]

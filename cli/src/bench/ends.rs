@@ -15,7 +15,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-use switchyard_adapters::{AsyncStdRuntime, Driver, Handle, Runtime};
+use switchyard_adapters::{AsyncStdRuntime, Driver, Handle, MioRuntime, Runtime};
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::local::{Entrance, LocalConfig, TunnelLocal};
 use switchyard_core::tunnel::remote::{RemoteConfig, Routes, TunnelRemote};
@@ -128,6 +128,8 @@ pub fn children_supported() -> bool {
 fn runtime_flag<R: Runtime>() -> &'static str {
     if TypeId::of::<R>() == TypeId::of::<AsyncStdRuntime>() {
         "async-std"
+    } else if TypeId::of::<R>() == TypeId::of::<MioRuntime>() {
+        "mio"
     } else {
         "smol"
     }

@@ -1,0 +1,257 @@
+//! [`Runtime`] on Switchyard's own event loop: one thread, mio's edge-triggered epoll
+//! (kqueue on the BSDs), and nothing else.
+//!
+//! smol's reactor re-arms every socket after every event (one-shot epoll) and reprograms
+//! a timerfd and re-arms its wake-up eventfd on every wait: six system calls per wake-up
+//! besides the read and the write. Relaying a small message through a tunnel end is one
+//! wake-up, so those calls were most of what the end itself spent on it. Here a wake-up
+//! is one `epoll_wait`, one read and one write; timers live in a `BTreeMap` and become
+//! the wait's timeout.
+//!
+//! Where tasks run:
+//! - Inside [`MioRuntime::run_here`], on the calling thread, with the sockets and timers
+//!   they open; this is what the `switchyard` binary uses (`--runtime mio`).
+//! - Spawned from anywhere else (including inside [`Runtime::block_on`], which only parks
+//!   its thread until its future is done), on a background loop thread started on first
+//!   use and kept for the life of the process, as smol's global executor is.
+//!
+//! Wakers may be woken from any thread. A socket belongs to the loop it was opened or
+//! accepted on and gets its events there; a task on another loop that uses it is woken
+//! across threads.
+
+mod event_loop;
+mod net;
+mod readiness;
+mod timer;
+
+pub use net::{TcpListener, TcpStream, UdpSocket};
+
+use crate::runtime::Runtime;
+use event_loop::{EventLoop, Shared};
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant as StdInstant;
+
+/// The event-loop runtime; see the [module docs](self).
+///
+/// ```no_run
+/// use switchyard_adapters::{MioRuntime, Runtime};
+/// let rt = MioRuntime;
+/// rt.run_here(async { /* start drivers here; they run on this thread */ });
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MioRuntime;
+
+thread_local! {
+    /// The loop of a thread inside [`MioRuntime::run_here`]; `None` elsewhere.
+    static HERE: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+}
+
+/// The background loop, for work started outside any `run_here`.
+static BACKGROUND: OnceLock<Arc<Shared>> = OnceLock::new();
+
+fn background() -> Arc<Shared> {
+    BACKGROUND
+        .get_or_init(|| {
+            let event_loop =
+                EventLoop::new().unwrap_or_else(|e| panic!("cannot create the background event loop: {e}"));
+            let shared = event_loop.shared().clone();
+            std::thread::Builder::new()
+                .name("switchyard-loop".into())
+                .spawn(move || event_loop.run(std::future::pending::<()>()))
+                .unwrap_or_else(|e| panic!("cannot start the background event loop thread: {e}"));
+            shared
+        })
+        .clone()
+}
+
+/// The loop work started on this thread belongs to.
+fn loop_here() -> Arc<Shared> {
+    HERE.with(|here| here.borrow().clone()).unwrap_or_else(background)
+}
+
+/// Clears [`HERE`] when `run_here` ends, even by a panic.
+struct LeaveHere;
+
+impl Drop for LeaveHere {
+    fn drop(&mut self) {
+        HERE.with(|here| here.borrow_mut().take());
+    }
+}
+
+impl MioRuntime {
+    /// Runs `future` on the current thread until it completes, with every task it spawns
+    /// and every socket and timer it opens on this thread's own loop. Nothing else may
+    /// block this thread meanwhile. Tasks still pending when `future` completes are
+    /// dropped, which closes their sockets. Never call it from inside a task.
+    ///
+    /// Panics if the operating system refuses an epoll instance or an eventfd.
+    pub fn run_here<F: Future>(&self, future: F) -> F::Output {
+        assert!(HERE.with(|here| here.borrow().is_none()), "MioRuntime::run_here called inside run_here");
+        let event_loop = EventLoop::new().unwrap_or_else(|e| panic!("cannot create an event loop: {e}"));
+        HERE.with(|here| *here.borrow_mut() = Some(event_loop.shared().clone()));
+        let _leave = LeaveHere;
+        event_loop.run(future)
+    }
+}
+
+impl Runtime for MioRuntime {
+    type TcpStream = TcpStream;
+    type TcpListener = TcpListener;
+    type UdpSocket = UdpSocket;
+
+    fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let owner = loop_here();
+        let schedule_on = owner.clone();
+        let (runnable, task) = async_task::spawn(future, move |runnable| schedule_on.schedule(runnable));
+        task.detach();
+        owner.schedule(runnable);
+    }
+
+    fn sleep_until(&self, deadline: StdInstant) -> impl Future<Output = ()> + Send + 'static {
+        timer::Timer::new(deadline)
+    }
+
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        futures_lite::future::block_on(future)
+    }
+
+    fn tcp_listen(&self, addr: SocketAddr) -> impl Future<Output = io::Result<TcpListener>> + Send {
+        std::future::ready(crate::runtime::bind_listener(addr).and_then(|l| TcpListener::new(l, loop_here())))
+    }
+
+    fn tcp_connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<TcpStream>> + Send {
+        TcpStream::connect(addr, loop_here())
+    }
+
+    fn udp_bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<UdpSocket>> + Send {
+        std::future::ready(UdpSocket::bind(addr, loop_here()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{AsyncTcpListener, AsyncUdpSocket};
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    use std::thread;
+    use std::time::Duration;
+
+    crate::runtime::run_here_tests!(MioRuntime);
+
+    #[test]
+    fn a_woken_task_from_another_thread_runs_on_its_loop() {
+        let rt = MioRuntime;
+        let (tx, rx) = async_channel::bounded::<u32>(1);
+        let sender = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(20));
+            tx.send_blocking(7).expect("the loop still listens");
+        });
+        // The loop sleeps in epoll_wait with nothing to do until the other thread's send
+        // wakes it through the eventfd.
+        assert_eq!(rt.run_here(async move { rx.recv().await }), Ok(7));
+        sender.join().expect("sender");
+    }
+
+    #[test]
+    fn a_task_woken_after_its_loop_ended_is_not_dropped_inside_the_wake() {
+        let rt = MioRuntime;
+        let (tx, rx) = async_channel::bounded::<()>(1);
+        rt.run_here(async move {
+            rt.spawn(async move {
+                let _ = rx.recv().await;
+            });
+            // Let the task run once and park on the channel before the loop ends.
+            futures_lite::future::yield_now().await;
+        });
+        // Dropping the sender wakes the parked task while the channel holds its lock;
+        // dropping the task's future right there would take that lock again and hang.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            drop(tx);
+            let _ = done_tx.send(());
+        });
+        assert!(done_rx.recv_timeout(Duration::from_secs(20)).is_ok(), "waking a task of an ended loop hung");
+    }
+
+    #[test]
+    fn timers_fire_in_deadline_order() {
+        let rt = MioRuntime;
+        let order = rt.run_here(async move {
+            let (tx, rx) = async_channel::unbounded();
+            let start = StdInstant::now();
+            for (i, ms) in [30u64, 10, 20].into_iter().enumerate() {
+                let tx = tx.clone();
+                rt.spawn(async move {
+                    rt.sleep_until(start + Duration::from_millis(ms)).await;
+                    let _ = tx.send(i).await;
+                });
+            }
+            let mut order = Vec::new();
+            for _ in 0..3 {
+                order.push(rx.recv().await.expect("timer task"));
+            }
+            assert!(StdInstant::now() >= start + Duration::from_millis(30));
+            order
+        });
+        assert_eq!(order, [1, 2, 0]);
+    }
+
+    #[test]
+    fn tcp_round_trip_with_half_close_and_a_refused_connect() {
+        let rt = MioRuntime;
+        rt.run_here(async move {
+            let listener = rt.tcp_listen("127.0.0.1:0".parse().unwrap()).await.expect("listen");
+            let addr = listener.local_addr().expect("addr");
+            rt.spawn(async move {
+                let (mut conn, _) = listener.accept().await.expect("accept");
+                let mut all = Vec::new();
+                conn.read_to_end(&mut all).await.expect("read to EOF");
+                conn.write_all(&all).await.expect("echo");
+                conn.close().await.expect("close");
+            });
+            let mut client = rt.tcp_connect(addr).await.expect("connect");
+            // More than a socket buffer, so writes and reads both wait on edges.
+            let sent: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
+            let mut writer = client.clone();
+            let payload = sent.clone();
+            rt.spawn(async move {
+                writer.write_all(&payload).await.expect("write");
+                writer.close().await.expect("half-close");
+            });
+            let mut back = Vec::new();
+            client.read_to_end(&mut back).await.expect("read back");
+            assert!(back == sent, "echoed bytes differ");
+
+            // Nothing listens on a port just released.
+            let closed = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                l.local_addr().expect("addr")
+            };
+            let refused = rt.tcp_connect(closed).await.expect_err("nothing listens");
+            assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+        });
+    }
+
+    #[test]
+    fn udp_datagrams_cross_between_two_sockets_of_the_background_loop() {
+        let rt = MioRuntime;
+        rt.block_on(async move {
+            let a = rt.udp_bind("127.0.0.1:0".parse().unwrap()).await.expect("bind a");
+            let b = rt.udp_bind("127.0.0.1:0".parse().unwrap()).await.expect("bind b");
+            let b_addr = b.local_addr().expect("addr");
+            for i in 0..100u8 {
+                a.send_to(&[i; 32], b_addr).await.expect("send");
+                let mut buf = [0u8; 64];
+                let (n, from) = b.recv_from(&mut buf).await.expect("recv");
+                assert_eq!((n, buf[0], from), (32, i, a.local_addr().expect("addr")));
+            }
+        });
+    }
+}
