@@ -5,14 +5,16 @@
 //! The I/O loop ([`Driver`]) is written once, generic over a small [`Runtime`] trait, and
 //! each runtime implements that trait thinly with its own types:
 //!
-//! - [`SmolRuntime`] (cargo feature `smol`, on by default): the default runtime.
+//! - [`SmolRuntime`] (cargo feature `smol`, on by default): the general-purpose choice for
+//!   an application that already runs smol.
 //! - [`AsyncStdRuntime`] (cargo feature `async-std`, on by default): async-std is
 //!   deprecated upstream in favour of smol; it stays supported for embedders already on
 //!   it. Turn the feature off to drop the dependency.
 //! - [`MioRuntime`] (cargo feature `mio`, on by default): Switchyard's own single-threaded
 //!   event loop on mio's edge-triggered epoll, for a process whose work is relaying
 //!   (a tunnel end): one `epoll_wait`, one read and one write per relayed message, where
-//!   smol's reactor adds six re-arming calls. See [`mio_rt`].
+//!   smol's reactor adds six re-arming calls. The `switchyard` binary runs on it by
+//!   default. See [`mio_rt`].
 //!
 //! ```no_run
 //! use switchyard_adapters::{Driver, Runtime, SmolRuntime};

@@ -1,4 +1,4 @@
-//! [`Runtime`] for smol, the default runtime.
+//! [`Runtime`] for smol.
 
 use crate::runtime::{AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, Runtime};
 use smol::net::{TcpListener, TcpStream, UdpSocket};
@@ -15,8 +15,8 @@ use std::time::Instant as StdInstant;
 /// - Inside [`SmolRuntime::run_here`], every task spawned on that thread runs on that
 ///   thread, which also drives the reactor (epoll) whenever its tasks wait. A socket
 ///   becoming ready then wakes a task on the same thread: no futex, no cross-CPU hop, no
-///   eventfd write to interrupt another thread's `epoll_wait`. This is what the
-///   `switchyard` binary uses, like tokio's current-thread flavour.
+///   eventfd write to interrupt another thread's `epoll_wait`. This is what
+///   `switchyard --runtime smol` uses, like tokio's current-thread flavour.
 /// - Elsewhere (and inside [`Runtime::block_on`]), tasks go to smol's global executor,
 ///   whose threads (`SMOL_THREADS`, default 1) run them while the calling thread is free
 ///   to block: right for tests and programs that mix async tasks with blocking code.

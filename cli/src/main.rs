@@ -51,9 +51,9 @@ use switchyard_core::Env;
     note = "Logs go to stderr; RUST_LOG (e.g. RUST_LOG=debug) overrides -v. Exit codes: 0 success, 1 error, 2 usage error."
 )]
 struct Cli {
-    /// async runtime to run on: smol (default), async-std, or mio (Switchyard's own
-    /// single-threaded event loop: fewest system calls per relayed message)
-    #[argh(option, default = "RuntimeKind::Smol")]
+    /// async runtime to run on: mio (default), Switchyard's own single-threaded event
+    /// loop with the fewest system calls per relayed message; smol; or async-std
+    #[argh(option, default = "RuntimeKind::Mio")]
     runtime: RuntimeKind,
 
     /// more logging: -v for debug, -vv for trace

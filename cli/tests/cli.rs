@@ -88,7 +88,7 @@ fn every_help_exits_0_and_states_its_defaults() {
     let cases: &[(&[&str], &[&str])] = &[
         (
             &["--help"],
-            &["--runtime", "smol (default)", "up", "demo", "serve", "tunnel", "send", "chat", "rendezvous", "punch"],
+            &["--runtime", "mio (default)", "up", "demo", "serve", "tunnel", "send", "chat", "rendezvous", "punch"],
         ),
         (&["serve", "--help"], &["echo", "time", "broadcast", "hello", "greet", "stamp"]),
         (&["serve", "echo", "--help"], &["default 127.0.0.1:7007", "default 65536", "default 300", "Ctrl-C"]),

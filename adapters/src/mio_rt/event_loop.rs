@@ -39,7 +39,8 @@ pub(super) type TimerKey = (Instant, u64);
 pub(super) struct Shared {
     registry: Registry,
     poll_waker: PollWaker,
-    /// Tasks ready to run. Unbounded by count, but each entry is a task that exists anyway.
+    /// Tasks ready to run. async-task queues a task at most once until it runs, so this
+    /// holds at most one entry per live task.
     queue: Mutex<VecDeque<Runnable>>,
     timers: Mutex<BTreeMap<TimerKey, Waker>>,
     next_timer: AtomicU64,

@@ -10,7 +10,7 @@
 //!
 //! Where tasks run:
 //! - Inside [`MioRuntime::run_here`], on the calling thread, with the sockets and timers
-//!   they open; this is what the `switchyard` binary uses (`--runtime mio`).
+//!   they open; this is what the `switchyard` binary uses by default.
 //! - Spawned from anywhere else (including inside [`Runtime::block_on`], which only parks
 //!   its thread until its future is done), on a background loop thread started on first
 //!   use and kept for the life of the process, as smol's global executor is.

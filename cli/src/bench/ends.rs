@@ -125,7 +125,7 @@ pub fn children_supported() -> bool {
 
 /// The `--runtime` value naming `R`, so child ends run on the runtime the benchmark was
 /// asked for.
-fn runtime_flag<R: Runtime>() -> &'static str {
+pub(super) fn runtime_flag<R: Runtime>() -> &'static str {
     if TypeId::of::<R>() == TypeId::of::<AsyncStdRuntime>() {
         "async-std"
     } else if TypeId::of::<R>() == TypeId::of::<MioRuntime>() {

@@ -110,6 +110,55 @@ pub fn raise_nofile(want: u64) -> u64 {
     limit.rlim_cur
 }
 
+/// A set of CPUs, for pinning processes with [`set_affinity`].
+#[derive(Clone, Copy)]
+pub struct CpuSet(libc::cpu_set_t);
+
+impl CpuSet {
+    /// The CPUs this process may run on now.
+    pub fn allowed() -> io::Result<CpuSet> {
+        // SAFETY: an all-zero cpu_set_t is a valid empty set; sched_getaffinity fills the
+        // one we own and reads no more than its size.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(CpuSet(set))
+    }
+
+    /// CPU `cpu` alone, if this process may run on it.
+    pub fn only(cpu: usize) -> io::Result<CpuSet> {
+        let allowed = CpuSet::allowed()?;
+        // SAFETY: CPU_ISSET and CPU_SET only touch the set we own, within its size.
+        if cpu >= libc::CPU_SETSIZE as usize || !unsafe { libc::CPU_ISSET(cpu, &allowed.0) } {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("CPU {cpu} is not one this process may use"),
+            ));
+        }
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        Ok(CpuSet(set))
+    }
+}
+
+/// Restricts every thread of process `pid` to the CPUs of `set`. Threads and processes
+/// it starts afterwards inherit the set.
+pub fn set_affinity(pid: u32, set: &CpuSet) -> io::Result<()> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Some(tid) = task?.file_name().to_str().and_then(|t| t.parse::<libc::pid_t>().ok()) else { continue };
+        // SAFETY: sched_setaffinity only reads the set, within the size given.
+        if unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set.0) } != 0 {
+            let e = io::Error::last_os_error();
+            // A thread that ended since the listing is no failure.
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +173,21 @@ mod tests {
         // Ticks may still be 0 this early; both must parse.
         assert!(process_cpu(std::process::id()).is_ok());
         assert!(machine_busy().unwrap() > Duration::ZERO);
+    }
+
+    #[test]
+    fn pins_a_process_to_one_cpu_and_back() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("start sleep");
+        let pid = child.id();
+        let allowed = CpuSet::allowed().expect("affinity");
+        let first = (0..libc::CPU_SETSIZE as usize).find(|&c| unsafe { libc::CPU_ISSET(c, &allowed.0) }).unwrap();
+        set_affinity(pid, &CpuSet::only(first).expect("a CPU we may use")).expect("pin");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let list = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).expect("allowed list");
+        assert_eq!(list.trim(), first.to_string());
+        set_affinity(pid, &allowed).expect("unpin");
+        assert!(CpuSet::only(libc::CPU_SETSIZE as usize).is_err());
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

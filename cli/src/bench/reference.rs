@@ -34,6 +34,12 @@ impl SocatChain {
         Ok(chain)
     }
 
+    /// The listening relays' process ids (each forks a process per connection, which
+    /// inherits the listener's CPU affinity).
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
     /// Two relays in a row to `target`; returns the first relay's address.
     fn hops(&mut self, target: SocketAddr) -> Result<SocketAddr, CliError> {
         let second = self.relay(target)?;
