@@ -132,18 +132,22 @@ impl Shared {
         drop(waker);
     }
 
-    /// Wakes every timer due at `now`; returns the next deadline.
-    fn fire_timers(&self, now: Instant) -> Option<Instant> {
+    /// Wakes every timer due at `now`.
+    fn fire_timers(&self, now: Instant) {
         let due = {
             let mut timers = lock(&self.timers);
-            let (&first, _) = timers.first_key_value()?;
-            if first.0 > now {
-                return Some(first.0);
+            // Most waits have no timer due: skip the split, which allocates.
+            if !timers.first_key_value().is_some_and(|(key, _)| key.0 <= now) {
+                return;
             }
             let later = timers.split_off(&(now, u64::MAX));
             std::mem::replace(&mut *timers, later)
         };
         due.into_values().for_each(Waker::wake);
+    }
+
+    /// The earliest pending timer's deadline.
+    fn next_deadline(&self) -> Option<Instant> {
         lock(&self.timers).first_key_value().map(|(key, _)| key.0)
     }
 
@@ -267,10 +271,16 @@ impl EventLoop {
     /// else until the next timer or a wake-up.
     fn wait(&mut self, main: &MainWaker) -> io::Result<()> {
         let now = Instant::now();
-        let next_timer = self.shared.fire_timers(now);
+        self.shared.fire_timers(now);
         self.shared.sleeping.store(true, Ordering::SeqCst);
+        // Read only now: work queued or a timer added before `sleeping` was set is seen
+        // here, and anything later wakes the wait through `notify`.
         let busy = self.shared.has_tasks() || main.woken.load(Ordering::SeqCst);
-        let timeout = if busy { Some(std::time::Duration::ZERO) } else { next_timer.map(|at| at - now) };
+        let timeout = if busy {
+            Some(std::time::Duration::ZERO)
+        } else {
+            self.shared.next_deadline().map(|at| at.saturating_duration_since(now))
+        };
         let result = self.poll.poll(&mut self.events, timeout);
         self.shared.sleeping.store(false, Ordering::SeqCst);
         match result {

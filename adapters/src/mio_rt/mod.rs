@@ -181,6 +181,21 @@ mod tests {
     }
 
     #[test]
+    fn a_timer_awaited_outside_any_loop_wakes_the_sleeping_background_loop() {
+        let rt = MioRuntime;
+        // The background loop may be asleep with no deadline at all: adding this timer
+        // from another thread must wake it to take the new deadline into account.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let start = StdInstant::now();
+            rt.block_on(rt.sleep_until(start + Duration::from_millis(30)));
+            let _ = done_tx.send(StdInstant::now() >= start + Duration::from_millis(30));
+        });
+        let on_time = done_rx.recv_timeout(Duration::from_secs(20)).expect("the timer never fired");
+        assert!(on_time, "the timer fired before its deadline");
+    }
+
+    #[test]
     fn timers_fire_in_deadline_order() {
         let rt = MioRuntime;
         let order = rt.run_here(async move {
