@@ -18,8 +18,8 @@ pub enum RuntimeKind {
     AsyncStd,
     /// Switchyard's own single-threaded event loop on mio (edge-triggered epoll), the
     /// default: the fewest system calls and the least CPU per relayed message
-    /// (`switchyard bench tunnel --pin-cpu 0`: 18 µs of the ends' CPU per round trip
-    /// against smol's 25).
+    /// (`switchyard bench tunnel --pin-cpu 0`: 18–20 µs of the ends' CPU per round trip
+    /// against smol's 25–27).
     #[default]
     Mio,
 }

@@ -288,8 +288,8 @@ impl EventLoop {
             Err(e) => return Err(e),
             Ok(()) => {}
         }
-        // Look every source up under one lock, then wake outside it: a woken task may
-        // open or close sockets, which takes the lock again.
+        // Look every source up under one lock, then wake outside it, so that no waker (of
+        // this loop's tasks, another loop's, or a thread in `block_on`) runs under it.
         let sources = lock(&self.shared.sources);
         self.ready.extend(self.events.iter().filter(|event| event.token() != WAKE_TOKEN).filter_map(|event| {
             let readiness = sources.get(&event.token().0)?.clone();
