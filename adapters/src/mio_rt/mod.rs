@@ -181,6 +181,42 @@ mod tests {
     }
 
     #[test]
+    fn wakes_from_many_threads_are_never_lost() {
+        const THREADS: usize = 4;
+        const MESSAGES: usize = 20_000;
+        let rt = MioRuntime;
+        // Rendezvous channels: every message needs its receiving task woken from another
+        // thread, at any point of the loop's cycle (running, about to sleep, asleep). A
+        // lost wake-up leaves a sender blocked for good, and the guard below fails.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let total = rt.run_here(async move {
+                let (count_tx, count_rx) = async_channel::unbounded::<usize>();
+                for _ in 0..THREADS {
+                    let (tx, rx) = async_channel::bounded::<usize>(1);
+                    thread::spawn(move || (0..MESSAGES).for_each(|i| tx.send_blocking(i).expect("receiver alive")));
+                    let count_tx = count_tx.clone();
+                    rt.spawn(async move {
+                        let mut n = 0;
+                        while rx.recv().await.is_ok() {
+                            n += 1;
+                        }
+                        let _ = count_tx.send(n).await;
+                    });
+                }
+                let mut total = 0;
+                for _ in 0..THREADS {
+                    total += count_rx.recv().await.expect("a receiver reports");
+                }
+                total
+            });
+            let _ = done_tx.send(total);
+        });
+        let total = done_rx.recv_timeout(Duration::from_secs(60)).expect("a wake-up was lost: the loop stalled");
+        assert_eq!(total, THREADS * MESSAGES);
+    }
+
+    #[test]
     fn a_timer_awaited_outside_any_loop_wakes_the_sleeping_background_loop() {
         let rt = MioRuntime;
         // The background loop may be asleep with no deadline at all: adding this timer
