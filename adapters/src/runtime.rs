@@ -126,6 +126,28 @@ pub fn set_linger_zero<S: std::os::windows::io::AsSocket>(socket: &S) -> io::Res
     socket2::SockRef::from(socket).set_linger(Some(std::time::Duration::ZERO))
 }
 
+/// Runs `f` with `value` in the thread-local `slot`, and empties the slot when `f`
+/// returns or panics: how a runtime's `run_here` tells the code it runs which executor or
+/// loop this thread belongs to.
+#[cfg(any(feature = "smol", feature = "mio"))]
+pub(crate) fn with_thread_slot<T: 'static, R>(
+    slot: &'static std::thread::LocalKey<std::cell::RefCell<Option<T>>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    /// Empties the slot on the way out, even by a panic.
+    struct Clear<T: 'static>(&'static std::thread::LocalKey<std::cell::RefCell<Option<T>>>);
+    impl<T: 'static> Drop for Clear<T> {
+        fn drop(&mut self) {
+            let value = self.0.with(|slot| slot.borrow_mut().take());
+            drop(value);
+        }
+    }
+    slot.with(|s| *s.borrow_mut() = Some(value));
+    let _clear = Clear(slot);
+    f()
+}
+
 /// The tests every runtime with a `run_here` (one thread for all its tasks) must pass:
 /// expand it in the runtime's test module with the runtime's value.
 #[cfg(test)]

@@ -34,15 +34,6 @@ thread_local! {
     static HERE: RefCell<Option<Rc<LocalExecutor<'static>>>> = const { RefCell::new(None) };
 }
 
-/// Clears [`HERE`] when `run_here` ends, even by a panic.
-struct LeaveHere;
-
-impl Drop for LeaveHere {
-    fn drop(&mut self) {
-        HERE.with(|here| here.borrow_mut().take());
-    }
-}
-
 impl SmolRuntime {
     /// Runs `future` on the current thread until it completes, with every task it spawns
     /// (and they spawn) on this thread too. Nothing else may block this thread meanwhile:
@@ -53,9 +44,7 @@ impl SmolRuntime {
     /// sockets. Never call it from inside a task.
     pub fn run_here<F: Future>(&self, future: F) -> F::Output {
         let executor = Rc::new(LocalExecutor::new());
-        HERE.with(|here| *here.borrow_mut() = Some(executor.clone()));
-        let _leave = LeaveHere;
-        smol::block_on(executor.run(future))
+        crate::runtime::with_thread_slot(&HERE, executor.clone(), || smol::block_on(executor.run(future)))
     }
 }
 

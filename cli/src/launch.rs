@@ -102,10 +102,7 @@ impl Fleet {
         M::Event: LogEvent + Send + fmt::Debug + 'static,
     {
         let driver = listeners.iter().fold(Driver::new(machine), |driver, &(id, addr)| driver.listen(id, addr));
-        let running = driver.start(rt.clone()).await.map_err(|error| LaunchError { name: name.to_owned(), error })?;
-        let bound = listeners.iter().filter_map(|&(id, _)| Some((id, running.local_addr(id)?))).collect();
-        self.adopt(rt, name, running, watch);
-        Ok(bound)
+        self.start(rt, name, driver, listeners, Running::local_addr, watch).await
     }
 
     /// [`Fleet::launch`] for a machine that speaks datagrams: binds the UDP `sockets`
@@ -123,9 +120,28 @@ impl Fleet {
         M::Event: LogEvent + Send + fmt::Debug + 'static,
     {
         let driver = sockets.iter().fold(Driver::new(machine), |driver, &(id, addr)| driver.bind_udp(id, addr));
+        self.start(rt, name, driver, sockets, Running::udp_local_addr, |_| {}).await
+    }
+
+    /// Starts `driver` and adopts its machine; returns the address each of `sockets` got,
+    /// as `bound_addr` reads it off the running driver.
+    async fn start<R, M, Id: Ord + Copy>(
+        &mut self,
+        rt: &R,
+        name: &str,
+        driver: Driver<M>,
+        sockets: &[(Id, SocketAddr)],
+        bound_addr: impl Fn(&Running<M>, Id) -> Option<SocketAddr>,
+        watch: impl FnMut(&M::Event) + Send + 'static,
+    ) -> Result<BTreeMap<Id, SocketAddr>, LaunchError>
+    where
+        R: Runtime,
+        M: Machine + Send + 'static,
+        M::Event: LogEvent + Send + fmt::Debug + 'static,
+    {
         let running = driver.start(rt.clone()).await.map_err(|error| LaunchError { name: name.to_owned(), error })?;
-        let bound = sockets.iter().filter_map(|&(id, _)| Some((id, running.udp_local_addr(id)?))).collect();
-        self.adopt(rt, name, running, |_| {});
+        let bound = sockets.iter().filter_map(|&(id, _)| Some((id, bound_addr(&running, id)?))).collect();
+        self.adopt(rt, name, running, watch);
         Ok(bound)
     }
 

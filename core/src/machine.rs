@@ -213,7 +213,13 @@ pub trait Machine {
 
     /// A listener accepted a connection from `peer`. Returns the id the machine gives it,
     /// or a refusal, in which case the driver closes the socket.
-    fn accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr) -> Result<ConnId, Refusal>;
+    ///
+    /// By default every connection is refused: right for a machine that has no listeners
+    /// (a client, or one that only speaks datagrams).
+    fn accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr) -> Result<ConnId, Refusal> {
+        let _ = (now, peer);
+        Err(Refusal::UnknownListener(listener))
+    }
 
     /// Something happened on the network.
     fn handle_input(&mut self, now: Instant, input: Input<'_>);

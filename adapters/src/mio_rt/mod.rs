@@ -73,15 +73,6 @@ fn loop_here() -> Arc<Shared> {
     HERE.with(|here| here.borrow().clone()).unwrap_or_else(background)
 }
 
-/// Clears [`HERE`] when `run_here` ends, even by a panic.
-struct LeaveHere;
-
-impl Drop for LeaveHere {
-    fn drop(&mut self) {
-        HERE.with(|here| here.borrow_mut().take());
-    }
-}
-
 impl MioRuntime {
     /// Runs `future` on the current thread until it completes, with every task it spawns
     /// and every socket and timer it opens on this thread's own loop. Nothing else may
@@ -92,9 +83,8 @@ impl MioRuntime {
     pub fn run_here<F: Future>(&self, future: F) -> F::Output {
         assert!(HERE.with(|here| here.borrow().is_none()), "MioRuntime::run_here called inside run_here");
         let event_loop = EventLoop::new().unwrap_or_else(|e| panic!("cannot create an event loop: {e}"));
-        HERE.with(|here| *here.borrow_mut() = Some(event_loop.shared().clone()));
-        let _leave = LeaveHere;
-        event_loop.run(future)
+        let shared = event_loop.shared().clone();
+        crate::runtime::with_thread_slot(&HERE, shared, || event_loop.run(future))
     }
 }
 

@@ -32,10 +32,9 @@ impl<S: mio::event::Source> Registered<S> {
         &self,
         dir: Dir,
         cx: &mut Context<'_>,
-        op: impl FnMut(&S) -> io::Result<T>,
+        mut op: impl FnMut(&S) -> io::Result<T>,
         drained: impl Fn(&T) -> bool,
     ) -> Poll<io::Result<T>> {
-        let mut op = op;
         self.readiness.poll_io(dir, cx, || op(&self.io), drained)
     }
 }

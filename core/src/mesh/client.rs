@@ -26,8 +26,8 @@
 
 use super::reader::MsgReader;
 use super::seen::SeenCache;
-use crate::id::{ConnId, ListenerId};
-use crate::machine::{CloseHow, Input, Machine, Output, OutputQueue, Refusal};
+use crate::id::ConnId;
+use crate::machine::{CloseHow, Input, Machine, Output, OutputQueue};
 use crate::time::{Clock, Deadlines, Instant};
 use crate::wire::mesh::{is_valid_body, is_valid_name, MeshMsg, ReceiptStatus, MAX_SERVERS};
 use crate::Env;
@@ -732,10 +732,6 @@ impl MeshClient {
 
 impl Machine for MeshClient {
     type Event = ClientEvent;
-
-    fn accept(&mut self, _now: Instant, listener: ListenerId, _peer: SocketAddr) -> Result<ConnId, Refusal> {
-        Err(Refusal::UnknownListener(listener))
-    }
 
     fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         let now = self.clock.advance(now);

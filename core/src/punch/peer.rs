@@ -42,8 +42,8 @@
 //! messages: `max_unacked` ([`Peer::send`] refuses more).
 
 use super::channel::{QueueFull, Receiver, Sender};
-use crate::id::{ConnId, ListenerId, SocketId};
-use crate::machine::{Input, Machine, Output, OutputQueue, Refusal};
+use crate::id::SocketId;
+use crate::machine::{Input, Machine, Output, OutputQueue};
 use crate::rng::Rng;
 use crate::time::{Clock, Instant};
 use crate::wire::punch::{
@@ -800,10 +800,6 @@ impl Peer {
 
 impl Machine for Peer {
     type Event = PeerEvent;
-
-    fn accept(&mut self, _now: Instant, listener: ListenerId, _peer: SocketAddr) -> Result<ConnId, Refusal> {
-        Err(Refusal::UnknownListener(listener))
-    }
 
     fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         let now = self.clock.advance(now);

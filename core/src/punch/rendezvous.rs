@@ -31,8 +31,8 @@
 //! session, so two peers that `CONNECT` each other at once agree on one.
 
 use super::limit::TokenBucket;
-use crate::id::{ConnId, ListenerId, SocketId};
-use crate::machine::{Input, Machine, Output, OutputQueue, Refusal};
+use crate::id::SocketId;
+use crate::machine::{Input, Machine, Output, OutputQueue};
 use crate::rng::Rng;
 use crate::time::{Clock, Instant};
 use crate::wire::punch::{PunchMsg, RefusalCode, Token, MAX_DATAGRAM, MAX_INNER};
@@ -226,6 +226,13 @@ impl Rendezvous {
         self.send(to, PunchMsg::Refused { id: id.to_owned(), code, reason });
     }
 
+    /// Refuses a request that needs `id`'s registration and token, which it lacks;
+    /// `consequence` says what the sender cannot do without them.
+    fn refuse_unregistered(&mut self, to: SocketAddr, id: &str, consequence: &str) {
+        let reason = format!("not registered as {id} ({consequence})");
+        self.refuse(to, id, RefusalCode::NotRegistered, reason);
+    }
+
     /// Charges one datagram to `source`; false when it is over its rate (or no bucket is
     /// free for a new source).
     fn admit(&mut self, now: Instant, source: IpAddr) -> bool {
@@ -296,12 +303,7 @@ impl Rendezvous {
 
     fn on_connect(&mut self, from: SocketAddr, token: Token, id: String, dest: String) {
         let Some(asker) = self.authorised(&id, &token) else {
-            return self.refuse(
-                from,
-                &id,
-                RefusalCode::NotRegistered,
-                format!("not registered as {id} (register first)"),
-            );
+            return self.refuse_unregistered(from, &id, "register first");
         };
         let known_session = asker.session_with(&dest);
         if dest == id {
@@ -332,12 +334,7 @@ impl Rendezvous {
 
     fn on_relay(&mut self, now: Instant, from: SocketAddr, token: Token, id: String, to: String, inner: Bytes) {
         let Some(sender) = self.authorised(&id, &token) else {
-            return self.refuse(
-                from,
-                &id,
-                RefusalCode::NotRegistered,
-                format!("not registered as {id} (cannot relay)"),
-            );
+            return self.refuse_unregistered(from, &id, "cannot relay");
         };
         let session = sender.session_with(&to);
         // Both registrations must remember the introduction: a later holder of `to`'s id
@@ -361,12 +358,7 @@ impl Rendezvous {
 
     fn on_unregister(&mut self, from: SocketAddr, token: Token, id: String) {
         let Some(r) = self.authorised(&id, &token) else {
-            return self.refuse(
-                from,
-                &id,
-                RefusalCode::NotRegistered,
-                format!("not registered as {id} (cannot unregister)"),
-            );
+            return self.refuse_unregistered(from, &id, "cannot unregister");
         };
         let expires = r.expires;
         self.expiries.remove(&(expires, id.clone()));
@@ -415,10 +407,6 @@ impl Rendezvous {
 
 impl Machine for Rendezvous {
     type Event = RendezvousEvent;
-
-    fn accept(&mut self, _now: Instant, listener: ListenerId, _peer: SocketAddr) -> Result<ConnId, Refusal> {
-        Err(Refusal::UnknownListener(listener))
-    }
 
     fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         let now = self.clock.advance(now);

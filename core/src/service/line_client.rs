@@ -6,8 +6,8 @@
 //! refuses with [`SendError::Backlogged`] so the caller slows down instead of the client
 //! buffering without bound.
 
-use crate::id::{ConnId, ListenerId};
-use crate::machine::{Backlog, CloseHow, Input, Machine, NetError, Output, OutputQueue, Refusal};
+use crate::id::ConnId;
+use crate::machine::{Backlog, CloseHow, Input, Machine, NetError, Output, OutputQueue};
 use crate::time::{Clock, Instant};
 use crate::wire::line::{line_bytes, LineDecoder, LineError, DEFAULT_MAX_LINE};
 use crate::Env;
@@ -243,10 +243,6 @@ impl LineClient {
 
 impl Machine for LineClient {
     type Event = LineClientEvent;
-
-    fn accept(&mut self, _now: Instant, listener: ListenerId, _peer: SocketAddr) -> Result<ConnId, Refusal> {
-        Err(Refusal::UnknownListener(listener))
-    }
 
     fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         self.clock.advance(now);
