@@ -1,7 +1,7 @@
 //! `switchyard`: run Switchyard services and clients over real sockets.
 //!
 //! ```text
-//! switchyard [--runtime smol|async-std|mio] [-v...] [--seed N] <command>
+//! switchyard [--runtime smol|async-std|mio] [--busy-poll MICROS] [-v...] [--seed N] <command>
 //!   up [--host IP] [--interval SECS]              the whole network on loopback, until Ctrl-C
 //!   demo [--host IP]                              up, plus every flow with a transcript
 //!   serve echo|time|broadcast|hello|greet|stamp   run one line service
@@ -41,6 +41,7 @@ use runtime::{Program, RuntimeKind};
 use std::fmt;
 use std::future::Future;
 use std::process::ExitCode;
+use std::time::Duration;
 use switchyard_adapters::Runtime;
 use switchyard_core::Env;
 
@@ -55,6 +56,13 @@ struct Cli {
     /// loop with the fewest system calls per relayed message; smol; or async-std
     #[argh(option, default = "RuntimeKind::Mio")]
     runtime: RuntimeKind,
+
+    /// microseconds the event loop keeps polling without sleeping after traffic, so that
+    /// a reply finds it awake instead of waiting for a wake-up: lower latency (most on
+    /// virtual machines) for up to that much CPU per burst (mio runtime only; at most
+    /// 1000; default 0, off)
+    #[argh(option, default = "Duration::ZERO", from_str_fn(runtime::parse_busy_poll))]
+    busy_poll: Duration,
 
     /// more logging: -v for debug, -vv for trace
     #[argh(switch, short = 'v')]
@@ -206,7 +214,7 @@ fn main() -> ExitCode {
     logging::init(cli.verbose, cli.command.quietness());
     let seed = cli.seed.unwrap_or_else(seed::from_os);
     tracing::debug!("seed for this run: {seed} (pass --seed {seed} to replay it)");
-    match runtime::run(cli.runtime, cli.command, Env::new(seed)) {
+    match runtime::run(cli.runtime, cli.busy_poll, cli.command, Env::new(seed)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("switchyard: {e}");
@@ -240,5 +248,13 @@ mod tests {
         assert_eq!(expand_verbosity(args("sy -vv send -v")), args("sy -v -v send -v"));
         assert_eq!(expand_verbosity(args("sy send -- -vv")), args("sy send -- -vv"));
         assert_eq!(expand_verbosity(args("sy -x -verbose")), args("sy -x -verbose"));
+    }
+
+    #[test]
+    fn busy_poll_is_off_by_default_and_its_help_states_the_cap() {
+        let cli = Cli::from_args(&["switchyard"], &["up"]).expect("parses");
+        assert_eq!(cli.busy_poll, Duration::ZERO);
+        let cap = switchyard_adapters::mio_rt::MAX_BUSY_POLL.as_micros();
+        assert_help_says::<Cli>("switchyard", &[format!("at most {cap}; default 0, off")]);
     }
 }

@@ -4,6 +4,9 @@ use std::fmt;
 use std::future::Future;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::sync::OnceLock;
+use std::time::Duration;
+use switchyard_adapters::mio_rt::{LoopOptions, MAX_BUSY_POLL};
 use switchyard_adapters::{AsyncStdRuntime, MioRuntime, Runtime, SmolRuntime};
 use switchyard_core::Env;
 
@@ -63,9 +66,35 @@ fn smol_threads() -> usize {
     std::env::var("SMOL_THREADS").ok().and_then(|n| n.parse().ok()).unwrap_or(1)
 }
 
-/// Runs `program` on the chosen runtime, blocking the current thread.
-pub fn run<P: Program>(kind: RuntimeKind, program: P, env: Env) -> Result<ExitCode, CliError> {
-    tracing::debug!(runtime = %kind, "starting");
+/// The `--busy-poll` window of this process, set once by [`run`]; children it starts as
+/// parts of itself (the benchmark's tunnel ends) get the same.
+static BUSY_POLL: OnceLock<Duration> = OnceLock::new();
+
+/// This process's `--busy-poll` window; zero when off.
+pub fn busy_poll() -> Duration {
+    BUSY_POLL.get().copied().unwrap_or_default()
+}
+
+/// `--busy-poll MICROS`: how long the mio loop polls without sleeping after traffic.
+pub fn parse_busy_poll(value: &str) -> Result<Duration, String> {
+    let micros: u64 = value.parse().map_err(|_| format!("--busy-poll takes microseconds, not {value:?}"))?;
+    let window = Duration::from_micros(micros);
+    if window > MAX_BUSY_POLL {
+        return Err(format!("--busy-poll {micros} is over the cap of {} µs", MAX_BUSY_POLL.as_micros()));
+    }
+    Ok(window)
+}
+
+/// Runs `program` on the chosen runtime, blocking the current thread. `busy_poll` (mio
+/// only) is how long the loop polls without sleeping after traffic.
+pub fn run<P: Program>(kind: RuntimeKind, busy_poll: Duration, program: P, env: Env) -> Result<ExitCode, CliError> {
+    tracing::debug!(runtime = %kind, ?busy_poll, "starting");
+    let _ = BUSY_POLL.set(busy_poll);
+    if !busy_poll.is_zero() && kind != RuntimeKind::Mio {
+        return Err(CliError::new(format!("--busy-poll needs --runtime mio, not {kind}")));
+    }
+    // A program that blocks its thread (the benchmark) runs its tasks on the background
+    // loop, which never spins; it hands `busy_poll()` to the processes it starts instead.
     match kind {
         // One thread runs every task and the reactor unless more are asked for: a socket
         // event then wakes its task without a hop between threads, which is most of a
@@ -85,11 +114,26 @@ pub fn run<P: Program>(kind: RuntimeKind, program: P, env: Env) -> Result<ExitCo
         // Like smol's single thread: tasks, timers and sockets on this thread's loop.
         RuntimeKind::Mio if !program.blocks_its_thread() => {
             let rt = MioRuntime;
-            rt.run_here(program.run(rt, env))
+            rt.run_here_with(LoopOptions::busy_poll(busy_poll), program.run(rt, env))
         }
         RuntimeKind::Mio => {
             let rt = MioRuntime;
             rt.block_on(program.run(rt, env))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_poll_takes_microseconds_up_to_the_cap() {
+        assert_eq!(parse_busy_poll("50"), Ok(Duration::from_micros(50)));
+        assert_eq!(parse_busy_poll("0"), Ok(Duration::ZERO));
+        let cap = MAX_BUSY_POLL.as_micros();
+        assert_eq!(parse_busy_poll(&cap.to_string()), Ok(MAX_BUSY_POLL));
+        assert!(parse_busy_poll(&(cap + 1).to_string()).unwrap_err().contains("over the cap"));
+        assert!(parse_busy_poll("50us").unwrap_err().contains("microseconds"));
     }
 }

@@ -1,7 +1,8 @@
 //! `switchyard tunnel local` and `tunnel remote` as separate processes in front of real
-//! services, under both runtimes: routing by prefix, static forwards, a refused route, a
-//! wrong secret, and bad arguments. Each flow uses a loopback address of its own
-//! (127.0.0.10N) with the default ports, so tests run in parallel.
+//! services, under every runtime: routing by prefix (also with the event loop
+//! busy-polling), static forwards, a refused route, a wrong secret, and bad arguments.
+//! Each flow uses a loopback address of its own (127.0.0.10N) with the default ports, so
+//! tests run in parallel.
 
 mod support;
 
@@ -18,12 +19,12 @@ struct Network {
 }
 
 impl Network {
-    /// `remote_key` and `local_key` are the secret files' contents.
-    fn start(runtime: &str, host: &str, remote_key: &str, local_key: &str) -> Network {
+    /// `remote_key` and `local_key` are the secret files' contents; `rt` are the global
+    /// options every process gets (`--runtime ...`).
+    fn start(rt: &[&str], host: &str, remote_key: &str, local_key: &str) -> Network {
         let at = |port: u16| format!("{host}:{port}");
-        let rt = ["--runtime", runtime];
         let service = |args: &[&str]| {
-            let p = Proc::start(&[&rt[..], args].concat());
+            let p = Proc::start(&[rt, args].concat());
             p.wait_for_log("server listening on");
             p
         };
@@ -39,7 +40,7 @@ impl Network {
         let echo_route = format!("7007={}", at(7007));
         let remote = Proc::start(
             &[
-                &rt[..],
+                rt,
                 &["tunnel", "remote", "--listen", &at(7001), "--secret-file", keys[0].arg()],
                 &["--route", &to_time, "--route", &to_echo, "--route", &echo_route],
             ]
@@ -48,7 +49,7 @@ impl Network {
         remote.wait_for_log("tunnel remote end listening on");
         let local = Proc::start(
             &[
-                &rt[..],
+                rt,
                 &["tunnel", "local", "--listen", &at(7000), "--remote", &at(7001), "--secret-file", keys[1].arg()],
                 &["--forward", "7090=7007"],
             ]
@@ -64,10 +65,10 @@ impl Network {
     }
 }
 
-fn routes_by_prefix_and_forwards_untouched(runtime: &str, host: &str) {
-    let net = Network::start(runtime, host, "same secret\n", "same secret");
+fn routes_by_prefix_and_forwards_untouched(rt: &[&str], host: &str) {
+    let net = Network::start(rt, host, "same secret\n", "same secret");
     net.local.wait_for_log("carrier up");
-    let send = |to: &str, line: &str| run(&["--runtime", runtime, "send", "--to", to, line], b"");
+    let send = |to: &str, line: &str| run(&[rt, &["send", "--to", to, line]].concat(), b"");
 
     let out = send(&net.at(7000), "hello");
     assert_eq!(text(&out.stdout), "hello\n", "{out:?}");
@@ -89,21 +90,27 @@ fn routes_by_prefix_and_forwards_untouched(runtime: &str, host: &str) {
 
 #[test]
 fn routes_by_prefix_and_forwards_untouched_on_smol() {
-    routes_by_prefix_and_forwards_untouched("smol", "127.0.0.101");
+    routes_by_prefix_and_forwards_untouched(&["--runtime", "smol"], "127.0.0.101");
 }
 
 #[test]
 fn routes_by_prefix_and_forwards_untouched_on_async_std() {
-    routes_by_prefix_and_forwards_untouched("async-std", "127.0.0.102");
+    routes_by_prefix_and_forwards_untouched(&["--runtime", "async-std"], "127.0.0.102");
 }
 
 #[test]
 fn routes_by_prefix_and_forwards_untouched_on_mio() {
-    routes_by_prefix_and_forwards_untouched("mio", "127.0.0.105");
+    routes_by_prefix_and_forwards_untouched(&["--runtime", "mio"], "127.0.0.105");
+}
+
+#[test]
+fn routes_by_prefix_and_forwards_untouched_on_mio_busy_polling() {
+    // Every process spins up to 200 µs after traffic; nothing it relays may change.
+    routes_by_prefix_and_forwards_untouched(&["--runtime", "mio", "--busy-poll", "200"], "127.0.0.107");
 }
 
 fn a_wrong_secret_is_refused_and_clients_are_told(runtime: &str, host: &str) {
-    let net = Network::start(runtime, host, "one secret", "another secret");
+    let net = Network::start(&["--runtime", runtime], host, "one secret", "another secret");
     let line = net.remote.wait_for_log("different secrets");
     assert!(line.contains("ERROR") && line.contains("authentication"), "{line}");
     let line = net.local.wait_for_log("different secrets");
@@ -142,6 +149,12 @@ fn bad_arguments_are_named_in_one_line() {
         (&["tunnel", "remote", "--secret-file", key.arg()], 2, "at least one --route"),
         (&["tunnel", "remote", "--secret-file", &missing, "--route", "default=127.0.0.1:1"], 1, &missing),
         (&["tunnel", "local", "--secret-file", empty.arg()], 1, "is empty"),
+        (&["--busy-poll", "5000", "tunnel", "local", "--secret-file", key.arg()], 2, "over the cap of 1000 µs"),
+        (
+            &["--runtime", "smol", "--busy-poll", "50", "tunnel", "local", "--secret-file", key.arg()],
+            1,
+            "needs --runtime mio",
+        ),
     ];
     for &(args, code, wanted) in cases {
         let out = run(args, b"");

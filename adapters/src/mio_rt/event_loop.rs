@@ -6,6 +6,7 @@
 //! task woken from the loop's own thread is queued without a system call; only a wake from
 //! another thread while the loop sleeps writes the wake-up eventfd.
 
+use super::busy_poll::LoopOptions;
 use super::readiness::Readiness;
 use async_task::Runnable;
 use mio::{Events, Poll, Registry, Token, Waker as PollWaker};
@@ -16,7 +17,7 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll as TaskPoll, Wake, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The token of the wake-up eventfd; sockets count up from 1.
 const WAKE_TOKEN: Token = Token(0);
@@ -51,6 +52,8 @@ pub(super) struct Shared {
     sleeping: AtomicBool,
     /// The loop has ended: nothing queued from now on will run.
     closed: AtomicBool,
+    /// Polls made while busy-polling, over the loop's life (for tests and debugging).
+    pub(super) busy_polls: AtomicU64,
 }
 
 impl Shared {
@@ -202,6 +205,9 @@ pub(super) struct EventLoop {
     /// The sources of the last wait's events, kept to save an allocation per wait.
     ready: Vec<(Arc<Readiness>, Edges)>,
     shared: Arc<Shared>,
+    options: LoopOptions,
+    /// The last wait brought socket events: the next one may busy-poll.
+    after_io: bool,
 }
 
 /// What one event says about a socket.
@@ -214,7 +220,7 @@ struct Edges {
 
 impl EventLoop {
     /// A new loop with its own epoll instance and wake-up eventfd.
-    pub(super) fn new() -> io::Result<EventLoop> {
+    pub(super) fn new(options: LoopOptions) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let poll_waker = PollWaker::new(poll.registry(), WAKE_TOKEN)?;
@@ -228,8 +234,10 @@ impl EventLoop {
             next_token: AtomicUsize::new(WAKE_TOKEN.0 + 1),
             sleeping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            busy_polls: AtomicU64::new(0),
         });
-        Ok(EventLoop { poll, events: Events::with_capacity(EVENTS_PER_WAIT), ready: Vec::new(), shared })
+        let events = Events::with_capacity(EVENTS_PER_WAIT);
+        Ok(EventLoop { poll, events, ready: Vec::new(), shared, options, after_io: false })
     }
 
     /// The handle other threads use to reach this loop.
@@ -268,7 +276,7 @@ impl EventLoop {
     }
 
     /// Fires due timers, then waits for sockets: not at all if work is already waiting,
-    /// else until the next timer or a wake-up.
+    /// else until the next timer or a wake-up, after busy-polling if the options ask for it.
     fn wait(&mut self, main: &MainWaker) -> io::Result<()> {
         let now = Instant::now();
         self.shared.fire_timers(now);
@@ -276,18 +284,22 @@ impl EventLoop {
         // Read only now: work queued or a timer added before `sleeping` was set is seen
         // here, and anything later wakes the wait through `notify`.
         let busy = self.shared.has_tasks() || main.woken.load(Ordering::SeqCst);
-        let timeout = if busy {
-            Some(std::time::Duration::ZERO)
+        let next_timer = self.shared.next_deadline();
+        let result = if busy {
+            self.poll.poll(&mut self.events, Some(Duration::ZERO))
         } else {
-            self.shared.next_deadline().map(|at| at.saturating_duration_since(now))
+            match self.options.spin_until(now, self.after_io, next_timer) {
+                Some(until) => self.spin(until, next_timer),
+                None => self.poll.poll(&mut self.events, next_timer.map(|at| at.saturating_duration_since(now))),
+            }
         };
-        let result = self.poll.poll(&mut self.events, timeout);
         self.shared.sleeping.store(false, Ordering::SeqCst);
         match result {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
             Ok(()) => {}
         }
+        self.after_io = self.events.iter().any(|event| event.token() != WAKE_TOKEN);
         // Look every source up under one lock, then wake outside it, so that no waker (of
         // this loop's tasks, another loop's, or a thread in `block_on`) runs under it.
         let sources = lock(&self.shared.sources);
@@ -306,5 +318,24 @@ impl EventLoop {
             readiness.set_ready(edges.readable, edges.writable, edges.closed);
         }
         Ok(())
+    }
+
+    /// Polls without sleeping until an event arrives, a wake-up comes (`notify` clears
+    /// `sleeping`), or `until`; then, if nothing came, sleeps as [`EventLoop::wait`] would.
+    fn spin(&mut self, until: Instant, next_timer: Option<Instant>) -> io::Result<()> {
+        loop {
+            self.poll.poll(&mut self.events, Some(Duration::ZERO))?;
+            self.shared.busy_polls.fetch_add(1, Ordering::Relaxed);
+            if !self.events.is_empty() || !self.shared.sleeping.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= until {
+                return self.poll.poll(&mut self.events, next_timer.map(|at| at.saturating_duration_since(now)));
+            }
+            // Lets whatever else is runnable on this CPU (often the peer being waited for)
+            // go first; see `busy_poll`.
+            std::thread::yield_now();
+        }
     }
 }

@@ -18,12 +18,17 @@
 //! Wakers may be woken from any thread. A socket belongs to the loop it was opened or
 //! accepted on and gets its events there; a task on another loop that uses it is woken
 //! across threads.
+//!
+//! A loop started with [`MioRuntime::run_here_with`] and [`LoopOptions::busy_poll`] keeps
+//! polling for a while after traffic instead of sleeping at once; see [`busy_poll`].
 
+pub mod busy_poll;
 mod event_loop;
 mod net;
 mod readiness;
 mod timer;
 
+pub use busy_poll::{LoopOptions, MAX_BUSY_POLL};
 pub use net::{TcpListener, TcpStream, UdpSocket};
 
 use crate::runtime::Runtime;
@@ -56,8 +61,8 @@ static BACKGROUND: OnceLock<Arc<Shared>> = OnceLock::new();
 fn background() -> Arc<Shared> {
     BACKGROUND
         .get_or_init(|| {
-            let event_loop =
-                EventLoop::new().unwrap_or_else(|e| panic!("cannot create the background event loop: {e}"));
+            let event_loop = EventLoop::new(LoopOptions::default())
+                .unwrap_or_else(|e| panic!("cannot create the background event loop: {e}"));
             let shared = event_loop.shared().clone();
             std::thread::Builder::new()
                 .name("switchyard-loop".into())
@@ -81,8 +86,19 @@ impl MioRuntime {
     ///
     /// Panics if the operating system refuses an epoll instance or an eventfd.
     pub fn run_here<F: Future>(&self, future: F) -> F::Output {
+        self.run_here_with(LoopOptions::default(), future)
+    }
+
+    /// [`MioRuntime::run_here`] with a loop tuned by `options`, e.g. busy polling:
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use switchyard_adapters::mio_rt::{LoopOptions, MioRuntime};
+    /// MioRuntime.run_here_with(LoopOptions::busy_poll(Duration::from_micros(50)), async { /* ... */ });
+    /// ```
+    pub fn run_here_with<F: Future>(&self, options: LoopOptions, future: F) -> F::Output {
         assert!(HERE.with(|here| here.borrow().is_none()), "MioRuntime::run_here called inside run_here");
-        let event_loop = EventLoop::new().unwrap_or_else(|e| panic!("cannot create an event loop: {e}"));
+        let event_loop = EventLoop::new(options).unwrap_or_else(|e| panic!("cannot create an event loop: {e}"));
         let shared = event_loop.shared().clone();
         crate::runtime::with_thread_slot(&HERE, shared, || event_loop.run(future))
     }
@@ -130,6 +146,7 @@ mod tests {
     use super::*;
     use crate::runtime::{AsyncTcpListener, AsyncUdpSocket};
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    use std::sync::atomic::Ordering;
     use std::thread;
     use std::time::Duration;
 
@@ -172,6 +189,16 @@ mod tests {
 
     #[test]
     fn wakes_from_many_threads_are_never_lost() {
+        wakes_from_many_threads_reach(LoopOptions::default());
+    }
+
+    #[test]
+    fn wakes_from_many_threads_are_never_lost_while_busy_polling() {
+        // A wake-up that comes while the loop spins must end the spin, not wait it out.
+        wakes_from_many_threads_reach(LoopOptions::busy_poll(MAX_BUSY_POLL));
+    }
+
+    fn wakes_from_many_threads_reach(options: LoopOptions) {
         const THREADS: usize = 4;
         const MESSAGES: usize = 20_000;
         let rt = MioRuntime;
@@ -180,7 +207,7 @@ mod tests {
         // lost wake-up leaves a sender blocked for good, and the guard below fails.
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         thread::spawn(move || {
-            let total = rt.run_here(async move {
+            let total = rt.run_here_with(options, async move {
                 let (count_tx, count_rx) = async_channel::unbounded::<usize>();
                 for _ in 0..THREADS {
                     let (tx, rx) = async_channel::bounded::<usize>(1);
@@ -223,8 +250,32 @@ mod tests {
 
     #[test]
     fn timers_fire_in_deadline_order() {
+        assert_eq!(timer_order_beside_traffic(LoopOptions::default()), [1, 2, 0]);
+    }
+
+    #[test]
+    fn a_busy_polling_loop_still_fires_timers_in_order() {
+        // The datagrams keep the loop spinning while the timers come due.
+        assert_eq!(timer_order_beside_traffic(LoopOptions::busy_poll(MAX_BUSY_POLL)), [1, 2, 0]);
+    }
+
+    /// The order three timers (30, 10 and 20 ms) fire in, on a loop run with `options`,
+    /// while two of its UDP sockets bounce a datagram between them.
+    fn timer_order_beside_traffic(options: LoopOptions) -> Vec<usize> {
         let rt = MioRuntime;
-        let order = rt.run_here(async move {
+        rt.run_here_with(options, async move {
+            let a = rt.udp_bind("127.0.0.1:0".parse().unwrap()).await.expect("bind a");
+            let b = rt.udp_bind("127.0.0.1:0".parse().unwrap()).await.expect("bind b");
+            let b_addr = b.local_addr().expect("addr");
+            a.send_to(b"ball", b_addr).await.expect("serve");
+            for (from, to) in [(b, a.local_addr().expect("addr")), (a, b_addr)] {
+                rt.spawn(async move {
+                    let mut buf = [0u8; 8];
+                    while let Ok((n, _)) = from.recv_from(&mut buf).await {
+                        let _ = from.send_to(&buf[..n], to).await;
+                    }
+                });
+            }
             let (tx, rx) = async_channel::unbounded();
             let start = StdInstant::now();
             for (i, ms) in [30u64, 10, 20].into_iter().enumerate() {
@@ -240,8 +291,7 @@ mod tests {
             }
             assert!(StdInstant::now() >= start + Duration::from_millis(30));
             order
-        });
-        assert_eq!(order, [1, 2, 0]);
+        })
     }
 
     #[test]
@@ -278,6 +328,46 @@ mod tests {
             let refused = rt.tcp_connect(closed).await.expect_err("nothing listens");
             assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
         });
+    }
+
+    /// Busy polls the loop made while `ping_pongs` round trips of one byte crossed a TCP
+    /// connection to an echo thread, under `options`.
+    fn busy_polls_over_ping_pongs(options: LoopOptions, ping_pongs: usize) -> u64 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let echo = thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut byte = [0u8; 1];
+            while conn.read_exact(&mut byte).is_ok() {
+                conn.write_all(&byte).expect("echo");
+            }
+        });
+        let rt = MioRuntime;
+        let polls = rt.run_here_with(options, async move {
+            let mut conn = rt.tcp_connect(addr).await.expect("connect");
+            for i in 0..ping_pongs {
+                let byte = [i as u8];
+                conn.write_all(&byte).await.expect("ping");
+                let mut back = [0u8; 1];
+                conn.read_exact(&mut back).await.expect("pong");
+                assert_eq!(back, byte);
+            }
+            HERE.with(|here| here.borrow().as_ref().expect("inside run_here").busy_polls.load(Ordering::Relaxed))
+        });
+        echo.join().expect("echo thread");
+        polls
+    }
+
+    #[test]
+    fn a_busy_polling_loop_polls_without_sleeping_between_replies() {
+        // Every reply is waited for: after each ping's write the loop spins for the pong.
+        assert!(busy_polls_over_ping_pongs(LoopOptions::busy_poll(MAX_BUSY_POLL), 200) > 0);
+    }
+
+    #[test]
+    fn a_loop_never_busy_polls_unless_asked() {
+        assert_eq!(busy_polls_over_ping_pongs(LoopOptions::default(), 200), 0);
     }
 
     #[test]

@@ -123,6 +123,17 @@ pub fn children_supported() -> bool {
     status.is_ok_and(|s| s.success())
 }
 
+/// The global options of a child end: the runtime the benchmark runs on, and its
+/// `--busy-poll` if any.
+fn global_args<R: Runtime>() -> Vec<String> {
+    let mut args = vec!["--runtime".to_string(), runtime_flag::<R>().to_string()];
+    let busy_poll = crate::runtime::busy_poll();
+    if !busy_poll.is_zero() {
+        args.extend(["--busy-poll".to_string(), busy_poll.as_micros().to_string()]);
+    }
+    args
+}
+
 /// The `--runtime` value naming `R`, so child ends run on the runtime the benchmark was
 /// asked for.
 pub(super) fn runtime_flag<R: Runtime>() -> &'static str {
@@ -160,17 +171,18 @@ impl Ends {
     pub fn spawn<R: Runtime>(env: &mut Env, targets: &Targets) -> Result<Ends, CliError> {
         let secret_file = std::env::temp_dir().join(format!("switchyard-bench-{}.secret", std::process::id()));
         write_private(&secret_file, &random_secret(env))?;
-        let runtime = runtime_flag::<R>();
         let carrier = loopback(free_port()?);
         let file = secret_file.display().to_string();
-        let mut remote_args = vec!["--runtime".into(), runtime.into(), "tunnel".into(), "remote".into()];
+        let mut remote_args = global_args::<R>();
+        remote_args.extend(["tunnel".into(), "remote".into()]);
         remote_args.extend(["--listen".into(), carrier.to_string(), "--secret-file".into(), file.clone()]);
         for (name, addr) in ROUTES.iter().zip([targets.sink.addr, targets.echo, targets.hold.addr]) {
             remote_args.extend(["--route".into(), format!("{name}={addr}")]);
         }
         let remote = Proc::spawn("the tunnel's remote end", &remote_args)?;
         let ports = [free_port()?, free_port()?, free_port()?];
-        let mut local_args = vec!["--runtime".into(), runtime.into(), "tunnel".into(), "local".into()];
+        let mut local_args = global_args::<R>();
+        local_args.extend(["tunnel".into(), "local".into()]);
         local_args.extend(["--listen".into(), loopback(free_port()?).to_string(), "--remote".into()]);
         local_args.extend([carrier.to_string(), "--secret-file".into(), file]);
         for (name, port) in ROUTES.iter().zip(ports) {
