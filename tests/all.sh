@@ -8,7 +8,9 @@
 #   3. purity   switchyard-core reads no clock, draws no entropy, opens no socket, is not
 #               async, and depends on no runtime or entropy crate
 #   4. test     cargo test --workspace: unit, integration, doc and example tests
-#   5. fuzz     every cargo-fuzz target in fuzz/ for FUZZ_SECONDS each
+#   5. minimal  the minimal tunnel build (cli/minimal.sh): linted, built, and its two ends
+#               run in front of the full binary's services (cli/tests/minimal.rs)
+#   6. fuzz     every cargo-fuzz target in fuzz/ for FUZZ_SECONDS each
 # It ends with the cargo test summary lines and one line `checks: N passed, N failed`.
 # Exit status: 0 only if every stage passed.
 #
@@ -105,6 +107,15 @@ stage_test() {
     cargo test --workspace --no-fail-fast 2>&1 | tee "$TEST_LOG"
 }
 
+stage_minimal() {
+    cargo clippy -p switchyard-cli --no-default-features --all-targets -- -D warnings
+    local minimal
+    minimal=$(bash cli/minimal.sh | tail -n 1)
+    echo "minimal build: $minimal ($(stat -c %s "$minimal") bytes)"
+    SWITCHYARD_MINIMAL_BIN=$(realpath "$minimal") SWITCHYARD_REQUIRE_MINIMAL=1 \
+        cargo test -p switchyard-cli --test minimal
+}
+
 stage_fuzz() {
     ensure_cargo_fuzz
     # The fuzz crate is its own workspace; keep its instrumented build in fuzz/target.
@@ -149,7 +160,7 @@ main() {
     : >"$TEST_LOG"
     trap 'rm -rf "$WORK_DIR"' EXIT
 
-    local stages=(fmt clippy purity test fuzz)
+    local stages=(fmt clippy purity test minimal fuzz)
     local passed=0 failed=0 skipped=0 summary=() name start rc i=0
     for name in "${stages[@]}"; do
         i=$((i + 1))

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use switchyard_adapters::{Driver, Running, Runtime};
-use switchyard_core::{ListenerId, Machine, SocketId};
+use switchyard_core::{ListenerId, Machine};
 
 /// Stops one machine; callable from any thread, any number of times.
 type Stop = Arc<dyn Fn() + Send + Sync>;
@@ -107,13 +107,14 @@ impl Fleet {
 
     /// [`Fleet::launch`] for a machine that speaks datagrams: binds the UDP `sockets`
     /// instead of TCP listeners. Returns the address each socket got.
+    #[cfg(feature = "full")]
     pub async fn launch_udp<R, M>(
         &mut self,
         rt: &R,
         name: &str,
         machine: M,
-        sockets: &[(SocketId, SocketAddr)],
-    ) -> Result<BTreeMap<SocketId, SocketAddr>, LaunchError>
+        sockets: &[(switchyard_core::SocketId, SocketAddr)],
+    ) -> Result<BTreeMap<switchyard_core::SocketId, SocketAddr>, LaunchError>
     where
         R: Runtime,
         M: Machine + Send + 'static,
@@ -175,6 +176,7 @@ impl Fleet {
     }
 
     /// Asks every machine to stop (each closes its connections gracefully).
+    #[cfg(feature = "full")]
     pub fn stop(&self) {
         for machine in &self.machines {
             (machine.stop)();
@@ -190,6 +192,7 @@ impl Fleet {
     }
 
     /// Stops every machine and waits until each has: undoes a partial start, or ends a run.
+    #[cfg(feature = "full")]
     pub async fn stop_and_join(self) {
         self.stop();
         self.join().await;

@@ -1,7 +1,14 @@
 //! Log set-up: `tracing` to stderr, filtered by `RUST_LOG` or `-v`.
+//!
+//! `RUST_LOG` takes `target=level` directives and a bare default level
+//! (`RUST_LOG=debug`, `RUST_LOG=warn,switchyard_adapters=trace`), the syntax of
+//! `tracing_subscriber`'s `Targets`. `EnvFilter`'s span and field filters are not offered:
+//! they need the `regex` crates, a quarter of a megabyte of code in every process.
 
 use std::io::IsTerminal;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// How chatty a subcommand is by default: servers report their connections, clients
 /// keep stderr for errors.
@@ -10,6 +17,8 @@ pub enum Quietness {
     /// `info` by default.
     Server,
     /// `warn` by default.
+    // The minimal build (`tunnel` only) has no client commands.
+    #[cfg_attr(not(feature = "full"), allow(dead_code))]
     Client,
 }
 
@@ -27,16 +36,20 @@ pub fn init(verbose: u8, quietness: Quietness) {
     // switchyard_adapters too.
     let default = format!("warn,switchyard={level}");
     let filter = match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+        Ok(spec) if !spec.trim().is_empty() => spec.parse::<Targets>().unwrap_or_else(|e| {
             eprintln!("switchyard: ignoring RUST_LOG={spec:?}: {e}");
-            EnvFilter::new(&default)
+            default_targets(&default)
         }),
-        _ => EnvFilter::new(&default),
+        _ => default_targets(&default),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let format = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_target(verbose > 0)
-        .init();
+        .with_target(verbose > 0);
+    tracing_subscriber::registry().with(format).with(filter).init();
+}
+
+/// Parses a filter this module wrote itself.
+fn default_targets(spec: &str) -> Targets {
+    spec.parse().unwrap_or_else(|e| unreachable!("the default filter {spec:?} parses: {e}"))
 }

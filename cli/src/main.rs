@@ -17,24 +17,33 @@
 //! `error: ...` line from the server; 2 a usage error.
 
 mod addr;
-mod bench;
-mod chat;
-mod demo;
 mod events;
-mod input;
 mod launch;
 mod logging;
-mod mesh;
-mod punch;
-mod rendezvous;
 mod runtime;
 mod seed;
-mod send;
-mod serve;
-mod session;
 mod tunnel;
-mod up;
-mod wall;
+
+/// Items of the full build only (cargo feature `full`, on by default); the minimal build
+/// has the tunnel alone.
+macro_rules! full_build_only {
+    ($($item:item)*) => { $( #[cfg(feature = "full")] $item )* };
+}
+
+full_build_only! {
+    mod bench;
+    mod chat;
+    mod demo;
+    mod input;
+    mod mesh;
+    mod punch;
+    mod rendezvous;
+    mod send;
+    mod serve;
+    mod session;
+    mod up;
+    mod wall;
+}
 
 use argh::FromArgs;
 use runtime::{Program, RuntimeKind};
@@ -47,8 +56,18 @@ use switchyard_core::Env;
 
 /// Switchyard: network services as sans-IO state machines, run over real sockets.
 #[derive(FromArgs, Debug)]
+#[cfg_attr(
+    feature = "full",
+    argh(example = "switchyard up &\nswitchyard send hello\nswitchyard send 9090:time\nswitchyard chat 10000:")
+)]
+#[cfg_attr(
+    not(feature = "full"),
+    argh(
+        example = "switchyard tunnel remote --secret-file tunnel.key --route default=127.0.0.1:7007\nswitchyard tunnel local --remote 203.0.113.7:7001 --secret-file tunnel.key",
+        note = "This is the minimal build: the tunnel only, on the mio runtime only."
+    )
+)]
 #[argh(
-    example = "switchyard up &\nswitchyard send hello\nswitchyard send 9090:time\nswitchyard chat 10000:",
     note = "Logs go to stderr; RUST_LOG (e.g. RUST_LOG=debug) overrides -v. Exit codes: 0 success, 1 error, 2 usage error."
 )]
 struct Cli {
@@ -79,29 +98,40 @@ struct Cli {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 enum Command {
+    #[cfg(feature = "full")]
     Up(up::UpCmd),
+    #[cfg(feature = "full")]
     Demo(demo::DemoCmd),
+    #[cfg(feature = "full")]
     Serve(serve::ServeCmd),
     Tunnel(tunnel::TunnelCmd),
+    #[cfg(feature = "full")]
     Mesh(mesh::MeshCmd),
+    #[cfg(feature = "full")]
     Rendezvous(rendezvous::RendezvousCmd),
+    #[cfg(feature = "full")]
     Punch(punch::PunchCmd),
+    #[cfg(feature = "full")]
     Bench(bench::BenchCmd),
+    #[cfg(feature = "full")]
     Send(send::SendCmd),
+    #[cfg(feature = "full")]
     Chat(chat::ChatCmd),
 }
 
 impl Command {
     fn quietness(&self) -> logging::Quietness {
         match self {
-            Command::Up(_) | Command::Serve(_) | Command::Tunnel(_) | Command::Rendezvous(_) => {
-                logging::Quietness::Server
-            }
+            Command::Tunnel(_) => logging::Quietness::Server,
+            #[cfg(feature = "full")]
+            Command::Up(_) | Command::Serve(_) | Command::Rendezvous(_) => logging::Quietness::Server,
+            #[cfg(feature = "full")]
             Command::Mesh(cmd) if cmd.is_server() => logging::Quietness::Server,
+            #[cfg(feature = "full")]
             Command::Mesh(_) | Command::Punch(_) => logging::Quietness::Client,
             // The demo's transcript is its output; its servers log only problems.
-            Command::Demo(_) | Command::Send(_) | Command::Chat(_) => logging::Quietness::Client,
-            Command::Bench(_) => logging::Quietness::Client,
+            #[cfg(feature = "full")]
+            Command::Demo(_) | Command::Send(_) | Command::Chat(_) | Command::Bench(_) => logging::Quietness::Client,
         }
     }
 }
@@ -109,20 +139,33 @@ impl Command {
 impl Program for Command {
     fn blocks_its_thread(&self) -> bool {
         // The benchmark's clients and targets are blocking code on this thread.
-        matches!(self, Command::Bench(_))
+        #[cfg(feature = "full")]
+        if let Command::Bench(_) = self {
+            return true;
+        }
+        false
     }
 
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
         match self {
-            Command::Up(cmd) => cmd.run(rt, env).await,
-            Command::Demo(cmd) => cmd.run(rt, env).await,
-            Command::Serve(cmd) => cmd.run(rt, env).await,
             Command::Tunnel(cmd) => cmd.run(rt, env).await,
+            #[cfg(feature = "full")]
+            Command::Up(cmd) => cmd.run(rt, env).await,
+            #[cfg(feature = "full")]
+            Command::Demo(cmd) => cmd.run(rt, env).await,
+            #[cfg(feature = "full")]
+            Command::Serve(cmd) => cmd.run(rt, env).await,
+            #[cfg(feature = "full")]
             Command::Mesh(cmd) => cmd.run(rt, env).await,
+            #[cfg(feature = "full")]
             Command::Rendezvous(cmd) => cmd.run(rt, env).await,
+            #[cfg(feature = "full")]
             Command::Punch(cmd) => cmd.run(rt, env).await,
+            #[cfg(feature = "full")]
             Command::Bench(cmd) => cmd.run(rt, env).await,
+            #[cfg(feature = "full")]
             Command::Send(cmd) => cmd.run(rt, env).await,
+            #[cfg(feature = "full")]
             Command::Chat(cmd) => cmd.run(rt, env).await,
         }
     }
@@ -190,6 +233,7 @@ fn expand_verbosity(args: Vec<String>) -> Vec<String> {
 
 fn main() -> ExitCode {
     // First, while this is the only thread: see `wall` for why.
+    #[cfg(feature = "full")]
     wall::capture_offset();
     let args = expand_verbosity(std::env::args().collect());
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -252,7 +296,7 @@ mod tests {
 
     #[test]
     fn busy_poll_is_off_by_default_and_its_help_states_the_cap() {
-        let cli = Cli::from_args(&["switchyard"], &["up"]).expect("parses");
+        let cli = Cli::from_args(&["switchyard"], &["tunnel", "local", "--secret-file", "k"]).expect("parses");
         assert_eq!(cli.busy_poll, Duration::ZERO);
         let cap = switchyard_adapters::mio_rt::MAX_BUSY_POLL.as_micros();
         assert_help_says::<Cli>("switchyard", &[format!("at most {cap}; default 0, off")]);

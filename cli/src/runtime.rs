@@ -7,7 +7,9 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::Duration;
 use switchyard_adapters::mio_rt::{LoopOptions, MAX_BUSY_POLL};
-use switchyard_adapters::{AsyncStdRuntime, MioRuntime, Runtime, SmolRuntime};
+#[cfg(feature = "full")]
+use switchyard_adapters::{AsyncStdRuntime, SmolRuntime};
+use switchyard_adapters::{MioRuntime, Runtime};
 use switchyard_core::Env;
 
 use crate::CliError;
@@ -62,6 +64,7 @@ pub trait Program {
 }
 
 /// smol's executor threads asked for with `SMOL_THREADS` (smol's own variable).
+#[cfg(feature = "full")]
 fn smol_threads() -> usize {
     std::env::var("SMOL_THREADS").ok().and_then(|n| n.parse().ok()).unwrap_or(1)
 }
@@ -71,6 +74,7 @@ fn smol_threads() -> usize {
 static BUSY_POLL: OnceLock<Duration> = OnceLock::new();
 
 /// This process's `--busy-poll` window; zero when off.
+#[cfg(feature = "full")]
 pub fn busy_poll() -> Duration {
     BUSY_POLL.get().copied().unwrap_or_default()
 }
@@ -99,17 +103,24 @@ pub fn run<P: Program>(kind: RuntimeKind, busy_poll: Duration, program: P, env: 
         // One thread runs every task and the reactor unless more are asked for: a socket
         // event then wakes its task without a hop between threads, which is most of a
         // relay's latency on loopback (see `SmolRuntime`).
+        #[cfg(feature = "full")]
         RuntimeKind::Smol if smol_threads() <= 1 && !program.blocks_its_thread() => {
             let rt = SmolRuntime;
             rt.run_here(program.run(rt, env))
         }
+        #[cfg(feature = "full")]
         RuntimeKind::Smol => {
             let rt = SmolRuntime;
             rt.block_on(program.run(rt, env))
         }
+        #[cfg(feature = "full")]
         RuntimeKind::AsyncStd => {
             let rt = AsyncStdRuntime;
             rt.block_on(program.run(rt, env))
+        }
+        #[cfg(not(feature = "full"))]
+        RuntimeKind::Smol | RuntimeKind::AsyncStd => {
+            Err(CliError::usage(format!("--runtime {kind}: the minimal build has the mio runtime only")))
         }
         // Like smol's single thread: tasks, timers and sockets on this thread's loop.
         RuntimeKind::Mio if !program.blocks_its_thread() => {

@@ -21,6 +21,7 @@ pub fn from_os() -> u64 {
 /// so it is never written anywhere. Drawn from the OS as [`from_os`] is, and deliberately
 /// not from `--seed`: a seed on a command line is visible to every local user (`ps`), and
 /// the secret is what keeps them from opening streams over the carrier.
+#[cfg(feature = "full")]
 pub fn carrier_secret() -> [u8; 32] {
     let mut secret = [0u8; 32];
     for chunk in secret.chunks_mut(8) {

@@ -10,7 +10,7 @@ use std::any::TypeId;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -67,7 +67,11 @@ pub(super) struct Proc {
 impl Proc {
     /// Starts this executable with `args`; `name` names it in errors.
     pub(super) fn spawn(name: &'static str, args: &[String]) -> Result<Proc, CliError> {
-        let exe = std::env::current_exe().map_err(|e| CliError::new(format!("cannot find our own executable: {e}")))?;
+        Proc::spawn_from(&own_executable()?, name, args)
+    }
+
+    /// Starts the executable `exe` with `args`; `name` names it in errors.
+    pub(super) fn spawn_from(exe: &Path, name: &'static str, args: &[String]) -> Result<Proc, CliError> {
         let mut child = Command::new(exe)
             .args(args)
             // Per-stream info lines cost the ends time and tell the benchmark nothing.
@@ -76,7 +80,7 @@ impl Proc {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| CliError::new(format!("cannot start {name}: {e}")))?;
+            .map_err(|e| CliError::new(format!("cannot start {name} ({}): {e}", exe.display())))?;
         let log = Arc::new(Mutex::new(VecDeque::new()));
         if let Some(stderr) = child.stderr.take() {
             let log = log.clone();
@@ -115,9 +119,13 @@ impl Drop for Proc {
     }
 }
 
-/// True when this executable has the `tunnel` subcommand that child-process ends need.
-pub fn children_supported() -> bool {
-    let Ok(exe) = std::env::current_exe() else { return false };
+/// This process's executable.
+pub(super) fn own_executable() -> Result<PathBuf, CliError> {
+    std::env::current_exe().map_err(|e| CliError::new(format!("cannot find our own executable: {e}")))
+}
+
+/// True when the executable `exe` has the `tunnel` subcommand that child-process ends need.
+pub fn has_tunnel_command(exe: &Path) -> bool {
     let status =
         Command::new(exe).args(["tunnel", "local", "--help"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     status.is_ok_and(|s| s.success())
@@ -166,9 +174,10 @@ fn random_secret(env: &mut Env) -> Vec<u8> {
 }
 
 impl Ends {
-    /// Starts both ends as child processes of this executable (`switchyard tunnel local`
-    /// and `switchyard tunnel remote`) and waits until a round trip passes through them.
-    pub fn spawn<R: Runtime>(env: &mut Env, targets: &Targets) -> Result<Ends, CliError> {
+    /// Starts both ends as child processes running the executable `exe` (`switchyard
+    /// tunnel local` and `switchyard tunnel remote`) and waits until a round trip passes
+    /// through them.
+    pub fn spawn<R: Runtime>(exe: &Path, env: &mut Env, targets: &Targets) -> Result<Ends, CliError> {
         let secret_file = std::env::temp_dir().join(format!("switchyard-bench-{}.secret", std::process::id()));
         write_private(&secret_file, &random_secret(env))?;
         let carrier = loopback(free_port()?);
@@ -179,7 +188,7 @@ impl Ends {
         for (name, addr) in ROUTES.iter().zip([targets.sink.addr, targets.echo, targets.hold.addr]) {
             remote_args.extend(["--route".into(), format!("{name}={addr}")]);
         }
-        let remote = Proc::spawn("the tunnel's remote end", &remote_args)?;
+        let remote = Proc::spawn_from(exe, "the tunnel's remote end", &remote_args)?;
         let ports = [free_port()?, free_port()?, free_port()?];
         let mut local_args = global_args::<R>();
         local_args.extend(["tunnel".into(), "local".into()]);
@@ -188,7 +197,7 @@ impl Ends {
         for (name, port) in ROUTES.iter().zip(ports) {
             local_args.extend(["--forward".into(), format!("{port}={name}")]);
         }
-        let local = Proc::spawn("the tunnel's local end", &local_args)?;
+        let local = Proc::spawn_from(exe, "the tunnel's local end", &local_args)?;
         let forwards = Forwards { sink: loopback(ports[0]), echo: loopback(ports[1]), hold: loopback(ports[2]) };
         let mut ends = Ends { forwards, how: How::Children { local, remote, secret_file } };
         ends.wait_ready()?;

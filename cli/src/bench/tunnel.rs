@@ -1,7 +1,7 @@
 //! `switchyard bench tunnel`: the tunnel against direct TCP on loopback, figure by figure,
 //! then a summary against the targets of the tunnel's issue.
 
-use super::ends::{children_supported, runtime_flag, Ends};
+use super::ends::{has_tunnel_command, own_executable, runtime_flag, Ends};
 use super::load::{self, MESSAGE};
 use super::os::{cpu_time, load_average, machine_busy, process_cpu, raise_nofile, rss, set_affinity, CpuSet, Rss};
 use super::reference::SocatChain;
@@ -11,6 +11,7 @@ use crate::runtime::Program;
 use crate::CliError;
 use argh::FromArgs;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::thread;
 use std::time::Duration;
@@ -72,6 +73,11 @@ pub struct TunnelCmd {
     /// wake-up across CPUs (see the note below)
     #[argh(option)]
     pin_cpu: Option<usize>,
+
+    /// run the tunnel ends from this `switchyard` executable instead of this one, e.g. the
+    /// minimal tunnel-only build (see the README); it must have the `tunnel` subcommand
+    #[argh(option)]
+    ends_binary: Option<PathBuf>,
 }
 
 /// A figure measured against its target, for the summary.
@@ -97,9 +103,17 @@ impl Program for TunnelCmd {
         }
         self.fit_open_files();
         let targets = Targets::start().map_err(|e| CliError::new(format!("cannot start the targets: {e}")))?;
-        let children = !self.in_process && children_supported();
+        let exe = match (&self.ends_binary, self.in_process) {
+            (Some(_), true) => return Err(CliError::usage("--ends-binary and --in-process exclude each other")),
+            (Some(exe), false) if !has_tunnel_command(exe) => {
+                return Err(CliError::new(format!("{}: not a switchyard executable with `tunnel`", exe.display())))
+            }
+            (Some(exe), false) => exe.clone(),
+            (None, _) => own_executable()?,
+        };
+        let children = !self.in_process && has_tunnel_command(&exe);
         let mut ends = if children {
-            Ends::spawn::<R>(&mut env, &targets)?
+            Ends::spawn::<R>(&exe, &mut env, &targets)?
         } else {
             if !self.in_process {
                 say!("note: this build has no `tunnel` subcommand; the ends run in-process (no memory figures)");
@@ -115,7 +129,11 @@ impl Program for TunnelCmd {
             ("mio", _) if !busy_poll.is_zero() => format!(", busy-polling {} µs after traffic", busy_poll.as_micros()),
             _ => String::new(),
         };
-        let placement = if children { "child processes" } else { "in this process" };
+        let placement = match &self.ends_binary {
+            Some(exe) => format!("child processes of {}", exe.display()),
+            None if children => "child processes".to_string(),
+            None => "in this process".to_string(),
+        };
         say!("switchyard bench tunnel: loopback, {cpus} CPUs, tunnel ends {placement} on {runtime}{threads}");
         say!("medians of {} run(s); ratios are tunnel / direct", self.runs);
         if let Some(load) = load_average() {

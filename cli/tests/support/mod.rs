@@ -25,21 +25,17 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// `switchyard ARGS` with output piped and logs at their default level.
-fn command(args: &[&str]) -> Command {
-    command_in(None, args)
-}
-
-/// [`command`], run inside the network namespace `netns` when one is given
-/// (`ip netns exec` execs the binary, so the child is `switchyard` itself).
-fn command_in(netns: Option<&str>, args: &[&str]) -> Command {
+/// `EXE ARGS` (`exe` a `switchyard` executable) with output piped and logs at their
+/// default level, run inside the network namespace `netns` when one is given (`ip netns
+/// exec` execs the binary, so the child is `switchyard` itself).
+fn command_in(netns: Option<&str>, exe: &str, args: &[&str]) -> Command {
     let mut command = match netns {
         Some(netns) => {
             let mut c = Command::new("ip");
-            c.args(["netns", "exec", netns, BIN]);
+            c.args(["netns", "exec", netns, exe]);
             c
         }
-        None => Command::new(BIN),
+        None => Command::new(exe),
     };
     command.args(args).env_remove("RUST_LOG").stdout(Stdio::piped()).stderr(Stdio::piped());
     command
@@ -47,7 +43,12 @@ fn command_in(netns: Option<&str>, args: &[&str]) -> Command {
 
 /// Runs the binary to completion with `stdin` piped in; panics after the guard time.
 pub fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = command(args).stdin(Stdio::piped()).spawn().expect("run switchyard");
+    run_binary(BIN, args, stdin)
+}
+
+/// [`run`] for another `switchyard` executable, `exe`.
+pub fn run_binary(exe: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = command_in(None, exe, args).stdin(Stdio::piped()).spawn().expect("run switchyard");
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     let (tx, rx) = mpsc::channel();
     let pid = child.id();
@@ -123,15 +124,20 @@ impl Proc {
     /// [`Proc::start`] inside the network namespace `netns`; stdin open if `interactive`.
     pub fn start_in(netns: &str, args: &[&str], interactive: bool) -> Proc {
         let stdin = if interactive { Stdio::piped() } else { Stdio::null() };
-        Proc::spawn_in(Some(netns), args, stdin)
+        Proc::spawn_in(Some(netns), BIN, args, stdin)
+    }
+
+    /// [`Proc::start`] for another `switchyard` executable, `exe`.
+    pub fn start_binary(exe: &str, args: &[&str]) -> Proc {
+        Proc::spawn_in(None, exe, args, Stdio::null())
     }
 
     fn spawn(args: &[&str], stdin: Stdio) -> Proc {
-        Proc::spawn_in(None, args, stdin)
+        Proc::spawn_in(None, BIN, args, stdin)
     }
 
-    fn spawn_in(netns: Option<&str>, args: &[&str], stdin: Stdio) -> Proc {
-        let mut child = command_in(netns, args).stdin(stdin).spawn().expect("start switchyard");
+    fn spawn_in(netns: Option<&str>, exe: &str, args: &[&str], stdin: Stdio) -> Proc {
+        let mut child = command_in(netns, exe, args).stdin(stdin).spawn().expect("start switchyard");
         let stdout = lines_of(child.stdout.take().unwrap());
         let stderr = lines_of(child.stderr.take().unwrap());
         Proc { child, stdout, stderr }
