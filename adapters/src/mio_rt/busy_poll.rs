@@ -12,7 +12,7 @@
 //! when only a timer fired, so an idle process stays idle), at most for the window, and
 //! never past its next timer. Between two polls it yields its CPU (`sched_yield`): on a
 //! machine with fewer CPUs than busy processes, a loop that spun without yielding kept the
-//! very peers it waited for from running (on the 2-core VM, p99 137–170 µs spinning
+//! very peers it waited for from running (on the 2-core VM, p99 137–178 µs spinning
 //! against 56–92 µs yielding).
 
 use std::time::{Duration, Instant};
