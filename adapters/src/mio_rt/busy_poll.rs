@@ -79,6 +79,30 @@ mod tests {
         assert_eq!(options.spin_until(now, true, Some(now)), None);
     }
 
+    /// Whatever the window, the timer and the last wait: the loop spins only after socket
+    /// events with a window set, never past the window, the cap or the next timer, and
+    /// always a little when it may.
+    #[test]
+    fn a_spin_never_outlasts_the_window_the_cap_or_the_next_timer() {
+        fn prop(window_us: u16, after_io: bool, timer_us: Option<u16>) {
+            let base = Instant::now();
+            let now = base + Duration::from_millis(1);
+            let next_timer = timer_us.map(|us| base + u32::from(us) * US);
+            let options = LoopOptions::busy_poll(u32::from(window_us) * US);
+            let window = options.busy_poll;
+            let may_spin = after_io && !window.is_zero() && next_timer.map_or(true, |timer| timer > now);
+            match options.spin_until(now, after_io, next_timer) {
+                None => assert!(!may_spin, "no spin though it may: {window:?} {after_io} {next_timer:?}"),
+                Some(until) => {
+                    assert!(may_spin, "spins though it may not");
+                    assert!(until > now && until <= now + window && window <= MAX_BUSY_POLL);
+                    assert!(next_timer.map_or(true, |timer| until <= timer), "spins past the next timer");
+                }
+            }
+        }
+        quickcheck::QuickCheck::new().tests(2000).quickcheck(prop as fn(u16, bool, Option<u16>));
+    }
+
     #[test]
     fn the_window_is_capped() {
         let now = Instant::now();
