@@ -150,6 +150,62 @@ pub(crate) fn with_thread_slot<T: 'static, R>(
 
 /// The tests every runtime with a `run_here` (one thread for all its tasks) must pass:
 /// expand it in the runtime's test module with the runtime's value.
+/// Implements [`AsyncTcpStream`], [`AsyncTcpListener`] and [`AsyncUdpSocket`] for a
+/// runtime's socket types whose inherent methods already have the std-like signatures
+/// (smol's and async-std's `net` types): each trait method calls its namesake.
+#[cfg(any(feature = "smol", feature = "async-std"))]
+macro_rules! std_like_socket_impls {
+    ($tcp:ty, $listener:ty, $udp:ty) => {
+        impl $crate::runtime::AsyncTcpStream for $tcp {
+            fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+                <$tcp>::local_addr(self)
+            }
+            fn set_nodelay(&self, on: bool) -> std::io::Result<()> {
+                <$tcp>::set_nodelay(self, on)
+            }
+            fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
+                <$tcp>::shutdown(self, how)
+            }
+            fn set_linger_zero(&self) -> std::io::Result<()> {
+                $crate::runtime::set_linger_zero(self)
+            }
+        }
+
+        impl $crate::runtime::AsyncTcpListener for $listener {
+            type Stream = $tcp;
+            fn accept(
+                &self,
+            ) -> impl std::future::Future<Output = std::io::Result<($tcp, std::net::SocketAddr)>> + Send + '_ {
+                <$listener>::accept(self)
+            }
+            fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+                <$listener>::local_addr(self)
+            }
+        }
+
+        impl $crate::runtime::AsyncUdpSocket for $udp {
+            fn send_to<'a>(
+                &'a self,
+                buf: &'a [u8],
+                to: std::net::SocketAddr,
+            ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send + 'a {
+                <$udp>::send_to(self, buf, to)
+            }
+            fn recv_from<'a>(
+                &'a self,
+                buf: &'a mut [u8],
+            ) -> impl std::future::Future<Output = std::io::Result<(usize, std::net::SocketAddr)>> + Send + 'a {
+                <$udp>::recv_from(self, buf)
+            }
+            fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+                <$udp>::local_addr(self)
+            }
+        }
+    };
+}
+#[cfg(any(feature = "smol", feature = "async-std"))]
+pub(crate) use std_like_socket_impls;
+
 #[cfg(test)]
 macro_rules! run_here_tests {
     ($rt:expr) => {

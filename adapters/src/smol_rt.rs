@@ -1,12 +1,12 @@
 //! [`Runtime`] for smol.
 
-use crate::runtime::{AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, Runtime};
+use crate::runtime::Runtime;
 use smol::net::{TcpListener, TcpStream, UdpSocket};
 use smol::LocalExecutor;
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant as StdInstant;
 
@@ -88,42 +88,7 @@ impl Runtime for SmolRuntime {
     }
 }
 
-impl AsyncTcpStream for TcpStream {
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        TcpStream::local_addr(self)
-    }
-    fn set_nodelay(&self, on: bool) -> io::Result<()> {
-        TcpStream::set_nodelay(self, on)
-    }
-    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        TcpStream::shutdown(self, how)
-    }
-    fn set_linger_zero(&self) -> io::Result<()> {
-        crate::runtime::set_linger_zero(self)
-    }
-}
-
-impl AsyncTcpListener for TcpListener {
-    type Stream = TcpStream;
-    fn accept(&self) -> impl Future<Output = io::Result<(TcpStream, SocketAddr)>> + Send + '_ {
-        TcpListener::accept(self)
-    }
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        TcpListener::local_addr(self)
-    }
-}
-
-impl AsyncUdpSocket for UdpSocket {
-    fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send + 'a {
-        UdpSocket::send_to(self, buf, to)
-    }
-    fn recv_from<'a>(&'a self, buf: &'a mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a {
-        UdpSocket::recv_from(self, buf)
-    }
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        UdpSocket::local_addr(self)
-    }
-}
+crate::runtime::std_like_socket_impls!(TcpStream, TcpListener, UdpSocket);
 
 #[cfg(test)]
 mod tests {
