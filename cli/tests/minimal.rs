@@ -52,27 +52,17 @@ fn minimal_ends_route_by_prefix_and_forward() {
     let time = Proc::start(&["serve", "time", "--listen", &at(9090)]);
     time.wait_for_log("server listening on");
     let key = TempFile::new("minimal.key", "minimal secret");
-    let (to_time, to_echo) = (format!("9090={}", at(9090)), format!("default={}", at(7007)));
-    let remote = Proc::start_binary(
-        &minimal,
-        &[
-            "tunnel",
-            "remote",
-            "--listen",
-            &at(7001),
-            "--secret-file",
-            key.arg(),
-            "--route",
-            &to_time,
-            "--route",
-            &to_echo,
-        ],
-    );
+    let routes = [format!("9090={}", at(9090)), format!("default={}", at(7007)), format!("7007={}", at(7007))];
+    let carrier = at(7001);
+    let mut remote_args = vec!["tunnel", "remote", "--listen", &carrier, "--secret-file", key.arg()];
+    for route in &routes {
+        remote_args.extend(["--route", route]);
+    }
+    let remote = Proc::start_binary(&minimal, &remote_args);
     remote.wait_for_log("tunnel remote end listening on");
-    let local = Proc::start_binary(
-        &minimal,
-        &["tunnel", "local", "--listen", &at(7000), "--remote", &at(7001), "--secret-file", key.arg()],
-    );
+    let (entrance, forward) = (at(7000), "7090=7007");
+    let local_args = ["tunnel", "local", "--listen", &entrance, "--remote", &carrier, "--secret-file", key.arg()];
+    let local = Proc::start_binary(&minimal, &[&local_args[..], &["--forward", forward]].concat());
     local.wait_for_log("carrier up");
 
     let out = run(&["send", "--to", &at(7000), "hello"], b"");
@@ -81,4 +71,7 @@ fn minimal_ends_route_by_prefix_and_forward() {
     assert!(support::is_time(text(&out.stdout).trim_end()), "{out:?}");
     let out = run(&["send", "--to", &at(7000), "1234:x"], b"");
     assert_eq!(text(&out.stderr), "error: unknown route 1234\n", "{out:?}");
+    // Through the forward nothing is read as a prefix: echo gets the bytes as sent.
+    let out = run(&["send", "--to", &at(7090), "9090:time"], b"");
+    assert_eq!(text(&out.stdout), "9090:time\n", "{out:?}");
 }
