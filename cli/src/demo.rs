@@ -11,8 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 use switchyard_adapters::{Running, Runtime};
-use switchyard_core::punch::{Peer, PeerConfig, PeerEvent};
-use switchyard_core::Env;
+use switchyard_core::punch::{Peer, PeerConfig, PeerError, PeerEvent};
+use switchyard_core::{Env, Instant};
 
 /// Start the whole network (as `switchyard up` does) on a loopback address of its own and
 /// run each flow through the tunnel: echo, time, two broadcast members, greet, stamp, a
@@ -118,15 +118,13 @@ impl<R: Runtime> Demo<'_, R> {
                 t.received(who, &public);
             }
             t.sent("A ", "CONNECT A B");
-            let connect = a.command(|slot: &mut Option<Peer>, now| slot.as_mut().map(|p| p.connect(now, "B")));
-            connect.await.ok().flatten().transpose().map_err(CliError::new)?;
+            command_peer(a, |p, now| p.connect(now, "B")).await?;
             for (who, peer) in [("A ", a), ("B ", b)] {
                 let path = next_event(peer, |e| matches!(e, PeerEvent::Connected { .. })).await?;
                 t.received(who, &path);
             }
             t.sent("A ", "hello from A");
-            let send = a.command(|slot: &mut Option<Peer>, now| slot.as_mut().map(|p| p.send(now, "hello from A")));
-            send.await.ok().flatten().transpose().map_err(CliError::new)?;
+            command_peer(a, |p, now| p.send(now, "hello from A")).await?;
             let heard = next_event(b, |e| matches!(e, PeerEvent::Message { .. })).await?;
             t.received("B ", &heard);
             if heard == "A: hello from A" {
@@ -263,6 +261,19 @@ async fn next(session: &mut Session) -> Result<String, CliError> {
 fn is_time(line: &str) -> bool {
     let shape = line.bytes().map(|b| if b.is_ascii_digit() { b'9' } else { b });
     line.len() == 19 && shape.eq(b"9999-99-99 99:99:99".iter().copied())
+}
+
+
+/// Runs `f` on a started peer (its slot fills once its socket is bound) and turns the
+/// peer's refusal into an error. A peer that has stopped is left for the next event wait
+/// to report.
+async fn command_peer<T: Send + 'static>(
+    peer: &Running<Option<Peer>>,
+    f: impl FnOnce(&mut Peer, Instant) -> Result<T, PeerError> + Send + 'static,
+) -> Result<(), CliError> {
+    let outcome = peer.command(move |slot: &mut Option<Peer>, now| slot.as_mut().map(|p| f(p, now))).await;
+    outcome.ok().flatten().transpose().map_err(CliError::new)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -103,15 +103,17 @@ impl Program for TunnelCmd {
         }
         self.fit_open_files();
         let targets = Targets::start().map_err(|e| CliError::new(format!("cannot start the targets: {e}")))?;
-        let exe = match (&self.ends_binary, self.in_process) {
-            (Some(_), true) => return Err(CliError::usage("--ends-binary and --in-process exclude each other")),
-            (Some(exe), false) if !has_tunnel_command(exe) => {
-                return Err(CliError::new(format!("{}: not a switchyard executable with `tunnel`", exe.display())))
-            }
-            (Some(exe), false) => exe.clone(),
-            (None, _) => own_executable()?,
+        if self.ends_binary.is_some() && self.in_process {
+            return Err(CliError::usage("--ends-binary and --in-process exclude each other"));
+        }
+        let exe = match &self.ends_binary {
+            Some(exe) => exe.clone(),
+            None => own_executable()?,
         };
         let children = !self.in_process && has_tunnel_command(&exe);
+        if self.ends_binary.is_some() && !children {
+            return Err(CliError::new(format!("{}: not a switchyard executable with `tunnel`", exe.display())));
+        }
         let mut ends = if children {
             Ends::spawn::<R>(&exe, &mut env, &targets)?
         } else {
