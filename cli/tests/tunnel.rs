@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::{is_time, run, text, Proc, TempFile};
+use support::{assert_refused, is_time, run, text, Proc, TempFile};
 
 /// A whole tunnel set-up on `host`: echo and time, the remote end routing to them, the
 /// local end in front with a forward 7090 → route 7007 (echo).
@@ -156,11 +156,5 @@ fn bad_arguments_are_named_in_one_line() {
             "needs --runtime mio",
         ),
     ];
-    for &(args, code, wanted) in cases {
-        let out = run(args, b"");
-        assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
-        let stderr = text(&out.stderr);
-        assert!(stderr.contains(wanted), "{args:?}: {stderr}");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
-    }
+    assert_refused(cases);
 }

@@ -98,30 +98,73 @@ pub const WARM_UP: usize = 200;
 /// Size of each round-trip message.
 pub const MESSAGE: usize = 64;
 
-/// Times `count` round trips of a 64-byte message through the echo at `to`, one
-/// outstanding at a time; returns the samples sorted.
-pub fn round_trips(to: SocketAddr, count: usize) -> Result<Vec<Duration>, CliError> {
-    let mut conn = connect(to)?;
-    conn.set_nodelay(true).map_err(|e| CliError::new(format!("cannot set TCP_NODELAY: {e}")))?;
-    let mut message = [0u8; MESSAGE];
-    let mut reply = [0u8; MESSAGE];
-    let mut samples = Vec::with_capacity(count);
-    for i in 0..WARM_UP + count {
-        message[..8].copy_from_slice(&(i as u64).to_be_bytes());
+/// Round trips each path makes before the next path takes its turn.
+pub const TURN: usize = 50;
+
+/// Times `count` round trips of a 64-byte message through each of the echoes at `paths`,
+/// one outstanding at a time; returns each path's samples, sorted.
+///
+/// The paths take turns, [`TURN`] round trips each, rather than one after the other: a
+/// virtual machine has episodes of tens of milliseconds in which every round trip is
+/// several times slower (seen on the 2-core development VM about once a second, through
+/// direct TCP, the tunnel and bore alike), and measured one after the other, whichever path
+/// ran during one would carry it alone in its p99. Taking turns spreads such episodes over
+/// every path, so what differs between their figures is the path.
+pub fn round_trips(paths: &[SocketAddr], count: usize) -> Result<Vec<Vec<Duration>>, CliError> {
+    let mut pingers = paths.iter().map(|&to| Pinger::connect(to)).collect::<Result<Vec<_>, _>>()?;
+    for pinger in &mut pingers {
+        for _ in 0..WARM_UP {
+            pinger.trip()?;
+        }
+    }
+    let mut samples: Vec<Vec<Duration>> = paths.iter().map(|_| Vec::with_capacity(count)).collect();
+    let mut done = 0;
+    while done < count {
+        let turn = TURN.min(count - done);
+        for (pinger, samples) in pingers.iter_mut().zip(&mut samples) {
+            for _ in 0..turn {
+                samples.push(pinger.trip()?);
+            }
+        }
+        done += turn;
+    }
+    for s in &mut samples {
+        s.sort_unstable();
+    }
+    Ok(samples)
+}
+
+/// One connection to an echo, timing round trips of numbered messages.
+struct Pinger {
+    to: SocketAddr,
+    conn: TcpStream,
+    sent: u64,
+}
+
+impl Pinger {
+    fn connect(to: SocketAddr) -> Result<Pinger, CliError> {
+        let conn = connect(to)?;
+        conn.set_nodelay(true).map_err(|e| CliError::new(format!("cannot set TCP_NODELAY: {e}")))?;
+        Ok(Pinger { to, conn, sent: 0 })
+    }
+
+    /// One round trip; an error if it fails or the reply is not the message.
+    fn trip(&mut self) -> Result<Duration, CliError> {
+        let (i, to) = (self.sent, self.to);
+        self.sent += 1;
+        let mut message = [0u8; MESSAGE];
+        let mut reply = [0u8; MESSAGE];
+        message[..8].copy_from_slice(&i.to_be_bytes());
         let sent = Instant::now();
-        conn.write_all(&message).and_then(|()| conn.read_exact(&mut reply)).map_err(|e| {
+        self.conn.write_all(&message).and_then(|()| self.conn.read_exact(&mut reply)).map_err(|e| {
             CliError::new(format!("round trip {i} through {to} failed: {e} (is the route's echo reachable?)"))
         })?;
         let took = sent.elapsed();
         if reply != message {
             return Err(CliError::new(format!("round trip {i} through {to} came back altered")));
         }
-        if i >= WARM_UP {
-            samples.push(took);
-        }
+        Ok(took)
     }
-    samples.sort_unstable();
-    Ok(samples)
 }
 
 /// Opens `count` connections to `to` whose far ends `hold` keeps, and returns them once

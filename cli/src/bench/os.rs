@@ -48,8 +48,10 @@ pub fn cpu_time(pid: u32) -> io::Result<Duration> {
     Ok(Duration::from_nanos(total))
 }
 
-/// CPU time process `pid` has used, every thread it ever had included (`utime` and
-/// `stime` of `/proc/PID/stat`; clock-tick resolution, 10 ms on Linux).
+/// CPU time process `pid` has used, every thread it ever had and every child process it
+/// has waited for included (`utime`, `stime`, `cutime` and `cstime` of `/proc/PID/stat`;
+/// clock-tick resolution, 10 ms on Linux). The children count is what covers socat's
+/// processes forked per connection.
 pub fn process_cpu(pid: u32) -> io::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces and parentheses: count from its end.
@@ -57,8 +59,10 @@ pub fn process_cpu(pid: u32) -> io::Result<Duration> {
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // `utime` and `stime` are fields 14 and 15; `after_name` starts at field 3.
     let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
-    match (ticks(14), ticks(15)) {
-        (Some(user), Some(system)) => Ok(from_ticks(user + system)),
+    match (ticks(14), ticks(15), ticks(16), ticks(17)) {
+        (Some(user), Some(system), Some(children_user), Some(children_system)) => {
+            Ok(from_ticks(user + system + children_user + children_system))
+        }
         _ => Err(io::Error::new(io::ErrorKind::InvalidData, format!("cannot parse /proc/{pid}/stat"))),
     }
 }

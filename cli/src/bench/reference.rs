@@ -1,95 +1,317 @@
-//! A reference to measure the tunnel against on the same machine: a two-hop socat chain
-//! (client -> socat -> socat -> target), the simplest relay that has the tunnel's shape.
+//! References to measure the tunnel against on the same machine: the tools the tunnel's
+//! targets are stated against (a two-hop socat chain, bore, rathole), each run in the
+//! tunnel's shape (client -> entry -> exit -> target) in front of the same sink and echo.
 //!
 //! Wall-clock figures on a shared or virtual machine move with the machine (a thread's
 //! wake-up can cost 5 µs on one and 40 µs on another), so a target stated as "better than
 //! tool X on the reference machine" is checked best by running tool X here too.
 
+use super::ends::{free_port, loopback};
+use super::os::{cpu_time, rss};
 use super::targets::Targets;
 use crate::CliError;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How long socat may take to start listening.
-const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a tool may take to start listening.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Two socat relays in a row in front of the sink and in front of the echo.
-#[derive(Debug)]
-pub struct SocatChain {
-    /// Reaches the sink through both relays.
-    pub sink: SocketAddr,
-    /// Reaches the echo through both relays.
-    pub echo: SocketAddr,
-    children: Vec<Child>,
+/// bore's control port, fixed in bore.
+const BORE_CONTROL_PORT: u16 = 7835;
+
+/// A relay the tunnel can be measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    /// Two socat relays in a row, forking a process per connection.
+    Socat,
+    /// bore (`bore server` and `bore local`): a control connection plus one new TCP
+    /// connection between the two ends per stream.
+    Bore,
+    /// rathole (server and client from one TOML file each), TCP transport.
+    Rathole,
 }
 
-impl SocatChain {
-    /// Starts the relays; an error if socat is not installed or does not come up.
-    pub fn start(targets: &Targets) -> Result<SocatChain, CliError> {
-        let mut chain = SocatChain { sink: targets.sink.addr, echo: targets.echo, children: Vec::new() };
-        chain.sink = chain.hops(targets.sink.addr)?;
-        chain.echo = chain.hops(targets.echo)?;
-        Ok(chain)
+impl Tool {
+    /// The name on the command line and in the figures; also the executable looked up on
+    /// the PATH when no path is given.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::Socat => "socat",
+            Tool::Bore => "bore",
+            Tool::Rathole => "rathole",
+        }
+    }
+}
+
+/// A tool to run and the executable to run it from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolSpec {
+    /// Which tool.
+    pub tool: Tool,
+    /// Its executable: a path, or a name looked up on the PATH.
+    pub exe: PathBuf,
+}
+
+/// The tools of `--against`, in the order given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolList(pub Vec<ToolSpec>);
+
+/// Parses `--against`: comma-separated tool names, each optionally `=PATH` to its
+/// executable (`socat,bore=/opt/bore/bin/bore,rathole`).
+pub fn parse_tools(s: &str) -> Result<ToolList, String> {
+    let mut specs: Vec<ToolSpec> = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        let (name, exe) = match part.split_once('=') {
+            Some((name, path)) if !path.is_empty() => (name, PathBuf::from(path)),
+            Some(_) => return Err(format!("{part:?}: no path after '='")),
+            None => (part, PathBuf::from(part)),
+        };
+        let tool = [Tool::Socat, Tool::Bore, Tool::Rathole]
+            .into_iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| format!("{name:?} is not a tool to measure against (socat, bore, rathole)"))?;
+        if specs.iter().any(|s| s.tool == tool) {
+            return Err(format!("{name} is named twice"));
+        }
+        specs.push(ToolSpec { tool, exe });
+    }
+    Ok(ToolList(specs))
+}
+
+/// One tool running in front of the sink and the echo, until dropped.
+#[derive(Debug)]
+pub struct Reference {
+    /// Which tool.
+    pub tool: Tool,
+    /// Reaches the sink through both hops.
+    pub sink: SocketAddr,
+    /// Reaches the echo through both hops.
+    pub echo: SocketAddr,
+    children: Vec<Child>,
+    /// The processes of the path to the sink (entry and exit), for the memory figure.
+    sink_path: Vec<u32>,
+    files: Vec<PathBuf>,
+}
+
+impl Reference {
+    /// Starts `spec`'s tool in front of the targets and waits until both paths accept
+    /// connections; an error names the tool and what failed.
+    pub fn start(spec: &ToolSpec, targets: &Targets) -> Result<Reference, CliError> {
+        let mut reference = Reference {
+            tool: spec.tool,
+            sink: targets.sink.addr,
+            echo: targets.echo,
+            children: Vec::new(),
+            sink_path: Vec::new(),
+            files: Vec::new(),
+        };
+        match spec.tool {
+            Tool::Socat => reference.start_socat(spec, targets)?,
+            Tool::Bore => reference.start_bore(spec, targets)?,
+            Tool::Rathole => reference.start_rathole(spec, targets)?,
+        }
+        for addr in [reference.sink, reference.echo] {
+            reference.wait_listening(addr)?;
+        }
+        Ok(reference)
     }
 
-    /// The listening relays' process ids (each forks a process per connection, which
+    /// The tool's long-lived processes (socat forks one more per connection, which
     /// inherits the listener's CPU affinity).
     pub fn pids(&self) -> Vec<u32> {
         self.children.iter().map(Child::id).collect()
     }
 
-    /// Two relays in a row to `target`; returns the first relay's address.
-    fn hops(&mut self, target: SocketAddr) -> Result<SocketAddr, CliError> {
-        let second = self.relay(target)?;
-        self.relay(second)
+    /// CPU time the tool's processes have used so far, where that can be read: not for
+    /// socat, whose work is done in processes forked per connection.
+    pub fn cpu(&self) -> Option<Duration> {
+        if self.tool == Tool::Socat {
+            return None;
+        }
+        self.pids().into_iter().map(|pid| cpu_time(pid).ok()).sum()
     }
 
-    /// One socat relay to `to` on a free loopback port, forking a process per connection
-    /// with `TCP_NODELAY` on both sides (as the tunnel has), 64 KiB transfers, and the
-    /// tunnel's accept backlog (socat's default of 5 drops SYNs when 64 streams open).
-    fn relay(&mut self, to: SocketAddr) -> Result<SocketAddr, CliError> {
+    /// Resident memory of the entry and the exit of the path to the sink, together.
+    pub fn path_rss(&self) -> Option<u64> {
+        self.sink_path.iter().map(|&pid| rss(pid).ok().map(|r| r.total)).sum()
+    }
+
+    /// socat: two relays in a row to each target, forking a process per connection with
+    /// `TCP_NODELAY` on both sides (as the tunnel has), 64 KiB transfers, and the tunnel's
+    /// accept backlog (socat's default of 5 drops SYNs when 64 streams open).
+    fn start_socat(&mut self, spec: &ToolSpec, targets: &Targets) -> Result<(), CliError> {
+        let mut relay = |to: SocketAddr| {
+            self.spawn_listening(spec, |port| {
+                vec![
+                    "-b65536".to_string(),
+                    format!("TCP4-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay,backlog=1024"),
+                    format!("TCP4:{to},nodelay"),
+                ]
+            })
+        };
+        let (exit, exit_pid) = relay(targets.sink.addr)?;
+        let (entry, entry_pid) = relay(exit)?;
+        let (echo_exit, _) = relay(targets.echo)?;
+        let (echo, _) = relay(echo_exit)?;
+        (self.sink, self.echo) = (entry, echo);
+        self.sink_path = vec![entry_pid, exit_pid];
+        Ok(())
+    }
+
+    /// bore: one server on 127.0.0.1 (its control port is fixed at 7835, so it must be
+    /// free) and a `bore local` per target, each asking for a port of our choosing.
+    fn start_bore(&mut self, spec: &ToolSpec, targets: &Targets) -> Result<(), CliError> {
+        // Another bore server there would take our clients without a word.
+        std::net::TcpListener::bind(loopback(BORE_CONTROL_PORT)).map_err(|e| {
+            CliError::new(format!("bore needs its control port 127.0.0.1:{BORE_CONTROL_PORT}, which is taken: {e}"))
+        })?;
+        let server = self.spawn(spec, Command::new(&spec.exe).args(["server", "--bind-addr", "127.0.0.1"]))?;
+        self.wait_listening(loopback(BORE_CONTROL_PORT))?;
+        let mut expose = |target: SocketAddr| {
+            self.spawn_listening(spec, |port| {
+                let (port, target_port, host) = (port.to_string(), target.port().to_string(), target.ip().to_string());
+                ["local", &target_port, "--local-host", &host, "--to", "127.0.0.1", "--port", &port].map(String::from).to_vec()
+            })
+        };
+        let (sink, sink_client) = expose(targets.sink.addr)?;
+        let echo = expose(targets.echo)?.0;
+        (self.sink, self.echo) = (sink, echo);
+        self.sink_path = vec![sink_client, server];
+        Ok(())
+    }
+
+    /// rathole: a server with a service per target and a client that serves both, over
+    /// the TCP transport with `TCP_NODELAY` (as the tunnel has).
+    fn start_rathole(&mut self, spec: &ToolSpec, targets: &Targets) -> Result<(), CliError> {
+        let control = loopback(free_port()?);
+        let (sink, echo) = (loopback(free_port()?), loopback(free_port()?));
+        let token = format!("switchyard-bench-{}", std::process::id());
+        let server = format!(
+            "[server]\nbind_addr = \"{control}\"\ndefault_token = \"{token}\"\n\
+             [server.transport]\ntype = \"tcp\"\n[server.transport.tcp]\nnodelay = true\n\
+             [server.services.sink]\nbind_addr = \"{sink}\"\n\
+             [server.services.echo]\nbind_addr = \"{echo}\"\n"
+        );
+        let client = format!(
+            "[client]\nremote_addr = \"{control}\"\ndefault_token = \"{token}\"\n\
+             [client.transport]\ntype = \"tcp\"\n[client.transport.tcp]\nnodelay = true\n\
+             [client.services.sink]\nlocal_addr = \"{}\"\n\
+             [client.services.echo]\nlocal_addr = \"{}\"\n",
+            targets.sink.addr, targets.echo
+        );
+        let server_pid = self.spawn_with_config(spec, "server", &server)?;
+        self.wait_listening(control)?;
+        let client_pid = self.spawn_with_config(spec, "client", &client)?;
+        (self.sink, self.echo) = (sink, echo);
+        self.sink_path = vec![server_pid, client_pid];
+        Ok(())
+    }
+
+    /// Starts the tool with the arguments `args` gives for a free loopback port it is to
+    /// listen on; returns that address and the process id.
+    fn spawn_listening(
+        &mut self,
+        spec: &ToolSpec,
+        args: impl FnOnce(u16) -> Vec<String>,
+    ) -> Result<(SocketAddr, u32), CliError> {
         let port = free_port()?;
-        let child = Command::new("socat")
-            .args([
-                "-b65536".to_string(),
-                format!("TCP4-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay,backlog=1024"),
-                format!("TCP4:{to},nodelay"),
-            ])
+        let pid = self.spawn(spec, Command::new(&spec.exe).args(args(port)))?;
+        Ok((loopback(port), pid))
+    }
+
+    /// Writes `config` to a file removed on drop and starts `rathole --ROLE FILE`.
+    fn spawn_with_config(&mut self, spec: &ToolSpec, role: &str, config: &str) -> Result<u32, CliError> {
+        let file = std::env::temp_dir().join(format!("switchyard-bench-{}-rathole-{role}.toml", std::process::id()));
+        std::fs::write(&file, config)
+            .map_err(|e| CliError::new(format!("cannot write the rathole {role} config {}: {e}", file.display())))?;
+        self.files.push(file.clone());
+        self.spawn(spec, Command::new(&spec.exe).arg(format!("--{role}")).arg(&file))
+    }
+
+    /// Starts `command` with its output going to a log file (removed on drop, quoted if
+    /// the tool fails to start); returns its process id.
+    fn spawn(&mut self, spec: &ToolSpec, command: &mut Command) -> Result<u32, CliError> {
+        let name = spec.tool.name();
+        let log = std::env::temp_dir().join(format!("switchyard-bench-{}-{name}-{}.log", std::process::id(), self.children.len()));
+        let file = std::fs::File::create(&log)
+            .and_then(|f| Ok((f.try_clone()?, f)))
+            .map_err(|e| CliError::new(format!("cannot create {}: {e}", log.display())))?;
+        self.files.push(log);
+        let child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(file.0)
+            .stderr(file.1)
             .spawn()
-            .map_err(|e| CliError::new(format!("cannot start socat (is it installed?): {e}")))?;
+            .map_err(|e| CliError::new(format!("cannot start {name} ({}): {e}", spec.exe.display())))?;
+        let pid = child.id();
         self.children.push(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Ok(pid)
+    }
+
+    /// The first lines the tool's processes logged, for an error message.
+    fn logged(&self) -> String {
+        let text: Vec<String> = self
+            .files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "log"))
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .flat_map(|t| t.lines().take(3).map(str::to_owned).collect::<Vec<_>>())
+            .collect();
+        if text.is_empty() {
+            String::new()
+        } else {
+            format!(": it said: {}", text.join(" / "))
+        }
+    }
+
+    /// Waits until `addr` accepts a connection (which each tool relays to its target and
+    /// closes: the targets ignore connections that send nothing), or a process exits.
+    fn wait_listening(&mut self, addr: SocketAddr) -> Result<(), CliError> {
+        let name = self.tool.name();
         let deadline = Instant::now() + READY_TIMEOUT;
-        // A probe connection makes socat fork a relay that ends when the probe closes.
         while TcpStream::connect(addr).is_err() {
+            if let Some(status) = self.children.iter_mut().find_map(|c| c.try_wait().ok().flatten()) {
+                return Err(CliError::new(format!("{name} exited ({status}) before listening on {addr}{}", self.logged())));
+            }
             if Instant::now() > deadline {
-                return Err(CliError::new(format!("socat did not listen on {addr} within {READY_TIMEOUT:?}")));
+                return Err(CliError::new(format!("{name} did not listen on {addr} within {READY_TIMEOUT:?}")));
             }
             thread::sleep(Duration::from_millis(10));
         }
-        Ok(addr)
+        Ok(())
     }
 }
 
-impl Drop for SocatChain {
+impl Drop for Reference {
     fn drop(&mut self) {
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
+        for file in &self.files {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 
-/// A loopback port nothing listens on right now (bound and released: another process
-/// could take it before socat does, which then fails to start and is reported).
-fn free_port() -> Result<u16, CliError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| CliError::new(format!("cannot find a free loopback port: {e}")))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tools_are_named_with_optional_paths() {
+        let list = parse_tools("socat, bore=/opt/bore,rathole").unwrap();
+        let got: Vec<(Tool, &str)> = list.0.iter().map(|s| (s.tool, s.exe.to_str().unwrap())).collect();
+        assert_eq!(got, [(Tool::Socat, "socat"), (Tool::Bore, "/opt/bore"), (Tool::Rathole, "rathole")]);
+    }
+
+    #[test]
+    fn unknown_repeated_or_pathless_tools_are_refused_by_name() {
+        assert!(parse_tools("frp").unwrap_err().contains("\"frp\" is not a tool"));
+        assert!(parse_tools("bore,bore=/x").unwrap_err().contains("bore is named twice"));
+        assert!(parse_tools("rathole=").unwrap_err().contains("no path after '='"));
+    }
 }

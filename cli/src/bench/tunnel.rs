@@ -4,7 +4,7 @@
 use super::ends::{has_tunnel_command, own_executable, runtime_flag, Ends};
 use super::load::{self, MESSAGE};
 use super::os::{cpu_time, load_average, machine_busy, process_cpu, raise_nofile, rss, set_affinity, CpuSet, Rss};
-use super::reference::SocatChain;
+use super::reference::{parse_tools, Reference, ToolList};
 use super::stats::{kib, median, megabytes, micros, parse_bytes, parse_counts, percentile, rate, size, Counts};
 use super::targets::Targets;
 use crate::runtime::Program;
@@ -23,18 +23,20 @@ use switchyard_core::Env;
 #[argh(
     subcommand,
     name = "tunnel",
-    example = "switchyard bench tunnel\nswitchyard bench tunnel --bytes 256M --streams 1,8 --runs 1 --idle-streams 0\nswitchyard --runtime smol bench tunnel\nswitchyard bench tunnel --against-socat --idle-streams 0\nswitchyard bench tunnel --pin-cpu 0 --against-socat --idle-streams 0 --streams 1\nswitchyard --busy-poll 50 bench tunnel --against-socat --idle-streams 0",
+    example = "switchyard bench tunnel\nswitchyard bench tunnel --bytes 256M --streams 1,8 --runs 1 --idle-streams 0\nswitchyard --runtime smol bench tunnel\nswitchyard bench tunnel --against socat --idle-streams 0\nswitchyard bench tunnel --against socat,bore=/opt/bore/bin/bore,rathole --idle-streams 0\nswitchyard bench tunnel --pin-cpu 0 --against socat --idle-streams 0 --streams 1\nswitchyard --busy-poll 50 bench tunnel --against socat --idle-streams 0",
     note = "Topology: client -> local end -> carrier -> remote end -> target. The targets are a sink that discards and counts and an echo (threads of this process) and a hold that keeps idle connections (a child process, `switchyard bench hold`); the ends are child processes (`switchyard tunnel local` and `switchyard tunnel remote`), as in a real deployment. Direct runs connect the client straight to the same targets.
 
 Bulk: the client writes --bytes in total, split evenly over the streams, into a static forward whose route ends at the sink; the time runs from the first byte written to the sink having every byte (connections are opened first). Throughput is bytes over that time; the ratio is tunnel over direct at the same concurrency.
 
-Latency: one connection, one 64-byte message outstanding, echoed back; 200 warm-up round trips, then --messages timed ones. p50 and p99 are nearest-rank percentiles; added latency is tunnel minus direct. Every hop of a round trip wakes a sleeping process; where that process last ran on another CPU, the wake-up costs an inter-processor interrupt, which on a virtual machine can take longer than all the relaying (on the 2-core development VM a direct round trip takes about 55 µs across CPUs and 4 µs on one). --pin-cpu N puts everything on CPU N for the latency runs (direct, tunnel and socat alike) and labels the figures so; it measures the relaying itself rather than the hypervisor's interrupts. `switchyard --busy-poll MICROS bench tunnel` starts the ends with that --busy-poll, so each keeps polling for a reply instead of sleeping until it is woken, and labels the figures so; the client and the targets are not changed.
+Latency: one connection per path (direct, the tunnel, each reference), one 64-byte message outstanding, echoed back; 200 warm-up round trips on each, then --messages timed ones, the paths taking turns 50 round trips at a time so that a slow spell of the machine (on a virtual machine, tens of milliseconds about once a second) hits them all alike. p50 and p99 are nearest-rank percentiles; added latency is tunnel minus direct. Every hop of a round trip wakes a sleeping process; where that process last ran on another CPU, the wake-up costs an inter-processor interrupt, which on a virtual machine can take longer than all the relaying (on the 2-core development VM a direct round trip takes about 55 µs across CPUs and 4 µs on one). --pin-cpu N puts everything on CPU N for the latency runs (direct, tunnel and references alike) and labels the figures so; it measures the relaying itself rather than the hypervisor's interrupts. `switchyard --busy-poll MICROS bench tunnel` starts the ends with that --busy-poll, so each keeps polling for a reply instead of sleeping until it is woken, and labels the figures so; the client and the targets are not changed.
+
+References (--against): socat runs as two relays in a row per target, each forking a process per connection, with nodelay and 64 KiB transfers; bore as `bore server` (its control port, 7835, must be free) and a `bore local` per target; rathole as a server and a client, TCP transport with nodelay, from configuration files written to the temporary directory. Each is found on the PATH unless given as NAME=PATH. Their figures: throughput with the relays' CPU per GiB (socat's counts the processes it forked once they have ended), latency, and the idle RSS of the entry and the exit of one path (socat: its two relays; bore: the server and one client; rathole: the server and the client).
 
 Ends' CPU: CPU time of both end processes (all threads, from /proc/PID/task/*/schedstat) per GiB and per round trip; it moves much less than the wall-clock figures when other work shares the machine (about ±15 % against several-fold), so it is the figure to compare builds by.
 
 Memory: VmRSS from /proc/PID/status of each end's process, once the carrier is up and idle, then with --idle-streams streams open end to end and silent; per-stream cost = (RSS with streams - idle RSS) / streams, both ends together. VmRSS counts the pages of the executable and libraries in each process, though the two ends share them: the file-pages line shows how much of the idle figure that is. The open-file limit is raised as far as allowed; the idle streams are reduced to fit if it cannot be.
 
-Each figure is the median of --runs runs (direct and tunnel runs alternate, so drift hits both). Last comes the share of the machine's CPU that other processes took meanwhile (from /proc/stat, less what this process and its children used); above 10 % the wall-clock figures are unreliable. Everything talks to 127.0.0.1 only, every wait is bounded, and the command stops by itself. The ends run on --runtime (mio by default: each end one thread, one event loop); under smol each end runs every task and its reactor on one thread unless SMOL_THREADS asks for more. Build with --release."
+Each figure is the median of --runs runs (direct, tunnel and reference runs alternate, so drift hits them all). Last comes the share of the machine's CPU that other processes took meanwhile (from /proc/stat, less what this process and its children used); above 10 % the wall-clock figures are unreliable. Everything talks to 127.0.0.1 only, every wait is bounded, and the command stops by itself. The ends run on --runtime (mio by default: each end one thread, one event loop); under smol each end runs every task and its reactor on one thread unless SMOL_THREADS asks for more. Build with --release."
 )]
 pub struct TunnelCmd {
     /// bytes per bulk run, split evenly over the streams; K, M, G suffixes are binary
@@ -63,13 +65,14 @@ pub struct TunnelCmd {
     #[argh(switch)]
     in_process: bool,
 
-    /// also measure a two-hop socat chain (client -> socat -> socat -> target) beside the
-    /// tunnel, as a reference on this machine (needs socat on the PATH)
-    #[argh(switch)]
-    against_socat: bool,
+    /// also measure these relays beside the tunnel, in its shape, as references on this
+    /// machine: comma-separated `socat` (a two-hop chain), `bore`, `rathole`, each found
+    /// on the PATH or given as NAME=PATH (see the note below)
+    #[argh(option, default = "ToolList::default()", from_str_fn(parse_tools))]
+    against: ToolList,
 
     /// run the latency measurement with every process and thread in it (client, echo,
-    /// both ends, the socat chain) on this one CPU, so that no round trip waits for a
+    /// both ends, the references) on this one CPU, so that no round trip waits for a
     /// wake-up across CPUs (see the note below)
     #[argh(option)]
     pin_cpu: Option<usize>,
@@ -145,16 +148,17 @@ impl Program for TunnelCmd {
 
         // The blocking calls below run on this thread while the runtime's own threads
         // drive any in-process ends, so nothing here starves them.
-        let socat = if self.against_socat { Some(SocatChain::start(&targets)?) } else { None };
+        let references =
+            self.against.0.iter().map(|spec| Reference::start(spec, &targets)).collect::<Result<Vec<_>, _>>()?;
         let mut checks = Vec::new();
-        let others = Interference::start(&ends, &targets);
+        let others = Interference::start(&ends, &targets, &references);
         if let Some((local, remote)) = ends.pids() {
-            checks.extend(self.memory(&mut ends, &targets, local, remote)?);
+            checks.extend(self.memory(&mut ends, &targets, local, remote, &references)?);
         }
-        checks.extend(self.throughput(&mut ends, &targets, socat.as_ref())?);
-        checks.extend(self.latency(&mut ends, &targets, socat.as_ref())?);
+        checks.extend(self.throughput(&mut ends, &targets, &references)?);
+        checks.extend(self.latency(&mut ends, &targets, &references)?);
         summary(&checks);
-        if let Some(share) = others.and_then(|o| o.share(&ends, &targets, cpus)) {
+        if let Some(share) = others.and_then(|o| o.share(&ends, &targets, &references, cpus)) {
             let verdict = if share > 0.1 {
                 ": the wall-clock figures are unreliable (the ends' CPU less so); rerun on an idle machine"
             } else {
@@ -181,7 +185,14 @@ impl TunnelCmd {
         }
     }
 
-    fn memory(&self, ends: &mut Ends, targets: &Targets, local: u32, remote: u32) -> Result<Vec<Check>, CliError> {
+    fn memory(
+        &self,
+        ends: &mut Ends,
+        targets: &Targets,
+        local: u32,
+        remote: u32,
+        references: &[Reference],
+    ) -> Result<Vec<Check>, CliError> {
         let read = |pid| rss(pid).map_err(|e| CliError::new(format!("cannot read the RSS of process {pid}: {e}")));
         let row = |label: &str, (l, r): (Rss, Rss)| {
             let (l, r) = (l.total as f64, r.total as f64);
@@ -198,6 +209,11 @@ impl TunnelCmd {
             megabytes(idle.0.file as f64),
             megabytes(idle.1.file as f64)
         );
+        for reference in references {
+            if let Some(both) = reference.path_rss() {
+                say!("  {:<20} {} (entry and exit of one path, idle)", reference.tool.name(), megabytes(both as f64));
+            }
+        }
         let mut checks = vec![Check {
             what: "idle RSS, both ends".into(),
             target: "<= 5 MB",
@@ -234,17 +250,21 @@ impl TunnelCmd {
         &self,
         ends: &mut Ends,
         targets: &Targets,
-        socat: Option<&SocatChain>,
+        references: &[Reference],
     ) -> Result<Vec<Check>, CliError> {
         say!("\nbulk throughput ({} per run)", size(self.bytes));
+        let gib = self.bytes as f64 / f64::from(1 << 30);
         let mut checks = Vec::new();
         for &streams in &self.streams.0 {
-            let (mut direct, mut tunnel, mut cpu, mut reference) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut direct, mut tunnel, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+            let mut reference: Vec<(Vec<f64>, Vec<f64>)> = references.iter().map(|_| Default::default()).collect();
             for _ in 0..self.runs {
                 let rate_of = |d: Duration| self.bytes as f64 / d.as_secs_f64().max(1e-9);
                 direct.push(rate_of(load::bulk(targets.sink.addr, streams, self.bytes, &targets.sink)?));
-                if let Some(socat) = socat {
-                    reference.push(rate_of(load::bulk(socat.sink, streams, self.bytes, &targets.sink)?));
+                for (tool, (rates, cpu)) in references.iter().zip(&mut reference) {
+                    let before = tool.cpu();
+                    rates.push(rate_of(load::bulk(tool.sink, streams, self.bytes, &targets.sink)?));
+                    cpu.extend(tool.cpu().zip(before).map(|(after, before)| (after - before).as_secs_f64()));
                 }
                 let before = ends_cpu(ends);
                 tunnel.push(rate_of(load::bulk(ends.forwards.sink, streams, self.bytes, &targets.sink)?));
@@ -254,15 +274,22 @@ impl TunnelCmd {
             let (direct, tunnel) = (median(&direct), median(&tunnel));
             let ratio = tunnel / direct;
             let label = if streams == 1 { "1 stream".to_string() } else { format!("{streams} streams") };
-            let cpu = if cpu.is_empty() {
-                String::new()
-            } else {
-                format!("  ends' CPU {:.2} s/GiB", median(&cpu) / (self.bytes as f64 / f64::from(1 << 30)))
+            let cpu_per_gib = |cpu: &[f64]| {
+                if cpu.is_empty() {
+                    String::new()
+                } else {
+                    format!("  CPU {:.2} s/GiB", median(cpu) / gib)
+                }
             };
-            say!("  {label:<11} tunnel {:>11}  direct {:>11}  ratio {ratio:.2}x{cpu}", rate(tunnel), rate(direct));
-            if !reference.is_empty() {
-                let socat = median(&reference);
-                say!("  {:<11} socat  {:>11}  ratio {:.2}x", "", rate(socat), socat / direct);
+            say!(
+                "  {label:<11} tunnel  {:>11}  direct {:>11}  ratio {ratio:.2}x{}",
+                rate(tunnel),
+                rate(direct),
+                cpu_per_gib(&cpu)
+            );
+            for (tool, (rates, cpu)) in references.iter().zip(&reference) {
+                let r = median(rates);
+                say!("  {:<11} {:<7} {:>11}  {:<18} ratio {:.2}x{}", "", tool.tool.name(), rate(r), "", r / direct, cpu_per_gib(cpu));
             }
             let what = match streams {
                 1 => "single-stream throughput",
@@ -279,9 +306,9 @@ impl TunnelCmd {
         Ok(checks)
     }
 
-    fn latency(&self, ends: &mut Ends, targets: &Targets, socat: Option<&SocatChain>) -> Result<Vec<Check>, CliError> {
+    fn latency(&self, ends: &mut Ends, targets: &Targets, references: &[Reference]) -> Result<Vec<Check>, CliError> {
         let (pinned, placement) = match self.pin_cpu {
-            Some(cpu) => (Some(Pinned::new(cpu, ends, socat)?), format!(", all on CPU {cpu}")),
+            Some(cpu) => (Some(Pinned::new(cpu, ends, references)?), format!(", all on CPU {cpu}")),
             None => (None, String::new()),
         };
         // The summary names what the figures were measured under.
@@ -294,35 +321,29 @@ impl TunnelCmd {
         .flatten()
         .collect::<String>();
         say!("\nround-trip latency ({MESSAGE}-byte messages, {} per run, one outstanding{placement})", self.messages);
-        let mut runs: [Vec<f64>; 4] = Default::default(); // direct p50, p99, tunnel p50, p99
-        let mut reference: [Vec<f64>; 2] = Default::default(); // socat p50, p99
+        // p50 and p99 of each run, per path: direct, the tunnel, then each reference.
+        let mut runs: Vec<[Vec<f64>; 2]> = (0..2 + references.len()).map(|_| Default::default()).collect();
+        let paths: Vec<_> = [targets.echo, ends.forwards.echo].into_iter().chain(references.iter().map(|r| r.echo)).collect();
         let mut cpu = Vec::new();
         for _ in 0..self.runs {
-            let direct = load::round_trips(targets.echo, self.messages)?;
-            if let Some(socat) = socat {
-                let samples = load::round_trips(socat.echo, self.messages)?;
-                reference[0].push(percentile(&samples, 50.0).as_secs_f64() * 1e6);
-                reference[1].push(percentile(&samples, 99.0).as_secs_f64() * 1e6);
-            }
             let before = ends_cpu(ends);
-            let tunnel = load::round_trips(ends.forwards.echo, self.messages)?;
+            let samples = load::round_trips(&paths, self.messages)?;
             cpu.extend(ends_cpu(ends).zip(before).map(|(after, before)| (after - before).as_secs_f64()));
-            for (i, samples) in [&direct, &direct, &tunnel, &tunnel].into_iter().enumerate() {
-                let p = if i % 2 == 0 { 50.0 } else { 99.0 };
-                runs[i].push(percentile(samples, p).as_secs_f64() * 1e6);
+            for (samples, [p50, p99]) in samples.iter().zip(&mut runs) {
+                p50.push(percentile(samples, 50.0).as_secs_f64() * 1e6);
+                p99.push(percentile(samples, 99.0).as_secs_f64() * 1e6);
             }
             ends.check_alive()?;
         }
-        let [d50, d99, t50, t99] = runs.map(|r| median(&r));
+        let medians: Vec<[f64; 2]> = runs.iter().map(|[p50, p99]| [median(p50), median(p99)]).collect();
+        let ([d50, d99], [t50, t99]) = (medians[0], medians[1]);
         if !cpu.is_empty() {
             // Warm-up round trips ran on the same clock.
             let per_trip = median(&cpu) / (self.messages + load::WARM_UP) as f64;
             say!("  ends' CPU {} per round trip", micros(per_trip * 1e6));
         }
         let mut checks = Vec::new();
-        let socat = reference.map(|r| (!r.is_empty()).then(|| median(&r)));
-        for ((name, direct, tunnel, limit), socat) in
-            [("p50", d50, t50, 25.0), ("p99", d99, t99, 40.0)].into_iter().zip(socat)
+        for (i, (name, direct, tunnel, limit)) in [("p50", d50, t50, 25.0), ("p99", d99, t99, 40.0)].into_iter().enumerate()
         {
             let added = tunnel - direct;
             say!(
@@ -332,8 +353,9 @@ impl TunnelCmd {
                 tunnel / direct,
                 added
             );
-            if let Some(socat) = socat {
-                say!("        socat  {:>9}  added {:+.1} µs", micros(socat), socat - direct);
+            for (tool, figures) in references.iter().zip(&medians[2..]) {
+                let figure = figures[i];
+                say!("        {:<7} {:>9}  {:<16} added {:+.1} µs", tool.tool.name(), micros(figure), "", figure - direct);
             }
             let target = if name == "p50" { "<= 25 µs" } else { "<= 40 µs" };
             let what = format!("added latency {name}{conditions}");
@@ -352,13 +374,13 @@ struct Pinned {
 }
 
 impl Pinned {
-    fn new(cpu: usize, ends: &Ends, socat: Option<&SocatChain>) -> Result<Pinned, CliError> {
+    fn new(cpu: usize, ends: &Ends, references: &[Reference]) -> Result<Pinned, CliError> {
         let fail = |e: std::io::Error| CliError::new(format!("--pin-cpu {cpu}: {e}"));
         let allowed = CpuSet::allowed().map_err(fail)?;
         let one = CpuSet::only(cpu).map_err(fail)?;
         let mut pids = vec![std::process::id()];
         pids.extend(ends.pids().map(|(local, remote)| [local, remote]).into_iter().flatten());
-        pids.extend(socat.map(SocatChain::pids).unwrap_or_default());
+        pids.extend(references.iter().flat_map(Reference::pids));
         // Restores whatever was pinned if a later one fails.
         let mut pinned = Pinned { pids: Vec::new(), allowed };
         for pid in pids {
@@ -388,25 +410,27 @@ struct Interference {
 }
 
 impl Interference {
-    fn start(ends: &Ends, targets: &Targets) -> Option<Interference> {
-        Some(Interference { at: std::time::Instant::now(), busy: machine_busy().ok()?, own: own_cpu(ends, targets)? })
+    fn start(ends: &Ends, targets: &Targets, references: &[Reference]) -> Option<Interference> {
+        let own = own_cpu(ends, targets, references)?;
+        Some(Interference { at: std::time::Instant::now(), busy: machine_busy().ok()?, own })
     }
 
     /// The share of all CPUs' time that others used since `start`, 0 to 1.
-    fn share(&self, ends: &Ends, targets: &Targets, cpus: usize) -> Option<f64> {
+    fn share(&self, ends: &Ends, targets: &Targets, references: &[Reference], cpus: usize) -> Option<f64> {
         let busy = machine_busy().ok()?.saturating_sub(self.busy);
-        let own = own_cpu(ends, targets)?.saturating_sub(self.own);
+        let own = own_cpu(ends, targets, references)?.saturating_sub(self.own);
         let wall = self.at.elapsed().as_secs_f64() * cpus as f64;
         Some((busy.saturating_sub(own).as_secs_f64() / wall.max(1e-9)).clamp(0.0, 1.0))
     }
 }
 
-/// CPU time used so far by this process (sink, echo, clients), the hold process and,
-/// when they are child processes, both ends. The hold process is gone once the memory
-/// figures are taken and then counts 0: it only ever accepts, a few milliseconds.
-fn own_cpu(ends: &Ends, targets: &Targets) -> Option<Duration> {
+/// CPU time used so far by this process (sink, echo, clients), the hold process, the
+/// reference tools and, when they are child processes, both ends. The hold process is
+/// gone once the memory figures are taken, and then counts among this process's children.
+fn own_cpu(ends: &Ends, targets: &Targets, references: &[Reference]) -> Option<Duration> {
     let mut own = process_cpu(std::process::id()).ok()?;
     own += process_cpu(targets.hold.pid()).unwrap_or_default();
+    own += references.iter().flat_map(Reference::pids).map(|pid| process_cpu(pid).unwrap_or_default()).sum::<Duration>();
     if let Some((local, remote)) = ends.pids() {
         own += process_cpu(local).ok()? + process_cpu(remote).ok()?;
     }

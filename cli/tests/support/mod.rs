@@ -78,6 +78,18 @@ pub fn assert_helps(cases: &[(&[&str], &[&str])]) {
     }
 }
 
+/// Runs `switchyard ARGS` for each case and checks that it exits with the given code and
+/// says why on stderr, in one line holding the wanted phrase.
+pub fn assert_refused(cases: &[(&[&str], i32, &str)]) {
+    for &(args, code, wanted) in cases {
+        let out = run(args, b"");
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(wanted), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
+
 /// Lines from a child's pipe, read on a thread.
 fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();

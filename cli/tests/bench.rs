@@ -1,0 +1,77 @@
+//! `switchyard bench tunnel` end to end, at toy sizes: every section prints its figures,
+//! a reference tool (socat) is measured beside the tunnel in each, and bad `--against`
+//! values are refused by name. The figures themselves are not checked: speed is what the
+//! benchmark reports, not what a test asserts.
+
+mod support;
+
+use std::process::Command;
+use support::{assert_refused, run, text};
+
+/// True when socat can be run. On CI (`CI` set) it must be: `.ci/run` installs it.
+fn socat_available() -> bool {
+    let found = Command::new("socat").arg("-V").output().is_ok_and(|o| o.status.success());
+    assert!(found || std::env::var_os("CI").is_none(), "socat is missing on CI: .ci/run should install it");
+    found
+}
+
+#[test]
+fn measures_the_tunnel_and_socat_side_by_side_in_every_section() {
+    if !socat_available() {
+        eprintln!("skipped: socat is not installed");
+        return;
+    }
+    let args = [
+        "bench",
+        "tunnel",
+        "--bytes",
+        "2M",
+        "--streams",
+        "1,3",
+        "--messages",
+        "100",
+        "--runs",
+        "1",
+        "--idle-streams",
+        "20",
+        "--against",
+        "socat",
+    ];
+    let out = run(&args, b"");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    // Each figure of the tunnel is followed by socat's.
+    let after = |prefix: &str| -> &str {
+        let i = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{stdout}"));
+        lines.get(i + 1).copied().unwrap_or_default()
+    };
+    for figure in ["1 stream    tunnel", "3 streams   tunnel"] {
+        let next = after(figure);
+        assert!(next.trim_start().starts_with("socat") && next.contains("ratio"), "{figure}: {next:?}\n{stdout}");
+    }
+    for figure in ["p50   tunnel", "p99   tunnel"] {
+        let next = after(figure);
+        assert!(next.trim_start().starts_with("socat") && next.contains("added"), "{figure}: {next:?}\n{stdout}");
+    }
+    assert!(stdout.contains("(entry and exit of one path, idle)"), "{stdout}");
+    assert!(stdout.contains("20 idle streams"), "{stdout}");
+    assert!(stdout.contains("targets met"), "{stdout}");
+}
+
+#[test]
+fn bad_references_are_refused_by_name() {
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["bench", "tunnel", "--against", "frp"], 2, "\"frp\" is not a tool to measure against"),
+        (&["bench", "tunnel", "--against", "socat,socat"], 2, "socat is named twice"),
+        (
+            &["bench", "tunnel", "--bytes", "1M", "--idle-streams", "0", "--against", "bore=/nonexistent/bore"],
+            1,
+            "cannot start bore (/nonexistent/bore)",
+        ),
+    ];
+    assert_refused(cases);
+}
