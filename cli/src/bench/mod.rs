@@ -4,7 +4,7 @@
 //! - [`mesh`]: `bench mesh`, message rate and hop latency of the P2P mesh.
 //! - [`ends`]: the tunnel ends under test, as child processes or in-process.
 //! - [`targets`]: the sink, echo and hold servers the traffic ends at.
-//! - [`reference`]: a two-hop socat chain, to measure the tunnel against on this machine.
+//! - [`reference`]: socat, bore and rathole in the tunnel's shape, to measure it against here.
 //! - [`load`]: the clients: bulk transfers, round trips, idle streams.
 //! - [`stats`]: percentiles, medians, units.
 //! - [`os`]: resident memory and CPU time of a process, load average, open-file limit.
