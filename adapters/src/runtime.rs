@@ -126,6 +126,12 @@ pub fn set_linger_zero<S: std::os::windows::io::AsSocket>(socket: &S) -> io::Res
     socket2::SockRef::from(socket).set_linger(Some(std::time::Duration::ZERO))
 }
 
+/// Locks `m`, taking the data even if a thread panicked while holding it: no critical
+/// section in this crate can panic half-way, so a poisoned lock still holds consistent data.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs `f` with `value` in the thread-local `slot`, and empties the slot when `f`
 /// returns or panics: how a runtime's `run_here` tells the code it runs which executor or
 /// loop this thread belongs to.
@@ -148,8 +154,6 @@ pub(crate) fn with_thread_slot<T: 'static, R>(
     f()
 }
 
-/// The tests every runtime with a `run_here` (one thread for all its tasks) must pass:
-/// expand it in the runtime's test module with the runtime's value.
 /// Implements [`AsyncTcpStream`], [`AsyncTcpListener`] and [`AsyncUdpSocket`] for a
 /// runtime's socket types whose inherent methods already have the std-like signatures
 /// (smol's and async-std's `net` types): each trait method calls its namesake.
@@ -206,6 +210,8 @@ macro_rules! std_like_socket_impls {
 #[cfg(any(feature = "smol", feature = "async-std"))]
 pub(crate) use std_like_socket_impls;
 
+/// The tests every runtime with a `run_here` (one thread for all its tasks) must pass:
+/// expand it in the runtime's test module with the runtime's value.
 #[cfg(test)]
 macro_rules! run_here_tests {
     ($rt:expr) => {

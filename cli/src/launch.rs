@@ -60,6 +60,12 @@ impl fmt::Debug for Fleet {
     }
 }
 
+/// A machine a [`Fleet`] can run: it moves to its driver's task, and its events are logged
+/// there. Every such machine is one; the trait only names the bounds once.
+pub trait Launchable: Machine<Event: LogEvent + Send + fmt::Debug + 'static> + Send + 'static {}
+
+impl<M> Launchable for M where M: Machine<Event: LogEvent + Send + fmt::Debug + 'static> + Send + 'static {}
+
 impl Fleet {
     /// An empty fleet.
     pub fn new() -> Fleet {
@@ -80,8 +86,7 @@ impl Fleet {
     ) -> Result<BTreeMap<ListenerId, SocketAddr>, LaunchError>
     where
         R: Runtime,
-        M: Machine + Send + 'static,
-        M::Event: LogEvent + Send + fmt::Debug + 'static,
+        M: Launchable,
     {
         self.launch_watched(rt, name, machine, listeners, |_| {}).await
     }
@@ -98,8 +103,7 @@ impl Fleet {
     ) -> Result<BTreeMap<ListenerId, SocketAddr>, LaunchError>
     where
         R: Runtime,
-        M: Machine + Send + 'static,
-        M::Event: LogEvent + Send + fmt::Debug + 'static,
+        M: Launchable,
     {
         let driver = listeners.iter().fold(Driver::new(machine), |driver, &(id, addr)| driver.listen(id, addr));
         self.start(rt, name, driver, listeners, Running::local_addr, watch).await
@@ -117,8 +121,7 @@ impl Fleet {
     ) -> Result<BTreeMap<switchyard_core::SocketId, SocketAddr>, LaunchError>
     where
         R: Runtime,
-        M: Machine + Send + 'static,
-        M::Event: LogEvent + Send + fmt::Debug + 'static,
+        M: Launchable,
     {
         let driver = sockets.iter().fold(Driver::new(machine), |driver, &(id, addr)| driver.bind_udp(id, addr));
         self.start(rt, name, driver, sockets, Running::udp_local_addr, |_| {}).await
@@ -137,8 +140,7 @@ impl Fleet {
     ) -> Result<BTreeMap<Id, SocketAddr>, LaunchError>
     where
         R: Runtime,
-        M: Machine + Send + 'static,
-        M::Event: LogEvent + Send + fmt::Debug + 'static,
+        M: Launchable,
     {
         let running = driver.start(rt.clone()).await.map_err(|error| LaunchError { name: name.to_owned(), error })?;
         let bound = sockets.iter().filter_map(|&(id, _)| Some((id, bound_addr(&running, id)?))).collect();
@@ -156,8 +158,7 @@ impl Fleet {
         mut watch: impl FnMut(&M::Event) + Send + 'static,
     ) where
         R: Runtime,
-        M: Machine + Send + 'static,
-        M::Event: LogEvent + Send + fmt::Debug + 'static,
+        M: Launchable,
     {
         let handle = running.handle();
         let (done_tx, done) = async_channel::bounded::<()>(1);

@@ -19,7 +19,7 @@ use super::stats::Counters;
 use super::NetMsg;
 use crate::net_error::net_error;
 use crate::notify::Notify;
-use crate::runtime::{AsyncTcpStream, Runtime};
+use crate::runtime::{lock, AsyncTcpStream, Runtime};
 use async_channel::Sender;
 use bytes::{Buf, Bytes};
 use futures_lite::future;
@@ -29,7 +29,7 @@ use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
 use switchyard_core::ConnId;
@@ -138,12 +138,6 @@ pub(super) struct Conn<S> {
     /// writer drops it when it finishes, so the socket closes once the tasks are gone.
     socket: Mutex<Option<S>>,
     counters: Arc<Counters>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The critical sections below cannot panic half-way; a poisoned lock still holds
-    // consistent data.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<S: AsyncTcpStream> Conn<S> {

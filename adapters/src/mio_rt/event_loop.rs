@@ -8,6 +8,7 @@
 
 use super::busy_poll::LoopOptions;
 use super::readiness::Readiness;
+use crate::runtime::lock;
 use async_task::Runnable;
 use mio::{Events, Poll, Registry, Token, Waker as PollWaker};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -15,7 +16,7 @@ use std::future::Future;
 use std::io;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll as TaskPoll, Wake, Waker};
 use std::time::{Duration, Instant};
 
@@ -26,11 +27,6 @@ const EVENTS_PER_WAIT: usize = 1024;
 /// Most tasks run between two looks at the sockets, so a task that keeps waking itself
 /// cannot starve I/O.
 const TASKS_PER_ROUND: usize = 256;
-
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // No critical section here can panic half-way: a poisoned lock holds consistent data.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Timers waiting to fire, by deadline; the `u64` keeps equal deadlines apart.
 pub(super) type TimerKey = (Instant, u64);

@@ -11,7 +11,7 @@
 //! read then only means the data ran out before the end of stream, which the next read
 //! returns, and no further edge would announce it.
 
-use super::event_loop::lock;
+use crate::runtime::lock;
 use std::io;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
