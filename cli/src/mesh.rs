@@ -61,7 +61,7 @@ pub struct ServerCmd {
     subcommand,
     name = "chat",
     example = "switchyard mesh chat --user Alice\nswitchyard mesh chat --server 127.0.0.1:5001,127.0.0.1:5002 --user Bob\nswitchyard mesh chat --server 127.0.0.1:5001 --user Carol --select fastest",
-    note = "Type `<recipient> <message>` to send (the original's syntax); incoming messages print as `<sender>: <message>`, receipts as `delivered to <name>` or `no such user <name>`. quit, exit or q leaves the mesh at once; the end of input (Ctrl-D, or a pipe) leaves once registered and every message sent has its receipt, waiting at most 5 s. Without --select, the servers are used in order, failing over to the next. With --select fastest, the client learns every server from the first, measures the round-trip time to each, uses the fastest, and moves only when another is clearly faster (by --switch-ratio of its RTT and --switch-min-ms, a third and 10 ms by default, for 2 s running); if its server dies it is on another within 3 s. Messages wait in an outbox until their receipt arrives and are resent after a move, so none is lost or doubled."
+    note = "Type `<recipient> <message>` to send (the original's syntax); incoming messages print as `<sender>: <message>`, receipts as `delivered to <name>` or `no such user <name>`. quit, exit or q leaves the mesh at once; the end of input (Ctrl-D, or a pipe) leaves once registered and every message sent has its receipt, waiting at most 5 s. Without --select, the servers are used in order, failing over to the next. With --select fastest, the client learns every server from the first, measures the round-trip time to each, uses the fastest, and moves only when another is clearly faster (by --switch-ratio of its RTT and --switch-min-ms, a third and 10 ms by default, for 2 s running); if its server dies it is on another within 3 s. Messages wait in an outbox until their receipt arrives and are resent after a move, so none is lost or doubled (order is kept on one session, not across a move). When no server answers, the client says so once and tries them all again after a jittered backoff (250 ms doubling to 10 s). Exit 1 if the input ends before any server took the registration (each server's last failure is named) or with messages still awaiting receipts."
 )]
 pub struct ChatCmd {
     /// servers, comma-separated (default 127.0.0.1:5001)
@@ -172,7 +172,7 @@ impl ChatCmd {
             Driver::new(client).event_policy(EventPolicy::Wait).start(rt.clone()).await.map_err(CliError::new)?;
         let events = running.events();
         let handle = running.handle();
-        let done_rx = input::spawn(move || read_commands(&handle))?;
+        let ending_rx = input::spawn(move || read_commands(&handle))?;
         let mut view = View::new(self.select == SelectArg::Fastest);
         let print = async {
             while let Ok(event) = events.recv().await {
@@ -183,13 +183,13 @@ impl ChatCmd {
             ExitCode::SUCCESS
         };
         let quit = async {
-            let _ = done_rx.recv().await;
+            let ending = ending_rx.recv().await.unwrap_or(Ending::Done);
             rt.sleep_until(rt.now() + input::LEAVE_GRACE).await;
-            ExitCode::SUCCESS
+            ending.outcome()
         };
-        let code = futures_lite::future::or(print, quit).await;
+        let outcome = futures_lite::future::or(async { Ok(print.await) }, quit).await;
         running.shutdown();
-        Ok(code)
+        outcome
     }
 }
 
@@ -198,10 +198,42 @@ impl ChatCmd {
 /// `echo "Bob hi" | switchyard mesh chat --user Alice` reports the outcome.
 const EOF_RECEIPT_WAIT: Duration = Duration::from_secs(5);
 
+/// How typed input ended, as the stdin thread saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ending {
+    /// A quit word, the machine stopped, or the end of input with everything settled.
+    Done,
+    /// The end of input came and no server took the registration in time: each server
+    /// tried, with why it failed last.
+    NeverRegistered(Vec<(SocketAddr, String)>),
+    /// The end of input came with this many messages still awaiting their receipts.
+    Unanswered(usize),
+}
+
+impl Ending {
+    /// The exit code, or the one-line error that makes it 1.
+    fn outcome(self) -> Result<ExitCode, CliError> {
+        match self {
+            Ending::Done => Ok(ExitCode::SUCCESS),
+            Ending::NeverRegistered(failures) if failures.is_empty() => Err(CliError::new(format!(
+                "no mesh server took the registration within {} s",
+                EOF_RECEIPT_WAIT.as_secs()
+            ))),
+            Ending::NeverRegistered(failures) => {
+                let tried: Vec<String> = failures.iter().map(|(server, why)| format!("{server} ({why})")).collect();
+                Err(CliError::new(format!("no mesh server reachable: {}", tried.join(", "))))
+            }
+            Ending::Unanswered(n) => {
+                Err(CliError::new(format!("{n} message(s) got no receipt within {} s", EOF_RECEIPT_WAIT.as_secs())))
+            }
+        }
+    }
+}
+
 /// The stdin thread: `<recipient> <message>` lines are sent; a quit word leaves the mesh at
 /// once; the end of input leaves once every message has its receipt (at most
-/// [`EOF_RECEIPT_WAIT`]).
-fn read_commands(handle: &Handle<MeshClient>) {
+/// [`EOF_RECEIPT_WAIT`]), and says what was still unsettled then.
+fn read_commands(handle: &Handle<MeshClient>) -> Ending {
     let end = input::commands(|line| {
         let Some((to, body)) = line.split_once(char::is_whitespace) else {
             eprintln!("switchyard: type `<recipient> <message>`");
@@ -217,29 +249,42 @@ fn read_commands(handle: &Handle<MeshClient>) {
             Err(_) => ControlFlow::Break(()),
         }
     });
-    match end {
-        End::Stopped => return,
+    let ending = match end {
+        End::Stopped => return Ending::Done,
         // Registered (or refused, which ends the program) and every receipt in.
         End::Eof => {
             input::wait_until(std::time::Instant::now() + EOF_RECEIPT_WAIT, || {
                 handle.command_blocking(|c: &mut MeshClient, _| c.server().is_some() && c.outbox_len() == 0)
             });
+            let unsettled = handle.command_blocking(|c: &mut MeshClient, _| match c.server() {
+                None => Ending::NeverRegistered(c.failures()),
+                Some(_) if c.outbox_len() > 0 => Ending::Unanswered(c.outbox_len()),
+                Some(_) => Ending::Done,
+            });
+            unsettled.unwrap_or(Ending::Done)
         }
-        End::Quit => {}
-    }
+        End::Quit => Ending::Done,
+    };
     let _ = handle.command_blocking(|c: &mut MeshClient, now| c.leave(now));
+    ending
 }
 
-/// Prints events as the original client does, plus receipts and moves.
+/// Prints events as the original client does, plus receipts and moves: one line per change
+/// of state, so a client that cannot reach any server says so once and waits quietly.
 struct View {
     fastest: bool,
     /// Servers whose first RTT was printed.
     measured: Vec<SocketAddr>,
+    /// The server we are registered on.
+    registered: Option<SocketAddr>,
+    /// Every server failed and the client is backing off: attempts are not printed until
+    /// one succeeds.
+    unreachable: bool,
 }
 
 impl View {
     fn new(fastest: bool) -> View {
-        View { fastest, measured: Vec::new() }
+        View { fastest, measured: Vec::new(), registered: None, unreachable: false }
     }
 
     /// Prints `event`; returns an exit code when the session is over for good.
@@ -251,6 +296,11 @@ impl View {
                 writeln!(out, "Server {server}: RTT {:.6} seconds", rtt.as_secs_f64())
             }
             ClientEvent::Rtt { .. } | ClientEvent::Measured { .. } => Ok(()),
+            ClientEvent::Selected { .. } | ClientEvent::Lost { .. } | ClientEvent::NoServer { .. }
+                if self.unreachable =>
+            {
+                Ok(())
+            }
             ClientEvent::Selected { server, rtt: Some(rtt), why } if self.fastest => {
                 if why == "first" {
                     writeln!(out, "Best server: {server} with RTT {:.6} seconds", rtt.as_secs_f64())
@@ -262,10 +312,15 @@ impl View {
                 writeln!(out, "Switching to {server}: {why}")
             }
             ClientEvent::Selected { .. } => Ok(()),
-            ClientEvent::Registered { server } if self.fastest => {
-                writeln!(out, "Connected to best server on port {}", server.port())
+            ClientEvent::Registered { server } => {
+                self.registered = Some(*server);
+                self.unreachable = false;
+                if self.fastest {
+                    writeln!(out, "Connected to best server on port {}", server.port())
+                } else {
+                    writeln!(out, "Connected to {server}")
+                }
             }
-            ClientEvent::Registered { server } => writeln!(out, "Connected to {server}"),
             ClientEvent::Refused { reason } => {
                 let _ = out.flush();
                 eprintln!("switchyard: registration refused: {reason}");
@@ -274,8 +329,19 @@ impl View {
             ClientEvent::Message { from, body, .. } => writeln!(out, "{from}: {body}"),
             ClientEvent::Receipt { to, status: ReceiptStatus::Delivered, .. } => writeln!(out, "delivered to {to}"),
             ClientEvent::Receipt { to, status: ReceiptStatus::NoSuchUser, .. } => writeln!(out, "no such user {to}"),
-            ClientEvent::Lost { server, reason } => writeln!(out, "Lost {server}: {reason}"),
-            ClientEvent::NoServer => writeln!(out, "No server reachable; retrying"),
+            ClientEvent::Lost { server, reason } if self.registered == Some(*server) => {
+                self.registered = None;
+                writeln!(out, "Lost {server}: {reason}")
+            }
+            ClientEvent::Lost { server, reason } => writeln!(out, "Cannot reach {server}: {reason}"),
+            ClientEvent::NoServer { retry_in, .. } => {
+                self.unreachable = true;
+                writeln!(
+                    out,
+                    "No server reachable; retrying in {:.1} s and backing off (quit or Ctrl-D gives up)",
+                    retry_in.as_secs_f64()
+                )
+            }
         };
         let _ = out.flush();
         None

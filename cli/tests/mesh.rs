@@ -54,3 +54,27 @@ fn users_on_two_servers_exchange_a_message() {
         assert!(server.interrupt().success());
     }
 }
+
+/// A client whose servers cannot be reached backs off instead of spinning, prints one line
+/// per change of state, and once its input ends exits 1 saying which servers failed and why.
+#[test]
+fn a_client_with_no_server_to_reach_waits_quietly_and_fails_clearly() {
+    // Nothing listens on these ports of 127.0.0.122 (no test uses that address).
+    let (dead1, dead2) = ("127.0.0.122:6098", "127.0.0.122:6099");
+    for select in ["in-order", "fastest"] {
+        let out =
+            run(&["mesh", "chat", "--server", &format!("{dead1},{dead2}"), "--user", "Z", "--select", select], b"");
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "--select {select}: {stdout}{stderr}");
+        let reason = "connect failed: connection refused";
+        assert_eq!(
+            stderr,
+            format!("switchyard: no mesh server reachable: {dead1} ({reason}), {dead2} ({reason})\n"),
+            "--select {select}"
+        );
+        // Before the backoff, one such run printed hundreds of thousands of lines.
+        assert_eq!(stdout.matches("No server reachable; retrying in").count(), 1, "--select {select}: {stdout}");
+        // The first round, at most: a failure and a move per server, then the wait.
+        assert!(stdout.lines().count() <= 4, "--select {select}: {stdout}");
+    }
+}

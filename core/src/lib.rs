@@ -22,8 +22,9 @@
 //! - [`mesh`]: the P2P message mesh and RTT-based server selection.
 //! - [`punch`]: UDP hole punching: rendezvous server, punching peer, relay fallback.
 //! - [`sim`]: the deterministic network simulator, public for embedders' own tests.
-//! - [`time`], [`id`], [`rng`], [`mod@env`]: the deterministic building blocks.
+//! - [`time`], [`id`], [`rng`], [`backoff`], [`mod@env`]: the deterministic building blocks.
 
+pub mod backoff;
 pub mod env;
 pub mod id;
 pub mod machine;

@@ -23,9 +23,17 @@
 //!
 //! **Failover.** The session is pinged every `probe_interval`; silent for `dead_after` (or
 //! closed), it is dead, and the client registers on the best other server at once.
+//!
+//! **No server.** Once every known server has failed in a row, the client says so once
+//! ([`ClientEvent::NoServer`], with each server's last failure) and tries again after a
+//! jittered exponential backoff (`retry_first` doubling up to `retry_max`), a whole round
+//! of servers each time, until one answers; the backoff resets on registration. A probe
+//! whose connect fails is retried the same way, on its own backoff. So a client with no
+//! server to reach waits instead of spinning.
 
 use super::reader::MsgReader;
 use super::seen::SeenCache;
+use crate::backoff::Backoff;
 use crate::id::ConnId;
 use crate::machine::{CloseHow, Input, Machine, Output, OutputQueue};
 use crate::time::{Clock, Deadlines, Instant};
@@ -92,6 +100,10 @@ pub struct ClientConfig {
     /// How long to keep retrying a registration refused because the name is still held
     /// (after a failover, the old server's claim takes a moment to expire).
     pub register_retry_for: Duration,
+    /// Once every server has failed: the first wait before trying them again.
+    pub retry_first: Duration,
+    /// … and the longest (the backoff doubles up to it).
+    pub retry_max: Duration,
 }
 
 impl ClientConfig {
@@ -109,6 +121,8 @@ impl ClientConfig {
             max_outbox: 1024,
             resend_after: Duration::from_secs(5),
             register_retry_for: Duration::from_secs(6),
+            retry_first: Duration::from_millis(250),
+            retry_max: Duration::from_secs(10),
         }
     }
 }
@@ -176,8 +190,14 @@ pub enum ClientEvent {
         /// Why.
         reason: String,
     },
-    /// No server can be reached now; the client keeps trying.
-    NoServer,
+    /// Every known server has failed in a row; the client tries them all again after
+    /// `retry_in` (and again, backing off, until one answers).
+    NoServer {
+        /// The wait before the next round.
+        retry_in: Duration,
+        /// Each server tried and why it failed last, in address order.
+        failures: Vec<(SocketAddr, String)>,
+    },
 }
 
 /// Why [`MeshClient::send`] refused a message.
@@ -214,6 +234,9 @@ struct Session {
 struct Probe {
     conn: Option<ConnId>,
     up: bool,
+    /// Failed connects in a row, and when the next may go out.
+    backoff: Backoff,
+    reopen_at: Instant,
     /// Samples taken on this connection.
     samples: u32,
     smoothed: Option<Duration>,
@@ -234,7 +257,10 @@ struct Outgoing {
 enum Timer {
     Tick,
     ConnectTimeout(ConnId),
+    /// Ask again for a registration refused because the name is still held.
     Retry,
+    /// Every server failed: try them again.
+    NextRound,
 }
 
 /// A mesh user, as a [`Machine`]. It opens connections only; it listens on nothing.
@@ -254,6 +280,11 @@ pub struct MeshClient {
     received: SeenCache,
     /// Servers that failed, tried again only after the others.
     failed: BTreeMap<SocketAddr, Instant>,
+    /// Each server's last failure, for [`ClientEvent::NoServer`] (at most one entry per
+    /// known server).
+    last_failure: BTreeMap<SocketAddr, String>,
+    /// Rounds in which every server failed, since the last registration.
+    retry: Backoff,
     /// Until when a "name taken" refusal is retried.
     retry_taken_until: Option<Instant>,
     registered_once: bool,
@@ -286,6 +317,8 @@ impl MeshClient {
             outbox_order: VecDeque::new(),
             received: SeenCache::new(Duration::from_secs(600), 16_384),
             failed: BTreeMap::new(),
+            last_failure: BTreeMap::new(),
+            retry: Backoff::new(config.retry_first, config.retry_max),
             retry_taken_until: None,
             registered_once: false,
             better: None,
@@ -348,6 +381,12 @@ impl MeshClient {
         self.session.as_ref().filter(|s| s.state == SessionState::Ready).map(|s| s.server)
     }
 
+    /// Servers that failed since the last registration, each with its last failure, in
+    /// address order: what to tell a user who gives up before any server answered.
+    pub fn failures(&self) -> Vec<(SocketAddr, String)> {
+        self.last_failure.iter().map(|(s, why)| (*s, why.clone())).collect()
+    }
+
     /// Messages awaiting receipts.
     pub fn outbox_len(&self) -> usize {
         self.outbox.len()
@@ -371,7 +410,16 @@ impl MeshClient {
         }
         self.probes.insert(
             server,
-            Probe { conn: None, up: false, samples: 0, smoothed: None, in_flight: None, reader: MsgReader::default() },
+            Probe {
+                conn: None,
+                up: false,
+                backoff: Backoff::new(self.config.retry_first, self.config.retry_max),
+                reopen_at: Instant::ZERO,
+                samples: 0,
+                smoothed: None,
+                in_flight: None,
+                reader: MsgReader::default(),
+            },
         );
         self.open_probe(server);
     }
@@ -420,10 +468,20 @@ impl MeshClient {
         self.out.push(Output::Connect { conn, to: server });
     }
 
-    fn probe_down(&mut self, conn: ConnId) {
+    /// The probe on `conn` is gone (`reason` says why). One that never connected waits out
+    /// its backoff before the next try; one that was up is reopened on the next tick.
+    fn probe_down(&mut self, conn: ConnId, reason: &str) {
         let Some(server) = self.probe_conns.remove(&conn) else { return };
         self.timers.cancel(Timer::ConnectTimeout(conn));
+        let now = self.clock.now();
         if let Some(probe) = self.probes.get_mut(&server) {
+            if probe.up {
+                probe.backoff.reset();
+                probe.reopen_at = now;
+            } else {
+                probe.reopen_at = now + probe.backoff.next_delay(&mut self.env.rng);
+                self.last_failure.insert(server, reason.to_owned());
+            }
             probe.conn = None;
             probe.up = false;
             probe.in_flight = None;
@@ -441,7 +499,7 @@ impl MeshClient {
             }
             // No answer for too long: the server is as good as gone.
             self.out.close(conn, CloseHow::Abort);
-            return self.probe_down(conn);
+            return self.probe_down(conn, "no answer to a ping");
         }
         self.next_token += 1;
         probe.in_flight = Some((token, now));
@@ -539,6 +597,16 @@ impl MeshClient {
         self.connect(best, Some(best_rtt), format!("{best} is faster than {old}"));
     }
 
+    /// With `Fastest` and no session: true once the first choice's patience is over and
+    /// no probe is up or connecting, i.e. no server can be chosen.
+    fn no_probe_answers(&self) -> bool {
+        matches!(self.config.selection, Selection::Fastest { .. })
+            && self.session.is_none()
+            && !self.left
+            && self.clock.now() >= self.started + self.config.probe_interval * 2
+            && self.probes.values().all(|p| p.conn.is_none())
+    }
+
     /// The probed server with the lowest smoothed RTT, other than `except`, preferring
     /// servers that have not failed recently.
     fn fastest(&self, except: Option<SocketAddr>) -> Option<(SocketAddr, Duration)> {
@@ -558,11 +626,9 @@ impl MeshClient {
         }
         let pick = match self.config.selection {
             Selection::Fastest { .. } => self.fastest(None),
+            // Each server once per round: one that failed waits for the next round.
             Selection::InOrder => {
-                let servers = &self.config.servers;
-                let fresh = servers.iter().find(|s| !self.failed.contains_key(s));
-                let oldest_failure = servers.iter().min_by_key(|s| self.failed.get(s).copied());
-                fresh.or(oldest_failure).map(|s| (*s, Duration::ZERO))
+                self.config.servers.iter().find(|s| !self.failed.contains_key(s)).map(|s| (*s, Duration::ZERO))
             }
         };
         match pick {
@@ -570,11 +636,27 @@ impl MeshClient {
                 let rtt = matches!(self.config.selection, Selection::Fastest { .. }).then_some(rtt);
                 self.connect(server, rtt, why.to_owned())
             }
-            None => {
-                self.out.event(ClientEvent::NoServer);
-                self.timers.set(Timer::Retry, self.clock.now() + self.config.probe_interval);
-            }
+            None => self.wait_for_next_round(),
         }
+    }
+
+    /// Every server failed: says so, with why each failed last, and tries them all again
+    /// after the backoff. A round already scheduled stands.
+    fn wait_for_next_round(&mut self) {
+        if self.timers.get(Timer::NextRound).is_some() {
+            return;
+        }
+        let retry_in = self.retry.next_delay(&mut self.env.rng);
+        self.timers.set(Timer::NextRound, self.clock.now() + retry_in);
+        self.out.event(ClientEvent::NoServer { retry_in, failures: self.failures() });
+    }
+
+    /// A new round: every server may be tried again.
+    fn next_round(&mut self) {
+        if matches!(self.config.selection, Selection::InOrder) {
+            self.failed.clear();
+        }
+        self.choose("retrying");
     }
 
     fn connect(&mut self, server: SocketAddr, rtt: Option<Duration>, why: String) {
@@ -602,6 +684,7 @@ impl MeshClient {
         } else {
             self.out.close(s.conn, CloseHow::Abort);
             self.failed.insert(s.server, self.clock.now());
+            self.last_failure.insert(s.server, reason.to_owned());
         }
         self.out.event(ClientEvent::Lost { server: s.server, reason: reason.to_owned() });
     }
@@ -614,7 +697,7 @@ impl MeshClient {
             if let Some(conn) = probe.conn {
                 // The server is gone: its probe too, so it is not chosen again at once.
                 self.out.close(conn, CloseHow::Abort);
-                self.probe_down(conn);
+                self.probe_down(conn, reason);
             }
         }
         if self.registered_once {
@@ -632,6 +715,9 @@ impl MeshClient {
                 self.registered_once = true;
                 self.retry_taken_until = None;
                 self.failed.remove(&server);
+                self.last_failure.clear();
+                self.retry.reset();
+                self.timers.cancel(Timer::NextRound);
                 self.out.event(ClientEvent::Registered { server });
                 // The server has heard from its peers by now (the registration waited for
                 // them): its list is the one to fail over along.
@@ -709,11 +795,15 @@ impl MeshClient {
         }
         for server in self.probes.keys().copied().collect::<Vec<_>>() {
             let has_conn = self.probes.get(&server).is_some_and(|p| p.conn.is_some());
+            let reopen_due = self.probes.get(&server).is_some_and(|p| now >= p.reopen_at);
             if has_conn {
                 self.ping_probe(server);
-            } else {
+            } else if reopen_due {
                 self.open_probe(server);
             }
+        }
+        if self.no_probe_answers() {
+            self.wait_for_next_round();
         }
         if let Some(s) = &self.session {
             if s.state != SessionState::Connecting {
@@ -755,18 +845,19 @@ impl Machine for MeshClient {
                         match p.reader.next_msg() {
                             None => break,
                             Some(Ok(msg)) => self.probe_message(server, msg),
-                            Some(Err(_)) => {
+                            Some(Err(e)) => {
                                 self.out.close(conn, CloseHow::Abort);
-                                self.probe_down(conn);
+                                self.probe_down(conn, &format!("protocol error: {e}"));
                                 break;
                             }
                         }
                     }
                 }
-                Input::ConnectFailed { .. } | Input::Closed { .. } => self.probe_down(conn),
+                Input::ConnectFailed { error, .. } => self.probe_down(conn, &format!("connect failed: {error}")),
+                Input::Closed { reason, .. } => self.probe_down(conn, &reason.to_string()),
                 Input::ReadClosed { .. } => {
                     self.out.close(conn, CloseHow::Abort);
-                    self.probe_down(conn);
+                    self.probe_down(conn, "server closed the connection");
                 }
                 Input::Sent { .. } | Input::Datagram { .. } => {}
             }
@@ -806,10 +897,11 @@ impl Machine for MeshClient {
             match timer {
                 Timer::Tick => self.tick(),
                 Timer::Retry => self.choose("retrying"),
+                Timer::NextRound => self.next_round(),
                 Timer::ConnectTimeout(conn) => {
                     if self.probe_conns.contains_key(&conn) {
                         self.out.close(conn, CloseHow::Abort);
-                        self.probe_down(conn);
+                        self.probe_down(conn, "connect timed out");
                     } else if self.session.as_ref().is_some_and(|s| s.conn == conn) {
                         self.session_lost("connect timed out");
                     }
@@ -824,5 +916,88 @@ impl Machine for MeshClient {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::NetError;
+
+    /// Connects made (when, where) and `NoServer` events seen (when, the wait announced).
+    type Attempts = (Vec<(Instant, SocketAddr)>, Vec<(Instant, Duration)>);
+
+    /// Drives `client` for `span` with every connect refused at once.
+    fn refuse_everything(client: &mut MeshClient, span: Duration) -> Attempts {
+        let (mut connects, mut waits) = (Vec::new(), Vec::new());
+        let mut now = Instant::ZERO;
+        while now <= Instant::ZERO + span {
+            while let Some(output) = client.poll_output() {
+                match output {
+                    Output::Connect { conn, to } => {
+                        connects.push((now, to));
+                        if connects.len() > 1000 {
+                            // Spinning: the caller's count check says so.
+                            return (connects, waits);
+                        }
+                        client.handle_input(now, Input::ConnectFailed { conn, error: NetError::Refused });
+                    }
+                    Output::Event(ClientEvent::NoServer { retry_in, failures }) => {
+                        assert!(failures.iter().all(|(_, why)| why == "connect failed: connection refused"));
+                        waits.push((now, retry_in));
+                    }
+                    _ => {}
+                }
+            }
+            let Some(next) = client.poll_timeout() else { break };
+            assert!(next > now, "a deadline at or before now ({next:?} ≤ {now:?}) spins the driver");
+            now = next;
+            client.handle_timeout(now);
+        }
+        (connects, waits)
+    }
+
+    #[test]
+    fn with_every_server_refusing_the_client_backs_off_a_round_at_a_time() {
+        let servers: Vec<SocketAddr> = vec!["127.0.0.1:5001".parse().unwrap(), "127.0.0.1:5002".parse().unwrap()];
+        for selection in [Selection::InOrder, Selection::fastest()] {
+            let config = ClientConfig::new("Z", servers.clone(), selection);
+            let (first, max) = (config.retry_first, config.retry_max);
+            let mut client = MeshClient::new(Env::new(3), Instant::ZERO, config);
+            let span = Duration::from_secs(120);
+            let (connects, waits) = refuse_everything(&mut client, span);
+            // A few dozen connects in two minutes, not one per poll.
+            assert!(connects.len() < 100, "{selection:?}: {} connects in {span:?}", connects.len());
+            assert!(waits.len() >= 5, "{selection:?}: {waits:?}");
+            // Each wait doubles (within the ±20 % jitter) up to the cap.
+            let mut expected = first;
+            for (_, wait) in &waits {
+                assert!(*wait >= expected.mul_f64(0.8) && *wait <= expected.mul_f64(1.2).min(max), "{waits:?}");
+                expected = (expected * 2).min(max);
+            }
+            for pair in waits.windows(2) {
+                let ((at, wait), (next_at, _)) = (pair[0], pair[1]);
+                assert!(next_at >= at + wait, "{selection:?}: {waits:?}");
+            }
+            // Each server is retried on a backoff too (with `Fastest`, its probe's own).
+            for server in &servers {
+                let times: Vec<Instant> = connects.iter().filter(|(_, s)| s == server).map(|(t, _)| *t).collect();
+                for pair in times.windows(2) {
+                    let gap = pair[1].saturating_duration_since(pair[0]);
+                    assert!(gap >= first.mul_f64(0.8), "{selection:?}: {server} tried again after {gap:?}");
+                }
+            }
+            if selection == Selection::InOrder {
+                // Nothing is tried during a wait.
+                for (at, wait) in &waits {
+                    let quiet = connects.iter().filter(|(t, _)| *t > *at && *t < *at + *wait).count();
+                    assert_eq!(quiet, 0, "a connect during the wait after {at:?}");
+                }
+                // Every round tries every server, in order.
+                let after_first_wait: Vec<SocketAddr> =
+                    connects.iter().filter(|(t, _)| *t > waits[0].0).map(|(_, s)| *s).take(2).collect();
+                assert_eq!(after_first_wait, servers);
+            }
+        }
     }
 }

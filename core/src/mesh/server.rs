@@ -41,6 +41,7 @@
 use super::reader::MsgReader;
 use super::seen::SeenCache;
 use super::MeshEvent;
+use crate::backoff::Backoff;
 use crate::id::{ConnId, ListenerId};
 use crate::machine::{CloseHow, Input, Machine, Output, OutputQueue, Refusal};
 use crate::time::{Clock, Deadlines, Instant};
@@ -162,7 +163,7 @@ enum Link {
 struct Peer {
     link: Link,
     /// Consecutive failed dials, for the backoff.
-    failures: u32,
+    backoff: Backoff,
     /// The peer's own link to us, if it has one.
     inbound: Option<ConnId>,
 }
@@ -295,7 +296,14 @@ impl MeshServer {
         if server == self.config.me || self.peers.contains_key(&server) || self.peers.len() + 1 >= MAX_SERVERS {
             return;
         }
-        self.peers.insert(server, Peer { link: Link::Idle, failures: 0, inbound: None });
+        self.peers.insert(
+            server,
+            Peer {
+                link: Link::Idle,
+                backoff: Backoff::new(self.config.backoff_first, self.config.backoff_max),
+                inbound: None,
+            },
+        );
         self.out.event(MeshEvent::PeerLearned { server });
         self.dial(server);
     }
@@ -323,10 +331,10 @@ impl MeshServer {
         let Some(peer) = self.peers.get_mut(&server) else { return };
         let was_up = matches!(peer.link, Link::Up(_));
         peer.link = Link::Idle;
-        peer.failures = if was_up { 0 } else { peer.failures.saturating_add(1) };
-        let exponent = peer.failures.min(16);
-        let base = self.config.backoff_first.saturating_mul(1 << exponent).min(self.config.backoff_max);
-        let delay = self.env.rng.jitter(base, 0.2).min(self.config.backoff_max);
+        if was_up {
+            peer.backoff.reset();
+        }
+        let delay = peer.backoff.next_delay(&mut self.env.rng);
         self.timers.set(Timer::Dial(server), now + delay);
         if was_up {
             self.out.event(MeshEvent::PeerDown { server, reason: reason.to_owned() });
@@ -393,9 +401,11 @@ impl MeshServer {
         MeshMsg::Announce { server: self.config.me, known: self.peers.keys().copied().collect() }
     }
 
+    /// This server and the peers it can reach now: a client fails over along this list, so
+    /// a configured peer that never answered is not on it.
     fn server_list(&self) -> MeshMsg {
         let mut servers = vec![self.config.me];
-        servers.extend(self.peers.keys().copied().take(MAX_SERVERS - 1));
+        servers.extend(self.reachable_peers().into_iter().take(MAX_SERVERS - 1));
         MeshMsg::ServerList { servers }
     }
 
@@ -929,8 +939,15 @@ impl MeshServer {
         for name in due {
             self.settle_claim(&name);
         }
-        // Messages whose receipt did not come.
-        let due: Vec<Uuid> = self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
+        // Messages whose receipt did not come, in the order they arrived (not by id, which
+        // is random), so their next attempts keep each sender's order.
+        let mut taken = BTreeSet::new();
+        let due: Vec<Uuid> = self
+            .pending_order
+            .iter()
+            .filter(|id| self.pending.get(id).is_some_and(|p| p.deadline <= now) && taken.insert(**id))
+            .copied()
+            .collect();
         for id in due {
             self.receipt_overdue(id);
         }

@@ -10,6 +10,7 @@
 //! down, a new client gets `error: tunnel is down (...)` and is closed; streams open when the
 //! carrier was lost are aborted, since their bytes in flight are gone.
 
+use crate::backoff::Backoff;
 use crate::id::{ConnId, ListenerId};
 use crate::machine::{CloseHow, Input, Machine, NetError, Output, OutputQueue, Refusal};
 use crate::service::error_line;
@@ -110,7 +111,8 @@ pub struct TunnelLocal {
     env: Env,
     clock: Clock,
     link: Link,
-    failures: u32,
+    /// Consecutive carrier failures since the last authenticated carrier.
+    backoff: Backoff,
     waiting: BTreeMap<ConnId, Waiting>,
     prefix_deadlines: Deadlines<ConnId>,
     next_stream: StreamId,
@@ -120,12 +122,13 @@ pub struct TunnelLocal {
 impl TunnelLocal {
     /// A local end that starts connecting to the remote at `now`.
     pub fn new(env: Env, now: Instant, config: LocalConfig) -> TunnelLocal {
+        let backoff = Backoff::new(config.backoff_first, config.backoff_max);
         let mut local = TunnelLocal {
             config,
             env,
             clock: Clock::new(now),
             link: Link::Down { retry_at: now, reason: String::from("not connected yet") },
-            failures: 0,
+            backoff,
             waiting: BTreeMap::new(),
             prefix_deadlines: Deadlines::new(),
             next_stream: 1,
@@ -155,7 +158,8 @@ impl TunnelLocal {
     fn connect(&mut self) {
         let conn = self.env.conn_ids.next();
         self.out.push(Output::Connect { conn, to: self.config.remote });
-        self.out.event(TunnelEvent::CarrierConnecting { remote: self.config.remote, attempt: self.failures + 1 });
+        self.out
+            .event(TunnelEvent::CarrierConnecting { remote: self.config.remote, attempt: self.backoff.failures() + 1 });
         self.link = Link::Connecting { conn, deadline: self.now() + self.config.connect_timeout };
     }
 
@@ -187,10 +191,7 @@ impl TunnelLocal {
         for client in waiting {
             self.refuse_client(client, &format!("tunnel carrier lost: {reason}"));
         }
-        let exponent = self.failures.min(16);
-        let base = self.config.backoff_first.saturating_mul(1 << exponent).min(self.config.backoff_max);
-        let delay = self.env.rng.jitter(base, 0.2).min(self.config.backoff_max);
-        self.failures = self.failures.saturating_add(1);
+        let delay = self.backoff.next_delay(&mut self.env.rng);
         self.out.event(TunnelEvent::CarrierDown { reason: reason.clone(), retry_in: delay });
         self.link = Link::Down { retry_at: self.now() + delay, reason };
     }
@@ -314,7 +315,7 @@ impl TunnelLocal {
                     unreachable!("matched above")
                 };
                 self.link = Link::Up { carrier };
-                self.failures = 0;
+                self.backoff.reset();
                 self.out.event(TunnelEvent::CarrierUp { peer: self.config.remote });
             }
             (_, TunnelMsg::Refused { reason }) => {
