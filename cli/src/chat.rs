@@ -1,7 +1,7 @@
 //! `switchyard chat`: an interactive line session routed through the tunnel at once.
 
 use crate::runtime::Program;
-use crate::session::Session;
+use crate::session::{self, Dialer};
 use crate::CliError;
 use argh::FromArgs;
 use std::net::SocketAddr;
@@ -19,7 +19,7 @@ use switchyard_core::Env;
     subcommand,
     name = "chat",
     example = "switchyard chat 10000:\nswitchyard chat 9090:\nswitchyard chat --to 127.0.0.1:10000",
-    note = "`quit`, `exit`, `q` or Ctrl-D ends the session. Lines from the server starting with `error: ` go to stderr and make the exit code 1."
+    note = "`quit`, `exit`, `q` or Ctrl-D ends the session. When the server closes the connection (stamp does after each exchange), the client says so and sends the next line typed on a new connection, PREFIX first. Lines from the server starting with `error: ` go to stderr and make the exit code 1."
 )]
 pub struct ChatCmd {
     /// server address: the tunnel entrance, or a service directly (default
@@ -52,15 +52,11 @@ fn parse_prefix(s: &str) -> Result<String, String> {
 impl Program for ChatCmd {
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
         let timeout = Duration::from_secs(self.timeout);
-        let session = Session::open(&rt, env, self.to, timeout).await?;
         let banner = match &self.prefix {
-            Some(prefix) => {
-                session.send_raw(prefix.clone().into_bytes()).await?;
-                format!("chatting with route {} via {}", prefix.trim_end_matches(':'), self.to)
-            }
+            Some(prefix) => format!("chatting with route {} via {}", prefix.trim_end_matches(':'), self.to),
             None => format!("chatting with {}", self.to),
         };
-        session.interactive(&rt, &banner, timeout).await
+        session::interactive(&rt, Dialer::new(env, self.to, self.prefix, timeout), &banner).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! `switchyard send`: a line client for the text services, through the tunnel by default.
 
 use crate::runtime::Program;
-use crate::session::Session;
+use crate::session::{self, Dialer, Session};
 use crate::CliError;
 use argh::FromArgs;
 use std::net::SocketAddr;
@@ -26,7 +26,7 @@ pub fn default_entrance() -> SocketAddr {
     subcommand,
     name = "send",
     example = "switchyard up &\nswitchyard send hello\nswitchyard send 9090:time\nswitchyard send --to 127.0.0.1:7007 hello world\nswitchyard send",
-    note = "Reply lines starting with `error: ` go to stderr and make the exit code 1 (e.g. `error: tunnel is down ...`). A server that cannot be reached gives a one-line error and exit code 1."
+    note = "Reply lines starting with `error: ` go to stderr and make the exit code 1 (e.g. `error: tunnel is down ...`). A server that cannot be reached gives a one-line error and exit code 1. In interactive mode, when the server closes the connection (stamp does after each exchange), the client says so on stderr and sends the next line typed on a new connection; lines piped in at once share one connection, so such a server answers only the first: give it one MESSAGE per run."
 )]
 pub struct SendCmd {
     /// server address: the tunnel entrance, or a service directly (default
@@ -47,12 +47,11 @@ pub struct SendCmd {
 impl Program for SendCmd {
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
         let timeout = Duration::from_secs(self.timeout);
-        let session = Session::open(&rt, env, self.to, timeout).await?;
         if self.message.is_empty() {
             let banner = format!("talking to {}", self.to);
-            session.interactive(&rt, &banner, timeout).await
-        } else {
-            session.one_shot(&rt, self.message.join(" "), timeout).await
+            return session::interactive(&rt, Dialer::new(env, self.to, None, timeout), &banner).await;
         }
+        let session = Session::open(&rt, env, self.to, timeout).await?;
+        session.one_shot(&rt, self.message.join(" "), timeout).await
     }
 }

@@ -1,9 +1,10 @@
 //! A line session with a server: the client machinery `send`, `chat` and `demo` share.
 //!
 //! A [`Session`] is a [`LineClient`] running under its own driver. It can send one line and
-//! print the replies ([`Session::one_shot`]), send what the user types while printing
-//! whatever arrives ([`Session::interactive`]), or hand lines to a caller that checks them
-//! ([`Session::next_line`]).
+//! print the replies ([`Session::one_shot`]), or hand lines to a caller that checks them
+//! ([`Session::next_line`]). [`interactive`] sends what the user types while printing
+//! whatever arrives, over as many sessions as it takes: a server that closes after one
+//! exchange gets the next line on a new connection.
 
 use crate::{input, within, CliError};
 use async_channel::Receiver;
@@ -12,13 +13,17 @@ use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
-use switchyard_adapters::{Driver, EventPolicy, Handle, Running, Runtime};
+use switchyard_adapters::{Driver, EventPolicy, Running, Runtime};
 use switchyard_core::service::line_client::{LineClient, LineClientConfig, LineClientEvent, SendError};
 use switchyard_core::{Env, Instant};
 
 /// How long interactive mode waits before retrying a line the client's send backlog
 /// refused: the backlog drains as the server reads.
 const BACKLOG_RETRY: Duration = Duration::from_millis(10);
+
+/// Lines read from stdin ahead of the session: the stdin thread waits once this many are
+/// queued.
+const TYPED_LINES_QUEUED: usize = 64;
 
 /// A connection to a line server. Dropping it closes the connection.
 pub struct Session {
@@ -27,6 +32,9 @@ pub struct Session {
     events: Receiver<LineClientEvent>,
     /// The server sent an `error: ` line.
     server_error: bool,
+    /// Lines typed and sent since the server last sent a line: when it closes, these may
+    /// never have been read (a one-exchange server reads one line).
+    sent_since_reply: usize,
 }
 
 impl Session {
@@ -39,7 +47,7 @@ impl Session {
         let running =
             Driver::new(client).event_policy(EventPolicy::Wait).start(rt.clone()).await.map_err(CliError::new)?;
         let events = running.events();
-        Ok(Session { to, running, events, server_error: false })
+        Ok(Session { to, running, events, server_error: false, sent_since_reply: 0 })
     }
 
     /// The server's address.
@@ -84,7 +92,10 @@ impl Session {
         while let Ok(event) = self.events.recv().await {
             match event {
                 LineClientEvent::Connected { local } => tracing::debug!(%local, "connected to {}", self.to),
-                LineClientEvent::Line(line) => return Ok(Some(line)),
+                LineClientEvent::Line(line) => {
+                    self.sent_since_reply = 0;
+                    return Ok(Some(line));
+                }
                 LineClientEvent::ConnectFailed(e) => {
                     return Err(CliError::new(format!("cannot connect to {}: {e}", self.to)))
                 }
@@ -135,54 +146,157 @@ impl Session {
         within(rt, deadline, || timed_out(to, timeout), self.print_until_closed()).await
     }
 
-    /// Sends each line typed on stdin and prints whatever the server sends as it arrives.
-    /// A quit word or the end of input half-closes; the server then gets `timeout` to send
-    /// its last lines and close. `banner` goes to stderr first.
-    pub async fn interactive<R: Runtime>(
-        mut self,
-        rt: &R,
-        banner: &str,
-        timeout: Duration,
-    ) -> Result<ExitCode, CliError> {
-        eprintln!("switchyard: {banner}; type lines to send; quit, exit, q or Ctrl-D ends");
-        let handle = self.running.handle();
-        let finished_rx = input::spawn(move || send_stdin_lines(&handle))?;
-        let to = self.to;
-        let tail = async {
-            let _ = finished_rx.recv().await;
-            within(rt, rt.now() + timeout, || timed_out(to, timeout), futures_lite::future::pending()).await
-        };
-        futures_lite::future::or(self.print_until_closed(), tail).await
+    /// For the line saying the server closed: the lines it may not have read, if any.
+    fn unread_note(&self) -> String {
+        match self.sent_since_reply {
+            0 => String::new(),
+            n => format!(" ({n} line(s) sent after its last reply may not have been read)"),
+        }
     }
+
+    /// Whether the server has sent an `error: ` line on this session.
+    pub fn saw_server_error(&self) -> bool {
+        self.server_error
+    }
+
+    /// Sends a line the user typed: while the client's send backlog is full, waits for it
+    /// to drain. Returns false if the connection is already closed (the line was not sent).
+    async fn send_typed<R: Runtime>(&mut self, rt: &R, line: &str) -> Result<bool, CliError> {
+        loop {
+            let bytes = line.as_bytes().to_vec();
+            match self.running.command(move |c, now| c.send_line(now, &bytes)).await.map_err(CliError::new)? {
+                Ok(()) => {
+                    self.sent_since_reply += 1;
+                    return Ok(true);
+                }
+                Err(SendError::Backlogged { .. }) => rt.sleep_until(rt.now() + BACKLOG_RETRY).await,
+                Err(SendError::Closed) => return Ok(false),
+                Err(e) => {
+                    eprintln!("switchyard: line not sent: {e}");
+                    return Ok(true);
+                }
+            }
+        }
+    }
+}
+
+/// Opens sessions to one server for [`interactive`]: the first, and a new one for a line
+/// typed after the server closed the last (a server with one exchange per connection,
+/// like `stamp`). Each gets the route prefix first, if there is one.
+pub struct Dialer {
+    env: Env,
+    to: SocketAddr,
+    prefix: Option<String>,
+    timeout: Duration,
+    opened: u16,
+}
+
+impl Dialer {
+    /// Sessions to `to`, each sent `prefix` (e.g. `10000:`) first; `timeout` bounds each
+    /// connect.
+    pub fn new(env: Env, to: SocketAddr, prefix: Option<String>, timeout: Duration) -> Dialer {
+        Dialer { env, to, prefix, timeout, opened: 0 }
+    }
+
+    async fn open<R: Runtime>(&mut self, rt: &R) -> Result<Session, CliError> {
+        self.opened = self.opened.wrapping_add(1);
+        let session = Session::open(rt, self.env.child(self.opened), self.to, self.timeout).await?;
+        if let Some(prefix) = &self.prefix {
+            session.send_raw(prefix.clone().into_bytes()).await?;
+        }
+        Ok(session)
+    }
+}
+
+/// What the interactive loop waits for next.
+enum Next {
+    /// A line typed, or `None` at the end of input (or a quit word).
+    Typed(Option<String>),
+    /// A line from the server, or `None` once it closed the connection.
+    Reply(Result<Option<Bytes>, CliError>),
+}
+
+/// Sends each line typed on stdin and prints whatever the server sends as it arrives. When
+/// the server closes the connection the client says so and keeps reading: the next line
+/// typed goes on a new connection. A quit word or the end of input half-closes; the server
+/// then gets `timeout` to send its last lines and close. `banner` goes to stderr first.
+/// Exit code 1 if the server sent an `error: ` line.
+pub async fn interactive<R: Runtime>(rt: &R, mut dialer: Dialer, banner: &str) -> Result<ExitCode, CliError> {
+    let (to, timeout) = (dialer.to, dialer.timeout);
+    let mut session = Some(dialer.open(rt).await?);
+    eprintln!("switchyard: {banner}; type lines to send; quit, exit, q or Ctrl-D ends");
+    let typed = spawn_stdin_lines()?;
+    let mut server_error = false;
+    loop {
+        let next = match session.as_mut() {
+            Some(s) => {
+                let typed = async { Next::Typed(typed.recv().await.ok()) };
+                futures_lite::future::or(typed, async { Next::Reply(s.next_line().await) }).await
+            }
+            None => Next::Typed(typed.recv().await.ok()),
+        };
+        match next {
+            Next::Typed(Some(line)) => {
+                if let Some(s) = session.as_mut() {
+                    if s.send_typed(rt, &line).await? {
+                        continue;
+                    }
+                }
+                // Closed before the line went: print what the server said last, then the
+                // line goes on a new connection.
+                if let Some(mut old) = session.take() {
+                    old.print_until_closed().await?;
+                    server_error |= old.saw_server_error();
+                    eprintln!("switchyard: {to} closed the connection{}; reconnecting", old.unread_note());
+                }
+                let s = session.insert(dialer.open(rt).await?);
+                s.send_typed(rt, &line).await?;
+            }
+            Next::Typed(None) => {
+                let Some(mut s) = session.take() else { break };
+                s.finish().await?;
+                within(rt, rt.now() + timeout, || timed_out(to, timeout), s.print_until_closed()).await?;
+                server_error |= s.saw_server_error();
+                break;
+            }
+            Next::Reply(Ok(Some(line))) => {
+                let Some(s) = session.as_mut() else { continue };
+                if s.print(&line).is_err() {
+                    // stdout is gone (e.g. `| head`): nobody is left to read replies.
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            Next::Reply(Ok(None)) => {
+                let Some(old) = session.take() else { continue };
+                server_error |= old.saw_server_error();
+                eprintln!("switchyard: {to} closed the connection{}; the next line reconnects", old.unread_note());
+            }
+            Next::Reply(Err(e)) => return Err(e),
+        }
+    }
+    Ok(if server_error { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Lines typed on stdin, read on a thread of their own; the channel closes at a quit word
+/// or the end of input. Bounded, so a pasted flood waits for the server instead of
+/// filling memory.
+fn spawn_stdin_lines() -> Result<Receiver<String>, CliError> {
+    let (lines_tx, lines_rx) = async_channel::bounded(TYPED_LINES_QUEUED);
+    input::spawn(move || {
+        for line in io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if input::QUIT_WORDS.contains(&line.trim()) || lines_tx.send_blocking(line).is_err() {
+                break;
+            }
+        }
+    })?;
+    Ok(lines_rx)
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         self.running.shutdown();
     }
-}
-
-/// The stdin thread: each line is sent; a quit word or end of input half-closes.
-fn send_stdin_lines(handle: &Handle<LineClient>) {
-    for line in io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        if input::QUIT_WORDS.contains(&line.trim()) {
-            break;
-        }
-        loop {
-            let line = line.clone();
-            match handle.command_blocking(move |c: &mut LineClient, now| c.send_line(now, line.as_bytes())) {
-                Ok(Ok(())) => break,
-                Ok(Err(SendError::Backlogged { .. })) => std::thread::sleep(BACKLOG_RETRY),
-                Ok(Err(SendError::Closed)) | Err(_) => return,
-                Ok(Err(e)) => {
-                    eprintln!("switchyard: line not sent: {e}");
-                    break;
-                }
-            }
-        }
-    }
-    let _ = handle.command_blocking(|c: &mut LineClient, now| c.finish(now));
 }
 
 fn timed_out(to: SocketAddr, timeout: Duration) -> CliError {

@@ -50,6 +50,25 @@ fn interactive_mode_sends_each_line_until_quit() {
     }
 }
 
+/// Against a server with one exchange per connection (stamp), interactive `send` and
+/// `chat` say the server closed, keep reading, and send the next line typed on a new
+/// connection, with `chat`'s prefix again.
+#[test]
+fn interactive_clients_reconnect_for_each_line_to_a_one_exchange_server() {
+    let stamp = Proc::start(&["serve", "stamp", "--listen", "127.0.0.1:0"]);
+    let to = stamp.wait_for_log("listening on ").rsplit(' ').next().unwrap().to_owned();
+    for client in [&["send", "--to", &to][..], &["chat", "--to", &to]] {
+        let mut session = Proc::start_interactive(client);
+        session.type_line("first");
+        session.wait_for_stdout(": first");
+        session.wait_for_log(&format!("switchyard: {to} closed the connection; the next line reconnects"));
+        session.type_line("second");
+        let reply = session.wait_for_stdout(": second");
+        assert!(reply.starts_with("Server received at "), "{reply}");
+        assert!(session.close_and_wait().success(), "{client:?}");
+    }
+}
+
 #[test]
 fn refused_connection_is_one_line_and_exit_1() {
     let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
