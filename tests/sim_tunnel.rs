@@ -223,6 +223,35 @@ fn default_route_echoes_and_prefix_routes_to_time() {
     assert_eq!(t.received(c, time), "2025-10-01 14:30:26\n");
 }
 
+/// The time host's wall clock jumps 90 minutes (a suspended machine) while virtual time
+/// moves on a second: a client connected before it sees the jump in its next push, and a
+/// new client in its first answer.
+#[test]
+fn a_wall_clock_jump_reaches_the_time_service_answers() {
+    let mut t = Topology::new(4, lan(), secret());
+    t.run(Duration::from_secs(1));
+    let c = t.probe();
+    // A client through the tunnel's entrance to the time service, after its first answer.
+    let ask_time = |t: &mut Topology| {
+        let entry = t.entry;
+        let conn = t.connect(c, entry);
+        t.run(Duration::from_millis(100));
+        t.write(c, conn, b"9090:time\n");
+        t.run(Duration::from_millis(200));
+        conn
+    };
+    let before = ask_time(&mut t);
+    assert_eq!(t.received(c, before), "2025-10-01 14:30:26\n");
+    let time_host = t.services[1];
+    let jumped = 1_759_329_025_000_000 + 5_400_000_000 + i128::from(t.sim.now().as_micros());
+    t.sim.set_wall_clock(time_host, jumped).unwrap();
+    let after = ask_time(&mut t);
+    assert_eq!(t.received(c, after), "2025-10-01 16:00:26\n");
+    t.run(Duration::from_secs(60));
+    let pushed = t.received(c, before);
+    assert_eq!(pushed, "2025-10-01 14:30:26\n2025-10-01 16:01:26\n", "the next push shows the new time");
+}
+
 #[test]
 fn half_close_passes_end_to_end_and_nothing_is_left_behind() {
     let mut t = Topology::new(2, lan(), secret());

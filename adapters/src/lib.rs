@@ -47,7 +47,7 @@ pub mod mio_rt;
 #[cfg(feature = "smol")]
 mod smol_rt;
 
-pub use driver::{Config, Driver, EventPolicy, Handle, Running, Stats, Stopped};
+pub use driver::{unix_micros_now, Config, Driver, EventPolicy, Handle, Running, Stats, Stopped, WALL_CLOCK_SLACK};
 pub use net_error::{describe, net_error};
 pub use runtime::{AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, Runtime};
 

@@ -30,6 +30,8 @@ struct Probe {
     ids: Option<ConnIds>,
     out: OutputQueue<Seen>,
     sent: usize,
+    /// Every wall-clock report: when, and what it read.
+    wall_clock: Vec<(Instant, i128)>,
 }
 
 impl Probe {
@@ -67,6 +69,10 @@ impl Machine for Probe {
     }
 
     fn handle_timeout(&mut self, _now: Instant) {}
+
+    fn handle_wall_clock(&mut self, now: Instant, unix_micros: i128) {
+        self.wall_clock.push((now, unix_micros));
+    }
 
     fn poll_output(&mut self) -> Option<Output<Seen>> {
         self.out.pop()
@@ -283,6 +289,22 @@ fn join_returns_the_machine<R: Runtime>(rt: R) {
     assert!(rt.block_on(running.command(|_: &mut Probe, _| ())).is_err());
 }
 
+/// The machine hears the wall clock as soon as the driver starts (the system clock read
+/// then), and not again while the clock keeps step with the monotonic one.
+fn wall_clock_is_reported_at_start_only_while_in_step<R: Runtime>(rt: R) {
+    let before = switchyard_adapters::unix_micros_now();
+    let (running, addr) = start(&rt, Driver::new(Probe::default()));
+    let after = switchyard_adapters::unix_micros_now();
+    // A few wake-ups: connections in and out.
+    let _c = client(addr);
+    accepted(&rt, &running);
+    let reports = rt.block_on(running.command(|m: &mut Probe, _| m.wall_clock.clone())).unwrap();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let (at, unix_micros) = reports[0];
+    assert!((before..=after).contains(&(unix_micros - i128::from(at.as_micros()))), "{reports:?}");
+    running.shutdown();
+}
+
 macro_rules! for_each_runtime {
     ($($test:ident),* $(,)?) => {
         mod smol {
@@ -302,4 +324,5 @@ for_each_runtime!(
     udp_round_trip,
     bind_errors_come_back_from_start,
     join_returns_the_machine,
+    wall_clock_is_reported_at_start_only_while_in_step,
 );

@@ -2,6 +2,8 @@
 //!
 //! Core machines never read a clock: each gets a [`WallClock`] built here from one reading
 //! of the system clock, paired with the driver's `Instant::ZERO`, and the local UTC offset.
+//! The driver then re-bases it whenever the system clock jumps (see
+//! `switchyard_adapters::driver`'s wall-clock watch), so a long-running server never drifts.
 //!
 //! The offset needs care: the `time` crate refuses to read it once the process has more
 //! than one thread (reading the time zone races with `setenv` in another thread, which is
@@ -9,7 +11,6 @@
 //! `main` calls [`capture_offset`] before anything else, and later calls use that reading.
 
 use std::sync::{Once, OnceLock};
-use std::time::SystemTime;
 use switchyard_core::time::WallClock;
 use switchyard_core::Instant;
 use time::UtcOffset;
@@ -44,10 +45,5 @@ fn offset() -> UtcOffset {
 /// taken as the driver's `Instant::ZERO`. The driver starts a moment later, so dates run
 /// behind by that moment (microseconds), never ahead.
 pub fn clock() -> WallClock {
-    let unix_micros = match SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(since) => i128::try_from(since.as_micros()).unwrap_or(i128::MAX),
-        // A clock set before 1970: negative Unix time, which WallClock handles.
-        Err(before) => -i128::try_from(before.duration().as_micros()).unwrap_or(i128::MAX),
-    };
-    WallClock::new(unix_micros, Instant::ZERO, offset())
+    WallClock::new(switchyard_adapters::unix_micros_now(), Instant::ZERO, offset())
 }

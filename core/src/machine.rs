@@ -35,6 +35,10 @@
 //!    one connection closed, with an event saying why; every other connection carries on.
 //! 5. **Unknown ids are ignored.** Reports may race with a close the machine already
 //!    emitted; a machine silently ignores input for connections it no longer knows.
+//! 6. **Wall-clock time is an input too.** Drivers call [`Machine::handle_wall_clock`]
+//!    when they start and whenever the system clock has parted from their monotonic one
+//!    (a suspended host, a clock set by hand or by NTP), so a machine that shows dates
+//!    never drifts; machines that show none ignore it.
 
 use crate::id::{ConnId, ListenerId, SocketId};
 use crate::time::Instant;
@@ -228,6 +232,13 @@ pub trait Machine {
     /// early and repeated calls are harmless).
     fn handle_timeout(&mut self, now: Instant);
 
+    /// The wall clock reads `unix_micros` (microseconds since 1970-01-01 UTC) at `now`.
+    /// Machines that show dates re-base their [`WallClock`](crate::time::WallClock) on it;
+    /// by default it is ignored. Drain outputs after it like after any other call.
+    fn handle_wall_clock(&mut self, now: Instant, unix_micros: i128) {
+        let _ = (now, unix_micros);
+    }
+
     /// The next thing to do. Call until `None` after every mutating call.
     fn poll_output(&mut self) -> Option<Output<Self::Event>>;
 
@@ -246,6 +257,9 @@ impl<M: Machine + ?Sized> Machine for Box<M> {
     }
     fn handle_timeout(&mut self, now: Instant) {
         (**self).handle_timeout(now)
+    }
+    fn handle_wall_clock(&mut self, now: Instant, unix_micros: i128) {
+        (**self).handle_wall_clock(now, unix_micros)
     }
     fn poll_output(&mut self) -> Option<Output<Self::Event>> {
         (**self).poll_output()
@@ -276,6 +290,11 @@ impl<M: Machine> Machine for Option<M> {
     fn handle_timeout(&mut self, now: Instant) {
         if let Some(m) = self {
             m.handle_timeout(now);
+        }
+    }
+    fn handle_wall_clock(&mut self, now: Instant, unix_micros: i128) {
+        if let Some(m) = self {
+            m.handle_wall_clock(now, unix_micros);
         }
     }
     fn poll_output(&mut self) -> Option<Output<Self::Event>> {

@@ -207,10 +207,15 @@ impl<K: Ord + Copy> Deadlines<K> {
 
 /// Wall-clock time for machines that show dates (the time service, `stamp` replies).
 ///
-/// The driver reads the system clock once, at start-up, and builds this from that reading,
-/// the [`Instant`] it was taken at, and the local UTC offset (which the `time` crate can only
-/// read safely before threads start). Later wall times are that reading plus elapsed
-/// `Instant`s, so a machine never reads a clock and the simulator can pick any date.
+/// The embedder reads the system clock once, at start-up, and builds this from that
+/// reading, the [`Instant`] it was taken at, and the local UTC offset (which the `time`
+/// crate can only read safely before threads start). Later wall times are that reading plus
+/// elapsed `Instant`s, so a machine never reads a clock and the simulator can pick any date.
+///
+/// The monotonic clock behind `Instant`s does not follow the wall clock: a host that was
+/// suspended, or whose clock was set or slewed, has the two part. So the driver reports the
+/// wall clock through [`Machine::handle_wall_clock`](crate::Machine::handle_wall_clock)
+/// whenever they have parted, and the machine calls [`WallClock::rebase`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WallClock {
     unix_micros_at_zero: i128,
@@ -226,6 +231,12 @@ impl WallClock {
     /// showing times at UTC offset `offset`.
     pub fn new(unix_micros: i128, at: Instant, offset: time::UtcOffset) -> WallClock {
         WallClock { unix_micros_at_zero: unix_micros - i128::from(at.as_micros()), offset }
+    }
+
+    /// The wall clock read `unix_micros` at `at`: later times count from there. The UTC
+    /// offset stays as it was.
+    pub fn rebase(&mut self, unix_micros: i128, at: Instant) {
+        self.unix_micros_at_zero = unix_micros - i128::from(at.as_micros());
     }
 
     /// A wall clock showing UTC; see [`WallClock::new`].
@@ -276,6 +287,11 @@ mod tests {
         let wall = WallClock::new(reading, Instant::from_secs(10), offset);
         assert_eq!(wall.format(Instant::from_secs(10)), "2025-10-01 14:30:25");
         assert_eq!(wall.format(Instant::from_secs(75)), "2025-10-01 14:31:30");
+        // The host slept for an hour and a half: the driver reports the wall clock again.
+        let mut wall = wall;
+        wall.rebase(reading + 5_400_000_000 + 65_000_000, Instant::from_secs(75));
+        assert_eq!(wall.format(Instant::from_secs(75)), "2025-10-01 16:01:30");
+        assert_eq!(wall.format(Instant::from_secs(76)), "2025-10-01 16:01:31");
     }
 
     #[test]

@@ -70,8 +70,10 @@ mod listen;
 mod read_buf;
 mod stats;
 mod udp;
+mod wall;
 
 pub use stats::Stats;
+pub use wall::{unix_micros_now, WALL_CLOCK_SLACK};
 
 use crate::runtime::{AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, Runtime};
 use async_channel::{Receiver, Sender, TryRecvError};
@@ -92,6 +94,7 @@ use std::time::{Duration, Instant as StdInstant};
 use switchyard_core::{CloseHow, ConnId, Input, Instant, ListenerId, Machine, NetError, Output, SocketId};
 use tracing::Instrument;
 use udp::UdpOut;
+use wall::WallWatch;
 
 /// What the driver does with a machine event when the embedder has not read the previous
 /// [`Config::event_capacity`] events yet.
@@ -288,6 +291,7 @@ where
         }
 
         let task = MachineTask {
+            wall: WallWatch::new(),
             start: rt.now(),
             rt: rt.clone(),
             machine,
@@ -576,6 +580,8 @@ struct MachineTask<R: Runtime, M: Machine> {
     machine: M,
     /// The driver's zero: `Instant`s given to the machine count from here.
     start: StdInstant,
+    /// The system clock as last reported to the machine.
+    wall: WallWatch,
     config: Config,
     conns: HashMap<ConnId, Entry<R::TcpStream>>,
     udp: BTreeMap<SocketId, UdpOut>,
@@ -609,6 +615,7 @@ where
         let budget = self.config.budget.max(1);
         // A machine may have queued outputs when it was built (a client's `Connect`).
         self.drain().await;
+        self.watch_wall_clock().await;
         'run: loop {
             // Writes queued by the previous wake-up (or by the first drain) leave now,
             // all of them before the task sleeps.
@@ -632,6 +639,7 @@ where
                 };
                 future::or(future::or(net, command), fire).await
             };
+            self.watch_wall_clock().await;
             match wake {
                 Wake::Net(Ok(msg)) => self.on_net(msg).await,
                 Wake::Command(Ok(command)) => self.on_command(command).await,
@@ -675,6 +683,16 @@ where
         }
         self.shutdown();
         self.machine
+    }
+
+    /// Tells the machine the wall clock if it has parted from the monotonic one (or has
+    /// never been told), then carries out what that changed.
+    async fn watch_wall_clock(&mut self) {
+        let now = self.now();
+        if let Some(unix_micros) = self.wall.check(now) {
+            self.machine.handle_wall_clock(now, unix_micros);
+            self.drain().await;
+        }
     }
 
     /// The driver's current time as the machine counts it.

@@ -126,6 +126,10 @@ pub trait LineService {
 
     /// A timer set with [`Sessions::set_timer`] for `conn` fired.
     fn timer(&mut self, _sessions: &mut Sessions<'_, Self::Event>, _conn: ConnId) {}
+
+    /// The wall clock reads `unix_micros` at `now` (see
+    /// [`Machine::handle_wall_clock`]): a service that shows dates re-bases its clock.
+    fn wall_clock(&mut self, _now: Instant, _unix_micros: i128) {}
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -425,6 +429,11 @@ impl<S: LineService> Machine for LineServer<S> {
                 Timer::Service => self.with(|service, sessions| service.timer(sessions, conn)),
             }
         }
+    }
+
+    fn handle_wall_clock(&mut self, now: Instant, unix_micros: i128) {
+        self.tick(now);
+        self.service.wall_clock(self.shared.now, unix_micros);
     }
 
     fn poll_output(&mut self) -> Option<Output<Self::Event>> {

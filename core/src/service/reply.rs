@@ -9,7 +9,7 @@
 use crate::id::ConnId;
 use crate::service::error_line;
 use crate::service::line_server::{LineServer, LineServerConfig, LineService, Sessions};
-use crate::time::WallClock;
+use crate::time::{Instant, WallClock};
 use crate::Env;
 use bytes::{Bytes, BytesMut};
 use std::convert::Infallible;
@@ -91,6 +91,10 @@ impl LineService for ReplyService {
             }
         }
     }
+
+    fn wall_clock(&mut self, now: Instant, unix_micros: i128) {
+        self.wall.rebase(unix_micros, now);
+    }
 }
 
 #[cfg(test)]
@@ -98,7 +102,6 @@ mod tests {
     use super::*;
     use crate::service::fixture::Fixture;
     use crate::service::line_server::LineServerConfig;
-    use crate::time::Instant;
 
     fn fixture(preset: Preset) -> Fixture<ReplyServer> {
         let wall = WallClock::utc(1_759_329_025_000_000, Instant::ZERO);

@@ -9,7 +9,7 @@
 
 use crate::id::ConnId;
 use crate::service::line_server::{LineServer, LineServerConfig, LineService, Sessions};
-use crate::time::WallClock;
+use crate::time::{Instant, WallClock};
 use crate::Env;
 use bytes::Bytes;
 use std::convert::Infallible;
@@ -60,6 +60,10 @@ impl LineService for TimeService {
     fn timer(&mut self, sessions: &mut Sessions<'_, Infallible>, conn: ConnId) {
         self.push(sessions, conn);
     }
+
+    fn wall_clock(&mut self, now: Instant, unix_micros: i128) {
+        self.wall.rebase(unix_micros, now);
+    }
 }
 
 #[cfg(test)]
@@ -67,7 +71,6 @@ mod tests {
     use super::*;
     use crate::machine::{Input, Machine};
     use crate::service::fixture::Fixture;
-    use crate::time::Instant;
 
     fn wall() -> WallClock {
         // 2025-10-01 14:30:25 UTC at the driver's zero.
@@ -89,5 +92,17 @@ mod tests {
         f.input(Input::ReadClosed { conn });
         assert!(f.closed.contains_key(&conn));
         assert_eq!(f.machine.poll_timeout(), None, "no pushes after the client left");
+    }
+
+    #[test]
+    fn a_wall_clock_jump_reaches_the_next_answer() {
+        let service = TimeService::new(wall(), Duration::from_secs(60));
+        let mut f = Fixture::new(service.server(Env::new(1), LineServerConfig::default()));
+        // The host was suspended for 90 minutes: the monotonic clock says 10 s passed.
+        let now = Instant::from_secs(10);
+        f.machine.handle_wall_clock(now, 1_759_329_025_000_000 + 5_410_000_000);
+        f.advance_to(now);
+        let conn = f.connect();
+        assert_eq!(f.take(conn), "2025-10-01 16:00:35\n");
     }
 }

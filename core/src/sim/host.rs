@@ -118,6 +118,7 @@ pub(super) trait HostedMachine {
     fn accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr) -> Result<ConnId, Refusal>;
     fn handle_input(&mut self, now: Instant, input: Input<'_>);
     fn handle_timeout(&mut self, now: Instant);
+    fn handle_wall_clock(&mut self, now: Instant, unix_micros: i128);
     /// The next output, with an event logged (stamped `now`) and rendered for the trace.
     fn poll_output(&mut self, now: Instant) -> Option<Output<String>>;
     /// `None` while the host is down.
@@ -206,6 +207,10 @@ where
 
     fn handle_timeout(&mut self, now: Instant) {
         self.running().handle_timeout(now)
+    }
+
+    fn handle_wall_clock(&mut self, now: Instant, unix_micros: i128) {
+        self.running().handle_wall_clock(now, unix_micros)
     }
 
     fn poll_output(&mut self, now: Instant) -> Option<Output<String>> {

@@ -555,6 +555,21 @@ impl Sim {
         Ok(result)
     }
 
+    /// Tells the host's machine that its wall clock now reads `unix_micros` (microseconds
+    /// since 1970 UTC), as a driver does when the system clock jumps (a suspended host, a
+    /// clock set by hand), then drains it. Virtual time does not move.
+    pub fn set_wall_clock(&mut self, host: HostId, unix_micros: i128) -> Result<(), HostDown> {
+        let now = self.now;
+        let h = &mut self.hosts[host.0];
+        if h.machine.machine().is_none() {
+            return Err(HostDown(h.name.clone()));
+        }
+        h.machine.handle_wall_clock(now, unix_micros);
+        self.record(host, "wall clock", unix_micros.to_string().as_bytes());
+        self.settle(host);
+        Ok(())
+    }
+
     /// The host's machine, to inspect its state. Use [`Sim::with_machine`] to change it.
     ///
     /// # Panics
