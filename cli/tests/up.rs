@@ -112,3 +112,34 @@ fn a_port_in_use_stops_everything_with_one_line() {
     // no table.
     assert_eq!(text(&out.stdout), "", "no table when something did not start");
 }
+
+/// Every one-liner `up --host` prints names that host, so each works as pasted: the
+/// tunnel's, the mesh's (`--server`) and the rendezvous's (`--rendezvous`). The mesh and
+/// punch ones are run as printed.
+#[test]
+fn every_hint_of_up_on_another_host_works_as_pasted() {
+    let host = "127.0.0.116";
+    let up = up("mio", host);
+    let mut hints = Vec::new();
+    for what in ["tunnel entrance", "mesh", "mesh", "mesh", "rendezvous"] {
+        let row = up.wait_for_stdout(what);
+        if let Some((_, tries)) = row.split_once("try: ") {
+            hints.extend(tries.split(" | ").flat_map(|t| t.split(", then ")).map(str::to_owned));
+        }
+    }
+    assert_eq!(hints.len(), 7, "{hints:?}");
+    for hint in &hints {
+        assert!(hint.starts_with("switchyard ") && hint.contains(&format!(" {host}:")), "{hint}");
+    }
+    // The words after `switchyard`, as a shell would pass them (no hint needs quoting).
+    let args = |hint: &str| hint.split_whitespace().skip(1).map(str::to_owned).collect::<Vec<_>>();
+
+    let alice = args(hints.iter().find(|h| h.contains("--user Alice")).expect("a mesh hint"));
+    let out = run(&alice.iter().map(String::as_str).collect::<Vec<_>>(), b"Nobody hi\n");
+    assert!(out.status.success(), "{alice:?}: {out:?}");
+    assert_eq!(text(&out.stdout), format!("Connected to {host}:5001\nno such user Nobody\n"));
+
+    let peer = args(hints.iter().find(|h| h.contains("punch") && h.contains("--id A")).expect("a punch hint"));
+    let out = run(&peer.iter().map(String::as_str).collect::<Vec<_>>(), b"");
+    assert!(text(&out.stdout).starts_with("REGISTERED "), "{peer:?}: {out:?}");
+}

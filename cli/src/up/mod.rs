@@ -106,7 +106,7 @@ pub async fn start<R: Runtime>(rt: &R, mut env: Env, host: IpAddr, interval: Dur
     // names one connection.
     let mut spaces = 1u16..;
     let mut child = || env.child(spaces.next().unwrap_or(u16::MAX));
-    let services = plan::services(interval);
+    let services = plan::services(interval, host);
     let started = async {
         let (routes, service_rows) = launch_services(rt, &mut fleet, &mut child, host, &services).await?;
         let tunnel = launch_tunnel(rt, &mut fleet, &mut child, host, routes).await?;
@@ -264,6 +264,6 @@ fn served_by(services: &[Server], route: &str) -> String {
 
 /// The one-liners to try against the entrance.
 fn try_hint(entrance: SocketAddr) -> String {
-    let to = if entrance == crate::send::default_entrance() { String::new() } else { format!(" --to {entrance}") };
+    let to = plan::option_unless_default("to", entrance, plan::ENTRANCE_PORT);
     format!("try: switchyard send{to} hello | switchyard send{to} 9090:time | switchyard chat{to} 10000:")
 }

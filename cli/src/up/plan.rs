@@ -7,6 +7,7 @@
 //! remote end's routes and `demo` follow.
 
 use crate::serve::ServiceKind;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use switchyard_core::service::reply::Preset;
 use switchyard_core::service::{broadcast, echo, time};
@@ -57,10 +58,24 @@ pub struct Server {
     pub note: String,
 }
 
+/// ` --OPTION ADDR` for a one-liner to paste, or nothing when `addr` is the option's
+/// default (`up` on 127.0.0.1 keeps the short hints of the original).
+pub fn option_unless_default(option: &str, addr: SocketAddr, default_port: u16) -> String {
+    if addr == crate::addr::loopback(default_port) {
+        String::new()
+    } else {
+        format!(" --{option} {addr}")
+    }
+}
+
 /// Every server `up` runs besides the tunnel, in the order they start and are listed: the
 /// services behind the tunnel, the mesh, then the rendezvous. `interval` is the time
-/// service's.
-pub fn services(interval: Duration) -> Vec<Server> {
+/// service's; `host` is where they run, which the table's one-liners name unless it is
+/// 127.0.0.1, so that each works as pasted.
+pub fn services(interval: Duration, host: IpAddr) -> Vec<Server> {
+    let mesh_server = option_unless_default("server", SocketAddr::new(host, MESH_PORTS[0]), MESH_PORTS[0]);
+    let rendezvous_port = crate::rendezvous::DEFAULT_PORT;
+    let rendezvous = option_unless_default("rendezvous", SocketAddr::new(host, rendezvous_port), rendezvous_port);
     let service = |kind, port, route, note: &str| Server {
         role: Role::Service(kind),
         port,
@@ -84,14 +99,20 @@ pub fn services(interval: Duration) -> Vec<Server> {
             "8080",
             "Hi → Server received at DATE: Hi, then close",
         ),
-        mesh(MESH_PORTS[0], "P2P mesh; try: switchyard mesh chat --user Alice"),
+        mesh(MESH_PORTS[0], &format!("P2P mesh; try: switchyard mesh chat{mesh_server} --user Alice")),
         mesh(MESH_PORTS[1], "linked with 5001 and 5003: users on any reach users on all"),
-        mesh(MESH_PORTS[2], "try: switchyard mesh chat --user Bob --select fastest"),
+        mesh(MESH_PORTS[2], &format!("try: switchyard mesh chat{mesh_server} --user Bob --select fastest")),
         Server {
             role: Role::Rendezvous,
-            port: crate::rendezvous::DEFAULT_PORT,
+            port: rendezvous_port,
             route: None,
-            note: "UDP hole punching; try: switchyard punch --id A, then --id B --connect A".to_owned(),
+            note: if rendezvous.is_empty() {
+                "UDP hole punching; try: switchyard punch --id A, then --id B --connect A".to_owned()
+            } else {
+                format!(
+                    "UDP hole punching; try: switchyard punch{rendezvous} --id A, then switchyard punch{rendezvous} --id B --connect A"
+                )
+            },
         },
     ]
 }
