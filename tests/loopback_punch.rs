@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use switchyard_adapters::{AsyncUdpSocket, Driver, EventPolicy, Running, Runtime};
 use switchyard_core::punch::{PathKind, Peer, PeerConfig, PeerEvent, Rendezvous, RendezvousConfig, RendezvousEvent};
-use switchyard_core::wire::punch::{PunchMsg, Token, MAX_DATAGRAM};
+use switchyard_core::wire::punch::{LeaveReason, PunchMsg, Token, MAX_DATAGRAM};
 use switchyard_core::{Env, Instant};
 use switchyard_tests::guarded;
 
@@ -322,7 +322,13 @@ fn bad_input_to_the_rendezvous_changes_nothing<R: Runtime>(rt: R) {
     // A and B chat on; the spoofed relay never reached B (chat checks every message B gets).
     chat(&rt, &a, &b, "after");
 
-    // A newcomer is told A's real endpoint.
+    // Once B leaves (A is told at once), a newcomer is told A's real endpoint.
+    b.command(&rt, |p, now| p.leave(now));
+    let left = a.wait_for(&rt, "B to leave", |e| match e {
+        PeerEvent::PeerLeft { peer, why, .. } => Some((peer, why)),
+        _ => None,
+    });
+    assert_eq!(left, ("B".to_owned(), LeaveReason::Quit));
     let c = TestPeer::start(&rt, "C", 4, server.addr);
     assert_eq!(c.registered(&rt), c.addr);
     c.connect(&rt, "A");

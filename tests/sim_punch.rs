@@ -16,6 +16,7 @@ use switchyard_core::sim::{
     check_seeds, seed_from_env, Cut, HostId, HostSpec, LinkConfig, NatConfig, NatFiltering, NatMapping, NetConfig,
     PortAllocation, Sim, TestId,
 };
+use switchyard_core::wire::punch::{busy_reason, LeaveReason};
 use switchyard_core::{Instant, SocketId};
 
 const PEER_PORT: u16 = 4000;
@@ -57,10 +58,12 @@ impl Site {
     }
 }
 
-/// Two peers, A and B, and a rendezvous on the public internet.
+/// Two peers, A and B, and a rendezvous on the public internet (more peers join with
+/// [`World::place`]).
 struct World {
     sim: Sim,
     rendezvous: HostId,
+    ports: PortAllocation,
     a: HostId,
     b: HostId,
 }
@@ -73,23 +76,14 @@ impl World {
     fn new(seed: u64, link: LinkConfig, a: Site, b: Site, ports: PortAllocation) -> World {
         let mut sim = Sim::new(seed, NetConfig { link, ..NetConfig::default() });
         let rendezvous = add_rendezvous(&mut sim);
-        let place = |sim: &mut Sim, name: &str, site: Site, public_ip: [u8; 4]| {
-            // Both LANs use the same private address, as real home networks do.
-            let private_ip: IpAddr = [192, 168, 1, 2].into();
-            let spec = match site {
-                Site::Public => HostSpec::new(name, public_ip.into()),
-                Site::Behind(m, f) => {
-                    let config = NatConfig::new(m, f).with_ports(ports);
-                    let realm = sim.add_nat(&format!("nat-{name}"), public_ip.into(), config).unwrap();
-                    HostSpec::new(name, private_ip).realm(realm)
-                }
-            };
-            let own = SocketAddr::new(spec_ip(site, public_ip, private_ip), PEER_PORT);
-            add_peer(sim, spec, peer_config(name, own))
-        };
-        let a = place(&mut sim, "A", a, [198, 51, 100, 1]);
-        let b = place(&mut sim, "B", b, [198, 51, 100, 2]);
-        World { sim, rendezvous, a, b }
+        let a = place(&mut sim, ports, "A", a, [198, 51, 100, 1]);
+        let b = place(&mut sim, ports, "B", b, [198, 51, 100, 2]);
+        World { sim, rendezvous, ports, a, b }
+    }
+
+    /// One more peer, `name`, at `site` (see [`place`]).
+    fn place(&mut self, name: &str, site: Site, public_ip: [u8; 4]) -> HostId {
+        place(&mut self.sim, self.ports, name, site, public_ip)
     }
 
     /// `from` connects to `to` at `at`, or as soon after as both are registered (a user
@@ -146,6 +140,23 @@ impl World {
             _ => None,
         })
     }
+}
+
+/// A peer `name` at `site`: on the internet at `public_ip`, or behind a NAT of its own with
+/// that public IP (allocating ports as `ports` says).
+fn place(sim: &mut Sim, ports: PortAllocation, name: &str, site: Site, public_ip: [u8; 4]) -> HostId {
+    // Every LAN uses the same private address, as real home networks do.
+    let private_ip: IpAddr = [192, 168, 1, 2].into();
+    let spec = match site {
+        Site::Public => HostSpec::new(name, public_ip.into()),
+        Site::Behind(m, f) => {
+            let config = NatConfig::new(m, f).with_ports(ports);
+            let realm = sim.add_nat(&format!("nat-{name}"), public_ip.into(), config).unwrap();
+            HostSpec::new(name, private_ip).realm(realm)
+        }
+    };
+    let own = SocketAddr::new(spec_ip(site, public_ip, private_ip), PEER_PORT);
+    add_peer(sim, spec, peer_config(name, own))
 }
 
 /// The rendezvous server host, on the public internet at [`RENDEZVOUS`].
@@ -616,6 +627,211 @@ fn a_relayed_chat_survives_a_rendezvous_restart() {
         }
         if w.path(a) != Some(PathKind::Relayed) || w.sim.machine::<Rendezvous>(r).unwrap().registrations() != 2 {
             return Err(format!("A's path {:?}{}", w.path(a), w.path_story()));
+        }
+        Ok(())
+    });
+}
+
+/// The `ConnectFailed` reasons `host` was given for `dest`.
+fn connect_failures(w: &World, host: HostId, dest: &str) -> Vec<String> {
+    w.sim
+        .events::<PeerEvent>(host)
+        .filter_map(|(_, e)| match e {
+            PeerEvent::ConnectFailed { dest: d, reason } if d == dest => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// How C was kept out of A's session with B.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeptOut {
+    /// The rendezvous refused C's connect: C never learned A's endpoints.
+    ByTheRendezvous,
+    /// The rendezvous introduced C (it had forgotten the session) and A declined.
+    ByA,
+}
+
+/// What went wrong for the session of A and B, if anything: C was told anything but that A
+/// is busy (or told nothing), C was introduced or got a path when the rendezvous should
+/// have refused it, C ended with a path or a session, A did not report declining it when it
+/// had to, A's chat with B ended, A is no longer with B, or a chat message was lost or
+/// doubled.
+fn third_peer_kept_out(w: &World, c: HostId, how: KeptOut, from_a: &[String], from_b: &[String]) -> Result<(), String> {
+    let failures = connect_failures(w, c, "A");
+    if failures.is_empty() || failures.iter().any(|r| *r != busy_reason("A")) {
+        return Err(format!("C was told {failures:?}{}", w.path_story()));
+    }
+    for (host, name) in [(c, "C"), (w.a, "A"), (w.b, "B")] {
+        for (at, e) in w.sim.events::<PeerEvent>(host) {
+            let intruded = match e {
+                PeerEvent::Introduced { peer, .. } => peer == "C" || name == "C" && how == KeptOut::ByTheRendezvous,
+                PeerEvent::Connected { peer, .. } => peer == "C" || name == "C" && how == KeptOut::ByTheRendezvous,
+                PeerEvent::Abandoned { .. } | PeerEvent::PeerLeft { .. } => true,
+                _ => false,
+            };
+            if intruded {
+                return Err(format!("{how:?}: {at} {name}: {e:?}{}", w.path_story()));
+            }
+        }
+    }
+    // Declined, C may have fallen back to the relay before it heard (if the notice was
+    // lost, the relay's refusal makes it ask again, and A declines again): it ends refused,
+    // with no session.
+    let c_last = w
+        .sim
+        .events::<PeerEvent>(c)
+        .filter(|(_, e)| matches!(e, PeerEvent::Connected { .. } | PeerEvent::ConnectFailed { .. }))
+        .last();
+    if !matches!(c_last, Some((_, PeerEvent::ConnectFailed { .. })))
+        || w.sim.machine::<Peer>(c).unwrap().session().is_some()
+    {
+        return Err(format!("{how:?}: C ended with {c_last:?}{}", w.path_story()));
+    }
+    // A declines each introduction of C it hears of (more than one when C's was lost and
+    // C asked again), and only those.
+    let declined: Vec<_> =
+        w.sim.events::<PeerEvent>(w.a).filter(|(_, e)| matches!(e, PeerEvent::Declined { .. })).collect();
+    let only_c = declined
+        .iter()
+        .all(|(_, e)| matches!(e, PeerEvent::Declined { peer, busy_with } if peer == "C" && busy_with == "B"));
+    if !only_c || declined.is_empty() != (how == KeptOut::ByTheRendezvous) {
+        return Err(format!("{how:?}: A declined {declined:?}{}", w.path_story()));
+    }
+    if w.sim.machine::<Peer>(w.a).unwrap().session().map(|(peer, _)| peer) != Some("B") {
+        return Err(format!("A's session is {:?}", w.sim.machine::<Peer>(w.a).unwrap().session()));
+    }
+    if w.received(w.b) != from_a || w.received(w.a) != from_b {
+        return Err(format!("B got {:?}\nA got {:?}", w.received(w.b), w.received(w.a)));
+    }
+    Ok(())
+}
+
+/// True when the rendezvous introduced C to A.
+fn c_was_introduced(w: &World) -> bool {
+    w.sim
+        .events::<RendezvousEvent>(w.rendezvous)
+        .any(|(_, e)| matches!(e, RendezvousEvent::Introduced { from, .. } if from == "C"))
+}
+
+#[test]
+fn a_third_peer_cannot_take_over_a_live_session() {
+    // A and B chat, directly or relayed (every pair of sites over the seeds); C asks for A
+    // twice in the middle of it. The rendezvous refuses C itself: A is in a live session.
+    let test = test_id("a_third_peer_cannot_take_over_a_live_session");
+    check_seeds(&test, 0..60, |seed| {
+        let sites = Site::all();
+        let a_site = sites[seed as usize % sites.len()];
+        let b_site = sites[(seed as usize / 3) % sites.len()];
+        let mut w = World::new(seed, wan(seed), a_site, b_site, PortAllocation::Random);
+        let (a, b) = (w.a, w.b);
+        let c = w.place("C", Site::Public, [198, 51, 100, 3]);
+        w.connect(Instant::from_secs(1), a, "B");
+        let from_a = w.chat(a, "a", Instant::from_secs(2), Duration::from_millis(500), 50);
+        let from_b = w.chat(b, "b", Instant::from_secs(2), Duration::from_millis(700), 35);
+        w.connect(Instant::from_secs(8), c, "A");
+        w.connect(Instant::from_secs(16), c, "A");
+        w.sim.run_until(Instant::from_secs(60)).map_err(|e| e.to_string())?;
+        let label = format!("A {} ↔ B {}", a_site.name(), b_site.name());
+        third_peer_kept_out(&w, c, KeptOut::ByTheRendezvous, &from_a, &from_b).map_err(|e| format!("{label}: {e}"))?;
+        let busy = w
+            .sim
+            .events::<RendezvousEvent>(w.rendezvous)
+            .filter(|(_, e)| matches!(e, RendezvousEvent::Busy { .. }))
+            .count();
+        if busy < 2 {
+            return Err(format!("{label}: the rendezvous refused {busy} connects as busy"));
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn a_peer_declines_a_third_peer_a_restarted_rendezvous_introduces() {
+    // The rendezvous restarts during a direct chat and forgets that A and B are in a
+    // session; C then asks for A and is introduced. A declines: C is told A is busy. (When
+    // a loss made the peers ask for their introduction again after the restart, the
+    // rendezvous knows the session again and refuses C itself; most runs must decline.)
+    let test = test_id("a_peer_declines_a_third_peer_a_restarted_rendezvous_introduces");
+    const RUNS: u64 = 40;
+    let mut declined = 0;
+    check_seeds(&test, 0..RUNS, |seed| {
+        let cone = Site::Behind(NatMapping::EndpointIndependent, NatFiltering::AddressAndPortDependent);
+        let mut w = World::new(seed, wan(seed), cone, cone, PortAllocation::Sequential);
+        let (r, a, b) = (w.rendezvous, w.a, w.b);
+        let c = w.place("C", Site::Public, [198, 51, 100, 3]);
+        w.connect(Instant::from_secs(1), a, "B");
+        let from_a = w.chat(a, "a", Instant::from_secs(2), Duration::from_millis(500), 80);
+        let from_b = w.chat(b, "b", Instant::from_secs(2), Duration::from_millis(700), 60);
+        w.sim.schedule(Instant::from_secs(5), move |sim| sim.crash(r));
+        w.sim.schedule(Instant::from_secs(7), move |sim| sim.restart(r));
+        w.connect(Instant::from_secs(25), c, "A");
+        w.sim.run_until(Instant::from_secs(100)).map_err(|e| e.to_string())?;
+        let how = if c_was_introduced(&w) { KeptOut::ByA } else { KeptOut::ByTheRendezvous };
+        declined += u64::from(how == KeptOut::ByA);
+        third_peer_kept_out(&w, c, how, &from_a, &from_b)
+    });
+    if seed_from_env().is_none() {
+        assert!(declined * 2 > RUNS, "A declined C in only {declined} of {RUNS} runs");
+    }
+}
+
+/// The `PeerLeft` events `host` saw: when, who and why.
+fn peers_left(w: &World, host: HostId) -> Vec<(Instant, String, LeaveReason)> {
+    w.sim
+        .events::<PeerEvent>(host)
+        .filter_map(|(at, e)| match e {
+            PeerEvent::PeerLeft { peer, why, .. } => Some((at, peer.clone(), *why)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_other_side_learns_at_once_that_its_peer_left() {
+    // A chats with B, then connects to D; D quits; A connects to B again, and B crashes.
+    // Each time the peer that stays is told, within a round trip (lossless links: the
+    // notice is one datagram), or, for the crash, when the registration expires.
+    let test = test_id("the_other_side_learns_at_once_that_its_peer_left");
+    check_seeds(&test, 0..20, |seed| {
+        let latency = Duration::from_millis(5 + seed % 60);
+        let cone = Site::Behind(NatMapping::EndpointIndependent, NatFiltering::AddressDependent);
+        let mut w = World::new(seed, LinkConfig::new(latency, latency / 5), cone, Site::Public, PortAllocation::Random);
+        let (a, b) = (w.a, w.b);
+        let d = w.place("D", cone, [198, 51, 100, 4]);
+        w.connect(Instant::from_secs(1), a, "B");
+        w.chat(a, "a", Instant::from_secs(2), Duration::from_millis(300), 5);
+        w.connect(Instant::from_secs(10), a, "D");
+        w.chat(d, "d", Instant::from_secs(11), Duration::from_millis(300), 3);
+        w.sim.schedule(Instant::from_secs(20), move |sim| {
+            sim.with_machine(d, |p: &mut Peer, now| p.leave(now)).unwrap()
+        });
+        w.connect(Instant::from_secs(30), a, "B");
+        let crash_at = Instant::from_secs(40);
+        w.sim.schedule(crash_at, move |sim| sim.crash(b));
+        w.sim.run_until(Instant::from_secs(120)).map_err(|e| e.to_string())?;
+        let soon = |at: Instant, after: Instant| at >= after && at <= after + Duration::from_secs(1);
+        let b_told = peers_left(&w, b);
+        if !matches!(&b_told[..], [(at, p, LeaveReason::MovedOn)] if p == "A" && soon(*at, Instant::from_secs(10))) {
+            return Err(format!("B was told {b_told:?}"));
+        }
+        let a_told = peers_left(&w, a);
+        let ttl = RendezvousConfig::default().registration_ttl;
+        let as_expected = matches!(&a_told[..], [(quit, p, LeaveReason::Quit), (expired, q, LeaveReason::Expired)]
+            if p == "D" && soon(*quit, Instant::from_secs(20)) && q == "B" && *expired > crash_at && *expired <= crash_at + ttl + Duration::from_secs(1));
+        if !as_expected {
+            return Err(format!("A was told {a_told:?}"));
+        }
+        let d_got: Vec<_> = w.received(a).into_iter().filter(|m| m.starts_with('d')).collect();
+        if d_got != ["d0", "d1", "d2"]
+            || w.received(b).get(..5) != Some(&["a0", "a1", "a2", "a3", "a4"].map(String::from)[..])
+        {
+            return Err(format!("A got {:?}, B got {:?}", w.received(a), w.received(b)));
+        }
+        // Once told, A has no peer: a message is refused, not lost.
+        let sent = w.sim.with_machine(a, |p: &mut Peer, now| p.send(now, "anyone?")).unwrap();
+        if sent != Err(PeerError::NoPeer) || w.sim.machine::<Peer>(a).unwrap().session().is_some() {
+            return Err(format!("after B expired, A's send gave {sent:?}"));
         }
         Ok(())
     });

@@ -135,6 +135,13 @@ impl LogEvent for RendezvousEvent {
                 tracing::info!("{name}: refused {id} from {from}: {reason}")
             }
             RendezvousEvent::Introduced { from, to, .. } => tracing::info!("{name}: introduced {from} ↔ {to}"),
+            RendezvousEvent::Busy { from, to, partner } => {
+                tracing::info!("{name}: refused to introduce {from} to {to}: {to} is in a session with {partner}")
+            }
+            RendezvousEvent::SessionEnded { left, told, why } => {
+                let why = crate::punch::left_because(*why);
+                tracing::info!("{name}: told {told} that {left} left their session ({why})")
+            }
             RendezvousEvent::Forgotten { id, expired: false } => tracing::info!("{name}: {id} left"),
             RendezvousEvent::Forgotten { id, expired: true } => {
                 tracing::info!("{name}: {id} expired (no refresh in time)")

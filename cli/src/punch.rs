@@ -21,7 +21,7 @@ use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 use switchyard_adapters::{Driver, EventPolicy, Handle, Running, Runtime, Stopped};
 use switchyard_core::punch::{PathKind, Peer, PeerConfig, PeerEvent};
-use switchyard_core::wire::punch::is_valid_name;
+use switchyard_core::wire::punch::{is_valid_name, LeaveReason};
 use switchyard_core::{Env, Instant};
 
 /// How long lines typed after a `CONNECT` wait for the rendezvous to answer it: the
@@ -30,12 +30,12 @@ use switchyard_core::{Env, Instant};
 /// Past it, lines are handled anyway (and refused if no peer came).
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
-/// At the end of input, how long the peer waits to be registered and for every message it
-/// sent to be acknowledged before it leaves.
+/// At the end of input, how long the peer waits to be registered, for a path to the peer
+/// it was introduced to and for every message it sent to be acknowledged before it leaves.
 const EOF_ACK_WAIT: Duration = Duration::from_secs(5);
 
-/// At the end of input, how long in all the peer waits when messages are still queued for
-/// want of a path: punching lasts 5 s by default before the relay takes over, so a pipe
+/// At the end of input, how long in all the peer waits while a path is being punched:
+/// punching lasts 5 s by default before the relay takes over, so a pipe
 /// (`printf 'CONNECT A B\nhello\n' | switchyard punch ...`) still delivers its lines.
 const EOF_PATH_WAIT: Duration = Duration::from_secs(15);
 
@@ -50,7 +50,7 @@ const SILENCE_NOTICE: Duration = Duration::from_secs(3);
     subcommand,
     name = "punch",
     example = "switchyard punch --id B\nswitchyard punch --id A --connect B\nprintf 'CONNECT A B\\nhello\\n' | switchyard punch --rendezvous 203.0.113.7:9999 --id A",
-    note = "Prints `REGISTERED <ip:port>` (the public endpoint the rendezvous saw), then `CONNECTED to <ip:port> (direct)` or `(relayed via <rendezvous>)` once a path forms, again whenever it changes (a relayed path is upgraded to a direct one when punching later succeeds). Type `CONNECT <my_id> <dest_id>` (or `CONNECT <dest_id>`) to connect, as in the original; every other line is a message to the connected peer, and messages arrive as `<peer_id>: <text>`, each once, in order (they are acknowledged and resent). quit, exit, q or Ctrl-C leaves at once. The end of input (Ctrl-D, or a pipe) leaves once registered and every message sent is acknowledged, waiting at most 5 s (15 s while messages wait for a path); unacknowledged messages make the exit code 1. To keep a peer waiting for others in a script, keep its stdin open (`sleep infinity | switchyard punch --id B`). A refused registration (the id is taken) exits 1. Wire format: docs/PROTOCOL.md section 5."
+    note = "Prints `REGISTERED <ip:port>` (the public endpoint the rendezvous saw), then `CONNECTED to <ip:port> (direct)` or `(relayed via <rendezvous>)` once a path forms, again whenever it changes (a relayed path is upgraded to a direct one when punching later succeeds). Type `CONNECT <my_id> <dest_id>` (or `CONNECT <dest_id>`) to connect, as in the original; every other line is a message to the connected peer, and messages arrive as `<peer_id>: <text>`, each once, in order (they are acknowledged and resent). One session at a time: a peer in a session is not taken over by a third peer's CONNECT (the third peer is told `switchyard: cannot connect to <id>: peer <id> is busy in another session`); when the other side quits, expires or connects elsewhere, `PEER LEFT <id> (...)` is printed and the chat ends. quit, exit, q or Ctrl-C leaves at once. The end of input (Ctrl-D, or a pipe) leaves once it is registered, any session being punched has a path, and every message sent is acknowledged, waiting at most 5 s (15 s while a path is being punched); it exits 1 if the rendezvous never answered, if the last connect failed and no peer is connected, or if messages were never acknowledged. To keep a peer waiting for others in a script, keep its stdin open (`sleep infinity | switchyard punch --id B`). A refused registration (the id is taken) exits 1. Wire format: docs/PROTOCOL.md section 5."
 )]
 pub struct PunchCmd {
     /// the rendezvous server (default 127.0.0.1:9999)
@@ -106,8 +106,9 @@ impl Program for PunchCmd {
         leave_on_ctrl_c(peer.clone())?;
         let progress = std::sync::Arc::new(Progress::default());
         let typed = {
-            let (peer, progress, me, connect) = (peer.clone(), progress.clone(), self.id.clone(), self.connect);
-            input::spawn(move || read_commands(&peer, &me, connect, &progress))?
+            let session = Session { me: self.id.clone(), rendezvous: self.rendezvous, started: std::time::Instant::now() };
+            let (peer, progress, connect) = (peer.clone(), progress.clone(), self.connect);
+            input::spawn(move || read_commands(&peer, &session, connect, &progress))?
         };
         let view = View { rendezvous: self.rendezvous, progress: &progress };
         let print = print_events(&rt, running.events(), view);
@@ -254,6 +255,8 @@ struct Seen {
     introduced: Option<String>,
     /// How many connects failed so far.
     failures: u64,
+    /// The latest answer to a connect was a failure (not an introduction).
+    last_connect_failed: bool,
     /// The registration was refused: nothing will be answered any more.
     over: bool,
 }
@@ -272,8 +275,8 @@ impl Progress {
         self.changed.notify_all();
     }
 
-    fn failures(&self) -> u64 {
-        self.seen.lock().unwrap_or_else(PoisonError::into_inner).failures
+    fn seen<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
+        f(&self.seen.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Waits (at most `limit`) until `dest` is introduced, a connect fails after
@@ -312,10 +315,19 @@ fn parse_line<'a>(line: &'a str, me: &str) -> Typed<'a> {
     }
 }
 
+/// What the stdin thread knows of the run: who this peer is, where it registers, and
+/// since when.
+struct Session {
+    me: String,
+    rendezvous: SocketAddr,
+    started: std::time::Instant,
+}
+
 /// The stdin thread: connects (`--connect`, then each `CONNECT` line), sends every other
 /// line to the peer, and leaves on a quit word or at the end of input. Returns the exit
-/// code: 1 if the end of input came with messages still unacknowledged.
-fn read_commands(peer: &PeerHandle, me: &str, connect: Option<String>, progress: &Progress) -> ExitCode {
+/// code: 1 if the end of input came before the peer did what it was asked (see [`drain`]).
+fn read_commands(peer: &PeerHandle, session: &Session, connect: Option<String>, progress: &Progress) -> ExitCode {
+    let me = session.me.as_str();
     if let Some(dest) = connect {
         if connect_to(peer, &dest, progress).is_break() {
             return ExitCode::SUCCESS;
@@ -341,7 +353,7 @@ fn read_commands(peer: &PeerHandle, me: &str, connect: Option<String>, progress:
         // The machine stopped: whoever stopped it decides the exit code.
         End::Stopped => return ExitCode::SUCCESS,
         End::Quit => ExitCode::SUCCESS,
-        End::Eof => drain(peer),
+        End::Eof => drain(peer, session, progress),
     };
     // The caller lets the datagram go out, then stops the machine.
     peer.leave();
@@ -351,7 +363,7 @@ fn read_commands(peer: &PeerHandle, me: &str, connect: Option<String>, progress:
 /// Asks the rendezvous to introduce `dest`, then holds the next lines until it answers:
 /// they are for `dest`, and a pipe delivers them before any answer could arrive.
 fn connect_to(peer: &PeerHandle, dest: &str, progress: &Progress) -> ControlFlow<()> {
-    let failures = progress.failures();
+    let failures = progress.seen(|s| s.failures);
     let to = dest.to_owned();
     match peer.run(move |p, now| p.connect(now, &to)) {
         Ok(Ok(())) => progress.wait_for_answer(dest, failures, CONNECT_WAIT),
@@ -362,23 +374,42 @@ fn connect_to(peer: &PeerHandle, dest: &str, progress: &Progress) -> ControlFlow
 }
 
 /// At the end of input: waits until registered and every message is acknowledged (see
-/// [`EOF_ACK_WAIT`], [`EOF_PATH_WAIT`]). Exit code 1 if some never were.
-fn drain(peer: &PeerHandle) -> ExitCode {
+/// [`EOF_ACK_WAIT`], [`EOF_PATH_WAIT`]). Exit code 1, with one line on stderr saying why, if
+/// the rendezvous never answered or some message was never acknowledged; exit code 1 too
+/// if the last connect failed and no peer is connected (the failure was printed when it
+/// came).
+fn drain(peer: &PeerHandle, session: &Session, progress: &Progress) -> ExitCode {
     let start = std::time::Instant::now();
-    let settled = || peer.run(|p, _| p.public().is_some() && p.unacked() == 0);
-    if !input::wait_until(start + EOF_ACK_WAIT, settled) {
-        // Messages queued while punching: a path (direct, or the relay) may yet come.
-        if peer.run(|p, _| p.path().is_none() && p.unacked() > 0) == Ok(true) {
-            input::wait_until(start + EOF_PATH_WAIT, settled);
-        }
+    let settled = || peer.run(|p, _| p.public().is_some() && p.unacked() == 0 && !punching(p));
+    if !input::wait_until(start + EOF_ACK_WAIT, settled) && peer.run(|p, _| punching(p)) == Ok(true) {
+        // A path (direct, or the relay) may yet come for the messages queued meanwhile.
+        input::wait_until(start + EOF_PATH_WAIT, settled);
     }
-    match peer.run(|p, _| p.unacked()) {
-        Ok(0) | Err(Stopped) => ExitCode::SUCCESS,
-        Ok(n) => {
-            eprintln!("switchyard: {n} message(s) not acknowledged by the peer");
-            ExitCode::FAILURE
-        }
+    let Ok((unanswered, unacked, connected)) =
+        peer.run(|p, _| (p.unanswered_registers(), p.unacked(), p.session().is_some()))
+    else {
+        return ExitCode::SUCCESS;
+    };
+    if let Some(attempts) = unanswered {
+        let waited = session.started.elapsed().as_secs();
+        let rendezvous = session.rendezvous;
+        eprintln!("switchyard: the rendezvous {rendezvous} never answered ({attempts} registration attempts in {waited} s)");
+        return ExitCode::FAILURE;
     }
+    if unacked > 0 {
+        eprintln!("switchyard: {unacked} message(s) not acknowledged by the peer");
+        return ExitCode::FAILURE;
+    }
+    if !connected && progress.seen(|s| s.last_connect_failed) {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// True while the peer is in a session without a path: the path, or the other side's
+/// refusal (a declined introduction), is still to come.
+fn punching(p: &Peer) -> bool {
+    p.session().is_some() && p.path().is_none()
 }
 
 /// Prints the peer's events as status lines, as the original client does.
@@ -413,11 +444,17 @@ impl View<'_> {
             PeerEvent::RendezvousSilent => self.silent(),
             PeerEvent::Refused { reason } => self.line(format_args!("rendezvous refused: {reason}")),
             PeerEvent::ConnectFailed { dest, reason } => {
-                self.progress.update(|s| s.failures += 1);
-                self.line(format_args!("cannot connect to {dest}: {reason}"));
+                self.progress.update(|s| {
+                    s.failures += 1;
+                    s.last_connect_failed = true;
+                });
+                eprintln!("switchyard: cannot connect to {dest}: {reason}");
             }
             PeerEvent::Introduced { peer, public } => {
-                self.progress.update(|s| s.introduced = Some(peer.clone()));
+                self.progress.update(|s| {
+                    s.introduced = Some(peer.clone());
+                    s.last_connect_failed = false;
+                });
                 self.line(format_args!("{peer} introduced ({public}); punching"));
             }
             PeerEvent::Connected { addr, path: PathKind::Direct, .. } => {
@@ -430,13 +467,36 @@ impl View<'_> {
                 self.line(format_args!("path to {peer} at {addr} lost; punching again"))
             }
             PeerEvent::Message { from, body } => self.line(format_args!("{from}: {body}")),
-            PeerEvent::Abandoned { peer, unacked: 0 } => self.line(format_args!("chat with {peer} ended")),
             PeerEvent::Abandoned { peer, unacked } => {
-                self.line(format_args!("chat with {peer} ended; {unacked} message(s) may not have arrived"))
+                self.line(format_args!("chat with {peer} ended{}", maybe_lost(*unacked)))
+            }
+            PeerEvent::PeerLeft { peer, why, unacked } => {
+                self.line(format_args!("PEER LEFT {peer} ({}){}", left_because(*why), maybe_lost(*unacked)))
+            }
+            PeerEvent::Declined { peer, busy_with } => {
+                self.line(format_args!("{peer} asked to connect; declined (in a session with {busy_with})"))
             }
             PeerEvent::BadDatagram { from, error } => tracing::warn!("bad datagram from {from}: {error}"),
         }
         None
+    }
+}
+
+/// What a chat that ended says of its unacknowledged messages: nothing if there are none.
+fn maybe_lost(unacked: usize) -> String {
+    match unacked {
+        0 => String::new(),
+        n => format!("; {n} message(s) may not have arrived"),
+    }
+}
+
+/// Why the other side left, for its `PEER LEFT` line (and the rendezvous's log).
+pub(crate) fn left_because(why: LeaveReason) -> &'static str {
+    match why {
+        LeaveReason::Quit => "it quit",
+        LeaveReason::Expired => "it stopped answering the rendezvous",
+        LeaveReason::MovedOn => "it connected to another peer",
+        LeaveReason::Busy => "it is busy in another session",
     }
 }
 

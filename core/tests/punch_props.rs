@@ -48,7 +48,7 @@ use switchyard_core::punch::limit::TokenBucket;
 use switchyard_core::punch::{Rendezvous, RendezvousConfig};
 use switchyard_core::wire::frame::FrameError;
 use switchyard_core::wire::punch::{
-    PunchDatagramError, PunchMsg, PunchMsgError, RefusalCode, MAX_BODY, MAX_INNER, MAX_PRIVATE, MAX_REASON,
+    LeaveReason, PunchDatagramError, PunchMsg, PunchMsgError, RefusalCode, MAX_BODY, MAX_INNER, MAX_PRIVATE, MAX_REASON,
 };
 use switchyard_core::{Env, Input, Instant, Machine, Output, SocketId};
 
@@ -91,7 +91,7 @@ fn messages_have_the_documented_layout() {
 }
 
 /// Any datagram — valid messages one byte off, headers one off, punch types with every
-/// subtype up to 7 and payloads of arbitrary bytes, other types — is judged without a
+/// subtype up to 9 and payloads of arbitrary bytes, other types — is judged without a
 /// panic, exactly as the spec's reading judges it.
 ///
 /// Catches a decoder that panics on a short payload, accepts trailing bytes, an id with a
@@ -185,6 +185,16 @@ fn edge_datagrams_are_judged_as_the_spec_says() {
     assert_eq!(judge(refused(&[b'r'; 200])).1, Verdict::Valid);
     assert_eq!(judge(refused(&[b'r'; 201])), bad(PunchMsgError::BadReason, Verdict::BadReason));
 
+    // Leave reasons: 0–3; a `PeerLeft` and a `Decline` are fixed but for their ids.
+    let peer_left = |why: u8| datagram(24, 7, &[&named(b"Bob")[..], &[0; 8], &[why]].concat());
+    let left = PunchMsg::PeerLeft { peer: "Bob".into(), session: 0, why: LeaveReason::Busy };
+    assert_eq!(judge(peer_left(3)), (Ok(left), Verdict::Valid));
+    assert_eq!(judge(peer_left(4)), bad(PunchMsgError::BadLeaveReason(4), Verdict::BadLeaveReason(4)));
+    assert_eq!(judge(datagram(24, 7, &[&named(b"Bob")[..], &[0; 8]].concat())), bad_length("peer left", 12));
+    let decline = [&token[..], &named(b"A"), &named(b"C"), &[0; 8]].concat();
+    assert_eq!(judge(datagram(24, 8, &decline)).1, Verdict::Valid);
+    assert_eq!(judge(datagram(24, 8, &decline[..decline.len() - 1])), bad_length("decline", decline.len() - 1));
+
     // Refusal codes: 0–4.
     let coded = |code: u8| datagram(24, 2, &[&named(b"Bob")[..], &[code], b"why"].concat());
     assert_eq!(judge(coded(4)).1, Verdict::Valid);
@@ -226,7 +236,7 @@ fn edge_datagrams_are_judged_as_the_spec_says() {
     assert!(judge(huge).0.is_err());
 
     // Other types and subtypes.
-    for (kind, subtype) in [(24, 7), (25, 2), (26, 4), (23, 0), (27, 0), (0, 0), (3, 0), (255, 255)] {
+    for (kind, subtype) in [(24, 9), (25, 2), (26, 4), (23, 0), (27, 0), (0, 0), (3, 0), (255, 255)] {
         let unknown = PunchMsgError::UnknownKind { kind: switchyard_core::wire::FrameType(kind), subtype };
         assert_eq!(judge(datagram(kind, subtype, &[])), bad(unknown, Verdict::UnknownKind));
     }
@@ -286,6 +296,19 @@ fn spec_bytes(msg: &PunchMsg) -> Vec<u8> {
             put_name(&mut p, id);
             (24, 6)
         }
+        PunchMsg::PeerLeft { peer, session, why } => {
+            put_name(&mut p, peer);
+            u64s(&mut p, &[*session]);
+            p.push(*why as u8);
+            (24, 7)
+        }
+        PunchMsg::Decline { token, id, peer, session } => {
+            p.extend_from_slice(token);
+            put_name(&mut p, id);
+            put_name(&mut p, peer);
+            u64s(&mut p, &[*session]);
+            (24, 8)
+        }
         PunchMsg::RelayTo { token, from, to, inner } => {
             p.extend_from_slice(token);
             put_name(&mut p, from);
@@ -342,6 +365,12 @@ fn refusal_code(g: &mut Gen) -> RefusalCode {
     pick(g, &[Taken, Full, NotRegistered, NotIntroduced, OwnId])
 }
 
+/// Any leave reason.
+fn leave_reason(g: &mut Gen) -> LeaveReason {
+    use LeaveReason::*;
+    pick(g, &[Quit, Expired, MovedOn, Busy])
+}
+
 /// An inner datagram: empty, a valid peer-to-peer message, the largest allowed, or random.
 fn inner(g: &mut Gen) -> Bytes {
     match below(g, 4) {
@@ -358,7 +387,7 @@ struct ArbMsg(PunchMsg);
 
 impl Arbitrary for ArbMsg {
     fn arbitrary(g: &mut Gen) -> Self {
-        ArbMsg(match below(g, 13) {
+        ArbMsg(match below(g, 15) {
             0 => PunchMsg::Register { token: bytes16(g), id: name(g), private: addrs(g, MAX_PRIVATE) },
             1 => PunchMsg::Registered { id: name(g), public: addr(g) },
             2 => PunchMsg::Refused { id: name(g), code: refusal_code(g), reason: reason(g, MAX_REASON) },
@@ -371,6 +400,8 @@ impl Arbitrary for ArbMsg {
             },
             5 => PunchMsg::ConnectFailed { dest: name(g), reason: reason(g, MAX_REASON) },
             6 => PunchMsg::Unregister { token: bytes16(g), id: name(g) },
+            13 => PunchMsg::PeerLeft { peer: name(g), session: number(g), why: leave_reason(g) },
+            14 => PunchMsg::Decline { token: bytes16(g), id: name(g), peer: name(g), session: number(g) },
             7 => PunchMsg::RelayTo { token: bytes16(g), from: name(g), to: name(g), inner: inner(g) },
             8 => PunchMsg::RelayedFrom { from: name(g), inner: inner(g) },
             9 => PunchMsg::Probe { session: number(g), nonce: number(g) },
@@ -431,7 +462,7 @@ impl ArbDatagram {
                 wire.push(u8::arbitrary(g));
                 fix_length(&mut wire);
             }
-            2 => wire[1] = below(g, 8) as u8,
+            2 => wire[1] = below(g, 10) as u8,
             3 if wire.len() >= 8 => {
                 // U+00A0 or U+0085: whitespace to Unicode, not to ASCII.
                 let at = 6 + below(g, wire.len() - 7);
@@ -457,7 +488,7 @@ impl ArbDatagram {
     /// the caps, usually with a correct length field.
     fn random(g: &mut Gen) -> ArbDatagram {
         let kind = if below(g, 8) == 0 { u8::arbitrary(g) } else { 24 + below(g, 3) as u8 };
-        let subtype = if below(g, 8) == 0 { u8::arbitrary(g) } else { below(g, 8) as u8 };
+        let subtype = if below(g, 8) == 0 { u8::arbitrary(g) } else { below(g, 10) as u8 };
         let sizes = [0, 1, 2, 8, 15, 16, 17, 18, 19, 23, 24, 25, 34, 1182, 1183, 1188, 1189, 1200];
         let payload = noisy_payload(g, &sizes, &[0, 1, 4, 6, 8, 9]);
         let mut wire = datagram(kind, subtype, &payload);
@@ -710,16 +741,18 @@ fn a_token_bucket_never_gives_more_than_its_burst_plus_its_rate() {
 // The machines
 // ---------------------------------------------------------------------------------------
 
-/// Requests with the wrong token — `Register`, `Connect`, `RelayTo`, `Unregister` — never
-/// move a registered id nor free it, whether they come from another host, from another
-/// port of the holder's host, or from the holder's very endpoint; each is answered with a
-/// `Refused` to its source and with nothing else (no introduction, no relayed datagram).
-/// The holder's own token still works afterwards, so the test would notice if the id had
-/// been taken over.
+/// Requests with the wrong token — `Register`, `Connect`, `RelayTo`, `Unregister`,
+/// `Decline` — never move a registered id nor free it, nor end its session, whether they
+/// come from another host, from another port of the holder's host, or from the holder's
+/// very endpoint; each is answered with a `Refused` to its source and with nothing else
+/// (no introduction, no relayed datagram, no `PeerLeft`), but a `Decline`, which is not
+/// answered at all (a refusal would be longer than it: a reflector). The holder's own
+/// token still works afterwards, so the test would notice if the id had been taken over,
+/// and its leaving tells B, so it would notice if the session had ended.
 ///
 /// Catches a rendezvous that re-points an id on any `Register` for it, trusts the source
 /// address instead of the token, introduces or relays for whoever names an id, or lets
-/// anyone unregister it.
+/// anyone unregister it or end its session.
 #[test]
 fn spoofed_requests_never_move_an_id() {
     let socket = SocketId(3);
@@ -748,7 +781,10 @@ fn spoofed_requests_never_move_an_id() {
     assert_eq!(sent, [(other_b, registered("B", other_b))]);
     // A and B are introduced, so that with the right token A could relay to B.
     let (sent, ..) = feed(holder, PunchMsg::Connect { token: a_token, id: "A".into(), dest: "B".into() });
-    assert!(matches!(&sent[..], [(_, PunchMsg::PeerInfo { .. }), (_, PunchMsg::PeerInfo { .. })]), "{sent:?}");
+    let [(_, PunchMsg::PeerInfo { session, .. }), (_, PunchMsg::PeerInfo { .. })] = &sent[..] else {
+        panic!("{sent:?}")
+    };
+    let session = *session;
 
     let attacker: SocketAddr = "192.0.2.66:6666".parse().unwrap();
     let same_host: SocketAddr = "198.51.100.7:40001".parse().unwrap();
@@ -759,22 +795,26 @@ fn spoofed_requests_never_move_an_id() {
             PunchMsg::Connect { token: wrong, id: "A".into(), dest: "B".into() },
             PunchMsg::RelayTo { token: wrong, from: "A".into(), to: "B".into(), inner: inner.clone() },
             PunchMsg::Unregister { token: wrong, id: "A".into() },
+            PunchMsg::Decline { token: wrong, id: "A".into(), peer: "B".into(), session },
         ];
         for spoof in spoofs {
             let (sent, endpoint, count) = feed(from, spoof.clone());
             assert_eq!(endpoint, Some(holder), "{spoof:?} from {from} moved A");
             assert_eq!(count, 2, "{spoof:?} from {from} freed an id");
-            assert!(
-                matches!(&sent[..], [(to, PunchMsg::Refused { id, .. })] if *to == from && id == "A"),
-                "{spoof:?} from {from} was answered with {sent:?}, not one Refused"
-            );
+            let answered = match spoof {
+                PunchMsg::Decline { .. } => sent.is_empty(),
+                _ => matches!(&sent[..], [(to, PunchMsg::Refused { id, .. })] if *to == from && id == "A"),
+            };
+            assert!(answered, "{spoof:?} from {from} was answered with {sent:?}");
         }
     }
     // Still A's: its token refreshes it, moves it and frees it; then anyone may take it.
     let (sent, endpoint, _) = feed(same_host, PunchMsg::Register { token: a_token, id: "A".into(), private: vec![] });
     assert_eq!((sent, endpoint), (vec![(same_host, registered("A", same_host))], Some(same_host)));
+    // Leaving ends A's session with B, which is told (the spoofs above did not end it).
     let (sent, endpoint, count) = feed(same_host, PunchMsg::Unregister { token: a_token, id: "A".into() });
-    assert_eq!((sent, endpoint, count), (vec![], None, 1));
+    let left = PunchMsg::PeerLeft { peer: "A".into(), session, why: LeaveReason::Quit };
+    assert_eq!((sent, endpoint, count), (vec![(other_b, left)], None, 1));
     let (sent, endpoint, _) = feed(attacker, PunchMsg::Register { token: wrong, id: "A".into(), private: vec![] });
     assert_eq!((sent, endpoint), (vec![(attacker, registered("A", attacker))], Some(attacker)));
 }

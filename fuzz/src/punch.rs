@@ -56,7 +56,7 @@ pub enum Verdict {
         /// The bytes after the header.
         actual: usize,
     },
-    /// Not a punch type and subtype (24: 0–6, 25: 0–1, 26: 0–3).
+    /// Not a punch type and subtype (24: 0–8, 25: 0–1, 26: 0–3).
     UnknownKind,
     /// The payload ends inside a field, or goes on after the last one.
     BadLength,
@@ -72,6 +72,8 @@ pub enum Verdict {
     BadReason,
     /// A refusal code byte (the one given) over 4.
     BadCode(u8),
+    /// A leave reason byte (the one given) over 3.
+    BadLeaveReason(u8),
     /// An inner datagram over 1,100 bytes (its length given).
     InnerTooLong(usize),
 }
@@ -96,6 +98,7 @@ impl Verdict {
                 PunchMsgError::BadBody => Verdict::BadBody,
                 PunchMsgError::BadReason => Verdict::BadReason,
                 PunchMsgError::BadCode(code) => Verdict::BadCode(code),
+                PunchMsgError::BadLeaveReason(why) => Verdict::BadLeaveReason(why),
                 PunchMsgError::InnerTooLong(len) => Verdict::InnerTooLong(len),
             },
         }
@@ -121,6 +124,8 @@ enum Field {
     Reason,
     /// u8, 0–4: why a request was refused.
     Code,
+    /// u8, 0–3: why a peer left a session.
+    Why,
     /// The rest of the payload: at most 1,100 raw bytes.
     Inner,
 }
@@ -137,6 +142,8 @@ fn layout(kind: u8, subtype: u8) -> Option<&'static [Field]> {
         (24, 4) => &[Name, U64, Addr, Addrs],   // PeerInfo
         (24, 5) => &[Name, Reason],             // ConnectFailed
         (24, 6) => &[Token, Name],              // Unregister
+        (24, 7) => &[Name, U64, Why],           // PeerLeft
+        (24, 8) => &[Token, Name, Name, U64],   // Decline
         (25, 0) => &[Token, Name, Name, Inner], // RelayTo
         (25, 1) => &[Name, Inner],              // RelayedFrom
         (26, 0) | (26, 1) => &[U64, U64],       // Probe, ProbeAck
@@ -202,6 +209,12 @@ fn read(field: Field, rest: &mut &[u8]) -> Result<(), Verdict> {
             let code = spec::byte(rest)?;
             if code > 4 {
                 return Err(Verdict::BadCode(code));
+            }
+        }
+        Field::Why => {
+            let why = spec::byte(rest)?;
+            if why > 3 {
+                return Err(Verdict::BadLeaveReason(why));
             }
         }
         Field::Reason => {

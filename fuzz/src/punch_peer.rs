@@ -16,6 +16,9 @@
 //! rendezvous named, direct probes only to endpoints it was told of, heard a probe from or
 //! has a path to, a `ProbeAck` only answering a probe, to its source, an `Ack` only
 //! answering data, a `Data` always with the body that was sent under its sequence number.
+//! A `Decline` only names a session the rendezvous offered in that step (an introduction,
+//! or a relayed message of it) and keeps the current session; a `PeerLeft` ends the
+//! current session exactly when it names it; after `leave` the peer does nothing at all.
 //! Commands are refused exactly when they should be, and `unacked() <= max_unacked` always.
 
 use crate::driver::Driver;
@@ -45,6 +48,9 @@ struct Fed {
     probes: Vec<(SocketAddr, u64, u64)>,
     /// A `Data` arrived: directly from this source, or (`None`) through the relay.
     data: Vec<Option<SocketAddr>>,
+    /// Sessions the rendezvous named, introducing a peer (`PeerInfo`) or relaying a
+    /// peer-to-peer message from it: the ones the peer may decline.
+    offered: Vec<(String, u64)>,
 }
 
 /// What the harness knows of the peer, from what it fed and what it saw sent.
@@ -94,6 +100,12 @@ impl Book {
                     assert_eq!(id, ME, "unregistered another id");
                     token
                 }
+                PunchMsg::Decline { token, id, peer, session } => {
+                    assert_eq!(id, ME, "declined as another id");
+                    let offered = fed.offered.contains(&(peer.clone(), *session));
+                    assert!(offered, "declined {peer}'s session {session}, which nobody offered in this step");
+                    token
+                }
                 PunchMsg::RelayTo { token, from, inner, .. } => {
                     assert_eq!(from, ME, "relayed as another id");
                     let inner =
@@ -110,13 +122,7 @@ impl Book {
 
     /// Checks one peer-to-peer message the peer sent, to `to` or (`None`) through the relay.
     fn peer_msg(&mut self, to: Option<SocketAddr>, msg: PunchMsg, fed: &Fed) {
-        let session = match msg {
-            PunchMsg::Probe { session, .. }
-            | PunchMsg::ProbeAck { session, .. }
-            | PunchMsg::Data { session, .. }
-            | PunchMsg::Ack { session, .. } => session,
-            _ => unreachable!("type 26"),
-        };
+        let session = msg.peer_session().expect("type 26");
         assert!(self.sessions.contains(&session), "{msg:?}: no PeerInfo from the rendezvous named that session");
         match msg {
             PunchMsg::Probe { session, nonce } => {
@@ -156,14 +162,19 @@ impl Book {
     /// Notes what a datagram from `from` tells the harness about where the peer may send.
     fn fed(&mut self, from: SocketAddr, msg: &PunchMsg, fed: &mut Fed) {
         match msg {
-            PunchMsg::PeerInfo { session, public, private, .. } if from == rendezvous() => {
+            PunchMsg::PeerInfo { peer, session, public, private } if from == rendezvous() => {
                 self.sessions.insert(*session);
                 self.candidates.insert(*public);
                 self.candidates.extend(private);
+                fed.offered.push((peer.clone(), *session));
             }
-            PunchMsg::RelayedFrom { inner, .. } if from == rendezvous() => {
-                if let Ok(PunchMsg::Data { .. }) = PunchMsg::from_datagram(inner.clone()) {
+            PunchMsg::RelayedFrom { from: peer, inner } if from == rendezvous() => {
+                let relayed = PunchMsg::from_datagram(inner.clone());
+                if let Ok(PunchMsg::Data { .. }) = relayed {
                     fed.data.push(None);
+                }
+                if let Some(session) = relayed.ok().and_then(|m| m.peer_session()) {
+                    fed.offered.push((peer.clone(), session));
                 }
             }
             PunchMsg::Probe { session, nonce } => {
@@ -210,9 +221,13 @@ pub fn fuzz_punch_peer(data: &[u8]) {
         Driver::with_sockets(Peer::new(Env::new(seed), Instant::ZERO, config.clone()), Instant::ZERO, &[SOCKET]);
     let mut book = Book::default();
     book.sent(&outputs, &Fed::default());
+    let mut left = false;
     while !s.is_empty() {
         let op = s.u8();
         let mut fed = Fed::default();
+        let before = d.machine.session().map(|(peer, session)| (peer.to_owned(), session));
+        // A `PeerLeft` from the rendezvous, if this step feeds one.
+        let mut peer_left = None;
         let datagram: Option<(SocketAddr, Vec<u8>)> = match op % 13 {
             0 | 1 => {
                 let from = if s.below(8) == 0 { source(s.u8()) } else { rendezvous() };
@@ -264,6 +279,9 @@ pub fn fuzz_punch_peer(data: &[u8]) {
             (_, Some((from, bytes))) => {
                 if let Ok(msg) = PunchMsg::from_datagram(Bytes::from(bytes.clone())) {
                     book.fed(from, &msg, &mut fed);
+                    if let (PunchMsg::PeerLeft { peer, session, .. }, true) = (&msg, from == rendezvous()) {
+                        peer_left = Some((peer.clone(), *session));
+                    }
                 }
                 d.datagram(SOCKET, from, &bytes)
             }
@@ -297,7 +315,11 @@ pub fn fuzz_punch_peer(data: &[u8]) {
                 }
                 outputs
             }
-            (10, None) => d.command(|peer, now| peer.leave(now)).1,
+            (10, None) => {
+                let outputs = d.command(|peer, now| peer.leave(now)).1;
+                left = true;
+                outputs
+            }
             (11, None) => {
                 let now = d.now() + Duration::from_millis(u64::from(s.u8()) * 50);
                 d.timeout(now)
@@ -311,5 +333,21 @@ pub fn fuzz_punch_peer(data: &[u8]) {
         };
         book.sent(&outputs, &fed);
         assert!(d.machine.unacked() <= config.max_unacked, "{} messages unacknowledged", d.machine.unacked());
+        let after = d.machine.session().map(|(peer, session)| (peer.to_owned(), session));
+        if let Some(ended) = peer_left {
+            // Only the current session's own `PeerLeft` ends it; a stale one changes nothing,
+            // nor does anything after `leave`.
+            let expected = if before.as_ref() == Some(&ended) && !left { None } else { before.clone() };
+            assert_eq!(after, expected, "session {before:?} after PeerLeft {ended:?}");
+        }
+        let declined = outputs.iter().any(|o| {
+            matches!(o, Output::Transmit { bytes, .. } if matches!(PunchMsg::from_datagram(bytes.clone()), Ok(PunchMsg::Decline { .. })))
+        });
+        if declined && before.is_some() {
+            assert_eq!(after, before, "declining an introduction changed the session");
+        }
+        if left && op % 13 != 10 {
+            assert!(outputs.is_empty(), "after leave the peer still did {outputs:?}");
+        }
     }
 }

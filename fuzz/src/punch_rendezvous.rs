@@ -12,8 +12,12 @@
 //! anyone may register the id again). Every datagram the rendezvous sends must be a valid
 //! punch message (checked by [`check_punch_datagram`]) of the rendezvous's own kinds, sent
 //! where the rules say: a `Registered` to the registering source, a `PeerInfo` only for a
-//! `Connect` with the asker's token, a `RelayedFrom` only for a `RelayTo` with the sender's
-//! token, to the recipient's endpoint, between two ids it introduced.
+//! `Connect` with the asker's token and never taking a third id out of a live session (a
+//! `ConnectFailed` says it is busy instead), a `RelayedFrom` only for a `RelayTo` with the
+//! sender's token, to the recipient's endpoint, between the two ids of a live session, a
+//! `PeerLeft` only to the partner of an id that left its live session (by an `Unregister`,
+//! a `Connect` for another id or a `Decline`, each with its token, or by expiry), and to
+//! every such partner.
 //!
 //! [`Script`] and the pools are shared with the `punch_peer` harness.
 
@@ -24,7 +28,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 use switchyard_core::punch::{Rendezvous, RendezvousConfig, RendezvousEvent};
-use switchyard_core::wire::punch::{PunchMsg, RefusalCode, Token, MAX_INNER, MAX_PRIVATE, TOKEN_LEN};
+use switchyard_core::wire::punch::{
+    busy_reason, LeaveReason, PunchMsg, RefusalCode, Token, MAX_INNER, MAX_PRIVATE, TOKEN_LEN,
+};
 use switchyard_core::{Env, Instant, Output, SocketId};
 
 // ---------------------------------------------------------------------------------------
@@ -132,15 +138,21 @@ pub fn peer_message(s: &mut Script<'_>) -> PunchMsg {
     }
 }
 
-/// A request to the rendezvous (`Register`, `Connect`, `RelayTo`, `Unregister`).
+/// A request to the rendezvous (`Register`, `Connect`, `RelayTo`, `Decline`, `Unregister`).
 pub fn request(s: &mut Script<'_>) -> PunchMsg {
     let token = token(s);
-    match s.below(7) {
+    match s.below(8) {
         0..=2 => PunchMsg::Register { token, id: id(s), private: endpoints(s) },
         3 | 4 => PunchMsg::Connect { token, id: id(s), dest: id(s) },
         5 => PunchMsg::RelayTo { token, from: id(s), to: id(s), inner: inner(s) },
+        6 => PunchMsg::Decline { token, id: id(s), peer: id(s), session: u64_field(s) },
         _ => PunchMsg::Unregister { token, id: id(s) },
     }
+}
+
+/// A leave reason, any of them.
+fn leave_reason(s: &mut Script<'_>) -> LeaveReason {
+    [LeaveReason::Quit, LeaveReason::Expired, LeaveReason::MovedOn, LeaveReason::Busy][s.below(4)]
 }
 
 /// A refusal code, any of them.
@@ -150,13 +162,14 @@ fn refusal_code(s: &mut Script<'_>) -> RefusalCode {
 }
 
 /// A message the rendezvous sends (`Registered`, `Refused`, `PeerInfo`, `ConnectFailed`,
-/// `RelayedFrom`).
+/// `PeerLeft`, `RelayedFrom`).
 pub fn answer(s: &mut Script<'_>) -> PunchMsg {
-    match s.below(5) {
+    match s.below(6) {
         0 => PunchMsg::Registered { id: id(s), public: endpoint(s.u8()) },
         1 => PunchMsg::Refused { id: id(s), code: refusal_code(s), reason: "no".to_owned() },
         2 => PunchMsg::PeerInfo { peer: id(s), session: u64_field(s), public: endpoint(s.u8()), private: endpoints(s) },
         3 => PunchMsg::ConnectFailed { dest: id(s), reason: "not registered".to_owned() },
+        4 => PunchMsg::PeerLeft { peer: id(s), session: u64_field(s), why: leave_reason(s) },
         _ => PunchMsg::RelayedFrom { from: id(s), inner: inner(s) },
     }
 }
@@ -201,23 +214,25 @@ struct Holder {
     expires: Instant,
 }
 
-/// The harness's book: every registration that should exist, and every pair of ids the
-/// rendezvous introduced.
+/// The harness's book: every registration that should exist, and the peer and session
+/// each id was last introduced to (a session is live while both name each other).
 #[derive(Debug, Default)]
 struct Book {
     holders: BTreeMap<String, Holder>,
-    introduced: BTreeSet<(String, String)>,
-}
-
-fn pair(a: &str, b: &str) -> (String, String) {
-    if a <= b {
-        (a.to_owned(), b.to_owned())
-    } else {
-        (b.to_owned(), a.to_owned())
-    }
+    partners: BTreeMap<String, (String, u64)>,
+    /// The holders that expired in the current step: a `PeerLeft` may still go to one (two
+    /// partners that expire together).
+    expired: BTreeMap<String, Holder>,
 }
 
 impl Book {
+    /// `id`'s live session: (partner, session), both naming each other.
+    fn live(&self, id: &str) -> Option<(String, u64)> {
+        let (partner, session) = self.partners.get(id)?.clone();
+        let back = self.partners.get(&partner)?;
+        (back.0 == id && back.1 == session).then_some((partner, session))
+    }
+
     /// True when `token` is the token `id` is registered with.
     fn authorised(&self, id: &str, token: &Token) -> bool {
         self.holders.get(id).is_some_and(|h| &h.token == token)
@@ -235,10 +250,12 @@ impl Book {
         let events: Vec<&RendezvousEvent> =
             outputs.iter().filter_map(|o| if let Output::Event(e) = o { Some(e) } else { None }).collect();
         // Expiry comes first, before the datagram is looked at.
+        self.expired.clear();
         for event in &events {
             if let RendezvousEvent::Forgotten { id, expired: true } = event {
                 let holder = self.holders.remove(id).unwrap_or_else(|| panic!("{id} expired, but was not registered"));
                 assert!(holder.expires <= now, "{id} expired at {now}, before its expiry {}", holder.expires);
+                self.expired.insert(id.clone(), holder);
             }
         }
         let (mut registered, mut moved) = (BTreeSet::new(), BTreeSet::new());
@@ -246,6 +263,10 @@ impl Book {
             let Output::Transmit { socket, to, bytes } = output else { continue };
             assert_eq!(*socket, SOCKET, "sent from the wrong socket");
             let reply = check_punch_datagram(bytes).unwrap_or_else(|e| panic!("sent an invalid datagram: {e}"));
+            if let PunchMsg::PeerLeft { peer, session, why } = reply {
+                self.peer_left(fed.map(|(_, msg)| msg), *to, peer, session, why);
+                continue;
+            }
             let Some((from, msg)) = fed else { panic!("sent {reply:?} to {to} without a datagram to answer") };
             self.reply(config, now, from, msg, *to, reply, &mut registered, &mut moved);
         }
@@ -275,11 +296,18 @@ impl Book {
                                 | PunchMsg::Connect { .. }
                                 | PunchMsg::RelayTo { .. }
                                 | PunchMsg::Unregister { .. }
+                                | PunchMsg::Decline { .. }
                         );
                         assert!(!request, "the request {msg:?} was dropped as bad");
                     }
                 }
                 _ => {}
+            }
+        }
+        // Whoever left the rendezvous left its session, and its partner was told.
+        for id in self.partners.keys() {
+            if let Some((partner, _)) = self.live(id) {
+                assert!(self.holders.contains_key(id), "{id} is gone, but {partner} was not told it left");
             }
         }
         for id in &registered {
@@ -294,6 +322,32 @@ impl Book {
                 "{id} moved without a Moved event"
             );
         }
+    }
+
+    /// Checks a `PeerLeft` the rendezvous sent to `to`: `left` was in a live `session`, it
+    /// goes to the partner's endpoint, and `fed` (the step's datagram, if any) is what
+    /// ended the session as `why` says; ends the session in the book.
+    fn peer_left(&mut self, fed: Option<&PunchMsg>, to: SocketAddr, left: String, session: u64, why: LeaveReason) {
+        let live = self.live(&left);
+        let Some((partner, in_session)) = live else { panic!("told {to} that {left} left, who was in no session") };
+        assert_eq!(in_session, session, "PeerLeft names another session than {left}'s");
+        let told = self.holders.get(&partner).or_else(|| self.expired.get(&partner));
+        let told = told.unwrap_or_else(|| panic!("told {partner}, who is not registered"));
+        assert_eq!(to, told.public, "PeerLeft went somewhere other than {partner}'s endpoint");
+        let cause_ok = match (why, fed) {
+            (LeaveReason::Expired, _) => self.expired.contains_key(&left),
+            (LeaveReason::Quit, Some(PunchMsg::Unregister { token, id })) => *id == left && self.authorised(id, token),
+            (LeaveReason::MovedOn, Some(PunchMsg::Connect { token, id, dest })) => {
+                *id == left && *dest != partner && self.authorised(id, token)
+            }
+            (LeaveReason::Busy, Some(PunchMsg::Decline { token, id, peer, session: declined })) => {
+                *id == left && *peer == partner && *declined == session && self.authorised(id, token)
+            }
+            _ => false,
+        };
+        assert!(cause_ok, "{left} left its session with {partner} ({why:?}) on {fed:?}");
+        self.partners.remove(&left);
+        self.partners.remove(&partner);
     }
 
     /// Checks one datagram the rendezvous sent in answer to `msg` from `from`.
@@ -345,7 +399,7 @@ impl Book {
                 };
                 assert_eq!(&id, asked, "Refused names another id than the request");
             }
-            PunchMsg::PeerInfo { peer, public, .. } => {
+            PunchMsg::PeerInfo { peer, public, session, .. } => {
                 let PunchMsg::Connect { token, id, dest } = msg else { panic!("PeerInfo answers {msg:?}") };
                 assert!(self.authorised(id, token), "{id} was introduced on a Connect without its token");
                 let (asker, target) = (&self.holders[id], self.holders.get(dest));
@@ -356,9 +410,18 @@ impl Book {
                     assert_eq!(&peer, id, "PeerInfo about a third id");
                     assert_eq!((to, public), (target.public, asker.public), "the target's PeerInfo is wrong");
                 }
-                self.introduced.insert(pair(id, dest));
+                // Nobody is taken out of a live session but by its own request, and the same
+                // two peers keep their session.
+                for (who, other) in [(id, dest), (dest, id)] {
+                    if let Some((partner, live)) = self.live(who) {
+                        assert_eq!(&partner, other, "{dest} was introduced to {id} while {who} is with {partner}");
+                        assert_eq!(live, session, "{id} and {dest} were given a new session while in one");
+                    }
+                }
+                self.partners.insert(id.clone(), (dest.clone(), session));
+                self.partners.insert(dest.clone(), (id.clone(), session));
             }
-            PunchMsg::ConnectFailed { dest, .. } => {
+            PunchMsg::ConnectFailed { dest, reason } => {
                 assert_eq!(to, from, "ConnectFailed must go to the request's source");
                 let (token, id, asked) = match msg {
                     PunchMsg::Connect { token, id, dest } => (token, id, dest),
@@ -367,7 +430,15 @@ impl Book {
                 };
                 assert_eq!(&dest, asked, "ConnectFailed names another id than the request");
                 assert!(self.authorised(id, token), "a request without the token of {id} was served");
-                assert!(!self.holders.contains_key(&dest), "ConnectFailed, but {dest} is registered");
+                match self.live(&dest) {
+                    Some((partner, _)) => {
+                        assert_ne!(&partner, id, "ConnectFailed for {dest}, who is in a session with {id}");
+                        assert_eq!(reason, busy_reason(&dest), "ConnectFailed for busy {dest} says otherwise");
+                    }
+                    None => {
+                        assert!(!self.holders.contains_key(&dest), "ConnectFailed, but {dest} is registered and free")
+                    }
+                }
             }
             PunchMsg::RelayedFrom { from: sender, inner } => {
                 let PunchMsg::RelayTo { token, from: id, to: recipient, inner: sent } = msg else {
@@ -376,8 +447,8 @@ impl Book {
                 assert_eq!((&sender, &inner), (id, sent), "the relay changed the sender or the datagram");
                 assert!(self.authorised(id, token), "{id} relayed without its token: someone spoke for it");
                 assert!(
-                    self.introduced.contains(&pair(id, recipient)),
-                    "relayed between {id} and {recipient}, never introduced"
+                    self.live(id).is_some_and(|(partner, _)| partner == *recipient),
+                    "relayed between {id} and {recipient}, who are not in a session"
                 );
                 let target =
                     self.holders.get(recipient).unwrap_or_else(|| panic!("relayed to unregistered {recipient}"));
@@ -395,9 +466,12 @@ impl Book {
         }
         assert_eq!(rendezvous.registrations(), self.holders.len(), "registrations besides the book's");
         let named = match fed {
-            Some(PunchMsg::Register { id, .. } | PunchMsg::Connect { id, .. } | PunchMsg::Unregister { id, .. }) => {
-                Some(id)
-            }
+            Some(
+                PunchMsg::Register { id, .. }
+                | PunchMsg::Connect { id, .. }
+                | PunchMsg::Unregister { id, .. }
+                | PunchMsg::Decline { id, .. },
+            ) => Some(id),
             Some(PunchMsg::RelayTo { from, .. }) => Some(from),
             _ => None,
         };

@@ -34,8 +34,17 @@
 //!
 //! **Chat.** Messages go through a [`channel`](super::channel): numbered, acknowledged and
 //! resent, so none is lost or duplicated across loss or a change of path. One peer is
-//! talked to at a time: an introduction to another peer ends the chat with the first
-//! ([`PeerEvent::Abandoned`] counts what was still unacknowledged).
+//! talked to at a time: an introduction to another peer that this peer asked for ends the
+//! chat with the first ([`PeerEvent::Abandoned`] counts what was still unacknowledged).
+//!
+//! **One session at a time.** An introduction to another peer that this peer did *not* ask
+//! for, while it is in a session, is declined ([`PunchMsg::Decline`], [`PeerEvent::Declined`]):
+//! nobody but the user takes a live session over. The rendezvous normally refuses such a
+//! `Connect` itself; the decline covers a rendezvous that forgot the session (it restarted).
+//! When the other side leaves — it quits, expires, or is introduced to a peer it asked for —
+//! the rendezvous says so ([`PunchMsg::PeerLeft`]) and the session and its chat end
+//! ([`PeerEvent::PeerLeft`]); a session this peer asked for and the other declined ends as a
+//! failed connect. After [`Peer::leave`] the machine does nothing more.
 //!
 //! **Caps.** Candidates per introduction: [`MAX_CANDIDATES`] (further peer-reflexive ones are
 //! ignored); outstanding probe nonces: [`MAX_PROBES`] (oldest forgotten); unacknowledged
@@ -47,7 +56,8 @@ use crate::machine::{Input, Machine, Output, OutputQueue};
 use crate::rng::Rng;
 use crate::time::{Clock, Instant};
 use crate::wire::punch::{
-    is_valid_body, is_valid_name, PunchMsg, RefusalCode, Token, MAX_BODY, MAX_PRIVATE, PEER, TOKEN_LEN,
+    busy_reason, is_valid_body, is_valid_name, LeaveReason, PunchMsg, RefusalCode, Token, MAX_BODY, MAX_PRIVATE, PEER,
+    TOKEN_LEN,
 };
 use crate::Env;
 use bytes::Bytes;
@@ -204,6 +214,24 @@ pub enum PeerEvent {
         /// Messages it may not have received.
         unacked: usize,
     },
+    /// The other side of the session left it, with `unacked` messages never acknowledged;
+    /// the chat with it is over.
+    PeerLeft {
+        /// The peer that left.
+        peer: String,
+        /// Why.
+        why: LeaveReason,
+        /// Messages it may not have received.
+        unacked: usize,
+    },
+    /// An introduction to `peer`, which this peer did not ask for, was declined: this peer
+    /// is in a session with `busy_with`.
+    Declined {
+        /// The peer that asked for this one.
+        peer: String,
+        /// The peer of the session that goes on.
+        busy_with: String,
+    },
     /// A datagram that is not a valid punch message was dropped.
     BadDatagram {
         /// Its source.
@@ -288,12 +316,18 @@ pub struct Peer {
     out: OutputQueue<PeerEvent>,
     public: Option<SocketAddr>,
     refused: bool,
+    /// [`Peer::leave`] was called: the machine is inert.
+    left: bool,
+    /// `Register`s sent; `None` once the rendezvous answered one.
+    unanswered_registers: Option<u32>,
     next_register: Instant,
     register_backoff: Duration,
     last_answer: Option<Instant>,
     pending: Option<PendingConnect>,
     session: Option<Session>,
     chat: Option<Chat>,
+    /// The introduction declined last, so that declining it again is not reported again.
+    last_declined: Option<(String, u64)>,
 }
 
 impl Peer {
@@ -313,12 +347,15 @@ impl Peer {
             out: OutputQueue::default(),
             public: None,
             refused: false,
+            left: false,
+            unanswered_registers: Some(0),
             next_register: now,
             register_backoff: FIRST_REGISTER_BACKOFF,
             last_answer: None,
             pending: None,
             session: None,
             chat: None,
+            last_declined: None,
         }
     }
 
@@ -340,6 +377,18 @@ impl Peer {
             Some(Via::Direct(addr)) => Some((&s.peer, addr, PathKind::Direct)),
             Some(Via::Relay) => Some((&s.peer, s.public, PathKind::Relayed)),
         }
+    }
+
+    /// The current session's peer and session number, from its introduction until it ends
+    /// (whether or not a path formed).
+    pub fn session(&self) -> Option<(&str, u64)> {
+        self.session.as_ref().map(|s| (s.peer.as_str(), s.id))
+    }
+
+    /// How many `Register`s went out, if the rendezvous has never answered one (neither
+    /// registered nor refused it): `None` once it has.
+    pub fn unanswered_registers(&self) -> Option<u32> {
+        self.unanswered_registers
     }
 
     /// Messages sent but not acknowledged yet.
@@ -375,14 +424,18 @@ impl Peer {
         Ok(seq)
     }
 
-    /// Tells the rendezvous the id is free (best effort: one datagram). Call before
-    /// dropping the machine.
+    /// Tells the rendezvous the id is free (best effort: one datagram), which also tells
+    /// the peer of the session that this one left. From then on the machine ignores every
+    /// input and sends nothing: answering a datagram still in flight (say, a relayed one
+    /// the rendezvous now refuses) would register the id again for a peer that is gone.
+    /// Call before dropping the machine.
     pub fn leave(&mut self, now: Instant) {
         self.clock.advance(now);
-        if self.public.is_some() {
+        if self.public.is_some() && !self.left {
             let msg = PunchMsg::Unregister { token: self.token, id: self.config.id.clone() };
             self.transmit(self.config.rendezvous, msg);
         }
+        self.left = true;
     }
 
     fn transmit(&mut self, to: SocketAddr, msg: PunchMsg) {
@@ -477,6 +530,9 @@ impl Peer {
     // --- timers ---------------------------------------------------------------------------
 
     fn tick(&mut self, now: Instant) {
+        if self.left {
+            return;
+        }
         self.tick_registration(now);
         self.tick_connect(now);
         self.tick_session(now);
@@ -501,6 +557,9 @@ impl Peer {
         let msg =
             PunchMsg::Register { token: self.token, id: self.config.id.clone(), private: self.config.private.clone() };
         self.transmit(self.config.rendezvous, msg);
+        if let Some(sent) = self.unanswered_registers.as_mut() {
+            *sent = sent.saturating_add(1);
+        }
         if self.public.is_some() {
             self.next_register = now + self.config.refresh_interval;
         } else {
@@ -595,6 +654,7 @@ impl Peer {
         }
         match msg {
             PunchMsg::Registered { id, public } if id == self.config.id && !self.refused => {
+                self.unanswered_registers = None;
                 self.last_answer = Some(now);
                 self.register_backoff = FIRST_REGISTER_BACKOFF;
                 if self.public != Some(public) {
@@ -615,6 +675,7 @@ impl Peer {
             PunchMsg::PeerInfo { peer, session, public, private } => {
                 self.on_introduction(now, peer, session, public, private)
             }
+            PunchMsg::PeerLeft { peer, session, why } => self.on_peer_left(peer, session, why),
             PunchMsg::RelayedFrom { from: peer, inner } => self.on_relayed(now, peer, inner),
             other => {
                 let error = format!("unexpected {:?} from the rendezvous", other.kind());
@@ -626,6 +687,7 @@ impl Peer {
     fn on_refused(&mut self, now: Instant, code: RefusalCode, reason: String) {
         match code {
             RefusalCode::Taken | RefusalCode::Full => {
+                self.unanswered_registers = None;
                 if !self.refused {
                     self.refused = true;
                     self.public = None;
@@ -660,8 +722,13 @@ impl Peer {
             let (from, error) = (self.config.rendezvous, "introduced to itself".to_owned());
             return self.out.event(PeerEvent::BadDatagram { from, error });
         }
-        if self.pending.as_ref().is_some_and(|p| p.dest == peer) {
+        let asked = self.pending.as_ref().is_some_and(|p| p.dest == peer);
+        if asked {
             self.pending = None;
+        }
+        if self.session.as_ref().is_some_and(|s| s.peer != peer) && !asked {
+            // Only the user changes sessions: whoever asked for this one is told we are busy.
+            return self.decline(peer, id);
         }
         if let Some(s) = self.session.as_mut().filter(|s| s.peer == peer && s.id == id) {
             // The same introduction again (both sides connected, or a retry): punch again
@@ -705,40 +772,74 @@ impl Peer {
         self.start_punch(now);
     }
 
+    /// Asks the rendezvous to end `session` with `peer`, which this peer will not be in
+    /// while in its own; reported once per declined session (a decline is sent again for
+    /// each relayed datagram of it, in case the first was lost).
+    fn decline(&mut self, peer: String, session: u64) {
+        let Some(busy_with) = self.session.as_ref().map(|s| s.peer.clone()) else { return };
+        let msg = PunchMsg::Decline { token: self.token, id: self.config.id.clone(), peer: peer.clone(), session };
+        self.transmit(self.config.rendezvous, msg);
+        if self.last_declined.as_ref() != Some(&(peer.clone(), session)) {
+            self.last_declined = Some((peer.clone(), session));
+            self.out.event(PeerEvent::Declined { peer, busy_with });
+        }
+    }
+
+    /// The rendezvous says `peer` left `session`: if that is the current session, it ends
+    /// (a `PeerLeft` of an older session, late or duplicated, changes nothing).
+    fn on_peer_left(&mut self, peer: String, session: u64, why: LeaveReason) {
+        if !self.session.as_ref().is_some_and(|s| s.peer == peer && s.id == session) {
+            return;
+        }
+        self.session = None;
+        if self.pending.as_ref().is_some_and(|p| p.dest == peer) {
+            self.pending = None;
+        }
+        let unacked = self.chat.take_if(|c| c.peer == peer).map_or(0, |c| c.sender.unacked());
+        let event = match why {
+            // The introduction we asked for was declined: the connect failed.
+            LeaveReason::Busy => PeerEvent::ConnectFailed { reason: busy_reason(&peer), dest: peer },
+            why => PeerEvent::PeerLeft { peer, why, unacked },
+        };
+        self.out.event(event);
+    }
+
     fn on_relayed(&mut self, now: Instant, peer: String, inner: Bytes) {
         if peer == self.config.id {
             return;
         }
         if self.session.is_none() {
             // The other side was introduced and we missed our introduction (it was lost):
-            // ask for it. The rendezvous relays only between introduced peers.
+            // ask for it. The rendezvous relays only within a session it introduced.
             if self.pending.is_none() {
                 self.pending = Some(PendingConnect { dest: peer, tries: 0, next: now });
             }
             return;
         }
-        if self.session.as_ref().is_some_and(|s| s.peer != peer) {
-            return;
-        }
-        match PunchMsg::from_datagram(inner) {
-            Ok(msg) if msg.kind().0 == PEER => self.on_peer_msg(now, Via::Relay, msg),
+        let msg = match PunchMsg::from_datagram(inner) {
+            Ok(msg) if msg.kind().0 == PEER => msg,
             Ok(_) | Err(_) => {
                 let from = self.config.rendezvous;
                 let error = format!("relayed datagram from {peer} is not a peer-to-peer message");
-                self.out.event(PeerEvent::BadDatagram { from, error });
+                return self.out.event(PeerEvent::BadDatagram { from, error });
             }
+        };
+        if self.session.as_ref().is_some_and(|s| s.peer != peer) {
+            // The rendezvous relays only within a session it thinks live. If we asked for
+            // `peer`, our introduction was lost and the retried `Connect` brings it again;
+            // if not, the rendezvous missed our `Decline` (or the introduction we would
+            // have declined was lost): decline again.
+            if !self.pending.as_ref().is_some_and(|p| p.dest == peer) {
+                self.decline(peer, msg.peer_session().expect("a peer-to-peer message"));
+            }
+            return;
         }
+        self.on_peer_msg(now, Via::Relay, msg)
     }
 
     fn on_peer_msg(&mut self, now: Instant, via: Via, msg: PunchMsg) {
         let Some(s) = self.session.as_mut() else { return };
-        let session = match &msg {
-            PunchMsg::Probe { session, .. }
-            | PunchMsg::ProbeAck { session, .. }
-            | PunchMsg::Data { session, .. }
-            | PunchMsg::Ack { session, .. } => *session,
-            _ => unreachable!("only peer messages come here"),
-        };
+        let session = msg.peer_session().expect("only peer messages come here");
         if session != s.id {
             return;
         }
@@ -804,7 +905,7 @@ impl Machine for Peer {
     fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         let now = self.clock.advance(now);
         if let Input::Datagram { socket, from, bytes } = input {
-            if socket == self.config.socket {
+            if socket == self.config.socket && !self.left {
                 self.on_datagram(now, from, bytes);
             }
         }
@@ -821,6 +922,9 @@ impl Machine for Peer {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
+        if self.left {
+            return None;
+        }
         let mut next: Option<Instant> = None;
         let mut consider = |at: Option<Instant>| {
             if let Some(at) = at {

@@ -4,9 +4,11 @@
 //! **What it trusts.** A peer's public endpoint is always the observed source of its
 //! `Register`, never anything the datagram claims. A registration is bound to the 16-byte
 //! token the peer chose: a `Register` for a live id with another token is refused ("id is
-//! taken"), and `Connect`, `RelayTo` and `Unregister` must carry the id's token, so nobody
-//! who does not know it can take over, re-point or speak for the id. (An on-path observer
-//! who sees the token can; the protocol has no encryption.)
+//! taken"), and `Connect`, `RelayTo`, `Unregister` and `Decline` must carry the id's
+//! token, so nobody who does not know it can take over, re-point, speak for the id or end
+//! its session. (An on-path observer who sees the token can; the protocol has no
+//! encryption.) A `Decline` with a wrong token goes unanswered: a refusal would be longer
+//! than it, making the rendezvous a reflector towards a spoofed source.
 //!
 //! **Limits**, each with its policy when reached:
 //! - registrations: at most [`RendezvousConfig::max_registrations`]; a new id past the cap
@@ -17,33 +19,38 @@
 //!   At most [`RendezvousConfig::max_sources`] buckets: a full bucket is forgotten when room
 //!   is needed (it holds nothing a new one would not); if every bucket is in use, datagrams
 //!   from new sources are dropped until one refills.
-//! - relay: only between two peers it introduced to each other (both registrations must
-//!   still remember that introduction); each datagram at most
+//! - relay: only between the two peers of a live session (below); each datagram at most
 //!   [`MAX_INNER`] bytes (the codec refuses more) and each sender's relayed bytes through a
 //!   bucket of [`RendezvousConfig::relay_burst`] bytes refilling at
 //!   [`RendezvousConfig::relay_rate`] bytes per second; over it, dropped (the peers' reliable
 //!   channel resends).
-//! - introductions remembered per registration: the last [`MAX_INTRODUCTIONS`]; older ones
-//!   are forgotten (relay between them stops until they connect again).
+//! - sessions: each registration is in at most one (it names its partner), so the table of
+//!   sessions is bounded by the registrations.
 //!
 //! **Sessions.** An introduction names a session (a random u64) that both peers put in every
-//! peer-to-peer datagram. Introducing the same two registrations again gives the same
-//! session, so two peers that `CONNECT` each other at once agree on one.
+//! peer-to-peer datagram, and puts both registrations in it: the session is *live* while
+//! each names the other as its partner. Introducing the two peers of a live session again
+//! gives the same session, so two peers that `CONNECT` each other at once agree on one. A
+//! peer in a live session belongs to it: a `Connect` for it from a third peer is refused
+//! ("busy in another session") without a word to it or its partner, and without telling
+//! the asker its endpoints. The session ends when either peer unregisters, expires, is
+//! introduced to another peer it asked for, or declines the introduction (a peer declines
+//! one it did not ask for while it is in a session this rendezvous forgot, e.g. across a
+//! restart); the other peer is told at once with a `PeerLeft` (one datagram, best effort:
+//! if it is lost, that peer's relayed datagrams are refused from then on and its next
+//! `Connect` learns that its partner is busy or gone).
 
 use super::limit::TokenBucket;
 use crate::id::SocketId;
 use crate::machine::{Input, Machine, Output, OutputQueue};
 use crate::rng::Rng;
 use crate::time::{Clock, Instant};
-use crate::wire::punch::{PunchMsg, RefusalCode, Token, MAX_DATAGRAM, MAX_INNER};
+use crate::wire::punch::{busy_reason, LeaveReason, PunchMsg, RefusalCode, Token, MAX_DATAGRAM, MAX_INNER};
 use crate::Env;
 use bytes::Bytes;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-
-/// Introductions each registration remembers (for relay permission and stable sessions).
-pub const MAX_INTRODUCTIONS: usize = 16;
 
 /// Settings of a [`Rendezvous`].
 #[derive(Debug, Clone)]
@@ -107,6 +114,24 @@ pub enum RendezvousEvent {
         /// Why.
         reason: String,
     },
+    /// A `Connect` was refused: the peer asked for is in a live session with another.
+    Busy {
+        /// The peer that asked.
+        from: String,
+        /// The peer it asked for.
+        to: String,
+        /// The peer `to` is in a session with.
+        partner: String,
+    },
+    /// A session ended and the peer that stays (`told`) was sent a `PeerLeft`.
+    SessionEnded {
+        /// The peer that left.
+        left: String,
+        /// The peer that stays.
+        told: String,
+        /// Why `left` left.
+        why: LeaveReason,
+    },
     /// Two peers were introduced.
     Introduced {
         /// The peer that asked.
@@ -148,24 +173,11 @@ struct Registration {
     public: SocketAddr,
     private: Vec<SocketAddr>,
     expires: Instant,
-    /// Peers introduced to this one, newest last, with their session.
-    introduced: VecDeque<(String, u64)>,
+    /// The peer of the session this one was last put in, and the session: the session is
+    /// live only while that peer names this one back.
+    partner: Option<(String, u64)>,
     relay: TokenBucket,
     relay_limited: bool,
-}
-
-impl Registration {
-    fn session_with(&self, peer: &str) -> Option<u64> {
-        self.introduced.iter().find(|(p, _)| p == peer).map(|&(_, s)| s)
-    }
-
-    fn remember(&mut self, peer: &str, session: u64) {
-        self.introduced.retain(|(p, _)| p != peer);
-        if self.introduced.len() == MAX_INTRODUCTIONS {
-            self.introduced.pop_front();
-        }
-        self.introduced.push_back((peer.to_owned(), session));
-    }
 }
 
 #[derive(Debug)]
@@ -284,15 +296,8 @@ impl Rendezvous {
             }
             None => {
                 let relay = TokenBucket::full(now, self.config.relay_burst, self.config.relay_rate);
-                let r = Registration {
-                    token,
-                    public: from,
-                    private,
-                    expires,
-                    introduced: VecDeque::new(),
-                    relay,
-                    relay_limited: false,
-                };
+                let r =
+                    Registration { token, public: from, private, expires, partner: None, relay, relay_limited: false };
                 self.registrations.insert(id.clone(), r);
                 self.out.event(RendezvousEvent::Registered { id: id.clone(), public: from });
             }
@@ -302,10 +307,9 @@ impl Rendezvous {
     }
 
     fn on_connect(&mut self, from: SocketAddr, token: Token, id: String, dest: String) {
-        let Some(asker) = self.authorised(&id, &token) else {
+        if self.authorised(&id, &token).is_none() {
             return self.refuse_unregistered(from, &id, "register first");
-        };
-        let known_session = asker.session_with(&dest);
+        }
         if dest == id {
             return self.refuse(from, &id, RefusalCode::OwnId, "cannot connect to yourself".to_owned());
         }
@@ -314,33 +318,70 @@ impl Rendezvous {
             self.send(from, PunchMsg::ConnectFailed { dest, reason });
             return;
         };
-        let session = match (known_session, target.session_with(&id)) {
-            (Some(a), Some(b)) if a == b => a,
-            _ => self.rng.next_u64(),
+        let (target_public, target_private) = (target.public, target.private.clone());
+        let session = match self.live_session(&dest) {
+            Some((partner, session)) if partner == id => session,
+            Some((partner, _)) => {
+                // Its endpoints stay unknown to the asker, and its session undisturbed.
+                self.send(from, PunchMsg::ConnectFailed { dest: dest.clone(), reason: busy_reason(&dest) });
+                return self.out.event(RendezvousEvent::Busy { from: id, to: dest, partner });
+            }
+            None => {
+                // Asking for another peer is how the asker leaves its session.
+                self.end_session(&id, LeaveReason::MovedOn);
+                self.rng.next_u64()
+            }
         };
-        let target_info =
-            PunchMsg::PeerInfo { peer: dest.clone(), session, public: target.public, private: target.private.clone() };
-        let target_public = target.public;
         let asker = self.registrations.get_mut(&id).expect("authorised above");
-        asker.remember(&dest, session);
+        asker.partner = Some((dest.clone(), session));
         let asker_info =
             PunchMsg::PeerInfo { peer: id.clone(), session, public: asker.public, private: asker.private.clone() };
-        self.registrations.get_mut(&dest).expect("looked up above").remember(&id, session);
+        self.registrations.get_mut(&dest).expect("looked up above").partner = Some((id.clone(), session));
         // Answered where the request came from: the asker proved its id with the token.
+        let target_info =
+            PunchMsg::PeerInfo { peer: dest.clone(), session, public: target_public, private: target_private };
         self.send(from, target_info);
         self.send(target_public, asker_info);
         self.out.event(RendezvousEvent::Introduced { from: id, to: dest, session });
     }
 
+    /// `id`'s live session, as (partner, session): both name each other.
+    fn live_session(&self, id: &str) -> Option<(String, u64)> {
+        let (partner, session) = self.registrations.get(id)?.partner.clone()?;
+        let back = self.registrations.get(&partner)?.partner.as_ref()?;
+        (back.0 == id && back.1 == session).then_some((partner, session))
+    }
+
+    /// Takes `id` out of its live session, if it is in one, and tells the partner why.
+    fn end_session(&mut self, id: &str, why: LeaveReason) {
+        let Some((partner, session)) = self.live_session(id) else { return };
+        self.registrations.get_mut(id).expect("in a live session").partner = None;
+        let told = self.registrations.get_mut(&partner).expect("in a live session");
+        told.partner = None;
+        // To the partner's registered endpoint, and smaller than any request that ends a
+        // session: no reflection.
+        let to = told.public;
+        self.send(to, PunchMsg::PeerLeft { peer: id.to_owned(), session, why });
+        self.out.event(RendezvousEvent::SessionEnded { left: id.to_owned(), told: partner, why });
+    }
+
+    fn on_decline(&mut self, token: Token, id: String, peer: String, session: u64) {
+        // Unanswered when the token is wrong: a refusal would be longer than the request
+        // (a reflector), and a peer that lost its registration lost the introduction with it.
+        if self.authorised(&id, &token).is_some() && self.live_session(&id) == Some((peer, session)) {
+            self.end_session(&id, LeaveReason::Busy);
+        }
+    }
+
     fn on_relay(&mut self, now: Instant, from: SocketAddr, token: Token, id: String, to: String, inner: Bytes) {
-        let Some(sender) = self.authorised(&id, &token) else {
+        if self.authorised(&id, &token).is_none() {
             return self.refuse_unregistered(from, &id, "cannot relay");
-        };
-        let session = sender.session_with(&to);
-        // Both registrations must remember the introduction: a later holder of `to`'s id
-        // (after it left or expired) was never introduced, whatever the sender remembers.
-        let target = self.registrations.get(&to).filter(|t| session.is_some() && t.session_with(&id) == session);
-        let Some(target_public) = target.map(|t| t.public) else {
+        }
+        // Only within a live session: a later holder of `to`'s id (after it left or
+        // expired), or a `to` that moved on to another peer, would drop it anyway.
+        let in_session = self.live_session(&id).is_some_and(|(partner, _)| partner == to);
+        let target_public = self.registrations.get(&to).filter(|_| in_session).map(|t| t.public);
+        let Some(target_public) = target_public else {
             let reason = format!("not introduced to {to} (connect first)");
             return self.refuse(from, &id, RefusalCode::NotIntroduced, reason);
         };
@@ -362,8 +403,14 @@ impl Rendezvous {
         };
         let expires = r.expires;
         self.expiries.remove(&(expires, id.clone()));
+        self.forget(id, LeaveReason::Quit);
+    }
+
+    /// Removes `id`'s registration (its expiry entry is gone already), ending its session.
+    fn forget(&mut self, id: String, why: LeaveReason) {
+        self.end_session(&id, why);
         self.registrations.remove(&id);
-        self.out.event(RendezvousEvent::Forgotten { id, expired: false });
+        self.out.event(RendezvousEvent::Forgotten { id, expired: why == LeaveReason::Expired });
     }
 
     fn on_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
@@ -386,6 +433,7 @@ impl Rendezvous {
                 self.on_relay(now, from, token, id, to, inner)
             }
             PunchMsg::Unregister { token, id } => self.on_unregister(from, token, id),
+            PunchMsg::Decline { token, id, peer, session } => self.on_decline(token, id, peer, session),
             other => {
                 let error = format!("{:?} is not a request to the rendezvous", other.kind());
                 self.out.event(RendezvousEvent::BadDatagram { from, error });
@@ -399,8 +447,7 @@ impl Rendezvous {
                 break;
             }
             let (_, id) = self.expiries.pop_first().expect("first exists");
-            self.registrations.remove(&id);
-            self.out.event(RendezvousEvent::Forgotten { id, expired: true });
+            self.forget(id, LeaveReason::Expired);
         }
     }
 }

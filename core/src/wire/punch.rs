@@ -11,6 +11,8 @@
 //! | 24   | 4       | `PeerInfo`      | peer id, session u64, public addr, private addrs     | rendezvous → peer  |
 //! | 24   | 5       | `ConnectFailed` | dest id, reason                                      | rendezvous → peer  |
 //! | 24   | 6       | `Unregister`    | token\[16], id                                       | peer → rendezvous  |
+//! | 24   | 7       | `PeerLeft`      | peer id, session u64, why u8                         | rendezvous → peer  |
+//! | 24   | 8       | `Decline`       | token\[16], id, peer id, session u64                 | peer → rendezvous  |
 //! | 25   | 0       | `RelayTo`       | token\[16], from id, to id, inner datagram           | peer → rendezvous  |
 //! | 25   | 1       | `RelayedFrom`   | from id, inner datagram                              | rendezvous → peer  |
 //! | 26   | 0       | `Probe`         | session u64, nonce u64                               | peer → peer        |
@@ -91,6 +93,35 @@ impl RefusalCode {
     }
 }
 
+/// Why a peer is no longer in a session, as the `why` byte of [`PunchMsg::PeerLeft`] says:
+/// the other side tells its user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LeaveReason {
+    /// 0: it unregistered (its user quit).
+    Quit = 0,
+    /// 1: its registration expired (it stopped refreshing: it crashed or lost its network).
+    Expired = 1,
+    /// 2: it was introduced to another peer it asked for.
+    MovedOn = 2,
+    /// 3: it declined the introduction: it is busy in another session.
+    Busy = 3,
+}
+
+impl LeaveReason {
+    /// Every reason, in code order: a code is its index.
+    const ALL: [LeaveReason; 4] = [LeaveReason::Quit, LeaveReason::Expired, LeaveReason::MovedOn, LeaveReason::Busy];
+
+    fn from_u8(b: u8) -> Option<LeaveReason> {
+        LeaveReason::ALL.get(usize::from(b)).copied()
+    }
+}
+
+/// The reason text of a `Connect` refused because `dest` is busy in another session, the
+/// same whether the rendezvous refuses it or `dest` itself declines.
+pub fn busy_reason(dest: &str) -> String {
+    format!("peer {dest} is busy in another session")
+}
+
 /// One datagram of the hole-punching protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PunchMsg {
@@ -154,6 +185,29 @@ pub enum PunchMsg {
         token: Token,
         /// The id.
         id: String,
+    },
+    /// The other side of a session is no longer in it: sent to the peer that stays, when
+    /// the other unregisters, expires, is introduced to a third peer, or declines.
+    PeerLeft {
+        /// The peer that left.
+        peer: String,
+        /// The session it left.
+        session: u64,
+        /// Why.
+        why: LeaveReason,
+    },
+    /// A peer in a session declines an introduction to `peer` it did not ask for: the
+    /// rendezvous forgets that introduction and tells `peer` (a [`PunchMsg::PeerLeft`]
+    /// with [`LeaveReason::Busy`]).
+    Decline {
+        /// The decliner's registration secret.
+        token: Token,
+        /// The decliner's id.
+        id: String,
+        /// The peer it was introduced to.
+        peer: String,
+        /// The declined introduction's session.
+        session: u64,
     },
     /// A peer asks the rendezvous to pass `inner` to `to`.
     RelayTo {
@@ -246,6 +300,9 @@ pub enum PunchMsgError {
     /// A refusal code is not one of [`RefusalCode`]'s.
     #[error("unknown refusal code {0}")]
     BadCode(u8),
+    /// A leave reason is not one of [`LeaveReason`]'s.
+    #[error("unknown leave reason {0}")]
+    BadLeaveReason(u8),
     /// A relayed inner datagram is longer than [`MAX_INNER`].
     #[error("relayed datagram of {0} bytes (at most {MAX_INNER})")]
     InnerTooLong(usize),
@@ -282,12 +339,25 @@ impl PunchMsg {
             PunchMsg::PeerInfo { .. } => (RENDEZVOUS, 4),
             PunchMsg::ConnectFailed { .. } => (RENDEZVOUS, 5),
             PunchMsg::Unregister { .. } => (RENDEZVOUS, 6),
+            PunchMsg::PeerLeft { .. } => (RENDEZVOUS, 7),
+            PunchMsg::Decline { .. } => (RENDEZVOUS, 8),
             PunchMsg::RelayTo { .. } => (RELAY, 0),
             PunchMsg::RelayedFrom { .. } => (RELAY, 1),
             PunchMsg::Probe { .. } => (PEER, 0),
             PunchMsg::ProbeAck { .. } => (PEER, 1),
             PunchMsg::Data { .. } => (PEER, 2),
             PunchMsg::Ack { .. } => (PEER, 3),
+        }
+    }
+
+    /// The session a peer-to-peer message (type 26) belongs to; `None` for other messages.
+    pub fn peer_session(&self) -> Option<u64> {
+        match self {
+            PunchMsg::Probe { session, .. }
+            | PunchMsg::ProbeAck { session, .. }
+            | PunchMsg::Data { session, .. }
+            | PunchMsg::Ack { session, .. } => Some(*session),
+            _ => None,
         }
     }
 
@@ -331,6 +401,17 @@ impl PunchMsg {
             PunchMsg::Unregister { token, id } => {
                 p.put_slice(token);
                 put_name(&mut p, id);
+            }
+            PunchMsg::PeerLeft { peer, session, why } => {
+                put_name(&mut p, peer);
+                p.put_u64(*session);
+                p.put_u8(*why as u8);
+            }
+            PunchMsg::Decline { token, id, peer, session } => {
+                p.put_slice(token);
+                put_name(&mut p, id);
+                put_name(&mut p, peer);
+                p.put_u64(*session);
             }
             PunchMsg::RelayTo { token, from, to, inner } => {
                 assert!(inner.len() <= MAX_INNER, "relayed datagram over {MAX_INNER} bytes");
@@ -383,6 +464,8 @@ impl PunchMsg {
             (RENDEZVOUS, 4) => "peer info",
             (RENDEZVOUS, 5) => "connect failed",
             (RENDEZVOUS, 6) => "unregister",
+            (RENDEZVOUS, 7) => "peer left",
+            (RENDEZVOUS, 8) => "decline",
             (RELAY, 0) => "relay to",
             (RELAY, 1) => "relayed from",
             (PEER, 0) => "probe",
@@ -419,6 +502,17 @@ impl PunchMsg {
                 PunchMsg::ConnectFailed { dest: f.name()?, reason: f.text(MAX_REASON, PunchMsgError::BadReason)? }
             }
             (RENDEZVOUS, 6) => PunchMsg::Unregister { token: f.array()?, id: f.name()? },
+            (RENDEZVOUS, 7) => {
+                let (peer, session, b) = (f.name()?, f.u64()?, f.u8()?);
+                PunchMsg::PeerLeft {
+                    peer,
+                    session,
+                    why: LeaveReason::from_u8(b).ok_or(PunchMsgError::BadLeaveReason(b))?,
+                }
+            }
+            (RENDEZVOUS, 8) => {
+                PunchMsg::Decline { token: f.array()?, id: f.name()?, peer: f.name()?, session: f.u64()? }
+            }
             (RELAY, 0) => {
                 PunchMsg::RelayTo { token: f.array()?, from: f.name()?, to: f.name()?, inner: inner(&mut f)? }
             }
@@ -473,6 +567,8 @@ mod tests {
             PunchMsg::PeerInfo { peer: "B".into(), session: 77, public: addr("203.0.113.9:1"), private: vec![] },
             PunchMsg::ConnectFailed { dest: "B".into(), reason: "not registered".into() },
             PunchMsg::Unregister { token, id: "A".into() },
+            PunchMsg::PeerLeft { peer: "A".into(), session: 77, why: LeaveReason::Busy },
+            PunchMsg::Decline { token, id: "A".into(), peer: "C".into(), session: 78 },
             PunchMsg::RelayTo { token, from: "A".into(), to: "B".into(), inner: inner.clone() },
             PunchMsg::RelayedFrom { from: "A".into(), inner },
             PunchMsg::Probe { session: u64::MAX, nonce: 0 },
@@ -511,6 +607,12 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_left_is_laid_out_as_documented() {
+        let msg = PunchMsg::PeerLeft { peer: "A".into(), session: 0x0102030405060708, why: LeaveReason::MovedOn };
+        assert_eq!(&msg.to_bytes()[..], [0x18, 7, 0, 0x0b, 0, 0, 1, b'A', 1, 2, 3, 4, 5, 6, 7, 8, 2]);
+    }
+
+    #[test]
     fn malformed_datagrams_get_typed_errors() {
         let frame = |kind: u8, subtype: u8, payload: &[u8]| {
             let mut w = vec![kind, subtype];
@@ -520,6 +622,7 @@ mod tests {
             PunchMsg::from_datagram(Bytes::from(w))
         };
         assert_eq!(frame(24, 9, &[]), Err(PunchMsgError::UnknownKind { kind: RENDEZVOUS, subtype: 9 }.into()));
+        assert_eq!(frame(24, 7, &[1, b'A', 0, 0, 0, 0, 0, 0, 0, 1, 4]), Err(PunchMsgError::BadLeaveReason(4).into()));
         assert_eq!(frame(26, 0, &[0; 15]), Err(PunchMsgError::BadLength { what: "probe", len: 15 }.into()));
         assert_eq!(frame(26, 0, &[0; 17]), Err(PunchMsgError::BadLength { what: "probe", len: 17 }.into()));
         assert_eq!(frame(24, 1, &[1, b' ', 4, 1, 2, 3, 4, 0, 1]), Err(PunchMsgError::BadName.into()));
