@@ -13,7 +13,9 @@
 //! | `* ...`                                | answers to other commands and their errors   |
 //!
 //! Commands: `/who`, `/nick NAME` (1–32 of `A-Z a-z 0-9 _ - .`, unique), `/help`. A new
-//! member is `guestN` until it picks a name.
+//! member is `guestN` until it picks a name, N counting up and skipping names a member has
+//! taken with `/nick`, so two members never share a name. Blank lines (empty, or only
+//! spaces and tabs, as telnet sends when Enter is pressed) go to nobody.
 //!
 //! Each member's backlog is capped (`max_backlog` of the server config, 1 MiB by default
 //! here): a member that reads too slowly is disconnected as a slow consumer, the others see
@@ -108,6 +110,18 @@ impl Broadcast {
         others.len()
     }
 
+    /// The next `guestN` no member holds. Each taken name is skipped once at most, so this
+    /// loops no more times than there are members.
+    fn next_guest_name(&mut self) -> String {
+        loop {
+            self.guests += 1;
+            let name = format!("guest{}", self.guests);
+            if !self.names.values().any(|n| *n == name) {
+                return name;
+            }
+        }
+    }
+
     fn notice(text: &str) -> Bytes {
         Bytes::from(format!("* {text}\n"))
     }
@@ -143,8 +157,7 @@ impl LineService for Broadcast {
     type Event = BroadcastEvent;
 
     fn opened(&mut self, sessions: &mut Ctx<'_>, conn: ConnId) {
-        self.guests += 1;
-        let name = format!("guest{}", self.guests);
+        let name = self.next_guest_name();
         self.names.insert(conn, name.clone());
         sessions.send_raw(conn, Self::notice(&format!("welcome {name}, {} member(s) online", self.names.len())));
         self.to_others(sessions, conn, &Self::notice(&format!("{name} joined")));
@@ -154,6 +167,9 @@ impl LineService for Broadcast {
     fn line(&mut self, sessions: &mut Ctx<'_>, conn: ConnId, line: Bytes) {
         if line.first() == Some(&b'/') {
             return self.command(sessions, conn, &String::from_utf8_lossy(&line));
+        }
+        if line.iter().all(|b| matches!(b, b' ' | b'\t')) {
+            return;
         }
         let name = self.name(conn);
         let mut out = BytesMut::with_capacity(name.len() + 2 + line.len() + 1);
@@ -216,6 +232,35 @@ mod tests {
         f.input(Input::Closed { conn: b, reason: NetError::Reset });
         assert_eq!(f.take(a), "* guest2 left\n");
         assert!(f.service_left("guest2"));
+    }
+
+    #[test]
+    fn a_guest_name_taken_by_nick_is_skipped_and_names_stay_unique() {
+        let mut f = server();
+        let a = f.connect();
+        f.send(a, b"/nick guest2\n");
+        f.send(a, b"/nick guest3\n");
+        let b = f.connect();
+        assert_eq!(f.take(b), "* welcome guest2, 2 member(s) online\n");
+        let c = f.connect();
+        assert_eq!(f.take(c), "* welcome guest4, 3 member(s) online\n");
+        // `/nick` keeps its check: a guest cannot take the name another member holds.
+        f.send(c, b"/nick guest3\n");
+        assert_eq!(f.take(c), "* name \"guest3\" is taken\n");
+        f.send(c, b"/who\n");
+        assert_eq!(f.take(c), "* members: guest3, guest2, guest4 (you)\n");
+    }
+
+    #[test]
+    fn blank_lines_go_to_nobody() {
+        let mut f = server();
+        let a = f.connect();
+        let b = f.connect();
+        f.take(a);
+        f.take(b);
+        f.send(a, b"\n \r\n\t \nreal\n");
+        assert_eq!(f.take(b), "guest1: real\n");
+        assert_eq!(f.take(a), "");
     }
 
     #[test]
