@@ -13,6 +13,7 @@ use switchyard_core::punch::RendezvousEvent;
 use switchyard_core::service::broadcast::BroadcastEvent;
 use switchyard_core::service::line_server::{EndReason, LineServerEvent};
 use switchyard_core::tunnel::TunnelEvent;
+use switchyard_core::wire::punch::LeaveReason;
 
 /// An event that knows how to log itself.
 pub trait LogEvent {
@@ -139,7 +140,7 @@ impl LogEvent for RendezvousEvent {
                 tracing::info!("{name}: refused to introduce {from} to {to}: {to} is in a session with {partner}")
             }
             RendezvousEvent::SessionEnded { left, told, why } => {
-                let why = crate::punch::left_because(*why);
+                let why = left_because(*why);
                 tracing::info!("{name}: told {told} that {left} left their session ({why})")
             }
             RendezvousEvent::Forgotten { id, expired: false } => tracing::info!("{name}: {id} left"),
@@ -157,5 +158,16 @@ impl LogEvent for RendezvousEvent {
                 tracing::warn!("{name}: bad datagram from {from}: {error}")
             }
         }
+    }
+}
+
+/// Why a punch peer left its session, in words: the peer's `PEER LEFT` line and the
+/// rendezvous's log both say it this way.
+pub(crate) fn left_because(why: LeaveReason) -> &'static str {
+    match why {
+        LeaveReason::Quit => "it quit",
+        LeaveReason::Expired => "it stopped answering the rendezvous",
+        LeaveReason::MovedOn => "it connected to another peer",
+        LeaveReason::Busy => "it is busy in another session",
     }
 }

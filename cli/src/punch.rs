@@ -21,7 +21,7 @@ use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 use switchyard_adapters::{Driver, EventPolicy, Handle, Running, Runtime, Stopped};
 use switchyard_core::punch::{PathKind, Peer, PeerConfig, PeerEvent};
-use switchyard_core::wire::punch::{is_valid_name, LeaveReason};
+use switchyard_core::wire::punch::is_valid_name;
 use switchyard_core::{Env, Instant};
 
 /// How long lines typed after a `CONNECT` wait for the rendezvous to answer it: the
@@ -471,7 +471,7 @@ impl View<'_> {
                 self.line(format_args!("chat with {peer} ended{}", maybe_lost(*unacked)))
             }
             PeerEvent::PeerLeft { peer, why, unacked } => {
-                self.line(format_args!("PEER LEFT {peer} ({}){}", left_because(*why), maybe_lost(*unacked)))
+                self.line(format_args!("PEER LEFT {peer} ({}){}", crate::events::left_because(*why), maybe_lost(*unacked)))
             }
             PeerEvent::Declined { peer, busy_with } => {
                 self.line(format_args!("{peer} asked to connect; declined (in a session with {busy_with})"))
@@ -487,16 +487,6 @@ fn maybe_lost(unacked: usize) -> String {
     match unacked {
         0 => String::new(),
         n => format!("; {n} message(s) may not have arrived"),
-    }
-}
-
-/// Why the other side left, for its `PEER LEFT` line (and the rendezvous's log).
-pub(crate) fn left_because(why: LeaveReason) -> &'static str {
-    match why {
-        LeaveReason::Quit => "it quit",
-        LeaveReason::Expired => "it stopped answering the rendezvous",
-        LeaveReason::MovedOn => "it connected to another peer",
-        LeaveReason::Busy => "it is busy in another session",
     }
 }
 
