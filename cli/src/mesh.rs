@@ -136,10 +136,22 @@ pub fn default_peers(listen: SocketAddr) -> Vec<SocketAddr> {
     DEFAULT_PORTS.iter().filter(|&&p| p != listen.port()).map(|&p| SocketAddr::new(listen.ip(), p)).collect()
 }
 
+/// A mesh server on `listen` that dials `peers`, as `mesh server` and `up` run it: a
+/// `telnet` user who reaches its port is told how to talk to it and where the text
+/// services are.
+pub fn server(env: Env, listen: SocketAddr, peers: Vec<SocketAddr>) -> MeshServer {
+    let text_client_reply = format!(
+        "error: {listen} is a Switchyard mesh server: it speaks binary frames (docs/PROTOCOL.md section 4), \
+         not text. Chat through it with `switchyard mesh chat --server {listen} --user NAME`; \
+         the hello/world service is `switchyard serve hello` (port 5001 when no mesh server holds it).\n"
+    );
+    MeshServer::new(env, Instant::ZERO, ServerConfig { text_client_reply, ..ServerConfig::new(listen, peers) })
+}
+
 impl ServerCmd {
     async fn run<R: Runtime>(self, rt: R, mut env: Env) -> Result<ExitCode, CliError> {
         let peers = if self.peer.is_empty() { default_peers(self.listen) } else { self.peer };
-        let server = MeshServer::new(env.child(1), Instant::ZERO, ServerConfig::new(self.listen, peers.clone()));
+        let server = server(env.child(1), self.listen, peers.clone());
         let mut fleet = Fleet::new();
         let bound = fleet.launch(&rt, "mesh", server, &[(ListenerId(0), self.listen)]).await?;
         let addr = bound[&ListenerId(0)];

@@ -78,3 +78,25 @@ fn a_client_with_no_server_to_reach_waits_quietly_and_fails_clearly() {
         assert!(stdout.lines().count() <= 4, "--select {select}: {stdout}");
     }
 }
+
+/// `telnet HOST 5001` under `up` reaches a mesh server, not the hello service: the user is
+/// told so in one line, and the server goes on serving mesh clients.
+#[test]
+fn a_text_client_at_a_mesh_port_is_told_what_it_reached() {
+    // 127.0.0.124 is this test's own; the peer it dials does not run.
+    let (listen, peer) = ("127.0.0.124:5001", "127.0.0.124:5002");
+    let mut server = mesh_server(listen, peer);
+    let mut telnet = support::LineConn::connect(listen);
+    telnet.send(b"hello\r\n");
+    let reply = telnet.line();
+    assert!(reply.starts_with(&format!("error: {listen} is a Switchyard mesh server")), "{reply}");
+    assert!(reply.contains(&format!("switchyard mesh chat --server {listen}")), "{reply}");
+    assert!(reply.contains("switchyard serve hello"), "{reply}");
+    let mut rest = String::new();
+    assert_eq!(std::io::Read::read_to_string(&mut telnet.into_reader(), &mut rest).unwrap(), 0, "then it closes");
+    server.wait_for_log("sent text, not mesh frames (first bytes \"hello\\r\\n\")");
+
+    let out = run(&["mesh", "chat", "--server", listen, "--user", "Ann"], b"");
+    assert!(out.status.success(), "the server still registers users: {out:?}");
+    assert!(server.interrupt().success());
+}

@@ -59,6 +59,11 @@ fn reply_presets_answer_as_the_original_servers() {
     let (_greet, to) = serve("greet", &[]);
     let out = run(&["send", "--to", &to, "John"], b"");
     assert_eq!(text(&out.stdout), "Hello Good morning !!!! ::: John\n", "{out:?}");
+    // A client written like the seed's sends no newline and keeps its write side open: it
+    // is answered once it pauses, not after the idle timeout.
+    let mut seed_client = LineConn::connect(&to);
+    seed_client.send(b"John");
+    assert_eq!(seed_client.line(), "Hello Good morning !!!! ::: John");
 
     let (_stamp, to) = serve("stamp", &[]);
     let mut client = LineConn::connect(&to);

@@ -100,7 +100,7 @@ line_service_cmd! {
         subcommand,
         name = "hello",
         example = "switchyard serve hello\nswitchyard send --to 127.0.0.1:5001 hello\nswitchyard serve hello --ports 5001,5002,5003,5004,5005",
-        note = "With --ports, as the original's multi-port server: the same service on each port of the list (on --listen's IP; a port already in use is skipped with a warning: another server may hold it), then an interconnectivity test: every port of the list is sent `hello`, and the log says which answer `world`. Ctrl-C stops the server (exit 0)."
+        note = "With --ports, as the original's multi-port server: the same service on each port of the list (on --listen's IP; a port already in use is skipped with a warning: another server may hold it), then an interconnectivity test: every port of the list is sent `hello`, and the log says which answer `world`. A request sent with no newline (as the seeds' clients send it) is answered once 1 s passes with nothing more arriving. Ctrl-C stops the server (exit 0)."
     )]
     pub struct HelloCmd {
         listen: "crate::addr::loopback(5001)", "address to listen on (default 127.0.0.1:5001)",
@@ -114,7 +114,12 @@ line_service_cmd! {
 
 line_service_cmd! {
     /// Serve the `greet` reply preset: `John` gets `Hello Good morning !!!! ::: John`.
-    #[argh(subcommand, name = "greet", example = "switchyard serve greet\nswitchyard send --to 127.0.0.1:12345 John")]
+    #[argh(
+        subcommand,
+        name = "greet",
+        example = "switchyard serve greet\nswitchyard send --to 127.0.0.1:12345 John",
+        note = "A request sent with no newline (as the seeds' clients send it) is answered once 1 s passes with nothing more arriving. Ctrl-C stops the server (exit 0)."
+    )]
     pub struct GreetCmd {
         listen: "crate::addr::loopback(12345)", "address to listen on (default 127.0.0.1:12345)",
         idle_timeout: on,
@@ -128,7 +133,8 @@ line_service_cmd! {
     #[argh(
         subcommand,
         name = "stamp",
-        example = "switchyard serve stamp\nswitchyard send --to 127.0.0.1:8080 'Hello, World!'"
+        example = "switchyard serve stamp\nswitchyard send --to 127.0.0.1:8080 'Hello, World!'",
+        note = "A request sent with no newline (as the seeds' clients send it) is answered once 1 s passes with nothing more arriving. Ctrl-C stops the server (exit 0)."
     )]
     pub struct StampCmd {
         listen: "crate::addr::loopback(8080)", "address to listen on (default 127.0.0.1:8080)",

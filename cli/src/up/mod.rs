@@ -19,12 +19,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 use switchyard_adapters::Runtime;
-use switchyard_core::mesh::server::{MeshServer, ServerConfig};
 use switchyard_core::service::line_server::LineServerConfig;
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::remote::Routes;
 use switchyard_core::tunnel::TunnelEvent;
-use switchyard_core::{Env, Instant, ListenerId};
+use switchyard_core::{Env, ListenerId};
 
 /// How long the local end may take to authenticate its carrier before `up` gives up: on
 /// loopback it takes milliseconds, so this only catches a broken set-up.
@@ -237,7 +236,7 @@ async fn launch_role<R: Runtime>(
                 .filter(|&&port| port != listen.port())
                 .map(|&port| SocketAddr::new(listen.ip(), port))
                 .collect();
-            let server = MeshServer::new(env, Instant::ZERO, ServerConfig::new(listen, peers));
+            let server = crate::mesh::server(env, listen, peers);
             let bound = fleet.launch(rt, "mesh", server, &[(ListenerId(0), listen)]).await?;
             Ok(bound[&ListenerId(0)])
         }

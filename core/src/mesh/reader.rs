@@ -37,6 +37,11 @@ impl MsgReader {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// True when no bytes wait to be read.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// The next whole message, if any. After an error the connection must be closed.
     pub fn next_msg(&mut self) -> Option<Result<MeshMsg, MeshStreamError>> {
         match self.decoder.decode(&mut self.buf) {

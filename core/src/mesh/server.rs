@@ -45,8 +45,10 @@ use crate::backoff::Backoff;
 use crate::id::{ConnId, ListenerId};
 use crate::machine::{CloseHow, Input, Machine, Output, OutputQueue, Refusal};
 use crate::time::{Clock, Deadlines, Instant};
+use crate::wire::frame::starts_with_text;
 use crate::wire::mesh::{is_valid_name, MeshMsg, ReceiptStatus, MAX_SERVERS};
 use crate::Env;
+use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -98,7 +100,14 @@ pub struct ServerConfig {
     /// a message to it waits for the user to come back (the client resends) instead of
     /// being answered "no such user".
     pub gone_grace: Duration,
+    /// What a client that speaks text (a `telnet` user's line) is told before its
+    /// connection is closed: one line, ending in a newline.
+    pub text_client_reply: String,
 }
+
+/// The default [`ServerConfig::text_client_reply`].
+pub const TEXT_CLIENT_REPLY: &str =
+    "error: this port speaks the Switchyard mesh protocol (binary frames, docs/PROTOCOL.md section 4), not text lines\n";
 
 impl ServerConfig {
     /// Defaults for a server listening on `me` that dials `seeds`.
@@ -122,6 +131,7 @@ impl ServerConfig {
             dedup_cap: 1 << 20,
             hello_timeout: Duration::from_secs(10),
             gone_grace: Duration::from_secs(30),
+            text_client_reply: TEXT_CLIENT_REPLY.to_owned(),
         }
     }
 }
@@ -499,6 +509,9 @@ impl MeshServer {
     fn received(&mut self, conn: ConnId, bytes: &[u8]) {
         let now = self.clock.now();
         let Some(c) = self.conns.get_mut(&conn) else { return };
+        if c.role == Role::Unknown && c.reader.is_empty() && starts_with_text(bytes) {
+            return self.text_client(conn, bytes);
+        }
         c.last_heard = now;
         c.reader.push(bytes);
         loop {
@@ -509,6 +522,18 @@ impl MeshServer {
                 Some(Err(e)) => return self.protocol_error(conn, e.to_string()),
             }
         }
+    }
+
+    /// A client typed text at this port (`telnet HOST 5001` expecting the hello service):
+    /// tell it in words what the port speaks, then close once that is sent.
+    fn text_client(&mut self, conn: ConnId, first: &[u8]) {
+        let shown = &first[..first.len().min(40)];
+        let reason = format!("sent text, not mesh frames (first bytes \"{}\"); told it so", shown.escape_ascii());
+        if let Some(c) = self.conns.get(&conn) {
+            self.out.event(MeshEvent::ProtocolError { peer: c.addr, reason: reason.clone() });
+        }
+        self.out.write(conn, Bytes::from(self.config.text_client_reply.clone()));
+        self.close(conn, CloseHow::Graceful, &reason);
     }
 
     fn message(&mut self, conn: ConnId, msg: MeshMsg) {
@@ -1077,6 +1102,42 @@ impl RecentNames {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::fixture::Fixture;
+
+    fn server() -> Fixture<MeshServer> {
+        let me = "127.0.0.1:5001".parse().unwrap();
+        Fixture::new(MeshServer::new(Env::new(1), Instant::ZERO, ServerConfig::new(me, vec![])))
+    }
+
+    #[test]
+    fn a_text_client_is_told_what_the_port_speaks_and_the_others_carry_on() {
+        let mut f = server();
+        let user = f.connect();
+        f.send(user, &MeshMsg::Register { name: "alice".into() }.to_bytes());
+        f.advance_to(Instant::from_secs(2));
+        let telnet = f.connect();
+        f.send(telnet, b"hello\r\n");
+        assert_eq!(f.take(telnet), TEXT_CLIENT_REPLY);
+        assert_eq!(f.closed.get(&telnet), Some(&CloseHow::Graceful), "closed once the line is sent");
+        assert!(f
+            .events
+            .iter()
+            .any(|e| matches!(e, MeshEvent::ProtocolError { reason, .. } if reason.contains("\"hello\\r\\n\""))));
+        // The registered user is untouched and still answered.
+        assert!(!f.closed.contains_key(&user));
+        f.take(user);
+        f.send(user, &MeshMsg::Ping { token: 9 }.to_bytes());
+        assert_eq!(&f.written[&user][..], &MeshMsg::Pong { token: 9 }.to_bytes()[..]);
+    }
+
+    #[test]
+    fn a_frame_that_breaks_the_protocol_is_still_aborted_without_a_text_reply() {
+        let mut f = server();
+        let conn = f.connect();
+        f.send(conn, &[3, 0, 0, 0, 0, 1]);
+        assert_eq!(f.take(conn), "");
+        assert_eq!(f.closed.get(&conn), Some(&CloseHow::Abort));
+    }
 
     #[test]
     fn recent_names_expire_and_stay_within_their_cap() {

@@ -9,6 +9,10 @@
 //! - **Connection cap**: past `max_connections`, accepts are refused.
 //! - **Idle timeout**: a connection with no input for `idle_timeout` gets
 //!   `error: idle timeout` and is closed (services with pushes may turn it off).
+//! - **Unterminated lines**: a service that answers requests may take bytes that have
+//!   waited [`LineService::unterminated_line_after`] with no newline, and nothing more
+//!   arriving, as a whole line: clients written like the seeds' (`sock.send(text)`, no
+//!   newline, then wait for the answer) get one instead of waiting for the idle timeout.
 //! - **Back-pressure**: when more than `pause_above` bytes of replies to one client wait to
 //!   be sent, the server stops reading from that client until half have gone, so a client
 //!   that floods without reading is slowed by TCP, not buffered.
@@ -130,12 +134,21 @@ pub trait LineService {
     /// The wall clock reads `unix_micros` at `now` (see
     /// [`Machine::handle_wall_clock`]): a service that shows dates re-bases its clock.
     fn wall_clock(&mut self, _now: Instant, _unix_micros: i128) {}
+
+    /// How long bytes without a newline may wait, with nothing more arriving, before they
+    /// are taken as a whole line. `None` (the default) waits for the newline: right for
+    /// services whose clients are line-oriented (chat, echo through a tunnel).
+    fn unterminated_line_after(&self) -> Option<Duration> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Idle,
     Service,
+    /// A partial line has waited [`LineService::unterminated_line_after`].
+    Unterminated,
 }
 
 #[derive(Debug)]
@@ -318,6 +331,7 @@ impl<S: LineService> LineServer<S> {
         self.shared.sessions.remove(&conn);
         self.shared.timers.cancel((conn, Timer::Idle));
         self.shared.timers.cancel((conn, Timer::Service));
+        self.shared.timers.cancel((conn, Timer::Unterminated));
     }
 
     fn received(&mut self, conn: ConnId, bytes: &[u8]) {
@@ -337,7 +351,31 @@ impl<S: LineService> LineServer<S> {
                 Err(error) => return self.protocol_error(conn, error),
             }
         }
+        self.watch_unterminated(conn);
         self.apply_pause(conn);
+    }
+
+    /// Starts (or restarts) the wait for the rest of a partial line, or stops it when no
+    /// partial line is left.
+    fn watch_unterminated(&mut self, conn: ConnId) {
+        let Some(after) = self.service.unterminated_line_after() else { return };
+        let Some(session) = self.shared.sessions.get(&conn) else { return };
+        let timer = (conn, Timer::Unterminated);
+        if session.inbox.is_empty() {
+            self.shared.timers.cancel(timer);
+        } else {
+            self.shared.timers.set(timer, self.shared.now + after);
+        }
+    }
+
+    /// The partial line waited long enough: it is the client's whole line.
+    fn take_unterminated(&mut self, conn: ConnId) {
+        let Some(session) = self.shared.sessions.get_mut(&conn).filter(|s| !s.closing) else { return };
+        match session.decoder.finish(&mut session.inbox) {
+            Ok(Some(line)) => self.with(|service, sessions| service.line(sessions, conn, line)),
+            Ok(None) => {}
+            Err(error) => self.protocol_error(conn, error),
+        }
     }
 
     fn apply_pause(&mut self, conn: ConnId) {
@@ -427,6 +465,7 @@ impl<S: LineService> Machine for LineServer<S> {
             match timer {
                 Timer::Idle => self.with(|_, sessions| sessions.fail(conn, "idle timeout", EndReason::IdleTimeout)),
                 Timer::Service => self.with(|service, sessions| service.timer(sessions, conn)),
+                Timer::Unterminated => self.take_unterminated(conn),
             }
         }
     }

@@ -8,7 +8,7 @@ pub mod reply;
 pub mod time;
 
 #[cfg(test)]
-mod fixture;
+pub(crate) mod fixture;
 
 use bytes::Bytes;
 use std::fmt::Display;

@@ -5,6 +5,9 @@
 //! | `hello` | `hello`          | `world` (anything else: `error: expected "hello"`)       |
 //! | `greet` | `John`           | `Hello Good morning !!!! ::: John`                       |
 //! | `stamp` | `Hello, World!`  | `Server received at 2025-10-01 14:30:25: Hello, World!`, then the server closes (one exchange per connection, as the original lab server did) |
+//!
+//! A request ends at its newline, or after [`UNTERMINATED_LINE_AFTER`] with no newline and
+//! nothing more arriving (the seeds' clients send no newline).
 
 use crate::id::ConnId;
 use crate::service::error_line;
@@ -13,6 +16,11 @@ use crate::time::{Instant, WallClock};
 use crate::Env;
 use bytes::{Bytes, BytesMut};
 use std::convert::Infallible;
+use std::time::Duration;
+
+/// How long a reply preset waits for the newline of a request before it answers the bytes
+/// it has: a client that sends `John` with no newline gets its greeting after this pause.
+pub const UNTERMINATED_LINE_AFTER: Duration = Duration::from_secs(1);
 
 /// Which reply template a [`ReplyService`] applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,11 +103,18 @@ impl LineService for ReplyService {
     fn wall_clock(&mut self, now: Instant, unix_micros: i128) {
         self.wall.rebase(unix_micros, now);
     }
+
+    /// The seeds' clients send their text with no newline and wait for the answer, as the
+    /// originals' servers answered each `recv`: a pause this long ends the request.
+    fn unterminated_line_after(&self) -> Option<Duration> {
+        Some(UNTERMINATED_LINE_AFTER)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::machine::Machine;
     use crate::service::fixture::Fixture;
     use crate::service::line_server::LineServerConfig;
 
@@ -123,6 +138,24 @@ mod tests {
         let conn = f.connect();
         f.send(conn, b"John\n");
         assert_eq!(f.take(conn), "Hello Good morning !!!! ::: John\n");
+    }
+
+    #[test]
+    fn a_request_without_a_newline_is_answered_once_the_client_pauses() {
+        let mut f = fixture(Preset::Greet);
+        let conn = f.connect();
+        f.send(conn, b"Jo");
+        f.advance_to(Instant::ZERO + UNTERMINATED_LINE_AFTER / 2);
+        f.send(conn, b"hn");
+        // The pause is counted from the last bytes, so "Jo" + "hn" is one request.
+        f.advance_to(Instant::ZERO + UNTERMINATED_LINE_AFTER);
+        assert_eq!(f.take(conn), "");
+        f.advance_to(Instant::ZERO + UNTERMINATED_LINE_AFTER * 2);
+        assert_eq!(f.take(conn), "Hello Good morning !!!! ::: John\n");
+        // A whole line later is answered at once, and leaves no wait behind it.
+        f.send(conn, b"Ann\n");
+        assert_eq!(f.take(conn), "Hello Good morning !!!! ::: Ann\n");
+        assert_eq!(f.machine.poll_timeout(), Some(f.now + Duration::from_secs(300)), "only the idle timeout is left");
     }
 
     #[test]

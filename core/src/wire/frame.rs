@@ -52,6 +52,14 @@ impl FrameType {
     }
 }
 
+/// True when a stream that starts with `bytes` carries text, not frames: a `telnet` or
+/// `nc` user's line starts with a printable ASCII character, and every frame type is kept
+/// below 0x20 (the control characters) so that the first byte tells them apart. A server of
+/// a binary protocol uses this to answer a text client in words before it closes.
+pub fn starts_with_text(bytes: &[u8]) -> bool {
+    bytes.first().is_some_and(|&b| (0x20..0x7f).contains(&b))
+}
+
 impl fmt::Debug for FrameType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.name() {
@@ -221,6 +229,30 @@ mod tests {
     fn encodes_the_documented_layout() {
         let frame = Frame::new(FrameType::USER_MESSAGE, 7, &b"hi"[..]);
         assert_eq!(&frame.to_bytes().unwrap()[..], &[3, 7, 0, 2, 0, 0, b'h', b'i']);
+    }
+
+    #[test]
+    fn text_is_told_from_frames_by_its_first_byte() {
+        assert!(starts_with_text(b"hello\r\n"));
+        assert!(starts_with_text(b"J"));
+        assert!(!starts_with_text(b""));
+        let registered = (0..=u8::MAX).map(FrameType).filter(|t| t.name().is_some());
+        use crate::wire::{punch, tunnel};
+        let others = [
+            tunnel::AUTH,
+            tunnel::STREAM_OPEN,
+            tunnel::STREAM_DATA,
+            tunnel::STREAM_WINDOW,
+            tunnel::STREAM_CLOSE,
+            tunnel::HEARTBEAT,
+            punch::RENDEZVOUS,
+            punch::RELAY,
+            punch::PEER,
+        ];
+        for kind in registered.chain(others) {
+            let frame = Frame::new(kind, 0, &b"x"[..]).to_bytes().unwrap();
+            assert!(!starts_with_text(&frame), "frame type {kind:?} reads as text");
+        }
     }
 
     #[test]
