@@ -91,8 +91,23 @@ struct Cli {
     #[argh(option)]
     seed: Option<u64>,
 
+    /// print the version and the git revision it was built from, then exit
+    #[argh(switch, short = 'V')]
+    version: bool,
+
     #[argh(subcommand)]
-    command: Command,
+    command: Option<Command>,
+}
+
+/// What `--version` prints: `switchyard 0.1.0 (git 1a2b3c4d5e6f)`, with `-dirty` when the
+/// checkout had changes, and no revision when built without one (cli/build.rs).
+fn version_line() -> String {
+    let build = if cfg!(feature = "full") { "" } else { ", minimal build" };
+    match option_env!("SWITCHYARD_GIT_REV") {
+        Some(rev) => format!("switchyard {} (git {rev}{build})", env!("CARGO_PKG_VERSION")),
+        None if build.is_empty() => format!("switchyard {}", env!("CARGO_PKG_VERSION")),
+        None => format!("switchyard {} (minimal build)", env!("CARGO_PKG_VERSION")),
+    }
 }
 
 #[derive(FromArgs, Debug)]
@@ -255,10 +270,18 @@ fn main() -> ExitCode {
             };
         }
     };
-    logging::init(cli.verbose, cli.command.quietness());
+    if cli.version {
+        println!("{}", version_line());
+        return ExitCode::SUCCESS;
+    }
+    let Some(command) = cli.command else {
+        eprintln!("switchyard: a command is needed: `switchyard --help` lists them");
+        return ExitCode::from(2);
+    };
+    logging::init(cli.verbose, command.quietness());
     let seed = cli.seed.unwrap_or_else(seed::from_os);
     tracing::debug!("seed for this run: {seed} (pass --seed {seed} to replay it)");
-    match runtime::run(cli.runtime, cli.busy_poll, cli.command, Env::new(seed)) {
+    match runtime::run(cli.runtime, cli.busy_poll, command, Env::new(seed)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("switchyard: {e}");

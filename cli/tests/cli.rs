@@ -136,6 +136,33 @@ fn every_help_exits_0_and_states_its_defaults() {
     assert_helps(cases);
 }
 
+/// `--version` names the version and, built from a checkout (as here), the revision.
+#[test]
+fn version_names_the_release_and_the_git_revision() {
+    let head = std::process::Command::new("git")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| text(&out.stdout).trim().to_owned());
+    for flag in ["--version", "-V"] {
+        let out = run(&[flag], b"");
+        assert!(out.status.success(), "{flag}: {out:?}");
+        let line = text(&out.stdout);
+        let words: Vec<&str> = line.split_whitespace().take(2).collect();
+        assert_eq!(words, ["switchyard", env!("CARGO_PKG_VERSION")], "{flag}: {line}");
+        if let Some(head) = &head {
+            assert!(line.contains(&format!("(git {head}")), "{flag}: {line} (HEAD is {head})");
+        }
+        assert_eq!(line.lines().count(), 1, "{flag}: {line}");
+    }
+    // No command at all is still a usage error that points at the list of commands.
+    let out = run(&[], b"");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text(&out.stderr).contains("switchyard --help"), "{out:?}");
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let cases: &[&[&str]] = &[

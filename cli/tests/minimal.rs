@@ -36,6 +36,9 @@ fn the_minimal_build_has_the_tunnel_and_nothing_else() {
     }
     let out = run_binary(&minimal, &["up"], b"");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = run_binary(&minimal, &["--version"], b"");
+    let version = text(&out.stdout);
+    assert!(out.status.success() && version.contains("minimal build"), "{out:?}");
     let key = TempFile::new("minimal-runtime.key", "k");
     let out = run_binary(&minimal, &["--runtime", "smol", "tunnel", "local", "--secret-file", key.arg()], b"");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
