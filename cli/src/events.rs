@@ -12,6 +12,7 @@ use switchyard_core::mesh::MeshEvent;
 use switchyard_core::punch::RendezvousEvent;
 use switchyard_core::service::broadcast::BroadcastEvent;
 use switchyard_core::service::line_server::{EndReason, LineServerEvent};
+use switchyard_core::service::reply::ReplyEvent;
 use switchyard_core::tunnel::TunnelEvent;
 use switchyard_core::wire::punch::LeaveReason;
 
@@ -36,6 +37,18 @@ impl LogEvent for BroadcastEvent {
             // One per message: too many for info.
             BroadcastEvent::Relayed { conn, recipients } => {
                 tracing::debug!("{name}: {conn} sent a line to {recipients} member(s)")
+            }
+        }
+    }
+}
+
+impl LogEvent for ReplyEvent {
+    fn log(&self, name: &str) {
+        match self {
+            // Two lines, as the lab server prints them: what came in, then what went out.
+            ReplyEvent::Answered { conn, peer, request, reply } => {
+                tracing::info!("{name}: received from {peer} ({conn}): {request}");
+                tracing::info!("{name}: sent response to {peer} ({conn}): {reply}");
             }
         }
     }

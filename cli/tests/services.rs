@@ -65,7 +65,7 @@ fn reply_presets_answer_as_the_original_servers() {
     seed_client.send(b"John");
     assert_eq!(seed_client.line(), "Hello Good morning !!!! ::: John");
 
-    let (_stamp, to) = serve("stamp", &[]);
+    let (stamp_server, to) = serve("stamp", &[]);
     let mut client = LineConn::connect(&to);
     client.send(b"Hello, World!\n");
     let reply = client.line();
@@ -74,6 +74,11 @@ fn reply_presets_answer_as_the_original_servers() {
     // One exchange per connection: the server closes after its reply.
     let mut rest = String::new();
     assert_eq!(std::io::Read::read_to_string(&mut client.into_reader(), &mut rest).unwrap(), 0);
+    // As the lab server does, the log shows what came in and what went out.
+    let received = stamp_server.wait_for_log("stamp: received from 127.0.0.1:");
+    assert!(received.ends_with(": \"Hello, World!\""), "{received:?}");
+    let sent = stamp_server.wait_for_log("stamp: sent response to 127.0.0.1:");
+    assert!(sent.ends_with(&format!(": \"{reply}\"")), "{sent:?}");
 }
 
 #[test]

@@ -15,7 +15,8 @@ use crate::service::line_server::{LineServer, LineServerConfig, LineService, Ses
 use crate::time::{Instant, WallClock};
 use crate::Env;
 use bytes::{Bytes, BytesMut};
-use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// How long a reply preset waits for the newline of a request before it answers the bytes
@@ -53,6 +54,55 @@ impl Preset {
     }
 }
 
+/// Longest part of a request or reply that a [`ReplyEvent`] carries: logs stay bounded
+/// however long the lines are.
+pub const EXCERPT_LEN: usize = 200;
+
+/// The start of a line, at most [`EXCERPT_LEN`] bytes, and the line's whole length.
+/// Displays quoted, with non-printable bytes escaped and `… (N bytes)` when cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Excerpt {
+    /// The first bytes of the line, newline excluded.
+    pub bytes: Bytes,
+    /// The line's length in bytes, newline excluded.
+    pub len: usize,
+}
+
+impl Excerpt {
+    /// The excerpt of `line`; a trailing newline is not part of it.
+    pub fn of(line: &Bytes) -> Excerpt {
+        let line = line.strip_suffix(b"\n").map_or_else(|| line.clone(), |l| line.slice(..l.len()));
+        Excerpt { bytes: line.slice(..line.len().min(EXCERPT_LEN)), len: line.len() }
+    }
+}
+
+impl fmt::Display for Excerpt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\"", self.bytes.escape_ascii())?;
+        if self.len > self.bytes.len() {
+            write!(f, "… ({} bytes)", self.len)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a reply server reports besides connects and closes: each exchange, as the lab
+/// server logs `Received from …` and `Sent response to …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyEvent {
+    /// A client's request was answered.
+    Answered {
+        /// Its connection.
+        conn: ConnId,
+        /// Its address.
+        peer: SocketAddr,
+        /// What it sent.
+        request: Excerpt,
+        /// What it got back.
+        reply: Excerpt,
+    },
+}
+
 /// A reply service; wrap it with [`ReplyService::server`].
 #[derive(Debug, Clone)]
 pub struct ReplyService {
@@ -85,18 +135,29 @@ fn joined(parts: &[&[u8]]) -> Bytes {
 }
 
 impl LineService for ReplyService {
-    type Event = Infallible;
+    type Event = ReplyEvent;
 
-    fn line(&mut self, sessions: &mut Sessions<'_, Infallible>, conn: ConnId, line: Bytes) {
-        match self.preset {
-            Preset::Hello if line.trim_ascii().eq_ignore_ascii_case(b"hello") => sessions.send(conn, b"world"),
-            Preset::Hello => sessions.send_raw(conn, error_line("expected \"hello\"")),
-            Preset::Greet => sessions.send_raw(conn, joined(&[b"Hello Good morning !!!! ::: ", &line])),
+    fn line(&mut self, sessions: &mut Sessions<'_, ReplyEvent>, conn: ConnId, line: Bytes) {
+        let reply = match self.preset {
+            Preset::Hello if line.trim_ascii().eq_ignore_ascii_case(b"hello") => joined(&[b"world"]),
+            Preset::Hello => error_line("expected \"hello\""),
+            Preset::Greet => joined(&[b"Hello Good morning !!!! ::: ", &line]),
             Preset::Stamp => {
                 let stamp = self.wall.format(sessions.now());
-                sessions.send_raw(conn, joined(&[b"Server received at ", stamp.as_bytes(), b": ", &line]));
-                sessions.close(conn);
+                joined(&[b"Server received at ", stamp.as_bytes(), b": ", &line])
             }
+        };
+        if let Some(peer) = sessions.peer(conn) {
+            sessions.event(ReplyEvent::Answered {
+                conn,
+                peer,
+                request: Excerpt::of(&line),
+                reply: Excerpt::of(&reply),
+            });
+        }
+        sessions.send_raw(conn, reply);
+        if self.preset == Preset::Stamp {
+            sessions.close(conn);
         }
     }
 
@@ -116,7 +177,7 @@ mod tests {
     use super::*;
     use crate::machine::Machine;
     use crate::service::fixture::Fixture;
-    use crate::service::line_server::LineServerConfig;
+    use crate::service::line_server::{LineServerConfig, LineServerEvent};
 
     fn fixture(preset: Preset) -> Fixture<ReplyServer> {
         let wall = WallClock::utc(1_759_329_025_000_000, Instant::ZERO);
@@ -156,6 +217,28 @@ mod tests {
         f.send(conn, b"Ann\n");
         assert_eq!(f.take(conn), "Hello Good morning !!!! ::: Ann\n");
         assert_eq!(f.machine.poll_timeout(), Some(f.now + Duration::from_secs(300)), "only the idle timeout is left");
+    }
+
+    #[test]
+    fn each_exchange_is_reported_with_both_lines_cut_to_a_bounded_excerpt() {
+        let mut f = fixture(Preset::Stamp);
+        let conn = f.connect();
+        let long = "x".repeat(EXCERPT_LEN + 50);
+        f.send(conn, format!("{long}\r\n").as_bytes());
+        let answered: Vec<_> = f
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                LineServerEvent::Service(ReplyEvent::Answered { request, reply, .. }) => Some((request, reply)),
+                _ => None,
+            })
+            .collect();
+        let [(request, reply)] = answered[..] else { panic!("one exchange expected: {:?}", f.events) };
+        assert_eq!((request.bytes.len(), request.len), (EXCERPT_LEN, EXCERPT_LEN + 50));
+        assert_eq!(request.to_string(), format!("\"{}\"… ({} bytes)", &long[..EXCERPT_LEN], EXCERPT_LEN + 50));
+        assert!(reply.bytes.starts_with(b"Server received at 2025-10-01 14:30:25: xxx"), "{reply}");
+        assert_eq!(reply.len, "Server received at 2025-10-01 14:30:25: ".len() + long.len(), "no newline counted");
+        assert_eq!(Excerpt::of(&Bytes::from_static(b"tab\there\n")).to_string(), "\"tab\\there\"");
     }
 
     #[test]
