@@ -1140,6 +1140,30 @@ mod tests {
     }
 
     #[test]
+    fn overdue_messages_are_answered_in_the_order_they_arrived_not_by_id() {
+        let mut f = server();
+        let alice = f.connect();
+        f.send(alice, &MeshMsg::Register { name: "alice".into() }.to_bytes());
+        f.advance_to(Instant::from_secs(2));
+        f.take(alice);
+        // Ids in descending order: an answer sorted by id would come out reversed.
+        let ids: Vec<Uuid> = (1..=4u128).rev().map(Uuid::from_u128).collect();
+        for &id in &ids {
+            f.send(alice, &MeshMsg::Send { id, to: "nobody".into(), body: "hi".into() }.to_bytes());
+        }
+        f.advance_to(Instant::from_secs(10));
+        let mut reader = MsgReader::default();
+        reader.push(&f.written.remove(&alice).unwrap_or_default());
+        let answered: Vec<Uuid> = std::iter::from_fn(|| reader.next_msg())
+            .filter_map(|m| match m {
+                Ok(MeshMsg::Receipt { id, status: ReceiptStatus::NoSuchUser }) => Some(id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answered, ids, "no such user, each in the order sent");
+    }
+
+    #[test]
     fn recent_names_expire_and_stay_within_their_cap() {
         let mut recent = RecentNames::default();
         let at = |s| Instant::from_secs(s);
