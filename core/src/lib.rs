@@ -21,6 +21,7 @@
 //! - [`tunnel`]: the local and remote tunnel ends and their stream multiplexer.
 //! - [`mesh`]: the P2P message mesh and RTT-based server selection.
 //! - [`punch`]: UDP hole punching: rendezvous server, punching peer, relay fallback.
+//! - [`tls`]: TLS 1.3 around any machine's connections, deterministic like the rest.
 //! - [`sim`]: the deterministic network simulator, public for embedders' own tests.
 //! - [`time`], [`id`], [`rng`], [`backoff`], [`mod@env`]: the deterministic building blocks.
 
@@ -34,6 +35,7 @@ pub mod rng;
 pub mod service;
 pub mod sim;
 pub mod time;
+pub mod tls;
 pub mod tunnel;
 pub mod wire;
 

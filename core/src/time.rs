@@ -239,6 +239,11 @@ impl WallClock {
         self.unix_micros_at_zero = unix_micros - i128::from(at.as_micros());
     }
 
+    /// Microseconds since 1970-01-01 UTC at `now`.
+    pub fn unix_micros(&self, now: Instant) -> i128 {
+        self.unix_micros_at_zero + i128::from(now.as_micros())
+    }
+
     /// A wall clock showing UTC; see [`WallClock::new`].
     pub fn utc(unix_micros: i128, at: Instant) -> WallClock {
         WallClock::new(unix_micros, at, time::UtcOffset::UTC)
@@ -247,7 +252,7 @@ impl WallClock {
     /// The local date and time at `now`. Dates outside the `time` crate's range clamp to
     /// the Unix epoch rather than fail: a service must not die over a bad clock reading.
     pub fn at(&self, now: Instant) -> time::OffsetDateTime {
-        let nanos = (self.unix_micros_at_zero + i128::from(now.as_micros())) * 1_000;
+        let nanos = self.unix_micros(now) * 1_000;
         time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
             .to_offset(self.offset)

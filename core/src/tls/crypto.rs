@@ -1,0 +1,248 @@
+//! The crypto provider that keeps TLS deterministic: ring's ciphers, with every random byte
+//! and every reading of the time supplied by the machine that runs the connection.
+//!
+//! rustls asks its provider for randomness (hello randoms, key shares, ticket nonces) and a
+//! time provider for `now` (certificate validity). Both are process-wide hooks in rustls
+//! (`&'static` references), while Switchyard's randomness and time belong to one machine.
+//! So the hooks here read a per-thread *scope* that [`Scope::enter`] fills with the
+//! machine's own generator and wall time for the length of one call into the machine, and
+//! empties afterwards. Outside a scope they fail closed: rustls gets an error, never
+//! entropy from elsewhere.
+//!
+//! Key exchange is X25519 through `x25519-dalek`, its secret drawn from the scope: ring's
+//! own key exchange only takes ring's system generator. Signing is Ed25519 only, the one
+//! ring signature that needs no randomness (ring's ECDSA and RSA signers draw from the OS).
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use rustls::crypto::{ActiveKeyExchange, CryptoProvider, GetRandomFailed, KeyProvider, SecureRandom, SharedSecret};
+use rustls::crypto::{SupportedKxGroup, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{PrivateKeyDer, UnixTime};
+use rustls::sign::SigningKey;
+use rustls::time_provider::TimeProvider;
+use rustls::{Error, NamedGroup, PeerMisbehaved};
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What one machine lends rustls for the length of a call: its generator and its wall time.
+#[derive(Debug)]
+pub(crate) struct Scope {
+    /// The machine's cryptographic generator, seeded from its environment's secret.
+    pub rng: ChaCha20Rng,
+    /// Microseconds since 1970 UTC at the call, from the machine's wall clock.
+    pub unix_micros: i128,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Scope>> = const { RefCell::new(None) };
+}
+
+impl Scope {
+    /// A scope whose generator is seeded with `seed`.
+    pub fn new(seed: [u8; 32]) -> Scope {
+        Scope { rng: ChaCha20Rng::from_seed(seed), unix_micros: 0 }
+    }
+
+    /// Runs `f` with this scope lent to rustls's hooks, then takes it back (so the
+    /// generator's state moves on across calls). A scope already lent on this thread (a TLS
+    /// machine inside another) is put back afterwards.
+    pub fn enter<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        /// Takes the scope back even if `f` panics, so a hook never outlives its call.
+        struct Restore<'a> {
+            home: &'a mut Scope,
+            outer: Option<Scope>,
+        }
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                let lent = CURRENT.with(|c| c.replace(self.outer.take()));
+                if let Some(lent) = lent {
+                    *self.home = lent;
+                }
+            }
+        }
+        let placeholder = Scope::new([0; 32]);
+        let mine = std::mem::replace(self, placeholder);
+        let outer = CURRENT.with(|c| c.replace(Some(mine)));
+        let _restore = Restore { home: self, outer };
+        f()
+    }
+}
+
+/// Fills `dest` from the scope's generator; fails when no machine has lent one.
+fn fill_from_scope(dest: &mut [u8]) -> Result<(), GetRandomFailed> {
+    CURRENT.with(|c| match c.borrow_mut().as_mut() {
+        Some(scope) => {
+            scope.rng.fill_bytes(dest);
+            Ok(())
+        }
+        None => Err(GetRandomFailed),
+    })
+}
+
+/// rustls's randomness: the current scope's generator.
+#[derive(Debug)]
+struct ScopedRandom;
+
+impl SecureRandom for ScopedRandom {
+    fn fill(&self, dest: &mut [u8]) -> Result<(), GetRandomFailed> {
+        fill_from_scope(dest)
+    }
+}
+
+/// rustls's clock: the current scope's wall time (none outside a scope, and rustls then
+/// refuses to check a certificate rather than guess).
+#[derive(Debug)]
+pub(crate) struct ScopedTime;
+
+impl TimeProvider for ScopedTime {
+    fn current_time(&self) -> Option<UnixTime> {
+        let micros = CURRENT.with(|c| c.borrow().as_ref().map(|s| s.unix_micros))?;
+        let secs = u64::try_from(micros.div_euclid(1_000_000)).ok()?;
+        Some(UnixTime::since_unix_epoch(Duration::from_secs(secs)))
+    }
+}
+
+/// X25519 key exchange with the secret drawn from the current scope.
+#[derive(Debug)]
+struct ScopedX25519;
+
+impl SupportedKxGroup for ScopedX25519 {
+    fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, Error> {
+        let mut secret = [0u8; 32];
+        fill_from_scope(&mut secret)?;
+        let secret = x25519_dalek::StaticSecret::from(secret);
+        let public = x25519_dalek::PublicKey::from(&secret);
+        Ok(Box::new(X25519Exchange { secret, public }))
+    }
+
+    fn name(&self) -> NamedGroup {
+        NamedGroup::X25519
+    }
+}
+
+/// One X25519 exchange in progress: our secret and the public key we sent.
+struct X25519Exchange {
+    secret: x25519_dalek::StaticSecret,
+    public: x25519_dalek::PublicKey,
+}
+
+impl ActiveKeyExchange for X25519Exchange {
+    fn complete(self: Box<Self>, peer_pub_key: &[u8]) -> Result<SharedSecret, Error> {
+        let peer: [u8; 32] = peer_pub_key.try_into().map_err(|_| PeerMisbehaved::InvalidKeyShare)?;
+        let shared = self.secret.diffie_hellman(&x25519_dalek::PublicKey::from(peer));
+        // A low-order peer key gives an all-zero secret anyone can compute (RFC 7748 §6.1).
+        if !shared.was_contributory() {
+            return Err(PeerMisbehaved::InvalidKeyShare.into());
+        }
+        Ok(SharedSecret::from(&shared.as_bytes()[..]))
+    }
+
+    fn pub_key(&self) -> &[u8] {
+        self.public.as_bytes()
+    }
+
+    fn group(&self) -> NamedGroup {
+        NamedGroup::X25519
+    }
+}
+
+/// Loads Ed25519 keys only, the one ring signer that draws no randomness.
+#[derive(Debug)]
+struct Ed25519Keys;
+
+impl KeyProvider for Ed25519Keys {
+    fn load_private_key(&self, key_der: PrivateKeyDer<'static>) -> Result<Arc<dyn SigningKey>, Error> {
+        let unsupported = || {
+            Error::General(
+                "the key is not an Ed25519 key in PKCS#8: Switchyard's TLS signs with Ed25519 only \
+                 (`switchyard cert` makes one)"
+                    .into(),
+            )
+        };
+        match key_der {
+            PrivateKeyDer::Pkcs8(key) => rustls::crypto::ring::sign::any_eddsa_type(&key).map_err(|_| unsupported()),
+            _ => Err(unsupported()),
+        }
+    }
+}
+
+static SCOPED_RANDOM: ScopedRandom = ScopedRandom;
+static SCOPED_X25519: ScopedX25519 = ScopedX25519;
+static ED25519_KEYS: Ed25519Keys = Ed25519Keys;
+
+/// The signature algorithms a peer's certificate may use: every one ring verifies
+/// (verifying needs no randomness).
+// ring's provider is deprecated for its key exchanges (no post-quantum group); only its
+// verification algorithms are used here.
+#[allow(deprecated)]
+pub(crate) fn verify_algorithms() -> WebPkiSupportedAlgorithms {
+    rustls::crypto::ring::default_provider().signature_verification_algorithms
+}
+
+/// The provider every Switchyard TLS connection uses: TLS 1.3's three suites from ring,
+/// X25519, Ed25519 keys, and randomness from the current scope.
+pub(crate) fn provider() -> CryptoProvider {
+    use rustls::crypto::ring::cipher_suite::*;
+    CryptoProvider {
+        cipher_suites: vec![TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256],
+        kx_groups: vec![&SCOPED_X25519],
+        signature_verification_algorithms: verify_algorithms(),
+        secure_random: &SCOPED_RANDOM,
+        key_provider: &ED25519_KEYS,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hooks_fail_closed_outside_a_scope_and_draw_the_scope_inside_one() {
+        let mut buf = [0u8; 8];
+        assert!(ScopedRandom.fill(&mut buf).is_err(), "no entropy without a machine's scope");
+        assert!(ScopedTime.current_time().is_none());
+        assert!(ScopedX25519.start().is_err());
+
+        let mut scope = Scope::new([7; 32]);
+        scope.unix_micros = 1_700_000_000_500_000;
+        let first = scope.enter(|| {
+            let mut b = [0u8; 8];
+            ScopedRandom.fill(&mut b).unwrap();
+            assert_eq!(ScopedTime.current_time(), Some(UnixTime::since_unix_epoch(Duration::from_secs(1_700_000_000))));
+            b
+        });
+        let second = scope.enter(|| {
+            let mut b = [0u8; 8];
+            ScopedRandom.fill(&mut b).unwrap();
+            b
+        });
+        assert_ne!(first, second, "the generator moves on across scopes");
+        let mut again = Scope::new([7; 32]);
+        assert_eq!(
+            again.enter(|| {
+                let mut b = [0u8; 8];
+                ScopedRandom.fill(&mut b).unwrap();
+                b
+            }),
+            first,
+            "the same seed draws the same bytes"
+        );
+        assert!(ScopedRandom.fill(&mut buf).is_err(), "the scope is taken back after the call");
+    }
+
+    #[test]
+    fn x25519_agrees_and_refuses_a_low_order_key() {
+        let mut scope = Scope::new([1; 32]);
+        scope.enter(|| {
+            let a = ScopedX25519.start().unwrap();
+            let b = ScopedX25519.start().unwrap();
+            let (a_pub, b_pub) = (a.pub_key().to_vec(), b.pub_key().to_vec());
+            assert_eq!(a.complete(&b_pub).unwrap().secret_bytes(), b.complete(&a_pub).unwrap().secret_bytes());
+            let c = ScopedX25519.start().unwrap();
+            assert!(c.complete(&[0u8; 32]).is_err(), "the all-zero point is refused");
+            let d = ScopedX25519.start().unwrap();
+            assert!(d.complete(&[9u8; 31]).is_err(), "a short key is refused");
+        });
+    }
+}

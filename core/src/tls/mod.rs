@@ -1,0 +1,562 @@
+//! TLS 1.3 for any machine's connections, sans-IO and deterministic.
+//!
+//! [`Tls`] wraps a machine and sits between it and its driver. On the connections it is
+//! told to secure (those accepted on chosen listeners, those dialled to chosen addresses)
+//! it turns the driver's ciphertext into the plaintext the inner machine reads, and the
+//! inner machine's writes into records, through rustls's IO-free API (`read_tls`,
+//! `process_new_packets`, `write_tls` on in-memory buffers). Every other connection passes
+//! through untouched. The inner machine is unchanged: it sees the same [`Input`]s as on a
+//! plain connection, only later (a dialled connection is `Connected` once its handshake is
+//! done, or `ConnectFailed` with the TLS reason) and in plaintext.
+//!
+//! # Determinism
+//!
+//! The core reads no clock and draws no entropy, and neither does rustls here: its
+//! randomness comes from a ChaCha20 generator seeded with the 32 secret bytes the machine
+//! is built with ([`Env::secret`](crate::Env::secret): drawn from the OS by the adapters'
+//! users, derived from the run's seed by the simulator), and its `now` for certificate
+//! validity from the machine's [`WallClock`]. The same seed replays the same handshake byte
+//! for byte. See [`crypto`] for how the hooks are scoped to one call.
+//!
+//! # What is refused
+//!
+//! - Anything but TLS 1.3; key exchange X25519; server keys Ed25519 (`switchyard cert`).
+//! - A peer that sends text where a TLS record belongs (`nc`, `telnet` on a TLS port) gets
+//!   one plaintext line saying the port speaks TLS, then the connection closes.
+//! - A certificate that does not match the pin, or does not chain to a given authority, or
+//!   is outside its validity dates by the wall clock: the handshake fails with the reason.
+//! - A peer that ends the stream (TCP FIN) without TLS's close_notify: the inner machine
+//!   sees the connection end abnormally (`Closed`), not cleanly, since the data may have
+//!   been cut short.
+//!
+//! Each failure closes that one connection, emits [`TlsEvent::Failed`] with the reason,
+//! and tells the inner machine; every other connection carries on.
+
+pub mod crypto;
+mod session;
+mod trust;
+
+pub use session::MAX_EARLY_WRITES;
+pub use trust::{BadFingerprint, Fingerprint, ServerTrust, TrustError};
+
+use crate::id::{ConnId, ListenerId};
+use crate::machine::{CloseHow, Input, Machine, NetError, Output, OutputQueue, Refusal};
+use crate::time::{Instant, WallClock};
+use crypto::Scope;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
+use session::Session;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// A server's certificate chain (its own first) and private key, as DER.
+#[derive(Debug)]
+pub struct TlsIdentity {
+    /// The certificate chain, the server's own certificate first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The private key (Ed25519, PKCS#8).
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for TlsIdentity {
+    fn clone(&self) -> Self {
+        TlsIdentity { chain: self.chain.clone(), key: self.key.clone_key() }
+    }
+}
+
+impl TlsIdentity {
+    /// The fingerprint of the server's own certificate: what clients pin.
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        self.chain.first().map(|c| Fingerprint::of(c))
+    }
+}
+
+/// Which connections get TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secure<T> {
+    /// Every one.
+    All,
+    /// Only these (listeners, or destination addresses).
+    Only(Vec<T>),
+}
+
+impl<T: PartialEq> Secure<T> {
+    fn covers(&self, item: &T) -> bool {
+        match self {
+            Secure::All => true,
+            Secure::Only(items) => items.contains(item),
+        }
+    }
+}
+
+/// The server side: connections accepted on `listeners` are TLS, with this identity.
+#[derive(Debug, Clone)]
+pub struct TlsServe {
+    /// The certificate and key to present.
+    pub identity: TlsIdentity,
+    /// The listeners whose connections are TLS.
+    pub listeners: Secure<ListenerId>,
+}
+
+/// The client side: connections the inner machine dials to `to` are TLS, checked against
+/// `trust`, asking for `server_name` (SNI, and the name a CA-issued certificate must carry).
+#[derive(Debug, Clone)]
+pub struct TlsDial {
+    /// What server certificates to accept.
+    pub trust: ServerTrust,
+    /// The name to ask for and check (a DNS name or an IP address).
+    pub server_name: String,
+    /// The destinations that are TLS.
+    pub to: Secure<SocketAddr>,
+}
+
+/// What to secure; either side may be absent.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    /// Accepted connections to secure, and with what.
+    pub serve: Option<TlsServe>,
+    /// Dialled connections to secure, and how to check the server.
+    pub dial: Option<TlsDial>,
+}
+
+/// Why TLS could not be set up.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TlsError {
+    /// The server's certificate or key was refused.
+    #[error("the TLS certificate and key cannot be used: {0}")]
+    Identity(String),
+    /// The server name is neither a DNS name nor an IP address.
+    #[error("{0:?} is not a server name TLS can check (a DNS name or an IP address)")]
+    ServerName(String),
+    /// The trust could not be set up.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+}
+
+/// What a TLS-wrapped machine reports: the inner machine's events, and each connection's
+/// handshake result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsEvent<E> {
+    /// The inner machine's event.
+    Inner(E),
+    /// A connection's handshake finished.
+    Secured {
+        /// The connection.
+        conn: ConnId,
+        /// The cipher suite agreed, e.g. `TLS13_AES_128_GCM_SHA256`.
+        suite: String,
+    },
+    /// A connection was refused or ended by TLS, with the reason; it is closed.
+    Failed {
+        /// The connection.
+        conn: ConnId,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// The line a text client (`nc`, `telnet`) on a TLS port gets before the port closes.
+pub const TEXT_ON_TLS_REPLY: &str =
+    "error: this port speaks TLS; connect with a TLS client (e.g. openssl s_client -connect HOST:PORT)\n";
+
+/// A machine whose chosen connections run over TLS 1.3. See the [module docs](self).
+pub struct Tls<M: Machine> {
+    inner: M,
+    server: Option<(Arc<ServerConfig>, Secure<ListenerId>)>,
+    client: Option<(Arc<ClientConfig>, ServerName<'static>, Secure<SocketAddr>)>,
+    sessions: BTreeMap<ConnId, Session>,
+    scope: Scope,
+    wall: WallClock,
+    now: Instant,
+    out: OutputQueue<TlsEvent<M::Event>>,
+}
+
+impl<M: Machine> Tls<M> {
+    /// Wraps `inner`. `secret` seeds the TLS randomness (draw it from the OS, or
+    /// [`Env::secret`](crate::Env::secret)); `wall` is the wall clock at start, re-based by
+    /// [`Machine::handle_wall_clock`].
+    pub fn new(inner: M, settings: TlsSettings, secret: [u8; 32], wall: WallClock) -> Result<Tls<M>, TlsError> {
+        let provider = Arc::new(crypto::provider());
+        let time = Arc::new(crypto::ScopedTime);
+        let versions = [&rustls::version::TLS13];
+        let server = match settings.serve {
+            None => None,
+            Some(serve) => {
+                let config = ServerConfig::builder_with_details(provider.clone(), time.clone())
+                    .with_protocol_versions(&versions)
+                    .map_err(|e| TlsError::Identity(e.to_string()))?
+                    .with_no_client_auth()
+                    .with_single_cert(serve.identity.chain, serve.identity.key)
+                    .map_err(|e| TlsError::Identity(e.to_string()))?;
+                Some((Arc::new(config), serve.listeners))
+            }
+        };
+        let client = match settings.dial {
+            None => None,
+            Some(dial) => {
+                let name = ServerName::try_from(dial.server_name.clone())
+                    .map_err(|_| TlsError::ServerName(dial.server_name.clone()))?;
+                let config = ClientConfig::builder_with_details(provider, time)
+                    .with_protocol_versions(&versions)
+                    .map_err(|e| TlsError::Identity(e.to_string()))?
+                    .dangerous()
+                    .with_custom_certificate_verifier(dial.trust.verifier()?)
+                    .with_no_client_auth();
+                Some((Arc::new(config), name, dial.to))
+            }
+        };
+        let mut tls = Tls {
+            inner,
+            server,
+            client,
+            sessions: BTreeMap::new(),
+            scope: Scope::new(secret),
+            wall,
+            now: Instant::ZERO,
+            out: OutputQueue::default(),
+        };
+        // A client machine asks to connect as it is built.
+        tls.in_scope(|tls| tls.pump());
+        Ok(tls)
+    }
+
+    /// The inner machine, to inspect it.
+    pub fn inner(&self) -> &M {
+        &self.inner
+    }
+
+    /// The inner machine, for app commands (e.g. a client's `send_line`). Call
+    /// [`Tls::settle`] afterwards, then drain outputs as after any call.
+    pub fn inner_mut(&mut self) -> &mut M {
+        &mut self.inner
+    }
+
+    /// Takes in what the inner machine produced since the last call (after an app command
+    /// through [`Tls::inner_mut`]).
+    pub fn settle(&mut self, now: Instant) {
+        self.advance(now);
+        self.in_scope(|tls| tls.pump());
+    }
+
+    /// Connections whose handshake has not finished, and those running TLS in all.
+    pub fn sessions(&self) -> (usize, usize) {
+        (self.sessions.values().filter(|s| s.is_handshaking()).count(), self.sessions.len())
+    }
+
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    /// Runs `f` with this machine's generator and wall time lent to rustls.
+    fn in_scope<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let mut scope = std::mem::replace(&mut self.scope, Scope::new([0; 32]));
+        scope.unix_micros = self.wall.unix_micros(self.now);
+        let result = scope.enter(|| f(self));
+        self.scope = scope;
+        result
+    }
+
+    /// Takes every output of the inner machine, securing what belongs to TLS connections.
+    fn pump(&mut self) {
+        while let Some(output) = self.inner.poll_output() {
+            match output {
+                Output::Connect { conn, to } => {
+                    if let Some((config, name, dests)) = &self.client {
+                        if dests.covers(&to) {
+                            match ClientConnection::new(config.clone(), name.clone()) {
+                                Ok(c) => {
+                                    self.sessions.insert(conn, Session::new(c.into(), false));
+                                }
+                                Err(e) => {
+                                    // Only a broken provider fails here; the inner machine
+                                    // hears of it as a failed connect.
+                                    let reason = describe(&e);
+                                    self.out.event(TlsEvent::Failed { conn, reason: reason.clone() });
+                                    self.inner.handle_input(
+                                        self.now,
+                                        Input::ConnectFailed { conn, error: NetError::Other(format!("TLS: {reason}")) },
+                                    );
+                                    continue;
+                                }
+                            }
+                        }
+                    }
+                    self.out.push(Output::Connect { conn, to });
+                }
+                Output::Write { conn, bytes } => match self.sessions.get_mut(&conn) {
+                    None => self.out.write(conn, bytes),
+                    Some(session) => match session.write(bytes) {
+                        Ok(Some(cipher)) => self.out.write(conn, cipher),
+                        Ok(None) => {}
+                        Err(len) => {
+                            let reason = format!(
+                                "the service wrote {len} bytes before the TLS handshake finished (limit {MAX_EARLY_WRITES})"
+                            );
+                            self.fail(conn, reason, CloseHow::Abort);
+                        }
+                    },
+                },
+                Output::Close { conn, how } => self.inner_close(conn, how),
+                Output::Event(e) => self.out.event(TlsEvent::Inner(e)),
+                other @ (Output::PauseReading { .. } | Output::ResumeReading { .. } | Output::Transmit { .. }) => {
+                    self.out.push(other.map_event(|_| unreachable!("not an event")))
+                }
+            }
+        }
+    }
+
+    fn inner_close(&mut self, conn: ConnId, how: CloseHow) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return self.out.close(conn, how);
+        };
+        if how == CloseHow::Graceful || how == CloseHow::Abort {
+            session.inner_gone = true;
+        }
+        match how {
+            CloseHow::Abort => {
+                self.sessions.remove(&conn);
+                self.out.close(conn, how);
+            }
+            _ if session.is_handshaking() => {
+                // What the inner machine wrote goes out once the handshake is done.
+                session.close_after_handshake = Some(how);
+            }
+            _ => {
+                if let Some(cipher) = session.close_notify() {
+                    self.out.write(conn, cipher);
+                }
+                if how == CloseHow::Graceful {
+                    self.sessions.remove(&conn);
+                }
+                self.out.close(conn, how);
+            }
+        }
+    }
+
+    /// Ends `conn` for a TLS reason: the inner machine hears it as the connection failing.
+    fn fail(&mut self, conn: ConnId, reason: String, how: CloseHow) {
+        let Some(session) = self.sessions.remove(&conn) else { return };
+        self.out.event(TlsEvent::Failed { conn, reason: reason.clone() });
+        self.out.close(conn, how);
+        if session.inner_gone {
+            return;
+        }
+        let error = NetError::Other(format!("TLS: {reason}"));
+        let input = if session.inner_knows {
+            Input::Closed { conn, reason: error }
+        } else {
+            Input::ConnectFailed { conn, error }
+        };
+        self.inner.handle_input(self.now, input);
+    }
+
+    fn received(&mut self, conn: ConnId, bytes: &[u8]) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return self.inner.handle_input(self.now, Input::Received { conn, bytes });
+        };
+        if !session.heard && crate::wire::frame::starts_with_text(bytes) {
+            self.out.write(conn, bytes::Bytes::from_static(TEXT_ON_TLS_REPLY.as_bytes()));
+            let reason = format!(
+                "the peer sent text, not TLS: {}",
+                crate::service::reply::Excerpt::of(&bytes::Bytes::copy_from_slice(bytes))
+            );
+            return self.fail(conn, reason, CloseHow::Graceful);
+        }
+        match session.receive(bytes) {
+            Err((error, alert)) => {
+                if let Some(alert) = alert {
+                    self.out.write(conn, alert);
+                }
+                self.fail(conn, describe(&error), CloseHow::Graceful);
+            }
+            Ok(progress) => {
+                if let Some(cipher) = progress.cipher {
+                    self.out.write(conn, cipher);
+                }
+                if progress.established {
+                    self.established(conn);
+                }
+                let Some(session) = self.sessions.get(&conn) else { return };
+                if session.inner_gone {
+                    return;
+                }
+                if !progress.plain.is_empty() {
+                    self.inner.handle_input(self.now, Input::Received { conn, bytes: &progress.plain });
+                }
+                if progress.peer_closed {
+                    self.inner.handle_input(self.now, Input::ReadClosed { conn });
+                }
+            }
+        }
+    }
+
+    fn established(&mut self, conn: ConnId) {
+        let Some(session) = self.sessions.get_mut(&conn) else { return };
+        self.out.event(TlsEvent::Secured { conn, suite: session.suite() });
+        // The early writes were encrypted when the handshake finished; send them.
+        if let Some(cipher) = session.take_cipher() {
+            self.out.write(conn, cipher);
+        }
+        if !session.inner_knows {
+            session.inner_knows = true;
+            let local = session.local.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+            self.inner.handle_input(self.now, Input::Connected { conn, local });
+        }
+        if let Some(how) = session.close_after_handshake.take() {
+            self.inner_close(conn, how);
+        }
+    }
+
+    fn read_closed(&mut self, conn: ConnId) {
+        let Some(session) = self.sessions.get(&conn) else {
+            return self.inner.handle_input(self.now, Input::ReadClosed { conn });
+        };
+        if session.peer_closed {
+            // close_notify came first and was delivered; the FIN adds nothing.
+            if session.inner_gone {
+                self.sessions.remove(&conn);
+            }
+            return;
+        }
+        let reason = if session.is_handshaking() {
+            "the peer closed the connection during the TLS handshake".to_owned()
+        } else {
+            "the peer ended the stream without TLS close_notify (it may have been cut short)".to_owned()
+        };
+        self.fail(conn, reason, CloseHow::Graceful);
+    }
+
+    fn closed(&mut self, conn: ConnId, reason: NetError) {
+        match self.sessions.remove(&conn) {
+            None => self.inner.handle_input(self.now, Input::Closed { conn, reason }),
+            Some(session) if session.inner_gone => {}
+            Some(session) if session.inner_knows => self.inner.handle_input(self.now, Input::Closed { conn, reason }),
+            Some(_) => self.inner.handle_input(self.now, Input::ConnectFailed { conn, error: reason }),
+        }
+    }
+
+    fn sent(&mut self, conn: ConnId, bytes: usize) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return self.inner.handle_input(self.now, Input::Sent { conn, bytes });
+        };
+        let plain = session.sent(bytes);
+        if plain > 0 && !session.inner_gone {
+            self.inner.handle_input(self.now, Input::Sent { conn, bytes: plain });
+        }
+    }
+}
+
+/// A rustls error in words a user can act on.
+fn describe(error: &rustls::Error) -> String {
+    use rustls::{AlertDescription, CertificateError, Error};
+    match error {
+        Error::InvalidCertificate(CertificateError::Other(other)) => {
+            format!("the server's certificate is refused: {other}")
+        }
+        Error::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
+            "the server's certificate is not signed by a trusted authority (give its CA, or pin it)".into()
+        }
+        Error::InvalidCertificate(
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. },
+        ) => format!("{error} (by this machine's clock)"),
+        Error::AlertReceived(
+            AlertDescription::BadCertificate | AlertDescription::CertificateUnknown | AlertDescription::UnknownCA,
+        ) => "the peer refused our certificate (it does not trust it: a wrong pin or CA on its side?)".into(),
+        Error::AlertReceived(AlertDescription::CertificateExpired) => {
+            "the peer refused our certificate as expired".into()
+        }
+        Error::AlertReceived(alert) => format!("the peer ended the handshake (alert {alert:?})"),
+        Error::InvalidMessage(m) => format!("the peer does not speak TLS 1.3 ({m:?})"),
+        Error::PeerIncompatible(p) => format!("the peer cannot speak what we require: TLS 1.3 with X25519 ({p:?})"),
+        Error::FailedToGetCurrentTime => "no wall-clock time to check the certificate with".into(),
+        other => other.to_string(),
+    }
+}
+
+impl<M: Machine> Machine for Tls<M> {
+    type Event = TlsEvent<M::Event>;
+
+    fn accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr) -> Result<ConnId, Refusal> {
+        self.advance(now);
+        self.in_scope(|tls| {
+            let conn = tls.inner.accept(tls.now, listener, peer)?;
+            if let Some((config, listeners)) = &tls.server {
+                if listeners.covers(&listener) {
+                    match ServerConnection::new(config.clone()) {
+                        Ok(c) => {
+                            tls.sessions.insert(conn, Session::new(c.into(), true));
+                        }
+                        Err(e) => {
+                            let reason = describe(&e);
+                            tls.out.event(TlsEvent::Failed { conn, reason: reason.clone() });
+                            tls.out.close(conn, CloseHow::Abort);
+                            let reason = NetError::Other(format!("TLS: {reason}"));
+                            tls.inner.handle_input(tls.now, Input::Closed { conn, reason });
+                        }
+                    }
+                }
+            }
+            tls.pump();
+            Ok(conn)
+        })
+    }
+
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.advance(now);
+        self.in_scope(|tls| {
+            match input {
+                Input::Connected { conn, local } => match tls.sessions.get_mut(&conn) {
+                    None => tls.inner.handle_input(tls.now, Input::Connected { conn, local }),
+                    Some(session) => {
+                        session.local = Some(local);
+                        if let Some(hello) = session.take_cipher() {
+                            tls.out.write(conn, hello);
+                        }
+                    }
+                },
+                Input::ConnectFailed { conn, error } => {
+                    tls.sessions.remove(&conn);
+                    tls.inner.handle_input(tls.now, Input::ConnectFailed { conn, error });
+                }
+                Input::Received { conn, bytes } => tls.received(conn, bytes),
+                Input::ReadClosed { conn } => tls.read_closed(conn),
+                Input::Closed { conn, reason } => tls.closed(conn, reason),
+                Input::Sent { conn, bytes } => tls.sent(conn, bytes),
+                datagram @ Input::Datagram { .. } => tls.inner.handle_input(tls.now, datagram),
+            }
+            tls.pump();
+        })
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        self.in_scope(|tls| {
+            tls.inner.handle_timeout(tls.now);
+            tls.pump();
+        })
+    }
+
+    fn handle_wall_clock(&mut self, now: Instant, unix_micros: i128) {
+        self.advance(now);
+        self.wall.rebase(unix_micros, self.now);
+        self.in_scope(|tls| {
+            tls.inner.handle_wall_clock(tls.now, unix_micros);
+            tls.pump();
+        })
+    }
+
+    fn poll_output(&mut self) -> Option<Output<Self::Event>> {
+        self.out.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.inner.poll_timeout()
+    }
+}
+
+#[cfg(test)]
+mod tests;
