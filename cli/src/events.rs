@@ -13,6 +13,7 @@ use switchyard_core::punch::RendezvousEvent;
 use switchyard_core::service::broadcast::BroadcastEvent;
 use switchyard_core::service::line_server::{EndReason, LineServerEvent};
 use switchyard_core::service::reply::ReplyEvent;
+use switchyard_core::tls::TlsEvent;
 use switchyard_core::tunnel::TunnelEvent;
 use switchyard_core::wire::punch::LeaveReason;
 
@@ -20,6 +21,17 @@ use switchyard_core::wire::punch::LeaveReason;
 pub trait LogEvent {
     /// Logs the event of the machine called `name`.
     fn log(&self, name: &str);
+}
+
+impl<E: LogEvent> LogEvent for TlsEvent<E> {
+    fn log(&self, name: &str) {
+        match self {
+            TlsEvent::Inner(event) => event.log(name),
+            TlsEvent::Secured { conn, suite } => tracing::debug!("{name}: {conn} secured: TLS 1.3, {suite}"),
+            // The inner machine reports the connection's end with this reason too.
+            TlsEvent::Failed { conn, reason } => tracing::debug!("{name}: {conn} TLS failed: {reason}"),
+        }
+    }
 }
 
 impl LogEvent for Infallible {

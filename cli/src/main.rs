@@ -22,6 +22,7 @@ mod launch;
 mod logging;
 mod runtime;
 mod seed;
+mod tls;
 mod tunnel;
 
 /// Items of the full build only (cargo feature `full`, on by default); the minimal build
@@ -32,6 +33,7 @@ macro_rules! full_build_only {
 
 full_build_only! {
     mod bench;
+    mod cert;
     mod chat;
     mod demo;
     mod input;
@@ -129,6 +131,8 @@ enum Command {
     #[cfg(feature = "full")]
     Bench(bench::BenchCmd),
     #[cfg(feature = "full")]
+    Cert(cert::CertCmd),
+    #[cfg(feature = "full")]
     Send(send::SendCmd),
     #[cfg(feature = "full")]
     Chat(chat::ChatCmd),
@@ -146,7 +150,9 @@ impl Command {
             Command::Mesh(_) | Command::Punch(_) => logging::Quietness::Client,
             // The demo's transcript is its output; its servers log only problems.
             #[cfg(feature = "full")]
-            Command::Demo(_) | Command::Send(_) | Command::Chat(_) | Command::Bench(_) => logging::Quietness::Client,
+            Command::Demo(_) | Command::Send(_) | Command::Chat(_) | Command::Bench(_) | Command::Cert(_) => {
+                logging::Quietness::Client
+            }
         }
     }
 }
@@ -178,6 +184,8 @@ impl Program for Command {
             Command::Punch(cmd) => cmd.run(rt, env).await,
             #[cfg(feature = "full")]
             Command::Bench(cmd) => cmd.run(rt, env).await,
+            #[cfg(feature = "full")]
+            Command::Cert(cmd) => cmd.run(rt, env).await,
             #[cfg(feature = "full")]
             Command::Send(cmd) => cmd.run(rt, env).await,
             #[cfg(feature = "full")]
@@ -281,7 +289,16 @@ fn main() -> ExitCode {
     logging::init(cli.verbose, command.quietness());
     let seed = cli.seed.unwrap_or_else(seed::from_os);
     tracing::debug!("seed for this run: {seed} (pass --seed {seed} to replay it)");
-    match runtime::run(cli.runtime, cli.busy_poll, command, Env::new(seed)) {
+    // TLS is seeded from the OS whatever --seed says: a seed on a command line is visible
+    // to every local user, and would give away the session keys.
+    let env = match seed::secret_from_os() {
+        Ok(secret) => Env::new(seed).with_secret(secret),
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime::run(cli.runtime, cli.busy_poll, command, env) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("switchyard: {e}");

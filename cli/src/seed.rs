@@ -1,5 +1,5 @@
 //! What a run draws from the operating system: the one seed for its machines, and the
-//! carrier secret of `switchyard up`.
+//! secret bytes for its cryptography (TLS, the carrier secret of `switchyard up`).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -17,15 +17,9 @@ pub fn from_os() -> u64 {
     hasher.finish()
 }
 
-/// A 32-byte secret for a carrier whose two ends live in this process (`switchyard up`),
-/// so it is never written anywhere. Drawn from the OS as [`from_os`] is, and deliberately
-/// not from `--seed`: a seed on a command line is visible to every local user (`ps`), and
-/// the secret is what keeps them from opening streams over the carrier.
-#[cfg(feature = "full")]
-pub fn carrier_secret() -> [u8; 32] {
+/// 32 secret bytes from the OS (`getrandom`): the seed of a run's TLS randomness.
+pub fn secret_from_os() -> Result<[u8; 32], String> {
     let mut secret = [0u8; 32];
-    for chunk in secret.chunks_mut(8) {
-        chunk.copy_from_slice(&from_os().to_le_bytes());
-    }
-    secret
+    getrandom::getrandom(&mut secret).map_err(|e| format!("cannot draw random bytes from the OS: {e}"))?;
+    Ok(secret)
 }

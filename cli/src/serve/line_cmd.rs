@@ -3,7 +3,7 @@
 //! Each line service has `--listen` (with its own default address), its own options, and
 //! the limits of [`LineServerConfig`]: `--max-line`, `--max-connections`, and
 //! `--idle-timeout` for the services that time silent clients out (time and broadcast never
-//! do: their clients listen quietly). argh cannot flatten one options struct into several
+//! do: their clients listen quietly), and `--tls-cert`/`--tls-key`. argh cannot flatten one options struct into several
 //! subcommands, so [`line_service_cmd!`] writes those fields and the code that turns them
 //! into a [`LineServerConfig`] into every subcommand struct from one definition.
 //!
@@ -23,8 +23,8 @@
 /// }
 /// ```
 ///
-/// The struct gets `listen: SocketAddr` and a `config()` method giving the shared limits as
-/// a `LineServerConfig`.
+/// The struct gets `listen: SocketAddr`, `--tls-cert`/`--tls-key`, a `config()` method
+/// giving the shared limits as a `LineServerConfig`, and `tls()` reading the TLS files.
 macro_rules! line_service_cmd {
     (
         $(#[$meta:meta])*
@@ -70,9 +70,25 @@ macro_rules! line_service_cmd {
             /// most connections served at once; further ones are refused (default 10000)
             #[argh(option, default = "10_000")]
             max_connections: usize,
+
+            /// serve TLS 1.3 with this PEM certificate (chain) and --tls-key: clients then
+            /// need TLS (`switchyard send --tls-pin`, `openssl s_client`); `switchyard cert`
+            /// makes both files
+            #[argh(option)]
+            tls_cert: Option<std::path::PathBuf>,
+
+            /// the PEM private key (Ed25519) of --tls-cert
+            #[argh(option)]
+            tls_key: Option<std::path::PathBuf>,
         }
 
         impl $name {
+            /// The certificate and key to serve TLS with, read from --tls-cert and
+            /// --tls-key; `None` for plaintext.
+            fn tls(&self) -> Result<Option<switchyard_core::tls::TlsIdentity>, $crate::CliError> {
+                $crate::tls::server_identity(self.tls_cert.as_deref(), self.tls_key.as_deref())
+            }
+
             /// The shared limits, as the line server takes them.
             fn config(&self) -> switchyard_core::service::line_server::LineServerConfig {
                 let idle_timeout = $idle;

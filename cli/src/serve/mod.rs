@@ -3,7 +3,9 @@
 mod line_cmd;
 mod multi_port;
 
-use crate::launch::{Fleet, LaunchError};
+use crate::launch::{Fleet, LaunchError, Launchable};
+use std::collections::BTreeMap;
+use std::io;
 use crate::runtime::Program;
 use crate::{wall, CliError};
 use argh::FromArgs;
@@ -17,6 +19,8 @@ use switchyard_core::service::echo::EchoServer;
 use switchyard_core::service::line_server::LineServerConfig;
 use switchyard_core::service::reply::{Preset, ReplyService};
 use switchyard_core::service::time::TimeService;
+use switchyard_core::tls::{Tls, TlsIdentity};
+use switchyard_core::Machine;
 use switchyard_core::{Env, ListenerId};
 
 /// Run a line service until Ctrl-C.
@@ -198,8 +202,9 @@ impl ServiceKind {
     }
 }
 
-/// Starts service `kind` with limits `config` on `listen` in `fleet`; returns the address
-/// it bound. Services that print dates get a wall clock read now.
+/// Starts service `kind` with limits `config` on `listen` in `fleet`, over TLS with `tls`
+/// when given; returns the address it bound. Services that print dates get a wall clock
+/// read now.
 pub async fn launch<R: Runtime>(
     rt: &R,
     fleet: &mut Fleet,
@@ -207,42 +212,67 @@ pub async fn launch<R: Runtime>(
     kind: ServiceKind,
     config: LineServerConfig,
     listen: SocketAddr,
+    tls: Option<TlsIdentity>,
 ) -> Result<SocketAddr, LaunchError> {
     let name = kind.name();
-    let at = [(ListenerId(0), listen)];
+    let secret = env.secret(b"tls");
+    let secured = Secured { name, listen, tls, secret };
     let bound = match kind {
-        ServiceKind::Echo => fleet.launch(rt, name, EchoServer::new(env, config), &at).await?,
+        ServiceKind::Echo => secured.launch(rt, fleet, EchoServer::new(env, config)).await,
         ServiceKind::Time { interval } => {
-            let server = TimeService::new(wall::clock(), interval).server(env, config);
-            fleet.launch(rt, name, server, &at).await?
+            secured.launch(rt, fleet, TimeService::new(wall::clock(), interval).server(env, config)).await
         }
-        ServiceKind::Broadcast => fleet.launch(rt, name, Broadcast::server(env, config), &at).await?,
+        ServiceKind::Broadcast => secured.launch(rt, fleet, Broadcast::server(env, config)).await,
         ServiceKind::Reply(preset) => {
-            let server = ReplyService::new(preset, wall::clock()).server(env, config);
-            fleet.launch(rt, name, server, &at).await?
+            secured.launch(rt, fleet, ReplyService::new(preset, wall::clock()).server(env, config)).await
         }
-    };
+    }?;
     Ok(bound.get(&ListenerId(0)).copied().unwrap_or(listen))
+}
+
+/// How [`launch`] starts a service: its name and address, and TLS when there is an
+/// identity (a pass-through wrapper when not, so every service runs as one type of machine).
+struct Secured {
+    name: &'static str,
+    listen: SocketAddr,
+    tls: Option<TlsIdentity>,
+    secret: [u8; 32],
+}
+
+impl Secured {
+    async fn launch<R: Runtime, M>(self, rt: &R, fleet: &mut Fleet, machine: M) -> Result<BTreeMap<ListenerId, SocketAddr>, LaunchError>
+    where
+        Tls<M>: Launchable,
+        M: Machine,
+    {
+        let bad_identity = |e| LaunchError { name: self.name.to_owned(), error: io::Error::new(io::ErrorKind::InvalidInput, e) };
+        let machine = crate::tls::wrap(machine, self.tls, None, self.secret, wall::clock()).map_err(bad_identity)?;
+        fleet.launch(rt, self.name, machine, &[(ListenerId(0), self.listen)]).await
+    }
 }
 
 impl Program for ServeCmd {
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
         if let Service::Hello(cmd) = &self.service {
             if let Some(ports) = &cmd.ports {
+                if cmd.tls_cert.is_some() || cmd.tls_key.is_some() {
+                    return Err(CliError::usage("--ports serves plaintext only: drop --tls-cert/--tls-key, or --ports"));
+                }
                 return multi_port::serve(&rt, env, cmd.listen.ip(), &ports.0, cmd.config()).await;
             }
         }
-        let (kind, listen, config) = match self.service {
-            Service::Echo(cmd) => (ServiceKind::Echo, cmd.listen, cmd.config()),
-            Service::Time(cmd) => (ServiceKind::Time { interval: cmd.interval }, cmd.listen, cmd.config()),
-            Service::Broadcast(cmd) => (ServiceKind::Broadcast, cmd.listen, cmd.config()),
-            Service::Hello(cmd) => (ServiceKind::Reply(Preset::Hello), cmd.listen, cmd.config()),
-            Service::Greet(cmd) => (ServiceKind::Reply(Preset::Greet), cmd.listen, cmd.config()),
-            Service::Stamp(cmd) => (ServiceKind::Reply(Preset::Stamp), cmd.listen, cmd.config()),
+        let (kind, listen, config, tls) = match self.service {
+            Service::Echo(cmd) => (ServiceKind::Echo, cmd.listen, cmd.config(), cmd.tls()?),
+            Service::Time(cmd) => (ServiceKind::Time { interval: cmd.interval }, cmd.listen, cmd.config(), cmd.tls()?),
+            Service::Broadcast(cmd) => (ServiceKind::Broadcast, cmd.listen, cmd.config(), cmd.tls()?),
+            Service::Hello(cmd) => (ServiceKind::Reply(Preset::Hello), cmd.listen, cmd.config(), cmd.tls()?),
+            Service::Greet(cmd) => (ServiceKind::Reply(Preset::Greet), cmd.listen, cmd.config(), cmd.tls()?),
+            Service::Stamp(cmd) => (ServiceKind::Reply(Preset::Stamp), cmd.listen, cmd.config(), cmd.tls()?),
         };
+        let secured = if tls.is_some() { " (TLS)" } else { "" };
         let mut fleet = Fleet::new();
-        let addr = launch(&rt, &mut fleet, env, kind, config, listen).await?;
-        fleet.serve_until_ctrl_c(|| tracing::info!("{} server listening on {addr}", kind.name())).await?;
+        let addr = launch(&rt, &mut fleet, env, kind, config, listen, tls).await?;
+        fleet.serve_until_ctrl_c(|| tracing::info!("{} server listening on {addr}{secured}", kind.name())).await?;
         Ok(ExitCode::SUCCESS)
     }
 }

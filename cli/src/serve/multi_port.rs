@@ -32,7 +32,7 @@ pub async fn serve<R: Runtime>(
     for (i, &port) in ports.iter().enumerate() {
         let listen = SocketAddr::new(ip, port);
         let space = u16::try_from(i + 1).unwrap_or(u16::MAX);
-        match launch(rt, &mut fleet, env.child(space), kind, config.clone(), listen).await {
+        match launch(rt, &mut fleet, env.child(space), kind, config.clone(), listen, None).await {
             Ok(addr) => serving.push(addr),
             Err(e) if e.error.kind() == io::ErrorKind::AddrInUse => {
                 tracing::warn!("port {port} is in use: not serving it (another server may hold it)")

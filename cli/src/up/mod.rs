@@ -163,7 +163,9 @@ async fn launch_tunnel<R: Runtime>(
     host: IpAddr,
     routes: Routes,
 ) -> Result<Tunnel, CliError> {
-    let secret = Secret::new(seed::carrier_secret()).expect("32 bytes are not empty");
+    // A secret for a carrier whose two ends live in this process, so it is never written
+    // anywhere: from the OS, and deliberately not from `--seed` (visible to every local user).
+    let secret = Secret::new(seed::secret_from_os().map_err(CliError::new)?).expect("32 bytes are not empty");
     let carrier_listen = SocketAddr::new(host, plan::CARRIER_PORT);
     let carrier = tunnel::launch_remote(rt, fleet, child(), carrier_listen, secret.clone(), routes)
         .await
@@ -229,7 +231,7 @@ async fn launch_role<R: Runtime>(
     listen: SocketAddr,
 ) -> Result<SocketAddr, LaunchError> {
     match role {
-        Role::Service(kind) => serve::launch(rt, fleet, env, kind, LineServerConfig::default(), listen).await,
+        Role::Service(kind) => serve::launch(rt, fleet, env, kind, LineServerConfig::default(), listen, None).await,
         Role::Mesh => {
             let peers = plan::MESH_PORTS
                 .iter()

@@ -9,10 +9,12 @@
 //! empties afterwards. Outside a scope they fail closed: rustls gets an error, never
 //! entropy from elsewhere.
 //!
-//! Key exchange is X25519 through `x25519-dalek`, its secret drawn from the scope: ring's
-//! own key exchange only takes ring's system generator. Signing is Ed25519 only, the one
+//! Key exchange is X25519 through `x25519-dalek` (and P-256 through `p256`, for peers that
+//! offer nothing else), its secret drawn from the scope: ring's own key exchange only takes
+//! ring's system generator. Signing is Ed25519 only, the one
 //! ring signature that needs no randomness (ring's ECDSA and RSA signers draw from the OS).
 
+use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rustls::crypto::{ActiveKeyExchange, CryptoProvider, GetRandomFailed, KeyProvider, SecureRandom, SharedSecret};
@@ -147,6 +149,61 @@ impl ActiveKeyExchange for X25519Exchange {
     }
 }
 
+/// P-256 (secp256r1) key exchange with the secret drawn from the current scope, for peers
+/// that offer no X25519 (socat asks for prime256v1 unless told otherwise).
+#[derive(Debug)]
+struct ScopedP256;
+
+/// Draws before giving up on finding a valid P-256 scalar: each draw fails with
+/// probability below 2^-32, so this never runs out with a working generator.
+const P256_DRAWS: usize = 8;
+
+impl SupportedKxGroup for ScopedP256 {
+    fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, Error> {
+        for _ in 0..P256_DRAWS {
+            let mut bytes = [0u8; 32];
+            fill_from_scope(&mut bytes)?;
+            // Zero and values at or above the group order are not scalars: draw again.
+            if let Ok(secret) = p256::SecretKey::from_bytes(&bytes.into()) {
+                let public = secret.public_key().to_encoded_point(false).as_bytes().to_vec();
+                return Ok(Box::new(P256Exchange { secret, public }));
+            }
+        }
+        Err(GetRandomFailed.into())
+    }
+
+    fn name(&self) -> NamedGroup {
+        NamedGroup::secp256r1
+    }
+}
+
+/// One P-256 exchange in progress: our secret and the uncompressed public point we sent.
+struct P256Exchange {
+    secret: p256::SecretKey,
+    public: Vec<u8>,
+}
+
+impl ActiveKeyExchange for P256Exchange {
+    fn complete(self: Box<Self>, peer_pub_key: &[u8]) -> Result<SharedSecret, Error> {
+        // TLS 1.3 sends points uncompressed only (RFC 8446 §4.2.8.2); decoding checks that
+        // the point is on the curve.
+        if peer_pub_key.len() != 65 || peer_pub_key[0] != 0x04 {
+            return Err(PeerMisbehaved::InvalidKeyShare.into());
+        }
+        let peer = p256::PublicKey::from_sec1_bytes(peer_pub_key).map_err(|_| PeerMisbehaved::InvalidKeyShare)?;
+        let shared = p256::ecdh::diffie_hellman(self.secret.to_nonzero_scalar(), peer.as_affine());
+        Ok(SharedSecret::from(&shared.raw_secret_bytes()[..]))
+    }
+
+    fn pub_key(&self) -> &[u8] {
+        &self.public
+    }
+
+    fn group(&self) -> NamedGroup {
+        NamedGroup::secp256r1
+    }
+}
+
 /// Loads Ed25519 keys only, the one ring signer that draws no randomness.
 #[derive(Debug)]
 struct Ed25519Keys;
@@ -169,6 +226,7 @@ impl KeyProvider for Ed25519Keys {
 
 static SCOPED_RANDOM: ScopedRandom = ScopedRandom;
 static SCOPED_X25519: ScopedX25519 = ScopedX25519;
+static SCOPED_P256: ScopedP256 = ScopedP256;
 static ED25519_KEYS: Ed25519Keys = Ed25519Keys;
 
 /// The signature algorithms a peer's certificate may use: every one ring verifies
@@ -181,12 +239,12 @@ pub(crate) fn verify_algorithms() -> WebPkiSupportedAlgorithms {
 }
 
 /// The provider every Switchyard TLS connection uses: TLS 1.3's three suites from ring,
-/// X25519, Ed25519 keys, and randomness from the current scope.
+/// X25519 (preferred) and P-256, Ed25519 keys, and randomness from the current scope.
 pub(crate) fn provider() -> CryptoProvider {
     use rustls::crypto::ring::cipher_suite::*;
     CryptoProvider {
         cipher_suites: vec![TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256],
-        kx_groups: vec![&SCOPED_X25519],
+        kx_groups: vec![&SCOPED_X25519, &SCOPED_P256],
         signature_verification_algorithms: verify_algorithms(),
         secure_random: &SCOPED_RANDOM,
         key_provider: &ED25519_KEYS,
@@ -229,6 +287,22 @@ mod tests {
             "the same seed draws the same bytes"
         );
         assert!(ScopedRandom.fill(&mut buf).is_err(), "the scope is taken back after the call");
+    }
+
+    #[test]
+    fn p256_agrees_and_refuses_points_off_the_curve_or_compressed() {
+        let mut scope = Scope::new([2; 32]);
+        scope.enter(|| {
+            let a = ScopedP256.start().unwrap();
+            let b = ScopedP256.start().unwrap();
+            let (a_pub, b_pub) = (a.pub_key().to_vec(), b.pub_key().to_vec());
+            assert_eq!((a_pub.len(), a_pub[0]), (65, 0x04), "uncompressed");
+            assert_eq!(a.complete(&b_pub).unwrap().secret_bytes(), b.complete(&a_pub).unwrap().secret_bytes());
+            let mut off_curve = a_pub.clone();
+            off_curve[64] ^= 1;
+            assert!(ScopedP256.start().unwrap().complete(&off_curve).is_err());
+            assert!(ScopedP256.start().unwrap().complete(&a_pub[..33]).is_err(), "compressed points are refused");
+        });
     }
 
     #[test]

@@ -1,0 +1,113 @@
+//! `switchyard cert`: a self-signed Ed25519 certificate and key for the TLS options, and
+//! the fingerprint clients pin.
+
+use crate::runtime::Program;
+use crate::CliError;
+use argh::FromArgs;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use switchyard_adapters::Runtime;
+use switchyard_core::tls::Fingerprint;
+use switchyard_core::Env;
+
+/// Write a self-signed certificate and private key for TLS (Ed25519, PEM), and print the
+/// certificate's SHA-256 fingerprint: give the files to a server (`--tls-cert`,
+/// `--tls-key`) and the fingerprint to its clients (`--tls-pin`).
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "cert",
+    example = "switchyard cert --name tunnel.example.org --out /etc/switchyard\nswitchyard cert --name 203.0.113.7 --name localhost --out .",
+    note = "Writes OUT/cert.pem and OUT/key.pem (the key readable by its owner only) and refuses to overwrite either unless --force. A pinned client accepts exactly this certificate whatever its names and dates; a client that checks with --tls-ca instead needs the name it dials among the --name values."
+)]
+pub struct CertCmd {
+    /// a DNS name or IP address the certificate is for; repeat for several (default
+    /// localhost)
+    #[argh(option)]
+    name: Vec<String>,
+
+    /// directory to write cert.pem and key.pem into, created if missing (default .)
+    #[argh(option, default = "crate::tls::default_cert_dir()")]
+    out: PathBuf,
+
+    /// days the certificate is valid from now (default 825)
+    #[argh(option, default = "825")]
+    days: u32,
+
+    /// overwrite cert.pem and key.pem if they exist
+    #[argh(switch)]
+    force: bool,
+}
+
+/// A certificate made by [`make`]: its PEM, its key's PEM, and its fingerprint.
+pub struct Made {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The private key, PKCS#8 PEM.
+    pub key_pem: String,
+    /// SHA-256 of the certificate's DER.
+    pub fingerprint: Fingerprint,
+}
+
+/// A self-signed Ed25519 certificate for `names`, valid from an hour ago (for clocks a
+/// little behind) for `days` days.
+pub fn make(names: &[String], days: u32) -> Result<Made, CliError> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| CliError::new(format!("cannot make a key: {e}")))?;
+    let mut params = rcgen::CertificateParams::new(names.to_vec())
+        .map_err(|e| CliError::usage(format!("--name: {e}")))?;
+    let mut subject = rcgen::DistinguishedName::new();
+    subject.push(rcgen::DnType::CommonName, names.first().cloned().unwrap_or_default());
+    params.distinguished_name = subject;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(i64::from(days));
+    let cert = params.self_signed(&key).map_err(|e| CliError::new(format!("cannot make the certificate: {e}")))?;
+    Ok(Made { cert_pem: cert.pem(), key_pem: key.serialize_pem(), fingerprint: Fingerprint::of(cert.der()) })
+}
+
+/// Writes `contents` to `path`, readable by its owner only when `private`; refuses an
+/// existing file unless `force`.
+fn write_file(path: &Path, contents: &str, private: bool, force: bool) -> Result<(), CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).mode(if private { 0o600 } else { 0o644 });
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            CliError::new(format!("{} exists; pass --force to replace it", path.display()))
+        }
+        _ => CliError::new(format!("cannot write {}: {e}", path.display())),
+    })?;
+    file.write_all(contents.as_bytes()).map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
+}
+
+impl Program for CertCmd {
+    async fn run<R: Runtime>(self, _rt: R, _env: Env) -> Result<ExitCode, CliError> {
+        if self.days == 0 {
+            return Err(CliError::usage("--days must be at least 1"));
+        }
+        let names = if self.name.is_empty() { vec!["localhost".to_owned()] } else { self.name };
+        let made = make(&names, self.days)?;
+        fs::create_dir_all(&self.out).map_err(|e| CliError::new(format!("cannot create {}: {e}", self.out.display())))?;
+        let (cert, key) = (self.out.join("cert.pem"), self.out.join("key.pem"));
+        write_file(&cert, &made.cert_pem, false, self.force)?;
+        write_file(&key, &made.key_pem, true, self.force)?;
+        println!(
+            "wrote {} and {} (Ed25519, for {}, valid {} days)",
+            cert.display(),
+            key.display(),
+            names.join(", "),
+            self.days
+        );
+        println!("fingerprint {}", made.fingerprint);
+        println!("server: --tls-cert {} --tls-key {}", cert.display(), key.display());
+        println!("client: --tls-pin {}", made.fingerprint);
+        Ok(ExitCode::SUCCESS)
+    }
+}

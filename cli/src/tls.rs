@@ -1,0 +1,120 @@
+//! TLS options on the command line: reading certificates and keys from PEM files, and
+//! turning `--tls-pin` / `--tls-ca` into what a client trusts.
+//!
+//! The core takes DER bytes and never touches a file; this module is where files are read,
+//! and where a bad one gets an error that names it.
+
+use crate::CliError;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use switchyard_core::time::WallClock;
+use switchyard_core::tls::{
+    Fingerprint, Secure, ServerTrust, Tls, TlsDial, TlsError, TlsIdentity, TlsServe, TlsSettings,
+};
+use switchyard_core::Machine;
+
+/// A server's `--tls-cert` and `--tls-key`, both or neither.
+pub fn server_identity(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<TlsIdentity>, CliError> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => load_identity(cert, key).map(Some),
+        (Some(_), None) => Err(CliError::usage("--tls-cert needs --tls-key (the certificate's private key)")),
+        (None, Some(_)) => Err(CliError::usage("--tls-key needs --tls-cert (the certificate it belongs to)")),
+    }
+}
+
+/// Reads a certificate chain (the server's own first) and its private key, both PEM.
+pub fn load_identity(cert: &Path, key: &Path) -> Result<TlsIdentity, CliError> {
+    let chain = load_certificates(cert, "--tls-cert")?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, "--tls-key", "private key", e))?;
+    Ok(TlsIdentity { chain, key })
+}
+
+/// Every certificate in a PEM file; an error names the file and the option it came from.
+pub fn load_certificates(path: &Path, option: &str) -> Result<Vec<CertificateDer<'static>>, CliError> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error(path, option, "certificate", e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_error(path, option, "certificate", e))?;
+    if certs.is_empty() {
+        return Err(CliError::new(format!("{option} {}: no PEM certificate in it", path.display())));
+    }
+    Ok(certs)
+}
+
+fn pem_error(path: &Path, option: &str, what: &str, error: rustls::pki_types::pem::Error) -> CliError {
+    use rustls::pki_types::pem::Error;
+    let why = match error {
+        Error::Io(e) => format!("cannot read it: {e}"),
+        Error::NoItemsFound => format!("no PEM {what} in it"),
+        other => format!("not a PEM {what}: {other}"),
+    };
+    CliError::new(format!("{option} {}: {why}", path.display()))
+}
+
+/// What a client trusts from `--tls-pin` or `--tls-ca` (one of them, or neither for a
+/// plaintext connection).
+pub fn client_trust(pin: Option<Fingerprint>, ca: Option<&Path>) -> Result<Option<ServerTrust>, CliError> {
+    match (pin, ca) {
+        (None, None) => Ok(None),
+        (Some(pin), None) => Ok(Some(ServerTrust::Pin(pin))),
+        (None, Some(ca)) => Ok(Some(ServerTrust::Authorities(load_certificates(ca, "--tls-ca")?))),
+        (Some(_), Some(_)) => Err(CliError::usage("give --tls-pin or --tls-ca, not both")),
+    }
+}
+
+/// `--tls-pin`: a certificate fingerprint.
+pub fn parse_pin(s: &str) -> Result<Fingerprint, String> {
+    s.parse().map_err(|e: switchyard_core::tls::BadFingerprint| e.to_string())
+}
+
+/// A client's TLS: what it trusts and the name it dials (the host of `--to` unless
+/// `--tls-name` says otherwise).
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// What server certificates to accept.
+    pub trust: ServerTrust,
+    /// The name to ask for and check.
+    pub server_name: String,
+}
+
+impl ClientTls {
+    /// From a client's options: `None` when neither `--tls-pin` nor `--tls-ca` is given.
+    pub fn from_options(
+        pin: Option<Fingerprint>,
+        ca: Option<&Path>,
+        name: Option<String>,
+        to: std::net::SocketAddr,
+    ) -> Result<Option<ClientTls>, CliError> {
+        let Some(trust) = client_trust(pin, ca)? else {
+            if name.is_some() {
+                return Err(CliError::usage("--tls-name needs --tls-pin or --tls-ca"));
+            }
+            return Ok(None);
+        };
+        Ok(Some(ClientTls { trust, server_name: name.unwrap_or_else(|| to.ip().to_string()) }))
+    }
+}
+
+/// `machine`, with every connection it accepts secured by `identity` when there is one and
+/// every connection it dials secured by `client`; plain pass-through when both are absent.
+/// `secret` is the machine's [`Env::secret`](switchyard_core::Env::secret) for `b"tls"`.
+pub fn wrap<M: Machine>(
+    machine: M,
+    identity: Option<TlsIdentity>,
+    client: Option<&ClientTls>,
+    secret: [u8; 32],
+    wall: WallClock,
+) -> Result<Tls<M>, TlsError> {
+    let settings = TlsSettings {
+        serve: identity.map(|identity| TlsServe { identity, listeners: Secure::All }),
+        dial: client.map(|c| TlsDial { trust: c.trust.clone(), server_name: c.server_name.clone(), to: Secure::All }),
+    };
+    Tls::new(machine, settings, secret, wall)
+}
+
+/// The default `--out` of `switchyard cert`.
+pub fn default_cert_dir() -> PathBuf {
+    PathBuf::from(".")
+}
