@@ -2,6 +2,7 @@
 
 use crate::runtime::Program;
 use crate::session::{self, Dialer};
+use crate::tls::ClientTls;
 use crate::CliError;
 use argh::FromArgs;
 use std::net::SocketAddr;
@@ -32,6 +33,20 @@ pub struct ChatCmd {
     #[argh(option, default = "10")]
     timeout: u64,
 
+    /// use TLS, accepting only the server certificate with this SHA-256 fingerprint (as
+    /// `switchyard cert` prints it)
+    #[argh(option, from_str_fn(crate::tls::parse_pin))]
+    tls_pin: Option<switchyard_core::tls::Fingerprint>,
+
+    /// use TLS, accepting a server certificate signed by a CA in this PEM file and valid
+    /// for the server's name
+    #[argh(option)]
+    tls_ca: Option<std::path::PathBuf>,
+
+    /// the server name TLS asks for and checks (default: the IP address of --to)
+    #[argh(option)]
+    tls_name: Option<String>,
+
     /// route prefix sent before anything else, like `10000:` (a missing colon is added);
     /// omit it for the default route or a service reached directly
     #[argh(positional, from_str_fn(parse_prefix))]
@@ -52,11 +67,13 @@ fn parse_prefix(s: &str) -> Result<String, String> {
 impl Program for ChatCmd {
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
         let timeout = Duration::from_secs(self.timeout);
+        let tls = ClientTls::from_options(self.tls_pin, self.tls_ca.as_deref(), self.tls_name, self.to)?;
+        let over = if tls.is_some() { " over TLS" } else { "" };
         let banner = match &self.prefix {
-            Some(prefix) => format!("chatting with route {} via {}", prefix.trim_end_matches(':'), self.to),
-            None => format!("chatting with {}", self.to),
+            Some(prefix) => format!("chatting with route {} via {}{over}", prefix.trim_end_matches(':'), self.to),
+            None => format!("chatting with {}{over}", self.to),
         };
-        session::interactive(&rt, Dialer::new(env, self.to, self.prefix, timeout), &banner).await
+        session::interactive(&rt, Dialer::new(env, self.to, self.prefix, timeout, tls), &banner).await
     }
 }
 

@@ -194,7 +194,7 @@ impl<R: Runtime> Demo<'_, R> {
     }
 
     async fn session(&mut self, to: SocketAddr) -> Result<Session, CliError> {
-        Session::open(self.rt, self.env.child(0), to, self.timeout).await
+        Session::open(self.rt, self.env.child(0), to, self.timeout, None).await
     }
 
     /// `future`, failing after the flow timeout.

@@ -2,6 +2,7 @@
 
 use crate::runtime::Program;
 use crate::session::{self, Dialer, Session};
+use crate::tls::ClientTls;
 use crate::CliError;
 use argh::FromArgs;
 use std::net::SocketAddr;
@@ -39,6 +40,20 @@ pub struct SendCmd {
     #[argh(option, default = "10")]
     timeout: u64,
 
+    /// use TLS, accepting only the server certificate with this SHA-256 fingerprint (as
+    /// `switchyard cert` prints it)
+    #[argh(option, from_str_fn(crate::tls::parse_pin))]
+    tls_pin: Option<switchyard_core::tls::Fingerprint>,
+
+    /// use TLS, accepting a server certificate signed by a CA in this PEM file and valid
+    /// for the server's name
+    #[argh(option)]
+    tls_ca: Option<std::path::PathBuf>,
+
+    /// the server name TLS asks for and checks (default: the IP address of --to)
+    #[argh(option)]
+    tls_name: Option<String>,
+
     /// the message (several words are joined with spaces); omit it to type lines
     #[argh(positional)]
     message: Vec<String>,
@@ -47,11 +62,12 @@ pub struct SendCmd {
 impl Program for SendCmd {
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
         let timeout = Duration::from_secs(self.timeout);
+        let tls = ClientTls::from_options(self.tls_pin, self.tls_ca.as_deref(), self.tls_name, self.to)?;
         if self.message.is_empty() {
-            let banner = format!("talking to {}", self.to);
-            return session::interactive(&rt, Dialer::new(env, self.to, None, timeout), &banner).await;
+            let banner = format!("talking to {}{}", self.to, if tls.is_some() { " over TLS" } else { "" });
+            return session::interactive(&rt, Dialer::new(env, self.to, None, timeout, tls), &banner).await;
         }
-        let session = Session::open(&rt, env, self.to, timeout).await?;
+        let session = Session::open(&rt, env, self.to, timeout, tls.as_ref()).await?;
         session.one_shot(&rt, self.message.join(" "), timeout).await
     }
 }

@@ -6,6 +6,7 @@
 //! whatever arrives, over as many sessions as it takes: a server that closes after one
 //! exchange gets the next line on a new connection.
 
+use crate::tls::ClientTls;
 use crate::{input, within, CliError};
 use async_channel::Receiver;
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use switchyard_adapters::{Driver, EventPolicy, Running, Runtime};
 use switchyard_core::service::line_client::{LineClient, LineClientConfig, LineClientEvent, SendError};
+use switchyard_core::tls::{Tls, TlsEvent};
 use switchyard_core::{Env, Instant};
 
 /// How long interactive mode waits before retrying a line the client's send backlog
@@ -28,8 +30,8 @@ const TYPED_LINES_QUEUED: usize = 64;
 /// A connection to a line server. Dropping it closes the connection.
 pub struct Session {
     to: SocketAddr,
-    running: Running<LineClient>,
-    events: Receiver<LineClientEvent>,
+    running: Running<Tls<LineClient>>,
+    events: Receiver<TlsEvent<LineClientEvent>>,
     /// The server sent an `error: ` line.
     server_error: bool,
     /// Lines typed and sent since the server last sent a line: when it closes, these may
@@ -38,11 +40,19 @@ pub struct Session {
 }
 
 impl Session {
-    /// Starts connecting to `to`; gives up after `timeout`. Lines sent before the
-    /// connection is up wait for it.
-    pub async fn open<R: Runtime>(rt: &R, env: Env, to: SocketAddr, timeout: Duration) -> Result<Session, CliError> {
+    /// Starts connecting to `to`, over TLS with `tls`; gives up after `timeout` (the TLS
+    /// handshake included). Lines sent before the connection is up wait for it.
+    pub async fn open<R: Runtime>(
+        rt: &R,
+        env: Env,
+        to: SocketAddr,
+        timeout: Duration,
+        tls: Option<&ClientTls>,
+    ) -> Result<Session, CliError> {
         let config = LineClientConfig { connect_timeout: timeout, ..LineClientConfig::default() };
+        let secret = env.secret(b"tls");
         let client = LineClient::connect(env, Instant::ZERO, to, config);
+        let client = crate::tls::wrap(client, None, tls, secret, crate::wall::clock()).map_err(CliError::new)?;
         // The events are the replies: never drop one, let a slow reader push back instead.
         let running =
             Driver::new(client).event_policy(EventPolicy::Wait).start(rt.clone()).await.map_err(CliError::new)?;
@@ -61,7 +71,7 @@ impl Session {
         &self,
         f: impl FnOnce(&mut LineClient, Instant) -> Result<(), SendError> + Send + 'static,
     ) -> Result<(), CliError> {
-        match self.running.command(f).await.map_err(CliError::new)? {
+        match self.running.command(|tls, now| in_client(tls, now, f)).await.map_err(CliError::new)? {
             Ok(()) | Err(SendError::Closed) => Ok(()),
             Err(e) => Err(CliError::new(format!("cannot send: {e}"))),
         }
@@ -90,6 +100,15 @@ impl Session {
     /// The next line from the server; `None` once the server has closed the connection.
     pub async fn next_line(&mut self) -> Result<Option<Bytes>, CliError> {
         while let Ok(event) = self.events.recv().await {
+            let event = match event {
+                TlsEvent::Inner(event) => event,
+                TlsEvent::Secured { suite, .. } => {
+                    tracing::debug!("secured with TLS 1.3 ({suite})");
+                    continue;
+                }
+                // The client's own ConnectFailed or Closed follows, with the reason.
+                TlsEvent::Failed { .. } => continue,
+            };
             match event {
                 LineClientEvent::Connected { local } => tracing::debug!(%local, "connected to {}", self.to),
                 LineClientEvent::Line(line) => {
@@ -164,7 +183,8 @@ impl Session {
     async fn send_typed<R: Runtime>(&mut self, rt: &R, line: &str) -> Result<bool, CliError> {
         loop {
             let bytes = line.as_bytes().to_vec();
-            match self.running.command(move |c, now| c.send_line(now, &bytes)).await.map_err(CliError::new)? {
+            let sent = self.running.command(move |tls, now| in_client(tls, now, |c, now| c.send_line(now, &bytes)));
+            match sent.await.map_err(CliError::new)? {
                 Ok(()) => {
                     self.sent_since_reply += 1;
                     return Ok(true);
@@ -180,6 +200,14 @@ impl Session {
     }
 }
 
+/// Runs an app command `f` on the line client inside its TLS layer, then lets the layer
+/// take what the client wrote.
+fn in_client<T>(tls: &mut Tls<LineClient>, now: Instant, f: impl FnOnce(&mut LineClient, Instant) -> T) -> T {
+    let result = f(tls.inner_mut(), now);
+    tls.settle(now);
+    result
+}
+
 /// Opens sessions to one server for [`interactive`]: the first, and a new one for a line
 /// typed after the server closed the last (a server with one exchange per connection,
 /// like `stamp`). Each gets the route prefix first, if there is one.
@@ -188,19 +216,26 @@ pub struct Dialer {
     to: SocketAddr,
     prefix: Option<String>,
     timeout: Duration,
+    tls: Option<ClientTls>,
     opened: u16,
 }
 
 impl Dialer {
     /// Sessions to `to`, each sent `prefix` (e.g. `10000:`) first; `timeout` bounds each
-    /// connect.
-    pub fn new(env: Env, to: SocketAddr, prefix: Option<String>, timeout: Duration) -> Dialer {
-        Dialer { env, to, prefix, timeout, opened: 0 }
+    /// connect. With `tls`, each session is TLS.
+    pub fn new(
+        env: Env,
+        to: SocketAddr,
+        prefix: Option<String>,
+        timeout: Duration,
+        tls: Option<ClientTls>,
+    ) -> Dialer {
+        Dialer { env, to, prefix, timeout, tls, opened: 0 }
     }
 
     async fn open<R: Runtime>(&mut self, rt: &R) -> Result<Session, CliError> {
         self.opened = self.opened.wrapping_add(1);
-        let session = Session::open(rt, self.env.child(self.opened), self.to, self.timeout).await?;
+        let session = Session::open(rt, self.env.child(self.opened), self.to, self.timeout, self.tls.as_ref()).await?;
         if let Some(prefix) = &self.prefix {
             session.send_raw(prefix.clone().into_bytes()).await?;
         }

@@ -272,7 +272,7 @@ impl Program for ServeCmd {
         let secured = if tls.is_some() { " (TLS)" } else { "" };
         let mut fleet = Fleet::new();
         let addr = launch(&rt, &mut fleet, env, kind, config, listen, tls).await?;
-        fleet.serve_until_ctrl_c(|| tracing::info!("{} server listening on {addr}{secured}", kind.name())).await?;
+        fleet.serve_until_ctrl_c(|| tracing::info!("{} server{secured} listening on {addr}", kind.name())).await?;
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -62,7 +62,7 @@ pub async fn serve<R: Runtime>(
 
 /// Sends `hello` to `to` and expects `world` within [`PROBE_TIMEOUT`].
 async fn probe<R: Runtime>(rt: &R, env: Env, to: SocketAddr) -> Result<(), CliError> {
-    let mut session = Session::open(rt, env, to, PROBE_TIMEOUT).await?;
+    let mut session = Session::open(rt, env, to, PROBE_TIMEOUT, None).await?;
     let exchange = async {
         session.send_line("hello".into()).await?;
         session.finish().await?;

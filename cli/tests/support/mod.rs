@@ -267,3 +267,30 @@ impl Drop for TempFile {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// A directory in the temp directory, removed with what it holds when dropped.
+pub struct TempDir {
+    /// Where it is.
+    pub path: std::path::PathBuf,
+}
+
+impl TempDir {
+    /// An empty directory named for the test (`name`) and this process.
+    pub fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("switchyard-cli-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir { path }
+    }
+
+    /// The path of `file` in it, as an argument.
+    pub fn file(&self, file: &str) -> String {
+        self.path.join(file).to_str().expect("temp paths are UTF-8").to_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

@@ -115,7 +115,7 @@ impl ServerTrust {
 
 /// The server's certificate did not match the pin.
 #[derive(Debug, thiserror::Error)]
-#[error("the server's certificate is {found}, not the pinned {pinned}")]
+#[error("its fingerprint is {found}, not the pinned {pinned}")]
 struct PinMismatch {
     found: Fingerprint,
     pinned: Fingerprint,

@@ -1,0 +1,177 @@
+//! TLS on the line services as users meet it: `switchyard cert`, then `serve … --tls-cert
+//! --tls-key`, talked to by clients nobody here wrote (Debian's `openssl s_client` and
+//! `socat OPENSSL:`) and by `switchyard send --tls-pin/--tls-ca`; and what each refusal
+//! looks like on both ends. Every server listens on 127.0.0.1 port 0.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use support::{run, text, LineConn, Proc, TempDir};
+
+/// `switchyard cert` into a new directory; returns it and the fingerprint it printed.
+fn cert(name: &str, names: &[&str]) -> (TempDir, String) {
+    let dir = TempDir::new(name);
+    let out_dir = dir.path.to_str().unwrap().to_owned();
+    let mut args = vec!["cert", "--out", &out_dir];
+    for n in names {
+        args.extend(["--name", n]);
+    }
+    let out = run(&args, b"");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = text(&out.stdout);
+    let fingerprint = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint "))
+        .unwrap_or_else(|| panic!("no fingerprint line in {stdout:?}"))
+        .to_owned();
+    (dir, fingerprint)
+}
+
+/// `serve greet` over TLS with the files in `dir`; returns it and its address.
+fn serve_greet(dir: &TempDir) -> (Proc, String) {
+    let (cert, key) = (dir.file("cert.pem"), dir.file("key.pem"));
+    let args = ["serve", "greet", "--listen", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key];
+    let server = Proc::start(&args);
+    let line = server.wait_for_log("greet server (TLS) listening on ");
+    (server, line.rsplit(' ').next().unwrap().to_owned())
+}
+
+/// Runs a TLS client that is not ours with `stdin` open, writes `line`, and returns the
+/// first stdout line that holds `expect` (killing the client then).
+fn round_trip(program: &str, args: &[&str], line: &str, expect: &str) -> String {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program} (.ci/run installs it): {e}"));
+    child.stdin.as_mut().unwrap().write_all(format!("{line}\n").as_bytes()).unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let found = BufReader::new(stdout).lines().map_while(Result::ok).find(|l| l.contains(expect));
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    found.unwrap_or_else(|| panic!("{program} printed no {expect:?}; stderr: {}", text(&output.stderr)))
+}
+
+/// Colons out, lower case: a fingerprint as `openssl x509 -fingerprint` prints it, or ours.
+fn bare_hex(fingerprint: &str) -> String {
+    let last = fingerprint.rsplit(['=', ' ']).next().unwrap_or_default();
+    last.trim_start_matches("SHA256:").replace(':', "").to_lowercase()
+}
+
+#[test]
+fn cert_prints_the_fingerprint_openssl_computes_and_keeps_the_key_private() {
+    let (dir, fingerprint) = cert("cert-fp", &["localhost", "127.0.0.1"]);
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-ext", "subjectAltName", "-in", &dir.file("cert.pem")])
+        .output()
+        .expect("openssl (.ci/run installs it)");
+    let shown = text(&out.stdout);
+    let openssl_fp = shown.lines().find(|l| l.contains("Fingerprint=")).expect("a fingerprint line");
+    assert_eq!(bare_hex(&fingerprint), bare_hex(openssl_fp), "{shown}");
+    assert!(shown.contains("DNS:localhost") && shown.contains("IP Address:127.0.0.1"), "{shown}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.file("key.pem")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the key is its owner's only");
+
+    let again = run(&["cert", "--out", dir.path.to_str().unwrap()], b"");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again.stderr).contains("exists; pass --force to replace it"), "{again:?}");
+}
+
+#[test]
+fn openssl_s_client_and_socat_talk_to_a_tls_service() {
+    let (dir, _) = cert("interop", &["localhost", "127.0.0.1"]);
+    let (_server, addr) = serve_greet(&dir);
+    let ca = dir.file("cert.pem");
+    // s_client checks the chain (the self-signed certificate as its own CA) and the IP.
+    let args =
+        ["s_client", "-connect", &addr, "-quiet", "-verify_return_error", "-CAfile", &ca, "-verify_ip", "127.0.0.1"];
+    let reply = round_trip("openssl", &args, "John", "Hello Good morning");
+    assert_eq!(reply, "Hello Good morning !!!! ::: John");
+
+    let target = format!("OPENSSL:{addr},cafile={ca},commonname=localhost");
+    let reply = round_trip("socat", &["-", &target], "Bob", "Hello Good morning");
+    assert_eq!(reply, "Hello Good morning !!!! ::: Bob");
+}
+
+#[test]
+fn openssl_refuses_tls_1_2_and_the_server_says_why() {
+    let (dir, _) = cert("tls12", &["localhost"]);
+    let (server, addr) = serve_greet(&dir);
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &addr, "-tls1_2"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl");
+    assert!(text(&out.stderr).contains("alert protocol version"), "{}", text(&out.stderr));
+    server.wait_for_log("closed: TLS: the peer cannot speak what we require: TLS 1.3");
+}
+
+#[test]
+fn send_pins_the_certificate_and_a_wrong_pin_is_refused_on_both_ends() {
+    let (dir, fingerprint) = cert("pin", &["localhost"]);
+    let (server, addr) = serve_greet(&dir);
+    let out = run(&["send", "--to", &addr, "--tls-pin", &fingerprint, "John"], b"");
+    assert_eq!(
+        (text(&out.stdout).as_str(), out.status.code()),
+        ("Hello Good morning !!!! ::: John\n", Some(0)),
+        "{out:?}"
+    );
+
+    let wrong = format!("SHA256:{}", "ab".repeat(32));
+    let out = run(&["send", "--to", &addr, "--tls-pin", &wrong, "John"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stderr);
+    assert!(said.contains(&format!("its fingerprint is {fingerprint}, not the pinned {wrong}")), "{said}");
+    assert_eq!(said.lines().count(), 1, "one line: {said}");
+    server.wait_for_log("closed: TLS: the peer refused our certificate");
+
+    // --tls-ca checks the name too: this certificate is for localhost, not 127.0.0.1.
+    let ca = dir.file("cert.pem");
+    let out = run(&["send", "--to", &addr, "--tls-ca", &ca, "John"], b"");
+    assert!(text(&out.stderr).contains("not valid for name \"127.0.0.1\""), "{out:?}");
+    let out = run(&["send", "--to", &addr, "--tls-ca", &ca, "--tls-name", "localhost", "John"], b"");
+    assert_eq!(text(&out.stdout), "Hello Good morning !!!! ::: John\n", "{out:?}");
+}
+
+#[test]
+fn a_plaintext_client_on_a_tls_port_is_told_and_tls_clients_carry_on() {
+    let (dir, fingerprint) = cert("plain", &["localhost"]);
+    let (server, addr) = serve_greet(&dir);
+    // A TLS session opened first stays up across the plaintext client's refusal.
+    let mut tls = Proc::start_interactive(&["send", "--to", &addr, "--tls-pin", &fingerprint]);
+    tls.type_line("Before");
+    tls.wait_for_stdout("::: Before");
+
+    let mut plain = LineConn::connect(&addr);
+    plain.send(b"John\n");
+    assert_eq!(
+        plain.line(),
+        "error: this port speaks TLS; connect with a TLS client (e.g. openssl s_client -connect HOST:PORT)"
+    );
+    let mut rest = Vec::new();
+    plain.into_reader().read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "closed after the one line: {rest:?}");
+    server.wait_for_log("closed: TLS: the peer sent text, not TLS: \"John\"");
+
+    tls.type_line("After");
+    tls.wait_for_stdout("::: After");
+    assert!(tls.close_and_wait().success());
+}
+
+#[test]
+fn tls_options_that_cannot_work_are_refused_before_anything_starts() {
+    let (dir, _) = cert("bad-options", &["localhost"]);
+    let cert_file = dir.file("cert.pem");
+    let missing = dir.file("missing.pem");
+    support::assert_refused(&[
+        (&["serve", "greet", "--tls-cert", &cert_file], 2, "--tls-cert needs --tls-key"),
+        (&["serve", "greet", "--tls-cert", &cert_file, "--tls-key", &missing], 1, "cannot read it"),
+        (&["serve", "greet", "--tls-cert", &cert_file, "--tls-key", &cert_file], 1, "no PEM private key"),
+        (&["send", "--tls-pin", "SHA256:12", "x"], 2, "not a SHA-256 fingerprint"),
+        (&["send", "--tls-name", "localhost", "x"], 2, "--tls-name needs --tls-pin or --tls-ca"),
+    ]);
+}
