@@ -29,7 +29,7 @@ pub struct CertCmd {
     name: Vec<String>,
 
     /// directory to write cert.pem and key.pem into, created if missing (default .)
-    #[argh(option, default = "crate::tls::default_cert_dir()")]
+    #[argh(option, default = "PathBuf::from(\".\")")]
     out: PathBuf,
 
     /// days the certificate is valid from now (default 825)

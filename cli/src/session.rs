@@ -52,7 +52,7 @@ impl Session {
         let config = LineClientConfig { connect_timeout: timeout, ..LineClientConfig::default() };
         let secret = env.secret(b"tls");
         let client = LineClient::connect(env, Instant::ZERO, to, config);
-        let client = crate::tls::wrap(client, None, tls, secret, crate::wall::clock()).map_err(CliError::new)?;
+        let client = crate::tls::wrap(client, None, tls, secret, crate::tls::wall_clock()).map_err(CliError::new)?;
         // The events are the replies: never drop one, let a slow reader push back instead.
         let running =
             Driver::new(client).event_policy(EventPolicy::Wait).start(rt.clone()).await.map_err(CliError::new)?;

@@ -7,7 +7,7 @@
 use crate::CliError;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use switchyard_core::time::WallClock;
 use switchyard_core::tls::{
     Fingerprint, Secure, ServerTrust, Tls, TlsDial, TlsError, TlsIdentity, TlsServe, TlsSettings,
@@ -114,7 +114,9 @@ pub fn wrap<M: Machine>(
     Tls::new(machine, settings, secret, wall)
 }
 
-/// The default `--out` of `switchyard cert`.
-pub fn default_cert_dir() -> PathBuf {
-    PathBuf::from(".")
+/// The wall clock a TLS layer checks certificate dates by: the system clock read now, as
+/// the driver's `Instant::ZERO` (the driver re-bases it when the system clock jumps). UTC:
+/// certificate dates have no time zone.
+pub fn wall_clock() -> WallClock {
+    WallClock::utc(switchyard_adapters::unix_micros_now(), switchyard_core::Instant::ZERO)
 }

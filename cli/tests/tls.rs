@@ -175,3 +175,60 @@ fn tls_options_that_cannot_work_are_refused_before_anything_starts() {
         (&["send", "--tls-name", "localhost", "x"], 2, "--tls-name needs --tls-pin or --tls-ca"),
     ]);
 }
+
+#[test]
+fn the_tunnel_carrier_runs_over_tls_and_each_misconfigured_end_is_told_why() {
+    // Its own loopback address, default ports: the ends name each other by them.
+    let host = "127.0.0.121";
+    let at = |port: u16| format!("{host}:{port}");
+    let (dir, fingerprint) = cert("tunnel", &[host]);
+    let key = support::TempFile::new("tls-tunnel.key", "a shared secret");
+    let echo = Proc::start(&["serve", "echo", "--listen", &at(7007)]);
+    echo.wait_for_log("server listening on");
+    let (cert_file, key_file) = (dir.file("cert.pem"), dir.file("key.pem"));
+    let default = format!("default={}", at(7007));
+    let remote = Proc::start(&[
+        "tunnel",
+        "remote",
+        "--listen",
+        &at(7001),
+        "--secret-file",
+        key.arg(),
+        "--route",
+        &default,
+        "--tls-cert",
+        &cert_file,
+        "--tls-key",
+        &key_file,
+    ]);
+    remote.wait_for_log("tunnel remote end (TLS) listening on");
+    let local_end = |port: u16, tls: &[&str]| {
+        let (listen, remote) = (at(port), at(7001));
+        let args =
+            [&["tunnel", "local", "--listen", &listen, "--remote", &remote, "--secret-file", key.arg()], tls].concat();
+        Proc::start(&args)
+    };
+
+    let pinned = local_end(7000, &["--tls-pin", &fingerprint]);
+    pinned.wait_for_log("carrier up");
+    let out = run(&["send", "--to", &at(7000), "through TLS"], b"");
+    assert_eq!(text(&out.stdout), "through TLS\n", "{out:?}");
+
+    // A local end with the wrong pin: refused by it, and the remote end hears why.
+    let wrong = local_end(7100, &["--tls-pin", &format!("SHA256:{}", "cd".repeat(32))]);
+    let said = wrong.wait_for_log("carrier down");
+    assert!(said.contains(&format!("its fingerprint is {fingerprint}")), "{said}");
+    remote.wait_for_log("TLS: the peer refused our certificate");
+    let out = run(&["send", "--to", &at(7100), "x"], b"");
+    assert!(text(&out.stderr).starts_with("error: tunnel is down (cannot connect: TLS:"), "{out:?}");
+
+    // A local end without TLS options: both ends name the mismatch.
+    let plain = local_end(7200, &[]);
+    let said = plain.wait_for_log("carrier down");
+    assert!(said.contains("the remote end speaks TLS: give this end --tls-pin or --tls-ca"), "{said}");
+    remote.wait_for_log("did not start a TLS handshake");
+
+    // Through all of that, the good carrier carried on.
+    let out = run(&["send", "--to", &at(7000), "still here"], b"");
+    assert_eq!(text(&out.stdout), "still here\n", "{out:?}");
+}

@@ -246,7 +246,7 @@ impl Secured {
         M: Machine,
     {
         let bad_identity = |e| LaunchError { name: self.name.to_owned(), error: io::Error::new(io::ErrorKind::InvalidInput, e) };
-        let machine = crate::tls::wrap(machine, self.tls, None, self.secret, wall::clock()).map_err(bad_identity)?;
+        let machine = crate::tls::wrap(machine, self.tls, None, self.secret, crate::tls::wall_clock()).map_err(bad_identity)?;
         fleet.launch(rt, self.name, machine, &[(ListenerId(0), self.listen)]).await
     }
 }

@@ -4,14 +4,17 @@ pub mod spec;
 
 use crate::launch::{Fleet, LaunchError};
 use crate::runtime::Program;
+use crate::tls::ClientTls;
 use crate::CliError;
 use argh::FromArgs;
 use spec::{Entrances, Forward, RouteSpec};
 use std::collections::BTreeMap;
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use switchyard_adapters::Runtime;
+use switchyard_core::tls::{TlsEvent, TlsIdentity};
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::local::{LocalConfig, TunnelLocal};
 use switchyard_core::tunnel::remote::{RemoteConfig, Routes, TunnelRemote};
@@ -25,7 +28,7 @@ use switchyard_core::{Env, Instant, ListenerId};
     subcommand,
     name = "tunnel",
     example = "head -c 32 /dev/urandom | base64 > tunnel.key\nswitchyard tunnel remote --secret-file tunnel.key --route 9090=127.0.0.1:9090 --route default=127.0.0.1:7007\nswitchyard tunnel local --secret-file tunnel.key --remote 127.0.0.1:7001 --forward 7090=9090",
-    note = "Both ends need the same secret file. The carrier is authenticated (HMAC-SHA256), not encrypted."
+    note = "Both ends need the same secret file: it authenticates the carrier (HMAC-SHA256). For encryption too, run the carrier over TLS: `switchyard cert` makes a certificate for `tunnel remote --tls-cert/--tls-key`, and `tunnel local --tls-pin` takes the fingerprint it prints."
 )]
 pub struct TunnelCmd {
     #[argh(subcommand)]
@@ -67,6 +70,20 @@ pub struct LocalCmd {
     /// goes to ROUTE, bytes untouched; repeatable
     #[argh(option, from_str_fn(spec::parse_forward))]
     forward: Vec<Forward>,
+
+    /// run the carrier over TLS, accepting only the remote end's certificate with this
+    /// SHA-256 fingerprint (as `switchyard cert` prints it)
+    #[argh(option, from_str_fn(crate::tls::parse_pin))]
+    tls_pin: Option<switchyard_core::tls::Fingerprint>,
+
+    /// run the carrier over TLS, accepting a certificate signed by a CA in this PEM file
+    /// and valid for the remote's name
+    #[argh(option)]
+    tls_ca: Option<PathBuf>,
+
+    /// the name TLS asks the remote end for and checks (default: the IP of --remote)
+    #[argh(option)]
+    tls_name: Option<String>,
 }
 
 /// Run the tunnel's remote end: local ends connect their carrier here, and each stream is
@@ -92,6 +109,15 @@ pub struct RemoteCmd {
     /// ADDR; repeatable, at least one
     #[argh(option, from_str_fn(spec::parse_route))]
     route: Vec<RouteSpec>,
+
+    /// accept carriers over TLS only, with this PEM certificate (chain) and --tls-key;
+    /// `switchyard cert` makes both files
+    #[argh(option)]
+    tls_cert: Option<PathBuf>,
+
+    /// the PEM private key (Ed25519) of --tls-cert
+    #[argh(option)]
+    tls_key: Option<PathBuf>,
 }
 
 impl Program for TunnelCmd {
@@ -100,21 +126,26 @@ impl Program for TunnelCmd {
         let announce = match self.end {
             End::Local(cmd) => {
                 let secret = spec::read_secret(&cmd.secret_file)?;
+                let tls = ClientTls::from_options(cmd.tls_pin, cmd.tls_ca.as_deref(), cmd.tls_name, cmd.remote)?;
+                let over = if tls.is_some() { " over TLS" } else { "" };
                 let entrances = Entrances::new(cmd.listen, &cmd.forward);
-                let bound = launch_local(&rt, &mut fleet, env, (cmd.remote, secret), &entrances, |_| {}).await?;
+                let carrier = Carrier { remote: cmd.remote, secret, tls };
+                let bound = launch_local(&rt, &mut fleet, env, carrier, &entrances, |_| {}).await?;
                 let listening: Vec<String> =
                     entrances.describe(&bound).map(|(addr, kind)| format!("{addr} ({kind})")).collect();
-                format!("tunnel local end listening on {}; carrier to {}", listening.join(", "), cmd.remote)
+                format!("tunnel local end listening on {}; carrier to {}{over}", listening.join(", "), cmd.remote)
             }
             End::Remote(cmd) => {
                 if cmd.route.is_empty() {
                     return Err(CliError::usage("tunnel remote needs at least one --route NAME=ADDR"));
                 }
                 let secret = spec::read_secret(&cmd.secret_file)?;
+                let identity = crate::tls::server_identity(cmd.tls_cert.as_deref(), cmd.tls_key.as_deref())?;
+                let over = if identity.is_some() { " (TLS)" } else { "" };
                 let routes = routes(&cmd.route);
-                let bound = launch_remote(&rt, &mut fleet, env, cmd.listen, secret, routes.clone()).await?;
+                let bound = launch_remote(&rt, &mut fleet, env, cmd.listen, (secret, identity), routes.clone()).await?;
                 let listed: Vec<String> = routes.iter().map(|(name, target)| format!("{name} → {target}")).collect();
-                format!("tunnel remote end listening on {bound}; routes: {}", listed.join(", "))
+                format!("tunnel remote end{over} listening on {bound}; routes: {}", listed.join(", "))
             }
         };
         fleet.serve_until_ctrl_c(|| tracing::info!("{announce}")).await?;
@@ -131,32 +162,75 @@ pub fn routes(specs: &[RouteSpec]) -> Routes {
     routes
 }
 
-/// Starts a local end in `fleet`, carrying to `remote`; returns where its listeners bound.
-/// `watch` sees its events (see [`Fleet::launch_watched`]).
+/// Where and how a local end reaches its remote end.
+pub struct Carrier {
+    /// The remote end's carrier address.
+    pub remote: SocketAddr,
+    /// The secret both ends hold.
+    pub secret: Secret,
+    /// TLS for the carrier, if any.
+    pub tls: Option<ClientTls>,
+}
+
+/// A start-up error for TLS settings the core refused (say, a key that is not Ed25519).
+fn tls_refused(name: &str, error: switchyard_core::tls::TlsError) -> LaunchError {
+    LaunchError { name: name.to_owned(), error: io::Error::new(io::ErrorKind::InvalidInput, error) }
+}
+
+/// Starts a local end in `fleet`, carrying to `carrier.remote` (over TLS when it says so);
+/// returns where its listeners bound. `watch` sees its events (see
+/// [`Fleet::launch_watched`]).
 pub async fn launch_local<R: Runtime>(
     rt: &R,
     fleet: &mut Fleet,
     env: Env,
-    (remote, secret): (SocketAddr, Secret),
+    carrier: Carrier,
     entrances: &Entrances,
-    watch: impl FnMut(&TunnelEvent) + Send + 'static,
+    mut watch: impl FnMut(&TunnelEvent) + Send + 'static,
 ) -> Result<BTreeMap<ListenerId, SocketAddr>, LaunchError> {
+    const NAME: &str = "tunnel local";
+    let secret = env.secret(b"tls");
     // The driver's clock starts at zero, and so does the machine's.
-    let machine = TunnelLocal::new(env, Instant::ZERO, LocalConfig::new(remote, secret, entrances.config()));
-    fleet.launch_watched(rt, "tunnel local", machine, &entrances.listeners(), watch).await
+    let config = LocalConfig::new(carrier.remote, carrier.secret, entrances.config());
+    let machine = TunnelLocal::new(env, Instant::ZERO, config);
+    let listeners = entrances.listeners();
+    match carrier.tls {
+        // Plaintext stays unwrapped: the relay's hot path gains no layer it does not use.
+        None => fleet.launch_watched(rt, NAME, machine, &listeners, watch).await,
+        Some(tls) => {
+            let machine = crate::tls::wrap(machine, None, Some(&tls), secret, crate::tls::wall_clock())
+                .map_err(|e| tls_refused(NAME, e))?;
+            let watch = move |e: &TlsEvent<TunnelEvent>| {
+                if let TlsEvent::Inner(e) = e {
+                    watch(e)
+                }
+            };
+            fleet.launch_watched(rt, NAME, machine, &listeners, watch).await
+        }
+    }
 }
 
-/// Starts a remote end in `fleet`, accepting carriers on `listen`; returns the address it
-/// bound.
+/// Starts a remote end in `fleet`, accepting carriers on `listen` (over TLS only, with the
+/// identity when one is given); returns the address it bound.
 pub async fn launch_remote<R: Runtime>(
     rt: &R,
     fleet: &mut Fleet,
     env: Env,
     listen: SocketAddr,
-    secret: Secret,
+    (secret, identity): (Secret, Option<TlsIdentity>),
     routes: Routes,
 ) -> Result<SocketAddr, LaunchError> {
+    const NAME: &str = "tunnel remote";
+    let tls_secret = env.secret(b"tls");
     let machine = TunnelRemote::new(env, RemoteConfig::new(secret, routes));
-    let bound = fleet.launch(rt, "tunnel remote", machine, &[(ListenerId(0), listen)]).await?;
+    let at = [(ListenerId(0), listen)];
+    let bound = match identity {
+        None => fleet.launch(rt, NAME, machine, &at).await?,
+        Some(identity) => {
+            let machine = crate::tls::wrap(machine, Some(identity), None, tls_secret, crate::tls::wall_clock())
+                .map_err(|e| tls_refused(NAME, e))?;
+            fleet.launch(rt, NAME, machine, &at).await?
+        }
+    };
     Ok(bound.get(&ListenerId(0)).copied().unwrap_or(listen))
 }

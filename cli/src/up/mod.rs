@@ -167,7 +167,7 @@ async fn launch_tunnel<R: Runtime>(
     // anywhere: from the OS, and deliberately not from `--seed` (visible to every local user).
     let secret = Secret::new(seed::secret_from_os().map_err(CliError::new)?).expect("32 bytes are not empty");
     let carrier_listen = SocketAddr::new(host, plan::CARRIER_PORT);
-    let carrier = tunnel::launch_remote(rt, fleet, child(), carrier_listen, secret.clone(), routes)
+    let carrier = tunnel::launch_remote(rt, fleet, child(), carrier_listen, (secret.clone(), None), routes)
         .await
         .map_err(|e| taken(e, "the tunnel's remote end"))?;
 
@@ -182,7 +182,7 @@ async fn launch_tunnel<R: Runtime>(
             let _ = up_tx.try_send(());
         }
     };
-    let bound = tunnel::launch_local(rt, fleet, child(), (carrier, secret), &entrances, watch)
+    let bound = tunnel::launch_local(rt, fleet, child(), tunnel::Carrier { remote: carrier, secret, tls: None }, &entrances, watch)
         .await
         .map_err(|e| taken(e, "the tunnel's local end"))?;
     let carrier_up = async { up_rx.recv().await.map_err(|_| CliError::new("the tunnel's local end stopped")) };

@@ -160,6 +160,13 @@ pub enum TlsEvent<E> {
 pub const TEXT_ON_TLS_REPLY: &str =
     "error: this port speaks TLS; connect with a TLS client (e.g. openssl s_client -connect HOST:PORT)\n";
 
+/// True when `bytes` start like a TLS record (content type 20–23, then version 3.x): what a
+/// plaintext protocol that gets TLS instead sees, so it can say so rather than report a
+/// broken frame.
+pub fn looks_like_record(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x14..=0x17, 0x03, 0x00..=0x04, ..])
+}
+
 /// A machine whose chosen connections run over TLS 1.3. See the [module docs](self).
 pub struct Tls<M: Machine> {
     inner: M,
@@ -363,12 +370,22 @@ impl<M: Machine> Tls<M> {
             );
             return self.fail(conn, reason, CloseHow::Graceful);
         }
+        // Binary, but not a handshake record: a plaintext client of a binary protocol (a
+        // tunnel end or mesh client without TLS options). rustls answers it with an alert,
+        // which such a client can recognise (see `looks_like_record`); the log says what
+        // came instead of a handshake.
+        let not_a_handshake = (!session.heard && session.is_server() && !bytes.starts_with(&[0x16])).then(|| {
+            format!(
+                "the peer did not start a TLS handshake (its first byte is 0x{:02x}): a client without TLS?",
+                bytes[0]
+            )
+        });
         match session.receive(bytes) {
             Err((error, alert)) => {
                 if let Some(alert) = alert {
                     self.out.write(conn, alert);
                 }
-                self.fail(conn, describe(&error), CloseHow::Graceful);
+                self.fail(conn, not_a_handshake.unwrap_or_else(|| describe(&error)), CloseHow::Graceful);
             }
             Ok(progress) => {
                 if let Some(cipher) = progress.cipher {

@@ -84,6 +84,11 @@ impl Session {
         }
     }
 
+    /// True for the accepting side of the connection.
+    pub fn is_server(&self) -> bool {
+        matches!(self.tls, Connection::Server(_))
+    }
+
     /// True until the handshake is done.
     pub fn is_handshaking(&self) -> bool {
         !self.established

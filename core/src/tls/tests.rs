@@ -290,6 +290,20 @@ fn a_text_client_on_a_tls_port_is_told_in_words_and_others_carry_on() {
 }
 
 #[test]
+fn a_binary_client_without_tls_is_told_what_it_sent_and_a_tls_reply_is_recognised() {
+    let mut f = Fixture::new(echo_server(self_signed("echo.test"), [1; 32]));
+    let conn = f.connect();
+    f.send(conn, &[0x10, 0, 0, 0, 0, 32]);
+    assert_eq!(f.closed.get(&conn), Some(&CloseHow::Graceful));
+    let answer = f.written.remove(&conn).unwrap_or_default();
+    assert!(looks_like_record(&answer) && answer[0] == 0x15, "a TLS alert, not words: {answer:?}");
+    assert!(failure(&f.events).is_some_and(|r| r.contains("did not start a TLS handshake (its first byte is 0x10)")));
+    assert!(looks_like_record(&[0x15, 0x03, 0x03, 0x00, 0x02]), "an alert");
+    assert!(looks_like_record(&[0x16, 0x03, 0x01]), "a ClientHello");
+    assert!(!looks_like_record(&[0x10, 0x03, 0x03]) && !looks_like_record(&[0x16]) && !looks_like_record(b"GET"));
+}
+
+#[test]
 fn garbage_where_a_handshake_belongs_fails_that_connection_with_the_reason() {
     let mut f = Fixture::new(echo_server(self_signed("echo.test"), [1; 32]));
     let conn = f.connect();

@@ -285,7 +285,13 @@ impl TunnelLocal {
                 None => return,
                 Some(Ok(msg)) => self.carrier_message(msg),
                 Some(Err(error)) => {
-                    return self.carrier_lost(format!("protocol error from remote: {error}"), Some(CloseHow::Abort))
+                    let handshaking = matches!(self.link, Link::Handshake { .. });
+                    let reason = if handshaking && crate::tls::looks_like_record(bytes) {
+                        "the remote end speaks TLS: give this end --tls-pin or --tls-ca".to_owned()
+                    } else {
+                        format!("protocol error from remote: {error}")
+                    };
+                    return self.carrier_lost(reason, Some(CloseHow::Abort));
                 }
             }
         }
