@@ -2,7 +2,10 @@
 //! remote tunnel end → echo, time and broadcast services, with the real machines.
 //!
 //! The first tests pin one behaviour each at one seed; `full_topology_survives_faults`
-//! sweeps 500 seeds of random latency, jitter, traffic, a carrier cut and a remote restart.
+//! sweeps 500 seeds of random latency, jitter, traffic, a carrier cut and a remote restart,
+//! and `full_topology_over_tls_survives_faults` 300 more with the carrier over TLS 1.3
+//! (same guarantees; `a_seed_replays_a_tls_run_to_the_same_trace` checks that a seed
+//! replays a TLS run to the same trace hash).
 
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -15,11 +18,14 @@ use switchyard_core::service::line_server::LineServerConfig;
 use switchyard_core::service::time::{TimeServer, TimeService};
 use switchyard_core::sim::{check_seeds, Cut, HostId, HostSpec, LinkConfig, NetConfig, Probe, ProbeEvent, Sim, TestId};
 use switchyard_core::time::WallClock;
+use switchyard_core::tls::{Secure, ServerTrust, Tls, TlsDial, TlsEvent, TlsServe, TlsSettings};
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::local::{Entrance, LocalConfig, TunnelLocal};
 use switchyard_core::tunnel::remote::{RemoteConfig, Routes, TunnelRemote};
 use switchyard_core::tunnel::TunnelEvent;
+use switchyard_core::Env;
 use switchyard_core::{CloseHow, ConnId, Instant, ListenerId, Rng};
+use switchyard_tests::fixed_identity;
 
 /// 2025-10-01 14:30:25 UTC at the simulation's zero.
 fn wall() -> WallClock {
@@ -49,10 +55,22 @@ struct Topology {
     /// A static forward configured with an invalid route name.
     bad_forward: SocketAddr,
     clients: u16,
+    /// The carrier runs over TLS: both ends are wrapped in [`Tls`].
+    tls: bool,
 }
 
 impl Topology {
     fn new(seed: u64, link: LinkConfig, local_secret: Secret) -> Topology {
+        Topology::build(seed, link, local_secret, false)
+    }
+
+    /// The topology with its carrier over TLS 1.3: the remote end serves a fixed
+    /// certificate, the local end pins it.
+    fn over_tls(seed: u64, link: LinkConfig) -> Topology {
+        Topology::build(seed, link, secret(), true)
+    }
+
+    fn build(seed: u64, link: LinkConfig, local_secret: Secret, tls: bool) -> Topology {
         let mut sim = Sim::new(seed, NetConfig { link, ..NetConfig::default() });
         let echo =
             sim.add_host("echo", [10, 0, 2, 1].into(), |env, _| EchoServer::new(env, EchoConfig::default())).unwrap();
@@ -71,11 +89,18 @@ impl Topology {
         let sink_addr = sim.listen(sink, ListenerId(0), 7777).unwrap();
         let mut routes = Routes::new();
         routes.add("9090", time_addr).add("10000", broadcast_addr).add("7777", sink_addr).add("default", echo_addr);
-        let remote = sim
-            .add_host("remote", [10, 0, 1, 2].into(), move |env, _| {
-                TunnelRemote::new(env, RemoteConfig::new(secret(), routes.clone()))
+        let remote_end = move |env: Env| TunnelRemote::new(env, RemoteConfig::new(secret(), routes.clone()));
+        let remote = if tls {
+            sim.add_host("remote", [10, 0, 1, 2].into(), move |env, _| {
+                let serve = TlsServe { identity: fixed_identity("remote"), listeners: Secure::All };
+                let settings = TlsSettings { serve: Some(serve), dial: None };
+                let secret = env.secret(b"tls");
+                Tls::new(remote_end(env), settings, secret, wall()).expect("a usable identity")
             })
-            .unwrap();
+        } else {
+            sim.add_host("remote", [10, 0, 1, 2].into(), move |env, _| remote_end(env))
+        }
+        .unwrap();
         let carrier = sim.listen(remote, ListenerId(0), 7001).unwrap();
         let entrances = BTreeMap::from([
             (ListenerId(0), Entrance::Prefix),
@@ -83,11 +108,21 @@ impl Topology {
             // A route name the wire cannot carry (a space): a configuration mistake.
             (ListenerId(2), Entrance::Forward { route: "bad route".into() }),
         ]);
-        let local = sim
-            .add_host("local", [10, 0, 1, 1].into(), move |env, now| {
-                TunnelLocal::new(env, now, LocalConfig::new(carrier, local_secret.clone(), entrances.clone()))
+        let local_end = move |env: Env, now| {
+            TunnelLocal::new(env, now, LocalConfig::new(carrier, local_secret.clone(), entrances.clone()))
+        };
+        let local = if tls {
+            sim.add_host("local", [10, 0, 1, 1].into(), move |env, now| {
+                let pin = fixed_identity("remote").fingerprint().expect("a certificate");
+                let dial = TlsDial { trust: ServerTrust::Pin(pin), server_name: "remote".into(), to: Secure::All };
+                let settings = TlsSettings { serve: None, dial: Some(dial) };
+                let secret = env.secret(b"tls");
+                Tls::new(local_end(env, now), settings, secret, wall()).expect("a usable trust")
             })
-            .unwrap();
+        } else {
+            sim.add_host("local", [10, 0, 1, 1].into(), local_end)
+        }
+        .unwrap();
         let entry = sim.listen(local, ListenerId(0), 7000).unwrap();
         let forward = sim.listen(local, ListenerId(1), 7090).unwrap();
         let bad_forward = sim.listen(local, ListenerId(2), 7091).unwrap();
@@ -101,6 +136,7 @@ impl Topology {
             forward,
             bad_forward,
             clients: 0,
+            tls,
         }
     }
 
@@ -156,8 +192,26 @@ impl Topology {
         self.sim.run_for(d).unwrap();
     }
 
+    /// The local end's machine, inside its TLS layer if it has one; `None` while it is down.
+    fn local_end(&self) -> Option<&TunnelLocal> {
+        if self.tls {
+            self.sim.machine::<Tls<TunnelLocal>>(self.local).ok().map(Tls::inner)
+        } else {
+            self.sim.machine::<TunnelLocal>(self.local).ok()
+        }
+    }
+
+    /// The remote end's machine, as [`Topology::local_end`].
+    fn remote_end(&self) -> Option<&TunnelRemote> {
+        if self.tls {
+            self.sim.machine::<Tls<TunnelRemote>>(self.remote).ok().map(Tls::inner)
+        } else {
+            self.sim.machine::<TunnelRemote>(self.remote).ok()
+        }
+    }
+
     fn local_is_up(&self) -> bool {
-        self.sim.machine::<TunnelLocal>(self.local).map(|l| l.is_up()).unwrap_or(false)
+        self.local_end().is_some_and(TunnelLocal::is_up)
     }
 
     /// Open streams and service sessions left anywhere.
@@ -168,8 +222,8 @@ impl Topology {
                 left.push(format!("{what}: {n}"));
             }
         };
-        check("local streams", self.sim.machine::<TunnelLocal>(self.local).map_or(0, |m| m.streams()));
-        check("remote streams", self.sim.machine::<TunnelRemote>(self.remote).map_or(0, |m| m.streams()));
+        check("local streams", self.local_end().map_or(0, TunnelLocal::streams));
+        check("remote streams", self.remote_end().map_or(0, TunnelRemote::streams));
         let [echo, time, broadcast] = self.services;
         check("echo sessions", self.sim.machine::<EchoServer>(echo).map_or(0, |m| m.connections()));
         check("time sessions", self.sim.machine::<TimeServer>(time).map_or(0, |m| m.connections()));
@@ -453,10 +507,16 @@ struct EchoClient {
 /// client); time ticks arrive at connect and each interval; every broadcast reaches every
 /// other member exactly once; nothing is left open at the end.
 fn full_topology(seed: u64) -> Result<(), String> {
+    full_topology_with(seed, false).map(|_| ())
+}
+
+/// [`full_topology`], with the carrier over TLS when `tls`; returns the run's trace hash.
+fn full_topology_with(seed: u64, tls: bool) -> Result<u64, String> {
     let mut rng = Rng::new(seed ^ 0x5eed);
     let latency = Duration::from_millis(rng.range_inclusive(1, 20));
     let jitter = latency.mul_f64(0.3);
-    let mut t = Topology::new(seed, LinkConfig::new(latency, jitter), secret());
+    let link = LinkConfig::new(latency, jitter);
+    let mut t = if tls { Topology::over_tls(seed, link) } else { Topology::new(seed, link, secret()) };
     let (local, remote) = (t.local, t.remote);
 
     // Faults: a carrier cut (a two-way partition long enough for the heartbeat to declare
@@ -563,10 +623,43 @@ fn full_topology(seed: u64) -> Result<(), String> {
     if !left.is_empty() {
         return Err(format!("left open after every client finished: {left:?}"));
     }
-    Ok(())
+    if tls
+        && t.sim.events::<TlsEvent<TunnelEvent>>(local).filter(|(_, e)| matches!(e, TlsEvent::Secured { .. })).count()
+            < 3
+    {
+        return Err(
+            "the carrier was not secured for each of its three lives (start, after the cut, after the restart)".into(),
+        );
+    }
+    Ok(t.sim.trace_hash())
 }
 
 #[test]
 fn full_topology_survives_faults() {
     check_seeds(&FULL, 0..500, full_topology);
+}
+
+const FULL_TLS: TestId =
+    TestId::integration("switchyard-tests", "sim_tunnel", "full_topology_over_tls_survives_faults");
+
+#[test]
+fn full_topology_over_tls_survives_faults() {
+    check_seeds(&FULL_TLS, 0..300, |seed| full_topology_with(seed, true).map(|_| ()));
+}
+
+const TLS_REPLAY: TestId =
+    TestId::integration("switchyard-tests", "sim_tunnel", "a_seed_replays_a_tls_run_to_the_same_trace");
+
+#[test]
+fn a_seed_replays_a_tls_run_to_the_same_trace() {
+    check_seeds(&TLS_REPLAY, 0..5, |seed| {
+        let first = full_topology_with(seed, true)?;
+        let again = full_topology_with(seed, true)?;
+        let other = full_topology_with(seed + 1000, true)?;
+        match (first == again, first != other) {
+            (true, true) => Ok(()),
+            (false, _) => Err(format!("the same seed gave traces {first:#x} and {again:#x}")),
+            (_, false) => Err(format!("seeds {seed} and {} gave the same trace {first:#x}", seed + 1000)),
+        }
+    });
 }
