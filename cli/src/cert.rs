@@ -54,7 +54,7 @@ pub struct Made {
 /// A self-signed Ed25519 certificate for `names`, valid from an hour ago (for clocks a
 /// little behind) for `days` days.
 pub fn make(names: &[String], days: u32) -> Result<Made, CliError> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| CliError::new(format!("cannot make a key: {e}")))?;
+    let key = ed25519_key()?;
     let mut params = rcgen::CertificateParams::new(names.to_vec())
         .map_err(|e| CliError::usage(format!("--name: {e}")))?;
     let mut subject = rcgen::DistinguishedName::new();
@@ -65,6 +65,21 @@ pub fn make(names: &[String], days: u32) -> Result<Made, CliError> {
     params.not_after = now + time::Duration::days(i64::from(days));
     let cert = params.self_signed(&key).map_err(|e| CliError::new(format!("cannot make the certificate: {e}")))?;
     Ok(Made { cert_pem: cert.pem(), key_pem: key.serialize_pem(), fingerprint: Fingerprint::of(cert.der()) })
+}
+
+/// PKCS#8 v1 for Ed25519 (RFC 8410) up to the private key: what follows is its 32 bytes.
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] =
+    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+
+/// A new Ed25519 key, kept as PKCS#8 v1. ring makes v2 (the public key appended), which
+/// OpenSSL 3.0 cannot read; v1 suits OpenSSL-based tools (nginx, haproxy) as well as rustls.
+fn ed25519_key() -> Result<rcgen::KeyPair, CliError> {
+    let failed = |e: rcgen::Error| CliError::new(format!("cannot make a key: {e}"));
+    let v2 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(failed)?.serialize_der();
+    // v2 has the same 16-byte prefix but for its version (1) and outer length, then the key.
+    let private = v2.get(16..48).ok_or_else(|| CliError::new("cannot make a key: unexpected PKCS#8 layout"))?;
+    let v1: Vec<u8> = ED25519_PKCS8_V1_PREFIX.iter().chain(private).copied().collect();
+    rcgen::KeyPair::try_from(v1.as_slice()).map_err(failed)
 }
 
 /// Writes `contents` to `path`, readable by its owner only when `private`; refuses an

@@ -72,6 +72,11 @@ fn cert_prints_the_fingerprint_openssl_computes_and_keeps_the_key_private() {
     let openssl_fp = shown.lines().find(|l| l.contains("Fingerprint=")).expect("a fingerprint line");
     assert_eq!(bare_hex(&fingerprint), bare_hex(openssl_fp), "{shown}");
     assert!(shown.contains("DNS:localhost") && shown.contains("IP Address:127.0.0.1"), "{shown}");
+    // OpenSSL reads the key (PKCS#8 v1), and it is the certificate's.
+    let openssl = |args: &[&str]| text(&Command::new("openssl").args(args).output().expect("openssl").stdout);
+    let from_key = openssl(&["pkey", "-pubout", "-in", &dir.file("key.pem")]);
+    assert!(from_key.contains("BEGIN PUBLIC KEY"), "openssl cannot read the key: {from_key:?}");
+    assert_eq!(from_key, openssl(&["x509", "-pubkey", "-noout", "-in", &dir.file("cert.pem")]));
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(dir.file("key.pem")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "the key is its owner's only");
