@@ -1,8 +1,8 @@
 //! The decoder harness shared by the fuzz targets and by `core/tests/codec_props.rs`.
 //! (The tunnel's machines have theirs in [`driver`] and [`tunnel`], the mesh messages in
 //! [`mesh`], the mesh server in [`mesh_server`], the punch datagrams in [`punch`] and the
-//! punch machines in [`punch_rendezvous`] and [`punch_peer`]; the field reading the mesh
-//! and punch checks share is in [`spec`].)
+//! punch machines in [`punch_rendezvous`] and [`punch_peer`], the TLS layer in [`tls`]; the
+//! field reading the mesh and punch checks share is in [`spec`].)
 //!
 //! Each `drive_*` function feeds a byte stream to one incremental decoder in chunks, the
 //! way a driver does (append what arrived, then decode until the decoder asks for more),
@@ -47,6 +47,8 @@ pub mod punch_peer;
 pub mod punch_rendezvous;
 #[cfg(not(test))]
 pub mod spec;
+#[cfg(not(test))]
+pub mod tls;
 #[cfg(not(test))]
 pub mod tunnel;
 

@@ -36,6 +36,9 @@ pub mod crypto;
 mod session;
 mod trust;
 
+/// The DER types a [`TlsIdentity`] and [`ServerTrust::Authorities`] are made of, from
+/// `rustls-pki-types`, so an embedder needs no dependency of its own for them.
+pub use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 pub use session::MAX_EARLY_WRITES;
 pub use trust::{BadFingerprint, Fingerprint, ServerTrust, TrustError};
 
@@ -43,7 +46,7 @@ use crate::id::{ConnId, ListenerId};
 use crate::machine::{CloseHow, Input, Machine, NetError, Output, OutputQueue, Refusal};
 use crate::time::{Instant, WallClock};
 use crypto::Scope;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
 use session::Session;
 use std::collections::BTreeMap;

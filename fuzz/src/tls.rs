@@ -1,0 +1,280 @@
+//! The `tls_server` fuzz target: a line service behind the TLS layer (`Tls<EchoServer>`),
+//! under the checked [`Driver`], fed by raw bytes and by real TLS clients whose records the
+//! script cuts, corrupts and reorders.
+//!
+//! Each script step is read off the input: accept a raw connection and send it arbitrary
+//! bytes (records, text, garbage); open a connection for a real client (`Tls<LineClient>`
+//! pinning the server's certificate) and carry its bytes both ways, flipping a byte or
+//! cutting a chunk where the script says; have a client send a line; end a connection
+//! either way, or report its end late; let time pass. The driver asserts the machine
+//! contract after every call; the harness asserts that a client that was never tampered
+//! with gets its echo back intact.
+
+use crate::driver::{Driver, Phase};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+use switchyard_core::machine::{Input, Machine, Output};
+use switchyard_core::service::echo::{EchoConfig, EchoServer};
+use switchyard_core::service::line_client::{LineClient, LineClientConfig, LineClientEvent};
+use switchyard_core::time::WallClock;
+use switchyard_core::tls::{
+    CertificateDer, PrivateKeyDer, Secure, ServerTrust, Tls, TlsDial, TlsEvent, TlsIdentity, TlsServe, TlsSettings,
+};
+use switchyard_core::{ConnId, Env, Instant, ListenerId, NetError};
+
+/// A self-signed Ed25519 certificate for `fuzz.test` (from `switchyard cert`, valid to
+/// 2126) and its key, fixed so that every run of an input is the same.
+const CERT: &[u8] = include_bytes!("tls_fixture/cert.der");
+const KEY: &[u8] = include_bytes!("tls_fixture/key.der");
+
+fn identity() -> TlsIdentity {
+    TlsIdentity {
+        chain: vec![CertificateDer::from(CERT.to_vec())],
+        key: PrivateKeyDer::try_from(KEY.to_vec()).expect("the fixture key is PKCS#8"),
+    }
+}
+
+/// 2026-12-01 at the script's zero.
+fn wall() -> WallClock {
+    WallClock::utc(1_796_083_200_000_000, Instant::ZERO)
+}
+
+/// Reads script bytes; past the end every read is 0, which ends the script.
+struct Script<'a> {
+    data: &'a [u8],
+}
+
+impl Script<'_> {
+    fn u8(&mut self) -> u8 {
+        let Some((&b, rest)) = self.data.split_first() else { return 0 };
+        self.data = rest;
+        b
+    }
+
+    fn take(&mut self, n: usize) -> &[u8] {
+        let n = n.min(self.data.len());
+        let (head, rest) = self.data.split_at(n);
+        self.data = rest;
+        head
+    }
+}
+
+/// A real TLS client on one of the server's connections, and what it has seen.
+struct Client {
+    machine: Tls<LineClient>,
+    /// Its connection at the client and at the server.
+    own: ConnId,
+    at_server: ConnId,
+    /// Bytes each way not yet delivered.
+    to_server: Vec<u8>,
+    to_client: Vec<u8>,
+    /// Lines it sent and lines it got back.
+    sent: Vec<Vec<u8>>,
+    got: Vec<Vec<u8>>,
+    /// A byte was changed or dropped on its way: nothing is promised any more.
+    tampered: bool,
+    /// The client machine ended the connection (or was told it ended).
+    done: bool,
+}
+
+impl Client {
+    fn new(seed: u8, at_server: ConnId, now: Instant) -> Client {
+        let pin = identity().fingerprint().expect("a certificate");
+        let dial = TlsDial { trust: ServerTrust::Pin(pin), server_name: "fuzz.test".into(), to: Secure::All };
+        let settings = TlsSettings { serve: None, dial: Some(dial) };
+        let server: SocketAddr = "10.0.0.1:7007".parse().unwrap();
+        let line = LineClient::connect(Env::new(u64::from(seed)), now, server, LineClientConfig::default());
+        let machine = Tls::new(line, settings, [seed; 32], wall()).expect("a usable trust");
+        let mut client = Client {
+            machine,
+            own: ConnId::new(0, 0),
+            at_server,
+            to_server: Vec::new(),
+            to_client: Vec::new(),
+            sent: Vec::new(),
+            got: Vec::new(),
+            tampered: false,
+            done: false,
+        };
+        client.drain(now);
+        client
+    }
+
+    /// Takes the client machine's outputs: its connect is answered at once.
+    fn drain(&mut self, now: Instant) {
+        while let Some(out) = self.machine.poll_output() {
+            match out {
+                Output::Connect { conn, .. } => {
+                    self.own = conn;
+                    let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)), 40_000);
+                    self.machine.handle_input(now, Input::Connected { conn, local });
+                }
+                Output::Write { conn, bytes } => {
+                    self.to_server.extend_from_slice(&bytes);
+                    self.machine.handle_input(now, Input::Sent { conn, bytes: bytes.len() });
+                }
+                Output::Close { .. } => self.done = true,
+                Output::Event(TlsEvent::Inner(LineClientEvent::Line(line))) => self.got.push(line.to_vec()),
+                Output::Event(TlsEvent::Inner(LineClientEvent::Closed(_) | LineClientEvent::ConnectFailed(_))) => {
+                    self.done = true
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Connections the server has open that the script may still send bytes on.
+fn readable(d: &Driver<Tls<EchoServer>>) -> Vec<ConnId> {
+    d.conns().filter(|(_, c)| c.phase == Phase::Open && !c.read_shut && !c.paused).map(|(id, _)| id).collect()
+}
+
+fn pick<T: Copy>(items: &[T], b: u8) -> Option<T> {
+    (!items.is_empty()).then(|| items[usize::from(b) % items.len()])
+}
+
+/// Hands the server's writes on each client's connection to that client.
+fn route_writes(outputs: Vec<Output<TlsEvent<switchyard_core::service::echo::EchoEvent>>>, clients: &mut [Client]) {
+    for out in outputs {
+        if let Output::Write { conn, bytes } = out {
+            if let Some(c) = clients.iter_mut().find(|c| c.at_server == conn) {
+                c.to_client.extend_from_slice(&bytes);
+            }
+        }
+    }
+}
+
+/// Runs `data` as a script against a TLS echo server. Panics on any broken rule. Returns
+/// how many clients had their echoes checked (untampered, still open, with lines sent), so
+/// tests can tell a script that reached the application data from one that did not.
+pub fn fuzz_tls_server(data: &[u8]) -> usize {
+    let mut s = Script { data };
+    let settings = TlsSettings { serve: Some(TlsServe { identity: identity(), listeners: Secure::All }), dial: None };
+    let seed = s.u8();
+    let server =
+        Tls::new(EchoServer::new(Env::new(u64::from(seed)), EchoConfig::default()), settings, [seed; 32], wall())
+            .expect("the fixture identity is usable");
+    let (mut d, _) = Driver::new(server, Instant::ZERO);
+    let mut clients: Vec<Client> = Vec::new();
+    let peer = |b: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 0, b)), 40_000);
+    while !s.data.is_empty() {
+        let (op, arg) = (s.u8(), s.u8());
+        let now = d.now();
+        match op % 10 {
+            0 => {
+                let _ = d.accept(ListenerId(0), peer(arg));
+            }
+            1 => {
+                // Raw bytes on a connection no real client owns.
+                let raw: Vec<ConnId> =
+                    readable(&d).into_iter().filter(|id| clients.iter().all(|c| c.at_server != *id)).collect();
+                if let Some(conn) = pick(&raw, arg) {
+                    let n = usize::from(s.u8()) + 1;
+                    let bytes = s.take(n).to_vec();
+                    if !bytes.is_empty() {
+                        d.input(Input::Received { conn, bytes: &bytes });
+                    }
+                }
+            }
+            2 if clients.len() < 4 => {
+                if let (Ok(conn), outputs) = d.accept(ListenerId(0), peer(arg)) {
+                    clients.push(Client::new(arg, conn, now));
+                    route_writes(outputs, &mut clients);
+                }
+            }
+            3 | 4 => {
+                // Carry some of a client's bytes to the server: a chunk of the script's
+                // size, maybe with one byte flipped.
+                let Some(i) = pick(&(0..clients.len()).collect::<Vec<_>>(), arg) else { continue };
+                let n = usize::from(s.u8() % 64) + 1;
+                let flip = s.u8();
+                let c = &mut clients[i];
+                let n = n.min(c.to_server.len());
+                let conn = c.at_server;
+                if n == 0 || !readable(&d).contains(&conn) {
+                    continue;
+                }
+                let mut chunk: Vec<u8> = c.to_server.drain(..n).collect();
+                if op % 10 == 4 {
+                    let at = usize::from(flip) % chunk.len();
+                    chunk[at] ^= 1 | flip;
+                    c.tampered = true;
+                }
+                let outputs = d.input(Input::Received { conn, bytes: &chunk });
+                route_writes(outputs, &mut clients);
+            }
+            5 => {
+                // Carry everything the server wrote to a client.
+                let Some(i) = pick(&(0..clients.len()).collect::<Vec<_>>(), arg) else { continue };
+                let c = &mut clients[i];
+                if !c.to_client.is_empty() && !c.done {
+                    let bytes = std::mem::take(&mut c.to_client);
+                    c.machine.handle_input(now, Input::Received { conn: c.own, bytes: &bytes });
+                    c.drain(now);
+                }
+            }
+            6 => {
+                let Some(i) = pick(&(0..clients.len()).collect::<Vec<_>>(), arg) else { continue };
+                let c = &mut clients[i];
+                let line = format!("line {} of {}", c.sent.len(), arg).into_bytes();
+                if c.machine.inner_mut().send_line(now, &line).is_ok() {
+                    c.sent.push(line);
+                }
+                c.machine.settle(now);
+                c.drain(now);
+            }
+            7 => {
+                if let Some(conn) = pick(&readable(&d), arg) {
+                    d.input(Input::ReadClosed { conn });
+                }
+            }
+            8 => {
+                // A reset; on a connection already finished, a report racing the close.
+                let all: Vec<(ConnId, Phase)> = d.conns().map(|(id, c)| (id, c.phase)).collect();
+                match pick(&all, arg) {
+                    Some((conn, Phase::Open)) => {
+                        d.input(Input::Closed { conn, reason: NetError::Reset });
+                        if let Some(c) = clients.iter_mut().find(|c| c.at_server == conn) {
+                            c.tampered = true;
+                        }
+                    }
+                    Some((conn, Phase::Finished)) => {
+                        d.stale(Input::Closed { conn, reason: NetError::Reset });
+                    }
+                    _ => {}
+                }
+            }
+            _ => {
+                d.timeout(now + Duration::from_millis(u64::from(arg) * 20));
+            }
+        }
+    }
+    // Deliver what is left, untampered, both ways until quiet; then every client nobody
+    // tampered with has its echoes, in order and intact.
+    for _ in 0..16 {
+        let now = d.now();
+        for i in 0..clients.len() {
+            let conn = clients[i].at_server;
+            if !clients[i].to_server.is_empty() && readable(&d).contains(&conn) {
+                let bytes = std::mem::take(&mut clients[i].to_server);
+                let outputs = d.input(Input::Received { conn, bytes: &bytes });
+                route_writes(outputs, &mut clients);
+            }
+            let c = &mut clients[i];
+            if !c.to_client.is_empty() && !c.done {
+                let bytes = std::mem::take(&mut c.to_client);
+                c.machine.handle_input(now, Input::Received { conn: c.own, bytes: &bytes });
+                c.drain(now);
+            }
+        }
+    }
+    let mut checked = 0;
+    for c in &clients {
+        let server_side_ok = d.conn(c.at_server).is_some_and(|conn| conn.phase == Phase::Open && !conn.read_shut);
+        if !c.tampered && !c.done && server_side_ok {
+            assert_eq!(c.got, c.sent, "an untampered TLS client's echoes");
+            checked += usize::from(!c.sent.is_empty());
+        }
+    }
+    checked
+}
