@@ -114,7 +114,8 @@ impl Topology {
         let local = if tls {
             sim.add_host("local", [10, 0, 1, 1].into(), move |env, now| {
                 let pin = fixed_identity("remote").fingerprint().expect("a certificate");
-                let dial = TlsDial { trust: ServerTrust::Pin(pin), server_name: "remote".into(), to: Secure::All };
+                let dial =
+                    TlsDial { trust: ServerTrust::Pin(pin), server_name: Some("remote".into()), to: Secure::All };
                 let settings = TlsSettings { serve: None, dial: Some(dial) };
                 let secret = env.secret(b"tls");
                 Tls::new(local_end(env, now), settings, secret, wall()).expect("a usable trust")

@@ -67,7 +67,7 @@ fn parse_prefix(s: &str) -> Result<String, String> {
 impl Program for ChatCmd {
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
         let timeout = Duration::from_secs(self.timeout);
-        let tls = ClientTls::from_options(self.tls_pin, self.tls_ca.as_deref(), self.tls_name, self.to)?;
+        let tls = ClientTls::from_options(self.tls_pin, self.tls_ca.as_deref(), self.tls_name)?;
         let over = if tls.is_some() { " over TLS" } else { "" };
         let banner = match &self.prefix {
             Some(prefix) => format!("chatting with route {} via {}{over}", prefix.trim_end_matches(':'), self.to),

@@ -1,18 +1,21 @@
 //! `switchyard mesh server` and `switchyard mesh chat`: the P2P mesh from the command line.
 
 use crate::input::{self, End};
-use crate::launch::Fleet;
+use crate::launch::{Fleet, LaunchError};
+use crate::tls::ClientTls;
 use crate::runtime::Program;
 use crate::CliError;
 use argh::FromArgs;
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::ops::ControlFlow;
 use std::process::ExitCode;
 use std::time::Duration;
-use switchyard_adapters::{Driver, EventPolicy, Handle, Runtime};
+use switchyard_adapters::{Driver, EventPolicy, Handle, Runtime, Stopped};
 use switchyard_core::mesh::client::{ClientConfig, ClientEvent, MeshClient, Selection};
 use switchyard_core::mesh::server::{MeshServer, ServerConfig, DEFAULT_PORTS};
+use switchyard_core::tls::{Fingerprint, Tls, TlsEvent, TlsIdentity};
 use switchyard_core::wire::mesh::{is_valid_name, ReceiptStatus};
 use switchyard_core::{Env, Instant, ListenerId};
 
@@ -52,6 +55,25 @@ pub struct ServerCmd {
     /// a server to dial at start (repeatable)
     #[argh(option, from_str_fn(crate::addr::parse))]
     peer: Vec<SocketAddr>,
+
+    /// speak TLS 1.3 to users and peers, with this PEM certificate (chain) and --tls-key;
+    /// peers are dialled over TLS too, trusting this same certificate unless --tls-pin or
+    /// --tls-ca says otherwise
+    #[argh(option)]
+    tls_cert: Option<PathBuf>,
+
+    /// the PEM private key (Ed25519) of --tls-cert
+    #[argh(option)]
+    tls_key: Option<PathBuf>,
+
+    /// with --tls-cert: accept only peers whose certificate has this SHA-256 fingerprint
+    #[argh(option, from_str_fn(crate::tls::parse_pin))]
+    tls_pin: Option<Fingerprint>,
+
+    /// with --tls-cert: accept peers whose certificate a CA in this PEM file signed for the
+    /// peer's IP address
+    #[argh(option)]
+    tls_ca: Option<PathBuf>,
 }
 
 /// Chat through the mesh: register a name, send `<recipient> <message>` lines, see what
@@ -84,6 +106,20 @@ pub struct ChatCmd {
     /// with --select fastest: and lower by at least this many milliseconds (default 10)
     #[argh(option, default = "10")]
     switch_min_ms: u64,
+
+    /// use TLS, accepting only servers whose certificate has this SHA-256 fingerprint (as
+    /// `switchyard cert` prints it)
+    #[argh(option, from_str_fn(crate::tls::parse_pin))]
+    tls_pin: Option<Fingerprint>,
+
+    /// use TLS, accepting a server certificate signed by a CA in this PEM file and valid
+    /// for the server's name
+    #[argh(option)]
+    tls_ca: Option<PathBuf>,
+
+    /// the server name TLS asks for and checks (default: the IP address of each server)
+    #[argh(option)]
+    tls_name: Option<String>,
 }
 
 fn parse_ratio(s: &str) -> Result<f64, String> {
@@ -148,16 +184,64 @@ pub fn server(env: Env, listen: SocketAddr, peers: Vec<SocketAddr>) -> MeshServe
     MeshServer::new(env, Instant::ZERO, ServerConfig { text_client_reply, ..ServerConfig::new(listen, peers) })
 }
 
+/// How a mesh server speaks TLS: the identity it serves, and what it trusts of the peers
+/// it dials.
+pub struct ServerTls {
+    /// Its certificate and key.
+    pub identity: TlsIdentity,
+    /// Its peers' certificates.
+    pub peers: ClientTls,
+}
+
+impl ServerTls {
+    /// From `mesh server`'s options: none without `--tls-cert`; peers trusted by
+    /// `--tls-pin`/`--tls-ca`, or else by the fingerprint of its own certificate (one
+    /// certificate shared by every server of the mesh).
+    fn from_options(cmd: &ServerCmd) -> Result<Option<ServerTls>, CliError> {
+        let Some(identity) = crate::tls::server_identity(cmd.tls_cert.as_deref(), cmd.tls_key.as_deref())? else {
+            if cmd.tls_pin.is_some() || cmd.tls_ca.is_some() {
+                return Err(CliError::usage("--tls-pin and --tls-ca (for peers) need --tls-cert and --tls-key"));
+            }
+            return Ok(None);
+        };
+        let own = identity.fingerprint().ok_or_else(|| CliError::new("--tls-cert holds no certificate"))?;
+        let peers = ClientTls::from_options(cmd.tls_pin.or(Some(own)).filter(|_| cmd.tls_ca.is_none()), cmd.tls_ca.as_deref(), None)?
+            .expect("a pin or a CA is given");
+        Ok(Some(ServerTls { identity, peers }))
+    }
+}
+
+/// Starts a mesh server on `listen` that dials `peers` (as `mesh server` and `up` run it),
+/// over TLS with `tls`; returns the address it bound.
+pub async fn launch_server<R: Runtime>(
+    rt: &R,
+    fleet: &mut Fleet,
+    env: Env,
+    listen: SocketAddr,
+    peers: Vec<SocketAddr>,
+    tls: Option<ServerTls>,
+) -> Result<SocketAddr, LaunchError> {
+    let secret = env.secret(b"tls");
+    let (identity, dial) = match tls {
+        Some(tls) => (Some(tls.identity), Some(tls.peers)),
+        None => (None, None),
+    };
+    let machine = crate::tls::wrap(server(env, listen, peers), identity, dial.as_ref(), secret, crate::tls::wall_clock())
+        .map_err(|e| LaunchError { name: "mesh".into(), error: io::Error::new(io::ErrorKind::InvalidInput, e) })?;
+    let bound = fleet.launch(rt, "mesh", machine, &[(ListenerId(0), listen)]).await?;
+    Ok(bound[&ListenerId(0)])
+}
+
 impl ServerCmd {
     async fn run<R: Runtime>(self, rt: R, mut env: Env) -> Result<ExitCode, CliError> {
+        let tls = ServerTls::from_options(&self)?;
+        let over = if tls.is_some() { " (TLS)" } else { "" };
         let peers = if self.peer.is_empty() { default_peers(self.listen) } else { self.peer };
-        let server = server(env.child(1), self.listen, peers.clone());
         let mut fleet = Fleet::new();
-        let bound = fleet.launch(&rt, "mesh", server, &[(ListenerId(0), self.listen)]).await?;
-        let addr = bound[&ListenerId(0)];
+        let addr = launch_server(&rt, &mut fleet, env.child(1), self.listen, peers.clone(), tls).await?;
         let peers: Vec<String> = peers.iter().map(ToString::to_string).collect();
         fleet
-            .serve_until_ctrl_c(|| tracing::info!("mesh server listening on {addr}; dialling {}", peers.join(", ")))
+            .serve_until_ctrl_c(|| tracing::info!("mesh server{over} listening on {addr}; dialling {}", peers.join(", ")))
             .await?;
         Ok(ExitCode::SUCCESS)
     }
@@ -178,8 +262,11 @@ impl ChatCmd {
                 switch_min: Duration::from_millis(self.switch_min_ms),
             },
         };
+        let tls = ClientTls::from_options(self.tls_pin, self.tls_ca.as_deref(), self.tls_name)?;
         let config = ClientConfig::new(&self.user, self.server.0, selection);
+        let secret = env.secret(b"tls");
         let client = MeshClient::new(env, Instant::ZERO, config);
+        let client = crate::tls::wrap(client, None, tls.as_ref(), secret, crate::tls::wall_clock()).map_err(CliError::new)?;
         let running =
             Driver::new(client).event_policy(EventPolicy::Wait).start(rt.clone()).await.map_err(CliError::new)?;
         let events = running.events();
@@ -188,6 +275,8 @@ impl ChatCmd {
         let mut view = View::new(self.select == SelectArg::Fastest);
         let print = async {
             while let Ok(event) = events.recv().await {
+                // A TLS failure reaches the client as a failed connect, which it reports.
+                let TlsEvent::Inner(event) = event else { continue };
                 if let Some(code) = view.show(&event) {
                     return code;
                 }
@@ -245,14 +334,14 @@ impl Ending {
 /// The stdin thread: `<recipient> <message>` lines are sent; a quit word leaves the mesh at
 /// once; the end of input leaves once every message has its receipt (at most
 /// [`EOF_RECEIPT_WAIT`]), and says what was still unsettled then.
-fn read_commands(handle: &Handle<MeshClient>) -> Ending {
+fn read_commands(handle: &Handle<Tls<MeshClient>>) -> Ending {
     let end = input::commands(|line| {
         let Some((to, body)) = line.split_once(char::is_whitespace) else {
             eprintln!("switchyard: type `<recipient> <message>`");
             return ControlFlow::Continue(());
         };
         let (to, body) = (to.to_owned(), body.trim_start().to_owned());
-        match handle.command_blocking(move |c: &mut MeshClient, now| c.send(now, &to, &body)) {
+        match on_client(handle, move |c, now| c.send(now, &to, &body)) {
             Ok(Ok(_)) => ControlFlow::Continue(()),
             Ok(Err(e)) => {
                 eprintln!("switchyard: not sent: {e}");
@@ -266,9 +355,9 @@ fn read_commands(handle: &Handle<MeshClient>) -> Ending {
         // Registered (or refused, which ends the program) and every receipt in.
         End::Eof => {
             input::wait_until(std::time::Instant::now() + EOF_RECEIPT_WAIT, || {
-                handle.command_blocking(|c: &mut MeshClient, _| c.server().is_some() && c.outbox_len() == 0)
+                on_client(handle, |c, _| c.server().is_some() && c.outbox_len() == 0)
             });
-            let unsettled = handle.command_blocking(|c: &mut MeshClient, _| match c.server() {
+            let unsettled = on_client(handle, |c, _| match c.server() {
                 None => Ending::NeverRegistered(c.failures()),
                 Some(_) if c.outbox_len() > 0 => Ending::Unanswered(c.outbox_len()),
                 Some(_) => Ending::Done,
@@ -277,8 +366,20 @@ fn read_commands(handle: &Handle<MeshClient>) -> Ending {
         }
         End::Quit => Ending::Done,
     };
-    let _ = handle.command_blocking(|c: &mut MeshClient, now| c.leave(now));
+    let _ = on_client(handle, |c, now| c.leave(now));
     ending
+}
+
+/// Runs `f` on the client inside its TLS layer, then lets the layer take what it wrote.
+fn on_client<T: Send + 'static>(
+    handle: &Handle<Tls<MeshClient>>,
+    f: impl FnOnce(&mut MeshClient, Instant) -> T + Send + 'static,
+) -> Result<T, Stopped> {
+    handle.command_blocking(move |tls: &mut Tls<MeshClient>, now| {
+        let result = f(tls.inner_mut(), now);
+        tls.settle(now);
+        result
+    })
 }
 
 /// Prints events as the original client does, plus receipts and moves: one line per change

@@ -62,7 +62,7 @@ pub struct SendCmd {
 impl Program for SendCmd {
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
         let timeout = Duration::from_secs(self.timeout);
-        let tls = ClientTls::from_options(self.tls_pin, self.tls_ca.as_deref(), self.tls_name, self.to)?;
+        let tls = ClientTls::from_options(self.tls_pin, self.tls_ca.as_deref(), self.tls_name)?;
         if self.message.is_empty() {
             let banner = format!("talking to {}{}", self.to, if tls.is_some() { " over TLS" } else { "" });
             return session::interactive(&rt, Dialer::new(env, self.to, None, timeout, tls), &banner).await;

@@ -69,14 +69,14 @@ pub fn parse_pin(s: &str) -> Result<Fingerprint, String> {
     s.parse().map_err(|e: switchyard_core::tls::BadFingerprint| e.to_string())
 }
 
-/// A client's TLS: what it trusts and the name it dials (the host of `--to` unless
-/// `--tls-name` says otherwise).
+/// A client's TLS: what it trusts and the name it asks for (`--tls-name`; without it, the
+/// IP address of each server dialled).
 #[derive(Debug, Clone)]
 pub struct ClientTls {
     /// What server certificates to accept.
     pub trust: ServerTrust,
-    /// The name to ask for and check.
-    pub server_name: String,
+    /// The name to ask for and check; `None` for each server's IP address.
+    pub server_name: Option<String>,
 }
 
 impl ClientTls {
@@ -85,7 +85,6 @@ impl ClientTls {
         pin: Option<Fingerprint>,
         ca: Option<&Path>,
         name: Option<String>,
-        to: std::net::SocketAddr,
     ) -> Result<Option<ClientTls>, CliError> {
         let Some(trust) = client_trust(pin, ca)? else {
             if name.is_some() {
@@ -93,7 +92,7 @@ impl ClientTls {
             }
             return Ok(None);
         };
-        Ok(Some(ClientTls { trust, server_name: name.unwrap_or_else(|| to.ip().to_string()) }))
+        Ok(Some(ClientTls { trust, server_name: name }))
     }
 }
 

@@ -237,3 +237,32 @@ fn the_tunnel_carrier_runs_over_tls_and_each_misconfigured_end_is_told_why() {
     let out = run(&["send", "--to", &at(7000), "still here"], b"");
     assert_eq!(text(&out.stdout), "still here\n", "{out:?}");
 }
+
+#[test]
+fn mesh_servers_link_and_users_chat_over_tls_and_plaintext_clients_are_told() {
+    let (s1, s2) = ("127.0.0.122:5001", "127.0.0.122:5002");
+    let (dir, fingerprint) = cert("mesh", &["127.0.0.122"]);
+    let (cert_file, key_file) = (dir.file("cert.pem"), dir.file("key.pem"));
+    let tls = ["--tls-cert", cert_file.as_str(), "--tls-key", key_file.as_str()];
+    let server = |listen: &str, peer: &str| {
+        let p = Proc::start(&[&["mesh", "server", "--listen", listen, "--peer", peer][..], &tls].concat());
+        p.wait_for_log(&format!("mesh server (TLS) listening on {listen}"));
+        p
+    };
+    let first = server(s1, s2);
+    let _second = server(s2, s1);
+    // The peers trust each other by the one certificate they share.
+    first.wait_for_log(&format!("linked to server {s2}"));
+
+    let mut bob = Proc::start_interactive(&["mesh", "chat", "--server", s2, "--user", "Bob", "--tls-pin", &fingerprint]);
+    bob.wait_for_stdout(&format!("Connected to {s2}"));
+    let out = run(&["mesh", "chat", "--server", s1, "--user", "Alice", "--tls-pin", &fingerprint], b"Bob hi over TLS\n");
+    assert!(text(&out.stdout).contains("delivered to Bob"), "{out:?}");
+    bob.wait_for_stdout("Alice: hi over TLS");
+
+    let out = run(&["mesh", "chat", "--server", s1, "--user", "Carol"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stderr);
+    assert!(said.contains("the server speaks TLS: give this end --tls-pin or --tls-ca"), "{said}");
+    assert!(bob.close_and_wait().success());
+}

@@ -80,7 +80,7 @@ struct Client {
 impl Client {
     fn new(seed: u8, at_server: ConnId, now: Instant) -> Client {
         let pin = identity().fingerprint().expect("a certificate");
-        let dial = TlsDial { trust: ServerTrust::Pin(pin), server_name: "fuzz.test".into(), to: Secure::All };
+        let dial = TlsDial { trust: ServerTrust::Pin(pin), server_name: Some("fuzz.test".into()), to: Secure::All };
         let settings = TlsSettings { serve: None, dial: Some(dial) };
         let server: SocketAddr = "10.0.0.1:7007".parse().unwrap();
         let line = LineClient::connect(Env::new(u64::from(seed)), now, server, LineClientConfig::default());

@@ -126,7 +126,7 @@ impl Program for TunnelCmd {
         let announce = match self.end {
             End::Local(cmd) => {
                 let secret = spec::read_secret(&cmd.secret_file)?;
-                let tls = ClientTls::from_options(cmd.tls_pin, cmd.tls_ca.as_deref(), cmd.tls_name, cmd.remote)?;
+                let tls = ClientTls::from_options(cmd.tls_pin, cmd.tls_ca.as_deref(), cmd.tls_name)?;
                 let over = if tls.is_some() { " over TLS" } else { "" };
                 let entrances = Entrances::new(cmd.listen, &cmd.forward);
                 let carrier = Carrier { remote: cmd.remote, secret, tls };

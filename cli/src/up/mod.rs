@@ -23,7 +23,7 @@ use switchyard_core::service::line_server::LineServerConfig;
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::remote::Routes;
 use switchyard_core::tunnel::TunnelEvent;
-use switchyard_core::{Env, ListenerId};
+use switchyard_core::Env;
 
 /// How long the local end may take to authenticate its carrier before `up` gives up: on
 /// loopback it takes milliseconds, so this only catches a broken set-up.
@@ -238,9 +238,7 @@ async fn launch_role<R: Runtime>(
                 .filter(|&&port| port != listen.port())
                 .map(|&port| SocketAddr::new(listen.ip(), port))
                 .collect();
-            let server = crate::mesh::server(env, listen, peers);
-            let bound = fleet.launch(rt, "mesh", server, &[(ListenerId(0), listen)]).await?;
-            Ok(bound[&ListenerId(0)])
+            crate::mesh::launch_server(rt, fleet, env, listen, peers, None).await
         }
         Role::Rendezvous => crate::rendezvous::launch(rt, fleet, env, listen).await,
     }

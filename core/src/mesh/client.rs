@@ -847,7 +847,9 @@ impl Machine for MeshClient {
                             Some(Ok(msg)) => self.probe_message(server, msg),
                             Some(Err(e)) => {
                                 self.out.close(conn, CloseHow::Abort);
-                                self.probe_down(conn, &format!("protocol error: {e}"));
+                                let reason = crate::tls::tls_instead(bytes, "server")
+                                    .unwrap_or_else(|| format!("protocol error: {e}"));
+                                self.probe_down(conn, &reason);
                                 break;
                             }
                         }
@@ -881,7 +883,11 @@ impl Machine for MeshClient {
                     match s.reader.next_msg() {
                         None => return,
                         Some(Ok(msg)) => self.session_message(msg),
-                        Some(Err(e)) => return self.session_lost(&format!("protocol error: {e}")),
+                        Some(Err(e)) => {
+                            let reason = crate::tls::tls_instead(bytes, "server")
+                                .unwrap_or_else(|| format!("protocol error: {e}"));
+                            return self.session_lost(&reason);
+                        }
                     }
                 }
             }

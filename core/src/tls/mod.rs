@@ -103,13 +103,15 @@ pub struct TlsServe {
 }
 
 /// The client side: connections the inner machine dials to `to` are TLS, checked against
-/// `trust`, asking for `server_name` (SNI, and the name a CA-issued certificate must carry).
+/// `trust`, asking for `server_name` (SNI, and the name a CA-issued certificate must carry;
+/// `None`: the IP address dialled, which suits a machine that dials several servers).
 #[derive(Debug, Clone)]
 pub struct TlsDial {
     /// What server certificates to accept.
     pub trust: ServerTrust,
-    /// The name to ask for and check (a DNS name or an IP address).
-    pub server_name: String,
+    /// The name to ask for and check (a DNS name or an IP address); `None` for the IP
+    /// address of each connection's destination.
+    pub server_name: Option<String>,
     /// The destinations that are TLS.
     pub to: Secure<SocketAddr>,
 }
@@ -170,11 +172,18 @@ pub fn looks_like_record(bytes: &[u8]) -> bool {
     matches!(bytes, [0x14..=0x17, 0x03, 0x00..=0x04, ..])
 }
 
+/// For a plaintext client of a binary protocol whose decoder just failed on `bytes`: if
+/// they are a TLS record, the one line that says so (`the PEER speaks TLS: give this end
+/// --tls-pin or --tls-ca`), to report instead of the decoder's error.
+pub fn tls_instead(bytes: &[u8], peer: &str) -> Option<String> {
+    looks_like_record(bytes).then(|| format!("the {peer} speaks TLS: give this end --tls-pin or --tls-ca"))
+}
+
 /// A machine whose chosen connections run over TLS 1.3. See the [module docs](self).
 pub struct Tls<M: Machine> {
     inner: M,
     server: Option<(Arc<ServerConfig>, Secure<ListenerId>)>,
-    client: Option<(Arc<ClientConfig>, ServerName<'static>, Secure<SocketAddr>)>,
+    client: Option<(Arc<ClientConfig>, Option<ServerName<'static>>, Secure<SocketAddr>)>,
     sessions: BTreeMap<ConnId, Session>,
     scope: Scope,
     wall: WallClock,
@@ -205,8 +214,10 @@ impl<M: Machine> Tls<M> {
         let client = match settings.dial {
             None => None,
             Some(dial) => {
-                let name = ServerName::try_from(dial.server_name.clone())
-                    .map_err(|_| TlsError::ServerName(dial.server_name.clone()))?;
+                let name = match dial.server_name {
+                    None => None,
+                    Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| TlsError::ServerName(name))?),
+                };
                 let config = ClientConfig::builder_with_details(provider, time)
                     .with_protocol_versions(&versions)
                     .map_err(|e| TlsError::Identity(e.to_string()))?
@@ -274,7 +285,8 @@ impl<M: Machine> Tls<M> {
                 Output::Connect { conn, to } => {
                     if let Some((config, name, dests)) = &self.client {
                         if dests.covers(&to) {
-                            match ClientConnection::new(config.clone(), name.clone()) {
+                            let name = name.clone().unwrap_or_else(|| ServerName::IpAddress(to.ip().into()));
+                            match ClientConnection::new(config.clone(), name) {
                                 Ok(c) => {
                                     self.sessions.insert(conn, Session::new(c.into(), false));
                                 }

@@ -51,7 +51,7 @@ fn echo_server(identity: TlsIdentity, secret: [u8; 32]) -> Tls<EchoServer> {
 
 fn line_client(trust: ServerTrust, name: &str, secret: [u8; 32]) -> Tls<LineClient> {
     let settings =
-        TlsSettings { serve: None, dial: Some(TlsDial { trust, server_name: name.to_owned(), to: Secure::All }) };
+        TlsSettings { serve: None, dial: Some(TlsDial { trust, server_name: Some(name.to_owned()), to: Secure::All }) };
     let client = LineClient::connect(Env::new(2), Instant::ZERO, server_addr(), LineClientConfig::default());
     Tls::new(client, settings, secret, wall()).unwrap()
 }

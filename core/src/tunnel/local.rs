@@ -286,11 +286,9 @@ impl TunnelLocal {
                 Some(Ok(msg)) => self.carrier_message(msg),
                 Some(Err(error)) => {
                     let handshaking = matches!(self.link, Link::Handshake { .. });
-                    let reason = if handshaking && crate::tls::looks_like_record(bytes) {
-                        "the remote end speaks TLS: give this end --tls-pin or --tls-ca".to_owned()
-                    } else {
-                        format!("protocol error from remote: {error}")
-                    };
+                    let reason = crate::tls::tls_instead(bytes, "remote end")
+                        .filter(|_| handshaking)
+                        .unwrap_or_else(|| format!("protocol error from remote: {error}"));
                     return self.carrier_lost(reason, Some(CloseHow::Abort));
                 }
             }
