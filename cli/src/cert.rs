@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use switchyard_adapters::Runtime;
-use switchyard_core::tls::Fingerprint;
+use switchyard_core::tls::{Fingerprint, PrivateKeyDer, TlsIdentity};
 use switchyard_core::Env;
 
 /// Write a self-signed certificate and private key for TLS (Ed25519, PEM), and print the
@@ -49,6 +49,8 @@ pub struct Made {
     pub key_pem: String,
     /// SHA-256 of the certificate's DER.
     pub fingerprint: Fingerprint,
+    /// The same certificate and key as DER, for a server in this process (`up --tls`).
+    pub identity: TlsIdentity,
 }
 
 /// A self-signed Ed25519 certificate for `names`, valid from an hour ago (for clocks a
@@ -64,7 +66,13 @@ pub fn make(names: &[String], days: u32) -> Result<Made, CliError> {
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + time::Duration::days(i64::from(days));
     let cert = params.self_signed(&key).map_err(|e| CliError::new(format!("cannot make the certificate: {e}")))?;
-    Ok(Made { cert_pem: cert.pem(), key_pem: key.serialize_pem(), fingerprint: Fingerprint::of(cert.der()) })
+    let private = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| CliError::new(format!("cannot make a key: {e}")))?;
+    Ok(Made {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        fingerprint: Fingerprint::of(cert.der()),
+        identity: TlsIdentity { chain: vec![cert.der().clone()], key: private },
+    })
 }
 
 /// PKCS#8 v1 for Ed25519 (RFC 8410) up to the private key: what follows is its 32 bytes.

@@ -12,7 +12,7 @@ use switchyard_core::time::WallClock;
 use switchyard_core::tls::{
     Fingerprint, Secure, ServerTrust, Tls, TlsDial, TlsError, TlsIdentity, TlsServe, TlsSettings,
 };
-use switchyard_core::Machine;
+use switchyard_core::{ListenerId, Machine};
 
 /// A server's `--tls-cert` and `--tls-key`, both or neither.
 pub fn server_identity(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<TlsIdentity>, CliError> {
@@ -106,8 +106,20 @@ pub fn wrap<M: Machine>(
     secret: [u8; 32],
     wall: WallClock,
 ) -> Result<Tls<M>, TlsError> {
+    wrap_on(machine, identity.map(|i| (i, Secure::All)), client, secret, wall)
+}
+
+/// [`wrap`], serving TLS on some listeners only (`up --tls`'s local end: the entrance, not
+/// the static forwards, whose bytes pass untouched).
+pub fn wrap_on<M: Machine>(
+    machine: M,
+    serve: Option<(TlsIdentity, Secure<ListenerId>)>,
+    client: Option<&ClientTls>,
+    secret: [u8; 32],
+    wall: WallClock,
+) -> Result<Tls<M>, TlsError> {
     let settings = TlsSettings {
-        serve: identity.map(|identity| TlsServe { identity, listeners: Secure::All }),
+        serve: serve.map(|(identity, listeners)| TlsServe { identity, listeners }),
         dial: client.map(|c| TlsDial { trust: c.trust.clone(), server_name: c.server_name.clone(), to: Secure::All }),
     };
     Tls::new(machine, settings, secret, wall)

@@ -254,9 +254,11 @@ fn mesh_servers_link_and_users_chat_over_tls_and_plaintext_clients_are_told() {
     // The peers trust each other by the one certificate they share.
     first.wait_for_log(&format!("linked to server {s2}"));
 
-    let mut bob = Proc::start_interactive(&["mesh", "chat", "--server", s2, "--user", "Bob", "--tls-pin", &fingerprint]);
+    let mut bob =
+        Proc::start_interactive(&["mesh", "chat", "--server", s2, "--user", "Bob", "--tls-pin", &fingerprint]);
     bob.wait_for_stdout(&format!("Connected to {s2}"));
-    let out = run(&["mesh", "chat", "--server", s1, "--user", "Alice", "--tls-pin", &fingerprint], b"Bob hi over TLS\n");
+    let out =
+        run(&["mesh", "chat", "--server", s1, "--user", "Alice", "--tls-pin", &fingerprint], b"Bob hi over TLS\n");
     assert!(text(&out.stdout).contains("delivered to Bob"), "{out:?}");
     bob.wait_for_stdout("Alice: hi over TLS");
 

@@ -143,3 +143,38 @@ fn every_hint_of_up_on_another_host_works_as_pasted() {
     let out = run(&peer.iter().map(String::as_str).collect::<Vec<_>>(), b"");
     assert!(text(&out.stdout).starts_with("REGISTERED "), "{peer:?}: {out:?}");
 }
+
+/// `up --tls`: one fresh certificate for every TCP port but the forwards, its fingerprint
+/// in the header, and one-liners that pin it and work as pasted (the tunnel's through a TLS
+/// entrance, a TLS carrier and TLS services; the mesh's through TLS-linked servers). A
+/// client without the pin is told the port speaks TLS; the forward stays plain, for `nc`.
+#[test]
+fn up_with_tls_pins_one_fresh_certificate_in_every_one_liner() {
+    let host = "127.0.0.117";
+    let up = Proc::start(&["up", "--host", host, "--tls"]);
+    let header = up.wait_for_stdout(&format!("switchyard up: all services on {host} over TLS, certificate SHA256:"));
+    let pin = header.split_whitespace().find(|w| w.starts_with("SHA256:")).expect("a fingerprint").to_owned();
+    let entrance = up.wait_for_stdout("tunnel entrance");
+    let hints: Vec<String> = entrance.split_once("try: ").expect("hints").1.split(" | ").map(str::to_owned).collect();
+    assert_eq!(hints.len(), 3, "{hints:?}");
+    let args = |hint: &str| hint.split_whitespace().skip(1).map(str::to_owned).collect::<Vec<_>>();
+    for hint in &hints {
+        assert!(hint.contains(&format!("--tls-pin {pin}")), "{hint}");
+    }
+    let send_hello = args(&hints[0]);
+    let out = run(&send_hello.iter().map(String::as_str).collect::<Vec<_>>(), b"");
+    assert_eq!(text(&out.stdout), "hello\n", "{send_hello:?}: {out:?}");
+    let send_time = args(&hints[1]);
+    let out = run(&send_time.iter().map(String::as_str).collect::<Vec<_>>(), b"");
+    assert!(is_time(text(&out.stdout).trim_end()), "through a TLS carrier to a TLS time service: {out:?}");
+
+    let mesh = up.wait_for_stdout("--user Alice");
+    let alice = args(mesh.split_once("try: ").expect("a mesh hint").1);
+    let out = run(&alice.iter().map(String::as_str).collect::<Vec<_>>(), b"Nobody hi\n");
+    assert_eq!(text(&out.stdout), format!("Connected to {host}:5001\nno such user Nobody\n"), "{alice:?}: {out:?}");
+
+    let out = run(&["send", "--to", &format!("{host}:7000"), "hello"], b"");
+    assert!(text(&out.stderr).starts_with("error: this port speaks TLS"), "{out:?}");
+    let mut forward = LineConn::connect(&format!("{host}:7090"));
+    assert!(is_time(&forward.line()), "the forward to time stays plain");
+}

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use switchyard_adapters::Runtime;
-use switchyard_core::tls::{TlsEvent, TlsIdentity};
+use switchyard_core::tls::{Secure, TlsEvent, TlsIdentity};
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::local::{LocalConfig, TunnelLocal};
 use switchyard_core::tunnel::remote::{RemoteConfig, Routes, TunnelRemote};
@@ -129,7 +129,7 @@ impl Program for TunnelCmd {
                 let tls = ClientTls::from_options(cmd.tls_pin, cmd.tls_ca.as_deref(), cmd.tls_name)?;
                 let over = if tls.is_some() { " over TLS" } else { "" };
                 let entrances = Entrances::new(cmd.listen, &cmd.forward);
-                let carrier = Carrier { remote: cmd.remote, secret, tls };
+                let carrier = Carrier { remote: cmd.remote, secret, tls, entrance_tls: None };
                 let bound = launch_local(&rt, &mut fleet, env, carrier, &entrances, |_| {}).await?;
                 let listening: Vec<String> =
                     entrances.describe(&bound).map(|(addr, kind)| format!("{addr} ({kind})")).collect();
@@ -143,7 +143,8 @@ impl Program for TunnelCmd {
                 let identity = crate::tls::server_identity(cmd.tls_cert.as_deref(), cmd.tls_key.as_deref())?;
                 let over = if identity.is_some() { " (TLS)" } else { "" };
                 let routes = routes(&cmd.route);
-                let bound = launch_remote(&rt, &mut fleet, env, cmd.listen, (secret, identity), routes.clone()).await?;
+                let tls = RemoteTls { identity, targets: None };
+                let bound = launch_remote(&rt, &mut fleet, env, cmd.listen, (secret, tls), routes.clone()).await?;
                 let listed: Vec<String> = routes.iter().map(|(name, target)| format!("{name} → {target}")).collect();
                 format!("tunnel remote end{over} listening on {bound}; routes: {}", listed.join(", "))
             }
@@ -170,6 +171,8 @@ pub struct Carrier {
     pub secret: Secret,
     /// TLS for the carrier, if any.
     pub tls: Option<ClientTls>,
+    /// TLS for the prefix entrance too (`up --tls`), with this identity.
+    pub entrance_tls: Option<TlsIdentity>,
 }
 
 /// A start-up error for TLS settings the core refused (say, a key that is not Ed25519).
@@ -194,11 +197,13 @@ pub async fn launch_local<R: Runtime>(
     let config = LocalConfig::new(carrier.remote, carrier.secret, entrances.config());
     let machine = TunnelLocal::new(env, Instant::ZERO, config);
     let listeners = entrances.listeners();
-    match carrier.tls {
+    match (carrier.tls, carrier.entrance_tls) {
         // Plaintext stays unwrapped: the relay's hot path gains no layer it does not use.
-        None => fleet.launch_watched(rt, NAME, machine, &listeners, watch).await,
-        Some(tls) => {
-            let machine = crate::tls::wrap(machine, None, Some(&tls), secret, crate::tls::wall_clock())
+        (None, None) => fleet.launch_watched(rt, NAME, machine, &listeners, watch).await,
+        (tls, entrance) => {
+            // The prefix entrance is listener 0; forwards pass bytes untouched, so plain.
+            let serve = entrance.map(|identity| (identity, Secure::Only(vec![ListenerId(0)])));
+            let machine = crate::tls::wrap_on(machine, serve, tls.as_ref(), secret, crate::tls::wall_clock())
                 .map_err(|e| tls_refused(NAME, e))?;
             let watch = move |e: &TlsEvent<TunnelEvent>| {
                 if let TlsEvent::Inner(e) = e {
@@ -210,6 +215,16 @@ pub async fn launch_local<R: Runtime>(
     }
 }
 
+/// How a remote end uses TLS: on its carrier listener (with this identity), and to the
+/// route targets it dials (`up --tls`, whose services speak TLS).
+#[derive(Default)]
+pub struct RemoteTls {
+    /// The identity carriers are accepted with; `None` for plaintext carriers.
+    pub identity: Option<TlsIdentity>,
+    /// TLS to the route targets; `None` for plaintext targets.
+    pub targets: Option<ClientTls>,
+}
+
 /// Starts a remote end in `fleet`, accepting carriers on `listen` (over TLS only, with the
 /// identity when one is given); returns the address it bound.
 pub async fn launch_remote<R: Runtime>(
@@ -217,17 +232,17 @@ pub async fn launch_remote<R: Runtime>(
     fleet: &mut Fleet,
     env: Env,
     listen: SocketAddr,
-    (secret, identity): (Secret, Option<TlsIdentity>),
+    (secret, tls): (Secret, RemoteTls),
     routes: Routes,
 ) -> Result<SocketAddr, LaunchError> {
     const NAME: &str = "tunnel remote";
     let tls_secret = env.secret(b"tls");
     let machine = TunnelRemote::new(env, RemoteConfig::new(secret, routes));
     let at = [(ListenerId(0), listen)];
-    let bound = match identity {
-        None => fleet.launch(rt, NAME, machine, &at).await?,
-        Some(identity) => {
-            let machine = crate::tls::wrap(machine, Some(identity), None, tls_secret, crate::tls::wall_clock())
+    let bound = match tls {
+        RemoteTls { identity: None, targets: None } => fleet.launch(rt, NAME, machine, &at).await?,
+        RemoteTls { identity, targets } => {
+            let machine = crate::tls::wrap(machine, identity, targets.as_ref(), tls_secret, crate::tls::wall_clock())
                 .map_err(|e| tls_refused(NAME, e))?;
             fleet.launch(rt, NAME, machine, &at).await?
         }

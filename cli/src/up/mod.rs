@@ -9,6 +9,7 @@ pub mod plan;
 
 use crate::launch::{Fleet, LaunchError};
 use crate::runtime::Program;
+use crate::tls::ClientTls;
 use crate::tunnel::spec::{EntranceKind, Entrances, Forward, ForwardListen};
 use crate::{seed, serve, tunnel, within, CliError};
 use argh::FromArgs;
@@ -23,6 +24,7 @@ use switchyard_core::service::line_server::LineServerConfig;
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::remote::Routes;
 use switchyard_core::tunnel::TunnelEvent;
+use switchyard_core::tls::{Fingerprint, ServerTrust, TlsIdentity};
 use switchyard_core::Env;
 
 /// How long the local end may take to authenticate its carrier before `up` gives up: on
@@ -48,12 +50,26 @@ pub struct UpCmd {
     /// seconds between the time service's pushes, at least 1 (default 60)
     #[argh(option, default = "serve::DEFAULT_INTERVAL", from_str_fn(serve::parse_interval))]
     interval: Duration,
+
+    /// TLS 1.3 on every TCP port but the static forwards (tunnel entrance and carrier,
+    /// services, mesh), with a fresh self-signed certificate; the table prints its
+    /// fingerprint and the one-liners pin it
+    #[argh(switch)]
+    tls: bool,
 }
 
 impl Program for UpCmd {
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
-        let up = start(&rt, env, self.host, self.interval).await?;
-        let table = up.table(&format!("switchyard up: all services on {} (Ctrl-C stops)", self.host));
+        let tls = if self.tls { Some(UpTls::new(self.host)?) } else { None };
+        let header = match &tls {
+            None => format!("switchyard up: all services on {} (Ctrl-C stops)", self.host),
+            Some(tls) => format!(
+                "switchyard up: all services on {} over TLS, certificate {} (Ctrl-C stops)",
+                self.host, tls.fingerprint
+            ),
+        };
+        let up = start(&rt, env, self.host, self.interval, tls).await?;
+        let table = up.table(&header);
         up.fleet
             .serve_until_ctrl_c(|| {
                 // Nobody reading stdout is no reason to stop serving.
@@ -97,23 +113,49 @@ impl Up {
     }
 }
 
-/// Starts every server of [`plan`] on `host` and waits until the tunnel carrier is up. On
-/// any failure, whatever had started is stopped again before the error returns.
-pub async fn start<R: Runtime>(rt: &R, mut env: Env, host: IpAddr, interval: Duration) -> Result<Up, CliError> {
+/// `up --tls`: one fresh self-signed certificate for every server, and the pin on it that
+/// the servers (dialling each other) and the table's one-liners use.
+#[derive(Clone)]
+pub struct UpTls {
+    identity: TlsIdentity,
+    fingerprint: Fingerprint,
+    pin: ClientTls,
+}
+
+impl UpTls {
+    /// A certificate for `host` (and localhost), valid for 30 days, never written to disk.
+    pub fn new(host: IpAddr) -> Result<UpTls, CliError> {
+        let made = crate::cert::make(&[host.to_string(), "localhost".into()], 30)?;
+        let pin = ClientTls { trust: ServerTrust::Pin(made.fingerprint), server_name: None };
+        Ok(UpTls { identity: made.identity, fingerprint: made.fingerprint, pin })
+    }
+}
+
+/// Starts every server of [`plan`] on `host` (over TLS with `tls`) and waits until the
+/// tunnel carrier is up. On any failure, whatever had started is stopped again before the
+/// error returns.
+pub async fn start<R: Runtime>(
+    rt: &R,
+    mut env: Env,
+    host: IpAddr,
+    interval: Duration,
+    tls: Option<UpTls>,
+) -> Result<Up, CliError> {
     let mut fleet = Fleet::new();
     // Each machine mints connection ids in a space of its own, so an id in the shared log
     // names one connection.
     let mut spaces = 1u16..;
     let mut child = || env.child(spaces.next().unwrap_or(u16::MAX));
-    let services = plan::services(interval, host);
+    let pin = tls.as_ref().map(|t| t.fingerprint);
+    let services = plan::services(interval, host, pin);
     let started = async {
-        let (routes, service_rows) = launch_services(rt, &mut fleet, &mut child, host, &services).await?;
-        let tunnel = launch_tunnel(rt, &mut fleet, &mut child, host, routes).await?;
+        let (routes, service_rows) = launch_services(rt, &mut fleet, &mut child, host, &services, tls.as_ref()).await?;
+        let tunnel = launch_tunnel(rt, &mut fleet, &mut child, host, routes, tls.as_ref()).await?;
         Ok::<_, CliError>((tunnel, service_rows))
     };
     match started.await {
         Ok((tunnel, service_rows)) => {
-            let mut rows = tunnel.rows(&services);
+            let mut rows = tunnel.rows(&services, pin);
             rows.extend(service_rows);
             Ok(Up { fleet, entrance: tunnel.entrance, forwards: tunnel.forwards, rows })
         }
@@ -131,12 +173,13 @@ async fn launch_services<R: Runtime>(
     child: &mut impl FnMut() -> Env,
     host: IpAddr,
     services: &[Server],
+    tls: Option<&UpTls>,
 ) -> Result<(Routes, Vec<Row>), CliError> {
     let mut routes = Routes::new();
     let mut rows = Vec::new();
     for server in services {
         let name = server.role.name();
-        let addr = launch_role(rt, fleet, child(), server.role, SocketAddr::new(host, server.port))
+        let addr = launch_role(rt, fleet, child(), server.role, SocketAddr::new(host, server.port), tls)
             .await
             .map_err(|e| taken(e, &format!("the {name} service")))?;
         if let Some(route) = server.route {
@@ -162,12 +205,18 @@ async fn launch_tunnel<R: Runtime>(
     child: &mut impl FnMut() -> Env,
     host: IpAddr,
     routes: Routes,
+    tls: Option<&UpTls>,
 ) -> Result<Tunnel, CliError> {
     // A secret for a carrier whose two ends live in this process, so it is never written
     // anywhere: from the OS, and deliberately not from `--seed` (visible to every local user).
     let secret = Secret::new(seed::secret_from_os().map_err(CliError::new)?).expect("32 bytes are not empty");
     let carrier_listen = SocketAddr::new(host, plan::CARRIER_PORT);
-    let carrier = tunnel::launch_remote(rt, fleet, child(), carrier_listen, (secret.clone(), None), routes)
+    // Under --tls the carrier and the services behind the remote end speak TLS too.
+    let remote_tls = tunnel::RemoteTls {
+        identity: tls.map(|t| t.identity.clone()),
+        targets: tls.map(|t| t.pin.clone()),
+    };
+    let carrier = tunnel::launch_remote(rt, fleet, child(), carrier_listen, (secret.clone(), remote_tls), routes)
         .await
         .map_err(|e| taken(e, "the tunnel's remote end"))?;
 
@@ -182,7 +231,12 @@ async fn launch_tunnel<R: Runtime>(
             let _ = up_tx.try_send(());
         }
     };
-    let bound = tunnel::launch_local(rt, fleet, child(), tunnel::Carrier { remote: carrier, secret, tls: None }, &entrances, watch)
+    let bound = tunnel::launch_local(rt, fleet, child(), tunnel::Carrier {
+            remote: carrier,
+            secret,
+            tls: tls.map(|t| t.pin.clone()),
+            entrance_tls: tls.map(|t| t.identity.clone()),
+        }, &entrances, watch)
         .await
         .map_err(|e| taken(e, "the tunnel's local end"))?;
     let carrier_up = async { up_rx.recv().await.map_err(|_| CliError::new("the tunnel's local end stopped")) };
@@ -201,9 +255,11 @@ async fn launch_tunnel<R: Runtime>(
 }
 
 impl Tunnel {
-    /// The tunnel's rows of the table; `services` says what each route reaches.
-    fn rows(&self, services: &[Server]) -> Vec<Row> {
-        let mut rows = vec![Row { what: "tunnel entrance".into(), addr: self.entrance, note: try_hint(self.entrance) }];
+    /// The tunnel's rows of the table; `services` says what each route reaches, `pin` the
+    /// certificate clients pin under `--tls`.
+    fn rows(&self, services: &[Server], pin: Option<Fingerprint>) -> Vec<Row> {
+        let entrance = Row { what: "tunnel entrance".into(), addr: self.entrance, note: try_hint(self.entrance, pin) };
+        let mut rows = vec![entrance];
         for (addr, route) in &self.forwards {
             let note = format!("→ route {route}{}, no prefix", served_by(services, route));
             rows.push(Row { what: "forward".into(), addr: *addr, note });
@@ -229,16 +285,19 @@ async fn launch_role<R: Runtime>(
     env: Env,
     role: Role,
     listen: SocketAddr,
+    tls: Option<&UpTls>,
 ) -> Result<SocketAddr, LaunchError> {
+    let identity = tls.map(|t| t.identity.clone());
     match role {
-        Role::Service(kind) => serve::launch(rt, fleet, env, kind, LineServerConfig::default(), listen, None).await,
+        Role::Service(kind) => serve::launch(rt, fleet, env, kind, LineServerConfig::default(), listen, identity).await,
         Role::Mesh => {
             let peers = plan::MESH_PORTS
                 .iter()
                 .filter(|&&port| port != listen.port())
                 .map(|&port| SocketAddr::new(listen.ip(), port))
                 .collect();
-            crate::mesh::launch_server(rt, fleet, env, listen, peers, None).await
+            let tls = tls.map(|t| crate::mesh::ServerTls { identity: t.identity.clone(), peers: t.pin.clone() });
+            crate::mesh::launch_server(rt, fleet, env, listen, peers, tls).await
         }
         Role::Rendezvous => crate::rendezvous::launch(rt, fleet, env, listen).await,
     }
@@ -262,7 +321,7 @@ fn served_by(services: &[Server], route: &str) -> String {
 }
 
 /// The one-liners to try against the entrance.
-fn try_hint(entrance: SocketAddr) -> String {
-    let to = plan::option_unless_default("to", entrance, plan::ENTRANCE_PORT);
+fn try_hint(entrance: SocketAddr, pin: Option<Fingerprint>) -> String {
+    let to = plan::option_unless_default("to", entrance, plan::ENTRANCE_PORT) + &plan::pin_option(pin);
     format!("try: switchyard send{to} hello | switchyard send{to} 9090:time | switchyard chat{to} 10000:")
 }

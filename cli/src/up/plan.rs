@@ -7,6 +7,7 @@
 //! remote end's routes and `demo` follow.
 
 use crate::serve::ServiceKind;
+use switchyard_core::tls::Fingerprint;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use switchyard_core::service::reply::Preset;
@@ -68,12 +69,18 @@ pub fn option_unless_default(option: &str, addr: SocketAddr, default_port: u16) 
     }
 }
 
+/// ` --tls-pin SHA256:…` for a one-liner under `up --tls`, or nothing.
+pub fn pin_option(pin: Option<Fingerprint>) -> String {
+    pin.map_or_else(String::new, |pin| format!(" --tls-pin {pin}"))
+}
+
 /// Every server `up` runs besides the tunnel, in the order they start and are listed: the
 /// services behind the tunnel, the mesh, then the rendezvous. `interval` is the time
 /// service's; `host` is where they run, which the table's one-liners name unless it is
-/// 127.0.0.1, so that each works as pasted.
-pub fn services(interval: Duration, host: IpAddr) -> Vec<Server> {
-    let mesh_server = option_unless_default("server", SocketAddr::new(host, MESH_PORTS[0]), MESH_PORTS[0]);
+/// 127.0.0.1, so that each works as pasted; under `up --tls` they pin `pin`.
+pub fn services(interval: Duration, host: IpAddr, pin: Option<Fingerprint>) -> Vec<Server> {
+    let mesh_server =
+        option_unless_default("server", SocketAddr::new(host, MESH_PORTS[0]), MESH_PORTS[0]) + &pin_option(pin);
     let rendezvous_port = crate::rendezvous::DEFAULT_PORT;
     let rendezvous = option_unless_default("rendezvous", SocketAddr::new(host, rendezvous_port), rendezvous_port);
     let service = |kind, port, route, note: &str| Server {
