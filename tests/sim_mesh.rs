@@ -3,7 +3,9 @@
 //!
 //! The first tests pin one behaviour each at one seed; `mesh_survives_faults` sweeps 500
 //! seeds of a 5-server mesh with 20 users, random traffic, latency and jitter, a dropped
-//! peer link and a server crash and restart.
+//! peer link and a server crash and restart; `mesh_over_tls_survives_faults` 300 more with
+//! every link over TLS 1.3. Every machine runs inside the TLS layer, as the CLI runs it (a
+//! pass-through without TLS).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -11,8 +13,11 @@ use std::time::Duration;
 use switchyard_core::mesh::client::{ClientConfig, ClientEvent, MeshClient, Selection};
 use switchyard_core::mesh::server::{MeshServer, ServerConfig};
 use switchyard_core::sim::{check_seeds, Cut, HostId, HostSpec, LinkConfig, NetConfig, Sim, TestId};
+use switchyard_core::time::WallClock;
+use switchyard_core::tls::{Secure, ServerTrust, Tls, TlsDial, TlsEvent, TlsServe, TlsSettings};
 use switchyard_core::wire::mesh::ReceiptStatus;
-use switchyard_core::{Instant, ListenerId, Rng};
+use switchyard_core::{Env, Instant, ListenerId, Machine, Rng};
+use switchyard_tests::fixed_identity;
 use uuid::Uuid;
 
 const PORT: u16 = 5001;
@@ -25,12 +30,61 @@ struct Mesh {
     sim: Sim,
     servers: Vec<(HostId, SocketAddr)>,
     users: BTreeMap<String, HostId>,
+    /// Every link, users' and servers', runs over TLS 1.3.
+    tls: bool,
+}
+
+/// The mesh's machines run inside the TLS layer, as the CLI runs them: a pass-through
+/// unless `tls`, when servers serve a fixed certificate and everyone dials pinning it.
+fn secured<M: Machine>(machine: M, secret: [u8; 32], tls: bool, serves: bool) -> Tls<M> {
+    let settings = if tls {
+        let identity = fixed_identity("mesh");
+        let pin = identity.fingerprint().expect("a certificate");
+        TlsSettings {
+            serve: serves.then_some(TlsServe { identity, listeners: Secure::All }),
+            dial: Some(TlsDial { trust: ServerTrust::Pin(pin), server_name: None, to: Secure::All }),
+        }
+    } else {
+        TlsSettings::default()
+    };
+    let wall = WallClock::utc(1_796_083_200_000_000, Instant::ZERO);
+    Tls::new(machine, settings, secret, wall).expect("usable TLS settings")
+}
+
+fn client_machine(env: Env, now: Instant, config: ClientConfig, tls: bool) -> Tls<MeshClient> {
+    let secret = env.secret(b"tls");
+    secured(MeshClient::new(env, now, config), secret, tls, false)
+}
+
+/// Runs an app command on the client inside its TLS layer, then lets the layer take what
+/// it wrote.
+fn in_client<T>(c: &mut Tls<MeshClient>, now: Instant, f: impl FnOnce(&mut MeshClient, Instant) -> T) -> T {
+    let result = f(c.inner_mut(), now);
+    c.settle(now);
+    result
+}
+
+/// The inner machine's events among a TLS-wrapped machine's.
+fn inner<E>((at, e): (Instant, &TlsEvent<E>)) -> Option<(Instant, &E)> {
+    match e {
+        TlsEvent::Inner(e) => Some((at, e)),
+        _ => None,
+    }
 }
 
 impl Mesh {
     /// `n` servers; server i is seeded with server i-1 only (a chain), so the full mesh
     /// must come from discovery.
     fn new(seed: u64, n: usize, link: LinkConfig) -> Mesh {
+        Mesh::build(seed, n, link, false)
+    }
+
+    /// [`Mesh::new`] with every link over TLS 1.3.
+    fn over_tls(seed: u64, n: usize, link: LinkConfig) -> Mesh {
+        Mesh::build(seed, n, link, true)
+    }
+
+    fn build(seed: u64, n: usize, link: LinkConfig, tls: bool) -> Mesh {
         let mut sim = Sim::new(seed, NetConfig { link, ..NetConfig::default() });
         let mut servers = Vec::new();
         for i in 0..n {
@@ -39,14 +93,15 @@ impl Mesh {
             let seeds: Vec<SocketAddr> = servers.last().map(|&(_, a)| a).into_iter().collect();
             let host = sim
                 .add_host(&format!("server{}", i + 1), ip, move |env, now| {
-                    MeshServer::new(env, now, ServerConfig::new(me, seeds.clone()))
+                    let secret = env.secret(b"tls");
+                    secured(MeshServer::new(env, now, ServerConfig::new(me, seeds.clone())), secret, tls, true)
                 })
                 .unwrap();
             let addr = sim.listen(host, ListenerId(0), PORT).unwrap();
             assert_eq!(addr, me);
             servers.push((host, addr));
         }
-        Mesh { sim, servers, users: BTreeMap::new() }
+        Mesh { sim, servers, users: BTreeMap::new(), tls }
     }
 
     /// A user on `servers` (in that order of preference), booting at `at`.
@@ -55,19 +110,23 @@ impl Mesh {
         let [hi, lo] = n.to_be_bytes();
         let config = ClientConfig::new(name, servers, selection);
         let spec = HostSpec::new(format!("user-{name}"), [10, 1, hi, lo].into()).down();
-        let host = self.sim.add_host_with(spec, move |env, now| MeshClient::new(env, now, config.clone())).unwrap();
+        let tls = self.tls;
+        let host = self.sim.add_host_with(spec, move |env, now| client_machine(env, now, config.clone(), tls)).unwrap();
         self.sim.schedule(at, move |sim| sim.restart(host));
         self.users.insert(name.to_owned(), host);
         host
     }
 
     fn server(&self, i: usize) -> &MeshServer {
-        self.sim.machine::<MeshServer>(self.servers[i].0).expect("server up")
+        self.sim.machine::<Tls<MeshServer>>(self.servers[i].0).map(Tls::inner).expect("server up")
     }
 
     fn send(&mut self, from: &str, to: &str, body: &str) -> Uuid {
         let host = self.users[from];
-        self.sim.with_machine(host, |c: &mut MeshClient, now| c.send(now, to, body)).unwrap().unwrap()
+        self.sim
+            .with_machine(host, |c: &mut Tls<MeshClient>, now| in_client(c, now, |c, now| c.send(now, to, body)))
+            .unwrap()
+            .unwrap()
     }
 
     fn send_at(&mut self, at: Instant, from: &str, to: &str, body: String) {
@@ -75,7 +134,8 @@ impl Mesh {
         let to = to.to_owned();
         self.sim.schedule(at, move |sim| {
             // A user whose host is down cannot send; the sweep only sends from live users.
-            let _ = sim.with_machine(host, |c: &mut MeshClient, now| c.send(now, &to, &body));
+            let _ = sim
+                .with_machine(host, |c: &mut Tls<MeshClient>, now| in_client(c, now, |c, now| c.send(now, &to, &body)));
         });
     }
 
@@ -84,7 +144,7 @@ impl Mesh {
     }
 
     fn events(&self, user: &str) -> Vec<ClientEvent> {
-        self.sim.events::<ClientEvent>(self.users[user]).map(|(_, e)| e.clone()).collect()
+        self.sim.events::<TlsEvent<ClientEvent>>(self.users[user]).filter_map(inner).map(|(_, e)| e.clone()).collect()
     }
 
     fn received(&self, user: &str) -> Vec<(Uuid, String, String)> {
@@ -108,7 +168,7 @@ impl Mesh {
     }
 
     fn registered_at(&self, user: &str) -> Option<SocketAddr> {
-        self.sim.machine::<MeshClient>(self.users[user]).ok()?.server()
+        self.sim.machine::<Tls<MeshClient>>(self.users[user]).map(Tls::inner).ok()?.server()
     }
 }
 
@@ -163,12 +223,13 @@ fn a_name_live_on_one_server_is_refused_on_another() {
     let impostor = {
         let config = ClientConfig::new("Alice", vec![s2], Selection::InOrder);
         let spec = HostSpec::new("impostor", [10, 2, 0, 1].into());
-        m.sim.add_host_with(spec, move |env, now| MeshClient::new(env, now, config.clone())).unwrap()
+        m.sim.add_host_with(spec, move |env, now| client_machine(env, now, config.clone(), false)).unwrap()
     };
     m.run(Duration::from_secs(3));
     let refused: Vec<String> = m
         .sim
-        .events::<ClientEvent>(impostor)
+        .events::<TlsEvent<ClientEvent>>(impostor)
+        .filter_map(inner)
         .filter_map(|(_, e)| match e {
             ClientEvent::Refused { reason } => Some(reason.clone()),
             _ => None,
@@ -232,9 +293,15 @@ struct Sent {
 }
 
 fn mesh_sweep(seed: u64) -> Result<(), String> {
+    mesh_sweep_with(seed, false)
+}
+
+/// [`mesh_sweep`], with every link over TLS when `tls`.
+fn mesh_sweep_with(seed: u64, tls: bool) -> Result<(), String> {
     let mut rng = Rng::new(seed ^ 0x3e5b);
     let latency = Duration::from_millis(rng.range_inclusive(1, 20));
-    let mut m = Mesh::new(seed, 5, LinkConfig::new(latency, latency.mul_f64(0.3)));
+    let link = LinkConfig::new(latency, latency.mul_f64(0.3));
+    let mut m = if tls { Mesh::over_tls(seed, 5, link) } else { Mesh::new(seed, 5, link) };
     let all: Vec<SocketAddr> = m.servers.iter().map(|&(_, a)| a).collect();
 
     // 20 users, each preferring a random server, failing over along the others.
@@ -325,7 +392,8 @@ fn mesh_sweep(seed: u64) -> Result<(), String> {
     }
     // Every message got a receipt: nothing is left in any outbox.
     for name in &names {
-        let client = m.sim.machine::<MeshClient>(m.users[name]).map_err(|_| format!("{name} is down"))?;
+        let client =
+            m.sim.machine::<Tls<MeshClient>>(m.users[name]).map(Tls::inner).map_err(|_| format!("{name} is down"))?;
         if client.outbox_len() != 0 {
             let at = client.server();
             let rest: Vec<String> = client
@@ -344,7 +412,11 @@ fn mesh_sweep(seed: u64) -> Result<(), String> {
         return Err(format!("{ghosts} messages to unknown users but {ghost_receipts} negative receipts"));
     }
     for (i, &(host, _)) in m.servers.iter().enumerate() {
-        let server = m.sim.machine::<MeshServer>(host).map_err(|_| format!("server{} down at the end", i + 1))?;
+        let server = m
+            .sim
+            .machine::<Tls<MeshServer>>(host)
+            .map(Tls::inner)
+            .map_err(|_| format!("server{} down at the end", i + 1))?;
         if server.seen().len() > server.seen().cap() {
             return Err(format!("server{} dedup cache over its cap", i + 1));
         }
@@ -357,6 +429,13 @@ fn mesh_survives_faults() {
     check_seeds(&SWEEP, 0..500, mesh_sweep);
 }
 
+const SWEEP_TLS: TestId = TestId::integration("switchyard-tests", "sim_mesh", "mesh_over_tls_survives_faults");
+
+#[test]
+fn mesh_over_tls_survives_faults() {
+    check_seeds(&SWEEP_TLS, 0..300, |seed| mesh_sweep_with(seed, true));
+}
+
 /// `latency` one way with ±30 % jitter: uniform in [0.7, 1.3] × `latency`.
 fn jittery(latency: Duration) -> LinkConfig {
     LinkConfig::new(latency.mul_f64(0.7), latency.mul_f64(0.6))
@@ -364,7 +443,7 @@ fn jittery(latency: Duration) -> LinkConfig {
 
 /// When `user` was first registered at a server after `after`, and where.
 fn registered_after(m: &Mesh, user: &str, after: Instant) -> Option<(Instant, SocketAddr)> {
-    m.sim.events::<ClientEvent>(m.users[user]).find_map(|(at, e)| match e {
+    m.sim.events::<TlsEvent<ClientEvent>>(m.users[user]).filter_map(inner).find_map(|(at, e)| match e {
         ClientEvent::Registered { server } if at >= after => Some((at, *server)),
         _ => None,
     })
@@ -372,7 +451,7 @@ fn registered_after(m: &Mesh, user: &str, after: Instant) -> Option<(Instant, So
 
 /// The first server `user` chose.
 fn first_choice(m: &Mesh, user: &str) -> Option<SocketAddr> {
-    m.sim.events::<ClientEvent>(m.users[user]).find_map(|(_, e)| match e {
+    m.sim.events::<TlsEvent<ClientEvent>>(m.users[user]).filter_map(inner).find_map(|(_, e)| match e {
         ClientEvent::Selected { server, .. } => Some(*server),
         _ => None,
     })
@@ -427,7 +506,8 @@ fn no_switch_in_an_hour_when_no_server_is_clearly_better() {
         let moves = m.events("Alice").iter().filter(|e| matches!(e, ClientEvent::Selected { .. })).count();
         let selections: Vec<String> = m
             .sim
-            .events::<ClientEvent>(m.users["Alice"])
+            .events::<TlsEvent<ClientEvent>>(m.users["Alice"])
+            .filter_map(inner)
             .filter(|(_, e)| matches!(e, ClientEvent::Selected { .. } | ClientEvent::Lost { .. }))
             .map(|(at, e)| format!("{at} {e:?}"))
             .collect();
@@ -477,7 +557,8 @@ fn failover_sweep(seed: u64) -> Result<(), String> {
         if copies != 1 {
             let log: Vec<String> = m
                 .sim
-                .events::<ClientEvent>(m.users[*to])
+                .events::<TlsEvent<ClientEvent>>(m.users[*to])
+                .filter_map(inner)
                 .filter(|(_, e)| !matches!(e, ClientEvent::Rtt { .. } | ClientEvent::Message { .. }))
                 .map(|(at, e)| format!("{at} {e:?}"))
                 .collect();
@@ -485,13 +566,15 @@ fn failover_sweep(seed: u64) -> Result<(), String> {
                 .servers
                 .iter()
                 .flat_map(|&(host, addr)| {
-                    m.sim.events::<switchyard_core::mesh::MeshEvent>(host).filter_map(move |(at, e)| match e {
-                        switchyard_core::mesh::MeshEvent::NoSuchUser { .. }
-                        | switchyard_core::mesh::MeshEvent::ReceiptOverdue { .. }
-                        | switchyard_core::mesh::MeshEvent::UserRegistered { .. }
-                        | switchyard_core::mesh::MeshEvent::UserLeft { .. } => Some(format!("{addr} {at} {e:?}")),
-                        _ => None,
-                    })
+                    m.sim.events::<TlsEvent<switchyard_core::mesh::MeshEvent>>(host).filter_map(inner).filter_map(
+                        move |(at, e)| match e {
+                            switchyard_core::mesh::MeshEvent::NoSuchUser { .. }
+                            | switchyard_core::mesh::MeshEvent::ReceiptOverdue { .. }
+                            | switchyard_core::mesh::MeshEvent::UserRegistered { .. }
+                            | switchyard_core::mesh::MeshEvent::UserLeft { .. } => Some(format!("{addr} {at} {e:?}")),
+                            _ => None,
+                        },
+                    )
                 })
                 .collect();
             return Err(format!("{body:?} reached {to} {copies} times; {to}: {log:#?} servers: {servers:#?}"));
@@ -502,7 +585,7 @@ fn failover_sweep(seed: u64) -> Result<(), String> {
         if receipts.values().any(|s| *s != ReceiptStatus::Delivered) {
             return Err(format!("{user} got a negative receipt"));
         }
-        let left = m.sim.machine::<MeshClient>(m.users[user]).map_err(|_| "down")?.outbox_len();
+        let left = m.sim.machine::<Tls<MeshClient>>(m.users[user]).map(Tls::inner).map_err(|_| "down")?.outbox_len();
         if left != 0 {
             return Err(format!("{user} still waits for {left} receipts"));
         }
@@ -644,11 +727,13 @@ fn model_holds(scenario: &Scenario) -> Result<(), String> {
         }
     }
     for name in &names {
-        let client = m.sim.machine::<MeshClient>(m.users[name]).map_err(|_| format!("{name} is down"))?;
+        let client =
+            m.sim.machine::<Tls<MeshClient>>(m.users[name]).map(Tls::inner).map_err(|_| format!("{name} is down"))?;
         if client.outbox_len() != 0 {
             let events: Vec<String> = m
                 .sim
-                .events::<ClientEvent>(m.users[name])
+                .events::<TlsEvent<ClientEvent>>(m.users[name])
+                .filter_map(inner)
                 .filter(|(_, e)| !matches!(e, ClientEvent::Rtt { .. }))
                 .map(|(at, e)| format!("{at} {e:?}"))
                 .collect();
