@@ -1,5 +1,5 @@
 //! `switchyard bench tunnel` end to end, at toy sizes: every section prints its figures,
-//! a reference tool (socat) is measured beside the tunnel in each, and bad `--against`
+//! a reference tool (socat, the tunnel over TLS) is measured beside the tunnel in each, and bad `--against`
 //! values are refused by name. The figures themselves are not checked: speed is what the
 //! benchmark reports, not what a test asserts.
 
@@ -74,4 +74,18 @@ fn bad_references_are_refused_by_name() {
         ),
     ];
     assert_refused(cases);
+}
+
+#[test]
+fn tls_puts_the_tunnel_over_tls_beside_the_plaintext_one() {
+    let args = ["bench", "tunnel", "--bytes", "2M", "--streams", "1", "--messages", "100", "--runs", "1"];
+    let out = run(&[&args[..], &["--idle-streams", "0", "--tls"]].concat(), b"");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<&str> = stdout.lines().map(str::trim_start).collect();
+    for figure in ["1 stream    tunnel", "p50   tunnel", "p99   tunnel"] {
+        let i = lines.iter().position(|l| l.starts_with(figure)).unwrap_or_else(|| panic!("no {figure:?}:\n{stdout}"));
+        assert!(lines[i + 1].starts_with("tunnel-tls"), "{figure}: {:?}\n{stdout}", lines[i + 1]);
+    }
+    assert!(stdout.contains("tunnel-tls") && stdout.contains("(entry and exit of one path, idle)"), "{stdout}");
 }

@@ -133,7 +133,7 @@ pub fn has_tunnel_command(exe: &Path) -> bool {
 
 /// The global options of a child end: the runtime the benchmark runs on, and its
 /// `--busy-poll` if any.
-fn global_args<R: Runtime>() -> Vec<String> {
+pub(super) fn global_args<R: Runtime>() -> Vec<String> {
     let mut args = vec!["--runtime".to_string(), runtime_flag::<R>().to_string()];
     let busy_poll = crate::runtime::busy_poll();
     if !busy_poll.is_zero() {
@@ -281,7 +281,7 @@ impl Drop for Ends {
 
 /// One round trip through `echo`; while the carrier is down the local end answers with
 /// an `error:` line and closes instead.
-fn probe(echo: SocketAddr) -> std::io::Result<()> {
+pub(super) fn probe(echo: SocketAddr) -> std::io::Result<()> {
     let mut conn = TcpStream::connect_timeout(&echo, Duration::from_secs(1))?;
     conn.set_read_timeout(Some(Duration::from_secs(1)))?;
     let message = [b'x'; 64];
@@ -296,7 +296,7 @@ fn probe(echo: SocketAddr) -> std::io::Result<()> {
 }
 
 /// Writes a file only its owner can read: it holds the tunnel's secret.
-fn write_private(path: &PathBuf, contents: &[u8]) -> Result<(), CliError> {
+pub(super) fn write_private(path: &Path, contents: &[u8]) -> Result<(), CliError> {
     use std::os::unix::fs::OpenOptionsExt;
     let written = std::fs::OpenOptions::new()
         .write(true)

@@ -6,12 +6,12 @@
 //! wake-up can cost 5 µs on one and 40 µs on another), so a target stated as "better than
 //! tool X on the reference machine" is checked best by running tool X here too.
 
-use super::ends::{free_port, loopback};
+use super::ends::{free_port, loopback, own_executable, probe, write_private};
 use super::os::{cpu_time, rss};
 use super::targets::Targets;
 use crate::CliError;
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -32,6 +32,9 @@ pub enum Tool {
     Bore,
     /// rathole (server and client from one TOML file each), TCP transport.
     Rathole,
+    /// Switchyard's own tunnel with its carrier over TLS 1.3 (a fresh self-signed
+    /// certificate, pinned), to set beside the plaintext tunnel.
+    TunnelTls,
 }
 
 impl Tool {
@@ -42,6 +45,7 @@ impl Tool {
             Tool::Socat => "socat",
             Tool::Bore => "bore",
             Tool::Rathole => "rathole",
+            Tool::TunnelTls => "tunnel-tls",
         }
     }
 }
@@ -69,10 +73,10 @@ pub fn parse_tools(s: &str) -> Result<ToolList, String> {
             Some(_) => return Err(format!("{part:?}: no path after '='")),
             None => (part, PathBuf::from(part)),
         };
-        let tool = [Tool::Socat, Tool::Bore, Tool::Rathole]
+        let tool = [Tool::Socat, Tool::Bore, Tool::Rathole, Tool::TunnelTls]
             .into_iter()
             .find(|t| t.name() == name)
-            .ok_or_else(|| format!("{name:?} is not a tool to measure against (socat, bore, rathole)"))?;
+            .ok_or_else(|| format!("{name:?} is not a tool to measure against (socat, bore, rathole, tunnel-tls)"))?;
         if specs.iter().any(|s| s.tool == tool) {
             return Err(format!("{name} is named twice"));
         }
@@ -98,8 +102,9 @@ pub struct Reference {
 
 impl Reference {
     /// Starts `spec`'s tool in front of the targets and waits until both paths accept
-    /// connections; an error names the tool and what failed.
-    pub fn start(spec: &ToolSpec, targets: &Targets) -> Result<Reference, CliError> {
+    /// connections; an error names the tool and what failed. `ends_args` are the global
+    /// options Switchyard's own ends get (`tunnel-tls`: the runtime, `--busy-poll`).
+    pub fn start(spec: &ToolSpec, targets: &Targets, ends_args: &[String]) -> Result<Reference, CliError> {
         let mut reference = Reference {
             tool: spec.tool,
             sink: targets.sink.addr,
@@ -112,9 +117,13 @@ impl Reference {
             Tool::Socat => reference.start_socat(spec, targets)?,
             Tool::Bore => reference.start_bore(spec, targets)?,
             Tool::Rathole => reference.start_rathole(spec, targets)?,
+            Tool::TunnelTls => reference.start_tunnel_tls(spec, targets, ends_args)?,
         }
         for addr in [reference.sink, reference.echo] {
             reference.wait_listening(addr)?;
+        }
+        if spec.tool == Tool::TunnelTls {
+            reference.wait_echoing()?;
         }
         Ok(reference)
     }
@@ -208,6 +217,56 @@ impl Reference {
         (self.sink, self.echo) = (sink, echo);
         self.sink_path = vec![server_pid, client_pid];
         Ok(())
+    }
+
+    /// Switchyard's tunnel with its carrier over TLS: a remote end serving a fresh
+    /// certificate and a local end pinning it, a forward per target, as the plaintext
+    /// tunnel under test has. The executable is this one unless a path is given.
+    fn start_tunnel_tls(&mut self, spec: &ToolSpec, targets: &Targets, ends_args: &[String]) -> Result<(), CliError> {
+        let exe = if spec.exe == Path::new(Tool::TunnelTls.name()) { own_executable()? } else { spec.exe.clone() };
+        let spec = ToolSpec { tool: spec.tool, exe };
+        let made = crate::cert::make(&["127.0.0.1".to_owned()], 1)?;
+        let file = |this: &mut Reference, name: &str, contents: &[u8]| -> Result<String, CliError> {
+            let path = std::env::temp_dir().join(format!("switchyard-bench-{}-tls-{name}", std::process::id()));
+            write_private(&path, contents)?;
+            this.files.push(path.clone());
+            Ok(path.display().to_string())
+        };
+        let cert = file(self, "cert.pem", made.cert_pem.as_bytes())?;
+        let key = file(self, "key.pem", made.key_pem.as_bytes())?;
+        let secret = file(self, "secret", format!("{:x}", std::process::id()).repeat(4).as_bytes())?;
+        let carrier = loopback(free_port()?);
+        let mut remote: Vec<String> = ends_args.to_vec();
+        remote.extend(["tunnel", "remote", "--listen", &carrier.to_string(), "--secret-file", &secret].map(String::from));
+        remote.extend(["--tls-cert", &cert, "--tls-key", &key].map(String::from));
+        remote.extend(["--route".into(), format!("sink={}", targets.sink.addr), "--route".into(), format!("echo={}", targets.echo)]);
+        let remote_pid = self.spawn(&spec, Command::new(&spec.exe).args(&remote).env("RUST_LOG", "warn"))?;
+        let (sink, echo) = (loopback(free_port()?), loopback(free_port()?));
+        let mut local: Vec<String> = ends_args.to_vec();
+        local.extend(["tunnel", "local", "--listen", &loopback(free_port()?).to_string()].map(String::from));
+        local.extend(["--remote", &carrier.to_string(), "--secret-file", &secret].map(String::from));
+        local.extend(["--tls-pin".into(), made.fingerprint.to_string()]);
+        local.extend(["--forward".into(), format!("{}=sink", sink.port()), "--forward".into(), format!("{}=echo", echo.port())]);
+        let local_pid = self.spawn(&spec, Command::new(&spec.exe).args(&local).env("RUST_LOG", "warn"))?;
+        (self.sink, self.echo) = (sink, echo);
+        self.sink_path = vec![local_pid, remote_pid];
+        Ok(())
+    }
+
+    /// Waits until a round trip passes the echo path (the carrier is up, its handshake
+    /// done), or a process exits.
+    fn wait_echoing(&mut self) -> Result<(), CliError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match probe(self.echo) {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    let name = self.tool.name();
+                    return Err(CliError::new(format!("{name} did not carry a round trip within {READY_TIMEOUT:?}: {e}{}", self.logged())));
+                }
+                Err(_) => thread::sleep(Duration::from_millis(20)),
+            }
+        }
     }
 
     /// Starts the tool with the arguments `args` gives for a free loopback port it is to

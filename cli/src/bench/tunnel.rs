@@ -1,10 +1,10 @@
 //! `switchyard bench tunnel`: the tunnel against direct TCP on loopback, figure by figure,
 //! then a summary against the targets of the tunnel's issue.
 
-use super::ends::{has_tunnel_command, own_executable, runtime_flag, Ends};
+use super::ends::{global_args, has_tunnel_command, own_executable, runtime_flag, Ends};
 use super::load::{self, MESSAGE};
 use super::os::{cpu_time, load_average, machine_busy, process_cpu, raise_nofile, rss, set_affinity, CpuSet, Rss};
-use super::reference::{parse_tools, Reference, ToolList};
+use super::reference::{parse_tools, Reference, Tool, ToolList, ToolSpec};
 use super::stats::{kib, median, megabytes, micros, parse_bytes, parse_counts, percentile, rate, size, Counts};
 use super::targets::Targets;
 use crate::runtime::Program;
@@ -23,14 +23,14 @@ use switchyard_core::Env;
 #[argh(
     subcommand,
     name = "tunnel",
-    example = "switchyard bench tunnel\nswitchyard bench tunnel --bytes 256M --streams 1,8 --runs 1 --idle-streams 0\nswitchyard --runtime smol bench tunnel\nswitchyard bench tunnel --against socat --idle-streams 0\nswitchyard bench tunnel --against socat,bore=/opt/bore/bin/bore,rathole --idle-streams 0\nswitchyard bench tunnel --pin-cpu 0 --against socat --idle-streams 0 --streams 1\nswitchyard --busy-poll 50 bench tunnel --against socat --idle-streams 0",
+    example = "switchyard bench tunnel\nswitchyard bench tunnel --bytes 256M --streams 1,8 --runs 1 --idle-streams 0\nswitchyard --runtime smol bench tunnel\nswitchyard bench tunnel --against socat --idle-streams 0\nswitchyard bench tunnel --tls --streams 1,8 --idle-streams 0\nswitchyard bench tunnel --against socat,bore=/opt/bore/bin/bore,rathole --idle-streams 0\nswitchyard bench tunnel --pin-cpu 0 --against socat --idle-streams 0 --streams 1\nswitchyard --busy-poll 50 bench tunnel --against socat --idle-streams 0",
     note = "Topology: client -> local end -> carrier -> remote end -> target. The targets are a sink that discards and counts and an echo (threads of this process) and a hold that keeps idle connections (a child process, `switchyard bench hold`); the ends are child processes (`switchyard tunnel local` and `switchyard tunnel remote`), as in a real deployment. Direct runs connect the client straight to the same targets.
 
 Bulk: the client writes --bytes in total, split evenly over the streams, into a static forward whose route ends at the sink; the time runs from the first byte written to the sink having every byte (connections are opened first). Throughput is bytes over that time; the ratio is tunnel over direct at the same concurrency.
 
 Latency: one connection per path (direct, the tunnel, each reference), one 64-byte message outstanding, echoed back; 200 warm-up round trips on each, then --messages timed ones, the paths taking turns 50 round trips at a time so that a slow spell of the machine (on a virtual machine, tens of milliseconds about once a second) hits them all alike. p50 and p99 are nearest-rank percentiles; added latency is tunnel minus direct. Every hop of a round trip wakes a sleeping process; where that process last ran on another CPU, the wake-up costs an inter-processor interrupt, which on a virtual machine can take longer than all the relaying (on the 2-core development VM a direct round trip takes about 55 µs across CPUs and 4 µs on one). --pin-cpu N puts everything on CPU N for the latency runs (direct, tunnel and references alike) and labels the figures so; it measures the relaying itself rather than the hypervisor's interrupts. `switchyard --busy-poll MICROS bench tunnel` starts the ends with that --busy-poll, so each keeps polling for a reply instead of sleeping until it is woken, and labels the figures so; the client and the targets are not changed.
 
-References (--against): socat runs as two relays in a row per target, each forking a process per connection, with nodelay and 64 KiB transfers; bore as `bore server` (its control port, 7835, must be free) and a `bore local` per target; rathole as a server and a client, TCP transport with nodelay, from configuration files written to the temporary directory. Each is found on the PATH unless given as NAME=PATH. Their figures: throughput with the relays' CPU per GiB (not for socat, whose work is done in processes forked per connection), latency, and the idle RSS of the entry and the exit of one path (socat: its two relays; bore: the server and one client; rathole: the server and the client).
+References (--against): socat runs as two relays in a row per target, each forking a process per connection, with nodelay and 64 KiB transfers; bore as `bore server` (its control port, 7835, must be free) and a `bore local` per target; rathole as a server and a client, TCP transport with nodelay, from configuration files written to the temporary directory; tunnel-tls (or --tls) as Switchyard's own two ends with the carrier over TLS 1.3, a fresh self-signed certificate pinned by the local end (from this executable, or --ends-binary). Each is found on the PATH unless given as NAME=PATH. Their figures: throughput with the relays' CPU per GiB (not for socat, whose work is done in processes forked per connection), latency, and the idle RSS of the entry and the exit of one path (socat: its two relays; bore: the server and one client; rathole: the server and the client).
 
 Ends' CPU: CPU time of both end processes (all threads, from /proc/PID/task/*/schedstat) per GiB and per round trip; it moves much less than the wall-clock figures when other work shares the machine (about ±15 % against several-fold), so it is the figure to compare builds by.
 
@@ -67,7 +67,7 @@ pub struct TunnelCmd {
 
     /// also measure these relays beside the tunnel, in its shape, as references on this
     /// machine: comma-separated `socat` (a two-hop chain), `bore`, `rathole`, each found
-    /// on the PATH or given as NAME=PATH (see the note below)
+    /// on the PATH or given as NAME=PATH, and `tunnel-tls` (see the note below)
     #[argh(option, default = "ToolList::default()", from_str_fn(parse_tools))]
     against: ToolList,
 
@@ -81,6 +81,11 @@ pub struct TunnelCmd {
     /// minimal tunnel-only build (see the README); it must have the `tunnel` subcommand
     #[argh(option)]
     ends_binary: Option<PathBuf>,
+
+    /// also measure the tunnel with its carrier over TLS 1.3, beside the plaintext one
+    /// (the same as adding `tunnel-tls` to --against)
+    #[argh(switch)]
+    tls: bool,
 }
 
 /// A figure measured against its target, for the summary.
@@ -105,6 +110,10 @@ impl Program for TunnelCmd {
             return Err(CliError::new("--runs and --messages must be at least 1"));
         }
         self.fit_open_files();
+        if self.tls && !self.against.0.iter().any(|s| s.tool == Tool::TunnelTls) {
+            let exe = self.ends_binary.clone().unwrap_or_else(|| PathBuf::from(Tool::TunnelTls.name()));
+            self.against.0.push(ToolSpec { tool: Tool::TunnelTls, exe });
+        }
         let targets = Targets::start().map_err(|e| CliError::new(format!("cannot start the targets: {e}")))?;
         if self.ends_binary.is_some() && self.in_process {
             return Err(CliError::usage("--ends-binary and --in-process exclude each other"));
@@ -149,7 +158,7 @@ impl Program for TunnelCmd {
         // The blocking calls below run on this thread while the runtime's own threads
         // drive any in-process ends, so nothing here starves them.
         let references =
-            self.against.0.iter().map(|spec| Reference::start(spec, &targets)).collect::<Result<Vec<_>, _>>()?;
+            self.against.0.iter().map(|spec| Reference::start(spec, &targets, &global_args::<R>())).collect::<Result<Vec<_>, _>>()?;
         let mut checks = Vec::new();
         let others = Interference::start(&ends, &targets, &references);
         if let Some((local, remote)) = ends.pids() {
