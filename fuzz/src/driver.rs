@@ -281,3 +281,38 @@ impl Conn {
         Conn { phase, addr, write_shut: false, read_shut: false, paused: false, written: 0, sent: 0 }
     }
 }
+
+/// A fuzz input read as a script, a byte or a run of bytes at a time; past the end every
+/// read is 0, which ends a script.
+#[allow(dead_code)] // The mesh server and TLS harnesses read scripts so; others include this file too.
+pub struct Script<'a> {
+    data: &'a [u8],
+}
+
+#[allow(dead_code)]
+impl<'a> Script<'a> {
+    /// A script over `data`.
+    pub fn new(data: &'a [u8]) -> Script<'a> {
+        Script { data }
+    }
+
+    /// The next byte, or 0 past the end.
+    pub fn u8(&mut self) -> u8 {
+        let Some((&b, rest)) = self.data.split_first() else { return 0 };
+        self.data = rest;
+        b
+    }
+
+    /// The next `n` bytes, or as many as are left.
+    pub fn take(&mut self, n: usize) -> &'a [u8] {
+        let n = n.min(self.data.len());
+        let (head, rest) = self.data.split_at(n);
+        self.data = rest;
+        head
+    }
+
+    /// True once every byte is read.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}

@@ -8,37 +8,13 @@
 //! contract after every call; after every step this harness asserts the server's caps
 //! (dedup cache, messages awaiting receipts, connections) hold.
 
-use crate::driver::{Driver, Phase};
+use crate::driver::{Driver, Phase, Script};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use switchyard_core::mesh::server::{MeshServer, ServerConfig};
 use switchyard_core::wire::mesh::{MeshMsg, ReceiptStatus};
 use switchyard_core::{ConnId, Env, Input, Instant, ListenerId, NetError};
 use uuid::Uuid;
-
-/// Reads script bytes; past the end every read is 0, which ends the script.
-struct Bytes<'a> {
-    data: &'a [u8],
-}
-
-impl Bytes<'_> {
-    fn u8(&mut self) -> u8 {
-        let Some((&b, rest)) = self.data.split_first() else { return 0 };
-        self.data = rest;
-        b
-    }
-
-    fn take(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.data.len());
-        let (head, rest) = self.data.split_at(n);
-        self.data = rest;
-        head
-    }
-
-    fn is_empty(&self) -> bool {
-        self.data.is_empty()
-    }
-}
 
 /// One of a few server addresses: the server itself, its two seeds, or strangers.
 fn server_addr(b: u8) -> SocketAddr {
@@ -56,7 +32,7 @@ fn id(b: u8) -> Uuid {
 }
 
 /// A well-formed message with fields from the script.
-fn message(s: &mut Bytes<'_>) -> MeshMsg {
+fn message(s: &mut Script<'_>) -> MeshMsg {
     let (a, b, c) = (s.u8(), s.u8(), s.u8());
     match s.u8() % 17 {
         0 => MeshMsg::ListServers,
@@ -105,7 +81,7 @@ fn pick(ids: &[ConnId], b: u8) -> Option<ConnId> {
 
 /// Runs `data` as a script against a mesh server. Panics on any broken rule.
 pub fn fuzz_mesh_server(data: &[u8]) {
-    let mut s = Bytes { data };
+    let mut s = Script::new(data);
     let me = server_addr(0);
     let mut config = ServerConfig::new(me, vec![server_addr(1), server_addr(2)]);
     config.max_connections = 6;

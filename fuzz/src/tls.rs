@@ -10,7 +10,7 @@
 //! contract after every call; the harness asserts that a client that was never tampered
 //! with gets its echo back intact.
 
-use crate::driver::{Driver, Phase};
+use crate::driver::{Driver, Phase, Script};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use switchyard_core::machine::{Input, Machine, Output};
@@ -37,26 +37,6 @@ fn identity() -> TlsIdentity {
 /// 2026-12-01 at the script's zero.
 fn wall() -> WallClock {
     WallClock::utc(1_796_083_200_000_000, Instant::ZERO)
-}
-
-/// Reads script bytes; past the end every read is 0, which ends the script.
-struct Script<'a> {
-    data: &'a [u8],
-}
-
-impl Script<'_> {
-    fn u8(&mut self) -> u8 {
-        let Some((&b, rest)) = self.data.split_first() else { return 0 };
-        self.data = rest;
-        b
-    }
-
-    fn take(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.data.len());
-        let (head, rest) = self.data.split_at(n);
-        self.data = rest;
-        head
-    }
 }
 
 /// A real TLS client on one of the server's connections, and what it has seen.
@@ -148,7 +128,7 @@ fn route_writes(outputs: Vec<Output<TlsEvent<switchyard_core::service::echo::Ech
 /// how many clients had their echoes checked (untampered, still open, with lines sent), so
 /// tests can tell a script that reached the application data from one that did not.
 pub fn fuzz_tls_server(data: &[u8]) -> usize {
-    let mut s = Script { data };
+    let mut s = Script::new(data);
     let settings = TlsSettings { serve: Some(TlsServe { identity: identity(), listeners: Secure::All }), dial: None };
     let seed = s.u8();
     let server =
@@ -157,7 +137,7 @@ pub fn fuzz_tls_server(data: &[u8]) -> usize {
     let (mut d, _) = Driver::new(server, Instant::ZERO);
     let mut clients: Vec<Client> = Vec::new();
     let peer = |b: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 0, b)), 40_000);
-    while !s.data.is_empty() {
+    while !s.is_empty() {
         let (op, arg) = (s.u8(), s.u8());
         let now = d.now();
         match op % 10 {
