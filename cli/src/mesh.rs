@@ -112,8 +112,8 @@ pub struct ChatCmd {
     #[argh(option, from_str_fn(crate::tls::parse_pin))]
     tls_pin: Option<Fingerprint>,
 
-    /// use TLS, accepting a server certificate signed by a CA in this PEM file and valid
-    /// for the server's name
+    /// use TLS, accepting a server certificate signed by a CA in this PEM file (`system`:
+    /// the system's CA bundle) and valid for the server's name
     #[argh(option)]
     tls_ca: Option<PathBuf>,
 

@@ -53,12 +53,34 @@ fn pem_error(path: &Path, option: &str, what: &str, error: rustls::pki_types::pe
     CliError::new(format!("{option} {}: {why}", path.display()))
 }
 
+/// Where `--tls-ca system` looks for the system's CA bundle, after `SSL_CERT_FILE`: Debian
+/// and Ubuntu, Fedora and RHEL, then Alpine and the BSDs.
+const SYSTEM_BUNDLES: [&str; 3] =
+    ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
+
+/// The system's CA bundle: `SSL_CERT_FILE` if set (as OpenSSL reads it), else the first of
+/// [`SYSTEM_BUNDLES`] that exists.
+fn system_bundle() -> Result<std::path::PathBuf, CliError> {
+    if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
+        return Ok(file.into());
+    }
+    SYSTEM_BUNDLES.iter().map(Path::new).find(|p| p.exists()).map(Path::to_path_buf).ok_or_else(|| {
+        CliError::new(format!(
+            "--tls-ca system: no CA bundle found (set SSL_CERT_FILE, or looked in {}); give --tls-ca FILE",
+            SYSTEM_BUNDLES.join(", ")
+        ))
+    })
+}
+
 /// What a client trusts from `--tls-pin` or `--tls-ca` (one of them, or neither for a
-/// plaintext connection).
+/// plaintext connection); `--tls-ca system` is the system's CA bundle.
 pub fn client_trust(pin: Option<Fingerprint>, ca: Option<&Path>) -> Result<Option<ServerTrust>, CliError> {
     match (pin, ca) {
         (None, None) => Ok(None),
         (Some(pin), None) => Ok(Some(ServerTrust::Pin(pin))),
+        (None, Some(ca)) if ca == Path::new("system") => {
+            Ok(Some(ServerTrust::Authorities(load_certificates(&system_bundle()?, "--tls-ca system")?)))
+        }
         (None, Some(ca)) => Ok(Some(ServerTrust::Authorities(load_certificates(ca, "--tls-ca")?))),
         (Some(_), Some(_)) => Err(CliError::usage("give --tls-pin or --tls-ca, not both")),
     }

@@ -140,6 +140,18 @@ fn send_pins_the_certificate_and_a_wrong_pin_is_refused_on_both_ends() {
     assert!(text(&out.stderr).contains("not valid for name \"127.0.0.1\""), "{out:?}");
     let out = run(&["send", "--to", &addr, "--tls-ca", &ca, "--tls-name", "localhost", "John"], b"");
     assert_eq!(text(&out.stdout), "Hello Good morning !!!! ::: John\n", "{out:?}");
+
+    // `--tls-ca system` reads the system's bundle, which SSL_CERT_FILE names as for OpenSSL.
+    let system = |bundle: &str| {
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["send", "--to", &addr, "--tls-ca", "system", "--tls-name", "localhost", "John"])
+            .env("SSL_CERT_FILE", bundle)
+            .output()
+            .expect("run switchyard")
+    };
+    assert_eq!(text(&system(&ca).stdout), "Hello Good morning !!!! ::: John\n");
+    let out = system(&dir.file("missing.pem"));
+    assert!(text(&out.stderr).contains("--tls-ca system") && text(&out.stderr).contains("cannot read it"), "{out:?}");
 }
 
 #[test]

@@ -77,7 +77,7 @@ pub struct LocalCmd {
     tls_pin: Option<switchyard_core::tls::Fingerprint>,
 
     /// run the carrier over TLS, accepting a certificate signed by a CA in this PEM file
-    /// and valid for the remote's name
+    /// (`system`: the system's CA bundle) and valid for the remote's name
     #[argh(option)]
     tls_ca: Option<PathBuf>,
 
