@@ -14,7 +14,7 @@ use switchyard_core::mesh::client::{ClientConfig, ClientEvent, MeshClient, Selec
 use switchyard_core::mesh::server::{MeshServer, ServerConfig};
 use switchyard_core::sim::{check_seeds, Cut, HostId, HostSpec, LinkConfig, NetConfig, Sim, TestId};
 use switchyard_core::time::WallClock;
-use switchyard_core::tls::{Secure, ServerTrust, Tls, TlsDial, TlsEvent, TlsServe, TlsSettings};
+use switchyard_core::tls::{Secure, Tls, TlsDial, TlsEvent, TlsServe, TlsSettings, Trust};
 use switchyard_core::wire::mesh::ReceiptStatus;
 use switchyard_core::{Env, Instant, ListenerId, Machine, Rng};
 use switchyard_tests::fixed_identity;
@@ -41,8 +41,8 @@ fn secured<M: Machine>(machine: M, secret: [u8; 32], tls: bool, serves: bool) ->
         let identity = fixed_identity("mesh");
         let pin = identity.fingerprint().expect("a certificate");
         TlsSettings {
-            serve: serves.then_some(TlsServe { identity, listeners: Secure::All }),
-            dial: Some(TlsDial { trust: ServerTrust::Pin(pin), server_name: None, to: Secure::All }),
+            serve: serves.then_some(TlsServe { identity, listeners: Secure::All, clients: None }),
+            dial: Some(TlsDial { trust: Trust::Pin(pin), server_name: None, to: Secure::All, identity: None }),
         }
     } else {
         TlsSettings::default()

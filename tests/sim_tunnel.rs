@@ -18,7 +18,7 @@ use switchyard_core::service::line_server::LineServerConfig;
 use switchyard_core::service::time::{TimeServer, TimeService};
 use switchyard_core::sim::{check_seeds, Cut, HostId, HostSpec, LinkConfig, NetConfig, Probe, ProbeEvent, Sim, TestId};
 use switchyard_core::time::WallClock;
-use switchyard_core::tls::{Secure, ServerTrust, Tls, TlsDial, TlsEvent, TlsServe, TlsSettings};
+use switchyard_core::tls::{Secure, Tls, TlsDial, TlsEvent, TlsServe, TlsSettings, Trust};
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::local::{Entrance, LocalConfig, TunnelLocal};
 use switchyard_core::tunnel::remote::{RemoteConfig, Routes, TunnelRemote};
@@ -92,7 +92,7 @@ impl Topology {
         let remote_end = move |env: Env| TunnelRemote::new(env, RemoteConfig::new(secret(), routes.clone()));
         let remote = if tls {
             sim.add_host("remote", [10, 0, 1, 2].into(), move |env, _| {
-                let serve = TlsServe { identity: fixed_identity("remote"), listeners: Secure::All };
+                let serve = TlsServe { identity: fixed_identity("remote"), listeners: Secure::All, clients: None };
                 let settings = TlsSettings { serve: Some(serve), dial: None };
                 let secret = env.secret(b"tls");
                 Tls::new(remote_end(env), settings, secret, wall()).expect("a usable identity")
@@ -114,8 +114,12 @@ impl Topology {
         let local = if tls {
             sim.add_host("local", [10, 0, 1, 1].into(), move |env, now| {
                 let pin = fixed_identity("remote").fingerprint().expect("a certificate");
-                let dial =
-                    TlsDial { trust: ServerTrust::Pin(pin), server_name: Some("remote".into()), to: Secure::All };
+                let dial = TlsDial {
+                    trust: Trust::Pin(pin),
+                    server_name: Some("remote".into()),
+                    to: Secure::All,
+                    identity: None,
+                };
                 let settings = TlsSettings { serve: None, dial: Some(dial) };
                 let secret = env.secret(b"tls");
                 Tls::new(local_end(env, now), settings, secret, wall()).expect("a usable trust")

@@ -9,26 +9,38 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use switchyard_core::time::WallClock;
-use switchyard_core::tls::{
-    Fingerprint, Secure, ServerTrust, Tls, TlsDial, TlsError, TlsIdentity, TlsServe, TlsSettings,
-};
-use switchyard_core::{ListenerId, Machine};
+use switchyard_core::tls::{Fingerprint, Secure, Tls, TlsDial, TlsError, TlsIdentity, TlsServe, TlsSettings, Trust};
+use switchyard_core::Machine;
 
 /// A server's `--tls-cert` and `--tls-key`, both or neither.
 pub fn server_identity(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<TlsIdentity>, CliError> {
-    match (cert, key) {
-        (None, None) => Ok(None),
-        (Some(cert), Some(key)) => load_identity(cert, key).map(Some),
-        (Some(_), None) => Err(CliError::usage("--tls-cert needs --tls-key (the certificate's private key)")),
-        (None, Some(_)) => Err(CliError::usage("--tls-key needs --tls-cert (the certificate it belongs to)")),
-    }
+    identity_from(("--tls-cert", cert), ("--tls-key", key))
 }
 
-/// Reads a certificate chain (the server's own first) and its private key, both PEM.
-pub fn load_identity(cert: &Path, key: &Path) -> Result<TlsIdentity, CliError> {
-    let chain = load_certificates(cert, "--tls-cert")?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, "--tls-key", "private key", e))?;
-    Ok(TlsIdentity { chain, key })
+/// A client's `--tls-client-cert` and `--tls-client-key`, both or neither.
+pub fn client_identity(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<TlsIdentity>, CliError> {
+    identity_from(("--tls-client-cert", cert), ("--tls-client-key", key))
+}
+
+/// A certificate and key from the options named, both or neither.
+fn identity_from(
+    (cert_option, cert): (&str, Option<&Path>),
+    (key_option, key): (&str, Option<&Path>),
+) -> Result<Option<TlsIdentity>, CliError> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => {
+            let chain = load_certificates(cert, cert_option)?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, key_option, "private key", e))?;
+            Ok(Some(TlsIdentity { chain, key }))
+        }
+        (Some(_), None) => {
+            Err(CliError::usage(format!("{cert_option} needs {key_option} (the certificate's private key)")))
+        }
+        (None, Some(_)) => {
+            Err(CliError::usage(format!("{key_option} needs {cert_option} (the certificate it belongs to)")))
+        }
+    }
 }
 
 /// Every certificate in a PEM file; an error names the file and the option it came from.
@@ -74,14 +86,14 @@ fn system_bundle() -> Result<std::path::PathBuf, CliError> {
 
 /// What a client trusts from `--tls-pin` or `--tls-ca` (one of them, or neither for a
 /// plaintext connection); `--tls-ca system` is the system's CA bundle.
-pub fn client_trust(pin: Option<Fingerprint>, ca: Option<&Path>) -> Result<Option<ServerTrust>, CliError> {
+pub fn client_trust(pin: Option<Fingerprint>, ca: Option<&Path>) -> Result<Option<Trust>, CliError> {
     match (pin, ca) {
         (None, None) => Ok(None),
-        (Some(pin), None) => Ok(Some(ServerTrust::Pin(pin))),
+        (Some(pin), None) => Ok(Some(Trust::Pin(pin))),
         (None, Some(ca)) if ca == Path::new("system") => {
-            Ok(Some(ServerTrust::Authorities(load_certificates(&system_bundle()?, "--tls-ca system")?)))
+            Ok(Some(Trust::Authorities(load_certificates(&system_bundle()?, "--tls-ca system")?)))
         }
-        (None, Some(ca)) => Ok(Some(ServerTrust::Authorities(load_certificates(ca, "--tls-ca")?))),
+        (None, Some(ca)) => Ok(Some(Trust::Authorities(load_certificates(ca, "--tls-ca")?))),
         (Some(_), Some(_)) => Err(CliError::usage("give --tls-pin or --tls-ca, not both")),
     }
 }
@@ -96,9 +108,11 @@ pub fn parse_pin(s: &str) -> Result<Fingerprint, String> {
 #[derive(Debug, Clone)]
 pub struct ClientTls {
     /// What server certificates to accept.
-    pub trust: ServerTrust,
+    pub trust: Trust,
     /// The name to ask for and check; `None` for each server's IP address.
     pub server_name: Option<String>,
+    /// Mutual TLS: the certificate and key to present when the server asks for one.
+    pub identity: Option<TlsIdentity>,
 }
 
 impl ClientTls {
@@ -114,13 +128,14 @@ impl ClientTls {
             }
             return Ok(None);
         };
-        Ok(Some(ClientTls { trust, server_name: name }))
+        Ok(Some(ClientTls { trust, server_name: name, identity: None }))
     }
 }
 
 /// `machine`, with every connection it accepts secured by `identity` when there is one and
 /// every connection it dials secured by `client`; plain pass-through when both are absent.
 /// `secret` is the machine's [`Env::secret`](switchyard_core::Env::secret) for `b"tls"`.
+#[cfg(feature = "full")] // Its users (services, mesh, send) are in the full build only.
 pub fn wrap<M: Machine>(
     machine: M,
     identity: Option<TlsIdentity>,
@@ -128,21 +143,28 @@ pub fn wrap<M: Machine>(
     secret: [u8; 32],
     wall: WallClock,
 ) -> Result<Tls<M>, TlsError> {
-    wrap_on(machine, identity.map(|i| (i, Secure::All)), client, secret, wall)
+    let serve = identity.map(|identity| TlsServe { identity, listeners: Secure::All, clients: None });
+    wrap_on(machine, serve, client, secret, wall)
 }
 
-/// [`wrap`], serving TLS on some listeners only (`up --tls`'s local end: the entrance, not
-/// the static forwards, whose bytes pass untouched).
+/// [`wrap`] with the server side spelled out: TLS on some listeners only (`up --tls`'s
+/// local end: the entrance, not the static forwards, whose bytes pass untouched), or with
+/// client certificates required (`tunnel remote --tls-client-pin`).
 pub fn wrap_on<M: Machine>(
     machine: M,
-    serve: Option<(TlsIdentity, Secure<ListenerId>)>,
+    serve: Option<TlsServe>,
     client: Option<&ClientTls>,
     secret: [u8; 32],
     wall: WallClock,
 ) -> Result<Tls<M>, TlsError> {
     let settings = TlsSettings {
-        serve: serve.map(|(identity, listeners)| TlsServe { identity, listeners }),
-        dial: client.map(|c| TlsDial { trust: c.trust.clone(), server_name: c.server_name.clone(), to: Secure::All }),
+        serve,
+        dial: client.map(|c| TlsDial {
+            trust: c.trust.clone(),
+            server_name: c.server_name.clone(),
+            to: Secure::All,
+            identity: c.identity.clone(),
+        }),
     };
     Tls::new(machine, settings, secret, wall)
 }

@@ -251,6 +251,51 @@ fn the_tunnel_carrier_runs_over_tls_and_each_misconfigured_end_is_told_why() {
 }
 
 #[test]
+fn mutual_tls_admits_only_the_local_end_with_the_pinned_client_certificate() {
+    let host = "127.0.0.124";
+    let at = |port: u16| format!("{host}:{port}");
+    let (server_dir, server_pin) = cert("mtls-server", &[host]);
+    let (client_dir, client_pin) = cert("mtls-client", &["local-end"]);
+    let key = support::TempFile::new("mtls-tunnel.key", "a shared secret");
+    let echo = Proc::start(&["serve", "echo", "--listen", &at(7007)]);
+    echo.wait_for_log("server listening on");
+    let (cert_file, key_file) = (server_dir.file("cert.pem"), server_dir.file("key.pem"));
+    let default = format!("default={}", at(7007));
+    let remote = Proc::start(&[
+        "tunnel",
+        "remote",
+        "--listen",
+        &at(7001),
+        "--secret-file",
+        key.arg(),
+        "--route",
+        &default,
+        "--tls-cert",
+        &cert_file,
+        "--tls-key",
+        &key_file,
+        "--tls-client-pin",
+        &client_pin,
+    ]);
+    remote.wait_for_log("tunnel remote end (TLS, client certificates required) listening on");
+    let local_end = |port: u16, extra: &[&str]| {
+        let (listen, remote) = (at(port), at(7001));
+        let base = ["tunnel", "local", "--listen", &listen, "--remote", &remote, "--secret-file", key.arg()];
+        Proc::start(&[&base[..], &["--tls-pin", &server_pin], extra].concat())
+    };
+    let (client_cert, client_key) = (client_dir.file("cert.pem"), client_dir.file("key.pem"));
+    let admitted = local_end(7000, &["--tls-client-cert", &client_cert, "--tls-client-key", &client_key]);
+    admitted.wait_for_log("carrier up");
+    let out = run(&["send", "--to", &at(7000), "mutual"], b"");
+    assert_eq!(text(&out.stdout), "mutual\n", "{out:?}");
+
+    let anonymous = local_end(7100, &[]);
+    let said = anonymous.wait_for_log("carrier down");
+    assert!(said.contains("requires a client certificate (see --tls-client-cert)"), "{said}");
+    remote.wait_for_log("the client presented no certificate");
+}
+
+#[test]
 fn mesh_servers_link_and_users_chat_over_tls_and_plaintext_clients_are_told() {
     let (s1, s2) = ("127.0.0.122:5001", "127.0.0.122:5002");
     let (dir, fingerprint) = cert("mesh", &["127.0.0.122"]);

@@ -18,7 +18,7 @@ use switchyard_core::service::echo::{EchoConfig, EchoServer};
 use switchyard_core::service::line_client::{LineClient, LineClientConfig, LineClientEvent};
 use switchyard_core::time::WallClock;
 use switchyard_core::tls::{
-    CertificateDer, PrivateKeyDer, Secure, ServerTrust, Tls, TlsDial, TlsEvent, TlsIdentity, TlsServe, TlsSettings,
+    CertificateDer, PrivateKeyDer, Secure, Tls, TlsDial, TlsEvent, TlsIdentity, TlsServe, TlsSettings, Trust,
 };
 use switchyard_core::{ConnId, Env, Instant, ListenerId, NetError};
 
@@ -60,7 +60,8 @@ struct Client {
 impl Client {
     fn new(seed: u8, at_server: ConnId, now: Instant) -> Client {
         let pin = identity().fingerprint().expect("a certificate");
-        let dial = TlsDial { trust: ServerTrust::Pin(pin), server_name: Some("fuzz.test".into()), to: Secure::All };
+        let dial =
+            TlsDial { trust: Trust::Pin(pin), server_name: Some("fuzz.test".into()), to: Secure::All, identity: None };
         let settings = TlsSettings { serve: None, dial: Some(dial) };
         let server: SocketAddr = "10.0.0.1:7007".parse().unwrap();
         let line = LineClient::connect(Env::new(u64::from(seed)), now, server, LineClientConfig::default());
@@ -129,7 +130,10 @@ fn route_writes(outputs: Vec<Output<TlsEvent<switchyard_core::service::echo::Ech
 /// tests can tell a script that reached the application data from one that did not.
 pub fn fuzz_tls_server(data: &[u8]) -> usize {
     let mut s = Script::new(data);
-    let settings = TlsSettings { serve: Some(TlsServe { identity: identity(), listeners: Secure::All }), dial: None };
+    let settings = TlsSettings {
+        serve: Some(TlsServe { identity: identity(), listeners: Secure::All, clients: None }),
+        dial: None,
+    };
     let seed = s.u8();
     let server =
         Tls::new(EchoServer::new(Env::new(u64::from(seed)), EchoConfig::default()), settings, [seed; 32], wall())

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use switchyard_adapters::Runtime;
-use switchyard_core::tls::{Secure, TlsEvent, TlsIdentity};
+use switchyard_core::tls::{Secure, TlsEvent, TlsIdentity, TlsServe, Trust};
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::local::{LocalConfig, TunnelLocal};
 use switchyard_core::tunnel::remote::{RemoteConfig, Routes, TunnelRemote};
@@ -84,6 +84,15 @@ pub struct LocalCmd {
     /// the name TLS asks the remote end for and checks (default: the IP of --remote)
     #[argh(option)]
     tls_name: Option<String>,
+
+    /// mutual TLS: present this PEM certificate (with --tls-client-key) to a remote end
+    /// that requires one (its --tls-client-pin or --tls-client-ca)
+    #[argh(option)]
+    tls_client_cert: Option<PathBuf>,
+
+    /// the PEM private key (Ed25519) of --tls-client-cert
+    #[argh(option)]
+    tls_client_key: Option<PathBuf>,
 }
 
 /// Run the tunnel's remote end: local ends connect their carrier here, and each stream is
@@ -118,6 +127,16 @@ pub struct RemoteCmd {
     /// the PEM private key (Ed25519) of --tls-cert
     #[argh(option)]
     tls_key: Option<PathBuf>,
+
+    /// mutual TLS: admit only local ends presenting the certificate with this SHA-256
+    /// fingerprint (their --tls-client-cert), besides the secret
+    #[argh(option, from_str_fn(crate::tls::parse_pin))]
+    tls_client_pin: Option<switchyard_core::tls::Fingerprint>,
+
+    /// mutual TLS: admit only local ends presenting a certificate a CA in this PEM file
+    /// signed
+    #[argh(option)]
+    tls_client_ca: Option<PathBuf>,
 }
 
 impl Program for TunnelCmd {
@@ -126,7 +145,14 @@ impl Program for TunnelCmd {
         let announce = match self.end {
             End::Local(cmd) => {
                 let secret = spec::read_secret(&cmd.secret_file)?;
-                let tls = ClientTls::from_options(cmd.tls_pin, cmd.tls_ca.as_deref(), cmd.tls_name)?;
+                let mut tls = ClientTls::from_options(cmd.tls_pin, cmd.tls_ca.as_deref(), cmd.tls_name)?;
+                let identity =
+                    crate::tls::client_identity(cmd.tls_client_cert.as_deref(), cmd.tls_client_key.as_deref())?;
+                match (&mut tls, identity) {
+                    (Some(tls), identity) => tls.identity = identity,
+                    (None, Some(_)) => return Err(CliError::usage("--tls-client-cert needs --tls-pin or --tls-ca")),
+                    (None, None) => {}
+                }
                 let over = if tls.is_some() { " over TLS" } else { "" };
                 let entrances = Entrances::new(cmd.listen, &cmd.forward);
                 let carrier = Carrier { remote: cmd.remote, secret, tls, entrance_tls: None };
@@ -141,9 +167,17 @@ impl Program for TunnelCmd {
                 }
                 let secret = spec::read_secret(&cmd.secret_file)?;
                 let identity = crate::tls::server_identity(cmd.tls_cert.as_deref(), cmd.tls_key.as_deref())?;
-                let over = if identity.is_some() { " (TLS)" } else { "" };
+                let clients = crate::tls::client_trust(cmd.tls_client_pin, cmd.tls_client_ca.as_deref())?;
+                if clients.is_some() && identity.is_none() {
+                    return Err(CliError::usage("--tls-client-pin and --tls-client-ca need --tls-cert and --tls-key"));
+                }
+                let over = match (&identity, &clients) {
+                    (None, _) => "",
+                    (Some(_), None) => " (TLS)",
+                    (Some(_), Some(_)) => " (TLS, client certificates required)",
+                };
                 let routes = routes(&cmd.route);
-                let tls = RemoteTls { identity, targets: None };
+                let tls = RemoteTls { identity, clients, targets: None };
                 let bound = launch_remote(&rt, &mut fleet, env, cmd.listen, (secret, tls), routes.clone()).await?;
                 let listed: Vec<String> = routes.iter().map(|(name, target)| format!("{name} → {target}")).collect();
                 format!("tunnel remote end{over} listening on {bound}; routes: {}", listed.join(", "))
@@ -202,7 +236,8 @@ pub async fn launch_local<R: Runtime>(
         (None, None) => fleet.launch_watched(rt, NAME, machine, &listeners, watch).await,
         (tls, entrance) => {
             // The prefix entrance is listener 0; forwards pass bytes untouched, so plain.
-            let serve = entrance.map(|identity| (identity, Secure::Only(vec![ListenerId(0)])));
+            let entrance_only = Secure::Only(vec![ListenerId(0)]);
+            let serve = entrance.map(|identity| TlsServe { identity, listeners: entrance_only, clients: None });
             let machine = crate::tls::wrap_on(machine, serve, tls.as_ref(), secret, crate::tls::wall_clock())
                 .map_err(|e| tls_refused(NAME, e))?;
             let watch = move |e: &TlsEvent<TunnelEvent>| {
@@ -221,6 +256,8 @@ pub async fn launch_local<R: Runtime>(
 pub struct RemoteTls {
     /// The identity carriers are accepted with; `None` for plaintext carriers.
     pub identity: Option<TlsIdentity>,
+    /// Mutual TLS: the client certificates a local end must present.
+    pub clients: Option<Trust>,
     /// TLS to the route targets; `None` for plaintext targets.
     pub targets: Option<ClientTls>,
 }
@@ -240,9 +277,10 @@ pub async fn launch_remote<R: Runtime>(
     let machine = TunnelRemote::new(env, RemoteConfig::new(secret, routes));
     let at = [(ListenerId(0), listen)];
     let bound = match tls {
-        RemoteTls { identity: None, targets: None } => fleet.launch(rt, NAME, machine, &at).await?,
-        RemoteTls { identity, targets } => {
-            let machine = crate::tls::wrap(machine, identity, targets.as_ref(), tls_secret, crate::tls::wall_clock())
+        RemoteTls { identity: None, targets: None, .. } => fleet.launch(rt, NAME, machine, &at).await?,
+        RemoteTls { identity, clients, targets } => {
+            let serve = identity.map(|identity| TlsServe { identity, listeners: Secure::All, clients });
+            let machine = crate::tls::wrap_on(machine, serve, targets.as_ref(), tls_secret, crate::tls::wall_clock())
                 .map_err(|e| tls_refused(NAME, e))?;
             fleet.launch(rt, NAME, machine, &at).await?
         }

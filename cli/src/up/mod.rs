@@ -24,7 +24,7 @@ use switchyard_core::service::line_server::LineServerConfig;
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::remote::Routes;
 use switchyard_core::tunnel::TunnelEvent;
-use switchyard_core::tls::{Fingerprint, ServerTrust, TlsIdentity};
+use switchyard_core::tls::{Fingerprint, Trust, TlsIdentity};
 use switchyard_core::Env;
 
 /// How long the local end may take to authenticate its carrier before `up` gives up: on
@@ -126,7 +126,7 @@ impl UpTls {
     /// A certificate for `host` (and localhost), valid for 30 days, never written to disk.
     pub fn new(host: IpAddr) -> Result<UpTls, CliError> {
         let made = crate::cert::make(&[host.to_string(), "localhost".into()], 30)?;
-        let pin = ClientTls { trust: ServerTrust::Pin(made.fingerprint), server_name: None };
+        let pin = ClientTls { trust: Trust::Pin(made.fingerprint), server_name: None, identity: None };
         Ok(UpTls { identity: made.identity, fingerprint: made.fingerprint, pin })
     }
 }
@@ -214,6 +214,7 @@ async fn launch_tunnel<R: Runtime>(
     // Under --tls the carrier and the services behind the remote end speak TLS too.
     let remote_tls = tunnel::RemoteTls {
         identity: tls.map(|t| t.identity.clone()),
+        clients: None,
         targets: tls.map(|t| t.pin.clone()),
     };
     let carrier = tunnel::launch_remote(rt, fleet, child(), carrier_listen, (secret.clone(), remote_tls), routes)

@@ -36,11 +36,11 @@ pub mod crypto;
 mod session;
 mod trust;
 
-/// The DER types a [`TlsIdentity`] and [`ServerTrust::Authorities`] are made of, from
+/// The DER types a [`TlsIdentity`] and [`Trust::Authorities`] are made of, from
 /// `rustls-pki-types`, so an embedder needs no dependency of its own for them.
 pub use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 pub use session::MAX_EARLY_WRITES;
-pub use trust::{BadFingerprint, Fingerprint, ServerTrust, TrustError};
+pub use trust::{BadFingerprint, Fingerprint, Trust, TrustError};
 
 use crate::id::{ConnId, ListenerId};
 use crate::machine::{CloseHow, Input, Machine, NetError, Output, OutputQueue, Refusal};
@@ -100,6 +100,9 @@ pub struct TlsServe {
     pub identity: TlsIdentity,
     /// The listeners whose connections are TLS.
     pub listeners: Secure<ListenerId>,
+    /// Mutual TLS: clients must present a certificate this trust accepts; `None` asks for
+    /// none.
+    pub clients: Option<Trust>,
 }
 
 /// The client side: connections the inner machine dials to `to` are TLS, checked against
@@ -108,12 +111,14 @@ pub struct TlsServe {
 #[derive(Debug, Clone)]
 pub struct TlsDial {
     /// What server certificates to accept.
-    pub trust: ServerTrust,
+    pub trust: Trust,
     /// The name to ask for and check (a DNS name or an IP address); `None` for the IP
     /// address of each connection's destination.
     pub server_name: Option<String>,
     /// The destinations that are TLS.
     pub to: Secure<SocketAddr>,
+    /// Mutual TLS: the certificate and key to present to servers that ask for one.
+    pub identity: Option<TlsIdentity>,
 }
 
 /// What to secure; either side may be absent.
@@ -202,10 +207,14 @@ impl<M: Machine> Tls<M> {
         let server = match settings.serve {
             None => None,
             Some(serve) => {
-                let config = ServerConfig::builder_with_details(provider.clone(), time.clone())
+                let builder = ServerConfig::builder_with_details(provider.clone(), time.clone())
                     .with_protocol_versions(&versions)
-                    .map_err(|e| TlsError::Identity(e.to_string()))?
-                    .with_no_client_auth()
+                    .map_err(|e| TlsError::Identity(e.to_string()))?;
+                let builder = match &serve.clients {
+                    None => builder.with_no_client_auth(),
+                    Some(trust) => builder.with_client_cert_verifier(trust.client_verifier()?),
+                };
+                let config = builder
                     .with_single_cert(serve.identity.chain, serve.identity.key)
                     .map_err(|e| TlsError::Identity(e.to_string()))?;
                 Some((Arc::new(config), serve.listeners))
@@ -218,12 +227,17 @@ impl<M: Machine> Tls<M> {
                     None => None,
                     Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| TlsError::ServerName(name))?),
                 };
-                let config = ClientConfig::builder_with_details(provider, time)
+                let builder = ClientConfig::builder_with_details(provider, time)
                     .with_protocol_versions(&versions)
                     .map_err(|e| TlsError::Identity(e.to_string()))?
                     .dangerous()
-                    .with_custom_certificate_verifier(dial.trust.verifier()?)
-                    .with_no_client_auth();
+                    .with_custom_certificate_verifier(dial.trust.verifier()?);
+                let config = match dial.identity {
+                    None => builder.with_no_client_auth(),
+                    Some(identity) => builder
+                        .with_client_auth_cert(identity.chain, identity.key)
+                        .map_err(|e| TlsError::Identity(format!("the client certificate: {e}")))?,
+                };
                 Some((Arc::new(config), name, dial.to))
             }
         };
@@ -501,6 +515,10 @@ fn describe(error: &rustls::Error) -> String {
         Error::AlertReceived(AlertDescription::CertificateExpired) => {
             "the peer refused our certificate as expired".into()
         }
+        Error::AlertReceived(AlertDescription::CertificateRequired) => {
+            "the peer requires a client certificate (see --tls-client-cert)".into()
+        }
+        Error::NoCertificatesPresented => "the client presented no certificate; this port requires one".into(),
         Error::AlertReceived(alert) => format!("the peer ended the handshake (alert {alert:?})"),
         Error::InvalidMessage(m) => format!("the peer does not speak TLS 1.3 ({m:?})"),
         Error::PeerIncompatible(p) => format!("the peer cannot speak what we require: TLS 1.3 with X25519 ({p:?})"),

@@ -45,13 +45,16 @@ fn ca_and_leaf(name: &str, not_after: time::OffsetDateTime) -> (CertificateDer<'
 }
 
 fn echo_server(identity: TlsIdentity, secret: [u8; 32]) -> Tls<EchoServer> {
-    let settings = TlsSettings { serve: Some(TlsServe { identity, listeners: Secure::All }), dial: None };
+    let settings =
+        TlsSettings { serve: Some(TlsServe { identity, listeners: Secure::All, clients: None }), dial: None };
     Tls::new(EchoServer::new(Env::new(1), EchoConfig::default()), settings, secret, wall()).unwrap()
 }
 
-fn line_client(trust: ServerTrust, name: &str, secret: [u8; 32]) -> Tls<LineClient> {
-    let settings =
-        TlsSettings { serve: None, dial: Some(TlsDial { trust, server_name: Some(name.to_owned()), to: Secure::All }) };
+fn line_client(trust: Trust, name: &str, secret: [u8; 32]) -> Tls<LineClient> {
+    let settings = TlsSettings {
+        serve: None,
+        dial: Some(TlsDial { trust, server_name: Some(name.to_owned()), to: Secure::All, identity: None }),
+    };
     let client = LineClient::connect(Env::new(2), Instant::ZERO, server_addr(), LineClientConfig::default());
     Tls::new(client, settings, secret, wall()).unwrap()
 }
@@ -189,7 +192,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn a_pinned_server_echoes_through_tls_and_nothing_crosses_in_clear() {
     let identity = self_signed("echo.test");
     let pin = identity.fingerprint().unwrap();
-    let mut pair = Pair::new(echo_server(identity, [1; 32]), line_client(ServerTrust::Pin(pin), "echo.test", [2; 32]));
+    let mut pair = Pair::new(echo_server(identity, [1; 32]), line_client(Trust::Pin(pin), "echo.test", [2; 32]));
     assert!(
         pair.client_events.iter().any(|e| matches!(e, TlsEvent::Inner(LineClientEvent::Connected { .. }))),
         "the client is connected once the handshake is done: {:?}",
@@ -211,10 +214,8 @@ fn the_same_secrets_replay_the_same_bytes_and_other_secrets_do_not() {
     let identity = self_signed("echo.test");
     let pin = identity.fingerprint().unwrap();
     let run = |server_secret: [u8; 32]| {
-        let mut pair = Pair::new(
-            echo_server(identity.clone(), server_secret),
-            line_client(ServerTrust::Pin(pin), "echo.test", [2; 32]),
-        );
+        let mut pair =
+            Pair::new(echo_server(identity.clone(), server_secret), line_client(Trust::Pin(pin), "echo.test", [2; 32]));
         send_line(&mut pair, b"hello");
         (pair.to_server, pair.to_client)
     };
@@ -229,8 +230,7 @@ fn the_same_secrets_replay_the_same_bytes_and_other_secrets_do_not() {
 fn a_wrong_pin_is_refused_with_both_fingerprints_and_the_server_hears_why() {
     let identity = self_signed("echo.test");
     let wrong = Fingerprint::of(b"some other certificate");
-    let pair =
-        Pair::new(echo_server(identity.clone(), [1; 32]), line_client(ServerTrust::Pin(wrong), "echo.test", [2; 32]));
+    let pair = Pair::new(echo_server(identity.clone(), [1; 32]), line_client(Trust::Pin(wrong), "echo.test", [2; 32]));
     let reason = connect_failure(&pair).expect("the connect fails");
     assert!(reason.contains(&identity.fingerprint().unwrap().to_string()), "{reason}");
     assert!(reason.contains(&format!("not the pinned {wrong}")), "{reason}");
@@ -243,7 +243,7 @@ fn a_wrong_pin_is_refused_with_both_fingerprints_and_the_server_hears_why() {
 fn a_ca_signed_certificate_is_checked_for_its_name_and_dates() {
     let year_3000 = time::macros::datetime!(3000-01-01 0:00 UTC);
     let (ca, identity) = ca_and_leaf("echo.test", year_3000);
-    let trust = ServerTrust::Authorities(vec![ca.clone()]);
+    let trust = Trust::Authorities(vec![ca.clone()]);
     let mut ok = Pair::new(echo_server(identity.clone(), [1; 32]), line_client(trust.clone(), "echo.test", [2; 32]));
     send_line(&mut ok, b"via the CA");
     assert_eq!(lines(&ok), vec![Bytes::from_static(b"via the CA")]);
@@ -254,7 +254,7 @@ fn a_ca_signed_certificate_is_checked_for_its_name_and_dates() {
 
     let (ca, expired) = ca_and_leaf("echo.test", time::macros::datetime!(2026-11-30 0:00 UTC));
     let pair =
-        Pair::new(echo_server(expired, [1; 32]), line_client(ServerTrust::Authorities(vec![ca]), "echo.test", [2; 32]));
+        Pair::new(echo_server(expired, [1; 32]), line_client(Trust::Authorities(vec![ca]), "echo.test", [2; 32]));
     let reason = connect_failure(&pair).expect("refused");
     assert!(reason.contains("expired"), "the wall clock says 2026-12-01: {reason}");
 
@@ -267,7 +267,7 @@ fn a_ca_signed_certificate_is_checked_for_its_name_and_dates() {
 #[test]
 fn the_wall_clock_decides_expiry_and_follows_handle_wall_clock() {
     let (ca, identity) = ca_and_leaf("echo.test", time::macros::datetime!(2027-01-01 0:00 UTC));
-    let mut client = line_client(ServerTrust::Authorities(vec![ca]), "echo.test", [2; 32]);
+    let mut client = line_client(Trust::Authorities(vec![ca]), "echo.test", [2; 32]);
     // Two years on, by the driver's report: the certificate has expired since.
     client.handle_wall_clock(Instant::ZERO, DEC_2026 + 2 * 365 * 86_400 * 1_000_000);
     let pair = Pair::new(echo_server(identity, [1; 32]), client);
@@ -317,7 +317,7 @@ fn a_stream_cut_without_close_notify_ends_abnormally_and_close_notify_ends_clean
     let identity = self_signed("echo.test");
     let pin = identity.fingerprint().unwrap();
     let mut pair =
-        Pair::new(echo_server(identity.clone(), [1; 32]), line_client(ServerTrust::Pin(pin), "echo.test", [2; 32]));
+        Pair::new(echo_server(identity.clone(), [1; 32]), line_client(Trust::Pin(pin), "echo.test", [2; 32]));
     // The client finishes: its TLS layer sends close_notify, then the FIN.
     pair.client.inner_mut().finish(pair.now);
     pair.client.settle(pair.now);
@@ -337,10 +337,11 @@ fn a_service_greeting_waits_for_the_handshake() {
     use crate::service::time::{TimeService, DEFAULT_INTERVAL};
     let identity = self_signed("time.test");
     let pin = identity.fingerprint().unwrap();
-    let settings = TlsSettings { serve: Some(TlsServe { identity, listeners: Secure::All }), dial: None };
+    let settings =
+        TlsSettings { serve: Some(TlsServe { identity, listeners: Secure::All, clients: None }), dial: None };
     let service = TimeService::new(wall(), DEFAULT_INTERVAL).server(Env::new(1), LineServerConfig::default());
     let server = Tls::new(service, settings, [1; 32], wall()).unwrap();
-    let client = line_client(ServerTrust::Pin(pin), "time.test", [2; 32]);
+    let client = line_client(Trust::Pin(pin), "time.test", [2; 32]);
     let pair = Pair::new(server, client);
     let got: Vec<_> = pair
         .client_events
@@ -359,7 +360,8 @@ fn keys_other_than_ed25519_are_refused_with_the_way_out() {
     let cert = CertificateParams::new(vec!["x".to_owned()]).unwrap().self_signed(&key).unwrap();
     let identity =
         TlsIdentity { chain: vec![cert.der().clone()], key: PrivateKeyDer::try_from(key.serialize_der()).unwrap() };
-    let settings = TlsSettings { serve: Some(TlsServe { identity, listeners: Secure::All }), dial: None };
+    let settings =
+        TlsSettings { serve: Some(TlsServe { identity, listeners: Secure::All, clients: None }), dial: None };
     let error = Tls::new(EchoServer::new(Env::new(1), EchoConfig::default()), settings, [1; 32], wall())
         .err()
         .expect("refused");
@@ -369,7 +371,11 @@ fn keys_other_than_ed25519_are_refused_with_the_way_out() {
 #[test]
 fn plain_connections_pass_through_untouched() {
     let settings = TlsSettings {
-        serve: Some(TlsServe { identity: self_signed("x"), listeners: Secure::Only(vec![ListenerId(1)]) }),
+        serve: Some(TlsServe {
+            identity: self_signed("x"),
+            listeners: Secure::Only(vec![ListenerId(1)]),
+            clients: None,
+        }),
         dial: None,
     };
     let mut f =
@@ -378,4 +384,44 @@ fn plain_connections_pass_through_untouched() {
     f.send(conn, b"plain\n");
     assert_eq!(f.take(conn), "plain\n", "listener 0 is not a TLS listener");
     assert_eq!(f.machine.sessions(), (0, 0));
+}
+
+/// A server that requires a client certificate pinned by `clients`, and a client that
+/// presents `identity` (or none).
+fn mutual(clients: Fingerprint, identity: Option<TlsIdentity>) -> EchoPair {
+    let server_identity = self_signed("echo.test");
+    let pin = server_identity.fingerprint().unwrap();
+    let serve = TlsServe { identity: server_identity, listeners: Secure::All, clients: Some(Trust::Pin(clients)) };
+    let server = Tls::new(
+        EchoServer::new(Env::new(1), EchoConfig::default()),
+        TlsSettings { serve: Some(serve), dial: None },
+        [1; 32],
+        wall(),
+    )
+    .unwrap();
+    let dial = TlsDial { trust: Trust::Pin(pin), server_name: None, to: Secure::All, identity };
+    let line = LineClient::connect(Env::new(2), Instant::ZERO, server_addr(), LineClientConfig::default());
+    let client = Tls::new(line, TlsSettings { serve: None, dial: Some(dial) }, [2; 32], wall()).unwrap();
+    Pair::new(server, client)
+}
+
+#[test]
+fn mutual_tls_admits_the_pinned_client_and_refuses_others_on_both_ends() {
+    let client_identity = self_signed("client");
+    let allowed = client_identity.fingerprint().unwrap();
+    let mut pair = mutual(allowed, Some(client_identity));
+    send_line(&mut pair, b"mutual");
+    assert_eq!(lines(&pair), vec![Bytes::from_static(b"mutual")]);
+
+    // No certificate: TLS 1.3 finishes the client's side first, so the client learns of
+    // the refusal from the server's alert; both ends say why.
+    let pair = mutual(allowed, None);
+    let server_side = failure(&pair.server_events).expect("the server refuses");
+    assert!(server_side.contains("presented no certificate"), "{server_side}");
+    let client_side = failure(&pair.client_events).expect("the client hears it");
+    assert!(client_side.contains("requires a client certificate"), "{client_side}");
+
+    let pair = mutual(allowed, Some(self_signed("stranger")));
+    let server_side = failure(&pair.server_events).expect("the server refuses");
+    assert!(server_side.contains(&format!("not the pinned {allowed}")), "{server_side}");
 }

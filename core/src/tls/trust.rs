@@ -4,6 +4,9 @@ use super::crypto::verify_algorithms;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::DistinguishedName;
 use rustls::{DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -61,14 +64,15 @@ impl FromStr for Fingerprint {
     }
 }
 
-/// What a TLS client accepts from a server.
+/// What one side accepts of the other's certificate: a client of a server's, or a server
+/// of a client's (mutual TLS).
 #[derive(Clone, Debug)]
-pub enum ServerTrust {
+pub enum Trust {
     /// Exactly the certificate with this fingerprint, whatever its name and dates (as chisel
     /// pins a server): for self-signed certificates from `switchyard cert`.
     Pin(Fingerprint),
     /// A certificate chain to one of these authorities, valid now (by the machine's wall
-    /// clock) and for the server name the client dials.
+    /// clock) and, for a server, for the name the client dials.
     Authorities(Vec<CertificateDer<'static>>),
 }
 
@@ -88,32 +92,48 @@ pub enum TrustError {
     },
 }
 
-impl ServerTrust {
-    /// The rustls verifier for this trust.
+/// The authorities as a root store.
+fn roots(certs: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>, TrustError> {
+    if certs.is_empty() {
+        return Err(TrustError::NoAuthorities);
+    }
+    let mut roots = RootCertStore::empty();
+    for (i, cert) in certs.iter().enumerate() {
+        roots.add(cert.clone()).map_err(|e| TrustError::BadAuthority { index: i + 1, reason: e.to_string() })?;
+    }
+    Ok(Arc::new(roots))
+}
+
+impl Trust {
+    /// The rustls verifier of servers for this trust.
     pub(crate) fn verifier(&self) -> Result<Arc<dyn ServerCertVerifier>, TrustError> {
         match self {
-            ServerTrust::Pin(pin) => Ok(Arc::new(PinVerifier { pin: *pin })),
-            ServerTrust::Authorities(certs) => {
-                if certs.is_empty() {
-                    return Err(TrustError::NoAuthorities);
-                }
-                let mut roots = RootCertStore::empty();
-                for (i, cert) in certs.iter().enumerate() {
-                    roots
-                        .add(cert.clone())
-                        .map_err(|e| TrustError::BadAuthority { index: i + 1, reason: e.to_string() })?;
-                }
+            Trust::Pin(pin) => Ok(Arc::new(PinVerifier { pin: *pin })),
+            Trust::Authorities(certs) => {
                 let provider = Arc::new(super::crypto::provider());
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                WebPkiServerVerifier::builder_with_provider(roots(certs)?, provider)
                     .build()
                     .map(|v| v as Arc<dyn ServerCertVerifier>)
                     .map_err(|e| TrustError::BadAuthority { index: 1, reason: e.to_string() })
             }
         }
     }
+
+    /// The rustls verifier of clients for this trust: a client must present a certificate.
+    pub(crate) fn client_verifier(&self) -> Result<Arc<dyn ClientCertVerifier>, TrustError> {
+        match self {
+            Trust::Pin(pin) => Ok(Arc::new(PinVerifier { pin: *pin })),
+            Trust::Authorities(certs) => {
+                let provider = Arc::new(super::crypto::provider());
+                WebPkiClientVerifier::builder_with_provider(roots(certs)?, provider)
+                    .build()
+                    .map_err(|e| TrustError::BadAuthority { index: 1, reason: e.to_string() })
+            }
+        }
+    }
 }
 
-/// The server's certificate did not match the pin.
+/// The peer's certificate did not match the pin.
 #[derive(Debug, thiserror::Error)]
 #[error("its fingerprint is {found}, not the pinned {pinned}")]
 struct PinMismatch {
@@ -121,11 +141,60 @@ struct PinMismatch {
     pinned: Fingerprint,
 }
 
-/// Accepts the one pinned certificate; still checks that the server holds its key (the
-/// handshake signature), so a copy of the certificate alone is worth nothing.
+/// Accepts the one pinned certificate; still checks that the peer holds its key (the
+/// handshake signature), so a copy of the certificate alone is worth nothing. Serves both
+/// sides: a client checking a server, a server checking a client.
 #[derive(Debug)]
 struct PinVerifier {
     pin: Fingerprint,
+}
+
+impl PinVerifier {
+    fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), Error> {
+        let found = Fingerprint::of(end_entity);
+        if found == self.pin {
+            return Ok(());
+        }
+        let mismatch = PinMismatch { found, pinned: self.pin };
+        Err(Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(mismatch)))))
+    }
+}
+
+impl ClientCertVerifier for PinVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        self.check(end_entity).map(|()| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        ServerCertVerifier::verify_tls12_signature(self, message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        ServerCertVerifier::verify_tls13_signature(self, message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        ServerCertVerifier::supported_verify_schemes(self)
+    }
 }
 
 impl ServerCertVerifier for PinVerifier {
@@ -137,13 +206,7 @@ impl ServerCertVerifier for PinVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        let found = Fingerprint::of(end_entity);
-        if found == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            let mismatch = PinMismatch { found, pinned: self.pin };
-            Err(Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(mismatch)))))
-        }
+        self.check(end_entity).map(|()| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
