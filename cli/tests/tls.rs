@@ -193,106 +193,88 @@ fn tls_options_that_cannot_work_are_refused_before_anything_starts() {
     ]);
 }
 
+/// An echo service and a TLS tunnel remote end in front of it on `host` (its own loopback
+/// address, default ports: the ends name each other by them), the remote end started with
+/// `remote_tls` besides its certificate; local ends are started with [`TlsTunnel::local`].
+struct TlsTunnel {
+    host: String,
+    key: support::TempFile,
+    remote: Proc,
+    _echo: Proc,
+    _certificate: TempDir,
+}
+
+impl TlsTunnel {
+    fn start(host: &str, remote_tls: &[&str], listening: &str) -> (TlsTunnel, String) {
+        let at = |port: u16| format!("{host}:{port}");
+        let (dir, fingerprint) = cert(&format!("tunnel-{host}"), &[host]);
+        let key = support::TempFile::new(&format!("tls-tunnel-{host}.key"), "a shared secret");
+        let echo = Proc::start(&["serve", "echo", "--listen", &at(7007)]);
+        echo.wait_for_log("server listening on");
+        let (cert_file, key_file) = (dir.file("cert.pem"), dir.file("key.pem"));
+        let (listen, default) = (at(7001), format!("default={}", at(7007)));
+        let base = ["tunnel", "remote", "--listen", &listen, "--secret-file", key.arg(), "--route", &default];
+        let remote =
+            Proc::start(&[&base[..], &["--tls-cert", &cert_file, "--tls-key", &key_file], remote_tls].concat());
+        remote.wait_for_log(listening);
+        (TlsTunnel { host: host.to_owned(), key, remote, _echo: echo, _certificate: dir }, fingerprint)
+    }
+
+    fn at(&self, port: u16) -> String {
+        format!("{}:{port}", self.host)
+    }
+
+    /// A local end listening on `port`, with the TLS options `tls`.
+    fn local(&self, port: u16, tls: &[&str]) -> Proc {
+        let (listen, remote) = (self.at(port), self.at(7001));
+        let base = ["tunnel", "local", "--listen", &listen, "--remote", &remote, "--secret-file", self.key.arg()];
+        Proc::start(&[&base[..], tls].concat())
+    }
+}
+
 #[test]
 fn the_tunnel_carrier_runs_over_tls_and_each_misconfigured_end_is_told_why() {
-    // Its own loopback address, default ports: the ends name each other by them.
-    let host = "127.0.0.121";
-    let at = |port: u16| format!("{host}:{port}");
-    let (dir, fingerprint) = cert("tunnel", &[host]);
-    let key = support::TempFile::new("tls-tunnel.key", "a shared secret");
-    let echo = Proc::start(&["serve", "echo", "--listen", &at(7007)]);
-    echo.wait_for_log("server listening on");
-    let (cert_file, key_file) = (dir.file("cert.pem"), dir.file("key.pem"));
-    let default = format!("default={}", at(7007));
-    let remote = Proc::start(&[
-        "tunnel",
-        "remote",
-        "--listen",
-        &at(7001),
-        "--secret-file",
-        key.arg(),
-        "--route",
-        &default,
-        "--tls-cert",
-        &cert_file,
-        "--tls-key",
-        &key_file,
-    ]);
-    remote.wait_for_log("tunnel remote end (TLS) listening on");
-    let local_end = |port: u16, tls: &[&str]| {
-        let (listen, remote) = (at(port), at(7001));
-        let args =
-            [&["tunnel", "local", "--listen", &listen, "--remote", &remote, "--secret-file", key.arg()], tls].concat();
-        Proc::start(&args)
-    };
-
-    let pinned = local_end(7000, &["--tls-pin", &fingerprint]);
+    let (t, fingerprint) = TlsTunnel::start("127.0.0.121", &[], "tunnel remote end (TLS) listening on");
+    let pinned = t.local(7000, &["--tls-pin", &fingerprint]);
     pinned.wait_for_log("carrier up");
-    let out = run(&["send", "--to", &at(7000), "through TLS"], b"");
+    let out = run(&["send", "--to", &t.at(7000), "through TLS"], b"");
     assert_eq!(text(&out.stdout), "through TLS\n", "{out:?}");
 
     // A local end with the wrong pin: refused by it, and the remote end hears why.
-    let wrong = local_end(7100, &["--tls-pin", &format!("SHA256:{}", "cd".repeat(32))]);
+    let wrong = t.local(7100, &["--tls-pin", &format!("SHA256:{}", "cd".repeat(32))]);
     let said = wrong.wait_for_log("carrier down");
     assert!(said.contains(&format!("its fingerprint is {fingerprint}")), "{said}");
-    remote.wait_for_log("TLS: the peer refused our certificate");
-    let out = run(&["send", "--to", &at(7100), "x"], b"");
+    t.remote.wait_for_log("TLS: the peer refused our certificate");
+    let out = run(&["send", "--to", &t.at(7100), "x"], b"");
     assert!(text(&out.stderr).starts_with("error: tunnel is down (cannot connect: TLS:"), "{out:?}");
 
     // A local end without TLS options: both ends name the mismatch.
-    let plain = local_end(7200, &[]);
+    let plain = t.local(7200, &[]);
     let said = plain.wait_for_log("carrier down");
     assert!(said.contains("the remote end speaks TLS: give this end --tls-pin or --tls-ca"), "{said}");
-    remote.wait_for_log("did not start a TLS handshake");
+    t.remote.wait_for_log("did not start a TLS handshake");
 
     // Through all of that, the good carrier carried on.
-    let out = run(&["send", "--to", &at(7000), "still here"], b"");
+    let out = run(&["send", "--to", &t.at(7000), "still here"], b"");
     assert_eq!(text(&out.stdout), "still here\n", "{out:?}");
 }
 
 #[test]
 fn mutual_tls_admits_only_the_local_end_with_the_pinned_client_certificate() {
-    let host = "127.0.0.124";
-    let at = |port: u16| format!("{host}:{port}");
-    let (server_dir, server_pin) = cert("mtls-server", &[host]);
     let (client_dir, client_pin) = cert("mtls-client", &["local-end"]);
-    let key = support::TempFile::new("mtls-tunnel.key", "a shared secret");
-    let echo = Proc::start(&["serve", "echo", "--listen", &at(7007)]);
-    echo.wait_for_log("server listening on");
-    let (cert_file, key_file) = (server_dir.file("cert.pem"), server_dir.file("key.pem"));
-    let default = format!("default={}", at(7007));
-    let remote = Proc::start(&[
-        "tunnel",
-        "remote",
-        "--listen",
-        &at(7001),
-        "--secret-file",
-        key.arg(),
-        "--route",
-        &default,
-        "--tls-cert",
-        &cert_file,
-        "--tls-key",
-        &key_file,
-        "--tls-client-pin",
-        &client_pin,
-    ]);
-    remote.wait_for_log("tunnel remote end (TLS, client certificates required) listening on");
-    let local_end = |port: u16, extra: &[&str]| {
-        let (listen, remote) = (at(port), at(7001));
-        let base = ["tunnel", "local", "--listen", &listen, "--remote", &remote, "--secret-file", key.arg()];
-        Proc::start(&[&base[..], &["--tls-pin", &server_pin], extra].concat())
-    };
+    let required = "tunnel remote end (TLS, client certificates required) listening on";
+    let (t, server_pin) = TlsTunnel::start("127.0.0.124", &["--tls-client-pin", &client_pin], required);
     let (client_cert, client_key) = (client_dir.file("cert.pem"), client_dir.file("key.pem"));
-    let admitted = local_end(7000, &["--tls-client-cert", &client_cert, "--tls-client-key", &client_key]);
+    let admitted =
+        t.local(7000, &["--tls-pin", &server_pin, "--tls-client-cert", &client_cert, "--tls-client-key", &client_key]);
     admitted.wait_for_log("carrier up");
-    let out = run(&["send", "--to", &at(7000), "mutual"], b"");
+    let out = run(&["send", "--to", &t.at(7000), "mutual"], b"");
     assert_eq!(text(&out.stdout), "mutual\n", "{out:?}");
 
-    let anonymous = local_end(7100, &[]);
+    let anonymous = t.local(7100, &["--tls-pin", &server_pin]);
     let said = anonymous.wait_for_log("carrier down");
     assert!(said.contains("requires a client certificate (see --tls-client-cert)"), "{said}");
-    remote.wait_for_log("the client presented no certificate");
+    t.remote.wait_for_log("the client presented no certificate");
 }
 
 #[test]
