@@ -56,14 +56,6 @@ fn client_machine(env: Env, now: Instant, config: ClientConfig, tls: bool) -> Tl
     secured(MeshClient::new(env, now, config), secret, tls, false)
 }
 
-/// Runs an app command on the client inside its TLS layer, then lets the layer take what
-/// it wrote.
-fn in_client<T>(c: &mut Tls<MeshClient>, now: Instant, f: impl FnOnce(&mut MeshClient, Instant) -> T) -> T {
-    let result = f(c.inner_mut(), now);
-    c.settle(now);
-    result
-}
-
 /// The inner machine's events among a TLS-wrapped machine's.
 fn inner<E>((at, e): (Instant, &TlsEvent<E>)) -> Option<(Instant, &E)> {
     match e {
@@ -124,7 +116,7 @@ impl Mesh {
     fn send(&mut self, from: &str, to: &str, body: &str) -> Uuid {
         let host = self.users[from];
         self.sim
-            .with_machine(host, |c: &mut Tls<MeshClient>, now| in_client(c, now, |c, now| c.send(now, to, body)))
+            .with_machine(host, |c: &mut Tls<MeshClient>, now| c.command(now, |c, now| c.send(now, to, body)))
             .unwrap()
             .unwrap()
     }
@@ -134,8 +126,8 @@ impl Mesh {
         let to = to.to_owned();
         self.sim.schedule(at, move |sim| {
             // A user whose host is down cannot send; the sweep only sends from live users.
-            let _ = sim
-                .with_machine(host, |c: &mut Tls<MeshClient>, now| in_client(c, now, |c, now| c.send(now, &to, &body)));
+            let _ =
+                sim.with_machine(host, |c: &mut Tls<MeshClient>, now| c.command(now, |c, now| c.send(now, &to, &body)));
         });
     }
 

@@ -90,9 +90,9 @@ fn ed25519_key() -> Result<rcgen::KeyPair, CliError> {
     rcgen::KeyPair::try_from(v1.as_slice()).map_err(failed)
 }
 
-/// Writes `contents` to `path`, readable by its owner only when `private`; refuses an
-/// existing file unless `force`.
-fn write_file(path: &Path, contents: &str, private: bool, force: bool) -> Result<(), CliError> {
+/// Writes `contents` to `path`, readable by its owner only when `private` (keys, secrets);
+/// refuses an existing file unless `force`.
+pub(crate) fn write_file(path: &Path, contents: &[u8], private: bool, force: bool) -> Result<(), CliError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut options = fs::OpenOptions::new();
     options.write(true).mode(if private { 0o600 } else { 0o644 });
@@ -107,7 +107,7 @@ fn write_file(path: &Path, contents: &str, private: bool, force: bool) -> Result
         }
         _ => CliError::new(format!("cannot write {}: {e}", path.display())),
     })?;
-    file.write_all(contents.as_bytes()).map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
+    file.write_all(contents).map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
 }
 
 impl Program for CertCmd {
@@ -119,8 +119,8 @@ impl Program for CertCmd {
         let made = make(&names, self.days)?;
         fs::create_dir_all(&self.out).map_err(|e| CliError::new(format!("cannot create {}: {e}", self.out.display())))?;
         let (cert, key) = (self.out.join("cert.pem"), self.out.join("key.pem"));
-        write_file(&cert, &made.cert_pem, false, self.force)?;
-        write_file(&key, &made.key_pem, true, self.force)?;
+        write_file(&cert, made.cert_pem.as_bytes(), false, self.force)?;
+        write_file(&key, made.key_pem.as_bytes(), true, self.force)?;
         println!(
             "wrote {} and {} (Ed25519, for {}, valid {} days)",
             cert.display(),

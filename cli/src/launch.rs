@@ -27,13 +27,22 @@ struct Launched {
     done: Receiver<()>,
 }
 
-/// A machine that could not start: one of its listeners or sockets did not bind.
+/// A machine that could not start: one of its listeners or sockets did not bind, or its
+/// TLS settings were refused.
 #[derive(Debug)]
 pub struct LaunchError {
     /// The machine's name.
     pub name: String,
     /// Why, naming the address (from the driver).
     pub error: io::Error,
+}
+
+impl LaunchError {
+    /// Machine `name` was not started because the core refused its TLS settings (a key
+    /// that is not Ed25519, say).
+    pub fn tls_refused(name: &str, error: switchyard_core::tls::TlsError) -> LaunchError {
+        LaunchError { name: name.to_owned(), error: io::Error::new(io::ErrorKind::InvalidInput, error) }
+    }
 }
 
 impl fmt::Display for LaunchError {

@@ -226,8 +226,8 @@ pub async fn launch_server<R: Runtime>(
         Some(tls) => (Some(tls.identity), Some(tls.peers)),
         None => (None, None),
     };
-    let machine = crate::tls::wrap(server(env, listen, peers), identity, dial.as_ref(), secret, crate::tls::wall_clock())
-        .map_err(|e| LaunchError { name: "mesh".into(), error: io::Error::new(io::ErrorKind::InvalidInput, e) })?;
+    let machine = crate::tls::wrap(server(env, listen, peers), identity, dial.as_ref(), secret)
+        .map_err(|e| LaunchError::tls_refused("mesh", e))?;
     let bound = fleet.launch(rt, "mesh", machine, &[(ListenerId(0), listen)]).await?;
     Ok(bound[&ListenerId(0)])
 }
@@ -266,7 +266,7 @@ impl ChatCmd {
         let config = ClientConfig::new(&self.user, self.server.0, selection);
         let secret = env.secret(b"tls");
         let client = MeshClient::new(env, Instant::ZERO, config);
-        let client = crate::tls::wrap(client, None, tls.as_ref(), secret, crate::tls::wall_clock()).map_err(CliError::new)?;
+        let client = crate::tls::wrap(client, None, tls.as_ref(), secret).map_err(CliError::new)?;
         let running =
             Driver::new(client).event_policy(EventPolicy::Wait).start(rt.clone()).await.map_err(CliError::new)?;
         let events = running.events();
@@ -375,11 +375,7 @@ fn on_client<T: Send + 'static>(
     handle: &Handle<Tls<MeshClient>>,
     f: impl FnOnce(&mut MeshClient, Instant) -> T + Send + 'static,
 ) -> Result<T, Stopped> {
-    handle.command_blocking(move |tls: &mut Tls<MeshClient>, now| {
-        let result = f(tls.inner_mut(), now);
-        tls.settle(now);
-        result
-    })
+    handle.command_blocking(move |tls: &mut Tls<MeshClient>, now| tls.command(now, f))
 }
 
 /// Prints events as the original client does, plus receipts and moves: one line per change

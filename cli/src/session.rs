@@ -52,7 +52,7 @@ impl Session {
         let config = LineClientConfig { connect_timeout: timeout, ..LineClientConfig::default() };
         let secret = env.secret(b"tls");
         let client = LineClient::connect(env, Instant::ZERO, to, config);
-        let client = crate::tls::wrap(client, None, tls, secret, crate::tls::wall_clock()).map_err(CliError::new)?;
+        let client = crate::tls::wrap(client, None, tls, secret).map_err(CliError::new)?;
         // The events are the replies: never drop one, let a slow reader push back instead.
         let running =
             Driver::new(client).event_policy(EventPolicy::Wait).start(rt.clone()).await.map_err(CliError::new)?;
@@ -71,7 +71,7 @@ impl Session {
         &self,
         f: impl FnOnce(&mut LineClient, Instant) -> Result<(), SendError> + Send + 'static,
     ) -> Result<(), CliError> {
-        match self.running.command(|tls, now| in_client(tls, now, f)).await.map_err(CliError::new)? {
+        match self.running.command(|tls, now| tls.command(now, f)).await.map_err(CliError::new)? {
             Ok(()) | Err(SendError::Closed) => Ok(()),
             Err(e) => Err(CliError::new(format!("cannot send: {e}"))),
         }
@@ -183,7 +183,7 @@ impl Session {
     async fn send_typed<R: Runtime>(&mut self, rt: &R, line: &str) -> Result<bool, CliError> {
         loop {
             let bytes = line.as_bytes().to_vec();
-            let sent = self.running.command(move |tls, now| in_client(tls, now, |c, now| c.send_line(now, &bytes)));
+            let sent = self.running.command(move |tls, now| tls.command(now, |c, now| c.send_line(now, &bytes)));
             match sent.await.map_err(CliError::new)? {
                 Ok(()) => {
                     self.sent_since_reply += 1;
@@ -198,14 +198,6 @@ impl Session {
             }
         }
     }
-}
-
-/// Runs an app command `f` on the line client inside its TLS layer, then lets the layer
-/// take what the client wrote.
-fn in_client<T>(tls: &mut Tls<LineClient>, now: Instant, f: impl FnOnce(&mut LineClient, Instant) -> T) -> T {
-    let result = f(tls.inner_mut(), now);
-    tls.settle(now);
-    result
 }
 
 /// Opens sessions to one server for [`interactive`]: the first, and a new one for a line

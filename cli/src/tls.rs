@@ -141,10 +141,9 @@ pub fn wrap<M: Machine>(
     identity: Option<TlsIdentity>,
     client: Option<&ClientTls>,
     secret: [u8; 32],
-    wall: WallClock,
 ) -> Result<Tls<M>, TlsError> {
     let serve = identity.map(|identity| TlsServe { identity, listeners: Secure::All, clients: None });
-    wrap_on(machine, serve, client, secret, wall)
+    wrap_on(machine, serve, client, secret)
 }
 
 /// [`wrap`] with the server side spelled out: TLS on some listeners only (`up --tls`'s
@@ -155,7 +154,6 @@ pub fn wrap_on<M: Machine>(
     serve: Option<TlsServe>,
     client: Option<&ClientTls>,
     secret: [u8; 32],
-    wall: WallClock,
 ) -> Result<Tls<M>, TlsError> {
     let settings = TlsSettings {
         serve,
@@ -166,12 +164,12 @@ pub fn wrap_on<M: Machine>(
             identity: c.identity.clone(),
         }),
     };
-    Tls::new(machine, settings, secret, wall)
+    Tls::new(machine, settings, secret, wall_clock())
 }
 
 /// The wall clock a TLS layer checks certificate dates by: the system clock read now, as
 /// the driver's `Instant::ZERO` (the driver re-bases it when the system clock jumps). UTC:
 /// certificate dates have no time zone.
-pub fn wall_clock() -> WallClock {
+fn wall_clock() -> WallClock {
     WallClock::utc(switchyard_adapters::unix_micros_now(), switchyard_core::Instant::ZERO)
 }

@@ -41,7 +41,7 @@ impl Env {
     }
 
     /// The same environment with 32 secret bytes of the embedder's (the CLI draws them from
-    /// the OS with `getrandom`), so its cryptography cannot be predicted from the seed.
+    /// the operating system's entropy source), so its cryptography cannot be predicted from the seed.
     pub fn with_secret(mut self, secret: [u8; 32]) -> Env {
         self.secret = Secret(secret);
         self

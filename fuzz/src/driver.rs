@@ -284,7 +284,8 @@ impl Conn {
 
 /// A fuzz input read as a script, a byte or a run of bytes at a time; past the end every
 /// read is 0, which ends a script.
-#[allow(dead_code)] // The mesh server and TLS harnesses read scripts so; others include this file too.
+#[allow(dead_code)] // The mesh server, TLS and punch harnesses read scripts so; others include this file too.
+#[derive(Debug)]
 pub struct Script<'a> {
     data: &'a [u8],
 }
@@ -301,6 +302,11 @@ impl<'a> Script<'a> {
         let Some((&b, rest)) = self.data.split_first() else { return 0 };
         self.data = rest;
         b
+    }
+
+    /// The next byte modulo `n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        usize::from(self.u8()) % n
     }
 
     /// The next `n` bytes, or as many as are left.

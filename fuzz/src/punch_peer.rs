@@ -21,9 +21,9 @@
 //! current session exactly when it names it; after `leave` the peer does nothing at all.
 //! Commands are refused exactly when they should be, and `unacked() <= max_unacked` always.
 
-use crate::driver::Driver;
+use crate::driver::{Driver, Script};
 use crate::punch::check_punch_datagram;
-use crate::punch_rendezvous::{answer, body, endpoint, garbage, peer_message, Script};
+use crate::punch_rendezvous::{answer, body, endpoint, garbage, peer_message};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

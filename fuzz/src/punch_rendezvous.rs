@@ -19,9 +19,9 @@
 //! a `Connect` for another id or a `Decline`, each with its token, or by expiry), and to
 //! every such partner.
 //!
-//! [`Script`] and the pools are shared with the `punch_peer` harness.
+//! The pools are shared with the `punch_peer` harness.
 
-use crate::driver::Driver;
+use crate::driver::{Driver, Script};
 use crate::punch::check_punch_datagram;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,46 +34,8 @@ use switchyard_core::wire::punch::{
 use switchyard_core::{Env, Instant, Output, SocketId};
 
 // ---------------------------------------------------------------------------------------
-// The script, and the pools both punch harnesses draw from
+// The pools both punch harnesses draw from
 // ---------------------------------------------------------------------------------------
-
-/// Reads script bytes; past the end every read is 0, which ends the script.
-#[derive(Debug)]
-pub struct Script<'a> {
-    data: &'a [u8],
-}
-
-impl<'a> Script<'a> {
-    /// A script over `data`.
-    pub fn new(data: &'a [u8]) -> Script<'a> {
-        Script { data }
-    }
-
-    /// The next byte, or 0.
-    pub fn u8(&mut self) -> u8 {
-        let Some((&b, rest)) = self.data.split_first() else { return 0 };
-        self.data = rest;
-        b
-    }
-
-    /// The next byte modulo `n` (`n > 0`).
-    pub fn below(&mut self, n: usize) -> usize {
-        usize::from(self.u8()) % n
-    }
-
-    /// The next `n` bytes, or as many as are left.
-    pub fn take(&mut self, n: usize) -> &'a [u8] {
-        let n = n.min(self.data.len());
-        let (head, rest) = self.data.split_at(n);
-        self.data = rest;
-        head
-    }
-
-    /// True once every byte was read.
-    pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
-    }
-}
 
 /// One of six ids, so registrations collide and the cap of four is reached.
 pub fn id(s: &mut Script<'_>) -> String {

@@ -201,10 +201,9 @@ pub fn fuzz_tls_server(data: &[u8]) -> usize {
                 let Some(i) = pick(&(0..clients.len()).collect::<Vec<_>>(), arg) else { continue };
                 let c = &mut clients[i];
                 let line = format!("line {} of {}", c.sent.len(), arg).into_bytes();
-                if c.machine.inner_mut().send_line(now, &line).is_ok() {
+                if c.machine.command(now, |m, now| m.send_line(now, &line)).is_ok() {
                     c.sent.push(line);
                 }
-                c.machine.settle(now);
                 c.drain(now);
             }
             7 => {

@@ -295,15 +295,8 @@ pub(super) fn probe(echo: SocketAddr) -> std::io::Result<()> {
     }
 }
 
-/// Writes a file only its owner can read: it holds the tunnel's secret.
+/// Writes a file only its owner can read (it holds a secret or a key), replacing any left
+/// from an earlier run.
 pub(super) fn write_private(path: &Path, contents: &[u8]) -> Result<(), CliError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(contents));
-    written.map_err(|e| CliError::new(format!("cannot write the secret file {}: {e}", path.display())))
+    crate::cert::write_file(path, contents, true, true)
 }

@@ -5,7 +5,6 @@ mod multi_port;
 
 use crate::launch::{Fleet, LaunchError, Launchable};
 use std::collections::BTreeMap;
-use std::io;
 use crate::runtime::Program;
 use crate::{wall, CliError};
 use argh::FromArgs;
@@ -245,8 +244,8 @@ impl Secured {
         Tls<M>: Launchable,
         M: Machine,
     {
-        let bad_identity = |e| LaunchError { name: self.name.to_owned(), error: io::Error::new(io::ErrorKind::InvalidInput, e) };
-        let machine = crate::tls::wrap(machine, self.tls, None, self.secret, crate::tls::wall_clock()).map_err(bad_identity)?;
+        let machine =
+            crate::tls::wrap(machine, self.tls, None, self.secret).map_err(|e| LaunchError::tls_refused(self.name, e))?;
         fleet.launch(rt, self.name, machine, &[(ListenerId(0), self.listen)]).await
     }
 }

@@ -9,7 +9,6 @@ use crate::CliError;
 use argh::FromArgs;
 use spec::{Entrances, Forward, RouteSpec};
 use std::collections::BTreeMap;
-use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -209,11 +208,6 @@ pub struct Carrier {
     pub entrance_tls: Option<TlsIdentity>,
 }
 
-/// A start-up error for TLS settings the core refused (say, a key that is not Ed25519).
-fn tls_refused(name: &str, error: switchyard_core::tls::TlsError) -> LaunchError {
-    LaunchError { name: name.to_owned(), error: io::Error::new(io::ErrorKind::InvalidInput, error) }
-}
-
 /// Starts a local end in `fleet`, carrying to `carrier.remote` (over TLS when it says so);
 /// returns where its listeners bound. `watch` sees its events (see
 /// [`Fleet::launch_watched`]).
@@ -238,8 +232,8 @@ pub async fn launch_local<R: Runtime>(
             // The prefix entrance is listener 0; forwards pass bytes untouched, so plain.
             let entrance_only = Secure::Only(vec![ListenerId(0)]);
             let serve = entrance.map(|identity| TlsServe { identity, listeners: entrance_only, clients: None });
-            let machine = crate::tls::wrap_on(machine, serve, tls.as_ref(), secret, crate::tls::wall_clock())
-                .map_err(|e| tls_refused(NAME, e))?;
+            let machine = crate::tls::wrap_on(machine, serve, tls.as_ref(), secret)
+                .map_err(|e| LaunchError::tls_refused(NAME, e))?;
             let watch = move |e: &TlsEvent<TunnelEvent>| {
                 if let TlsEvent::Inner(e) = e {
                     watch(e)
@@ -280,8 +274,8 @@ pub async fn launch_remote<R: Runtime>(
         RemoteTls { identity: None, targets: None, .. } => fleet.launch(rt, NAME, machine, &at).await?,
         RemoteTls { identity, clients, targets } => {
             let serve = identity.map(|identity| TlsServe { identity, listeners: Secure::All, clients });
-            let machine = crate::tls::wrap_on(machine, serve, targets.as_ref(), tls_secret, crate::tls::wall_clock())
-                .map_err(|e| tls_refused(NAME, e))?;
+            let machine = crate::tls::wrap_on(machine, serve, targets.as_ref(), tls_secret)
+                .map_err(|e| LaunchError::tls_refused(NAME, e))?;
             fleet.launch(rt, NAME, machine, &at).await?
         }
     };

@@ -4,7 +4,7 @@
 //! rustls asks its provider for randomness (hello randoms, key shares, ticket nonces) and a
 //! time provider for `now` (certificate validity). Both are process-wide hooks in rustls
 //! (`&'static` references), while Switchyard's randomness and time belong to one machine.
-//! So the hooks here read a per-thread *scope* that [`Scope::enter`] fills with the
+//! So the hooks here read a per-thread *scope* that [`Scope::lend`] fills with the
 //! machine's own generator and wall time for the length of one call into the machine, and
 //! empties afterwards. Outside a scope they fail closed: rustls gets an error, never
 //! entropy from elsewhere.
@@ -46,28 +46,31 @@ impl Scope {
         Scope { rng: ChaCha20Rng::from_seed(seed), unix_micros: 0 }
     }
 
-    /// Runs `f` with this scope lent to rustls's hooks, then takes it back (so the
-    /// generator's state moves on across calls). A scope already lent on this thread (a TLS
-    /// machine inside another) is put back afterwards.
-    pub fn enter<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        /// Takes the scope back even if `f` panics, so a hook never outlives its call.
-        struct Restore<'a> {
-            home: &'a mut Scope,
-            outer: Option<Scope>,
+    /// Runs `f` with this scope lent to rustls's hooks, and gives the scope back with `f`'s
+    /// result (its generator's state moved on, for the next call). A scope already lent on
+    /// this thread (a TLS machine inside another) is put back afterwards, even if `f`
+    /// panics, so a hook never outlives its call.
+    pub fn lend<R>(self, f: impl FnOnce() -> R) -> (R, Scope) {
+        /// Puts the outer scope back in place of the lent one when dropped.
+        struct Restore {
+            outer: Option<Option<Scope>>,
         }
-        impl Drop for Restore<'_> {
+        impl Restore {
+            fn finish(mut self) -> Option<Scope> {
+                CURRENT.with(|c| c.replace(self.outer.take().flatten()))
+            }
+        }
+        impl Drop for Restore {
             fn drop(&mut self) {
-                let lent = CURRENT.with(|c| c.replace(self.outer.take()));
-                if let Some(lent) = lent {
-                    *self.home = lent;
+                if let Some(outer) = self.outer.take() {
+                    CURRENT.with(|c| c.replace(outer));
                 }
             }
         }
-        let placeholder = Scope::new([0; 32]);
-        let mine = std::mem::replace(self, placeholder);
-        let outer = CURRENT.with(|c| c.replace(Some(mine)));
-        let _restore = Restore { home: self, outer };
-        f()
+        let restore = Restore { outer: Some(CURRENT.with(|c| c.replace(Some(self)))) };
+        let result = f();
+        let lent = restore.finish().expect("a hook never takes the scope out of its slot");
+        (result, lent)
     }
 }
 
@@ -264,25 +267,27 @@ mod tests {
 
         let mut scope = Scope::new([7; 32]);
         scope.unix_micros = 1_700_000_000_500_000;
-        let first = scope.enter(|| {
+        let (first, scope) = scope.lend(|| {
             let mut b = [0u8; 8];
             ScopedRandom.fill(&mut b).unwrap();
             assert_eq!(ScopedTime.current_time(), Some(UnixTime::since_unix_epoch(Duration::from_secs(1_700_000_000))));
             b
         });
-        let second = scope.enter(|| {
+        let (second, _) = scope.lend(|| {
             let mut b = [0u8; 8];
             ScopedRandom.fill(&mut b).unwrap();
             b
         });
         assert_ne!(first, second, "the generator moves on across scopes");
-        let mut again = Scope::new([7; 32]);
+        let again = Scope::new([7; 32]);
         assert_eq!(
-            again.enter(|| {
-                let mut b = [0u8; 8];
-                ScopedRandom.fill(&mut b).unwrap();
-                b
-            }),
+            again
+                .lend(|| {
+                    let mut b = [0u8; 8];
+                    ScopedRandom.fill(&mut b).unwrap();
+                    b
+                })
+                .0,
             first,
             "the same seed draws the same bytes"
         );
@@ -291,8 +296,7 @@ mod tests {
 
     #[test]
     fn p256_agrees_and_refuses_points_off_the_curve_or_compressed() {
-        let mut scope = Scope::new([2; 32]);
-        scope.enter(|| {
+        Scope::new([2; 32]).lend(|| {
             let a = ScopedP256.start().unwrap();
             let b = ScopedP256.start().unwrap();
             let (a_pub, b_pub) = (a.pub_key().to_vec(), b.pub_key().to_vec());
@@ -307,8 +311,7 @@ mod tests {
 
     #[test]
     fn x25519_agrees_and_refuses_a_low_order_key() {
-        let mut scope = Scope::new([1; 32]);
-        scope.enter(|| {
+        Scope::new([1; 32]).lend(|| {
             let a = ScopedX25519.start().unwrap();
             let b = ScopedX25519.start().unwrap();
             let (a_pub, b_pub) = (a.pub_key().to_vec(), b.pub_key().to_vec());

@@ -190,7 +190,8 @@ pub struct Tls<M: Machine> {
     server: Option<(Arc<ServerConfig>, Secure<ListenerId>)>,
     client: Option<(Arc<ClientConfig>, Option<ServerName<'static>>, Secure<SocketAddr>)>,
     sessions: BTreeMap<ConnId, Session>,
-    scope: Scope,
+    /// The generator and time lent to rustls; out only during a call (see `in_scope`).
+    scope: Option<Scope>,
     wall: WallClock,
     now: Instant,
     out: OutputQueue<TlsEvent<M::Event>>,
@@ -246,7 +247,7 @@ impl<M: Machine> Tls<M> {
             server,
             client,
             sessions: BTreeMap::new(),
-            scope: Scope::new(secret),
+            scope: Some(Scope::new(secret)),
             wall,
             now: Instant::ZERO,
             out: OutputQueue::default(),
@@ -261,17 +262,13 @@ impl<M: Machine> Tls<M> {
         &self.inner
     }
 
-    /// The inner machine, for app commands (e.g. a client's `send_line`). Call
-    /// [`Tls::settle`] afterwards, then drain outputs as after any call.
-    pub fn inner_mut(&mut self) -> &mut M {
-        &mut self.inner
-    }
-
-    /// Takes in what the inner machine produced since the last call (after an app command
-    /// through [`Tls::inner_mut`]).
-    pub fn settle(&mut self, now: Instant) {
+    /// Runs an app command `f` on the inner machine (a client's `send_line`, say) and takes
+    /// in what it wrote; drain outputs afterwards, as after any call.
+    pub fn command<T>(&mut self, now: Instant, f: impl FnOnce(&mut M, Instant) -> T) -> T {
         self.advance(now);
+        let result = f(&mut self.inner, self.now);
         self.in_scope(|tls| tls.pump());
+        result
     }
 
     /// Connections whose handshake has not finished, and those running TLS in all.
@@ -285,10 +282,10 @@ impl<M: Machine> Tls<M> {
 
     /// Runs `f` with this machine's generator and wall time lent to rustls.
     fn in_scope<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
-        let mut scope = std::mem::replace(&mut self.scope, Scope::new([0; 32]));
+        let mut scope = self.scope.take().expect("a TLS machine is not called from inside itself");
         scope.unix_micros = self.wall.unix_micros(self.now);
-        let result = scope.enter(|| f(self));
-        self.scope = scope;
+        let (result, scope) = scope.lend(|| f(self));
+        self.scope = Some(scope);
         result
     }
 

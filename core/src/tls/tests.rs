@@ -155,8 +155,7 @@ impl<S: Machine, C: Machine> Pair<S, C> {
 type EchoPair = Pair<Tls<EchoServer>, Tls<LineClient>>;
 
 fn send_line(pair: &mut EchoPair, line: &[u8]) {
-    pair.client.inner_mut().send_line(pair.now, line).unwrap();
-    pair.client.settle(pair.now);
+    pair.client.command(pair.now, |c, now| c.send_line(now, line)).unwrap();
     pair.run();
 }
 
@@ -319,8 +318,7 @@ fn a_stream_cut_without_close_notify_ends_abnormally_and_close_notify_ends_clean
     let mut pair =
         Pair::new(echo_server(identity.clone(), [1; 32]), line_client(Trust::Pin(pin), "echo.test", [2; 32]));
     // The client finishes: its TLS layer sends close_notify, then the FIN.
-    pair.client.inner_mut().finish(pair.now);
-    pair.client.settle(pair.now);
+    pair.client.command(pair.now, |c, now| c.finish(now));
     pair.run();
     assert!(failure(&pair.server_events).is_none(), "a clean end: {:?}", pair.server_events);
 
