@@ -4,14 +4,17 @@
 //! The first tests pin one behaviour each at one seed; `mesh_survives_faults` sweeps 500
 //! seeds of a 5-server mesh with 20 users, random traffic, latency and jitter, a dropped
 //! peer link and a server crash and restart; `mesh_over_tls_survives_faults` 300 more with
-//! every link over TLS 1.3. Every machine runs inside the TLS layer, as the CLI runs it (a
+//! every link over TLS 1.3 and the servers holding a mesh secret, as a mesh across the
+//! internet runs. Every machine runs inside the TLS layer, as the CLI runs it (a
 //! pass-through without TLS).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+use switchyard_core::auth::Secret;
 use switchyard_core::mesh::client::{ClientConfig, ClientEvent, MeshClient, Selection};
 use switchyard_core::mesh::server::{MeshServer, ServerConfig};
+use switchyard_core::mesh::MeshEvent;
 use switchyard_core::sim::{check_seeds, Cut, HostId, HostSpec, LinkConfig, NetConfig, Sim, TestId};
 use switchyard_core::time::WallClock;
 use switchyard_core::tls::{Secure, Tls, TlsDial, TlsEvent, TlsServe, TlsSettings, Trust};
@@ -68,25 +71,28 @@ impl Mesh {
     /// `n` servers; server i is seeded with server i-1 only (a chain), so the full mesh
     /// must come from discovery.
     fn new(seed: u64, n: usize, link: LinkConfig) -> Mesh {
-        Mesh::build(seed, n, link, false)
+        Mesh::build(seed, n, link, false, |_| None)
     }
 
-    /// [`Mesh::new`] with every link over TLS 1.3.
+    /// [`Mesh::new`] with every link over TLS 1.3 and every server holding one mesh secret.
     fn over_tls(seed: u64, n: usize, link: LinkConfig) -> Mesh {
-        Mesh::build(seed, n, link, true)
+        Mesh::build(seed, n, link, true, |_| Secret::new(*b"the mesh secret"))
     }
 
-    fn build(seed: u64, n: usize, link: LinkConfig, tls: bool) -> Mesh {
+    /// `n` servers as [`Mesh::new`] makes them, server i holding the mesh secret
+    /// `secret_of(i)`, every link over TLS when `tls`.
+    fn build(seed: u64, n: usize, link: LinkConfig, tls: bool, secret_of: impl Fn(usize) -> Option<Secret>) -> Mesh {
         let mut sim = Sim::new(seed, NetConfig { link, ..NetConfig::default() });
         let mut servers = Vec::new();
         for i in 0..n {
             let ip: IpAddr = [10, 0, 0, i as u8 + 1].into();
             let me = SocketAddr::new(ip, PORT);
             let seeds: Vec<SocketAddr> = servers.last().map(|&(_, a)| a).into_iter().collect();
+            let config = ServerConfig { peer_secret: secret_of(i), ..ServerConfig::new(me, seeds) };
             let host = sim
                 .add_host(&format!("server{}", i + 1), ip, move |env, now| {
                     let secret = env.secret(b"tls");
-                    secured(MeshServer::new(env, now, ServerConfig::new(me, seeds.clone())), secret, tls, true)
+                    secured(MeshServer::new(env, now, config.clone()), secret, tls, true)
                 })
                 .unwrap();
             let addr = sim.listen(host, ListenerId(0), PORT).unwrap();
@@ -175,6 +181,35 @@ fn a_chain_of_seeds_becomes_a_full_mesh() {
         others.sort();
         assert_eq!(linked, others, "server{} links", i + 1);
     }
+}
+
+#[test]
+fn a_server_with_another_mesh_secret_is_refused_on_both_ends_and_the_rest_link() {
+    // A chain 1 ← 2 ← 3 ← 4 where server 3 holds another secret: 2–1 link, 4 reaches
+    // nobody (it only knew 3), and 3 is refused by 2 and by 4 alike.
+    let mut m = Mesh::build(7, 4, lan(), false, |i| Secret::new(if i == 2 { &b"another"[..] } else { &b"ours"[..] }));
+    m.run(Duration::from_secs(3));
+    let addr = |i: usize| m.servers[i].1;
+    assert_eq!(m.server(0).linked_peers(), [addr(1)]);
+    assert_eq!(m.server(1).linked_peers(), [addr(0)]);
+    assert!(m.server(2).linked_peers().is_empty() && m.server(3).linked_peers().is_empty());
+    let refusals = |i: usize| -> Vec<String> {
+        m.sim
+            .events::<TlsEvent<MeshEvent>>(m.servers[i].0)
+            .filter_map(inner)
+            .filter_map(|(_, e)| match e {
+                MeshEvent::PeerRefused { reason, .. } => Some(reason.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let wrong = "wrong mesh secret: the two servers hold different ones";
+    // Server 3 dials 2: 2's proof fails at 3, which refuses it and says so to 2.
+    assert!(refusals(2).contains(&format!("we refused it: {wrong}")), "{:?}", refusals(2));
+    assert!(refusals(1).contains(&format!("it refused us: {wrong}")), "{:?}", refusals(1));
+    // Server 4 dials 3: 3's proof fails at 4.
+    assert!(refusals(3).contains(&format!("we refused it: {wrong}")), "{:?}", refusals(3));
+    assert!(!m.server(1).known_peers().contains(&addr(3)), "2 never learned of 4 through 3");
 }
 
 #[test]

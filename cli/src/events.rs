@@ -143,6 +143,9 @@ impl LogEvent for MeshEvent {
             MeshEvent::ReceiptOverdue { id, to } => {
                 tracing::debug!("{name}: message {id} to {to}: no receipt yet; the client will resend")
             }
+            MeshEvent::PeerRefused { peer, reason } => {
+                tracing::warn!("{name}: server link with {peer} closed: {reason}")
+            }
             MeshEvent::ProtocolError { peer, reason } => {
                 tracing::warn!("{name}: {peer} disconnected: protocol error: {reason}")
             }

@@ -23,8 +23,10 @@
 //! - [`punch`]: UDP hole punching: rendezvous server, punching peer, relay fallback.
 //! - [`tls`]: TLS 1.3 around any machine's connections, deterministic like the rest.
 //! - [`sim`]: the deterministic network simulator, public for embedders' own tests.
+//! - [`auth`]: challenge-response over a shared secret (tunnel carriers, mesh peers).
 //! - [`time`], [`id`], [`rng`], [`backoff`], [`mod@env`]: the deterministic building blocks.
 
+pub mod auth;
 pub mod backoff;
 pub mod env;
 pub mod id;

@@ -230,7 +230,7 @@ fn edge_frames_are_judged_as_the_spec_says() {
     assert_eq!(judge(frame(0, 0, vec![])).1, Verdict::Valid);
 
     // Other types and subtypes.
-    for (kind, subtype) in [(0, 1), (1, 2), (2, 6), (3, 5), (4, 2), (5, 2), (6, 0), (16, 0), (255, 255)] {
+    for (kind, subtype) in [(0, 1), (1, 6), (2, 6), (3, 5), (4, 2), (5, 2), (6, 0), (16, 0), (255, 255)] {
         let unknown = MeshMsgError::UnknownKind { kind: FrameType(kind), subtype };
         assert_eq!(judge(frame(kind, subtype, vec![])), (Err(unknown), Verdict::UnknownKind));
     }
@@ -255,6 +255,23 @@ fn spec_bytes(msg: &MeshMsg) -> Vec<u8> {
         MeshMsg::ServerList { servers } => {
             put_addrs(&mut p, servers);
             (1, 1)
+        }
+        MeshMsg::PeerHello { nonce } => {
+            p.extend_from_slice(nonce);
+            (1, 2)
+        }
+        MeshMsg::PeerChallenge { nonce, proof } => {
+            p.extend_from_slice(nonce);
+            p.extend_from_slice(proof);
+            (1, 3)
+        }
+        MeshMsg::PeerProof { proof } => {
+            p.extend_from_slice(proof);
+            (1, 4)
+        }
+        MeshMsg::PeerRefused { reason } => {
+            p.extend_from_slice(cut_reason(reason, 256).as_bytes());
+            (1, 5)
         }
         MeshMsg::Register { name: n } => {
             put_name(&mut p, n);
@@ -348,6 +365,7 @@ fn expected_after_round_trip(msg: MeshMsg) -> MeshMsg {
         MeshMsg::RegisterRefused { name, reason } => {
             MeshMsg::RegisterRefused { name, reason: cut_reason(&reason, 256).into() }
         }
+        MeshMsg::PeerRefused { reason } => MeshMsg::PeerRefused { reason: cut_reason(&reason, 256).into() },
         other => other,
     }
 }
@@ -388,7 +406,8 @@ struct ArbMsg(MeshMsg);
 impl Arbitrary for ArbMsg {
     fn arbitrary(g: &mut Gen) -> Self {
         let status = |g: &mut Gen| pick(g, &[ReceiptStatus::Delivered, ReceiptStatus::NoSuchUser]);
-        ArbMsg(match below(g, 18) {
+        let proof = |g: &mut Gen| -> [u8; 32] { [bytes16(g), bytes16(g)].concat().try_into().expect("32 bytes") };
+        ArbMsg(match below(g, 22) {
             0 => MeshMsg::ListServers,
             1 => MeshMsg::Announce { server: addr(g), known: addrs(g, MAX_SERVERS) },
             2 => MeshMsg::ServerList { servers: addrs(g, MAX_SERVERS) },
@@ -414,6 +433,10 @@ impl Arbitrary for ArbMsg {
             14 => MeshMsg::Ping { token: number(g) },
             15 => MeshMsg::Pong { token: number(g) },
             16 => MeshMsg::Leave,
+            17 => MeshMsg::PeerHello { nonce: proof(g) },
+            18 => MeshMsg::PeerChallenge { nonce: proof(g), proof: proof(g) },
+            19 => MeshMsg::PeerProof { proof: proof(g) },
+            20 => MeshMsg::PeerRefused { reason: reason(g, MAX_REASON) },
             _ => MeshMsg::Gone { name: name(g), home: addr(g) },
         })
     }

@@ -85,6 +85,8 @@ enum Field {
     Reason,
     /// u64.
     Token,
+    /// 32 raw bytes: a nonce or an HMAC-SHA256 proof.
+    Proof,
     /// `Forward`'s and `ReceiptRelay`'s hop count, any u8.
     Hops,
     /// `Forward`'s attempt number, any u8.
@@ -101,6 +103,9 @@ fn layout(kind: u8, subtype: u8) -> Option<&'static [Field]> {
         (0, 0) => &[],                                          // ListServers
         (1, 0) => &[Addr, Addrs],                               // Announce
         (1, 1) => &[Addrs],                                     // ServerList
+        (1, 2) | (1, 4) => &[Proof],                            // PeerHello, PeerProof
+        (1, 3) => &[Proof, Proof],                              // PeerChallenge
+        (1, 5) => &[Reason],                                    // PeerRefused
         (2, 0) | (2, 1) => &[Name],                             // Register, Registered
         (2, 2) => &[Name, Reason],                              // RegisterRefused
         (2, 3) | (2, 4) | (2, 5) => &[Name, Addr],              // Claim, ClaimOk, ClaimConflict
@@ -148,6 +153,9 @@ fn read(field: Field, rest: &mut &[u8]) -> Result<(), Verdict> {
         }
         Field::Token => {
             spec::take(rest, 8)?;
+        }
+        Field::Proof => {
+            spec::take(rest, 32)?;
         }
         Field::Hops | Field::Attempt => {
             spec::byte(rest)?;

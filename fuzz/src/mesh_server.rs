@@ -4,13 +4,15 @@
 //! Each script step is read off the input: accept a connection (a user or a server), send
 //! a well-formed mesh message with fields from the input on a live connection, send raw
 //! bytes, answer a dial the server made (connected or failed), end a connection either
-//! way, report a stale close, or let time pass. The checked [`Driver`] asserts the machine
+//! way, report a stale close, or let time pass. Half the scripts give the server a mesh
+//! secret, so peers that announce themselves without proving it are refused. The checked [`Driver`] asserts the machine
 //! contract after every call; after every step this harness asserts the server's caps
 //! (dedup cache, messages awaiting receipts, connections) hold.
 
 use crate::driver::{Driver, Phase, Script};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
+use switchyard_core::auth::Secret;
 use switchyard_core::mesh::server::{MeshServer, ServerConfig};
 use switchyard_core::wire::mesh::{MeshMsg, ReceiptStatus};
 use switchyard_core::{ConnId, Env, Input, Instant, ListenerId, NetError};
@@ -34,7 +36,7 @@ fn id(b: u8) -> Uuid {
 /// A well-formed message with fields from the script.
 fn message(s: &mut Script<'_>) -> MeshMsg {
     let (a, b, c) = (s.u8(), s.u8(), s.u8());
-    match s.u8() % 17 {
+    match s.u8() % 21 {
         0 => MeshMsg::ListServers,
         1 => MeshMsg::Announce { server: server_addr(a), known: vec![server_addr(b), server_addr(c)] },
         2 => MeshMsg::ServerList { servers: vec![server_addr(a)] },
@@ -66,6 +68,12 @@ fn message(s: &mut Script<'_>) -> MeshMsg {
         13 => MeshMsg::Ping { token: u64::from(a) },
         14 => MeshMsg::Pong { token: u64::from(a) },
         15 => MeshMsg::Leave,
+        // Handshake messages with nonces and proofs from the script: wrong ones, but they
+        // reach every refusal (and a server without a secret refuses them all).
+        16 => MeshMsg::PeerHello { nonce: [a; 32] },
+        17 => MeshMsg::PeerChallenge { nonce: [a; 32], proof: [b; 32] },
+        18 => MeshMsg::PeerProof { proof: [a; 32] },
+        19 => MeshMsg::PeerRefused { reason: "no".into() },
         _ => MeshMsg::Gone { name: name(a), home: server_addr(b) },
     }
 }
@@ -88,7 +96,10 @@ pub fn fuzz_mesh_server(data: &[u8]) {
     config.max_users = 3;
     config.max_pending = 2;
     config.dedup_cap = 3;
-    let seed = u64::from(s.u8());
+    let seed = s.u8();
+    // Half the scripts run a server with a mesh secret, half an open one.
+    config.peer_secret = (seed & 0x80 != 0).then(|| Secret::new(*b"fuzz mesh").expect("not empty"));
+    let seed = u64::from(seed);
     let (mut d, _) = Driver::new(MeshServer::new(Env::new(seed), Instant::ZERO, config.clone()), Instant::ZERO);
     while !s.is_empty() {
         let op = s.u8();

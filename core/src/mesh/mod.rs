@@ -6,10 +6,12 @@
 //!   exactly-once across reconnects.
 //! - [`seen`]: the bounded cache of message ids that drops duplicates.
 //! - [`reader`]: framing of mesh messages on a connection.
+//! - `peer_auth`: the mesh-secret handshake on server links.
 //!
 //! Wire format: `docs/PROTOCOL.md` §4 and [`crate::wire::mesh`].
 
 pub mod client;
+mod peer_auth;
 pub mod reader;
 pub mod seen;
 pub mod server;
@@ -76,6 +78,14 @@ pub enum MeshEvent {
         id: Uuid,
         /// The recipient.
         to: String,
+    },
+    /// A server link was refused, by us or by the other server, and closed: no mesh
+    /// secret, a wrong one, or an `Announce` without proof.
+    PeerRefused {
+        /// The other end's address.
+        peer: SocketAddr,
+        /// Who refused (`we refused it: …` or `it refused us: …`) and why.
+        reason: String,
     },
     /// A connection broke the protocol and was closed.
     ProtocolError {

@@ -38,9 +38,11 @@
 //! one that expires first goes first), and the driver's write queue per connection (a user
 //! that does not read is disconnected).
 
+use super::peer_auth::{self, Nonce};
 use super::reader::MsgReader;
 use super::seen::SeenCache;
 use super::MeshEvent;
+use crate::auth::Secret;
 use crate::backoff::Backoff;
 use crate::id::{ConnId, ListenerId};
 use crate::machine::{CloseHow, Input, Machine, Output, OutputQueue, Refusal};
@@ -72,7 +74,8 @@ pub struct ServerConfig {
     pub backoff_first: Duration,
     /// Longest reconnect delay.
     pub backoff_max: Duration,
-    /// A dial that has not connected after this long has failed.
+    /// A dial that has not connected (and, with a `peer_secret`, proved the peer holds
+    /// it) after this long has failed.
     pub connect_timeout: Duration,
     /// How long a registration waits for peers' answers.
     pub claim_timeout: Duration,
@@ -103,6 +106,10 @@ pub struct ServerConfig {
     /// What a client that speaks text (a `telnet` user's line) is told before its
     /// connection is closed: one line, ending in a newline.
     pub text_client_reply: String,
+    /// The mesh secret every server of the mesh holds. With it, a server links only with
+    /// servers that prove they hold it too (see [`super::peer_auth`]) and refuses any
+    /// other that speaks the server protocol; without it, any server that connects joins.
+    pub peer_secret: Option<Secret>,
 }
 
 /// The default [`ServerConfig::text_client_reply`].
@@ -132,6 +139,7 @@ impl ServerConfig {
             hello_timeout: Duration::from_secs(10),
             gone_grace: Duration::from_secs(30),
             text_client_reply: TEXT_CLIENT_REPLY.to_owned(),
+            peer_secret: None,
         }
     }
 }
@@ -143,6 +151,10 @@ enum Role {
     Unknown,
     /// A user session; `name` once registered (or while its claim is pending).
     User { name: Option<String> },
+    /// Another server dialled us and said `PeerHello`; our challenge is out, its proof due.
+    PeerProving { dialler: Nonce, own: Nonce },
+    /// Another server proved it holds the mesh secret; its `Announce` is due.
+    PeerProved,
     /// Another server dialled us.
     PeerIn { server: SocketAddr },
     /// We dialled another server.
@@ -165,6 +177,8 @@ enum Link {
     Idle,
     /// Dialled, not connected yet.
     Connecting(ConnId),
+    /// Connected, `PeerHello` with this nonce sent: the peer's challenge is due.
+    Proving(ConnId, Nonce),
     /// Connected and announced.
     Up(ConnId),
 }
@@ -453,7 +467,7 @@ impl MeshServer {
         let Some(c) = self.conns.remove(&conn) else { return };
         self.timers.cancel(Timer::ConnectTimeout(conn));
         match c.role {
-            Role::Unknown => {}
+            Role::Unknown | Role::PeerProving { .. } | Role::PeerProved => {}
             Role::User { name } => {
                 if let Some(name) = name {
                     self.user_left(&name, conn, reason);
@@ -473,10 +487,9 @@ impl MeshServer {
                 }
             }
             Role::PeerOut { server } => {
-                let ours = self
-                    .peers
-                    .get(&server)
-                    .is_some_and(|p| matches!(p.link, Link::Connecting(c) | Link::Up(c) if c == conn));
+                let ours = self.peers.get(&server).is_some_and(
+                    |p| matches!(p.link, Link::Connecting(c) | Link::Proving(c, _) | Link::Up(c) if c == conn),
+                );
                 if ours {
                     self.link_down(server, reason);
                 }
@@ -550,7 +563,35 @@ impl MeshServer {
                 self.set_role(conn, Role::User { name: None });
                 self.register(conn, name);
             }
-            (Role::Unknown, MeshMsg::Announce { server, known }) => {
+            (Role::Unknown, MeshMsg::PeerHello { nonce }) => match self.config.peer_secret.clone() {
+                None => self.refuse_peer(conn, "this server has no mesh secret; give every server of the mesh the same --mesh-secret-file, or none"),
+                Some(secret) => {
+                    let (own, challenge) = peer_auth::challenge(&secret, &mut self.env.rng, &nonce);
+                    self.set_role(conn, Role::PeerProving { dialler: nonce, own });
+                    self.send(conn, &challenge);
+                }
+            },
+            (Role::PeerProving { dialler, own }, MeshMsg::PeerProof { proof }) => {
+                let proved = self.config.peer_secret.as_ref().is_some_and(|s| peer_auth::check(s, &own, &dialler, &proof));
+                if proved {
+                    self.set_role(conn, Role::PeerProved);
+                } else {
+                    self.refuse_peer(conn, "wrong mesh secret: the two servers hold different ones");
+                }
+            }
+            (Role::Unknown, MeshMsg::Announce { .. }) if self.config.peer_secret.is_some() => {
+                self.refuse_peer(conn, "this mesh has a secret: a server proves it holds it (PeerHello) before it announces itself")
+            }
+            (Role::PeerOut { server }, MeshMsg::PeerChallenge { nonce, proof }) => self.on_challenge(conn, server, nonce, proof),
+            (role, MeshMsg::PeerRefused { reason }) if !matches!(role, Role::User { .. }) => {
+                let reason = format!("it refused us: {reason}");
+                self.out.event(MeshEvent::PeerRefused { peer: c.addr, reason: reason.clone() });
+                self.close(conn, CloseHow::Graceful, &reason);
+            }
+            (Role::PeerOut { server }, _) if !self.link_is_up(server, conn) => {
+                self.protocol_error(conn, "a server sent peer messages before proving the mesh secret".into())
+            }
+            (Role::Unknown | Role::PeerProved, MeshMsg::Announce { server, known }) => {
                 self.set_role(conn, Role::PeerIn { server });
                 self.learn(server);
                 // A server announcing itself claims all its users next: what we had
@@ -589,6 +630,63 @@ impl MeshServer {
                 self.protocol_error(conn, format!("unexpected message type {} subtype {subtype}", kind.0));
             }
         }
+    }
+
+    /// True when `conn` is our link to `server` and it is up (connected and, with a mesh
+    /// secret, the peer proved it).
+    fn link_is_up(&self, server: SocketAddr, conn: ConnId) -> bool {
+        self.peers.get(&server).is_some_and(|p| p.link == Link::Up(conn))
+    }
+
+    /// Our link to `server` is connected: with a mesh secret, prove ourselves first (the
+    /// peer's challenge brings the link up); without one, it is up now.
+    fn link_connected(&mut self, server: SocketAddr, conn: ConnId) {
+        if self.config.peer_secret.is_none() {
+            return self.link_up(server, conn);
+        }
+        let nonce = peer_auth::nonce(&mut self.env.rng);
+        if let Some(peer) = self.peers.get_mut(&server) {
+            peer.link = Link::Proving(conn, nonce);
+        }
+        self.send(conn, &MeshMsg::PeerHello { nonce });
+    }
+
+    /// The peer at `server` answered our `PeerHello`: if its proof is right, prove ourselves
+    /// and bring the link up; else refuse it.
+    fn on_challenge(&mut self, conn: ConnId, server: SocketAddr, nonce: Nonce, proof: Nonce) {
+        let own = match self.peers.get(&server).map(|p| p.link) {
+            Some(Link::Proving(c, own)) if c == conn => own,
+            _ => return self.protocol_error(conn, "a challenge that answers no hello of ours".into()),
+        };
+        let answer = self.config.peer_secret.as_ref().and_then(|s| peer_auth::answer(s, &own, &nonce, &proof));
+        match answer {
+            Some(answer) => {
+                self.send(conn, &answer);
+                self.link_up(server, conn);
+            }
+            None => self.refuse_peer(conn, "wrong mesh secret: the two servers hold different ones"),
+        }
+    }
+
+    /// Our link to `server` is up: announce ourselves and claim our users there.
+    fn link_up(&mut self, server: SocketAddr, conn: ConnId) {
+        self.timers.cancel(Timer::ConnectTimeout(conn));
+        if let Some(peer) = self.peers.get_mut(&server) {
+            peer.link = Link::Up(conn);
+        }
+        self.forget_users_at(server);
+        let announce = self.announce();
+        self.send(conn, &announce);
+        self.out.event(MeshEvent::PeerUp { server });
+        self.peer_reachable(server, conn);
+    }
+
+    /// Refuses the server link on `conn`: tells the other side why, then closes.
+    fn refuse_peer(&mut self, conn: ConnId, reason: &str) {
+        let Some(addr) = self.conns.get(&conn).map(|c| c.addr) else { return };
+        self.out.event(MeshEvent::PeerRefused { peer: addr, reason: format!("we refused it: {reason}") });
+        self.send(conn, &MeshMsg::PeerRefused { reason: reason.to_owned() });
+        self.close(conn, CloseHow::Graceful, &format!("refused: {reason}"));
     }
 
     fn set_role(&mut self, conn: ConnId, role: Role) {
@@ -949,6 +1047,9 @@ impl MeshServer {
                 // is dead (and whatever it held back, say a partition, stays unread).
                 Role::PeerIn { .. } if silent >= self.config.dead_after => dead.push((id, "silent peer")),
                 Role::Unknown if silent >= self.config.hello_timeout => dead.push((id, "said nothing")),
+                Role::PeerProving { .. } | Role::PeerProved if silent >= self.config.hello_timeout => {
+                    dead.push((id, "did not finish proving the mesh secret"))
+                }
                 _ => {}
             }
         }
@@ -1017,20 +1118,12 @@ impl Machine for MeshServer {
         self.clock.advance(now);
         match input {
             Input::Connected { conn, .. } => {
-                self.timers.cancel(Timer::ConnectTimeout(conn));
                 let Some(Conn { role: Role::PeerOut { server }, .. }) = self.conns.get(&conn) else { return };
                 let server = *server;
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.last_heard = self.clock.now();
                 }
-                if let Some(peer) = self.peers.get_mut(&server) {
-                    peer.link = Link::Up(conn);
-                }
-                self.forget_users_at(server);
-                let announce = self.announce();
-                self.send(conn, &announce);
-                self.out.event(MeshEvent::PeerUp { server });
-                self.peer_reachable(server, conn);
+                self.link_connected(server, conn);
             }
             Input::ConnectFailed { conn, error } => self.gone(conn, &format!("connect failed: {error}")),
             Input::Received { conn, bytes } => self.received(conn, bytes),
@@ -1161,6 +1254,202 @@ mod tests {
             })
             .collect();
         assert_eq!(answered, ids, "no such user, each in the order sent");
+    }
+
+    fn secured_server(secret: &[u8]) -> Fixture<MeshServer> {
+        let me = "127.0.0.1:5001".parse().unwrap();
+        let config = ServerConfig { peer_secret: Secret::new(secret), ..ServerConfig::new(me, vec![]) };
+        Fixture::new(MeshServer::new(Env::new(1), Instant::ZERO, config))
+    }
+
+    /// Every message written to `conn` since the last call.
+    fn messages(f: &mut Fixture<MeshServer>, conn: ConnId) -> Vec<MeshMsg> {
+        let mut reader = MsgReader::default();
+        reader.push(&f.written.remove(&conn).unwrap_or_default());
+        std::iter::from_fn(|| reader.next_msg()).map(|m| m.expect("a valid message")).collect()
+    }
+
+    fn registered(f: &mut Fixture<MeshServer>, name: &str) -> ConnId {
+        let conn = f.connect();
+        f.send(conn, &MeshMsg::Register { name: name.into() }.to_bytes());
+        assert_eq!(messages(f, conn), [MeshMsg::Registered { name: name.into() }]);
+        conn
+    }
+
+    fn refusal(f: &Fixture<MeshServer>) -> Option<&str> {
+        f.events.iter().rev().find_map(|e| match e {
+            MeshEvent::PeerRefused { reason, .. } => Some(reason.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The four attacks of issue 13, each from a process that connects and announces itself
+    /// as a server without the mesh secret: each is refused at the `Announce`, the
+    /// connection is closed with a reason, and the users and their messages are untouched.
+    #[test]
+    fn a_server_without_the_mesh_secret_can_neither_forge_veto_steal_nor_evict() {
+        let mut f = secured_server(b"mesh secret");
+        let alice = registered(&mut f, "alice");
+        let bob = registered(&mut f, "bob");
+        let attacker: SocketAddr = "127.0.0.1:5009".parse().unwrap();
+        let lower: SocketAddr = "0.0.0.1:1".parse().unwrap();
+        let attacks = [
+            // (1) a Forward that bob would receive as from alice;
+            MeshMsg::Forward {
+                id: Uuid::from_u128(7),
+                attempt: 0,
+                hops: 3,
+                origin: attacker,
+                from: "alice".into(),
+                to: "bob".into(),
+                body: "send me your password".into(),
+            },
+            // (2) a conflict to veto the next registration;
+            MeshMsg::ClaimConflict { name: "carol".into(), holder: lower },
+            // (3) a claim on bob from a lower home address, to take his messages;
+            MeshMsg::Claim { name: "bob".into(), home: lower },
+            // (4) an unsolicited conflict to evict alice.
+            MeshMsg::ClaimConflict { name: "alice".into(), holder: lower },
+        ];
+        for attack in attacks {
+            let conn = f.connect();
+            let mut bytes = MeshMsg::Announce { server: attacker, known: vec![] }.to_bytes().to_vec();
+            bytes.extend_from_slice(&attack.to_bytes());
+            f.send(conn, &bytes);
+            let answer = messages(&mut f, conn);
+            assert!(
+                matches!(&answer[..], [MeshMsg::PeerRefused { reason }] if reason.contains("secret")),
+                "{attack:?} answered {answer:?}"
+            );
+            assert_eq!(f.closed.get(&conn), Some(&CloseHow::Graceful), "closed after {attack:?}");
+            assert!(refusal(&f).is_some_and(|r| r.starts_with("we refused it: this mesh has a secret")));
+        }
+        assert_eq!(messages(&mut f, bob), [], "bob got no forged message");
+        assert_eq!(messages(&mut f, alice), [], "alice was not evicted");
+        assert_eq!(f.machine.local_users(), ["alice", "bob"]);
+        assert_eq!(f.machine.location("bob"), Some(f.machine.me()), "bob still lives here");
+        assert!(f.machine.known_peers().is_empty(), "the attacker's address was not learned");
+        registered(&mut f, "carol");
+    }
+
+    #[test]
+    fn a_server_with_another_secret_is_refused_after_its_proof() {
+        let mut f = secured_server(b"mesh secret");
+        let bob = registered(&mut f, "bob");
+        let conn = f.connect();
+        let mut rng = crate::Rng::new(9);
+        let nonce = peer_auth::nonce(&mut rng);
+        f.send(conn, &MeshMsg::PeerHello { nonce }.to_bytes());
+        let [MeshMsg::PeerChallenge { nonce: theirs, proof }] = &messages(&mut f, conn)[..] else {
+            panic!("a challenge")
+        };
+        let wrong = Secret::new(*b"a guess").unwrap();
+        assert!(peer_auth::answer(&wrong, &nonce, theirs, proof).is_none(), "the guesser sees the server's proof fail");
+        // It answers anyway, with a proof made from its own secret, then forges.
+        let forged = wrong.prove(b"switchyard mesh v1 dialler", theirs, &nonce);
+        let mut bytes = MeshMsg::PeerProof { proof: forged }.to_bytes().to_vec();
+        bytes.extend_from_slice(&MeshMsg::Claim { name: "bob".into(), home: "0.0.0.1:1".parse().unwrap() }.to_bytes());
+        f.send(conn, &bytes);
+        assert!(
+            matches!(&messages(&mut f, conn)[..], [MeshMsg::PeerRefused { reason }] if reason.starts_with("wrong mesh secret"))
+        );
+        assert_eq!(f.closed.get(&conn), Some(&CloseHow::Graceful));
+        assert_eq!(refusal(&f), Some("we refused it: wrong mesh secret: the two servers hold different ones"));
+        assert_eq!(f.machine.location("bob"), Some(f.machine.me()));
+        assert_eq!(messages(&mut f, bob), []);
+    }
+
+    #[test]
+    fn a_server_with_the_secret_links_and_its_claims_count() {
+        let secret = Secret::new(*b"mesh secret").unwrap();
+        let mut f = secured_server(b"mesh secret");
+        let conn = f.connect();
+        let mut rng = crate::Rng::new(9);
+        let nonce = peer_auth::nonce(&mut rng);
+        f.send(conn, &MeshMsg::PeerHello { nonce }.to_bytes());
+        let [MeshMsg::PeerChallenge { nonce: theirs, proof }] = &messages(&mut f, conn)[..] else {
+            panic!("a challenge")
+        };
+        let answer = peer_auth::answer(&secret, &nonce, theirs, proof).expect("the server proves the secret");
+        let peer: SocketAddr = "127.0.0.1:5002".parse().unwrap();
+        let mut bytes = answer.to_bytes().to_vec();
+        bytes.extend_from_slice(&MeshMsg::Announce { server: peer, known: vec![] }.to_bytes());
+        bytes.extend_from_slice(&MeshMsg::Claim { name: "dave".into(), home: peer }.to_bytes());
+        f.send(conn, &bytes);
+        assert_eq!(messages(&mut f, conn), [MeshMsg::ClaimOk { name: "dave".into(), home: peer }]);
+        assert!(!f.closed.contains_key(&conn));
+        assert_eq!(f.machine.location("dave"), Some(peer));
+        assert_eq!(f.machine.known_peers(), [peer]);
+    }
+
+    #[test]
+    fn a_server_without_a_secret_refuses_a_hello_saying_why() {
+        let mut f = server();
+        let conn = f.connect();
+        f.send(conn, &MeshMsg::PeerHello { nonce: [1; 32] }.to_bytes());
+        assert!(
+            matches!(&messages(&mut f, conn)[..], [MeshMsg::PeerRefused { reason }] if reason.contains("no mesh secret"))
+        );
+        assert_eq!(f.closed.get(&conn), Some(&CloseHow::Graceful));
+    }
+
+    /// A server with the secret dialling `peer`, connected: returns the link and the nonce
+    /// of the hello it sent.
+    fn dialling(peer: SocketAddr) -> (Fixture<MeshServer>, ConnId, Nonce) {
+        let me = "127.0.0.1:5001".parse().unwrap();
+        let config = ServerConfig { peer_secret: Secret::new(*b"mesh secret"), ..ServerConfig::new(me, vec![peer]) };
+        let mut f = Fixture::new(MeshServer::new(Env::new(1), Instant::ZERO, config));
+        let [(link, to)] = f.dialled[..] else { panic!("one dial: {:?}", f.dialled) };
+        assert_eq!(to, peer);
+        f.input(Input::Connected { conn: link, local: "127.0.0.1:40001".parse().unwrap() });
+        let [MeshMsg::PeerHello { nonce }] = messages(&mut f, link)[..] else { panic!("a hello first") };
+        (f, link, nonce)
+    }
+
+    #[test]
+    fn a_dialler_believes_nothing_before_the_peer_proves_the_secret() {
+        let peer: SocketAddr = "127.0.0.1:5002".parse().unwrap();
+        // An impostor at the peer's address answers the hello with a claim, not a challenge.
+        let (mut f, link, _) = dialling(peer);
+        f.send(link, &MeshMsg::Claim { name: "eve".into(), home: peer }.to_bytes());
+        assert_eq!(f.closed.get(&link), Some(&CloseHow::Abort));
+        assert_eq!(f.machine.location("eve"), None);
+        assert!(f.machine.linked_peers().is_empty());
+
+        // One that holds another secret: its proof fails, and the dialler refuses it.
+        let (mut f, link, nonce) = dialling(peer);
+        let (_, challenge) = peer_auth::challenge(&Secret::new(*b"other").unwrap(), &mut crate::Rng::new(3), &nonce);
+        f.send(link, &challenge.to_bytes());
+        assert!(
+            matches!(&messages(&mut f, link)[..], [MeshMsg::PeerRefused { reason }] if reason.starts_with("wrong mesh secret"))
+        );
+        assert_eq!(refusal(&f), Some("we refused it: wrong mesh secret: the two servers hold different ones"));
+        assert!(f.machine.linked_peers().is_empty());
+
+        // The real peer: the dialler proves itself, announces, and the link is up.
+        let (mut f, link, nonce) = dialling(peer);
+        let (theirs, challenge) =
+            peer_auth::challenge(&Secret::new(*b"mesh secret").unwrap(), &mut crate::Rng::new(3), &nonce);
+        f.send(link, &challenge.to_bytes());
+        let sent = messages(&mut f, link);
+        let [MeshMsg::PeerProof { proof }, MeshMsg::Announce { .. }, ..] = &sent[..] else { panic!("{sent:?}") };
+        assert!(peer_auth::check(&Secret::new(*b"mesh secret").unwrap(), &theirs, &nonce, proof));
+        assert_eq!(f.machine.linked_peers(), [peer]);
+    }
+
+    #[test]
+    fn a_dialler_refused_by_its_peer_says_why_and_dials_again_later() {
+        let peer: SocketAddr = "127.0.0.1:5002".parse().unwrap();
+        let (mut f, link, _) = dialling(peer);
+        f.send(
+            link,
+            &MeshMsg::PeerRefused { reason: "wrong mesh secret: the two servers hold different ones".into() }
+                .to_bytes(),
+        );
+        assert_eq!(refusal(&f), Some("it refused us: wrong mesh secret: the two servers hold different ones"));
+        assert_eq!(f.closed.get(&link), Some(&CloseHow::Graceful));
+        f.advance_to(Instant::from_secs(1));
+        assert_eq!(f.dialled.len(), 2, "redialled after a backoff: {:?}", f.dialled);
     }
 
     #[test]

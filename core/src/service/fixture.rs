@@ -12,6 +12,8 @@ pub struct Fixture<M: Machine> {
     pub written: BTreeMap<ConnId, Vec<u8>>,
     pub closed: BTreeMap<ConnId, CloseHow>,
     pub events: Vec<M::Event>,
+    /// Connections the machine dialled, and where to.
+    pub dialled: Vec<(ConnId, std::net::SocketAddr)>,
 }
 
 impl<M: Machine> Fixture<M> {
@@ -22,6 +24,7 @@ impl<M: Machine> Fixture<M> {
             written: BTreeMap::new(),
             closed: BTreeMap::new(),
             events: Vec::new(),
+            dialled: Vec::new(),
         };
         fixture.drain();
         fixture
@@ -35,6 +38,7 @@ impl<M: Machine> Fixture<M> {
                     self.closed.insert(conn, how);
                 }
                 Output::Event(event) => self.events.push(event),
+                Output::Connect { conn, to } => self.dialled.push((conn, to)),
                 _ => {}
             }
         }

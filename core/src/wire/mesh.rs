@@ -6,6 +6,10 @@
 //! | 0    | 0       | `ListServers`    | (empty)                                          | any → server    |
 //! | 1    | 0       | `Announce`       | server addr, known addrs                         | server → server |
 //! | 1    | 1       | `ServerList`     | addrs (the answering server first)               | server → any    |
+//! | 1    | 2       | `PeerHello`      | nonce \[32]                                      | dialler → server |
+//! | 1    | 3       | `PeerChallenge`  | nonce \[32], proof \[32]                         | server → dialler |
+//! | 1    | 4       | `PeerProof`      | proof \[32]                                      | dialler → server |
+//! | 1    | 5       | `PeerRefused`    | reason                                           | server → server |
 //! | 2    | 0       | `Register`       | name                                             | client → server |
 //! | 2    | 1       | `Registered`     | name                                             | server → client |
 //! | 2    | 2       | `RegisterRefused`| name, reason                                     | server → client |
@@ -27,6 +31,7 @@
 //! that many addrs; an *id* is a UUID as 16 raw bytes; a *body* is the rest of the payload,
 //! 0–[`MAX_BODY`] bytes of UTF-8; a *reason* the rest of the payload, UTF-8, ≤ 256 bytes.
 
+pub use crate::auth::PROOF_LEN;
 pub use crate::wire::fields::{is_valid_name, MAX_NAME};
 use crate::wire::fields::{put_addr, put_addrs, put_name, FieldError, Fields};
 use crate::wire::frame::{Frame, FrameError, FrameType};
@@ -83,6 +88,31 @@ pub enum MeshMsg {
     ServerList {
         /// Listening addresses.
         servers: Vec<SocketAddr>,
+    },
+    /// First message on a link a server dials to a mesh with a secret: its fresh nonce.
+    /// Answered with `PeerChallenge` (or `PeerRefused`).
+    PeerHello {
+        /// The dialler's nonce.
+        nonce: [u8; PROOF_LEN],
+    },
+    /// The accepting server's nonce, and its proof over both nonces that it knows the
+    /// mesh secret.
+    PeerChallenge {
+        /// The acceptor's nonce.
+        nonce: [u8; PROOF_LEN],
+        /// HMAC-SHA256(secret, "switchyard mesh v1 acceptor" | dialler nonce | acceptor nonce).
+        proof: [u8; PROOF_LEN],
+    },
+    /// The dialler's proof; its `Announce` follows.
+    PeerProof {
+        /// HMAC-SHA256(secret, "switchyard mesh v1 dialler" | acceptor nonce | dialler nonce).
+        proof: [u8; PROOF_LEN],
+    },
+    /// A server will not link with the other: why (no secret, a wrong one). The sender
+    /// closes the link after it.
+    PeerRefused {
+        /// Why.
+        reason: String,
     },
     /// A client asks to be known as `name`.
     Register {
@@ -275,6 +305,10 @@ impl MeshMsg {
             MeshMsg::ListServers => (FrameType::INFO_REQUEST, 0),
             MeshMsg::Announce { .. } => (FrameType::SERVER_ANNOUNCE, 0),
             MeshMsg::ServerList { .. } => (FrameType::SERVER_ANNOUNCE, 1),
+            MeshMsg::PeerHello { .. } => (FrameType::SERVER_ANNOUNCE, 2),
+            MeshMsg::PeerChallenge { .. } => (FrameType::SERVER_ANNOUNCE, 3),
+            MeshMsg::PeerProof { .. } => (FrameType::SERVER_ANNOUNCE, 4),
+            MeshMsg::PeerRefused { .. } => (FrameType::SERVER_ANNOUNCE, 5),
             MeshMsg::Register { .. } => (FrameType::USER_REGISTER, 0),
             MeshMsg::Registered { .. } => (FrameType::USER_REGISTER, 1),
             MeshMsg::RegisterRefused { .. } => (FrameType::USER_REGISTER, 2),
@@ -306,6 +340,13 @@ impl MeshMsg {
                 put_addrs(&mut p, known, MAX_SERVERS);
             }
             MeshMsg::ServerList { servers } => put_addrs(&mut p, servers, MAX_SERVERS),
+            MeshMsg::PeerHello { nonce } => p.put_slice(nonce),
+            MeshMsg::PeerChallenge { nonce, proof } => {
+                p.put_slice(nonce);
+                p.put_slice(proof);
+            }
+            MeshMsg::PeerProof { proof } => p.put_slice(proof),
+            MeshMsg::PeerRefused { reason } => p.put_slice(truncated_reason(reason)),
             MeshMsg::Register { name } | MeshMsg::Registered { name } => put_name(&mut p, name),
             MeshMsg::RegisterRefused { name, reason } => {
                 put_name(&mut p, name);
@@ -368,6 +409,10 @@ impl MeshMsg {
             (FrameType::INFO_REQUEST, 0) => "list servers",
             (FrameType::SERVER_ANNOUNCE, 0) => "announce",
             (FrameType::SERVER_ANNOUNCE, 1) => "server list",
+            (FrameType::SERVER_ANNOUNCE, 2) => "peer hello",
+            (FrameType::SERVER_ANNOUNCE, 3) => "peer challenge",
+            (FrameType::SERVER_ANNOUNCE, 4) => "peer proof",
+            (FrameType::SERVER_ANNOUNCE, 5) => "peer refused",
             (FrameType::USER_REGISTER, 0) => "register",
             (FrameType::USER_REGISTER, 1) => "registered",
             (FrameType::USER_REGISTER, 2) => "register refused",
@@ -390,6 +435,10 @@ impl MeshMsg {
             (0, 0) => MeshMsg::ListServers,
             (1, 0) => MeshMsg::Announce { server: f.addr()?, known: f.addrs(MAX_SERVERS)? },
             (1, 1) => MeshMsg::ServerList { servers: f.addrs(MAX_SERVERS)? },
+            (1, 2) => MeshMsg::PeerHello { nonce: f.array()? },
+            (1, 3) => MeshMsg::PeerChallenge { nonce: f.array()?, proof: f.array()? },
+            (1, 4) => MeshMsg::PeerProof { proof: f.array()? },
+            (1, 5) => MeshMsg::PeerRefused { reason: f.text(MAX_REASON, MeshMsgError::BadReason)? },
             (2, 0) => MeshMsg::Register { name: f.name()? },
             (2, 1) => MeshMsg::Registered { name: f.name()? },
             (2, 2) => {
@@ -466,6 +515,10 @@ mod tests {
             MeshMsg::ListServers,
             MeshMsg::Announce { server: addr("127.0.0.1:5001"), known: vec![addr("[::1]:5002")] },
             MeshMsg::ServerList { servers: vec![] },
+            MeshMsg::PeerHello { nonce: [1; PROOF_LEN] },
+            MeshMsg::PeerChallenge { nonce: [2; PROOF_LEN], proof: [3; PROOF_LEN] },
+            MeshMsg::PeerProof { proof: [4; PROOF_LEN] },
+            MeshMsg::PeerRefused { reason: "wrong mesh secret".into() },
             MeshMsg::Register { name: "Alice".into() },
             MeshMsg::Registered { name: "Alice".into() },
             MeshMsg::RegisterRefused { name: "Alice".into(), reason: "taken".into() },
@@ -501,6 +554,17 @@ mod tests {
         want.extend([1; 16]);
         want.extend([2, b'B', b'o', b'h', b'i']);
         assert_eq!(&wire[..], &want[..]);
+    }
+
+    #[test]
+    fn a_peer_challenge_is_the_nonce_then_the_proof() {
+        let wire = MeshMsg::PeerChallenge { nonce: [5; PROOF_LEN], proof: [6; PROOF_LEN] }.to_bytes();
+        let mut want = vec![1, 3, 0, 64, 0, 0];
+        want.extend([5; 32]);
+        want.extend([6; 32]);
+        assert_eq!(&wire[..], &want[..]);
+        let short = Frame::new(FrameType(1), 4, &[0u8; 31][..]);
+        assert_eq!(MeshMsg::decode(short), Err(MeshMsgError::BadLength { what: "peer proof", len: 31 }));
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub const HEARTBEAT: FrameType = FrameType(21);
 /// The tunnel protocol version this code speaks.
 pub const VERSION: u8 = 1;
 /// Length of nonces and HMAC-SHA256 proofs.
-pub const PROOF_LEN: usize = 32;
+pub use crate::auth::PROOF_LEN;
 /// Longest route name.
 pub const MAX_ROUTE: usize = 32;
 /// Longest reason text; longer reasons are cut at a character boundary when encoded.
