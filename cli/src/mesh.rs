@@ -13,6 +13,7 @@ use std::ops::ControlFlow;
 use std::process::ExitCode;
 use std::time::Duration;
 use switchyard_adapters::{Driver, EventPolicy, Handle, Runtime, Stopped};
+use switchyard_core::auth::Secret;
 use switchyard_core::mesh::client::{ClientConfig, ClientEvent, MeshClient, Selection};
 use switchyard_core::mesh::server::{MeshServer, ServerConfig, DEFAULT_PORTS};
 use switchyard_core::tls::{Fingerprint, Tls, TlsEvent, TlsIdentity};
@@ -44,8 +45,8 @@ enum What {
 #[argh(
     subcommand,
     name = "server",
-    example = "switchyard mesh server\nswitchyard mesh server --listen 127.0.0.1:5002\nswitchyard mesh server --listen 10.0.0.2:5001 --peer 10.0.0.1:5001",
-    note = "The server dials its peers (with no --peer: the other ports of 5001-5005 on its own IP, as the original does) and learns the rest of the mesh from them; a full mesh forms from any connected set of seeds. Users and servers share the one port. Names are unique across the mesh. Ctrl-C stops the server (exit 0)."
+    example = "switchyard mesh server\nswitchyard mesh server --listen 127.0.0.1:5002\nhead -c 32 /dev/urandom | base64 > mesh.key\nswitchyard mesh server --listen 10.0.0.2:5001 --peer 10.0.0.1:5001 --mesh-secret-file mesh.key",
+    note = "The server dials its peers (with no --peer: the other ports of 5001-5005 on its own IP, as the original does) and learns the rest of the mesh from them; a full mesh forms from any connected set of seeds. Users and servers share the one port. Names are unique across the mesh. With --mesh-secret-file (the same file on every server) a server links only with servers that prove they hold it; without one it listens on loopback only, unless --insecure. Ctrl-C stops the server (exit 0)."
 )]
 pub struct ServerCmd {
     /// address to listen on and to be known by in the mesh (default 127.0.0.1:5001)
@@ -55,6 +56,16 @@ pub struct ServerCmd {
     /// a server to dial at start (repeatable)
     #[argh(option, from_str_fn(crate::addr::parse))]
     peer: Vec<SocketAddr>,
+
+    /// a file holding the mesh secret, the same on every server: servers link only with
+    /// servers that prove they hold it (HMAC-SHA256 challenge, docs/PROTOCOL.md 4.3)
+    #[argh(option)]
+    mesh_secret_file: Option<PathBuf>,
+
+    /// listen beyond loopback without --mesh-secret-file: any process that reaches the port
+    /// may then join the mesh as a server and forge, veto or take users' messages
+    #[argh(switch)]
+    insecure: bool,
 
     /// speak TLS 1.3 to users and peers, with this PEM certificate (chain) and --tls-key;
     /// peers are dialled over TLS too, trusting this same certificate unless --tls-pin or
@@ -175,13 +186,14 @@ pub fn default_peers(listen: SocketAddr) -> Vec<SocketAddr> {
 /// A mesh server on `listen` that dials `peers`, as `mesh server` and `up` run it: a
 /// `telnet` user who reaches its port is told how to talk to it and where the text
 /// services are.
-pub fn server(env: Env, listen: SocketAddr, peers: Vec<SocketAddr>) -> MeshServer {
+pub fn server(env: Env, listen: SocketAddr, peers: Vec<SocketAddr>, peer_secret: Option<Secret>) -> MeshServer {
     let text_client_reply = format!(
         "error: {listen} is a Switchyard mesh server: it speaks binary frames (docs/PROTOCOL.md section 4), \
          not text. Chat through it with `switchyard mesh chat --server {listen} --user NAME`; \
          the hello/world service is `switchyard serve hello` (port 5001 when no mesh server holds it).\n"
     );
-    MeshServer::new(env, Instant::ZERO, ServerConfig { text_client_reply, ..ServerConfig::new(listen, peers) })
+    let config = ServerConfig { text_client_reply, peer_secret, ..ServerConfig::new(listen, peers) };
+    MeshServer::new(env, Instant::ZERO, config)
 }
 
 /// How a mesh server speaks TLS: the identity it serves, and what it trusts of the peers
@@ -212,36 +224,62 @@ impl ServerTls {
 }
 
 /// Starts a mesh server on `listen` that dials `peers` (as `mesh server` and `up` run it),
-/// over TLS with `tls`; returns the address it bound.
+/// linking only with servers that prove `secret` when there is one, over TLS with `tls`;
+/// returns the address it bound.
 pub async fn launch_server<R: Runtime>(
     rt: &R,
     fleet: &mut Fleet,
     env: Env,
-    listen: SocketAddr,
-    peers: Vec<SocketAddr>,
+    (listen, peers): (SocketAddr, Vec<SocketAddr>),
+    secret: Option<Secret>,
     tls: Option<ServerTls>,
 ) -> Result<SocketAddr, LaunchError> {
+    let peer_secret = secret;
     let secret = env.secret(b"tls");
     let (identity, dial) = match tls {
         Some(tls) => (Some(tls.identity), Some(tls.peers)),
         None => (None, None),
     };
-    let machine = crate::tls::wrap(server(env, listen, peers), identity, dial.as_ref(), secret)
+    let machine = crate::tls::wrap(server(env, listen, peers, peer_secret), identity, dial.as_ref(), secret)
         .map_err(|e| LaunchError::tls_refused("mesh", e))?;
     let bound = fleet.launch(rt, "mesh", machine, &[(ListenerId(0), listen)]).await?;
     Ok(bound[&ListenerId(0)])
 }
 
 impl ServerCmd {
+    /// The mesh secret from `--mesh-secret-file`; without one, the server must listen on
+    /// loopback or be told `--insecure`, since anyone who reaches it could join the mesh.
+    fn peer_secret(&self) -> Result<Option<Secret>, CliError> {
+        match (&self.mesh_secret_file, self.insecure) {
+            (Some(_), true) => Err(CliError::usage("--insecure is for a server without --mesh-secret-file; drop one")),
+            (Some(path), false) => crate::tunnel::spec::read_secret(path).map(Some),
+            (None, false) if !self.listen.ip().is_loopback() => Err(CliError::usage(format!(
+                "a mesh server on {} without --mesh-secret-file would let anyone who reaches it join the mesh \
+                 as a server and forge, veto or take users' messages. Give every server the same secret file \
+                 (`head -c 32 /dev/urandom | base64 > mesh.key`, then --mesh-secret-file mesh.key), \
+                 or --insecure to run it open anyway",
+                self.listen
+            ))),
+            (None, _) => Ok(None),
+        }
+    }
+
     async fn run<R: Runtime>(self, rt: R, mut env: Env) -> Result<ExitCode, CliError> {
         let tls = ServerTls::from_options(&self)?;
+        let secret = self.peer_secret()?;
         let over = if tls.is_some() { " (TLS)" } else { "" };
+        let who = if secret.is_some() { "servers that prove the mesh secret" } else { "any server (no mesh secret)" };
         let peers = if self.peer.is_empty() { default_peers(self.listen) } else { self.peer };
         let mut fleet = Fleet::new();
-        let addr = launch_server(&rt, &mut fleet, env.child(1), self.listen, peers.clone(), tls).await?;
+        let addr = launch_server(&rt, &mut fleet, env.child(1), (self.listen, peers.clone()), secret, tls).await?;
         let peers: Vec<String> = peers.iter().map(ToString::to_string).collect();
         fleet
-            .serve_until_ctrl_c(|| tracing::info!("mesh server{over} listening on {addr}; dialling {}", peers.join(", ")))
+            .serve_until_ctrl_c(|| {
+                tracing::info!("mesh server{over} listening on {addr}; dialling {}; linking with {who}", peers.join(", "));
+                if self.insecure {
+                    tracing::warn!("--insecure: any process that reaches {addr} may join the mesh as a server");
+                }
+            })
             .await?;
         Ok(ExitCode::SUCCESS)
     }

@@ -100,3 +100,89 @@ fn a_text_client_at_a_mesh_port_is_told_what_it_reached() {
     assert!(out.status.success(), "the server still registers users: {out:?}");
     assert!(server.interrupt().success());
 }
+
+/// `--mesh-secret-file`: servers holding the same secret link; one holding another is
+/// refused by both sides with one clear line each; a process that announces itself as a
+/// server without proving the secret (written from docs/PROTOCOL.md alone: an `Announce`,
+/// then a `Forward` as Alice) is refused and closed, and the users carry on.
+#[test]
+fn only_servers_that_prove_the_mesh_secret_join() {
+    use std::io::{Read, Write};
+    let (s1, s2, s3) = ("127.0.0.125:5001", "127.0.0.125:5002", "127.0.0.125:5003");
+    let ours = support::TempFile::new("mesh-secret-ours", "correct horse battery staple\n");
+    let theirs = support::TempFile::new("mesh-secret-theirs", "something else\n");
+    let start = |listen: &str, peer: &str, secret: &support::TempFile| {
+        let server =
+            Proc::start(&["mesh", "server", "--listen", listen, "--peer", peer, "--mesh-secret-file", secret.arg()]);
+        server.wait_for_log(&format!(
+            "mesh server listening on {listen}; dialling {peer}; linking with servers that prove the mesh secret"
+        ));
+        server
+    };
+    let mut servers = [start(s1, s2, &ours), start(s2, s1, &ours)];
+    servers[1].wait_for_log(&format!("linked to server {s1}"));
+
+    let mut stranger = start(s3, s1, &theirs);
+    stranger.wait_for_log(&format!(
+        "server link with {s1} closed: we refused it: wrong mesh secret: the two servers hold different ones"
+    ));
+    servers[0].wait_for_log("closed: it refused us: wrong mesh secret: the two servers hold different ones");
+
+    // Bob waits on server 2.
+    let mut bob = Proc::start_interactive(&["mesh", "chat", "--server", s2, "--user", "Bob"]);
+    bob.wait_for_stdout(&format!("Connected to {s2}"));
+
+    // The forger: Announce { 127.0.0.125:5009, no known servers }, then a Forward from Alice.
+    let mut forger = std::net::TcpStream::connect(s1).expect("connect");
+    let mut frames = vec![1, 0, 0, 8, 0, 0, 4, 127, 0, 0, 125, 0x13, 0x91, 0];
+    let body = b"send me your password";
+    let mut forward = vec![7u8; 16]; // id
+    forward.extend([0, 3]); // attempt, hops
+    forward.extend([4, 127, 0, 0, 125, 0x13, 0x91]); // origin
+    forward.extend([5, b'A', b'l', b'i', b'c', b'e', 3, b'B', b'o', b'b']);
+    forward.extend(body);
+    frames.extend([3, 2, 0, forward.len() as u8, 0, 0]);
+    frames.extend(forward);
+    forger.write_all(&frames).expect("send");
+    // Until the server closes (a reset, should it close with bytes unread, ends it too).
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 512];
+    while let Ok(n @ 1..) = forger.read(&mut chunk) {
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(&answer[..2], &[1, 5], "a PeerRefused frame: {answer:?}");
+    let reason = String::from_utf8_lossy(&answer[6..]);
+    assert!(reason.starts_with("this mesh has a secret"), "{reason}");
+    servers[0].wait_for_log("closed: we refused it: this mesh has a secret");
+
+    // Alice, a real user, still reaches Bob; the forgery never did.
+    let out = run(&["mesh", "chat", "--server", s1, "--user", "Alice"], b"Bob hello\n");
+    assert!(text(&out.stdout).contains("delivered to Bob\n"), "{out:?}");
+    assert_eq!(bob.wait_for_stdout("Alice:"), "Alice: hello");
+    assert!(bob.close_and_wait().success());
+    for server in servers.iter_mut().chain([&mut stranger]) {
+        assert!(server.interrupt().success());
+    }
+}
+
+#[test]
+fn a_mesh_server_beyond_loopback_needs_a_secret_or_insecure() {
+    let secret = support::TempFile::new("mesh-secret-flags", "s3cret\n");
+    support::assert_refused(&[
+        (
+            &["mesh", "server", "--listen", "192.0.2.1:5001"],
+            2,
+            "without --mesh-secret-file would let anyone who reaches it join the mesh",
+        ),
+        (
+            &["mesh", "server", "--mesh-secret-file", secret.arg(), "--insecure"],
+            2,
+            "--insecure is for a server without --mesh-secret-file",
+        ),
+        (
+            &["mesh", "server", "--mesh-secret-file", "/nonexistent/mesh.key"],
+            1,
+            "cannot read secret file /nonexistent/mesh.key: no such file",
+        ),
+    ]);
+}

@@ -166,6 +166,14 @@ pub async fn start<R: Runtime>(
     }
 }
 
+/// A secret shared by servers that all live in this process (the carrier's two ends, the
+/// mesh servers), so it is never written anywhere: from the OS, and deliberately not from
+/// `--seed` (visible to every local user).
+fn in_process_secret() -> Result<Secret, CliError> {
+    let bytes = seed::secret_from_os().map_err(CliError::new)?;
+    Ok(Secret::new(bytes).expect("32 bytes are not empty"))
+}
+
 /// Starts the servers behind the tunnel; returns the routes to them and their rows.
 async fn launch_services<R: Runtime>(
     rt: &R,
@@ -177,9 +185,11 @@ async fn launch_services<R: Runtime>(
 ) -> Result<(Routes, Vec<Row>), CliError> {
     let mut routes = Routes::new();
     let mut rows = Vec::new();
+    let mesh_secret = in_process_secret()?;
     for server in services {
         let name = server.role.name();
-        let addr = launch_role(rt, fleet, child(), server.role, SocketAddr::new(host, server.port), tls)
+        let listen = SocketAddr::new(host, server.port);
+        let addr = launch_role(rt, fleet, child(), server.role, listen, (tls, &mesh_secret))
             .await
             .map_err(|e| taken(e, &format!("the {name} service")))?;
         if let Some(route) = server.route {
@@ -207,9 +217,7 @@ async fn launch_tunnel<R: Runtime>(
     routes: Routes,
     tls: Option<&UpTls>,
 ) -> Result<Tunnel, CliError> {
-    // A secret for a carrier whose two ends live in this process, so it is never written
-    // anywhere: from the OS, and deliberately not from `--seed` (visible to every local user).
-    let secret = Secret::new(seed::secret_from_os().map_err(CliError::new)?).expect("32 bytes are not empty");
+    let secret = in_process_secret()?;
     let carrier_listen = SocketAddr::new(host, plan::CARRIER_PORT);
     // Under --tls the carrier and the services behind the remote end speak TLS too.
     let remote_tls = tunnel::RemoteTls {
@@ -279,14 +287,15 @@ impl Tunnel {
     }
 }
 
-/// Starts one server of the plan.
+/// Starts one server of the plan: over TLS with `tls`; a mesh server linking only with
+/// servers that prove `mesh_secret`.
 async fn launch_role<R: Runtime>(
     rt: &R,
     fleet: &mut Fleet,
     env: Env,
     role: Role,
     listen: SocketAddr,
-    tls: Option<&UpTls>,
+    (tls, mesh_secret): (Option<&UpTls>, &Secret),
 ) -> Result<SocketAddr, LaunchError> {
     let identity = tls.map(|t| t.identity.clone());
     match role {
@@ -298,7 +307,7 @@ async fn launch_role<R: Runtime>(
                 .map(|&port| SocketAddr::new(listen.ip(), port))
                 .collect();
             let tls = tls.map(|t| crate::mesh::ServerTls { identity: t.identity.clone(), peers: t.pin.clone() });
-            crate::mesh::launch_server(rt, fleet, env, listen, peers, tls).await
+            crate::mesh::launch_server(rt, fleet, env, (listen, peers), Some(mesh_secret.clone()), tls).await
         }
         Role::Rendezvous => crate::rendezvous::launch(rt, fleet, env, listen).await,
     }

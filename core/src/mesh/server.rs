@@ -584,6 +584,13 @@ impl MeshServer {
             }
             (Role::PeerOut { server }, MeshMsg::PeerChallenge { nonce, proof }) => self.on_challenge(conn, server, nonce, proof),
             (role, MeshMsg::PeerRefused { reason }) if !matches!(role, Role::User { .. }) => {
+                if let Role::PeerOut { server } = role {
+                    // Refused is a failed dial, not a link that was up and died: the backoff
+                    // grows instead of starting again from its first delay.
+                    if let Some(peer) = self.peers.get_mut(&server) {
+                        peer.link = Link::Connecting(conn);
+                    }
+                }
                 let reason = format!("it refused us: {reason}");
                 self.out.event(MeshEvent::PeerRefused { peer: c.addr, reason: reason.clone() });
                 self.close(conn, CloseHow::Graceful, &reason);
@@ -1450,6 +1457,33 @@ mod tests {
         assert_eq!(f.closed.get(&link), Some(&CloseHow::Graceful));
         f.advance_to(Instant::from_secs(1));
         assert_eq!(f.dialled.len(), 2, "redialled after a backoff: {:?}", f.dialled);
+    }
+
+    /// A dialler without a secret brings its link up at once; refused by a server with one,
+    /// it must back off as after a failed dial, not start again from the first delay.
+    #[test]
+    fn a_refused_link_backs_off_like_a_failed_dial() {
+        let me = "127.0.0.1:5001".parse().unwrap();
+        let peer: SocketAddr = "127.0.0.1:5002".parse().unwrap();
+        let mut f = Fixture::new(MeshServer::new(Env::new(1), Instant::ZERO, ServerConfig::new(me, vec![peer])));
+        let refusal = MeshMsg::PeerRefused { reason: "this mesh has a secret".into() }.to_bytes();
+        let mut dials = Vec::new();
+        for _ in 0..6 {
+            let (link, _) = *f.dialled.last().expect("a dial");
+            dials.push(f.now);
+            f.input(Input::Connected { conn: link, local: "127.0.0.1:40001".parse().unwrap() });
+            f.send(link, &refusal);
+            while f.dialled.last().map(|d| d.0) == Some(link) {
+                let next = f.machine.poll_timeout().expect("a redial is due");
+                f.advance_to(next);
+            }
+        }
+        let gaps: Vec<Duration> = dials.windows(2).map(|w| w[1].saturating_duration_since(w[0])).collect();
+        assert!(gaps.windows(2).all(|g| g[1] > g[0]) && gaps[4] > Duration::from_millis(1000), "{gaps:?}");
+        assert!(
+            !f.events.iter().any(|e| matches!(e, MeshEvent::PeerDown { .. })),
+            "never reported as a link that went down"
+        );
     }
 
     #[test]
