@@ -160,6 +160,7 @@ impl LogEvent for RendezvousEvent {
             // Its NAT gave it a new mapping (or it moved networks): peers introduced from
             // now on get the new endpoint.
             RendezvousEvent::Moved { id, public } => tracing::info!("{name}: {id} moved to {public}"),
+            RendezvousEvent::Verifying { from } => tracing::debug!("{name}: asked {from} to prove its address"),
             RendezvousEvent::Refused { from, id, reason } => {
                 tracing::info!("{name}: refused {id} from {from}: {reason}")
             }

@@ -158,14 +158,15 @@ fn edge_datagrams_are_judged_as_the_spec_says() {
     assert_eq!(judge(datagram(24, 6, &token)), bad_length("unregister", 16));
 
     // Private endpoints: at most 8, family 4 or 6, the port whole.
-    let register = |count: u8, addrs: &[u8]| datagram(24, 0, &[&token[..], &named(b"A"), &[count], addrs].concat());
+    let register =
+        |count: u8, addrs: &[u8]| datagram(24, 0, &[&token[..], &[0; 16], &named(b"A"), &[count], addrs].concat());
     assert_eq!(judge(register(8, &addr4.repeat(8))).1, Verdict::Valid);
     let nine = bad(PunchMsgError::TooManyEndpoints(9), Verdict::TooManyEndpoints(9));
     assert_eq!(judge(register(9, &addr4.repeat(9))), nine);
     let many = bad(PunchMsgError::TooManyEndpoints(255), Verdict::TooManyEndpoints(255));
     assert_eq!(judge(register(255, &[])), many);
     assert_eq!(judge(register(1, &[5, 0, 0])), bad(PunchMsgError::BadAddress(5), Verdict::BadAddress(5)));
-    assert_eq!(judge(register(1, &addr4[..6])), bad_length("register", 16 + 2 + 1 + 6));
+    assert_eq!(judge(register(1, &addr4[..6])), bad_length("register", 16 + 16 + 2 + 1 + 6));
     let mut v6 = vec![6];
     v6.extend([0; 15]);
     v6.extend([1, 0, 80]);
@@ -236,7 +237,7 @@ fn edge_datagrams_are_judged_as_the_spec_says() {
     assert!(judge(huge).0.is_err());
 
     // Other types and subtypes.
-    for (kind, subtype) in [(24, 9), (25, 2), (26, 4), (23, 0), (27, 0), (0, 0), (3, 0), (255, 255)] {
+    for (kind, subtype) in [(24, 10), (25, 2), (26, 4), (23, 0), (27, 0), (0, 0), (3, 0), (255, 255)] {
         let unknown = PunchMsgError::UnknownKind { kind: switchyard_core::wire::FrameType(kind), subtype };
         assert_eq!(judge(datagram(kind, subtype, &[])), bad(unknown, Verdict::UnknownKind));
     }
@@ -256,8 +257,9 @@ fn spec_bytes(msg: &PunchMsg) -> Vec<u8> {
     }
     let mut p = Vec::new();
     let (kind, subtype) = match msg {
-        PunchMsg::Register { token, id, private } => {
+        PunchMsg::Register { token, cookie, id, private } => {
             p.extend_from_slice(token);
+            p.extend_from_slice(cookie);
             put_name(&mut p, id);
             put_addrs(&mut p, private);
             (24, 0)
@@ -308,6 +310,10 @@ fn spec_bytes(msg: &PunchMsg) -> Vec<u8> {
             put_name(&mut p, peer);
             u64s(&mut p, &[*session]);
             (24, 8)
+        }
+        PunchMsg::Verify { cookie } => {
+            p.extend_from_slice(cookie);
+            (24, 9)
         }
         PunchMsg::RelayTo { token, from, to, inner } => {
             p.extend_from_slice(token);
@@ -387,8 +393,13 @@ struct ArbMsg(PunchMsg);
 
 impl Arbitrary for ArbMsg {
     fn arbitrary(g: &mut Gen) -> Self {
-        ArbMsg(match below(g, 15) {
-            0 => PunchMsg::Register { token: bytes16(g), id: name(g), private: addrs(g, MAX_PRIVATE) },
+        ArbMsg(match below(g, 16) {
+            0 => PunchMsg::Register {
+                token: bytes16(g),
+                cookie: bytes16(g),
+                id: name(g),
+                private: addrs(g, MAX_PRIVATE),
+            },
             1 => PunchMsg::Registered { id: name(g), public: addr(g) },
             2 => PunchMsg::Refused { id: name(g), code: refusal_code(g), reason: reason(g, MAX_REASON) },
             3 => PunchMsg::Connect { token: bytes16(g), id: name(g), dest: name(g) },
@@ -402,6 +413,7 @@ impl Arbitrary for ArbMsg {
             6 => PunchMsg::Unregister { token: bytes16(g), id: name(g) },
             13 => PunchMsg::PeerLeft { peer: name(g), session: number(g), why: leave_reason(g) },
             14 => PunchMsg::Decline { token: bytes16(g), id: name(g), peer: name(g), session: number(g) },
+            15 => PunchMsg::Verify { cookie: bytes16(g) },
             7 => PunchMsg::RelayTo { token: bytes16(g), from: name(g), to: name(g), inner: inner(g) },
             8 => PunchMsg::RelayedFrom { from: name(g), inner: inner(g) },
             9 => PunchMsg::Probe { session: number(g), nonce: number(g) },
@@ -744,22 +756,25 @@ fn a_token_bucket_never_gives_more_than_its_burst_plus_its_rate() {
 /// Requests with the wrong token — `Register`, `Connect`, `RelayTo`, `Unregister`,
 /// `Decline` — never move a registered id nor free it, nor end its session, whether they
 /// come from another host, from another port of the holder's host, or from the holder's
-/// very endpoint; each is answered with a `Refused` to its source and with nothing else
-/// (no introduction, no relayed datagram, no `PeerLeft`), but a `Decline`, which is not
-/// answered at all (a refusal would be longer than it: a reflector). The holder's own
-/// token still works afterwards, so the test would notice if the id had been taken over,
-/// and its leaving tells B, so it would notice if the session had ended.
+/// very endpoint, with or without a cookie the sender was given; each is answered to its
+/// source with one `Refused`, or a `Verify` where the source has not proved its address
+/// (and then no longer than the request), and with nothing else (no introduction, no
+/// relayed datagram, no `PeerLeft`), but a `Decline`, which is not answered at all. The
+/// holder's own token still works afterwards, so the test would notice if the id had been
+/// taken over, and its leaving tells B, so it would notice if the session had ended.
 ///
 /// Catches a rendezvous that re-points an id on any `Register` for it, trusts the source
-/// address instead of the token, introduces or relays for whoever names an id, or lets
-/// anyone unregister it or end its session.
+/// address instead of the token, introduces or relays for whoever names an id, lets anyone
+/// unregister it or end its session, or reflects more bytes than it got to an address that
+/// has not proved itself.
 #[test]
 fn spoofed_requests_never_move_an_id() {
+    type Sent = Vec<(SocketAddr, PunchMsg)>;
     let socket = SocketId(3);
     let mut r = Rendezvous::new(Env::new(9), Instant::ZERO, RendezvousConfig { socket, ..RendezvousConfig::default() });
     let now = Instant::from_secs(1);
     // Feeds one datagram; returns what was sent, A's endpoint, and the number of ids.
-    let mut feed = |from: SocketAddr, msg: PunchMsg| -> (Vec<(SocketAddr, PunchMsg)>, Option<SocketAddr>, usize) {
+    let feed = |r: &mut Rendezvous, from: SocketAddr, msg: &PunchMsg| -> (Sent, Option<SocketAddr>, usize) {
         r.handle_input(now, Input::Datagram { socket, from, bytes: &msg.to_bytes() });
         let mut sent = Vec::new();
         while let Some(output) = r.poll_output() {
@@ -770,17 +785,27 @@ fn spoofed_requests_never_move_an_id() {
         }
         (sent, r.endpoint_of("A"), r.registrations())
     };
+    let register = |token, cookie, id: &str| PunchMsg::Register { token, cookie, id: id.into(), private: vec![] };
+    // The cookie a Register from `from` is asked for.
+    let cookie_for = |r: &mut Rendezvous, from, token, id: &str| {
+        let (sent, ..) = feed(r, from, &register(token, [0; 16], id));
+        let [(to, PunchMsg::Verify { cookie })] = sent[..] else { panic!("{from} was not asked to verify: {sent:?}") };
+        assert_eq!(to, from);
+        cookie
+    };
     let holder: SocketAddr = "198.51.100.7:40000".parse().unwrap();
     let other_b: SocketAddr = "203.0.113.9:50000".parse().unwrap();
     let (a_token, b_token, wrong) = ([7; 16], [8; 16], [9; 16]);
     let registered = |id: &str, public| PunchMsg::Registered { id: id.into(), public };
 
-    let (sent, ..) = feed(holder, PunchMsg::Register { token: a_token, id: "A".into(), private: vec![] });
+    let cookie = cookie_for(&mut r, holder, a_token, "A");
+    let (sent, ..) = feed(&mut r, holder, &register(a_token, cookie, "A"));
     assert_eq!(sent, [(holder, registered("A", holder))]);
-    let (sent, ..) = feed(other_b, PunchMsg::Register { token: b_token, id: "B".into(), private: vec![] });
+    let cookie = cookie_for(&mut r, other_b, b_token, "B");
+    let (sent, ..) = feed(&mut r, other_b, &register(b_token, cookie, "B"));
     assert_eq!(sent, [(other_b, registered("B", other_b))]);
     // A and B are introduced, so that with the right token A could relay to B.
-    let (sent, ..) = feed(holder, PunchMsg::Connect { token: a_token, id: "A".into(), dest: "B".into() });
+    let (sent, ..) = feed(&mut r, holder, &PunchMsg::Connect { token: a_token, id: "A".into(), dest: "B".into() });
     let [(_, PunchMsg::PeerInfo { session, .. }), (_, PunchMsg::PeerInfo { .. })] = &sent[..] else {
         panic!("{sent:?}")
     };
@@ -790,33 +815,100 @@ fn spoofed_requests_never_move_an_id() {
     let same_host: SocketAddr = "198.51.100.7:40001".parse().unwrap();
     let inner = PunchMsg::Probe { session: 1, nonce: 2 }.to_bytes();
     for from in [attacker, same_host, holder] {
+        // A cookie of its own address, which the attacker can get by asking.
+        let given = cookie_for(&mut r, from, wrong, "A");
         let spoofs = [
-            PunchMsg::Register { token: wrong, id: "A".into(), private: vec![attacker] },
+            PunchMsg::Register { token: wrong, cookie: [0; 16], id: "A".into(), private: vec![attacker] },
+            PunchMsg::Register { token: wrong, cookie: given, id: "A".into(), private: vec![attacker] },
             PunchMsg::Connect { token: wrong, id: "A".into(), dest: "B".into() },
             PunchMsg::RelayTo { token: wrong, from: "A".into(), to: "B".into(), inner: inner.clone() },
             PunchMsg::Unregister { token: wrong, id: "A".into() },
             PunchMsg::Decline { token: wrong, id: "A".into(), peer: "B".into(), session },
         ];
         for spoof in spoofs {
-            let (sent, endpoint, count) = feed(from, spoof.clone());
+            let (sent, endpoint, count) = feed(&mut r, from, &spoof);
             assert_eq!(endpoint, Some(holder), "{spoof:?} from {from} moved A");
             assert_eq!(count, 2, "{spoof:?} from {from} freed an id");
-            let answered = match spoof {
+            let answered = match &spoof {
                 PunchMsg::Decline { .. } => sent.is_empty(),
-                _ => matches!(&sent[..], [(to, PunchMsg::Refused { id, .. })] if *to == from && id == "A"),
+                PunchMsg::Register { cookie, .. } if *cookie == given => {
+                    matches!(&sent[..], [(to, PunchMsg::Refused { id, reason, .. })] if *to == from && id == "A" && reason.contains("taken"))
+                }
+                _ => match &sent[..] {
+                    [(to, PunchMsg::Refused { id, .. })] => *to == from && id == "A",
+                    // A takeover needs a proven address; other refusals go in full to the
+                    // holder's own, proven endpoint.
+                    [(to, verify @ PunchMsg::Verify { .. })] => {
+                        let takeover = matches!(spoof, PunchMsg::Register { .. });
+                        *to == from && (takeover || from != holder) && verify.to_bytes().len() <= spoof.to_bytes().len()
+                    }
+                    _ => false,
+                },
             };
             assert!(answered, "{spoof:?} from {from} was answered with {sent:?}");
         }
     }
-    // Still A's: its token refreshes it, moves it and frees it; then anyone may take it.
-    let (sent, endpoint, _) = feed(same_host, PunchMsg::Register { token: a_token, id: "A".into(), private: vec![] });
+    // Still A's: its token refreshes it from where it is, and moves it once the new
+    // address proves itself; then it leaves and anyone may take it.
+    let (sent, ..) = feed(&mut r, holder, &register(a_token, [0; 16], "A"));
+    assert_eq!(sent, [(holder, registered("A", holder))], "a refresh from the proven endpoint needs no cookie");
+    let (sent, endpoint, _) =
+        feed(&mut r, same_host, &PunchMsg::Connect { token: a_token, id: "A".into(), dest: "B".into() });
+    assert!(matches!(sent[..], [(to, PunchMsg::Verify { .. })] if to == same_host), "{sent:?}");
+    assert_eq!(endpoint, Some(holder), "the right token from an unproven address moves nothing");
+    let cookie = cookie_for(&mut r, same_host, a_token, "A");
+    let (sent, endpoint, _) = feed(&mut r, same_host, &register(a_token, cookie, "A"));
     assert_eq!((sent, endpoint), (vec![(same_host, registered("A", same_host))], Some(same_host)));
     // Leaving ends A's session with B, which is told (the spoofs above did not end it).
-    let (sent, endpoint, count) = feed(same_host, PunchMsg::Unregister { token: a_token, id: "A".into() });
+    let (sent, endpoint, count) = feed(&mut r, same_host, &PunchMsg::Unregister { token: a_token, id: "A".into() });
     let left = PunchMsg::PeerLeft { peer: "A".into(), session, why: LeaveReason::Quit };
     assert_eq!((sent, endpoint, count), (vec![(other_b, left)], None, 1));
-    let (sent, endpoint, _) = feed(attacker, PunchMsg::Register { token: wrong, id: "A".into(), private: vec![] });
+    let cookie = cookie_for(&mut r, attacker, wrong, "A");
+    let (sent, endpoint, _) = feed(&mut r, attacker, &register(wrong, cookie, "A"));
     assert_eq!((sent, endpoint), (vec![(attacker, registered("A", attacker))], Some(attacker)));
+}
+
+/// The reflection attack of issue 13: an attacker forges the victim's address as the source
+/// of a `Register`, hoping to have introductions and relayed datagrams sent there. The
+/// victim is sent one `Verify`, smaller than the forged datagram; the cookie the attacker
+/// can get for its own address does not pass from the victim's; so the victim's address
+/// is never registered and a `Connect` for the id finds nobody.
+#[test]
+fn a_forged_source_is_never_registered_nor_sent_more_than_it_sent() {
+    let socket = SocketId(3);
+    let mut r = Rendezvous::new(Env::new(4), Instant::ZERO, RendezvousConfig { socket, ..RendezvousConfig::default() });
+    let now = Instant::from_secs(1);
+    let victim: SocketAddr = "192.0.2.10:53".parse().unwrap();
+    let mut feed = |from: SocketAddr, msg: &PunchMsg| {
+        let bytes = msg.to_bytes();
+        r.handle_input(now, Input::Datagram { socket, from, bytes: &bytes });
+        let mut sent = Vec::new();
+        while let Some(output) = r.poll_output() {
+            if let Output::Transmit { to, bytes: out, .. } = output {
+                // The victim never proves its address: nothing it is sent may be longer.
+                assert!(out.len() <= bytes.len() || to != victim, "{} bytes to {to} for {}", out.len(), bytes.len());
+                sent.push((to, PunchMsg::from_datagram(out).expect("valid")));
+            }
+        }
+        (sent, r.endpoint_of("X"))
+    };
+    let attacker: SocketAddr = "203.0.113.66:4000".parse().unwrap();
+    let register = |cookie| PunchMsg::Register { token: [1; 16], cookie, id: "X".into(), private: vec![] };
+    let (sent, endpoint) = feed(victim, &register([0; 16]));
+    assert!(matches!(sent[..], [(to, PunchMsg::Verify { .. })] if to == victim), "{sent:?}");
+    assert_eq!(endpoint, None);
+    // The attacker's own cookie, tried from the victim's address.
+    let (sent, _) = feed(attacker, &register([0; 16]));
+    let [(_, PunchMsg::Verify { cookie })] = sent[..] else { panic!("{sent:?}") };
+    let (sent, endpoint) = feed(victim, &register(cookie));
+    assert!(matches!(sent[..], [(to, PunchMsg::Verify { .. })] if to == victim), "{sent:?}");
+    assert_eq!(endpoint, None, "the victim's address was registered on another address's cookie");
+    // With it from its own address it registers Y, and asks for X: nobody is there.
+    let y = |cookie| PunchMsg::Register { token: [2; 16], cookie, id: "Y".into(), private: vec![] };
+    let (sent, _) = feed(attacker, &y(cookie));
+    assert!(matches!(&sent[..], [(_, PunchMsg::Registered { .. })]), "{sent:?}");
+    let (sent, _) = feed(attacker, &PunchMsg::Connect { token: [2; 16], id: "Y".into(), dest: "X".into() });
+    assert!(matches!(&sent[..], [(to, PunchMsg::ConnectFailed { .. })] if *to == attacker), "{sent:?}");
 }
 
 /// Random scripts of requests, stray messages, garbage and time never panic the rendezvous,

@@ -114,7 +114,7 @@ enum Field {
     Addr,
     /// Count u8 (at most 8 private endpoints), then that many addrs.
     Addrs,
-    /// 16 raw bytes.
+    /// 16 raw bytes: a token, or a cookie.
     Token,
     /// u64 (a session, a nonce, an epoch, a sequence number).
     U64,
@@ -135,20 +135,21 @@ enum Field {
 fn layout(kind: u8, subtype: u8) -> Option<&'static [Field]> {
     use Field::*;
     Some(match (kind, subtype) {
-        (24, 0) => &[Token, Name, Addrs],       // Register
-        (24, 1) => &[Name, Addr],               // Registered
-        (24, 2) => &[Name, Code, Reason],       // Refused
-        (24, 3) => &[Token, Name, Name],        // Connect
-        (24, 4) => &[Name, U64, Addr, Addrs],   // PeerInfo
-        (24, 5) => &[Name, Reason],             // ConnectFailed
-        (24, 6) => &[Token, Name],              // Unregister
-        (24, 7) => &[Name, U64, Why],           // PeerLeft
-        (24, 8) => &[Token, Name, Name, U64],   // Decline
-        (25, 0) => &[Token, Name, Name, Inner], // RelayTo
-        (25, 1) => &[Name, Inner],              // RelayedFrom
-        (26, 0) | (26, 1) => &[U64, U64],       // Probe, ProbeAck
-        (26, 2) => &[U64, U64, U64, Body],      // Data
-        (26, 3) => &[U64, U64, U64],            // Ack
+        (24, 0) => &[Token, Token, Name, Addrs], // Register: token, cookie, …
+        (24, 1) => &[Name, Addr],                // Registered
+        (24, 2) => &[Name, Code, Reason],        // Refused
+        (24, 3) => &[Token, Name, Name],         // Connect
+        (24, 4) => &[Name, U64, Addr, Addrs],    // PeerInfo
+        (24, 5) => &[Name, Reason],              // ConnectFailed
+        (24, 6) => &[Token, Name],               // Unregister
+        (24, 7) => &[Name, U64, Why],            // PeerLeft
+        (24, 8) => &[Token, Name, Name, U64],    // Decline
+        (24, 9) => &[Token],                     // Verify: the cookie
+        (25, 0) => &[Token, Name, Name, Inner],  // RelayTo
+        (25, 1) => &[Name, Inner],               // RelayedFrom
+        (26, 0) | (26, 1) => &[U64, U64],        // Probe, ProbeAck
+        (26, 2) => &[U64, U64, U64, Body],       // Data
+        (26, 3) => &[U64, U64, U64],             // Ack
         _ => return None,
     })
 }

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use switchyard_core::punch::{Peer, PeerConfig, PeerError, PeerEvent};
-use switchyard_core::wire::punch::{PunchMsg, Token, PEER};
+use switchyard_core::wire::punch::{Cookie, PunchMsg, Token, PEER};
 use switchyard_core::{Env, Instant, Machine, Output, SocketId};
 
 /// The socket the driver binds for the peer.
@@ -58,6 +58,8 @@ struct Fed {
 struct Book {
     /// The peer's registration token, from its first request.
     token: Option<Token>,
+    /// The cookie of the last `Verify` from the rendezvous (zeros before one).
+    cookie: Cookie,
     /// Sessions named by a `PeerInfo` from the rendezvous.
     sessions: BTreeSet<u64>,
     /// Endpoints a `PeerInfo` from the rendezvous named, and sources of probes.
@@ -87,8 +89,9 @@ impl Book {
             }
             assert_eq!(*to, rendezvous(), "sent {msg:?} to {to}, which is not the rendezvous");
             let token = match &msg {
-                PunchMsg::Register { token, id, private } => {
+                PunchMsg::Register { token, cookie, id, private } => {
                     assert_eq!((id.as_str(), private.as_slice()), (ME, &[private_endpoint()][..]), "{msg:?}");
+                    assert_eq!(*cookie, self.cookie, "registered without the cookie the rendezvous sent last");
                     token
                 }
                 PunchMsg::Connect { token, id, dest } => {
@@ -168,6 +171,7 @@ impl Book {
                 self.candidates.extend(private);
                 fed.offered.push((peer.clone(), *session));
             }
+            PunchMsg::Verify { cookie } if from == rendezvous() => self.cookie = *cookie,
             PunchMsg::RelayedFrom { from: peer, inner } if from == rendezvous() => {
                 let relayed = PunchMsg::from_datagram(inner.clone());
                 if let Ok(PunchMsg::Data { .. }) = relayed {

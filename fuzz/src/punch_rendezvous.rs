@@ -17,7 +17,10 @@
 //! sender's token, to the recipient's endpoint, between the two ids of a live session, a
 //! `PeerLeft` only to the partner of an id that left its live session (by an `Unregister`,
 //! a `Connect` for another id or a `Decline`, each with its token, or by expiry), and to
-//! every such partner.
+//! every such partner. No reflection: a registration takes hold, or moves, only on a
+//! `Register` carrying a cookie the rendezvous sent that very address in a `Verify` (or a
+//! refresh from the endpoint the id holds), and nothing sent back to a source that has not
+//! proved its address is longer than the datagram it answers.
 //!
 //! The pools are shared with the `punch_peer` harness.
 
@@ -29,7 +32,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 use switchyard_core::punch::{Rendezvous, RendezvousConfig, RendezvousEvent};
 use switchyard_core::wire::punch::{
-    busy_reason, LeaveReason, PunchMsg, RefusalCode, Token, MAX_INNER, MAX_PRIVATE, TOKEN_LEN,
+    busy_reason, Cookie, LeaveReason, PunchMsg, RefusalCode, Token, COOKIE_LEN, MAX_INNER, MAX_PRIVATE, TOKEN_LEN,
 };
 use switchyard_core::{Env, Instant, Output, SocketId};
 
@@ -45,6 +48,14 @@ pub fn id(s: &mut Script<'_>) -> String {
 /// One of four tokens, so the right one is often guessed and often not.
 pub fn token(s: &mut Script<'_>) -> Token {
     [s.u8() % 4; TOKEN_LEN]
+}
+
+/// No cookie, or a guessed one (the rendezvous harness also sends the cookies it was given).
+pub fn cookie(s: &mut Script<'_>) -> Cookie {
+    match s.below(3) {
+        0 => [0; COOKIE_LEN],
+        _ => [s.u8(); COOKIE_LEN],
+    }
 }
 
 /// One of thirteen endpoints: six IPv4 hosts with two ports each (a NAT that moved a
@@ -104,7 +115,7 @@ pub fn peer_message(s: &mut Script<'_>) -> PunchMsg {
 pub fn request(s: &mut Script<'_>) -> PunchMsg {
     let token = token(s);
     match s.below(8) {
-        0..=2 => PunchMsg::Register { token, id: id(s), private: endpoints(s) },
+        0..=2 => PunchMsg::Register { token, cookie: cookie(s), id: id(s), private: endpoints(s) },
         3 | 4 => PunchMsg::Connect { token, id: id(s), dest: id(s) },
         5 => PunchMsg::RelayTo { token, from: id(s), to: id(s), inner: inner(s) },
         6 => PunchMsg::Decline { token, id: id(s), peer: id(s), session: u64_field(s) },
@@ -126,7 +137,8 @@ fn refusal_code(s: &mut Script<'_>) -> RefusalCode {
 /// A message the rendezvous sends (`Registered`, `Refused`, `PeerInfo`, `ConnectFailed`,
 /// `PeerLeft`, `RelayedFrom`).
 pub fn answer(s: &mut Script<'_>) -> PunchMsg {
-    match s.below(6) {
+    match s.below(7) {
+        6 => PunchMsg::Verify { cookie: cookie(s) },
         0 => PunchMsg::Registered { id: id(s), public: endpoint(s.u8()) },
         1 => PunchMsg::Refused { id: id(s), code: refusal_code(s), reason: "no".to_owned() },
         2 => PunchMsg::PeerInfo { peer: id(s), session: u64_field(s), public: endpoint(s.u8()), private: endpoints(s) },
@@ -185,6 +197,8 @@ struct Book {
     /// The holders that expired in the current step: a `PeerLeft` may still go to one (two
     /// partners that expire together).
     expired: BTreeMap<String, Holder>,
+    /// Every cookie the rendezvous sent each address in a `Verify`.
+    cookies: BTreeMap<SocketAddr, BTreeSet<Cookie>>,
 }
 
 impl Book {
@@ -193,6 +207,16 @@ impl Book {
         let (partner, session) = self.partners.get(id)?.clone();
         let back = self.partners.get(&partner)?;
         (back.0 == id && back.1 == session).then_some((partner, session))
+    }
+
+    /// True when `addr` proved it receives there: it holds an id, or `msg` (from it) carries
+    /// a cookie the rendezvous sent it.
+    fn proven(&self, addr: SocketAddr, msg: &PunchMsg) -> bool {
+        let cookie_sent = match msg {
+            PunchMsg::Register { cookie, .. } => self.cookies.get(&addr).is_some_and(|c| c.contains(cookie)),
+            _ => false,
+        };
+        cookie_sent || self.holders.values().any(|h| h.public == addr)
     }
 
     /// True when `token` is the token `id` is registered with.
@@ -221,10 +245,20 @@ impl Book {
             }
         }
         let (mut registered, mut moved) = (BTreeSet::new(), BTreeSet::new());
+        // Whether the source proved its address, as of before this step's answers.
+        let proven = fed.is_some_and(|(from, msg)| self.proven(from, msg));
         for output in outputs {
             let Output::Transmit { socket, to, bytes } = output else { continue };
             assert_eq!(*socket, SOCKET, "sent from the wrong socket");
             let reply = check_punch_datagram(bytes).unwrap_or_else(|e| panic!("sent an invalid datagram: {e}"));
+            if let Some((from, msg)) = fed.filter(|&(from, _)| from == *to && !proven) {
+                let asked = msg.to_bytes().len();
+                assert!(
+                    bytes.len() <= asked,
+                    "sent {from}, which has not proved its address, {} bytes for {asked}: {reply:?}",
+                    bytes.len()
+                );
+            }
             if let PunchMsg::PeerLeft { peer, session, why } = reply {
                 self.peer_left(fed.map(|(_, msg)| msg), *to, peer, session, why);
                 continue;
@@ -326,10 +360,27 @@ impl Book {
         moved: &mut BTreeSet<String>,
     ) {
         match reply {
+            PunchMsg::Verify { cookie } => {
+                assert_eq!(to, from, "Verify must go to the request's source");
+                let request = matches!(
+                    msg,
+                    PunchMsg::Register { .. }
+                        | PunchMsg::Connect { .. }
+                        | PunchMsg::RelayTo { .. }
+                        | PunchMsg::Unregister { .. }
+                );
+                assert!(request, "Verify answers {msg:?}");
+                self.cookies.entry(from).or_default().insert(cookie);
+            }
             PunchMsg::Registered { id, public } => {
-                let PunchMsg::Register { token, id: asked, .. } = msg else { panic!("Registered answers {msg:?}") };
+                let PunchMsg::Register { token, cookie, id: asked, .. } = msg else {
+                    panic!("Registered answers {msg:?}")
+                };
                 assert_eq!(&id, asked, "Registered names another id than the Register");
                 assert_eq!((to, public), (from, from), "Registered must go to, and name, the observed source");
+                let refresh = self.holders.get(&id).is_some_and(|h| &h.token == token && h.public == from);
+                let cookie_sent = self.cookies.get(&from).is_some_and(|c| c.contains(cookie));
+                assert!(refresh || cookie_sent, "{id} registered at {from}, which never proved it receives there");
                 let expires = now + config.registration_ttl;
                 match self.holders.get_mut(&id) {
                     Some(holder) => {
@@ -480,7 +531,16 @@ pub fn fuzz_punch_rendezvous(data: &[u8]) {
         };
         let now = d.now();
         match fed {
-            Some((from, bytes)) => {
+            Some((from, mut bytes)) => {
+                // Often the cookie the rendezvous gave this address, as a real peer sends it.
+                if let Ok(PunchMsg::Register { token, id, private, .. }) =
+                    PunchMsg::from_datagram(Bytes::from(bytes.clone()))
+                {
+                    let given = book.cookies.get(&from).and_then(|c| c.iter().nth(usize::from(s.u8()) % (c.len() + 1)));
+                    if let Some(&cookie) = given {
+                        bytes = PunchMsg::Register { token, cookie, id, private }.to_bytes().to_vec();
+                    }
+                }
                 let msg = PunchMsg::from_datagram(Bytes::from(bytes.clone())).ok();
                 let outputs = d.datagram(SOCKET, from, &bytes);
                 let now = d.now();

@@ -13,6 +13,7 @@
 //! only datagrams, on one UDP socket each.
 
 pub mod channel;
+pub mod cookie;
 pub mod limit;
 pub mod peer;
 pub mod rendezvous;

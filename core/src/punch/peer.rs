@@ -56,8 +56,8 @@ use crate::machine::{Input, Machine, Output, OutputQueue};
 use crate::rng::Rng;
 use crate::time::{Clock, Instant};
 use crate::wire::punch::{
-    busy_reason, is_valid_body, is_valid_name, LeaveReason, PunchMsg, RefusalCode, Token, MAX_BODY, MAX_PRIVATE, PEER,
-    TOKEN_LEN,
+    busy_reason, is_valid_body, is_valid_name, Cookie, LeaveReason, PunchMsg, RefusalCode, Token, COOKIE_LEN, MAX_BODY,
+    MAX_PRIVATE, PEER, TOKEN_LEN,
 };
 use crate::Env;
 use bytes::Bytes;
@@ -312,6 +312,8 @@ pub struct Peer {
     config: PeerConfig,
     rng: Rng,
     token: Token,
+    /// The cookie of the rendezvous's last `Verify`, sent in every `Register`.
+    cookie: Cookie,
     clock: Clock,
     out: OutputQueue<PeerEvent>,
     public: Option<SocketAddr>,
@@ -343,6 +345,7 @@ impl Peer {
             config,
             rng: env.rng,
             token,
+            cookie: [0; COOKIE_LEN],
             clock: Clock::new(now),
             out: OutputQueue::default(),
             public: None,
@@ -554,8 +557,12 @@ impl Peer {
         if now < self.next_register {
             return;
         }
-        let msg =
-            PunchMsg::Register { token: self.token, id: self.config.id.clone(), private: self.config.private.clone() };
+        let msg = PunchMsg::Register {
+            token: self.token,
+            cookie: self.cookie,
+            id: self.config.id.clone(),
+            private: self.config.private.clone(),
+        };
         self.transmit(self.config.rendezvous, msg);
         if let Some(sent) = self.unanswered_registers.as_mut() {
             *sent = sent.saturating_add(1);
@@ -666,6 +673,16 @@ impl Peer {
                 }
             }
             PunchMsg::Refused { code, reason, .. } => self.on_refused(now, code, reason),
+            PunchMsg::Verify { cookie } => {
+                // The rendezvous wants proof that we receive here (we are new, our NAT
+                // mapping moved, or it forgot us): register again at once with the cookie.
+                // A pending connect waits for the registration; a relay it forgot says
+                // "not introduced", which asks for the introduction again.
+                self.cookie = cookie;
+                self.public = None;
+                self.next_register = now;
+                self.register_backoff = FIRST_REGISTER_BACKOFF;
+            }
             PunchMsg::ConnectFailed { dest, reason } => {
                 if self.pending.as_ref().is_some_and(|p| p.dest == dest) {
                     self.pending = None;

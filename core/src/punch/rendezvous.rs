@@ -7,8 +7,20 @@
 //! taken"), and `Connect`, `RelayTo`, `Unregister` and `Decline` must carry the id's
 //! token, so nobody who does not know it can take over, re-point, speak for the id or end
 //! its session. (An on-path observer who sees the token can; the protocol has no
-//! encryption.) A `Decline` with a wrong token goes unanswered: a refusal would be longer
-//! than it, making the rendezvous a reflector towards a spoofed source.
+//! encryption.)
+//!
+//! **No reflection, no amplification.** UDP sources can be forged, so the rendezvous never
+//! sends a source that has not proved its address more bytes than that source sent it. A
+//! source proves its address by echoing a cookie ([`super::cookie`]): a `Register` from an
+//! address that is not already the id's registered endpoint (a new registration, or a NAT
+//! mapping that moved) is answered only with `Verify { cookie }`, smaller than any request,
+//! and takes effect when it comes again carrying that cookie. So every registered endpoint
+//! has proved it receives there, and the introductions, relayed datagrams and `PeerLeft`s
+//! sent to registered endpoints go only to addresses that asked for them. A `Connect` or
+//! `RelayTo` with the right token from another address than the id's endpoint gets a
+//! `Verify` too (re-register from there first); a refusal longer than the request it
+//! answers, to an address that is not the id's endpoint, becomes a `Verify`; a `Decline`
+//! with a wrong token goes unanswered.
 //!
 //! **Limits**, each with its policy when reached:
 //! - registrations: at most [`RendezvousConfig::max_registrations`]; a new id past the cap
@@ -40,12 +52,13 @@
 //! if it is lost, that peer's relayed datagrams are refused from then on and its next
 //! `Connect` learns that its partner is busy or gone).
 
+use super::cookie::Cookies;
 use super::limit::TokenBucket;
 use crate::id::SocketId;
 use crate::machine::{Input, Machine, Output, OutputQueue};
 use crate::rng::Rng;
 use crate::time::{Clock, Instant};
-use crate::wire::punch::{busy_reason, LeaveReason, PunchMsg, RefusalCode, Token, MAX_DATAGRAM, MAX_INNER};
+use crate::wire::punch::{busy_reason, Cookie, LeaveReason, PunchMsg, RefusalCode, Token, MAX_DATAGRAM, MAX_INNER};
 use crate::Env;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
@@ -105,7 +118,14 @@ pub enum RendezvousEvent {
         /// The new public endpoint.
         public: SocketAddr,
     },
-    /// A request was refused and the sender told why.
+    /// A source was asked to prove its address (`Verify`) before its request is served:
+    /// its first `Register`, or a request from an address that is not its id's endpoint.
+    Verifying {
+        /// The source.
+        from: SocketAddr,
+    },
+    /// A request was refused and the sender told why (or, to an address not proven, asked
+    /// to prove it instead when the refusal would be longer than the request).
     Refused {
         /// Who sent it.
         from: SocketAddr,
@@ -198,13 +218,16 @@ pub struct Rendezvous {
     /// (expiry, id) of every registration, earliest first.
     expiries: BTreeSet<(Instant, String)>,
     sources: BTreeMap<IpAddr, SourceLimit>,
+    cookies: Cookies,
 }
 
 impl Rendezvous {
     /// A rendezvous server with no registrations.
     pub fn new(env: Env, now: Instant, config: RendezvousConfig) -> Rendezvous {
+        let cookies = Cookies::new(env.secret(b"rendezvous cookie"));
         Rendezvous {
             config,
+            cookies,
             rng: env.rng,
             clock: Clock::new(now),
             out: OutputQueue::default(),
@@ -238,10 +261,25 @@ impl Rendezvous {
         self.send(to, PunchMsg::Refused { id: id.to_owned(), code, reason });
     }
 
-    /// Refuses a request that needs `id`'s registration and token, which it lacks;
-    /// `consequence` says what the sender cannot do without them.
-    fn refuse_unregistered(&mut self, to: SocketAddr, id: &str, consequence: &str) {
+    /// Asks `to` to prove its address: a `Verify` with its cookie.
+    fn verify(&mut self, now: Instant, to: SocketAddr) {
+        self.out.event(RendezvousEvent::Verifying { from: to });
+        let cookie = self.cookies.issue(now, to);
+        self.send(to, PunchMsg::Verify { cookie });
+    }
+
+    /// Refuses a request of `request_len` bytes that needs `id`'s registration and token,
+    /// which it lacks; `consequence` says what the sender cannot do without them. Unless
+    /// the sender is `id`'s proven endpoint, a refusal longer than the request would
+    /// amplify towards a forged source: it is asked to prove its address instead.
+    fn refuse_unregistered(&mut self, now: Instant, to: SocketAddr, id: &str, consequence: &str, request_len: usize) {
         let reason = format!("not registered as {id} ({consequence})");
+        let refusal = PunchMsg::Refused { id: id.to_owned(), code: RefusalCode::NotRegistered, reason: reason.clone() };
+        let proven = self.registrations.get(id).is_some_and(|r| r.public == to);
+        if !proven && refusal.to_bytes().len() > request_len {
+            self.out.event(RendezvousEvent::Refused { from: to, id: id.to_owned(), reason });
+            return self.verify(now, to);
+        }
         self.refuse(to, id, RefusalCode::NotRegistered, reason);
     }
 
@@ -274,7 +312,20 @@ impl Rendezvous {
         self.registrations.get_mut(id).filter(|r| &r.token == token)
     }
 
-    fn on_register(&mut self, now: Instant, from: SocketAddr, token: Token, id: String, private: Vec<SocketAddr>) {
+    fn on_register(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        (token, cookie): (Token, Cookie),
+        id: String,
+        private: Vec<SocketAddr>,
+    ) {
+        // A refresh from the endpoint the id proved already needs no cookie; anything else
+        // (a new id, a moved mapping, another token) is served only to a proven address.
+        let refresh = self.registrations.get(&id).is_some_and(|r| r.token == token && r.public == from);
+        if !refresh && !self.cookies.check(now, from, &cookie) {
+            return self.verify(now, from);
+        }
         let expires = now + self.config.registration_ttl;
         let full = self.registrations.len() >= self.config.max_registrations;
         match self.registrations.get_mut(&id) {
@@ -306,9 +357,13 @@ impl Rendezvous {
         self.send(from, PunchMsg::Registered { id, public: from });
     }
 
-    fn on_connect(&mut self, from: SocketAddr, token: Token, id: String, dest: String) {
-        if self.authorised(&id, &token).is_none() {
-            return self.refuse_unregistered(from, &id, "register first");
+    fn on_connect(&mut self, now: Instant, from: SocketAddr, token: Token, id: String, dest: String, len: usize) {
+        let Some(asker) = self.authorised(&id, &token) else {
+            return self.refuse_unregistered(now, from, &id, "register first", len);
+        };
+        if asker.public != from {
+            // The token is right, the address is not the one proven: re-register from here.
+            return self.verify(now, from);
         }
         if dest == id {
             return self.refuse(from, &id, RefusalCode::OwnId, "cannot connect to yourself".to_owned());
@@ -373,9 +428,21 @@ impl Rendezvous {
         }
     }
 
-    fn on_relay(&mut self, now: Instant, from: SocketAddr, token: Token, id: String, to: String, inner: Bytes) {
-        if self.authorised(&id, &token).is_none() {
-            return self.refuse_unregistered(from, &id, "cannot relay");
+    /// `(from, len)`: the request's source and length.
+    fn on_relay(
+        &mut self,
+        now: Instant,
+        (from, len): (SocketAddr, usize),
+        token: Token,
+        id: String,
+        to: String,
+        inner: Bytes,
+    ) {
+        let Some(sender) = self.authorised(&id, &token) else {
+            return self.refuse_unregistered(now, from, &id, "cannot relay", len);
+        };
+        if sender.public != from {
+            return self.verify(now, from);
         }
         // Only within a live session: a later holder of `to`'s id (after it left or
         // expired), or a `to` that moved on to another peer, would drop it anyway.
@@ -397,9 +464,10 @@ impl Rendezvous {
         self.send(target_public, PunchMsg::RelayedFrom { from: id, inner });
     }
 
-    fn on_unregister(&mut self, from: SocketAddr, token: Token, id: String) {
+    fn on_unregister(&mut self, now: Instant, from: SocketAddr, token: Token, id: String, len: usize) {
+        // With the token it takes effect from anywhere: nothing is sent to the sender.
         let Some(r) = self.authorised(&id, &token) else {
-            return self.refuse_unregistered(from, &id, "cannot unregister");
+            return self.refuse_unregistered(now, from, &id, "cannot unregister", len);
         };
         let expires = r.expires;
         self.expiries.remove(&(expires, id.clone()));
@@ -426,13 +494,15 @@ impl Rendezvous {
             Err(e) => return self.out.event(RendezvousEvent::BadDatagram { from, error: e.to_string() }),
         };
         match msg {
-            PunchMsg::Register { token, id, private } => self.on_register(now, from, token, id, private),
-            PunchMsg::Connect { token, id, dest } => self.on_connect(from, token, id, dest),
+            PunchMsg::Register { token, cookie, id, private } => {
+                self.on_register(now, from, (token, cookie), id, private)
+            }
+            PunchMsg::Connect { token, id, dest } => self.on_connect(now, from, token, id, dest, bytes.len()),
             PunchMsg::RelayTo { token, from: id, to, inner } => {
                 debug_assert!(inner.len() <= MAX_INNER);
-                self.on_relay(now, from, token, id, to, inner)
+                self.on_relay(now, (from, bytes.len()), token, id, to, inner)
             }
-            PunchMsg::Unregister { token, id } => self.on_unregister(from, token, id),
+            PunchMsg::Unregister { token, id } => self.on_unregister(now, from, token, id, bytes.len()),
             PunchMsg::Decline { token, id, peer, session } => self.on_decline(token, id, peer, session),
             other => {
                 let error = format!("{:?} is not a request to the rendezvous", other.kind());

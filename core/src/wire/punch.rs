@@ -4,7 +4,7 @@
 //!
 //! | type | subtype | message         | payload                                              | direction          |
 //! |------|---------|-----------------|------------------------------------------------------|--------------------|
-//! | 24   | 0       | `Register`      | token\[16], id, private addrs                        | peer → rendezvous  |
+//! | 24   | 0       | `Register`      | token\[16], cookie\[16], id, private addrs           | peer → rendezvous  |
 //! | 24   | 1       | `Registered`    | id, public addr                                      | rendezvous → peer  |
 //! | 24   | 2       | `Refused`       | id, code u8, reason                                  | rendezvous → peer  |
 //! | 24   | 3       | `Connect`       | token\[16], id, dest id                              | peer → rendezvous  |
@@ -13,6 +13,7 @@
 //! | 24   | 6       | `Unregister`    | token\[16], id                                       | peer → rendezvous  |
 //! | 24   | 7       | `PeerLeft`      | peer id, session u64, why u8                         | rendezvous → peer  |
 //! | 24   | 8       | `Decline`       | token\[16], id, peer id, session u64                 | peer → rendezvous  |
+//! | 24   | 9       | `Verify`        | cookie\[16]                                          | rendezvous → peer  |
 //! | 25   | 0       | `RelayTo`       | token\[16], from id, to id, inner datagram           | peer → rendezvous  |
 //! | 25   | 1       | `RelayedFrom`   | from id, inner datagram                              | rendezvous → peer  |
 //! | 26   | 0       | `Probe`         | session u64, nonce u64                               | peer → peer        |
@@ -42,13 +43,23 @@ pub const MAX_REASON: usize = 200;
 pub const MAX_INNER: usize = 1100;
 /// Length of a registration token.
 pub const TOKEN_LEN: usize = 16;
+/// Length of an address cookie.
+pub const COOKIE_LEN: usize = 16;
 /// Largest valid punch datagram (a `RelayTo` with the largest inner datagram); receivers
 /// may refuse anything longer before decoding it.
 pub const MAX_DATAGRAM: usize = 6 + TOKEN_LEN + 2 * (1 + crate::wire::fields::MAX_NAME) + MAX_INNER;
+/// The smallest request a peer can send the rendezvous (an `Unregister` with a one-byte
+/// id): a [`PunchMsg::Verify`] is smaller, so answering any request with one reflects
+/// fewer bytes than came in.
+pub const MIN_REQUEST: usize = 6 + TOKEN_LEN + 2;
 
 /// The random secret a peer binds its registration to: whoever does not know it cannot
 /// take over, re-point or speak for that peer's id at the rendezvous.
 pub type Token = [u8; TOKEN_LEN];
+
+/// What the rendezvous sends a source to prove that it receives at its address: the
+/// rendezvous accepts a `Register` from that address only with it. All zeros: none yet.
+pub type Cookie = [u8; COOKIE_LEN];
 
 /// Frame type of messages between a peer and the rendezvous server.
 pub const RENDEZVOUS: FrameType = FrameType(24);
@@ -131,6 +142,9 @@ pub enum PunchMsg {
     Register {
         /// The registration secret.
         token: Token,
+        /// The cookie the rendezvous last sent this peer's address in a `Verify`; all zeros
+        /// before the first.
+        cookie: Cookie,
         /// The id to register.
         id: String,
         /// The peer's own (private) endpoints, at most [`MAX_PRIVATE`].
@@ -208,6 +222,13 @@ pub enum PunchMsg {
         peer: String,
         /// The declined introduction's session.
         session: u64,
+    },
+    /// The rendezvous asks the sender to prove it receives at the address it sent from:
+    /// send `Register` again with this cookie. The answer to a `Register` from an address
+    /// not proven yet, and to any request whose full answer would be larger than it.
+    Verify {
+        /// The cookie to put in the next `Register`.
+        cookie: Cookie,
     },
     /// A peer asks the rendezvous to pass `inner` to `to`.
     RelayTo {
@@ -341,6 +362,7 @@ impl PunchMsg {
             PunchMsg::Unregister { .. } => (RENDEZVOUS, 6),
             PunchMsg::PeerLeft { .. } => (RENDEZVOUS, 7),
             PunchMsg::Decline { .. } => (RENDEZVOUS, 8),
+            PunchMsg::Verify { .. } => (RENDEZVOUS, 9),
             PunchMsg::RelayTo { .. } => (RELAY, 0),
             PunchMsg::RelayedFrom { .. } => (RELAY, 1),
             PunchMsg::Probe { .. } => (PEER, 0),
@@ -369,8 +391,9 @@ impl PunchMsg {
     pub fn to_bytes(&self) -> Bytes {
         let mut p = BytesMut::new();
         match self {
-            PunchMsg::Register { token, id, private } => {
+            PunchMsg::Register { token, cookie, id, private } => {
                 p.put_slice(token);
+                p.put_slice(cookie);
                 put_name(&mut p, id);
                 put_addrs(&mut p, private, MAX_PRIVATE);
             }
@@ -413,6 +436,7 @@ impl PunchMsg {
                 put_name(&mut p, peer);
                 p.put_u64(*session);
             }
+            PunchMsg::Verify { cookie } => p.put_slice(cookie),
             PunchMsg::RelayTo { token, from, to, inner } => {
                 assert!(inner.len() <= MAX_INNER, "relayed datagram over {MAX_INNER} bytes");
                 p.put_slice(token);
@@ -466,6 +490,7 @@ impl PunchMsg {
             (RENDEZVOUS, 6) => "unregister",
             (RENDEZVOUS, 7) => "peer left",
             (RENDEZVOUS, 8) => "decline",
+            (RENDEZVOUS, 9) => "verify",
             (RELAY, 0) => "relay to",
             (RELAY, 1) => "relayed from",
             (PEER, 0) => "probe",
@@ -483,7 +508,12 @@ impl PunchMsg {
             Ok(inner)
         };
         let msg = match (kind, subtype) {
-            (RENDEZVOUS, 0) => PunchMsg::Register { token: f.array()?, id: f.name()?, private: f.addrs(MAX_PRIVATE)? },
+            (RENDEZVOUS, 0) => PunchMsg::Register {
+                token: f.array()?,
+                cookie: f.array()?,
+                id: f.name()?,
+                private: f.addrs(MAX_PRIVATE)?,
+            },
             (RENDEZVOUS, 1) => PunchMsg::Registered { id: f.name()?, public: f.addr()? },
             (RENDEZVOUS, 2) => {
                 let id = f.name()?;
@@ -513,6 +543,7 @@ impl PunchMsg {
             (RENDEZVOUS, 8) => {
                 PunchMsg::Decline { token: f.array()?, id: f.name()?, peer: f.name()?, session: f.u64()? }
             }
+            (RENDEZVOUS, 9) => PunchMsg::Verify { cookie: f.array()? },
             (RELAY, 0) => {
                 PunchMsg::RelayTo { token: f.array()?, from: f.name()?, to: f.name()?, inner: inner(&mut f)? }
             }
@@ -558,6 +589,7 @@ mod tests {
         vec![
             PunchMsg::Register {
                 token,
+                cookie: [3; COOKIE_LEN],
                 id: "A".into(),
                 private: vec![addr("192.168.1.2:4000"), addr("[fd00::1]:4000")],
             },
@@ -569,6 +601,7 @@ mod tests {
             PunchMsg::Unregister { token, id: "A".into() },
             PunchMsg::PeerLeft { peer: "A".into(), session: 77, why: LeaveReason::Busy },
             PunchMsg::Decline { token, id: "A".into(), peer: "C".into(), session: 78 },
+            PunchMsg::Verify { cookie: [5; COOKIE_LEN] },
             PunchMsg::RelayTo { token, from: "A".into(), to: "B".into(), inner: inner.clone() },
             PunchMsg::RelayedFrom { from: "A".into(), inner },
             PunchMsg::Probe { session: u64::MAX, nonce: 0 },
@@ -599,11 +632,23 @@ mod tests {
     #[test]
     fn a_register_is_laid_out_as_documented() {
         let token: Token = std::array::from_fn(|i| i as u8);
-        let msg = PunchMsg::Register { token, id: "A".into(), private: vec![addr("192.168.1.2:4000")] };
-        let mut expected = vec![0x18, 0, 0, 0x1a, 0, 0];
+        let cookie: Cookie = std::array::from_fn(|i| 0x80 | i as u8);
+        let msg = PunchMsg::Register { token, cookie, id: "A".into(), private: vec![addr("192.168.1.2:4000")] };
+        let mut expected = vec![0x18, 0, 0, 0x2a, 0, 0];
         expected.extend(token);
+        expected.extend(cookie);
         expected.extend([1, b'A', 1, 4, 192, 168, 1, 2, 0x0f, 0xa0]);
         assert_eq!(&msg.to_bytes()[..], expected);
+    }
+
+    /// Smaller than every request, so answering any request with one never amplifies.
+    #[test]
+    fn a_verify_is_smaller_than_the_smallest_request() {
+        let verify = PunchMsg::Verify { cookie: [0; COOKIE_LEN] }.to_bytes();
+        assert_eq!(verify.len(), 22);
+        let smallest = PunchMsg::Unregister { token: [0; TOKEN_LEN], id: "A".into() }.to_bytes();
+        assert_eq!(smallest.len(), MIN_REQUEST);
+        assert!(verify.len() < MIN_REQUEST);
     }
 
     #[test]
@@ -621,14 +666,15 @@ mod tests {
             w.extend(payload);
             PunchMsg::from_datagram(Bytes::from(w))
         };
-        assert_eq!(frame(24, 9, &[]), Err(PunchMsgError::UnknownKind { kind: RENDEZVOUS, subtype: 9 }.into()));
+        assert_eq!(frame(24, 10, &[]), Err(PunchMsgError::UnknownKind { kind: RENDEZVOUS, subtype: 10 }.into()));
+        assert_eq!(frame(24, 9, &[0; 15]), Err(PunchMsgError::BadLength { what: "verify", len: 15 }.into()));
         assert_eq!(frame(24, 7, &[1, b'A', 0, 0, 0, 0, 0, 0, 0, 1, 4]), Err(PunchMsgError::BadLeaveReason(4).into()));
         assert_eq!(frame(26, 0, &[0; 15]), Err(PunchMsgError::BadLength { what: "probe", len: 15 }.into()));
         assert_eq!(frame(26, 0, &[0; 17]), Err(PunchMsgError::BadLength { what: "probe", len: 17 }.into()));
         assert_eq!(frame(24, 1, &[1, b' ', 4, 1, 2, 3, 4, 0, 1]), Err(PunchMsgError::BadName.into()));
         assert_eq!(frame(24, 2, &[1, b'A', 5]), Err(PunchMsgError::BadCode(5).into()));
         assert_eq!(frame(24, 1, &[1, b'A', 5, 1, 2, 3, 4, 0, 1]), Err(PunchMsgError::BadAddress(5).into()));
-        let mut register = vec![0; TOKEN_LEN];
+        let mut register = vec![0; TOKEN_LEN + COOKIE_LEN];
         register.extend([1, b'A', 9]);
         assert_eq!(frame(24, 0, &register), Err(PunchMsgError::TooManyEndpoints(9).into()));
         let mut data = vec![0; 24];
