@@ -1,6 +1,6 @@
 //! `switchyard bench tunnel` end to end, at toy sizes: every section prints its figures,
-//! a reference tool (socat, the tunnel over TLS) is measured beside the tunnel in each, and bad `--against`
-//! values are refused by name. The figures themselves are not checked: speed is what the
+//! the reference tools (socat; rathole over tcp, tls and noise; the tunnel over TLS) are
+//! measured beside the tunnel in each, and bad `--against` values are refused by name. The figures themselves are not checked: speed is what the
 //! benchmark reports, not what a test asserts.
 
 mod support;
@@ -8,11 +8,16 @@ mod support;
 use std::process::Command;
 use support::{assert_refused, run, text};
 
-/// True when socat can be run. On CI (`CI` set) it must be: `.ci/run` installs it.
-fn socat_available() -> bool {
-    let found = Command::new("socat").arg("-V").output().is_ok_and(|o| o.status.success());
-    assert!(found || std::env::var_os("CI").is_none(), "socat is missing on CI: .ci/run should install it");
+/// True when `tool` can be run (`tool ARG` succeeds). On CI (`CI` set) it must be:
+/// `.ci/run` installs it.
+fn available(tool: &str, arg: &str) -> bool {
+    let found = Command::new(tool).arg(arg).output().is_ok_and(|o| o.status.success());
+    assert!(found || std::env::var_os("CI").is_none(), "{tool} is missing on CI: .ci/run should install it");
     found
+}
+
+fn socat_available() -> bool {
+    available("socat", "-V")
 }
 
 #[test]
@@ -88,4 +93,29 @@ fn tls_puts_the_tunnel_over_tls_beside_the_plaintext_one() {
         assert!(lines[i + 1].starts_with("tunnel-tls"), "{figure}: {:?}\n{stdout}", lines[i + 1]);
     }
     assert!(stdout.contains("tunnel-tls") && stdout.contains("(entry and exit of one path, idle)"), "{stdout}");
+    let handshake = lines.iter().position(|l| l.starts_with("TLS 1.3 handshake")).expect("the handshake figure");
+    assert!(lines[handshake + 1].starts_with("p50 ") && lines[handshake + 1].contains("p99"), "{stdout}");
+}
+
+/// rathole with each of its transports (tcp, tls, noise) beside the tunnel and the tunnel
+/// over TLS, in every section, and the TLS handshake figure.
+#[test]
+fn measures_rathole_over_each_transport_beside_the_tunnel_over_tls() {
+    if !available("rathole", "--version") {
+        eprintln!("skipped: rathole is not installed");
+        return;
+    }
+    let args = ["bench", "tunnel", "--bytes", "2M", "--streams", "1", "--messages", "100", "--runs", "1"];
+    let against = ["--idle-streams", "0", "--tls", "--against", "rathole,rathole-tls,rathole-noise"];
+    let out = run(&[&args[..], &against[..]].concat(), b"");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<&str> = stdout.lines().map(str::trim_start).collect();
+    for figure in ["1 stream    tunnel", "p50   tunnel", "p99   tunnel"] {
+        let i = lines.iter().position(|l| l.starts_with(figure)).unwrap_or_else(|| panic!("no {figure:?}:\n{stdout}"));
+        for (row, tool) in lines[i + 1..i + 5].iter().zip(["rathole ", "rathole-tls", "rathole-noise", "tunnel-tls"]) {
+            assert!(row.starts_with(tool), "{figure}: {row:?} should be {tool}\n{stdout}");
+        }
+    }
+    assert!(stdout.contains("TLS 1.3 handshake") && stdout.contains("200 handshakes"), "{stdout}");
 }

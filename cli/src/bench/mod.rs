@@ -3,6 +3,7 @@
 //! - [`tunnel`]: the command, its figures and the summary against the targets.
 //! - [`mesh`]: `bench mesh`, message rate and hop latency of the P2P mesh.
 //! - [`ends`]: the tunnel ends under test, as child processes or in-process.
+//! - [`handshake`]: the CPU cost of one TLS handshake in Switchyard's TLS layer.
 //! - [`targets`]: the sink, echo and hold servers the traffic ends at.
 //! - [`reference`]: socat, bore and rathole in the tunnel's shape, to measure it against here.
 //! - [`load`]: the clients: bulk transfers, round trips, idle streams.
@@ -12,6 +13,7 @@
 //! Benchmarks talk only to 127.0.0.1, bound every wait, and stop by themselves.
 
 mod ends;
+mod handshake;
 mod load;
 mod mesh;
 mod os;

@@ -32,6 +32,12 @@ pub enum Tool {
     Bore,
     /// rathole (server and client from one TOML file each), TCP transport.
     Rathole,
+    /// rathole with its `tls` transport (native-tls: OpenSSL), a fresh self-signed
+    /// certificate in a PKCS#12 archive made by the `openssl` command.
+    RatholeTls,
+    /// rathole with its `noise` transport (`Noise_NK_25519_ChaChaPoly_BLAKE2s`, its
+    /// default), a key pair from `rathole --genkey`.
+    RatholeNoise,
     /// Switchyard's own tunnel with its carrier over TLS 1.3 (a fresh self-signed
     /// certificate, pinned), to set beside the plaintext tunnel.
     TunnelTls,
@@ -45,9 +51,32 @@ impl Tool {
             Tool::Socat => "socat",
             Tool::Bore => "bore",
             Tool::Rathole => "rathole",
+            Tool::RatholeTls => "rathole-tls",
+            Tool::RatholeNoise => "rathole-noise",
             Tool::TunnelTls => "tunnel-tls",
         }
     }
+
+    /// The executable looked up on the PATH when no path is given: the rathole transports
+    /// are one program.
+    fn default_exe(self) -> &'static str {
+        match self {
+            Tool::RatholeTls | Tool::RatholeNoise => Tool::Rathole.name(),
+            other => other.name(),
+        }
+    }
+
+    /// Every tool, in the order `--help` lists them.
+    const ALL: [Tool; 6] =
+        [Tool::Socat, Tool::Bore, Tool::Rathole, Tool::RatholeTls, Tool::RatholeNoise, Tool::TunnelTls];
+}
+
+/// rathole's transport, and how to secure it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RatholeTransport {
+    Tcp,
+    Tls,
+    Noise,
 }
 
 /// A tool to run and the executable to run it from.
@@ -68,15 +97,16 @@ pub struct ToolList(pub Vec<ToolSpec>);
 pub fn parse_tools(s: &str) -> Result<ToolList, String> {
     let mut specs: Vec<ToolSpec> = Vec::new();
     for part in s.split(',').map(str::trim) {
-        let (name, exe) = match part.split_once('=') {
-            Some((name, path)) if !path.is_empty() => (name, PathBuf::from(path)),
+        let (name, path) = match part.split_once('=') {
+            Some((name, path)) if !path.is_empty() => (name, Some(PathBuf::from(path))),
             Some(_) => return Err(format!("{part:?}: no path after '='")),
-            None => (part, PathBuf::from(part)),
+            None => (part, None),
         };
-        let tool = [Tool::Socat, Tool::Bore, Tool::Rathole, Tool::TunnelTls]
-            .into_iter()
-            .find(|t| t.name() == name)
-            .ok_or_else(|| format!("{name:?} is not a tool to measure against (socat, bore, rathole, tunnel-tls)"))?;
+        let tool = Tool::ALL.into_iter().find(|t| t.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = Tool::ALL.iter().map(|t| t.name()).collect();
+            format!("{name:?} is not a tool to measure against ({})", names.join(", "))
+        })?;
+        let exe = path.unwrap_or_else(|| PathBuf::from(tool.default_exe()));
         if specs.iter().any(|s| s.tool == tool) {
             return Err(format!("{name} is named twice"));
         }
@@ -116,13 +146,15 @@ impl Reference {
         match spec.tool {
             Tool::Socat => reference.start_socat(spec, targets)?,
             Tool::Bore => reference.start_bore(spec, targets)?,
-            Tool::Rathole => reference.start_rathole(spec, targets)?,
+            Tool::Rathole => reference.start_rathole(spec, targets, RatholeTransport::Tcp)?,
+            Tool::RatholeTls => reference.start_rathole(spec, targets, RatholeTransport::Tls)?,
+            Tool::RatholeNoise => reference.start_rathole(spec, targets, RatholeTransport::Noise)?,
             Tool::TunnelTls => reference.start_tunnel_tls(spec, targets, ends_args)?,
         }
         for addr in [reference.sink, reference.echo] {
             reference.wait_listening(addr)?;
         }
-        if spec.tool == Tool::TunnelTls {
+        if matches!(spec.tool, Tool::TunnelTls | Tool::RatholeTls | Tool::RatholeNoise) {
             reference.wait_echoing()?;
         }
         Ok(reference)
@@ -193,20 +225,35 @@ impl Reference {
     }
 
     /// rathole: a server with a service per target and a client that serves both, over
-    /// the TCP transport with `TCP_NODELAY` (as the tunnel has).
-    fn start_rathole(&mut self, spec: &ToolSpec, targets: &Targets) -> Result<(), CliError> {
+    /// `transport` with `TCP_NODELAY` (as the tunnel has).
+    fn start_rathole(&mut self, spec: &ToolSpec, targets: &Targets, transport: RatholeTransport) -> Result<(), CliError> {
         let control = loopback(free_port()?);
         let (sink, echo) = (loopback(free_port()?), loopback(free_port()?));
         let token = format!("switchyard-bench-{}", std::process::id());
+        let (kind, server_security, client_security) = match transport {
+            RatholeTransport::Tcp => ("tcp", String::new(), String::new()),
+            RatholeTransport::Tls => {
+                let (pkcs12, password, cert) = self.rathole_identity()?;
+                let server = format!("[server.transport.tls]\npkcs12 = \"{pkcs12}\"\npkcs12_password = \"{password}\"\n");
+                let client = format!("[client.transport.tls]\ntrusted_root = \"{cert}\"\nhostname = \"localhost\"\n");
+                ("tls", server, client)
+            }
+            RatholeTransport::Noise => {
+                let (private, public) = rathole_keys(spec)?;
+                let server = format!("[server.transport.noise]\nlocal_private_key = \"{private}\"\n");
+                let client = format!("[client.transport.noise]\nremote_public_key = \"{public}\"\n");
+                ("noise", server, client)
+            }
+        };
         let server = format!(
             "[server]\nbind_addr = \"{control}\"\ndefault_token = \"{token}\"\n\
-             [server.transport]\ntype = \"tcp\"\n[server.transport.tcp]\nnodelay = true\n\
+             [server.transport]\ntype = \"{kind}\"\n[server.transport.tcp]\nnodelay = true\n{server_security}\
              [server.services.sink]\nbind_addr = \"{sink}\"\n\
              [server.services.echo]\nbind_addr = \"{echo}\"\n"
         );
         let client = format!(
             "[client]\nremote_addr = \"{control}\"\ndefault_token = \"{token}\"\n\
-             [client.transport]\ntype = \"tcp\"\n[client.transport.tcp]\nnodelay = true\n\
+             [client.transport]\ntype = \"{kind}\"\n[client.transport.tcp]\nnodelay = true\n{client_security}\
              [client.services.sink]\nlocal_addr = \"{}\"\n\
              [client.services.echo]\nlocal_addr = \"{}\"\n",
             targets.sink.addr, targets.echo
@@ -219,6 +266,35 @@ impl Reference {
         Ok(())
     }
 
+    /// A fresh certificate for `localhost` for rathole's TLS server, as the PKCS#12 archive
+    /// it reads (made by the `openssl` command) and its password, and the certificate's
+    /// PEM file for the client to trust; all removed on drop.
+    fn rathole_identity(&mut self) -> Result<(String, String, String), CliError> {
+        let made = crate::cert::make(&["localhost".to_owned()], 1)?;
+        let cert = self.private_file("rathole-cert.pem", made.cert_pem.as_bytes())?;
+        let key = self.private_file("rathole-key.pem", made.key_pem.as_bytes())?;
+        let pkcs12 = self.private_file("rathole-identity.p12", b"")?;
+        let password = format!("bench{}", std::process::id());
+        let made = Command::new("openssl")
+            .args(["pkcs12", "-export", "-in", &cert, "-inkey", &key, "-out", &pkcs12, "-passout"])
+            .arg(format!("pass:{password}"))
+            .output()
+            .map_err(|e| CliError::new(format!("rathole-tls needs the openssl command to make its PKCS#12 archive: {e}")))?;
+        if !made.status.success() {
+            let why = String::from_utf8_lossy(&made.stderr);
+            return Err(CliError::new(format!("openssl pkcs12 -export failed: {}", why.trim())));
+        }
+        Ok((pkcs12, password, cert))
+    }
+
+    /// Writes `contents` to a temporary file only its owner can read, removed on drop.
+    fn private_file(&mut self, name: &str, contents: &[u8]) -> Result<String, CliError> {
+        let path = std::env::temp_dir().join(format!("switchyard-bench-{}-{name}", std::process::id()));
+        write_private(&path, contents)?;
+        self.files.push(path.clone());
+        Ok(path.display().to_string())
+    }
+
     /// Switchyard's tunnel with its carrier over TLS: a remote end serving a fresh
     /// certificate and a local end pinning it, a forward per target, as the plaintext
     /// tunnel under test has. The executable is this one unless a path is given.
@@ -226,15 +302,9 @@ impl Reference {
         let exe = if spec.exe == Path::new(Tool::TunnelTls.name()) { own_executable()? } else { spec.exe.clone() };
         let spec = ToolSpec { tool: spec.tool, exe };
         let made = crate::cert::make(&["127.0.0.1".to_owned()], 1)?;
-        let file = |this: &mut Reference, name: &str, contents: &[u8]| -> Result<String, CliError> {
-            let path = std::env::temp_dir().join(format!("switchyard-bench-{}-tls-{name}", std::process::id()));
-            write_private(&path, contents)?;
-            this.files.push(path.clone());
-            Ok(path.display().to_string())
-        };
-        let cert = file(self, "cert.pem", made.cert_pem.as_bytes())?;
-        let key = file(self, "key.pem", made.key_pem.as_bytes())?;
-        let secret = file(self, "secret", format!("{:x}", std::process::id()).repeat(4).as_bytes())?;
+        let cert = self.private_file("tls-cert.pem", made.cert_pem.as_bytes())?;
+        let key = self.private_file("tls-key.pem", made.key_pem.as_bytes())?;
+        let secret = self.private_file("tls-secret", format!("{:x}", std::process::id()).repeat(4).as_bytes())?;
         let carrier = loopback(free_port()?);
         let mut remote: Vec<String> = ends_args.to_vec();
         remote.extend(["tunnel", "remote", "--listen", &carrier.to_string(), "--secret-file", &secret].map(String::from));
@@ -283,7 +353,9 @@ impl Reference {
 
     /// Writes `config` to a file removed on drop and starts `rathole --ROLE FILE`.
     fn spawn_with_config(&mut self, spec: &ToolSpec, role: &str, config: &str) -> Result<u32, CliError> {
-        let file = std::env::temp_dir().join(format!("switchyard-bench-{}-rathole-{role}.toml", std::process::id()));
+        // Named for the transport too: rathole reloads a config file that changes under it.
+        let name = spec.tool.name();
+        let file = std::env::temp_dir().join(format!("switchyard-bench-{}-{name}-{role}.toml", std::process::id()));
         std::fs::write(&file, config)
             .map_err(|e| CliError::new(format!("cannot write the rathole {role} config {}: {e}", file.display())))?;
         self.files.push(file.clone());
@@ -356,12 +428,32 @@ impl Drop for Reference {
     }
 }
 
+/// A Noise key pair from `rathole --genkey` (base64 private and public keys).
+fn rathole_keys(spec: &ToolSpec) -> Result<(String, String), CliError> {
+    let out = Command::new(&spec.exe)
+        .arg("--genkey")
+        .output()
+        .map_err(|e| CliError::new(format!("cannot run {} --genkey: {e}", spec.exe.display())))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let after = |label: &str| {
+        let mut lines = text.lines().map(str::trim).skip_while(|l| *l != label).skip(1);
+        lines.find(|l| !l.is_empty()).map(str::to_owned)
+    };
+    match (after("Private Key:"), after("Public Key:")) {
+        (Some(private), Some(public)) => Ok((private, public)),
+        _ => Err(CliError::new(format!("{} --genkey printed no key pair: {text:?}", spec.exe.display()))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn tools_are_named_with_optional_paths() {
+        let list = parse_tools("rathole-noise,rathole-tls=/opt/rh").unwrap();
+        let got: Vec<(Tool, &str)> = list.0.iter().map(|s| (s.tool, s.exe.to_str().unwrap())).collect();
+        assert_eq!(got, [(Tool::RatholeNoise, "rathole"), (Tool::RatholeTls, "/opt/rh")], "one rathole, three transports");
         let list = parse_tools("socat, bore=/opt/bore,rathole").unwrap();
         let got: Vec<(Tool, &str)> = list.0.iter().map(|s| (s.tool, s.exe.to_str().unwrap())).collect();
         assert_eq!(got, [(Tool::Socat, "socat"), (Tool::Bore, "/opt/bore"), (Tool::Rathole, "rathole")]);

@@ -18,19 +18,22 @@ use std::time::Duration;
 use switchyard_adapters::Runtime;
 use switchyard_core::Env;
 
+/// Handshakes timed for the TLS handshake figure (with `tunnel-tls` or `--tls`).
+const HANDSHAKES: usize = 200;
+
 /// Measure the tunnel against direct TCP on loopback: throughput, latency and memory.
 #[derive(FromArgs, Debug)]
 #[argh(
     subcommand,
     name = "tunnel",
-    example = "switchyard bench tunnel\nswitchyard bench tunnel --bytes 256M --streams 1,8 --runs 1 --idle-streams 0\nswitchyard --runtime smol bench tunnel\nswitchyard bench tunnel --against socat --idle-streams 0\nswitchyard bench tunnel --tls --streams 1,8 --idle-streams 0\nswitchyard bench tunnel --against socat,bore=/opt/bore/bin/bore,rathole --idle-streams 0\nswitchyard bench tunnel --pin-cpu 0 --against socat --idle-streams 0 --streams 1\nswitchyard --busy-poll 50 bench tunnel --against socat --idle-streams 0",
+    example = "switchyard bench tunnel\nswitchyard bench tunnel --bytes 256M --streams 1,8 --runs 1 --idle-streams 0\nswitchyard --runtime smol bench tunnel\nswitchyard bench tunnel --against socat --idle-streams 0\nswitchyard bench tunnel --tls --streams 1,8 --idle-streams 0\nswitchyard bench tunnel --tls --against rathole-tls,rathole-noise --streams 1 --idle-streams 0\nswitchyard bench tunnel --against socat,bore=/opt/bore/bin/bore,rathole --idle-streams 0\nswitchyard bench tunnel --pin-cpu 0 --against socat --idle-streams 0 --streams 1\nswitchyard --busy-poll 50 bench tunnel --against socat --idle-streams 0",
     note = "Topology: client -> local end -> carrier -> remote end -> target. The targets are a sink that discards and counts and an echo (threads of this process) and a hold that keeps idle connections (a child process, `switchyard bench hold`); the ends are child processes (`switchyard tunnel local` and `switchyard tunnel remote`), as in a real deployment. Direct runs connect the client straight to the same targets.
 
 Bulk: the client writes --bytes in total, split evenly over the streams, into a static forward whose route ends at the sink; the time runs from the first byte written to the sink having every byte (connections are opened first). Throughput is bytes over that time; the ratio is tunnel over direct at the same concurrency.
 
 Latency: one connection per path (direct, the tunnel, each reference), one 64-byte message outstanding, echoed back; 200 warm-up round trips on each, then --messages timed ones, the paths taking turns 50 round trips at a time so that a slow spell of the machine (on a virtual machine, tens of milliseconds about once a second) hits them all alike. p50 and p99 are nearest-rank percentiles; added latency is tunnel minus direct. Every hop of a round trip wakes a sleeping process; where that process last ran on another CPU, the wake-up costs an inter-processor interrupt, which on a virtual machine can take longer than all the relaying (on the 2-core development VM a direct round trip takes about 55 µs across CPUs and 4 µs on one). --pin-cpu N puts everything on CPU N for the latency runs (direct, tunnel and references alike) and labels the figures so; it measures the relaying itself rather than the hypervisor's interrupts. `switchyard --busy-poll MICROS bench tunnel` starts the ends with that --busy-poll, so each keeps polling for a reply instead of sleeping until it is woken, and labels the figures so; the client and the targets are not changed.
 
-References (--against): socat runs as two relays in a row per target, each forking a process per connection, with nodelay and 64 KiB transfers; bore as `bore server` (its control port, 7835, must be free) and a `bore local` per target; rathole as a server and a client, TCP transport with nodelay, from configuration files written to the temporary directory; tunnel-tls (or --tls) as Switchyard's own two ends with the carrier over TLS 1.3, a fresh self-signed certificate pinned by the local end (from this executable, or --ends-binary). Each is found on the PATH unless given as NAME=PATH. Their figures: throughput with the relays' CPU per GiB (not for socat, whose work is done in processes forked per connection), latency, and the idle RSS of the entry and the exit of one path (socat: its two relays; bore: the server and one client; rathole: the server and the client).
+References (--against): socat runs as two relays in a row per target, each forking a process per connection, with nodelay and 64 KiB transfers; bore as `bore server` (its control port, 7835, must be free) and a `bore local` per target; rathole as a server and a client, TCP transport with nodelay, from configuration files written to the temporary directory; rathole-tls and rathole-noise as rathole with its tls transport (a fresh self-signed certificate in a PKCS#12 archive made by the openssl command) or its noise transport (its default Noise_NK_25519_ChaChaPoly_BLAKE2s, a key pair from `rathole --genkey`), from the same rathole executable; tunnel-tls (or --tls) as Switchyard's own two ends with the carrier over TLS 1.3, a fresh self-signed certificate pinned by the local end (from this executable, or --ends-binary). Each is found on the PATH unless given as NAME=PATH. Their figures: throughput with the relays' CPU per GiB (not for socat, whose work is done in processes forked per connection), latency, and the idle RSS of the entry and the exit of one path (socat: its two relays; bore: the server and one client; rathole: the server and the client).
 
 Ends' CPU: CPU time of both end processes (all threads, from /proc/PID/task/*/schedstat) per GiB and per round trip; it moves much less than the wall-clock figures when other work shares the machine (about ±15 % against several-fold), so it is the figure to compare builds by.
 
@@ -66,8 +69,9 @@ pub struct TunnelCmd {
     in_process: bool,
 
     /// also measure these relays beside the tunnel, in its shape, as references on this
-    /// machine: comma-separated `socat` (a two-hop chain), `bore`, `rathole`, each found
-    /// on the PATH or given as NAME=PATH, and `tunnel-tls` (see the note below)
+    /// machine: comma-separated `socat` (a two-hop chain), `bore`, `rathole`,
+    /// `rathole-tls`, `rathole-noise`, each found on the PATH (the rathole ones as
+    /// `rathole`) or given as NAME=PATH, and `tunnel-tls` (see the note below)
     #[argh(option, default = "ToolList::default()", from_str_fn(parse_tools))]
     against: ToolList,
 
@@ -166,6 +170,11 @@ impl Program for TunnelCmd {
         }
         checks.extend(self.throughput(&mut ends, &targets, &references)?);
         checks.extend(self.latency(&mut ends, &targets, &references)?);
+        if references.iter().any(|r| r.tool == Tool::TunnelTls) {
+            let (p50, p99) = super::handshake::measure(HANDSHAKES, &mut env)?;
+            say!("\nTLS 1.3 handshake (X25519, Ed25519), client and server in one thread, in memory, {HANDSHAKES} handshakes:");
+            say!("  p50 {}, p99 {} (the CPU both ends spend; a loopback handshake adds one TCP round trip)", micros(p50.as_secs_f64() * 1e6), micros(p99.as_secs_f64() * 1e6));
+        }
         summary(&checks);
         if let Some(share) = others.and_then(|o| o.share(&ends, &targets, &references, cpus)) {
             let verdict = if share > 0.1 {
@@ -291,14 +300,15 @@ impl TunnelCmd {
                 }
             };
             say!(
-                "  {label:<11} tunnel  {:>11}  direct {:>11}  ratio {ratio:.2}x{}",
+                "  {label:<11} {:<13} {:>11}  direct {:>11}  ratio {ratio:.2}x{}",
+                "tunnel",
                 rate(tunnel),
                 rate(direct),
                 cpu_per_gib(&cpu)
             );
             for (tool, (rates, cpu)) in references.iter().zip(&reference) {
                 let r = median(rates);
-                say!("  {:<11} {:<7} {:>11}  {:<18} ratio {:.2}x{}", "", tool.tool.name(), rate(r), "", r / direct, cpu_per_gib(cpu));
+                say!("  {:<11} {:<13} {:>11}  {:<18} ratio {:.2}x{}", "", tool.tool.name(), rate(r), "", r / direct, cpu_per_gib(cpu));
             }
             let what = match streams {
                 1 => "single-stream throughput",
@@ -356,7 +366,8 @@ impl TunnelCmd {
         {
             let added = tunnel - direct;
             say!(
-                "  {name}   tunnel {:>9}  direct {:>9}  ratio {:.2}x  added {:+.1} µs",
+                "  {name}   {:<13} {:>9}  direct {:>9}  ratio {:.2}x  added {:+.1} µs",
+                "tunnel",
                 micros(tunnel),
                 micros(direct),
                 tunnel / direct,
@@ -364,7 +375,7 @@ impl TunnelCmd {
             );
             for (tool, figures) in references.iter().zip(&medians[2..]) {
                 let figure = figures[i];
-                say!("        {:<7} {:>9}  {:<16} added {:+.1} µs", tool.tool.name(), micros(figure), "", figure - direct);
+                say!("        {:<13} {:>9}  {:<16} added {:+.1} µs", tool.tool.name(), micros(figure), "", figure - direct);
             }
             let target = if name == "p50" { "<= 25 µs" } else { "<= 40 µs" };
             let what = format!("added latency {name}{conditions}");
