@@ -13,6 +13,12 @@ use std::io::{Read, Write};
 /// never finish the handshake.
 pub const MAX_EARLY_WRITES: usize = 64 * 1024;
 
+/// Most plaintext bytes in one TLS record.
+const RECORD_PAYLOAD: usize = 16 * 1024;
+/// Bytes a TLS 1.3 record adds to its plaintext: the 5-byte header, the content-type byte
+/// and a 16-byte AEAD tag.
+const RECORD_OVERHEAD: usize = 5 + 1 + 16;
+
 /// What a call into a session produced for the driver and the inner machine.
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
@@ -150,7 +156,7 @@ impl Session {
             return Ok(None);
         }
         self.encrypt(&bytes);
-        Ok(self.take_cipher())
+        Ok(self.take_cipher_of(bytes.len()))
     }
 
     fn encrypt(&mut self, bytes: &[u8]) {
@@ -167,7 +173,14 @@ impl Session {
 
     /// Whatever ciphertext rustls has queued (the ClientHello, after `new`).
     pub fn take_cipher(&mut self) -> Option<Bytes> {
-        let mut out = Vec::new();
+        self.take_cipher_of(0)
+    }
+
+    /// [`Session::take_cipher`] after `plain` bytes were encrypted: the buffer is sized
+    /// for their records at once, so a large write is not copied again as it grows.
+    fn take_cipher_of(&mut self, plain: usize) -> Option<Bytes> {
+        let records = plain / RECORD_PAYLOAD + 1;
+        let mut out = Vec::with_capacity(plain + records * RECORD_OVERHEAD);
         while self.tls.wants_write() {
             if self.tls.write_tls(&mut out).is_err() {
                 break;
