@@ -174,6 +174,18 @@ pub fn garbage(s: &mut Script<'_>, valid: &[u8]) -> Vec<u8> {
 // The rendezvous under the driver
 // ---------------------------------------------------------------------------------------
 
+/// True for the messages peers send the rendezvous.
+fn is_request(msg: &PunchMsg) -> bool {
+    matches!(
+        msg,
+        PunchMsg::Register { .. }
+            | PunchMsg::Connect { .. }
+            | PunchMsg::RelayTo { .. }
+            | PunchMsg::Unregister { .. }
+            | PunchMsg::Decline { .. }
+    )
+}
+
 /// The socket the driver binds for the rendezvous.
 const SOCKET: SocketId = SocketId(7);
 
@@ -286,15 +298,7 @@ impl Book {
                 }
                 RendezvousEvent::BadDatagram { .. } => {
                     if let Some((_, msg)) = fed {
-                        let request = matches!(
-                            msg,
-                            PunchMsg::Register { .. }
-                                | PunchMsg::Connect { .. }
-                                | PunchMsg::RelayTo { .. }
-                                | PunchMsg::Unregister { .. }
-                                | PunchMsg::Decline { .. }
-                        );
-                        assert!(!request, "the request {msg:?} was dropped as bad");
+                        assert!(!is_request(msg), "the request {msg:?} was dropped as bad");
                     }
                 }
                 _ => {}
@@ -362,14 +366,9 @@ impl Book {
         match reply {
             PunchMsg::Verify { cookie } => {
                 assert_eq!(to, from, "Verify must go to the request's source");
-                let request = matches!(
-                    msg,
-                    PunchMsg::Register { .. }
-                        | PunchMsg::Connect { .. }
-                        | PunchMsg::RelayTo { .. }
-                        | PunchMsg::Unregister { .. }
-                );
-                assert!(request, "Verify answers {msg:?}");
+                // Every request but a `Decline`, which is never answered.
+                let answerable = is_request(msg) && !matches!(msg, PunchMsg::Decline { .. });
+                assert!(answerable, "Verify answers {msg:?}");
                 self.cookies.entry(from).or_default().insert(cookie);
             }
             PunchMsg::Registered { id, public } => {

@@ -1339,17 +1339,22 @@ mod tests {
         registered(&mut f, "carol");
     }
 
+    /// A dialler's connection to `f` that said `PeerHello`: the connection, its nonce, and
+    /// the server's nonce and proof from the challenge.
+    fn challenged(f: &mut Fixture<MeshServer>) -> (ConnId, Nonce, Nonce, Nonce) {
+        let conn = f.connect();
+        let nonce = peer_auth::nonce(&mut crate::Rng::new(9));
+        f.send(conn, &MeshMsg::PeerHello { nonce }.to_bytes());
+        let [MeshMsg::PeerChallenge { nonce: theirs, proof }] = messages(f, conn)[..] else { panic!("a challenge") };
+        (conn, nonce, theirs, proof)
+    }
+
     #[test]
     fn a_server_with_another_secret_is_refused_after_its_proof() {
         let mut f = secured_server(b"mesh secret");
         let bob = registered(&mut f, "bob");
-        let conn = f.connect();
-        let mut rng = crate::Rng::new(9);
-        let nonce = peer_auth::nonce(&mut rng);
-        f.send(conn, &MeshMsg::PeerHello { nonce }.to_bytes());
-        let [MeshMsg::PeerChallenge { nonce: theirs, proof }] = &messages(&mut f, conn)[..] else {
-            panic!("a challenge")
-        };
+        let (conn, nonce, theirs, proof) = challenged(&mut f);
+        let (theirs, proof) = (&theirs, &proof);
         let wrong = Secret::new(*b"a guess").unwrap();
         assert!(peer_auth::answer(&wrong, &nonce, theirs, proof).is_none(), "the guesser sees the server's proof fail");
         // It answers anyway, with a proof made from its own secret, then forges.
@@ -1370,14 +1375,8 @@ mod tests {
     fn a_server_with_the_secret_links_and_its_claims_count() {
         let secret = Secret::new(*b"mesh secret").unwrap();
         let mut f = secured_server(b"mesh secret");
-        let conn = f.connect();
-        let mut rng = crate::Rng::new(9);
-        let nonce = peer_auth::nonce(&mut rng);
-        f.send(conn, &MeshMsg::PeerHello { nonce }.to_bytes());
-        let [MeshMsg::PeerChallenge { nonce: theirs, proof }] = &messages(&mut f, conn)[..] else {
-            panic!("a challenge")
-        };
-        let answer = peer_auth::answer(&secret, &nonce, theirs, proof).expect("the server proves the secret");
+        let (conn, nonce, theirs, proof) = challenged(&mut f);
+        let answer = peer_auth::answer(&secret, &nonce, &theirs, &proof).expect("the server proves the secret");
         let peer: SocketAddr = "127.0.0.1:5002".parse().unwrap();
         let mut bytes = answer.to_bytes().to_vec();
         bytes.extend_from_slice(&MeshMsg::Announce { server: peer, known: vec![] }.to_bytes());
