@@ -46,9 +46,11 @@ use crate::id::{ConnId, ListenerId};
 use crate::machine::{CloseHow, Input, Machine, NetError, Output, OutputQueue, Refusal};
 use crate::time::{Instant, WallClock};
 use crypto::Scope;
+use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
-use session::Session;
+use rustls::server::UnbufferedServerConnection;
+use rustls::{ClientConfig, ServerConfig};
+use session::{Broken, Session};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -297,9 +299,9 @@ impl<M: Machine> Tls<M> {
                     if let Some((config, name, dests)) = &self.client {
                         if dests.covers(&to) {
                             let name = name.clone().unwrap_or_else(|| ServerName::IpAddress(to.ip().into()));
-                            match ClientConnection::new(config.clone(), name) {
+                            match UnbufferedClientConnection::new(config.clone(), name) {
                                 Ok(c) => {
-                                    self.sessions.insert(conn, Session::new(c.into(), false));
+                                    self.sessions.insert(conn, Session::client(c));
                                 }
                                 Err(e) => {
                                     // Only a broken provider fails here; the inner machine
@@ -322,12 +324,7 @@ impl<M: Machine> Tls<M> {
                     Some(session) => match session.write(bytes) {
                         Ok(Some(cipher)) => self.out.write(conn, cipher),
                         Ok(None) => {}
-                        Err(len) => {
-                            let reason = format!(
-                                "the service wrote {len} bytes before the TLS handshake finished (limit {MAX_EARLY_WRITES})"
-                            );
-                            self.fail(conn, reason, CloseHow::Abort);
-                        }
+                        Err(broken) => self.broken(conn, broken, None),
                     },
                 },
                 Output::Close { conn, how } => self.inner_close(conn, how),
@@ -356,13 +353,34 @@ impl<M: Machine> Tls<M> {
                 session.close_after_handshake = Some(how);
             }
             _ => {
-                if let Some(cipher) = session.close_notify() {
-                    self.out.write(conn, cipher);
+                match session.close_notify() {
+                    Ok(Some(cipher)) => self.out.write(conn, cipher),
+                    Ok(None) => {}
+                    Err(broken) => return self.broken(conn, broken, None),
                 }
                 if how == CloseHow::Graceful {
                     self.sessions.remove(&conn);
                 }
                 self.out.close(conn, how);
+            }
+        }
+    }
+
+    /// Ends `conn` because its session broke, sending any alert first; `instead` is a
+    /// better reason than rustls's, when one is known.
+    fn broken(&mut self, conn: ConnId, broken: Broken, instead: Option<String>) {
+        match broken {
+            Broken::Tls(error, alert) => {
+                if let Some(alert) = alert {
+                    self.out.write(conn, alert);
+                }
+                self.fail(conn, instead.unwrap_or_else(|| describe(&error)), CloseHow::Graceful);
+            }
+            Broken::TooEarly(len) => {
+                let reason = format!(
+                    "the service wrote {len} bytes before the TLS handshake finished (limit {MAX_EARLY_WRITES})"
+                );
+                self.fail(conn, reason, CloseHow::Abort);
             }
         }
     }
@@ -407,12 +425,7 @@ impl<M: Machine> Tls<M> {
             )
         });
         match session.receive(bytes) {
-            Err((error, alert)) => {
-                if let Some(alert) = alert {
-                    self.out.write(conn, alert);
-                }
-                self.fail(conn, not_a_handshake.unwrap_or_else(|| describe(&error)), CloseHow::Graceful);
-            }
+            Err(broken) => self.broken(conn, broken, not_a_handshake),
             Ok(progress) => {
                 if let Some(cipher) = progress.cipher {
                     self.out.write(conn, cipher);
@@ -427,6 +440,9 @@ impl<M: Machine> Tls<M> {
                 if !progress.plain.is_empty() {
                     self.inner.handle_input(self.now, Input::Received { conn, bytes: &progress.plain });
                 }
+                if let Some(session) = self.sessions.get_mut(&conn) {
+                    session.recycle(progress.plain);
+                }
                 if progress.peer_closed {
                     self.inner.handle_input(self.now, Input::ReadClosed { conn });
                 }
@@ -438,8 +454,10 @@ impl<M: Machine> Tls<M> {
         let Some(session) = self.sessions.get_mut(&conn) else { return };
         self.out.event(TlsEvent::Secured { conn, suite: session.suite() });
         // The early writes were encrypted when the handshake finished; send them.
-        if let Some(cipher) = session.take_cipher() {
-            self.out.write(conn, cipher);
+        match session.take_cipher() {
+            Ok(Some(cipher)) => self.out.write(conn, cipher),
+            Ok(None) => {}
+            Err(broken) => return self.broken(conn, broken, None),
         }
         if !session.inner_knows {
             session.inner_knows = true;
@@ -533,9 +551,9 @@ impl<M: Machine> Machine for Tls<M> {
             let conn = tls.inner.accept(tls.now, listener, peer)?;
             if let Some((config, listeners)) = &tls.server {
                 if listeners.covers(&listener) {
-                    match ServerConnection::new(config.clone()) {
+                    match UnbufferedServerConnection::new(config.clone()) {
                         Ok(c) => {
-                            tls.sessions.insert(conn, Session::new(c.into(), true));
+                            tls.sessions.insert(conn, Session::server(c));
                         }
                         Err(e) => {
                             let reason = describe(&e);
@@ -560,8 +578,10 @@ impl<M: Machine> Machine for Tls<M> {
                     None => tls.inner.handle_input(tls.now, Input::Connected { conn, local }),
                     Some(session) => {
                         session.local = Some(local);
-                        if let Some(hello) = session.take_cipher() {
-                            tls.out.write(conn, hello);
+                        match session.take_cipher() {
+                            Ok(Some(hello)) => tls.out.write(conn, hello),
+                            Ok(None) => {}
+                            Err(broken) => tls.broken(conn, broken, None),
                         }
                     }
                 },

@@ -1,17 +1,34 @@
-//! One TLS connection inside [`Tls`](super::Tls): the rustls state, what the inner machine
-//! wrote before the handshake finished, and how written plaintext maps to sent ciphertext.
+//! One TLS connection inside [`Tls`](super::Tls): the rustls state, the buffers around it,
+//! what the inner machine wrote before the handshake finished, and how written plaintext
+//! maps to sent ciphertext.
+//!
+//! It drives rustls's unbuffered API (`process_tls_records` on our own buffers): ciphertext
+//! is decrypted where it lies and encrypted straight into the buffer the driver is handed,
+//! so a byte is copied once on each side instead of through rustls's internal queues (whose
+//! 4 KiB reads regrew the receive buffer for every record).
 
 use crate::machine::CloseHow;
-use bytes::Bytes;
-use rustls::Connection;
+use bytes::{Bytes, BytesMut};
+use rustls::client::UnbufferedClientConnection;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus};
+use rustls::CommonState;
 use std::collections::VecDeque;
-use std::io::{Read, Write};
 
 /// Plaintext an inner machine may write on an accepted connection before its handshake
 /// finishes (a greeting, a banner). More than this and the connection is closed: no line
 /// service writes that much unasked, and the bytes would sit in memory for a peer that may
 /// never finish the handshake.
 pub const MAX_EARLY_WRITES: usize = 64 * 1024;
+
+/// Most ciphertext held back waiting for the rest of a record: a handshake message may span
+/// records up to 64 KiB (rustls's own limit), plus one record being completed. A peer that
+/// gets past this is refused; rustls's record and handshake limits make it unreachable.
+const MAX_PENDING_CIPHER: usize = 96 * 1024;
+
+/// Buffers with more room than this are given back once empty, so that an idle connection
+/// does not keep the capacity of its largest burst.
+const KEEP_CAPACITY: usize = 128 * 1024;
 
 /// Most plaintext bytes in one TLS record.
 const RECORD_PAYLOAD: usize = 16 * 1024;
@@ -24,7 +41,8 @@ const RECORD_OVERHEAD: usize = 5 + 1 + 16;
 pub(crate) struct Progress {
     /// Ciphertext to write to the socket.
     pub cipher: Option<Bytes>,
-    /// Plaintext that arrived, for the inner machine.
+    /// Plaintext that arrived, for the inner machine; hand it back with
+    /// [`Session::recycle`] so its capacity serves the next call.
     pub plain: Vec<u8>,
     /// The peer sent close_notify: its side of the stream ended cleanly.
     pub peer_closed: bool,
@@ -32,16 +50,27 @@ pub(crate) struct Progress {
     pub established: bool,
 }
 
+/// Why a session cannot go on.
+pub(crate) enum Broken {
+    /// rustls refused what came (or could not write); any alert for the peer is in the bytes.
+    Tls(rustls::Error, Option<Bytes>),
+    /// The inner machine wrote this many bytes before the handshake finished, more than
+    /// [`MAX_EARLY_WRITES`].
+    TooEarly(usize),
+}
+
+/// The two kinds of rustls connection, behind one driving loop.
+enum Conn {
+    Client(Box<UnbufferedClientConnection>),
+    Server(Box<UnbufferedServerConnection>),
+}
+
 /// One TLS connection's state.
 pub(crate) struct Session {
-    tls: Connection,
-    /// The handshake has finished and the inner machine knows.
-    pub established: bool,
+    conn: Conn,
+    io: Io,
     /// The peer's close_notify was delivered to the inner machine.
     pub peer_closed: bool,
-    /// Plaintext the inner machine wrote before the handshake finished.
-    early: Vec<Bytes>,
-    early_len: usize,
     /// A close (`HalfClose` or `Graceful`) the inner machine asked for before the handshake
     /// finished, carried out once its early writes are out.
     pub close_after_handshake: Option<CloseHow>,
@@ -53,10 +82,9 @@ pub(crate) struct Session {
     /// For a dialled connection: the local address the driver reported, handed to the
     /// inner machine once the handshake finishes.
     pub local: Option<std::net::SocketAddr>,
-    /// Ciphertext written in total, and the marks `(ciphertext end, plaintext end)` of each
-    /// write not yet reported sent, for mapping the driver's `Sent` back to plaintext.
+    /// Ciphertext handed out in total, and the marks `(ciphertext end, plaintext end)` of
+    /// each hand-out not yet reported sent, for mapping the driver's `Sent` to plaintext.
     cipher_written: u64,
-    plain_written: u64,
     cipher_sent: u64,
     plain_reported: u64,
     marks: VecDeque<(u64, u64)>,
@@ -64,25 +92,90 @@ pub(crate) struct Session {
     pub heard: bool,
 }
 
+/// The buffers a session's rustls state works on, apart from the state so that one
+/// driving loop serves client and server.
+#[derive(Default)]
+struct Io {
+    /// Ciphertext received: `incoming[start..]` is not yet processed (the start of a record,
+    /// or of a handshake message spanning records).
+    incoming: Vec<u8>,
+    start: usize,
+    /// Ciphertext produced and not yet handed out. Hand-outs are split off it, so once the
+    /// driver has written them and dropped them the allocation is used again.
+    out: BytesMut,
+    /// Plaintext received during this call.
+    plain: Vec<u8>,
+    /// Plaintext encrypted in total.
+    plain_written: u64,
+    /// The handshake has finished and the early writes went out.
+    established: bool,
+    /// Plaintext the inner machine wrote before the handshake finished.
+    early: Vec<Bytes>,
+    early_len: usize,
+}
+
+/// What to do once the connection is established and has nothing else to process.
+#[derive(Default)]
+struct Work<'a> {
+    encrypt: &'a [u8],
+    close_notify: bool,
+}
+
+/// What a run of the driving loop saw.
+#[derive(Default)]
+struct Turn {
+    established: bool,
+    peer_closed: bool,
+}
+
+/// `process_tls_records` and the common state, for either kind of connection.
+trait Unbuffered {
+    type Data;
+    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    fn common(&self) -> &CommonState;
+}
+
+impl Unbuffered for UnbufferedClientConnection {
+    type Data = rustls::client::ClientConnectionData;
+    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+    fn common(&self) -> &CommonState {
+        self
+    }
+}
+
+impl Unbuffered for UnbufferedServerConnection {
+    type Data = rustls::server::ServerConnectionData;
+    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+    fn common(&self) -> &CommonState {
+        self
+    }
+}
+
 impl Session {
-    /// A session for `tls`, which the inner machine already knows of (`inner_knows`) when
-    /// it was accepted.
-    pub fn new(mut tls: Connection, inner_knows: bool) -> Session {
-        // Writes are encrypted and handed to the driver at once, so rustls need not cap
-        // its own buffer: the driver's write queue is the one bound.
-        tls.set_buffer_limit(None);
+    /// A session for a connection we dial.
+    pub fn client(conn: UnbufferedClientConnection) -> Session {
+        Session::new(Conn::Client(Box::new(conn)), false)
+    }
+
+    /// A session for a connection we accepted, which the inner machine already knows of.
+    pub fn server(conn: UnbufferedServerConnection) -> Session {
+        Session::new(Conn::Server(Box::new(conn)), true)
+    }
+
+    fn new(conn: Conn, inner_knows: bool) -> Session {
         Session {
-            tls,
-            established: false,
+            conn,
+            io: Io::default(),
             peer_closed: false,
-            early: Vec::new(),
-            early_len: 0,
             close_after_handshake: None,
             inner_gone: false,
             inner_knows,
             local: None,
             cipher_written: 0,
-            plain_written: 0,
             cipher_sent: 0,
             plain_reported: 0,
             marks: VecDeque::new(),
@@ -92,106 +185,118 @@ impl Session {
 
     /// True for the accepting side of the connection.
     pub fn is_server(&self) -> bool {
-        matches!(self.tls, Connection::Server(_))
+        matches!(self.conn, Conn::Server(_))
     }
 
     /// True until the handshake is done.
     pub fn is_handshaking(&self) -> bool {
-        !self.established
+        !self.io.established
     }
 
     /// The negotiated cipher suite, once established.
     pub fn suite(&self) -> String {
-        self.tls.negotiated_cipher_suite().map_or_else(|| "none".into(), |s| format!("{:?}", s.suite()))
+        let common = match &self.conn {
+            Conn::Client(c) => c.common(),
+            Conn::Server(s) => s.common(),
+        };
+        common.negotiated_cipher_suite().map_or_else(|| "none".into(), |s| format!("{:?}", s.suite()))
     }
 
-    /// Feeds ciphertext from the peer; returns what it produced, or the TLS error that ends
-    /// the connection (with any alert for the peer in the progress's ciphertext).
-    pub fn receive(&mut self, mut bytes: &[u8]) -> Result<Progress, (rustls::Error, Option<Bytes>)> {
+    /// Feeds ciphertext from the peer; returns what it produced, or why the connection ends
+    /// (with any alert for the peer).
+    pub fn receive(&mut self, bytes: &[u8]) -> Result<Progress, Broken> {
         self.heard = true;
-        let mut progress = Progress::default();
-        while !bytes.is_empty() {
-            if let Err(e) = self.tls.read_tls(&mut bytes) {
-                let error = rustls::Error::General(format!("cannot take the record: {e}"));
-                return Err((error, self.take_cipher()));
-            }
-            let state = match self.tls.process_new_packets() {
-                Ok(state) => state,
-                Err(e) => return Err((e, self.take_cipher())),
-            };
-            let waiting = state.plaintext_bytes_to_read();
-            let peer_closed = state.peer_has_closed();
-            if waiting > 0 {
-                let start = progress.plain.len();
-                progress.plain.resize(start + waiting, 0);
-                let n = self.tls.reader().read(&mut progress.plain[start..]).unwrap_or(0);
-                progress.plain.truncate(start + n);
-            }
-            if peer_closed && !self.peer_closed {
-                self.peer_closed = true;
-                progress.peer_closed = true;
+        let io = &mut self.io;
+        if io.start > 0 {
+            io.incoming.drain(..io.start);
+            io.start = 0;
+        }
+        io.incoming.extend_from_slice(bytes);
+        let turn = self.drive(Work::default())?;
+        let io = &mut self.io;
+        let pending = io.incoming.len() - io.start;
+        if pending > MAX_PENDING_CIPHER {
+            let error = rustls::Error::General(format!("{pending} bytes of ciphertext without a whole record"));
+            return Err(Broken::Tls(error, None));
+        }
+        if pending == 0 {
+            io.incoming.clear();
+            io.start = 0;
+            if io.incoming.capacity() > KEEP_CAPACITY {
+                io.incoming = Vec::new();
             }
         }
-        if !self.established && !self.tls.is_handshaking() {
-            self.established = true;
-            progress.established = true;
-            for early in std::mem::take(&mut self.early) {
-                self.encrypt(&early);
-            }
-            self.early_len = 0;
+        if turn.peer_closed {
+            self.peer_closed = true;
         }
-        progress.cipher = self.take_cipher();
-        Ok(progress)
+        Ok(Progress {
+            cipher: self.hand_out(),
+            plain: std::mem::take(&mut self.io.plain),
+            peer_closed: turn.peer_closed,
+            established: turn.established,
+        })
+    }
+
+    /// Gives back the plaintext buffer of a [`Progress`] once the inner machine has read it.
+    pub fn recycle(&mut self, mut plain: Vec<u8>) {
+        if plain.capacity() <= KEEP_CAPACITY && self.io.plain.capacity() == 0 {
+            plain.clear();
+            self.io.plain = plain;
+        }
     }
 
     /// The inner machine wrote `bytes`. Before the handshake finishes they wait (up to
-    /// [`MAX_EARLY_WRITES`]; `Err` past that); after, they come back as ciphertext.
-    pub fn write(&mut self, bytes: Bytes) -> Result<Option<Bytes>, usize> {
-        if !self.established {
-            self.early_len += bytes.len();
-            if self.early_len > MAX_EARLY_WRITES {
-                return Err(self.early_len);
+    /// [`MAX_EARLY_WRITES`]); after, they come back as ciphertext.
+    pub fn write(&mut self, bytes: Bytes) -> Result<Option<Bytes>, Broken> {
+        if !self.io.established {
+            self.io.early_len += bytes.len();
+            if self.io.early_len > MAX_EARLY_WRITES {
+                return Err(Broken::TooEarly(self.io.early_len));
             }
-            self.early.push(bytes);
+            self.io.early.push(bytes);
             return Ok(None);
         }
-        self.encrypt(&bytes);
-        Ok(self.take_cipher_of(bytes.len()))
-    }
-
-    fn encrypt(&mut self, bytes: &[u8]) {
-        // With no buffer limit, rustls takes every byte.
-        let _ = self.tls.writer().write_all(bytes);
-        self.plain_written += bytes.len() as u64;
+        self.drive(Work { encrypt: &bytes, close_notify: false })?;
+        Ok(self.hand_out())
     }
 
     /// Queues close_notify (our side of the stream ends cleanly); returns its ciphertext.
-    pub fn close_notify(&mut self) -> Option<Bytes> {
-        self.tls.send_close_notify();
-        self.take_cipher()
+    pub fn close_notify(&mut self) -> Result<Option<Bytes>, Broken> {
+        self.drive(Work { encrypt: &[], close_notify: true })?;
+        Ok(self.hand_out())
     }
 
-    /// Whatever ciphertext rustls has queued (the ClientHello, after `new`).
-    pub fn take_cipher(&mut self) -> Option<Bytes> {
-        self.take_cipher_of(0)
+    /// Whatever ciphertext is due with nothing received (the ClientHello, after `client`).
+    pub fn take_cipher(&mut self) -> Result<Option<Bytes>, Broken> {
+        self.drive(Work::default())?;
+        Ok(self.hand_out())
     }
 
-    /// [`Session::take_cipher`] after `plain` bytes were encrypted: the buffer is sized
-    /// for their records at once, so a large write is not copied again as it grows.
-    fn take_cipher_of(&mut self, plain: usize) -> Option<Bytes> {
-        let records = plain / RECORD_PAYLOAD + 1;
-        let mut out = Vec::with_capacity(plain + records * RECORD_OVERHEAD);
-        while self.tls.wants_write() {
-            if self.tls.write_tls(&mut out).is_err() {
-                break;
-            }
-        }
-        if out.is_empty() {
+    fn drive(&mut self, work: Work<'_>) -> Result<Turn, Broken> {
+        let io = &mut self.io;
+        let result = match &mut self.conn {
+            Conn::Client(c) => drive(&mut **c, io, work),
+            Conn::Server(s) => drive(&mut **s, io, work),
+        };
+        result.map_err(|error| {
+            let alert = match &mut self.conn {
+                Conn::Client(c) => encode_alerts(&mut **c, &mut self.io),
+                Conn::Server(s) => encode_alerts(&mut **s, &mut self.io),
+            };
+            let alert = alert.then(|| self.hand_out()).flatten();
+            Broken::Tls(error, alert)
+        })
+    }
+
+    /// Splits off the ciphertext produced since the last hand-out, marking where it ends.
+    fn hand_out(&mut self) -> Option<Bytes> {
+        if self.io.out.is_empty() {
             return None;
         }
-        self.cipher_written += out.len() as u64;
-        self.marks.push_back((self.cipher_written, self.plain_written));
-        Some(Bytes::from(out))
+        let cipher = self.io.out.split().freeze();
+        self.cipher_written += cipher.len() as u64;
+        self.marks.push_back((self.cipher_written, self.io.plain_written));
+        Some(cipher)
     }
 
     /// The driver sent `n` more bytes of ciphertext: how many plaintext bytes that
@@ -211,4 +316,146 @@ impl Session {
         self.plain_reported = plain_done;
         delta as usize
     }
+}
+
+/// Runs rustls until it waits for the peer, processing `io.incoming[io.start..]`: records
+/// are decrypted into `io.plain`, handshake and alert records are encoded into `io.out`, and
+/// once established and idle the early writes and then `work` are encrypted into `io.out`.
+fn drive<C: Unbuffered>(conn: &mut C, io: &mut Io, work: Work<'_>) -> Result<Turn, rustls::Error> {
+    let mut turn = Turn::default();
+    loop {
+        let was_established = !conn.common().is_handshaking();
+        let UnbufferedStatus { mut discard, state } = conn.process(&mut io.incoming[io.start..]);
+        let state = match state {
+            Ok(state) => state,
+            Err(error) => {
+                io.start += discard;
+                return Err(error);
+            }
+        };
+        let offered_write = matches!(state, ConnectionState::WriteTraffic(_));
+        let idle = match state {
+            ConnectionState::ReadTraffic(mut records) => {
+                while let Some(record) = records.next_record() {
+                    let record = record?;
+                    discard += record.discard;
+                    io.plain.extend_from_slice(record.payload);
+                }
+                false
+            }
+            ConnectionState::EncodeTlsData(mut data) => {
+                append(&mut io.out, RECORD_PAYLOAD, |buf| match data.encode(buf) {
+                    Ok(n) => Ok(n),
+                    Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => Err(required_size),
+                    // Each state is encoded once, so this is not reached; nothing is lost.
+                    Err(EncodeError::AlreadyEncoded) => Ok(0),
+                });
+                false
+            }
+            ConnectionState::TransmitTlsData(data) => {
+                // What was encoded goes out with everything else this call produces.
+                data.done();
+                false
+            }
+            ConnectionState::PeerClosed => {
+                turn.peer_closed = true;
+                false
+            }
+            ConnectionState::WriteTraffic(mut traffic) if was_established => {
+                if !io.established {
+                    io.established = true;
+                    turn.established = true;
+                    for early in std::mem::take(&mut io.early) {
+                        encrypt(&mut traffic, &mut io.out, &early)?;
+                        io.plain_written += early.len() as u64;
+                    }
+                    io.early_len = 0;
+                }
+                encrypt(&mut traffic, &mut io.out, work.encrypt)?;
+                io.plain_written += work.encrypt.len() as u64;
+                if work.close_notify {
+                    append(&mut io.out, RECORD_OVERHEAD + 2, |buf| match traffic.queue_close_notify(buf) {
+                        Ok(n) => Ok(n),
+                        Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                            Err(required_size)
+                        }
+                        Err(EncryptError::EncryptExhausted) => Ok(0),
+                    });
+                }
+                true
+            }
+            // Either the handshake finished in this call (go round once more to see it
+            // established) or it has not (rustls offers a server WriteTraffic for half-RTT
+            // data, which is not sent): decided below, once the state lets go of `conn`.
+            ConnectionState::WriteTraffic(_) => false,
+            // BlockedHandshake, Closed, and early data (never enabled): wait for the peer.
+            _ => true,
+        };
+        io.start += discard;
+        if idle || (!was_established && conn.common().is_handshaking() && offered_write) {
+            return Ok(turn);
+        }
+    }
+}
+
+/// Encrypts `plain` into `out` (nothing for an empty `plain`).
+fn encrypt<D>(
+    traffic: &mut rustls::unbuffered::WriteTraffic<'_, D>,
+    out: &mut BytesMut,
+    plain: &[u8],
+) -> Result<(), rustls::Error> {
+    if plain.is_empty() {
+        return Ok(());
+    }
+    let records = plain.len().div_ceil(RECORD_PAYLOAD);
+    let mut exhausted = false;
+    append(out, plain.len() + records * RECORD_OVERHEAD, |buf| match traffic.encrypt(plain, buf) {
+        Ok(n) => Ok(n),
+        Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => Err(required_size),
+        Err(EncryptError::EncryptExhausted) => {
+            exhausted = true;
+            Ok(0)
+        }
+    });
+    if exhausted {
+        return Err(rustls::Error::EncryptError);
+    }
+    Ok(())
+}
+
+/// Appends what `write` puts in a buffer of `room` bytes to `out`; `write` returns the bytes
+/// it wrote, or the room it needs, and is called again with that much.
+fn append(out: &mut BytesMut, mut room: usize, mut write: impl FnMut(&mut [u8]) -> Result<usize, usize>) {
+    let start = out.len();
+    loop {
+        out.resize(start + room, 0);
+        match write(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return;
+            }
+            Err(needed) if needed > room => room = needed,
+            // rustls asked for no more than it had: give up rather than loop.
+            Err(_) => {
+                out.truncate(start);
+                return;
+            }
+        }
+    }
+}
+
+/// After an error, encodes the alert rustls queued for the peer into `io.out`; true if any.
+///
+/// rustls hands queued records out before it looks at the input again, so one call yields
+/// the alert; a second would process the input again and fail a second time.
+fn encode_alerts<C: Unbuffered>(conn: &mut C, io: &mut Io) -> bool {
+    // The same buffer goes in as before the error, since rustls keeps positions into it.
+    let status = conn.process(&mut io.incoming[io.start..]);
+    let Ok(ConnectionState::EncodeTlsData(mut data)) = status.state else { return false };
+    append(&mut io.out, 64, |buf| match data.encode(buf) {
+        Ok(n) => Ok(n),
+        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => Err(required_size),
+        Err(EncodeError::AlreadyEncoded) => Ok(0),
+    });
+    true
 }
