@@ -279,12 +279,12 @@ impl Session {
             Conn::Server(s) => drive(&mut **s, io, work),
         };
         result.map_err(|error| {
-            let alert = match &mut self.conn {
-                Conn::Client(c) => encode_alerts(&mut **c, &mut self.io),
-                Conn::Server(s) => encode_alerts(&mut **s, &mut self.io),
-            };
-            let alert = alert.then(|| self.hand_out()).flatten();
-            Broken::Tls(error, alert)
+            match &mut self.conn {
+                Conn::Client(c) => encode_alert(&mut **c, &mut self.io),
+                Conn::Server(s) => encode_alert(&mut **s, &mut self.io),
+            }
+            // The alert goes out after anything produced before the error.
+            Broken::Tls(error, self.hand_out())
         })
     }
 
@@ -344,12 +344,7 @@ fn drive<C: Unbuffered>(conn: &mut C, io: &mut Io, work: Work<'_>) -> Result<Tur
                 false
             }
             ConnectionState::EncodeTlsData(mut data) => {
-                append(&mut io.out, RECORD_PAYLOAD, |buf| match data.encode(buf) {
-                    Ok(n) => Ok(n),
-                    Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => Err(required_size),
-                    // Each state is encoded once, so this is not reached; nothing is lost.
-                    Err(EncodeError::AlreadyEncoded) => Ok(0),
-                });
+                encode(&mut io.out, &mut data);
                 false
             }
             ConnectionState::TransmitTlsData(data) => {
@@ -374,12 +369,9 @@ fn drive<C: Unbuffered>(conn: &mut C, io: &mut Io, work: Work<'_>) -> Result<Tur
                 encrypt(&mut traffic, &mut io.out, work.encrypt)?;
                 io.plain_written += work.encrypt.len() as u64;
                 if work.close_notify {
-                    append(&mut io.out, RECORD_OVERHEAD + 2, |buf| match traffic.queue_close_notify(buf) {
-                        Ok(n) => Ok(n),
-                        Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                            Err(required_size)
-                        }
-                        Err(EncryptError::EncryptExhausted) => Ok(0),
+                    // close_notify is sent under the current keys; rustls cannot exhaust them.
+                    append(&mut io.out, RECORD_OVERHEAD + 2, |buf| {
+                        traffic.queue_close_notify(buf).or_else(|e| room_needed(e).map(|()| 0))
                     });
                 }
                 true
@@ -409,13 +401,13 @@ fn encrypt<D>(
     }
     let records = plain.len().div_ceil(RECORD_PAYLOAD);
     let mut exhausted = false;
-    append(out, plain.len() + records * RECORD_OVERHEAD, |buf| match traffic.encrypt(plain, buf) {
-        Ok(n) => Ok(n),
-        Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => Err(required_size),
-        Err(EncryptError::EncryptExhausted) => {
-            exhausted = true;
-            Ok(0)
-        }
+    append(out, plain.len() + records * RECORD_OVERHEAD, |buf| {
+        traffic.encrypt(plain, buf).or_else(|e| {
+            room_needed(e).map(|()| {
+                exhausted = true;
+                0
+            })
+        })
     });
     if exhausted {
         return Err(rustls::Error::EncryptError);
@@ -444,18 +436,31 @@ fn append(out: &mut BytesMut, mut room: usize, mut write: impl FnMut(&mut [u8]) 
     }
 }
 
-/// After an error, encodes the alert rustls queued for the peer into `io.out`; true if any.
+/// The room an encryption asked for, or `Ok` if it failed because the keys are exhausted.
+fn room_needed(error: EncryptError) -> Result<(), usize> {
+    match error {
+        EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => Err(required_size),
+        EncryptError::EncryptExhausted => Ok(()),
+    }
+}
+
+/// Encodes a handshake or alert record into `out`.
+fn encode<D>(out: &mut BytesMut, data: &mut rustls::unbuffered::EncodeTlsData<'_, D>) {
+    append(out, RECORD_PAYLOAD, |buf| match data.encode(buf) {
+        Ok(n) => Ok(n),
+        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => Err(required_size),
+        // Each state is encoded once, so this is not reached; nothing is lost.
+        Err(EncodeError::AlreadyEncoded) => Ok(0),
+    });
+}
+
+/// After an error, encodes the alert rustls queued for the peer into `io.out`.
 ///
 /// rustls hands queued records out before it looks at the input again, so one call yields
 /// the alert; a second would process the input again and fail a second time.
-fn encode_alerts<C: Unbuffered>(conn: &mut C, io: &mut Io) -> bool {
+fn encode_alert<C: Unbuffered>(conn: &mut C, io: &mut Io) {
     // The same buffer goes in as before the error, since rustls keeps positions into it.
-    let status = conn.process(&mut io.incoming[io.start..]);
-    let Ok(ConnectionState::EncodeTlsData(mut data)) = status.state else { return false };
-    append(&mut io.out, 64, |buf| match data.encode(buf) {
-        Ok(n) => Ok(n),
-        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => Err(required_size),
-        Err(EncodeError::AlreadyEncoded) => Ok(0),
-    });
-    true
+    if let Ok(ConnectionState::EncodeTlsData(mut data)) = conn.process(&mut io.incoming[io.start..]).state {
+        encode(&mut io.out, &mut data);
+    }
 }
