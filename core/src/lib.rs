@@ -28,6 +28,7 @@
 
 pub mod auth;
 pub mod backoff;
+pub mod chunks;
 pub mod env;
 pub mod id;
 pub mod machine;

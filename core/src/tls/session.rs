@@ -7,8 +7,9 @@
 //! so a byte is copied once on each side instead of through rustls's internal queues (whose
 //! 4 KiB reads regrew the receive buffer for every record).
 
+use crate::chunks::ChunkBuf;
 use crate::machine::CloseHow;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rustls::client::UnbufferedClientConnection;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus};
@@ -29,6 +30,10 @@ const MAX_PENDING_CIPHER: usize = 96 * 1024;
 /// Buffers with more room than this are given back once empty, so that an idle connection
 /// does not keep the capacity of its largest burst.
 const KEEP_CAPACITY: usize = 128 * 1024;
+
+/// Smallest arena for outgoing ciphertext: a quiet connection's lines and alerts fit many
+/// times over.
+const MIN_OUT_ARENA: usize = 4 * 1024;
 
 /// Most plaintext bytes in one TLS record.
 const RECORD_PAYLOAD: usize = 16 * 1024;
@@ -101,8 +106,11 @@ struct Io {
     incoming: Vec<u8>,
     start: usize,
     /// Ciphertext produced and not yet handed out. Hand-outs are split off it, so once the
-    /// driver has written them and dropped them the allocation is used again.
-    out: BytesMut,
+    /// driver has written and dropped them their arena is used again (without the page
+    /// faults and zeroing of a fresh allocation per write).
+    out: ChunkBuf,
+    /// Length of the last hand-out, to tell a bulk sender from a quiet one.
+    last_hand_out: usize,
     /// Plaintext received during this call.
     plain: Vec<u8>,
     /// Plaintext encrypted in total.
@@ -290,10 +298,11 @@ impl Session {
 
     /// Splits off the ciphertext produced since the last hand-out, marking where it ends.
     fn hand_out(&mut self) -> Option<Bytes> {
-        if self.io.out.is_empty() {
+        if self.io.out.pending() == 0 {
             return None;
         }
-        let cipher = self.io.out.split().freeze();
+        let cipher = self.io.out.take();
+        self.io.last_hand_out = cipher.len();
         self.cipher_written += cipher.len() as u64;
         self.marks.push_back((self.cipher_written, self.io.plain_written));
         Some(cipher)
@@ -314,6 +323,15 @@ impl Session {
         // Plaintext still waiting as early writes is not counted until it is encrypted.
         let delta = plain_done.saturating_sub(self.plain_reported);
         self.plain_reported = plain_done;
+        if self.cipher_sent == self.cipher_written {
+            // Everything handed out is written. A connection whose writes have become
+            // small needs no spare arenas, and an idle one keeps no more than
+            // KEEP_CAPACITY of its largest burst.
+            if self.io.last_hand_out < MIN_OUT_ARENA {
+                self.io.out.release_spares();
+            }
+            self.io.out.shrink_to(KEEP_CAPACITY);
+        }
         delta as usize
     }
 }
@@ -393,7 +411,7 @@ fn drive<C: Unbuffered>(conn: &mut C, io: &mut Io, work: Work<'_>) -> Result<Tur
 /// Encrypts `plain` into `out` (nothing for an empty `plain`).
 fn encrypt<D>(
     traffic: &mut rustls::unbuffered::WriteTraffic<'_, D>,
-    out: &mut BytesMut,
+    out: &mut ChunkBuf,
     plain: &[u8],
 ) -> Result<(), rustls::Error> {
     if plain.is_empty() {
@@ -417,21 +435,17 @@ fn encrypt<D>(
 
 /// Appends what `write` puts in a buffer of `room` bytes to `out`; `write` returns the bytes
 /// it wrote, or the room it needs, and is called again with that much.
-fn append(out: &mut BytesMut, mut room: usize, mut write: impl FnMut(&mut [u8]) -> Result<usize, usize>) {
-    let start = out.len();
+fn append(out: &mut ChunkBuf, mut room: usize, mut write: impl FnMut(&mut [u8]) -> Result<usize, usize>) {
     loop {
-        out.resize(start + room, 0);
-        match write(&mut out[start..]) {
-            Ok(n) => {
-                out.truncate(start + n);
-                return;
-            }
-            Err(needed) if needed > room => room = needed,
+        // An arena of the next power of two holds one write of up to a mux frame (64 KiB)
+        // with its records' overhead, and the small writes around it.
+        let space = out.space(room, room.next_power_of_two().max(MIN_OUT_ARENA));
+        let offered = space.len();
+        match write(space) {
+            Ok(n) => return out.commit(n),
+            Err(needed) if needed > offered => room = needed,
             // rustls asked for no more than it had: give up rather than loop.
-            Err(_) => {
-                out.truncate(start);
-                return;
-            }
+            Err(_) => return,
         }
     }
 }
@@ -445,7 +459,7 @@ fn room_needed(error: EncryptError) -> Result<(), usize> {
 }
 
 /// Encodes a handshake or alert record into `out`.
-fn encode<D>(out: &mut BytesMut, data: &mut rustls::unbuffered::EncodeTlsData<'_, D>) {
+fn encode<D>(out: &mut ChunkBuf, data: &mut rustls::unbuffered::EncodeTlsData<'_, D>) {
     append(out, RECORD_PAYLOAD, |buf| match data.encode(buf) {
         Ok(n) => Ok(n),
         Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => Err(required_size),
