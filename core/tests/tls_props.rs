@@ -1,5 +1,6 @@
-//! Property tests for the TLS layer around a line service, through the harness shared with
-//! the `tls_server` fuzz target (`fuzz/src/tls.rs`, included below): arbitrary bytes and
+//! Property tests for the TLS layer around a line service, the tunnel's remote end and a
+//! mesh server, through the harness shared with the `tls_server`, `tls_tunnel_remote` and
+//! `tls_mesh_server` fuzz targets (`fuzz/src/tls.rs`, included below): arbitrary bytes and
 //! real clients' records, cut and corrupted, never panic the layer or break the machine
 //! contract, and a client nobody tampered with gets its echoes intact.
 //!
@@ -78,8 +79,13 @@ fn real_clients_cut_and_corrupted_never_break_the_tls_layer() {
 /// would then check nothing of the application data).
 #[test]
 fn a_plain_script_gets_a_client_through_the_handshake_to_its_echo() {
-    // A client; its hello to the server (64 bytes at a time); the server's answer to it;
-    // its Finished to the server; a line; and the rest delivered by the harness's ending.
+    let reached = tls::fuzz_tls_server(&handshake_then_two_lines());
+    assert_eq!(reached.echoed, 1, "the client's two lines came back: {reached:?}");
+}
+
+/// A client; its hello to the server (64 bytes at a time); the server's answer to it; its
+/// Finished to the server; two lines; and the rest delivered by the harness's ending.
+fn handshake_then_two_lines() -> Vec<u8> {
     let mut script = vec![1, 2, 5];
     for _ in 0..8 {
         script.extend([3, 0, 63, 0]);
@@ -89,5 +95,34 @@ fn a_plain_script_gets_a_client_through_the_handshake_to_its_echo() {
         script.extend([3, 0, 63, 0]);
     }
     script.extend([6, 0, 6, 0]);
-    assert_eq!(tls::fuzz_tls_server(&script), 1, "the client's two lines came back");
+    script
+}
+
+/// Catches: a TLS layer that does not pass the tunnel end's plaintext in, or its refusal
+/// and close out: a client that completed the handshake and sent text where the tunnel's
+/// authentication belongs is ended by the end, through TLS.
+#[test]
+fn the_tunnel_end_behind_tls_refuses_and_ends_a_client_that_speaks_no_tunnel() {
+    let reached = tls::fuzz_tls_tunnel_remote(&handshake_then_two_lines());
+    assert_eq!((reached.secured, reached.ended_by_server), (1, 1), "{reached:?}");
+}
+
+/// Catches: a panic or a contract breach in the TLS-wrapped tunnel end or mesh server on
+/// real clients' records cut and corrupted, raw bytes, and (mesh) answers to its dials.
+#[test]
+fn real_clients_cut_and_corrupted_never_break_the_wrapped_tunnel_end_or_mesh_server() {
+    fn property(steps: Steps) -> bool {
+        tls::fuzz_tls_tunnel_remote(&steps.0);
+        tls::fuzz_tls_mesh_server(&steps.0);
+        true
+    }
+    check(200, property as fn(Steps) -> bool);
+}
+
+/// Catches the same for the mesh server: a client through the handshake whose text is no
+/// mesh message is ended by the server, through TLS.
+#[test]
+fn the_mesh_server_behind_tls_refuses_and_ends_a_client_that_speaks_no_mesh() {
+    let reached = tls::fuzz_tls_mesh_server(&handshake_then_two_lines());
+    assert_eq!((reached.secured, reached.ended_by_server), (1, 1), "{reached:?}");
 }

@@ -1,25 +1,32 @@
-//! The `tls_server` fuzz target: a line service behind the TLS layer (`Tls<EchoServer>`),
-//! under the checked [`Driver`], fed by raw bytes and by real TLS clients whose records the
-//! script cuts, corrupts and reorders.
+//! The `tls_server`, `tls_tunnel_remote` and `tls_mesh_server` fuzz targets: a machine
+//! behind the TLS layer (`Tls<EchoServer>`, `Tls<TunnelRemote>`, `Tls<MeshServer>`), under
+//! the checked [`Driver`], fed by raw bytes and by real TLS clients whose records the script
+//! cuts, corrupts and reorders.
 //!
 //! Each script step is read off the input: accept a raw connection and send it arbitrary
 //! bytes (records, text, garbage); open a connection for a real client (`Tls<LineClient>`
 //! pinning the server's certificate) and carry its bytes both ways, flipping a byte or
 //! cutting a chunk where the script says; have a client send a line; end a connection
-//! either way, or report its end late; let time pass. The driver asserts the machine
-//! contract after every call; the harness asserts that a client that was never tampered
-//! with gets its echo back intact.
+//! either way, or report its end late; answer a connection the machine dialled (the mesh
+//! server dials its seeds over TLS, so its client side meets raw bytes too); let time pass.
+//! The driver asserts the machine contract after every call; for the echo service the
+//! harness also asserts that a client that was never tampered with gets its echo back
+//! intact. Behind the tunnel end and the mesh server a client's lines are garbage to the
+//! protocol inside, so there the layer must carry the inner machine's refusal and close.
 
 use crate::driver::{Driver, Phase, Script};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
+use switchyard_core::auth::Secret;
 use switchyard_core::machine::{Input, Machine, Output};
+use switchyard_core::mesh::server::{MeshServer, ServerConfig};
 use switchyard_core::service::echo::{EchoConfig, EchoServer};
 use switchyard_core::service::line_client::{LineClient, LineClientConfig, LineClientEvent};
 use switchyard_core::time::WallClock;
 use switchyard_core::tls::{
     CertificateDer, PrivateKeyDer, Secure, Tls, TlsDial, TlsEvent, TlsIdentity, TlsServe, TlsSettings, Trust,
 };
+use switchyard_core::tunnel::remote::{RemoteConfig, Routes, TunnelRemote};
 use switchyard_core::{ConnId, Env, Instant, ListenerId, NetError};
 
 /// A self-signed Ed25519 certificate for `fuzz.test` (from `switchyard cert`, valid to
@@ -32,6 +39,12 @@ fn identity() -> TlsIdentity {
         chain: vec![CertificateDer::from(CERT.to_vec())],
         key: PrivateKeyDer::try_from(KEY.to_vec()).expect("the fixture key is PKCS#8"),
     }
+}
+
+/// Dialling `fuzz.test` over TLS, pinning the fixture's certificate.
+fn dial() -> TlsDial {
+    let pin = identity().fingerprint().expect("a certificate");
+    TlsDial { trust: Trust::Pin(pin), server_name: Some("fuzz.test".into()), to: Secure::All, identity: None }
 }
 
 /// 2026-12-01 at the script's zero.
@@ -55,14 +68,13 @@ struct Client {
     tampered: bool,
     /// The client machine ended the connection (or was told it ended).
     done: bool,
+    /// Its handshake finished.
+    secured: bool,
 }
 
 impl Client {
     fn new(seed: u8, at_server: ConnId, now: Instant) -> Client {
-        let pin = identity().fingerprint().expect("a certificate");
-        let dial =
-            TlsDial { trust: Trust::Pin(pin), server_name: Some("fuzz.test".into()), to: Secure::All, identity: None };
-        let settings = TlsSettings { serve: None, dial: Some(dial) };
+        let settings = TlsSettings { serve: None, dial: Some(dial()) };
         let server: SocketAddr = "10.0.0.1:7007".parse().unwrap();
         let line = LineClient::connect(Env::new(u64::from(seed)), now, server, LineClientConfig::default());
         let machine = Tls::new(line, settings, [seed; 32], wall()).expect("a usable trust");
@@ -76,6 +88,7 @@ impl Client {
             got: Vec::new(),
             tampered: false,
             done: false,
+            secured: false,
         };
         client.drain(now);
         client
@@ -95,6 +108,7 @@ impl Client {
                     self.machine.handle_input(now, Input::Sent { conn, bytes: bytes.len() });
                 }
                 Output::Close { .. } => self.done = true,
+                Output::Event(TlsEvent::Secured { .. }) => self.secured = true,
                 Output::Event(TlsEvent::Inner(LineClientEvent::Line(line))) => self.got.push(line.to_vec()),
                 Output::Event(TlsEvent::Inner(LineClientEvent::Closed(_) | LineClientEvent::ConnectFailed(_))) => {
                     self.done = true
@@ -106,7 +120,7 @@ impl Client {
 }
 
 /// Connections the server has open that the script may still send bytes on.
-fn readable(d: &Driver<Tls<EchoServer>>) -> Vec<ConnId> {
+fn readable<S: Machine>(d: &Driver<Tls<S>>) -> Vec<ConnId> {
     d.conns().filter(|(_, c)| c.phase == Phase::Open && !c.read_shut && !c.paused).map(|(id, _)| id).collect()
 }
 
@@ -115,7 +129,7 @@ fn pick<T: Copy>(items: &[T], b: u8) -> Option<T> {
 }
 
 /// Hands the server's writes on each client's connection to that client.
-fn route_writes(outputs: Vec<Output<TlsEvent<switchyard_core::service::echo::EchoEvent>>>, clients: &mut [Client]) {
+fn route_writes<E>(outputs: Vec<Output<E>>, clients: &mut [Client]) {
     for out in outputs {
         if let Output::Write { conn, bytes } = out {
             if let Some(c) = clients.iter_mut().find(|c| c.at_server == conn) {
@@ -125,26 +139,89 @@ fn route_writes(outputs: Vec<Output<TlsEvent<switchyard_core::service::echo::Ech
     }
 }
 
-/// Runs `data` as a script against a TLS echo server. Panics on any broken rule. Returns
-/// how many clients had their echoes checked (untampered, still open, with lines sent), so
-/// tests can tell a script that reached the application data from one that did not.
-pub fn fuzz_tls_server(data: &[u8]) -> usize {
+/// A machine the harness serves behind the TLS layer.
+pub trait Served: Machine + Sized {
+    /// True if a client's lines must come back as they went (an echo service); else only
+    /// the machine contract is checked.
+    const ECHOES: bool;
+    /// The machine for a script's seed byte.
+    fn serve(seed: u8) -> Self;
+}
+
+impl Served for EchoServer {
+    const ECHOES: bool = true;
+    fn serve(seed: u8) -> Self {
+        EchoServer::new(Env::new(u64::from(seed)), EchoConfig::default())
+    }
+}
+
+impl Served for TunnelRemote {
+    const ECHOES: bool = false;
+    fn serve(seed: u8) -> Self {
+        let mut routes = Routes::new();
+        routes.add("default", SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 3)), 7007));
+        let secret = Secret::new(*b"fuzz tunnel").expect("not empty");
+        TunnelRemote::new(Env::new(u64::from(seed)), RemoteConfig::new(secret, routes))
+    }
+}
+
+impl Served for MeshServer {
+    const ECHOES: bool = false;
+    fn serve(seed: u8) -> Self {
+        let at = |last: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)), 5001);
+        let mut config = ServerConfig::new(at(1), vec![at(2)]);
+        config.max_connections = 8;
+        // Half the scripts run a server with a mesh secret, half an open one.
+        config.peer_secret = (seed & 0x80 != 0).then(|| Secret::new(*b"fuzz mesh").expect("not empty"));
+        MeshServer::new(Env::new(u64::from(seed)), Instant::ZERO, config)
+    }
+}
+
+/// What a run got to, so tests can tell a script that reached the machine inside the TLS
+/// layer from one that did not.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reached {
+    /// Clients whose echoes were checked (untampered, still open, with lines sent).
+    pub echoed: usize,
+    /// Clients whose handshake finished.
+    pub secured: usize,
+    /// Of those, untampered ones whose connection the server closed (its machine's close,
+    /// or its answer to the script ending the client's side).
+    pub ended_by_server: usize,
+}
+
+/// Body of the `tls_server` target: a TLS echo server.
+pub fn fuzz_tls_server(data: &[u8]) -> Reached {
+    run::<EchoServer>(data)
+}
+
+/// Body of the `tls_tunnel_remote` target: the tunnel's remote end behind TLS.
+pub fn fuzz_tls_tunnel_remote(data: &[u8]) -> Reached {
+    run::<TunnelRemote>(data)
+}
+
+/// Body of the `tls_mesh_server` target: a mesh server behind TLS, dialling its seed over
+/// TLS too.
+pub fn fuzz_tls_mesh_server(data: &[u8]) -> Reached {
+    run::<MeshServer>(data)
+}
+
+/// Runs `data` as a script against `S` behind TLS. Panics on any broken rule.
+fn run<S: Served>(data: &[u8]) -> Reached {
     let mut s = Script::new(data);
     let settings = TlsSettings {
         serve: Some(TlsServe { identity: identity(), listeners: Secure::All, clients: None }),
-        dial: None,
+        dial: Some(dial()),
     };
     let seed = s.u8();
-    let server =
-        Tls::new(EchoServer::new(Env::new(u64::from(seed)), EchoConfig::default()), settings, [seed; 32], wall())
-            .expect("the fixture identity is usable");
+    let server = Tls::new(S::serve(seed), settings, [seed; 32], wall()).expect("the fixture identity is usable");
     let (mut d, _) = Driver::new(server, Instant::ZERO);
     let mut clients: Vec<Client> = Vec::new();
     let peer = |b: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 0, b)), 40_000);
     while !s.is_empty() {
         let (op, arg) = (s.u8(), s.u8());
         let now = d.now();
-        match op % 10 {
+        match op % 11 {
             0 => {
                 let _ = d.accept(ListenerId(0), peer(arg));
             }
@@ -179,7 +256,7 @@ pub fn fuzz_tls_server(data: &[u8]) -> usize {
                     continue;
                 }
                 let mut chunk: Vec<u8> = c.to_server.drain(..n).collect();
-                if op % 10 == 4 {
+                if op % 11 == 4 {
                     let at = usize::from(flip) % chunk.len();
                     chunk[at] ^= 1 | flip;
                     c.tampered = true;
@@ -227,6 +304,19 @@ pub fn fuzz_tls_server(data: &[u8]) -> usize {
                     _ => {}
                 }
             }
+            10 => {
+                // Answer a connection the machine dialled: it opens, or it fails.
+                let dialled: Vec<ConnId> =
+                    d.conns().filter(|(_, c)| c.phase == Phase::Connecting).map(|(id, _)| id).collect();
+                if let Some(conn) = pick(&dialled, arg) {
+                    if arg & 1 == 0 {
+                        let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 40_000 + u16::from(arg));
+                        d.input(Input::Connected { conn, local });
+                    } else {
+                        d.input(Input::ConnectFailed { conn, error: NetError::Refused });
+                    }
+                }
+            }
             _ => {
                 d.timeout(now + Duration::from_millis(u64::from(arg) * 20));
             }
@@ -251,13 +341,16 @@ pub fn fuzz_tls_server(data: &[u8]) -> usize {
             }
         }
     }
-    let mut checked = 0;
+    let mut reached = Reached::default();
     for c in &clients {
         let server_side_ok = d.conn(c.at_server).is_some_and(|conn| conn.phase == Phase::Open && !conn.read_shut);
-        if !c.tampered && !c.done && server_side_ok {
+        if S::ECHOES && !c.tampered && !c.done && server_side_ok {
             assert_eq!(c.got, c.sent, "an untampered TLS client's echoes");
-            checked += usize::from(!c.sent.is_empty());
+            reached.echoed += usize::from(!c.sent.is_empty());
         }
+        reached.secured += usize::from(c.secured);
+        let server_ended = d.conn(c.at_server).map_or(true, |conn| conn.phase == Phase::Finished);
+        reached.ended_by_server += usize::from(c.secured && server_ended && !c.tampered);
     }
-    checked
+    reached
 }
