@@ -7,11 +7,14 @@
 use super::targets::Targets;
 use crate::CliError;
 use std::any::TypeId;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -154,12 +157,45 @@ pub(super) fn runtime_flag<R: Runtime>() -> &'static str {
     }
 }
 
-/// A loopback port nobody listens on right now (the kernel's choice for port 0).
+/// Ports handed out by [`free_port`] so far in this process: each call tries the next one.
+static PORTS_HANDED_OUT: AtomicU16 = AtomicU16::new(0);
+
+/// How many ports below the kernel's ephemeral range [`free_port`] chooses among.
+const PORT_SPAN: u16 = 10_000;
+
+/// A loopback port nobody listens on right now, for a child process to listen on.
+///
+/// It lies below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), from which
+/// the source ports of outgoing connections are drawn: a port from that range (the
+/// kernel's choice for port 0) can be taken by some connection's source port between this
+/// check and the child's bind, and the child then fails with "address already in use"
+/// (seen with rathole's connections during a bench). Ports are tried in turn from a random
+/// start.
 pub(super) fn free_port() -> Result<u16, CliError> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| CliError::new(format!("cannot find a free loopback port: {e}")))
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let first = low.saturating_sub(PORT_SPAN).max(1024);
+    let span = low.saturating_sub(first);
+    if span < 100 {
+        // An ephemeral range reaching down to the privileged ports: take the kernel's choice.
+        return TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| CliError::new(format!("cannot find a free loopback port: {e}")));
+    }
+    // A random start (std's hasher keys come from the OS), so that benches and tests
+    // running side by side use far-apart runs of ports.
+    let start = (RandomState::new().build_hasher().finish() % u64::from(span)) as u16;
+    for _ in 0..span {
+        let n = PORTS_HANDED_OUT.fetch_add(1, Ordering::Relaxed);
+        let port = first + (start.wrapping_add(n)) % span;
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(CliError::new(format!("cannot find a free loopback port in {first}..{low}")))
 }
 
 /// `127.0.0.1:port`.
