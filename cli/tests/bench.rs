@@ -1,6 +1,7 @@
-//! `switchyard bench tunnel` end to end, at toy sizes: every section prints its figures,
-//! the reference tools (socat; rathole over tcp, tls and noise; the tunnel over TLS) are
-//! measured beside the tunnel in each, and bad `--against` values are refused by name. The figures themselves are not checked: speed is what the
+//! `switchyard bench tunnel` and `bench broadcast` end to end, at toy sizes: every section
+//! prints its figures, the reference tools (socat; rathole over tcp, tls and noise; the
+//! tunnel over TLS; nats-server) are measured beside ours in each, and bad `--against`
+//! values are refused by name. The figures themselves are not checked: speed is what the
 //! benchmark reports, not what a test asserts.
 
 mod support;
@@ -118,4 +119,39 @@ fn measures_rathole_over_each_transport_beside_the_tunnel_over_tls() {
         }
     }
     assert!(stdout.contains("TLS 1.3 handshake") && stdout.contains("200 handshakes"), "{stdout}");
+}
+
+/// The broadcast fan-out beside nats-server: a row for each with every figure, every
+/// member kept (none lost), and the comparison line.
+#[test]
+fn measures_broadcast_fan_out_beside_nats_server() {
+    let against: &[&str] = if available("nats-server", "--version") { &["--against", "nats"] } else { &[] };
+    let args = ["bench", "broadcast", "--members", "30", "--publishers", "2", "--messages", "40", "--window", "4"];
+    let out = run(&[&args[..], against].concat(), b"");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let rows: Vec<Vec<&str>> = stdout.lines().map(|l| l.split_whitespace().collect()).collect();
+    let systems: &[&str] = if against.is_empty() { &["broadcast"] } else { &["broadcast", "nats-server"] };
+    for system in systems {
+        let row =
+            rows.iter().find(|r| r.first() == Some(system)).unwrap_or_else(|| panic!("no {system} row:\n{stdout}"));
+        // system, deliveries/s, p50 (value unit), p99 (value unit), RSS (value unit), lost
+        assert_eq!(row.len(), 9, "{row:?}\n{stdout}");
+        assert!(row[1].parse::<f64>().is_ok_and(|rate| rate > 0.0), "{row:?}");
+        assert_eq!(row[8], "0", "no member lost: {row:?}");
+    }
+    assert_eq!(stdout.contains("against nats-server: deliveries/s"), !against.is_empty(), "{stdout}");
+}
+
+#[test]
+fn bad_broadcast_options_are_refused() {
+    assert_refused(&[
+        (&["bench", "broadcast", "--members", "0"], 2, "must be at least 1"),
+        (&["bench", "broadcast", "--against", "redis"], 2, "the one system to measure against is nats"),
+        (
+            &["bench", "broadcast", "--against", "nats=/nonexistent/nats-server", "--members", "2"],
+            1,
+            "cannot start nats-server",
+        ),
+    ]);
 }

@@ -101,6 +101,11 @@ impl Proc {
         Ok(Proc { name, child, log })
     }
 
+    /// The process id.
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The exit status, if the process has ended.
     pub(super) fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()

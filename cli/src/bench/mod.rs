@@ -2,6 +2,7 @@
 //!
 //! - [`tunnel`]: the command, its figures and the summary against the targets.
 //! - [`mesh`]: `bench mesh`, message rate and hop latency of the P2P mesh.
+//! - [`broadcast`]: `bench broadcast`, fan-out of the broadcast service beside nats-server.
 //! - [`ends`]: the tunnel ends under test, as child processes or in-process.
 //! - [`handshake`]: the CPU cost of one TLS handshake in Switchyard's TLS layer.
 //! - [`targets`]: the sink, echo and hold servers the traffic ends at.
@@ -12,6 +13,7 @@
 //!
 //! Benchmarks talk only to 127.0.0.1, bound every wait, and stop by themselves.
 
+mod broadcast;
 mod ends;
 mod handshake;
 mod load;
@@ -31,7 +33,7 @@ use switchyard_core::Env;
 
 /// Measure Switchyard on loopback and compare with plain TCP.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "bench", example = "switchyard bench tunnel\nswitchyard bench mesh")]
+#[argh(subcommand, name = "bench", example = "switchyard bench tunnel\nswitchyard bench mesh\nswitchyard bench broadcast --against nats")]
 pub struct BenchCmd {
     #[argh(subcommand)]
     what: What,
@@ -42,6 +44,7 @@ pub struct BenchCmd {
 enum What {
     Tunnel(tunnel::TunnelCmd),
     Mesh(mesh::MeshCmd),
+    Broadcast(broadcast::BroadcastCmd),
     Hold(HoldCmd),
 }
 
@@ -57,6 +60,7 @@ impl Program for BenchCmd {
         match self.what {
             What::Tunnel(cmd) => cmd.run(rt, env).await,
             What::Mesh(cmd) => cmd.run(rt, env).await,
+            What::Broadcast(cmd) => cmd.run(rt, env).await,
             What::Hold(HoldCmd {}) => {
                 targets::serve_hold().map_err(|e| CliError::new(format!("hold: {e}")))?;
                 Ok(ExitCode::SUCCESS)

@@ -24,14 +24,23 @@ pub fn rss(pid: u32) -> io::Result<Rss> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no VmRSS line in /proc/{pid}/status")))
 }
 
+/// The most memory process `pid` has had resident (`VmHWM`), in bytes.
+pub fn peak_rss(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status_field(&status, "VmHWM:")
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no VmHWM line in /proc/{pid}/status")))
+}
+
 /// The `VmRSS:` and `RssFile:` lines of a status file (`1234 kB`), in bytes.
 fn parse_rss(status: &str) -> Option<Rss> {
-    let field = |name: &str| -> Option<u64> {
-        let line = status.lines().find_map(|l| l.strip_prefix(name))?;
-        let kb: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
-        Some(kb * 1024)
-    };
-    Some(Rss { total: field("VmRSS:")?, file: field("RssFile:").unwrap_or(0) })
+    Some(Rss { total: status_field(status, "VmRSS:")?, file: status_field(status, "RssFile:").unwrap_or(0) })
+}
+
+/// A `NAME: 1234 kB` line of a status file, in bytes.
+fn status_field(status: &str, name: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix(name))?;
+    let kb: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// CPU time process `pid` has used so far, all its threads together, in nanoseconds
