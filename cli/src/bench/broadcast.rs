@@ -105,6 +105,13 @@ impl Program for BroadcastCmd {
                 _ => return Err(CliError::usage(format!("--against {other:?}: the one system to measure against is nats (or nats=PATH)"))),
             },
         };
+        if let Some(exe) = &nats {
+            // Before the service's run, so that a missing nats-server costs no waiting.
+            let found = std::process::Command::new(exe).arg("--version").output();
+            if let Err(e) = found {
+                return Err(CliError::new(format!("cannot start nats-server ({}): {e}", exe.display())));
+            }
+        }
         // Every member is a connection of this process and of the server.
         let want = (self.members + self.publishers) as u64 + 256;
         let have = raise_nofile(want);
