@@ -94,6 +94,15 @@ fn tls_puts_the_tunnel_over_tls_beside_the_plaintext_one() {
         assert!(lines[i + 1].starts_with("tunnel-tls"), "{figure}: {:?}\n{stdout}", lines[i + 1]);
     }
     assert!(stdout.contains("tunnel-tls") && stdout.contains("(entry and exit of one path, idle)"), "{stdout}");
+    // Each end's user and system CPU beside each throughput figure, and its system calls
+    // where perf can count them.
+    let perf = Command::new("perf").args(["stat", "-e", "raw_syscalls:sys_enter", "--", "true"]).output();
+    let counts = perf.is_ok_and(|o| o.status.success());
+    for relay in ["1 stream    tunnel", "tunnel-tls"] {
+        let row = lines.iter().find(|l| l.starts_with(relay) && l.contains("ratio")).expect("a throughput row");
+        assert!(row.contains(" entry ") && row.contains(" exit ") && row.contains("u+"), "{row}");
+        assert_eq!(row.contains("syscalls/MiB "), counts, "{row}");
+    }
     let handshake = lines.iter().position(|l| l.starts_with("TLS 1.3 handshake")).expect("the handshake figure");
     assert!(lines[handshake + 1].starts_with("p50 ") && lines[handshake + 1].contains("p99"), "{stdout}");
 }

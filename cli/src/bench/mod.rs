@@ -7,6 +7,7 @@
 //! - [`handshake`]: the CPU cost of one TLS handshake in Switchyard's TLS layer.
 //! - [`targets`]: the sink, echo and hold servers the traffic ends at.
 //! - [`reference`]: socat, bore and rathole in the tunnel's shape, to measure it against here.
+//! - [`split`]: each relay process's user and system CPU and system calls in a transfer.
 //! - [`load`]: the clients: bulk transfers, round trips, idle streams.
 //! - [`stats`]: percentiles, medians, units.
 //! - [`os`]: resident memory and CPU time of a process, load average, open-file limit.
@@ -20,6 +21,7 @@ mod load;
 mod mesh;
 mod os;
 mod reference;
+mod split;
 mod stats;
 mod targets;
 mod tunnel;

@@ -62,6 +62,21 @@ pub fn cpu_time(pid: u32) -> io::Result<Duration> {
 /// clock-tick resolution, 10 ms on Linux). The children count is what covers socat's
 /// processes forked per connection.
 pub fn process_cpu(pid: u32) -> io::Result<Duration> {
+    let split = cpu_split(pid)?;
+    Ok(split.user + split.system)
+}
+
+/// CPU time in user space and in the kernel, as [`process_cpu`] counts it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuSplit {
+    /// `utime + cutime`.
+    pub user: Duration,
+    /// `stime + cstime`.
+    pub system: Duration,
+}
+
+/// Process `pid`'s CPU time so far, user and system apart (see [`process_cpu`]).
+pub fn cpu_split(pid: u32) -> io::Result<CpuSplit> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces and parentheses: count from its end.
     let after_name = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
@@ -70,7 +85,7 @@ pub fn process_cpu(pid: u32) -> io::Result<Duration> {
     let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
     match (ticks(14), ticks(15), ticks(16), ticks(17)) {
         (Some(user), Some(system), Some(children_user), Some(children_system)) => {
-            Ok(from_ticks(user + system + children_user + children_system))
+            Ok(CpuSplit { user: from_ticks(user + children_user), system: from_ticks(system + children_system) })
         }
         _ => Err(io::Error::new(io::ErrorKind::InvalidData, format!("cannot parse /proc/{pid}/stat"))),
     }

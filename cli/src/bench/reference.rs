@@ -125,7 +125,8 @@ pub struct Reference {
     /// Reaches the echo through both hops.
     pub echo: SocketAddr,
     children: Vec<Child>,
-    /// The processes of the path to the sink (entry and exit), for the memory figure.
+    /// The processes of the path to the sink, entry then exit, for the memory figure and
+    /// the CPU split.
     sink_path: Vec<u32>,
     files: Vec<PathBuf>,
 }
@@ -175,6 +176,15 @@ impl Reference {
         self.pids().into_iter().map(|pid| cpu_time(pid).ok()).sum()
     }
 
+    /// The entry and the exit process of the path to the sink, where their CPU can be
+    /// read: not for socat, whose work is done in processes forked per connection.
+    pub fn relay_pids(&self) -> Option<[u32; 2]> {
+        match self.sink_path[..] {
+            [entry, exit] if self.tool != Tool::Socat => Some([entry, exit]),
+            _ => None,
+        }
+    }
+
     /// Resident memory of the entry and the exit of the path to the sink, together.
     pub fn path_rss(&self) -> Option<u64> {
         self.sink_path.iter().map(|&pid| rss(pid).ok().map(|r| r.total)).sum()
@@ -220,7 +230,7 @@ impl Reference {
         let (sink, sink_client) = expose(targets.sink.addr)?;
         let echo = expose(targets.echo)?.0;
         (self.sink, self.echo) = (sink, echo);
-        self.sink_path = vec![sink_client, server];
+        self.sink_path = vec![server, sink_client];
         Ok(())
     }
 

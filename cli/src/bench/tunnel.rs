@@ -3,7 +3,8 @@
 
 use super::ends::{global_args, has_tunnel_command, own_executable, runtime_flag, Ends};
 use super::load::{self, MESSAGE};
-use super::os::{cpu_time, load_average, machine_busy, process_cpu, raise_nofile, rss, set_affinity, CpuSet, Rss};
+use super::os::{cpu_time, load_average, machine_busy, process_cpu, raise_nofile, rss, set_affinity, CpuSet, CpuSplit, Rss};
+use super::split::{self, SyscallCounter, Watch};
 use super::reference::{parse_tools, Reference, Tool, ToolList, ToolSpec};
 use super::stats::{kib, median, megabytes, micros, parse_bytes, parse_counts, percentile, rate, size, Counts};
 use super::targets::Targets;
@@ -35,7 +36,7 @@ Latency: one connection per path (direct, the tunnel, each reference), one 64-by
 
 References (--against): socat runs as two relays in a row per target, each forking a process per connection, with nodelay and 64 KiB transfers; bore as `bore server` (its control port, 7835, must be free) and a `bore local` per target; rathole as a server and a client, TCP transport with nodelay, from configuration files written to the temporary directory; rathole-tls and rathole-noise as rathole with its tls transport (a fresh self-signed certificate in a PKCS#12 archive made by the openssl command) or its noise transport (its default Noise_NK_25519_ChaChaPoly_BLAKE2s, a key pair from `rathole --genkey`), from the same rathole executable; tunnel-tls (or --tls) as Switchyard's own two ends with the carrier over TLS 1.3, a fresh self-signed certificate pinned by the local end (from this executable, or --ends-binary). Each is found on the PATH unless given as NAME=PATH. Their figures: throughput with the relays' CPU per GiB (not for socat, whose work is done in processes forked per connection), latency, and the idle RSS of the entry and the exit of one path (socat: its two relays; bore: the server and one client; rathole: the server and the client).
 
-Ends' CPU: CPU time of both end processes (all threads, from /proc/PID/task/*/schedstat) per GiB and per round trip; it moves much less than the wall-clock figures when other work shares the machine (about ±15 % against several-fold), so it is the figure to compare builds by.
+Ends' CPU: CPU time of both end processes (all threads, from /proc/PID/task/*/schedstat) per GiB and per round trip; it moves much less than the wall-clock figures when other work shares the machine (about ±15 % against several-fold), so it is the figure to compare builds by. Beside it, where each end's time goes: `entry U+S exit U+S` is the user and system CPU seconds per GiB of the entry process (the local end; a reference's server or first relay) and of the exit process (from utime and stime of /proc/PID/stat, 10 ms ticks; not for socat), and `syscalls/MiB E+X` the system calls per MiB each made, counted by `perf stat -e raw_syscalls:sys_enter` in one more, untimed run per relay (shown only where perf can count them: installed, and root or a low kernel.perf_event_paranoid).
 
 Memory: VmRSS from /proc/PID/status of each end's process, once the carrier is up and idle, then with --idle-streams streams open end to end and silent; per-stream cost = (RSS with streams - idle RSS) / streams, both ends together. VmRSS counts the pages of the executable and libraries in each process, though the two ends share them: the file-pages line shows how much of the idle figure that is. The open-file limit is raised as far as allowed; the idle streams are reduced to fit if it cannot be.
 
@@ -274,21 +275,36 @@ impl TunnelCmd {
         let gib = self.bytes as f64 / f64::from(1 << 30);
         let mut checks = Vec::new();
         for &streams in &self.streams.0 {
-            let (mut direct, mut tunnel, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
-            let mut reference: Vec<(Vec<f64>, Vec<f64>)> = references.iter().map(|_| Default::default()).collect();
+            let (mut direct, mut tunnel, mut cpu, mut split) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let mut reference: Vec<Samples> = references.iter().map(|_| Default::default()).collect();
+            let ends_pids = ends.pids().map(|(local, remote)| [local, remote]);
             for _ in 0..self.runs {
                 let rate_of = |d: Duration| self.bytes as f64 / d.as_secs_f64().max(1e-9);
                 direct.push(rate_of(load::bulk(targets.sink.addr, streams, self.bytes, &targets.sink)?));
-                for (tool, (rates, cpu)) in references.iter().zip(&mut reference) {
+                for (tool, (rates, cpu, split)) in references.iter().zip(&mut reference) {
                     let before = tool.cpu();
+                    let watch = tool.relay_pids().and_then(Watch::start);
                     rates.push(rate_of(load::bulk(tool.sink, streams, self.bytes, &targets.sink)?));
                     cpu.extend(tool.cpu().zip(before).map(|(after, before)| (after - before).as_secs_f64()));
+                    split.extend(watch.and_then(Watch::stop));
                 }
                 let before = ends_cpu(ends);
+                let watch = ends_pids.and_then(Watch::start);
                 tunnel.push(rate_of(load::bulk(ends.forwards.sink, streams, self.bytes, &targets.sink)?));
                 cpu.extend(ends_cpu(ends).zip(before).map(|(after, before)| (after - before).as_secs_f64()));
+                split.extend(watch.and_then(Watch::stop));
                 ends.check_alive()?;
             }
+            // System calls in one more, untimed run per relay: counting them costs each
+            // call a little, which the timed runs should not carry.
+            let count = |pids: Option<[u32; 2]>, sink: std::net::SocketAddr| -> Result<Option<Vec<u64>>, CliError> {
+                let Some(counter) = pids.and_then(|p| SyscallCounter::start(&p)) else { return Ok(None) };
+                load::bulk(sink, streams, self.bytes, &targets.sink)?;
+                Ok(counter.stop())
+            };
+            let tunnel_syscalls = count(ends_pids, ends.forwards.sink)?;
+            let reference_syscalls: Vec<Option<Vec<u64>>> =
+                references.iter().map(|tool| count(tool.relay_pids(), tool.sink)).collect::<Result<_, _>>()?;
             let (direct, tunnel) = (median(&direct), median(&tunnel));
             let ratio = tunnel / direct;
             let label = if streams == 1 { "1 stream".to_string() } else { format!("{streams} streams") };
@@ -300,15 +316,17 @@ impl TunnelCmd {
                 }
             };
             say!(
-                "  {label:<11} {:<13} {:>11}  direct {:>11}  ratio {ratio:.2}x{}",
+                "  {label:<11} {:<13} {:>11}  direct {:>11}  ratio {ratio:.2}x{}{}",
                 "tunnel",
                 rate(tunnel),
                 rate(direct),
-                cpu_per_gib(&cpu)
+                cpu_per_gib(&cpu),
+                split::describe(&split, tunnel_syscalls.as_deref(), gib)
             );
-            for (tool, (rates, cpu)) in references.iter().zip(&reference) {
+            for ((tool, (rates, cpu, split)), syscalls) in references.iter().zip(&reference).zip(&reference_syscalls) {
                 let r = median(rates);
-                say!("  {:<11} {:<13} {:>11}  {:<18} ratio {:.2}x{}", "", tool.tool.name(), rate(r), "", r / direct, cpu_per_gib(cpu));
+                let detail = split::describe(split, syscalls.as_deref(), gib);
+                say!("  {:<11} {:<13} {:>11}  {:<18} ratio {:.2}x{}{detail}", "", tool.tool.name(), rate(r), "", r / direct, cpu_per_gib(cpu));
             }
             let what = match streams {
                 1 => "single-stream throughput",
@@ -458,6 +476,9 @@ fn own_cpu(ends: &Ends, targets: &Targets, references: &[Reference]) -> Option<D
 }
 
 /// CPU time used so far by both ends together, when they are child processes.
+/// One relay's samples over the runs: throughput, CPU seconds, and the CPU split.
+type Samples = (Vec<f64>, Vec<f64>, Vec<[CpuSplit; 2]>);
+
 fn ends_cpu(ends: &Ends) -> Option<Duration> {
     let (local, remote) = ends.pids()?;
     Some(cpu_time(local).ok()? + cpu_time(remote).ok()?)
