@@ -20,6 +20,9 @@ use switchyard_core::Env;
 
 /// How long connecting, subscribing and each run may take before the bench gives up.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most latency samples kept in a run: past this, every k-th message's deliveries are
+/// sampled (the same messages at every member), so memory stays bounded at any size.
+const MAX_SAMPLES: u64 = 4_000_000;
 /// The NATS subject every member subscribes to.
 const SUBJECT: &str = "bench";
 
@@ -32,7 +35,7 @@ const SUBJECT: &str = "bench";
     example = "switchyard bench broadcast\nswitchyard bench broadcast --members 200 --publishers 4 --messages 500\nswitchyard bench broadcast --against nats\nswitchyard bench broadcast --against nats=/usr/local/bin/nats-server",
     note = "The broadcast service runs as a child process (`switchyard serve broadcast`) on 127.0.0.1. --members members connect and stay silent; --publishers more members each send --messages lines, `p<publisher> <seq> <nanoseconds>`, as fast as the window lets them: a publisher sends message k only once every member has message k - --window of it, so the figures are what the service sustains without a backlog building up (a member that still falls 1 MiB behind is disconnected by the service as a slow consumer, and counted as lost). Members are tasks of this process on --runtime (one thread under mio).
 
-Deliveries per second: messages times members over the time from the first send to the last delivery. Latency: from the send (the time in the message) to its arrival at each member, every delivery counted; p50 and p99 are nearest-rank percentiles. Server RSS peak: the server's VmHWM after the run.
+Deliveries per second: messages times members over the time from the first send to the last delivery. Latency: from the send (the time in the message) to its arrival at each member, every delivery counted (past 4 million deliveries, those of every k-th message); p50 and p99 are nearest-rank percentiles. Server RSS peak: the server's VmHWM after the run.
 
 --against nats starts nats-server (the Debian package `nats-server`, found on the PATH, or nats=PATH) on 127.0.0.1 and runs the same load on it: each member a NATS connection subscribed to one subject, each publisher a connection publishing to it. Everything talks to 127.0.0.1 only, every wait is bounded, and the command stops by itself. Build with --release."
 )]
@@ -159,7 +162,7 @@ impl BroadcastCmd {
     async fn measure<R: Runtime>(&self, rt: &R, system: System, exe: Option<PathBuf>) -> Result<Figures, CliError> {
         let addr = loopback(free_port()?);
         let mut server = start_server(system, exe, addr)?;
-        let shared = Arc::new(Shared::new(self.members, self.publishers));
+        let shared = Arc::new(Shared::new(self.members, self.publishers, self.messages));
         let (done_tx, done_rx) = async_channel::bounded::<()>(self.members);
         for member in 0..self.members {
             let stream = connect(rt, addr).await?;
@@ -290,13 +293,15 @@ struct Shared {
     last_delivery: AtomicU64,
     /// Members whose connection ended before they had every message.
     lost: AtomicUsize,
-    /// Publish-to-delivery latency of every delivery.
+    /// Publish-to-delivery latency of the deliveries of every `stride`-th message.
     samples: Mutex<Vec<Duration>>,
+    stride: u64,
     failure: Mutex<Option<CliError>>,
 }
 
 impl Shared {
-    fn new(members: usize, publishers: usize) -> Shared {
+    fn new(members: usize, publishers: usize, messages: u64) -> Shared {
+        let deliveries = messages * (members * publishers) as u64;
         Shared {
             start: Instant::now(),
             publishers,
@@ -310,6 +315,7 @@ impl Shared {
             last_delivery: AtomicU64::new(0),
             lost: AtomicUsize::new(0),
             samples: Mutex::new(Vec::new()),
+            stride: deliveries.div_ceil(MAX_SAMPLES).max(1),
             failure: Mutex::new(None),
         }
     }
@@ -375,7 +381,7 @@ async fn subscribe<S: AsyncTcpStream>(
     }
     let (mut lines, mut buf) = (Lines::default(), vec![0u8; 64 * 1024]);
     let (mut joined, mut heard, mut complete) = (false, 0, 0);
-    let mut samples = Vec::with_capacity((messages as usize).saturating_mul(publishers));
+    let mut samples = Vec::with_capacity((messages.div_ceil(shared.stride) as usize).saturating_mul(publishers));
     let mut payload_next = false;
     let result = loop {
         let n = match stream.read(&mut buf).await {
@@ -424,7 +430,9 @@ async fn subscribe<S: AsyncTcpStream>(
             let Some(got) = shared.got.get(member * publishers + p) else { continue };
             got.store(seq + 1, Ordering::Release);
             let _ = shared.progress[p].0.try_send(());
-            samples.push(Duration::from_nanos(now.saturating_sub(at)));
+            if seq % shared.stride == 0 {
+                samples.push(Duration::from_nanos(now.saturating_sub(at)));
+            }
             shared.deliveries.fetch_add(1, Ordering::AcqRel);
             if seq + 1 == messages {
                 complete += 1;
