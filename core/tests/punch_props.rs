@@ -932,3 +932,18 @@ fn scripts_never_break_the_peer() {
     }
     check(2_000, prop as fn(_));
 }
+
+/// Catches a harness (or rendezvous) that treats the `PeerLeft` an expiry sends as an
+/// answer to whatever datagram arrived in the same step: two partners expire together,
+/// the one that stays for an instant is told its partner left, and a short datagram from
+/// that same address came in (the input the `punch_rendezvous` target found on CI).
+#[test]
+fn a_peer_left_from_an_expiry_is_not_an_answer_to_the_datagram_of_that_step() {
+    let script: &[u8] = &[
+        25, 0, 0, 96, 96, 96, 0, 255, 0, 8, 0, 0, 0, 0, 0, 0, 244, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 39,
+        52, 20, 51, 52, 52, 52, 52, 60, 52, 36, 53, 52, 179, 179, 179, 179, 179, 179, 179, 179, 179, 179, 179, 179,
+        179, 179, 179, 179, 179, 179, 179, 179, 179, 179, 179, 179, 179, 179, 179, 179, 179, 179, 179, 179, 179, 179,
+        179, 179, 179, 179, 179, 179, 179, 179, 179, 179, 45, 52, 52,
+    ];
+    punch_rendezvous::fuzz_punch_rendezvous(script);
+}
