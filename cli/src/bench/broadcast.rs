@@ -9,7 +9,7 @@ use crate::CliError;
 use argh::FromArgs;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -254,16 +254,7 @@ fn start_server(system: System, exe: Option<PathBuf>, addr: SocketAddr) -> Resul
             Proc::spawn_from(&exe, "nats-server", &args)?
         }
     };
-    let deadline = Instant::now() + SETUP_TIMEOUT;
-    while TcpStream::connect(addr).is_err() {
-        if let Some(status) = server.exited() {
-            return Err(server.failure(status));
-        }
-        if Instant::now() > deadline {
-            return Err(CliError::new(format!("{} did not listen on {addr} within {SETUP_TIMEOUT:?}", system.name())));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    server.wait_listening(addr, SETUP_TIMEOUT)?;
     Ok(server)
 }
 

@@ -106,6 +106,22 @@ impl Proc {
         self.child.id()
     }
 
+    /// Waits until something accepts connections on `addr` (the process listens), failing
+    /// if the process exits first or `timeout` passes.
+    pub(super) fn wait_listening(&mut self, addr: SocketAddr, timeout: Duration) -> Result<(), CliError> {
+        let deadline = Instant::now() + timeout;
+        while TcpStream::connect(addr).is_err() {
+            if let Some(status) = self.exited() {
+                return Err(self.failure(status));
+            }
+            if Instant::now() > deadline {
+                return Err(CliError::new(format!("{} did not listen on {addr} within {timeout:?}", self.name)));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
     /// The exit status, if the process has ended.
     pub(super) fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()

@@ -102,16 +102,7 @@ impl Program for MeshCmd {
 fn server(listen: SocketAddr, peer: SocketAddr) -> Result<Proc, CliError> {
     let args = ["mesh", "server", "--listen", &listen.to_string(), "--peer", &peer.to_string()].map(String::from);
     let mut proc = Proc::spawn("a mesh server", &args)?;
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while TcpStream::connect(listen).is_err() {
-        if let Some(status) = proc.exited() {
-            return Err(proc.failure(status));
-        }
-        if Instant::now() > deadline {
-            return Err(CliError::new(format!("the mesh server on {listen} did not listen within 10 s")));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    proc.wait_listening(listen, IO_TIMEOUT)?;
     Ok(proc)
 }
 
