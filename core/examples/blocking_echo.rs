@@ -17,6 +17,7 @@
 //! stops reading would stall everyone; the real adapters (`switchyard-adapters`) queue writes
 //! per connection instead. Everything else is what any driver does.
 
+use bytes::BytesMut;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -29,7 +30,7 @@ use switchyard_core::{CloseHow, ConnId, Env, Input, Instant, ListenerId, Machine
 /// What the socket threads tell the machine thread.
 enum Net {
     Accepted(TcpStream, SocketAddr),
-    Received(ConnId, Vec<u8>),
+    Received(ConnId, BytesMut),
     Eof(ConnId),
     Failed(ConnId, io::Error),
 }
@@ -83,7 +84,7 @@ fn run_machine(mut machine: EchoServer, rx: Receiver<Net>, tx: Sender<Net>) {
                 }
                 Err(refusal) => eprintln!("refused {peer}: {refusal}"),
             },
-            Ok(Net::Received(conn, bytes)) => machine.handle_input(now, Input::Received { conn, bytes: &bytes }),
+            Ok(Net::Received(conn, bytes)) => machine.handle_input(now, Input::Received { conn, bytes }),
             Ok(Net::Eof(conn)) => machine.handle_input(now, Input::ReadClosed { conn }),
             Ok(Net::Failed(conn, error)) => {
                 writers.remove(&conn);
@@ -135,7 +136,7 @@ fn read_loop(conn: ConnId, mut stream: TcpStream, tx: Sender<Net>) {
     loop {
         let net = match stream.read(&mut buf) {
             Ok(0) => Net::Eof(conn),
-            Ok(n) => Net::Received(conn, buf[..n].to_vec()),
+            Ok(n) => Net::Received(conn, BytesMut::from(&buf[..n])),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => Net::Failed(conn, e),
         };

@@ -6,7 +6,7 @@
 //! to the driver to write). Taking a fresh allocation for each would cost page faults and
 //! zeroing on every byte; [`ChunkBuf`] serves both from a few arenas that cycle.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 /// Most exhausted arenas kept for reuse: enough to cover what is still in flight in a bulk
 /// transfer (a driver's read-ahead of 256 KiB in arenas of two 64 KiB reads, or the
@@ -136,9 +136,9 @@ impl ChunkBuf {
     }
 
     /// Everything written and not yet taken, as one chunk (empty if nothing was).
-    pub fn take(&mut self) -> Bytes {
+    pub fn take(&mut self) -> BytesMut {
         let n = std::mem::take(&mut self.filled);
-        self.arena.bytes.split_to(n).freeze()
+        self.arena.bytes.split_to(n)
     }
 
     /// Gives back the spare arenas, keeping the current one: for a connection whose
@@ -183,7 +183,7 @@ mod tests {
     fn an_arena_whose_chunks_are_still_held_waits_as_a_spare() {
         let mut buf = ChunkBuf::new();
         let first = buf.space(4, 8).as_ptr();
-        let held: Vec<Bytes> = (0..2)
+        let held: Vec<BytesMut> = (0..2)
             .map(|_| {
                 write(&mut buf, b"abcd", 8);
                 buf.take()

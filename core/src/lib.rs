@@ -28,6 +28,7 @@
 
 pub mod auth;
 pub mod backoff;
+pub mod chunk_queue;
 pub mod chunks;
 pub mod env;
 pub mod id;

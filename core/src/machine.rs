@@ -42,7 +42,7 @@
 
 use crate::id::{ConnId, ListenerId, SocketId};
 use crate::time::Instant;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
 
 /// Something that happened on the network, reported by the driver.
@@ -66,8 +66,11 @@ pub enum Input<'a> {
     Received {
         /// The connection.
         conn: ConnId,
-        /// The bytes; the machine copies what it keeps.
-        bytes: &'a [u8],
+        /// The bytes, handed over: a machine keeps what it needs without a copy
+        /// ([`BytesMut::freeze`] and slice it, or `split_to`), and may work on them in
+        /// place (the TLS layer decrypts where they lie). Reading them as a `&[u8]` is
+        /// `&bytes[..]`.
+        bytes: BytesMut,
     },
     /// The peer shut its write side (TCP FIN): no more `Received` on this connection, but
     /// the machine may still write. This is how half-close reaches a machine. Reported once.
@@ -446,7 +449,7 @@ mod tests {
 
         slot = Some(EchoServer::new(Env::new(1), EchoConfig::default()));
         let conn = slot.accept(now, ListenerId(0), peer).expect("the echo server accepts");
-        slot.handle_input(now, Input::Received { conn, bytes: b"hi\n" });
+        slot.handle_input(now, Input::Received { conn, bytes: "hi\n".into() });
         let wrote = std::iter::from_fn(|| slot.poll_output())
             .any(|o| matches!(o, Output::Write { bytes, .. } if &bytes[..] == b"hi\n"));
         assert!(wrote, "the echo server inside the Option echoed");

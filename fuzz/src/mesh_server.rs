@@ -112,7 +112,7 @@ pub fn fuzz_mesh_server(data: &[u8]) {
             1 => {
                 if let Some(conn) = pick(&readable(&d, Phase::Open), arg) {
                     let bytes = message(&mut s).to_bytes();
-                    d.input(Input::Received { conn, bytes: &bytes });
+                    d.input(Input::Received { conn, bytes: (&bytes[..]).into() });
                 }
             }
             2 => {
@@ -120,7 +120,7 @@ pub fn fuzz_mesh_server(data: &[u8]) {
                     let n = usize::from(s.u8() % 32) + 1;
                     let bytes = s.take(n).to_vec();
                     if !bytes.is_empty() {
-                        d.input(Input::Received { conn, bytes: &bytes });
+                        d.input(Input::Received { conn, bytes: (&bytes[..]).into() });
                     }
                 }
             }

@@ -233,7 +233,7 @@ fn run<S: Served>(data: &[u8]) -> Reached {
                     let n = usize::from(s.u8()) + 1;
                     let bytes = s.take(n).to_vec();
                     if !bytes.is_empty() {
-                        d.input(Input::Received { conn, bytes: &bytes });
+                        d.input(Input::Received { conn, bytes: (&bytes[..]).into() });
                     }
                 }
             }
@@ -261,7 +261,7 @@ fn run<S: Served>(data: &[u8]) -> Reached {
                     chunk[at] ^= 1 | flip;
                     c.tampered = true;
                 }
-                let outputs = d.input(Input::Received { conn, bytes: &chunk });
+                let outputs = d.input(Input::Received { conn, bytes: (&chunk[..]).into() });
                 route_writes(outputs, &mut clients);
             }
             5 => {
@@ -270,7 +270,7 @@ fn run<S: Served>(data: &[u8]) -> Reached {
                 let c = &mut clients[i];
                 if !c.to_client.is_empty() && !c.done {
                     let bytes = std::mem::take(&mut c.to_client);
-                    c.machine.handle_input(now, Input::Received { conn: c.own, bytes: &bytes });
+                    c.machine.handle_input(now, Input::Received { conn: c.own, bytes: (&bytes[..]).into() });
                     c.drain(now);
                 }
             }
@@ -330,13 +330,13 @@ fn run<S: Served>(data: &[u8]) -> Reached {
             let conn = clients[i].at_server;
             if !clients[i].to_server.is_empty() && readable(&d).contains(&conn) {
                 let bytes = std::mem::take(&mut clients[i].to_server);
-                let outputs = d.input(Input::Received { conn, bytes: &bytes });
+                let outputs = d.input(Input::Received { conn, bytes: (&bytes[..]).into() });
                 route_writes(outputs, &mut clients);
             }
             let c = &mut clients[i];
             if !c.to_client.is_empty() && !c.done {
                 let bytes = std::mem::take(&mut c.to_client);
-                c.machine.handle_input(now, Input::Received { conn: c.own, bytes: &bytes });
+                c.machine.handle_input(now, Input::Received { conn: c.own, bytes: (&bytes[..]).into() });
                 c.drain(now);
             }
         }

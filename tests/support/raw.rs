@@ -118,7 +118,7 @@ impl<H: RawHandler> Machine for RawServer<H> {
     fn handle_input(&mut self, _now: Instant, input: Input<'_>) {
         match input {
             Input::Received { conn, bytes } => {
-                let reply = self.conns.get_mut(&conn).and_then(|c| c.handler.received(bytes));
+                let reply = self.conns.get_mut(&conn).and_then(|c| c.handler.received(&bytes));
                 if let Some(reply) = reply {
                     self.send(conn, reply);
                 }

@@ -77,7 +77,7 @@ pub use wall::{unix_micros_now, WALL_CLOCK_SLACK};
 
 use crate::runtime::{AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, Runtime};
 use async_channel::{Receiver, Sender, TryRecvError};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use conn::{Conn, ReadLimits};
 use futures_lite::future;
 use stats::Counters;
@@ -532,7 +532,7 @@ pub(crate) enum NetMsg<S> {
     },
     Received {
         conn: ConnId,
-        bytes: Bytes,
+        bytes: BytesMut,
     },
     /// End of stream from the peer.
     ReadEof {
@@ -753,10 +753,11 @@ where
                 if !self.conns.contains_key(&conn) {
                     return;
                 }
-                tracing::trace!(%conn, len = bytes.len(), "received");
-                self.machine.handle_input(now, Input::Received { conn, bytes: &bytes });
+                let len = bytes.len();
+                tracing::trace!(%conn, len, "received");
+                self.machine.handle_input(now, Input::Received { conn, bytes });
                 if let Some(entry) = self.conns.get(&conn) {
-                    entry.conn.handled(bytes.len());
+                    entry.conn.handled(len);
                 }
             }
             NetMsg::ReadEof { conn } => {

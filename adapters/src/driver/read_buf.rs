@@ -1,6 +1,6 @@
 //! The reader's buffer: large reads for bulk streams, little memory for quiet ones.
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use switchyard_core::chunks::ChunkBuf;
 
 /// Smallest read window once a connection has shrunk it.
@@ -12,7 +12,7 @@ const MIN_READ: usize = 2 * 1024;
 const FIRST_READ: usize = 2 * 1024;
 
 /// Reads go into a window of a [`ChunkBuf`]; each read's bytes are split off as a
-/// [`Bytes`] that shares the arena, so handing them to the machine task copies nothing.
+/// [`BytesMut`] that shares the arena, so handing them to the machine task copies nothing.
 ///
 /// The window doubles after a read that filled it (up to `max`, 64 KiB by default) and
 /// halves after a read that used under a quarter of it, so a bulk transfer makes few large
@@ -46,7 +46,7 @@ impl ReadBuf {
     }
 
     /// The first `n` bytes of the space just read into.
-    pub(super) fn take(&mut self, n: usize) -> Bytes {
+    pub(super) fn take(&mut self, n: usize) -> BytesMut {
         if n == self.window {
             self.window = (self.window * 2).min(self.max);
         } else if n < self.window / 4 {

@@ -64,7 +64,7 @@ fn handshake(mut server: Tls<EchoServer>, mut client: Tls<LineClient>) -> Result
                 Output::Write { conn, bytes } => {
                     client.handle_input(now, Input::Sent { conn, bytes: bytes.len() });
                     if let Some(s) = server_conn {
-                        server.handle_input(now, Input::Received { conn: s, bytes: &bytes });
+                        server.handle_input(now, Input::Received { conn: s, bytes: (&bytes[..]).into() });
                     }
                 }
                 Output::Event(event) => client_done |= secured(event)?,
@@ -76,7 +76,7 @@ fn handshake(mut server: Tls<EchoServer>, mut client: Tls<LineClient>) -> Result
             match out {
                 Output::Write { conn, bytes } => {
                     server.handle_input(now, Input::Sent { conn, bytes: bytes.len() });
-                    client.handle_input(now, Input::Received { conn: client_conn, bytes: &bytes });
+                    client.handle_input(now, Input::Received { conn: client_conn, bytes: (&bytes[..]).into() });
                 }
                 Output::Event(event) => server_done |= secured(event)?,
                 _ => {}

@@ -839,7 +839,7 @@ impl Machine for MeshClient {
                 }
                 Input::Received { bytes, .. } => {
                     let Some(p) = self.probes.get_mut(&server) else { return };
-                    p.reader.push(bytes);
+                    p.reader.push(&bytes);
                     loop {
                         let Some(p) = self.probes.get_mut(&server) else { return };
                         match p.reader.next_msg() {
@@ -847,7 +847,7 @@ impl Machine for MeshClient {
                             Some(Ok(msg)) => self.probe_message(server, msg),
                             Some(Err(e)) => {
                                 self.out.close(conn, CloseHow::Abort);
-                                let reason = crate::tls::tls_instead(bytes, "server")
+                                let reason = crate::tls::tls_instead(&bytes, "server")
                                     .unwrap_or_else(|| format!("protocol error: {e}"));
                                 self.probe_down(conn, &reason);
                                 break;
@@ -877,14 +877,14 @@ impl Machine for MeshClient {
             Input::ConnectFailed { error, .. } => self.session_lost(&format!("connect failed: {error}")),
             Input::Received { bytes, .. } => {
                 s.last_heard = now;
-                s.reader.push(bytes);
+                s.reader.push(&bytes);
                 loop {
                     let Some(s) = self.session.as_mut().filter(|s| s.conn == conn) else { return };
                     match s.reader.next_msg() {
                         None => return,
                         Some(Ok(msg)) => self.session_message(msg),
                         Some(Err(e)) => {
-                            let reason = crate::tls::tls_instead(bytes, "server")
+                            let reason = crate::tls::tls_instead(&bytes, "server")
                                 .unwrap_or_else(|| format!("protocol error: {e}"));
                             return self.session_lost(&reason);
                         }

@@ -1133,7 +1133,7 @@ impl Machine for MeshServer {
                 self.link_connected(server, conn);
             }
             Input::ConnectFailed { conn, error } => self.gone(conn, &format!("connect failed: {error}")),
-            Input::Received { conn, bytes } => self.received(conn, bytes),
+            Input::Received { conn, bytes } => self.received(conn, &bytes),
             Input::ReadClosed { conn } => self.close(conn, CloseHow::Graceful, "closed by peer"),
             Input::Closed { conn, reason } => self.gone(conn, &reason.to_string()),
             Input::Sent { .. } | Input::Datagram { .. } => {}

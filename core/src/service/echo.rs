@@ -29,7 +29,7 @@ pub type EchoEvent = LineServerEvent<Infallible>;
 /// let mut server = EchoServer::new(Env::new(1), EchoConfig::default());
 /// let now = Instant::ZERO;
 /// let conn = server.accept(now, ListenerId(0), "127.0.0.1:5555".parse().unwrap()).unwrap();
-/// server.handle_input(now, Input::Received { conn, bytes: b"hello\n" });
+/// server.handle_input(now, Input::Received { conn, bytes: "hello\n".into() });
 /// let writes: Vec<_> = std::iter::from_fn(|| server.poll_output())
 ///     .filter_map(|o| match o { Output::Write { bytes, .. } => Some(bytes), _ => None })
 ///     .collect();
@@ -142,7 +142,7 @@ mod tests {
         let conn = echo.accept(Instant::ZERO, ListenerId(0), "10.0.0.1:4000".parse().unwrap()).unwrap();
         let drain = |m: &mut EchoServer| std::iter::from_fn(|| m.poll_output()).collect::<Vec<_>>();
         drain(&mut echo);
-        echo.handle_input(Instant::ZERO, Input::Received { conn, bytes: b"0123456789\n" });
+        echo.handle_input(Instant::ZERO, Input::Received { conn, bytes: "0123456789\n".into() });
         assert!(drain(&mut echo).contains(&Output::PauseReading { conn }));
         echo.handle_input(Instant::ZERO, Input::Sent { conn, bytes: 5 });
         assert!(!drain(&mut echo).contains(&Output::ResumeReading { conn }));

@@ -51,7 +51,7 @@ impl<M: Machine> Fixture<M> {
     }
 
     pub fn send(&mut self, conn: ConnId, bytes: &[u8]) {
-        self.machine.handle_input(self.now, Input::Received { conn, bytes });
+        self.machine.handle_input(self.now, Input::Received { conn, bytes: bytes.into() });
         self.drain();
     }
 

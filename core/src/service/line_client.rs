@@ -252,7 +252,7 @@ impl Machine for LineClient {
         match input {
             Input::Connected { local, .. } => self.connected(local),
             Input::ConnectFailed { error, .. } => self.fail(LineClientEvent::ConnectFailed(error), None),
-            Input::Received { bytes, .. } => self.received(bytes),
+            Input::Received { bytes, .. } => self.received(&bytes),
             Input::ReadClosed { .. } => self.read_closed(),
             Input::Closed { reason, .. } => self.fail(LineClientEvent::Closed(Some(reason)), None),
             Input::Sent { bytes, .. } => self.backlog.sent(bytes),
@@ -313,7 +313,7 @@ mod tests {
                 Output::Close { conn, how: CloseHow::HalfClose },
             ]
         );
-        c.handle_input(Instant::ZERO, Input::Received { conn, bytes: b"hello\n" });
+        c.handle_input(Instant::ZERO, Input::Received { conn, bytes: "hello\n".into() });
         assert_eq!(drain(&mut c), vec![Output::Event(LineClientEvent::Line(Bytes::from("hello")))]);
     }
 
@@ -373,7 +373,7 @@ mod tests {
         let conn = c.conn();
         c.handle_input(Instant::ZERO, Input::Connected { conn, local: LOCAL.parse().unwrap() });
         drain(&mut c);
-        c.handle_input(Instant::ZERO, Input::Received { conn, bytes: b"tail" });
+        c.handle_input(Instant::ZERO, Input::Received { conn, bytes: "tail".into() });
         c.handle_input(Instant::ZERO, Input::ReadClosed { conn });
         let out = drain(&mut c);
         assert_eq!(out[0], Output::Event(LineClientEvent::Line(Bytes::from("tail"))));

@@ -445,7 +445,7 @@ impl<S: LineService> Machine for LineServer<S> {
     fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         self.tick(now);
         match input {
-            Input::Received { conn, bytes } => self.received(conn, bytes),
+            Input::Received { conn, bytes } => self.received(conn, &bytes),
             Input::ReadClosed { conn } => self.read_closed(conn),
             Input::Sent { conn, bytes } => {
                 if let Some(session) = self.shared.sessions.get_mut(&conn) {

@@ -189,7 +189,7 @@ impl Machine for Probe {
                 ProbeEvent::Connected { conn, local }
             }
             Input::ConnectFailed { conn, error } => ProbeEvent::ConnectFailed { conn, error },
-            Input::Received { conn, bytes } => ProbeEvent::Received { conn, bytes: Bytes::copy_from_slice(bytes) },
+            Input::Received { conn, bytes } => ProbeEvent::Received { conn, bytes: bytes.freeze() },
             Input::ReadClosed { conn } => ProbeEvent::ReadClosed { conn },
             Input::Closed { conn, reason } => ProbeEvent::Closed { conn, reason },
             Input::Sent { conn, bytes } => ProbeEvent::Sent { conn, bytes },

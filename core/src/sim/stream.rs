@@ -25,7 +25,7 @@ use super::{Event, Notice, Sim};
 use crate::id::ConnId;
 use crate::machine::{CloseHow, Input, NetError};
 use crate::time::Instant;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
@@ -623,7 +623,7 @@ impl Sim {
             Segment::Data(bytes) => {
                 let at = self.now + self.net.link(ack_from, ack_to).sample_delay(&mut self.rng);
                 self.queue.push(at, Event::Stream(StreamEvent::Ack { stream: id, flow: f, bytes: bytes.len() }));
-                self.deliver(reader, Input::Received { conn, bytes: &bytes });
+                self.deliver(reader, Input::Received { conn, bytes: BytesMut::from(bytes) });
             }
             Segment::Fin => {
                 s.sides[r].read_open = false;

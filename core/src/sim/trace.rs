@@ -95,13 +95,13 @@ impl Trace {
 }
 
 /// An input in words, and its payload.
-pub(super) fn describe_input<'a>(input: &Input<'a>) -> (String, &'a [u8]) {
-    match *input {
+pub(super) fn describe_input<'i>(input: &'i Input<'_>) -> (String, &'i [u8]) {
+    match input {
         Input::Connected { conn, local } => (format!("in Connected {conn} local {local}"), &[]),
-        Input::ConnectFailed { conn, ref error } => (format!("in ConnectFailed {conn} {error:?}"), &[]),
+        Input::ConnectFailed { conn, error } => (format!("in ConnectFailed {conn} {error:?}"), &[]),
         Input::Received { conn, bytes } => (format!("in Received {conn}"), bytes),
         Input::ReadClosed { conn } => (format!("in ReadClosed {conn}"), &[]),
-        Input::Closed { conn, ref reason } => (format!("in Closed {conn} {reason:?}"), &[]),
+        Input::Closed { conn, reason } => (format!("in Closed {conn} {reason:?}"), &[]),
         Input::Sent { conn, bytes } => (format!("in Sent {conn} {bytes}"), &[]),
         Input::Datagram { socket, from, bytes } => (format!("in Datagram {socket:?} from {from}"), bytes),
     }

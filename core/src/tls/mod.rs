@@ -45,6 +45,7 @@ pub use trust::{BadFingerprint, Fingerprint, Trust, TrustError};
 use crate::id::{ConnId, ListenerId};
 use crate::machine::{CloseHow, Input, Machine, NetError, Output, OutputQueue, Refusal};
 use crate::time::{Instant, WallClock};
+use bytes::BytesMut;
 use crypto::Scope;
 use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::ServerName;
@@ -402,16 +403,14 @@ impl<M: Machine> Tls<M> {
         self.inner.handle_input(self.now, input);
     }
 
-    fn received(&mut self, conn: ConnId, bytes: &[u8]) {
+    fn received(&mut self, conn: ConnId, bytes: BytesMut) {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return self.inner.handle_input(self.now, Input::Received { conn, bytes });
         };
-        if !session.heard && crate::wire::frame::starts_with_text(bytes) {
+        if !session.heard && crate::wire::frame::starts_with_text(&bytes) {
             self.out.write(conn, bytes::Bytes::from_static(TEXT_ON_TLS_REPLY.as_bytes()));
-            let reason = format!(
-                "the peer sent text, not TLS: {}",
-                crate::service::reply::Excerpt::of(&bytes::Bytes::copy_from_slice(bytes))
-            );
+            let reason =
+                format!("the peer sent text, not TLS: {}", crate::service::reply::Excerpt::of(&bytes.freeze()));
             return self.fail(conn, reason, CloseHow::Graceful);
         }
         // Binary, but not a handshake record: a plaintext client of a binary protocol (a
@@ -433,15 +432,15 @@ impl<M: Machine> Tls<M> {
                 if progress.established {
                     self.established(conn);
                 }
-                let Some(session) = self.sessions.get(&conn) else { return };
-                if session.inner_gone {
+                for plain in progress.plain {
+                    // The inner machine may end the connection on any record.
+                    if !self.sessions.get(&conn).is_some_and(|s| !s.inner_gone) {
+                        return;
+                    }
+                    self.inner.handle_input(self.now, Input::Received { conn, bytes: plain });
+                }
+                if !self.sessions.get(&conn).is_some_and(|s| !s.inner_gone) {
                     return;
-                }
-                if !progress.plain.is_empty() {
-                    self.inner.handle_input(self.now, Input::Received { conn, bytes: &progress.plain });
-                }
-                if let Some(session) = self.sessions.get_mut(&conn) {
-                    session.recycle(progress.plain);
                 }
                 if progress.peer_closed {
                     self.inner.handle_input(self.now, Input::ReadClosed { conn });

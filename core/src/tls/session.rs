@@ -9,7 +9,7 @@
 
 use crate::chunks::ChunkBuf;
 use crate::machine::CloseHow;
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use rustls::client::UnbufferedClientConnection;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus};
@@ -46,9 +46,9 @@ const RECORD_OVERHEAD: usize = 5 + 1 + 16;
 pub(crate) struct Progress {
     /// Ciphertext to write to the socket.
     pub cipher: Option<Bytes>,
-    /// Plaintext that arrived, for the inner machine; hand it back with
-    /// [`Session::recycle`] so its capacity serves the next call.
-    pub plain: Vec<u8>,
+    /// Plaintext that arrived, for the inner machine: one piece per record, each decrypted
+    /// where its ciphertext lay (in the driver's read, so handing it on copies nothing).
+    pub plain: Vec<BytesMut>,
     /// The peer sent close_notify: its side of the stream ended cleanly.
     pub peer_closed: bool,
     /// The handshake finished during this call.
@@ -101,9 +101,11 @@ pub(crate) struct Session {
 /// driving loop serves client and server.
 #[derive(Default)]
 struct Io {
-    /// Ciphertext received: `incoming[start..]` is not yet processed (the start of a record,
-    /// or of a handshake message spanning records).
-    incoming: Vec<u8>,
+    /// Ciphertext received and not yet processed: between calls, the start of a record
+    /// (or of a handshake message spanning records) that a read cut off, which the next
+    /// read's bytes are copied after; during a call, `incoming[..start]` is processed and
+    /// the plaintext in it lies at `plain`.
+    incoming: BytesMut,
     start: usize,
     /// Ciphertext produced and not yet handed out. Hand-outs are split off it, so once the
     /// driver has written and dropped them their arena is used again (without the page
@@ -111,8 +113,10 @@ struct Io {
     out: ChunkBuf,
     /// Length of the last hand-out, to tell a bulk sender from a quiet one.
     last_hand_out: usize,
-    /// Plaintext received during this call.
-    plain: Vec<u8>,
+    /// The plaintext of each record received during this call, in order.
+    plain: Vec<Plain>,
+    /// Plaintext records split off `incoming`, not yet handed to the inner machine.
+    received: Vec<BytesMut>,
     /// Plaintext encrypted in total.
     plain_written: u64,
     /// The handshake has finished and the early writes went out.
@@ -120,6 +124,46 @@ struct Io {
     /// Plaintext the inner machine wrote before the handshake finished.
     early: Vec<Bytes>,
     early_len: usize,
+}
+
+/// Where one record's plaintext is.
+enum Plain {
+    /// Decrypted in place, at `offset` in `incoming`: split off it, not copied.
+    At { offset: usize, len: usize },
+    /// Handed out from rustls's own memory (data that came with the end of the handshake).
+    Copied(BytesMut),
+}
+
+impl Plain {
+    /// Where `payload` is, given that `incoming` starts at address `base` and is `len`
+    /// bytes long.
+    fn locate(payload: &[u8], base: usize, len: usize) -> Plain {
+        let at = payload.as_ptr() as usize;
+        match at.checked_sub(base) {
+            Some(offset) if offset + payload.len() <= len => Plain::At { offset, len: payload.len() },
+            _ => Plain::Copied(BytesMut::from(payload)),
+        }
+    }
+}
+
+impl Io {
+    /// Splits what rustls processed off the front of `incoming`, and the plaintext records
+    /// in it off that, into `received`: slices of the same memory, not copies.
+    fn split_processed(&mut self) {
+        let mut processed = self.incoming.split_to(self.start);
+        self.start = 0;
+        let mut at = 0;
+        for plain in self.plain.drain(..) {
+            match plain {
+                Plain::At { offset, len } => {
+                    processed.advance(offset - at);
+                    self.received.push(processed.split_to(len));
+                    at = offset + len;
+                }
+                Plain::Copied(bytes) => self.received.push(bytes),
+            }
+        }
+    }
 }
 
 /// What to do once the connection is established and has nothing else to process.
@@ -210,47 +254,32 @@ impl Session {
         common.negotiated_cipher_suite().map_or_else(|| "none".into(), |s| format!("{:?}", s.suite()))
     }
 
-    /// Feeds ciphertext from the peer; returns what it produced, or why the connection ends
-    /// (with any alert for the peer).
-    pub fn receive(&mut self, bytes: &[u8]) -> Result<Progress, Broken> {
+    /// Feeds ciphertext from the peer, decrypting it where it lies; returns what it
+    /// produced, or why the connection ends (with any alert for the peer).
+    pub fn receive(&mut self, bytes: BytesMut) -> Result<Progress, Broken> {
         self.heard = true;
         let io = &mut self.io;
-        if io.start > 0 {
-            io.incoming.drain(..io.start);
-            io.start = 0;
+        if io.incoming.is_empty() {
+            io.incoming = bytes;
+        } else {
+            // Only the start of a record is copied: the record it completes.
+            io.incoming.extend_from_slice(&bytes);
         }
-        io.incoming.extend_from_slice(bytes);
         let turn = self.drive(Work::default())?;
-        let io = &mut self.io;
-        let pending = io.incoming.len() - io.start;
+        let pending = self.io.incoming.len();
         if pending > MAX_PENDING_CIPHER {
             let error = rustls::Error::General(format!("{pending} bytes of ciphertext without a whole record"));
             return Err(Broken::Tls(error, None));
-        }
-        if pending == 0 {
-            io.incoming.clear();
-            io.start = 0;
-            if io.incoming.capacity() > KEEP_CAPACITY {
-                io.incoming = Vec::new();
-            }
         }
         if turn.peer_closed {
             self.peer_closed = true;
         }
         Ok(Progress {
             cipher: self.hand_out(),
-            plain: std::mem::take(&mut self.io.plain),
+            plain: std::mem::take(&mut self.io.received),
             peer_closed: turn.peer_closed,
             established: turn.established,
         })
-    }
-
-    /// Gives back the plaintext buffer of a [`Progress`] once the inner machine has read it.
-    pub fn recycle(&mut self, mut plain: Vec<u8>) {
-        if plain.capacity() <= KEEP_CAPACITY && self.io.plain.capacity() == 0 {
-            plain.clear();
-            self.io.plain = plain;
-        }
     }
 
     /// The inner machine wrote `bytes`. Before the handshake finishes they wait (up to
@@ -286,14 +315,16 @@ impl Session {
             Conn::Client(c) => drive(&mut **c, io, work),
             Conn::Server(s) => drive(&mut **s, io, work),
         };
-        result.map_err(|error| {
+        let turn = result.map_err(|error| {
             match &mut self.conn {
                 Conn::Client(c) => encode_alert(&mut **c, &mut self.io),
                 Conn::Server(s) => encode_alert(&mut **s, &mut self.io),
             }
             // The alert goes out after anything produced before the error.
             Broken::Tls(error, self.hand_out())
-        })
+        })?;
+        self.io.split_processed();
+        Ok(turn)
     }
 
     /// Splits off the ciphertext produced since the last hand-out, marking where it ends.
@@ -305,7 +336,7 @@ impl Session {
         self.io.last_hand_out = cipher.len();
         self.cipher_written += cipher.len() as u64;
         self.marks.push_back((self.cipher_written, self.io.plain_written));
-        Some(cipher)
+        Some(cipher.freeze())
     }
 
     /// The driver sent `n` more bytes of ciphertext: how many plaintext bytes that
@@ -343,6 +374,7 @@ fn drive<C: Unbuffered>(conn: &mut C, io: &mut Io, work: Work<'_>) -> Result<Tur
     let mut turn = Turn::default();
     loop {
         let was_established = !conn.common().is_handshaking();
+        let (base, len) = (io.incoming.as_ptr() as usize, io.incoming.len());
         let UnbufferedStatus { mut discard, state } = conn.process(&mut io.incoming[io.start..]);
         let state = match state {
             Ok(state) => state,
@@ -357,7 +389,9 @@ fn drive<C: Unbuffered>(conn: &mut C, io: &mut Io, work: Work<'_>) -> Result<Tur
                 while let Some(record) = records.next_record() {
                     let record = record?;
                     discard += record.discard;
-                    io.plain.extend_from_slice(record.payload);
+                    if !record.payload.is_empty() {
+                        io.plain.push(Plain::locate(record.payload, base, len));
+                    }
                 }
                 false
             }

@@ -112,7 +112,7 @@ impl<S: Machine, C: Machine> Pair<S, C> {
                         self.to_server.extend_from_slice(&bytes);
                         self.client.handle_input(self.now, Input::Sent { conn, bytes: bytes.len() });
                         if let Some(s) = self.server_conn.filter(|_| self.server_closed.is_none()) {
-                            self.server.handle_input(self.now, Input::Received { conn: s, bytes: &bytes });
+                            self.server.handle_input(self.now, Input::Received { conn: s, bytes: (&bytes[..]).into() });
                         }
                     }
                     Output::Close { how, .. } => {
@@ -132,7 +132,7 @@ impl<S: Machine, C: Machine> Pair<S, C> {
                         self.to_client.extend_from_slice(&bytes);
                         self.server.handle_input(self.now, Input::Sent { conn, bytes: bytes.len() });
                         if let Some(c) = self.client_conn.filter(|_| self.client_closed.is_none()) {
-                            self.client.handle_input(self.now, Input::Received { conn: c, bytes: &bytes });
+                            self.client.handle_input(self.now, Input::Received { conn: c, bytes: (&bytes[..]).into() });
                         }
                     }
                     Output::Close { how, .. } => {

@@ -1,14 +1,14 @@
 //! One carrier connection as both tunnel ends see it: its frame decoder, its heartbeat, and
 //! the multiplexer that writes to it.
 
+use crate::chunk_queue::keep;
 use crate::id::ConnId;
 use crate::machine::OutputQueue;
 use crate::time::Instant;
 use crate::tunnel::mux::{Mux, MuxConfig};
 use crate::wire::frame::{FrameDecoder, HEADER_LEN};
-use crate::wire::tunnel::{CarrierError, TunnelMsg};
-use bytes::BytesMut;
-use std::collections::VecDeque;
+use crate::wire::tunnel::{CarrierError, StreamId, TunnelMsg, STREAM_DATA};
+use bytes::{Buf, BytesMut};
 use std::time::Duration;
 
 /// Heartbeat timing of a carrier.
@@ -39,21 +39,24 @@ pub enum Liveness {
 
 /// A carrier connection: framing, heartbeat and multiplexer.
 ///
-/// **Receiving.** Each complete frame of a read is copied into a buffer of its own exact
-/// size; only a frame split across reads waits in `inbox`. A data frame's payload is then
-/// handed on (to a connection's write queue) without another copy, and freeing it frees
-/// exactly its buffer. Accumulating every read in one growing buffer instead kept that
-/// buffer shared with payloads still queued, so each read reallocated it, often above
-/// the allocator's mmap threshold: page faults and `munmap`s on every read in bulk
-/// transfers.
+/// **Receiving.** Each read is decoded where it lies. A data frame's payload is handed on
+/// (to its stream's connection) as slices of the read, a piece per read it spans, so
+/// relayed bytes are never copied between the socket read and the write; pieces under
+/// [`COPY_BELOW`](crate::chunk_queue::COPY_BELOW) are copied, so that small ones kept for a
+/// slow reader do not hold a read arena each. Only the start of a frame that a read cut
+/// off is copied, and then only up to its data (a data frame's 10-byte prefix, or a
+/// control frame whole), so the carrier never buffers more than one control frame.
 #[derive(Debug)]
 pub struct Carrier {
     /// The stream multiplexer (also the carrier's only writer).
     pub mux: Mux,
-    /// Complete frames received and not yet decoded, each in its own buffer.
-    frames: VecDeque<BytesMut>,
-    /// The start of a frame whose end has not arrived yet.
+    /// The latest read, from where decoding has got to.
+    rest: BytesMut,
+    /// The start of a frame that a read cut off, until it is complete: a header, a data
+    /// frame's prefix, or a control frame.
     inbox: BytesMut,
+    /// The data frame whose payload is arriving: its stream and the bytes still to come.
+    data: Option<(StreamId, usize)>,
     decoder: FrameDecoder,
     heartbeat: HeartbeatConfig,
     last_heard: Instant,
@@ -61,31 +64,17 @@ pub struct Carrier {
     pings: u64,
 }
 
-/// Bytes a frame's whole encoding takes, from its header at the start of `buf`; 0 when
-/// `buf` does not hold a whole header yet.
-fn frame_len(buf: &[u8]) -> usize {
-    match buf.get(2..4) {
-        Some(&[hi, lo]) if buf.len() >= HEADER_LEN => HEADER_LEN + usize::from(u16::from_be_bytes([hi, lo])),
-        _ => 0,
-    }
-}
-
-/// Bytes still to arrive before `partial`, the start of one frame, holds the whole header
-/// (when it does not yet) or the whole frame.
-fn missing(partial: &[u8]) -> usize {
-    match frame_len(partial) {
-        0 => HEADER_LEN - partial.len(),
-        len => len.saturating_sub(partial.len()),
-    }
-}
+/// What of a data frame is read before its payload: the header and the stream id.
+const DATA_PREFIX: usize = HEADER_LEN + 4;
 
 impl Carrier {
     /// A carrier on `conn`, just opened at `now`.
     pub fn new(conn: ConnId, now: Instant, heartbeat: HeartbeatConfig, mux: MuxConfig) -> Carrier {
         Carrier {
             mux: Mux::new(conn, mux),
-            frames: VecDeque::new(),
+            rest: BytesMut::new(),
             inbox: BytesMut::new(),
+            data: None,
             decoder: FrameDecoder::default(),
             heartbeat,
             last_heard: now,
@@ -101,46 +90,66 @@ impl Carrier {
 
     /// Takes bytes received on the carrier; read the messages with [`Carrier::next_message`]
     /// (all of them, before the next `receive`).
-    pub fn receive(&mut self, now: Instant, mut bytes: &[u8]) {
+    pub fn receive(&mut self, now: Instant, bytes: BytesMut) {
         self.last_heard = now;
-        // First finish the frame an earlier read began: its header, then its payload.
-        while !self.inbox.is_empty() && !bytes.is_empty() {
-            let take = missing(&self.inbox).min(bytes.len());
-            self.inbox.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-            if missing(&self.inbox) == 0 {
-                self.frames.push_back(self.inbox.split());
-            }
-        }
-        // Then every whole frame of this read, each copied once into a buffer of its size.
-        loop {
-            let len = frame_len(bytes);
-            if len == 0 || len > bytes.len() {
-                break;
-            }
-            self.frames.push_back(BytesMut::from(&bytes[..len]));
-            bytes = &bytes[len..];
-        }
-        // A frame cut off by the end of the read waits for the rest. The decoder judges its
-        // header as soon as it is complete, before more of the payload is buffered.
-        self.inbox.extend_from_slice(bytes);
+        debug_assert!(self.rest.is_empty(), "the previous read's messages were not all taken");
+        self.rest = bytes;
     }
 
-    /// The next complete message, if any. After an error the carrier must be closed.
+    /// The next message, if any. A data frame comes as one `Data` message per read it spans
+    /// (each at most the frame's payload), in order. After an error the carrier must be
+    /// closed.
     pub fn next_message(&mut self) -> Option<Result<TunnelMsg, CarrierError>> {
-        let buf = match self.frames.front_mut() {
-            Some(frame) => frame,
-            None => &mut self.inbox,
-        };
-        let decoded = self.decoder.decode(buf);
-        if matches!(decoded, Ok(Some(_))) && self.frames.front().is_some_and(BytesMut::is_empty) {
-            self.frames.pop_front();
+        if let Some((stream, left)) = self.data {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let piece = self.rest.split_to(left.min(self.rest.len()));
+            self.data = (left > piece.len()).then(|| (stream, left - piece.len()));
+            return Some(Ok(TunnelMsg::Data { stream, bytes: keep(piece) }));
         }
-        match decoded {
+        // The header is judged as soon as it is complete, before any payload is buffered.
+        let header = if self.inbox.is_empty() && self.rest.len() >= HEADER_LEN {
+            self.decoder.header(&self.rest)
+        } else {
+            self.fill_inbox(HEADER_LEN);
+            self.decoder.header(&self.inbox)
+        };
+        let header = match header {
+            Ok(Some(header)) => header,
+            Ok(None) => return None,
+            Err(error) => return Some(Err(error.into())),
+        };
+        let is_data = header.kind == STREAM_DATA && header.subtype == 0 && header.len > 4;
+        let mut frame = self.gather(if is_data { DATA_PREFIX } else { HEADER_LEN + header.len })?;
+        if is_data {
+            frame.advance(HEADER_LEN);
+            self.data = Some((frame.get_u32(), header.len - 4));
+            return self.next_message();
+        }
+        match self.decoder.decode(&mut frame) {
             Ok(Some(frame)) => Some(TunnelMsg::decode(frame).map_err(CarrierError::from)),
+            // `gather` returned the whole frame.
             Ok(None) => None,
             Err(error) => Some(Err(error.into())),
         }
+    }
+
+    /// The next `want` bytes as one buffer: split off the read if it holds them all and no
+    /// earlier read began them, else copied into the inbox until they are complete.
+    fn gather(&mut self, want: usize) -> Option<BytesMut> {
+        if self.inbox.is_empty() && self.rest.len() >= want {
+            return Some(self.rest.split_to(want));
+        }
+        self.fill_inbox(want);
+        (self.inbox.len() == want).then(|| self.inbox.split())
+    }
+
+    /// Moves bytes of the read into the inbox until it holds `want` (or the read is used up).
+    fn fill_inbox(&mut self, want: usize) {
+        let take = want.saturating_sub(self.inbox.len()).min(self.rest.len());
+        self.inbox.extend_from_slice(&self.rest[..take]);
+        self.rest.advance(take);
     }
 
     /// When the heartbeat needs attention.
@@ -187,29 +196,66 @@ mod tests {
         ]
     }
 
-    /// Every message comes out whole and in order however the reads cut the stream.
+    /// Consecutive `Data` pieces of one stream joined, as a reader of the stream sees them.
+    fn joined(messages: Vec<TunnelMsg>) -> Vec<TunnelMsg> {
+        let mut out: Vec<TunnelMsg> = Vec::new();
+        for msg in messages {
+            if let (Some(TunnelMsg::Data { stream: last, bytes: kept }), TunnelMsg::Data { stream, bytes }) =
+                (out.last_mut(), &msg)
+            {
+                if last == stream {
+                    *kept = [&kept[..], &bytes[..]].concat().into();
+                    continue;
+                }
+            }
+            out.push(msg);
+        }
+        out
+    }
+
+    /// Every message comes out in order however the reads cut the stream; a data frame may
+    /// come in pieces, which join up to its payload.
     #[test]
     fn decodes_the_same_whatever_the_read_sizes() {
         let wire: Vec<u8> = messages().iter().flat_map(|m| m.to_bytes().to_vec()).collect();
-        for read in [1, 5, 6, 7, 1000, 65_536, 65_537, wire.len()] {
+        for read in [1, 5, 6, 7, 9, 10, 11, 1000, 65_536, 65_537, wire.len()] {
             let mut carrier = carrier();
             let mut got = Vec::new();
             for chunk in wire.chunks(read) {
-                carrier.receive(Instant::ZERO, chunk);
+                carrier.receive(Instant::ZERO, BytesMut::from(chunk));
                 while let Some(msg) = carrier.next_message() {
                     got.push(msg.unwrap());
                 }
             }
-            assert_eq!(got, messages(), "reads of {read} bytes");
-            assert!(carrier.frames.is_empty() && carrier.inbox.is_empty());
+            assert_eq!(joined(got), messages(), "reads of {read} bytes");
+            assert!(carrier.rest.is_empty() && carrier.inbox.is_empty() && carrier.data.is_none());
         }
+    }
+
+    /// A data payload that a read holds whole reaches the multiplexer as a slice of the
+    /// read, not a copy.
+    #[test]
+    fn a_data_payload_is_a_slice_of_the_read() {
+        let msg = TunnelMsg::Data { stream: 4, bytes: Bytes::from(vec![5u8; 10_000]) };
+        let read = BytesMut::from(&msg.to_bytes()[..]);
+        let payload_at = read[DATA_PREFIX..].as_ptr();
+        let mut carrier = carrier();
+        carrier.receive(Instant::ZERO, read);
+        match carrier.next_message() {
+            Some(Ok(TunnelMsg::Data { stream: 4, bytes })) => {
+                assert_eq!(bytes.len(), 10_000);
+                assert_eq!(bytes.as_ptr(), payload_at, "the payload was copied");
+            }
+            other => panic!("expected the data, got {other:?}"),
+        }
+        assert!(carrier.next_message().is_none());
     }
 
     /// A bad header is refused as soon as it is complete, not once its payload arrived.
     #[test]
     fn refuses_a_bad_header_before_its_payload() {
         let mut carrier = carrier();
-        carrier.receive(Instant::ZERO, &[18, 0, 0xff, 0xff, 0, 1, 0, 0]);
+        carrier.receive(Instant::ZERO, BytesMut::from(&[18, 0, 0xff, 0xff, 0, 1, 0, 0][..]));
         assert!(matches!(carrier.next_message(), Some(Err(_))));
     }
 }

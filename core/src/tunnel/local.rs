@@ -204,7 +204,7 @@ impl TunnelLocal {
         self.out.event(TunnelEvent::ClientRefused { peer, reason: reason.to_owned() });
     }
 
-    fn open_stream(&mut self, conn: ConnId, peer: SocketAddr, route: String, first: &[u8], eof: bool) {
+    fn open_stream(&mut self, conn: ConnId, peer: SocketAddr, route: String, first: BytesMut, eof: bool) {
         // Prefix routes are digits and always valid; a static forward's route comes from the
         // embedder's configuration, and a bad one must cost that client, not the process.
         if !is_valid_route(route.as_bytes()) {
@@ -234,14 +234,15 @@ impl TunnelLocal {
             PrefixDecision::Route { route, consumed } => (route, consumed),
             PrefixDecision::Default => (String::new(), 0),
         };
-        let Some(waiting) = self.waiting.remove(&conn) else { return };
+        let Some(mut waiting) = self.waiting.remove(&conn) else { return };
         self.prefix_deadlines.cancel(conn);
-        self.open_stream(conn, waiting.peer, route, &waiting.first[skip..], eof);
+        let first = waiting.first.split_off(skip);
+        self.open_stream(conn, waiting.peer, route, first, eof);
     }
 
-    fn client_received(&mut self, conn: ConnId, bytes: &[u8]) {
+    fn client_received(&mut self, conn: ConnId, bytes: BytesMut) {
         if let Some(waiting) = self.waiting.get_mut(&conn) {
-            waiting.first.extend_from_slice(bytes);
+            waiting.first.extend_from_slice(&bytes);
             let decision = decide(&waiting.first[..waiting.first.len().min(PREFIX_CAP)]);
             return self.route_waiting(conn, decision, false);
         }
@@ -270,8 +271,13 @@ impl TunnelLocal {
         }
     }
 
-    fn carrier_received(&mut self, bytes: &[u8]) {
+    fn carrier_received(&mut self, bytes: BytesMut) {
         let now = self.now();
+        // What to say if this read breaks the handshake: a TLS record means a TLS peer.
+        let tls_peer = match self.link {
+            Link::Handshake { .. } => crate::tls::tls_instead(&bytes, "remote end"),
+            _ => None,
+        };
         match &mut self.link {
             Link::Handshake { carrier, .. } | Link::Up { carrier } => carrier.receive(now, bytes),
             _ => return,
@@ -285,10 +291,7 @@ impl TunnelLocal {
                 None => return,
                 Some(Ok(msg)) => self.carrier_message(msg),
                 Some(Err(error)) => {
-                    let handshaking = matches!(self.link, Link::Handshake { .. });
-                    let reason = crate::tls::tls_instead(bytes, "remote end")
-                        .filter(|_| handshaking)
-                        .unwrap_or_else(|| format!("protocol error from remote: {error}"));
+                    let reason = tls_peer.unwrap_or_else(|| format!("protocol error from remote: {error}"));
                     return self.carrier_lost(reason, Some(CloseHow::Abort));
                 }
             }
@@ -400,7 +403,9 @@ impl Machine for TunnelLocal {
             (Link::Up { carrier }, _) if !carrier.mux.has_room() => {
                 self.refuse_client(conn, "too many streams on the tunnel")
             }
-            (Link::Up { .. }, Entrance::Forward { route }) => self.open_stream(conn, peer, route, &[], false),
+            (Link::Up { .. }, Entrance::Forward { route }) => {
+                self.open_stream(conn, peer, route, BytesMut::new(), false)
+            }
             (Link::Up { .. }, Entrance::Prefix) => {
                 self.waiting.insert(conn, Waiting { peer, first: BytesMut::new() });
                 self.prefix_deadlines.set(conn, self.now() + self.config.prefix_timeout);

@@ -21,6 +21,7 @@
 //! written. A stream is forgotten when both directions have finished. An error on either
 //! side becomes `Reset`, and the other side aborts its connection.
 
+use crate::chunk_queue::ChunkQueue;
 use crate::id::ConnId;
 use crate::machine::{Backlog, CloseHow, Output, OutputQueue};
 use crate::wire::tunnel::{encode_data_header, StreamId, TunnelMsg, MAX_DATA};
@@ -112,7 +113,7 @@ struct Stream {
     /// False while the remote end is still connecting to the target.
     conn_ready: bool,
     // Connection → carrier.
-    pending: BytesMut,
+    pending: ChunkQueue,
     send_credit: u64,
     reads_paused: bool,
     conn_eof: bool,
@@ -212,7 +213,7 @@ impl Mux {
             Stream {
                 conn,
                 conn_ready,
-                pending: BytesMut::new(),
+                pending: ChunkQueue::new(),
                 send_credit: window,
                 reads_paused: false,
                 conn_eof: false,
@@ -236,14 +237,15 @@ impl Mux {
         out.write(self.carrier, bytes);
     }
 
-    /// Bytes arrived on a stream's connection: queue them for the carrier.
-    pub fn conn_received<E>(&mut self, conn: ConnId, bytes: &[u8], out: &mut OutputQueue<E>) {
+    /// Bytes arrived on a stream's connection: queue them for the carrier (large chunks as
+    /// they are, so they reach the carrier's write queue without a copy).
+    pub fn conn_received<E>(&mut self, conn: ConnId, bytes: BytesMut, out: &mut OutputQueue<E>) {
         let Some(&id) = self.by_conn.get(&conn) else { return };
         let Some(stream) = self.streams.get_mut(&id) else { return };
         if stream.fin_sent || stream.conn_eof {
             return;
         }
-        stream.pending.extend_from_slice(bytes);
+        stream.pending.push(bytes);
         if !stream.reads_paused && stream.pending.len() >= self.config.stream_buffer {
             stream.reads_paused = true;
             out.push(Output::PauseReading { conn });
@@ -441,7 +443,6 @@ impl Mux {
             stream.queued = false;
             let n = stream.pending.len().min(MAX_DATA).min(stream.send_credit.min(MAX_DATA as u64) as usize);
             if n > 0 {
-                let data = stream.pending.split_to(n).freeze();
                 stream.send_credit -= n as u64;
                 if self.headers.capacity() - self.headers.len() < 10 {
                     self.headers.reserve(4096);
@@ -450,7 +451,8 @@ impl Mux {
                 let header = self.headers.split().freeze();
                 self.carrier_backlog.wrote(header.len() + n);
                 out.write(self.carrier, header);
-                out.write(self.carrier, data);
+                let carrier = self.carrier;
+                stream.pending.take(n, |piece| out.write(carrier, piece));
                 if stream.reads_paused && stream.pending.len() <= self.config.stream_buffer / 2 {
                     stream.reads_paused = false;
                     out.push(Output::ResumeReading { conn: stream.conn });

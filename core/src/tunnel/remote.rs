@@ -19,6 +19,7 @@ use crate::tunnel::mux::MuxConfig;
 use crate::tunnel::TunnelEvent;
 use crate::wire::tunnel::{StreamId, TunnelMsg, PROOF_LEN, VERSION};
 use crate::Env;
+use bytes::BytesMut;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -176,7 +177,7 @@ impl TunnelRemote {
         }
     }
 
-    fn carrier_received(&mut self, carrier: ConnId, bytes: &[u8]) {
+    fn carrier_received(&mut self, carrier: ConnId, bytes: BytesMut) {
         let now = self.clock.now();
         let Some(link) = self.links.get_mut(&carrier) else { return };
         link.carrier.receive(now, bytes);

@@ -154,10 +154,16 @@ impl Frame {
     }
 }
 
-struct Header {
-    kind: FrameType,
-    subtype: u8,
-    len: usize,
+/// A frame's header, judged on its own: for a reader that takes a long payload as it
+/// arrives rather than whole ([`FrameDecoder::header`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// What kind of frame this is.
+    pub kind: FrameType,
+    /// Meaning depends on `kind`.
+    pub subtype: u8,
+    /// Payload bytes after the header.
+    pub len: usize,
 }
 
 fn parse_header(mut h: &[u8], max_payload: usize) -> Result<Header, FrameError> {
@@ -200,6 +206,15 @@ impl FrameDecoder {
     /// The payload cap in force.
     pub fn max_payload(&self) -> usize {
         self.max_payload
+    }
+
+    /// The header at the start of `buf`, checked as [`decode`](FrameDecoder::decode) would;
+    /// `Ok(None)` while `buf` holds fewer than [`HEADER_LEN`] bytes.
+    pub fn header(&self, buf: &[u8]) -> Result<Option<Header>, FrameError> {
+        match buf.get(..HEADER_LEN) {
+            Some(header) => parse_header(header, self.max_payload).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Takes the next complete frame off the front of `buf`.

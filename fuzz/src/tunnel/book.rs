@@ -363,7 +363,7 @@ impl Book {
                     c.last_heard = now;
                 }
             }
-            Input::Received { conn, bytes } => {
+            Input::Received { conn, ref bytes } => {
                 if let Some(c) = self.carriers.get_mut(&conn) {
                     c.last_heard = now;
                     let (msgs, _) = c.inn.read(bytes);

@@ -461,7 +461,7 @@ impl Pair<'_> {
                 let n = self.chunk(available);
                 let bytes = self.pipe(local).wire.split_to(n);
                 let conn = if local { remote_carrier } else { local_carrier };
-                self.input(!local, Input::Received { conn, bytes: &bytes });
+                self.input(!local, Input::Received { conn, bytes: (&bytes[..]).into() });
             }
             Move::Accept(i) => {
                 let listener = ListenerId(u16::from(self.scenario.streams[i].entry == Entry::Forward));
@@ -478,7 +478,7 @@ impl Pair<'_> {
                 let app = self.app_mut(local, i);
                 let bytes = app.out[from..from + n].to_vec();
                 app.sent += n;
-                self.input(local, Input::Received { conn, bytes: &bytes });
+                self.input(local, Input::Received { conn, bytes: (&bytes[..]).into() });
             }
             Move::ClientShuts(i) | Move::TargetShuts(i) => {
                 let local = matches!(chosen, Move::ClientShuts(_));

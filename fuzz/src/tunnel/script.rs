@@ -547,7 +547,7 @@ impl<M: TunnelEnd> Run<M> {
             }
         });
         if let Some((conn, bytes)) = chunk {
-            self.rig.input(Input::Received { conn, bytes: &bytes });
+            self.rig.input(Input::Received { conn, bytes: (&bytes[..]).into() });
         }
     }
 
@@ -600,7 +600,7 @@ impl<M: TunnelEnd> Run<M> {
             1 if src.byte() % 4 == 0 => Input::Closed { conn, reason: NetError::Reset },
             2..=4 if c.unsent() > 0 => Input::Sent { conn, bytes: 1 + src.below(c.unsent() as usize) },
             _ if c.read_shut || c.paused || bytes.is_empty() => return,
-            _ => Input::Received { conn, bytes: &bytes },
+            _ => Input::Received { conn, bytes: (&bytes[..]).into() },
         };
         self.rig.input(input);
     }
@@ -622,7 +622,7 @@ impl<M: TunnelEnd> Run<M> {
         finished.push(ConnId::new(0, 1 << 40));
         let conn = finished[src.below(finished.len())];
         let input = match src.below(6) {
-            0 => Input::Received { conn, bytes: b"late" },
+            0 => Input::Received { conn, bytes: "late".into() },
             1 => Input::ReadClosed { conn },
             2 => Input::Closed { conn, reason: NetError::Reset },
             3 => Input::Sent { conn, bytes: 1 },

@@ -7,9 +7,9 @@
 //! [`CarrierReader`] reads one direction of a carrier with those checks, for the
 //! [`Book`](super::book::Book).
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use switchyard_core::wire::frame::Frame;
-use switchyard_core::wire::tunnel::{CarrierError, TunnelMsg, TunnelMsgError, MAX_REASON};
+use switchyard_core::wire::tunnel::{CarrierError, TunnelMsg, TunnelMsgError, MAX_REASON, STREAM_DATA};
 use switchyard_core::wire::FrameDecoder;
 
 /// Body of the `tunnel_msg` target: the input is a stream of frames; each whole frame is
@@ -115,18 +115,29 @@ pub fn check_tunnel_frame(frame: Frame) -> Result<TunnelMsg, TunnelMsgError> {
 }
 
 /// One direction of a carrier, read frame by frame as it arrives, every frame judged by
-/// [`check_tunnel_frame`].
+/// [`check_tunnel_frame`]. A data frame's payload is returned as it arrives (as the
+/// machines hand it on), in `Data` pieces that join up to the frame's payload.
 #[derive(Debug, Default)]
 pub struct CarrierReader {
     inbox: BytesMut,
     decoder: FrameDecoder,
     consumed: u64,
+    /// Payload bytes of the data frame at the front of `inbox` already returned.
+    returned: usize,
     broken: bool,
 }
 
+/// The stream of the data frame that `inbox` begins, once its header and stream id are in.
+fn data_frame_stream(inbox: &[u8]) -> Option<u32> {
+    let header: [u8; 10] = inbox.get(..10)?.try_into().ok()?;
+    let len = u16::from_be_bytes([header[2], header[3]]);
+    let is_data = header[0] == STREAM_DATA.0 && header[1] == 0 && header[4..6] == [0, 0] && len > 4;
+    is_data.then(|| u32::from_be_bytes([header[6], header[7], header[8], header[9]]))
+}
+
 impl CarrierReader {
-    /// Appends `bytes` and returns each whole message with the offset of its first byte in
-    /// the direction's byte stream. After the first error, which a reader of the carrier
+    /// Appends `bytes` and returns each message with the offset of its frame's first byte
+    /// in the direction's byte stream. After the first error, which a reader of the carrier
     /// must treat as fatal, the reader stays broken and returns nothing more.
     pub fn read(&mut self, bytes: &[u8]) -> (Vec<(u64, TunnelMsg)>, Option<CarrierError>) {
         let mut msgs = Vec::new();
@@ -136,11 +147,30 @@ impl CarrierReader {
         self.inbox.extend_from_slice(bytes);
         loop {
             let error = match self.decoder.decode(&mut self.inbox) {
-                Ok(None) => return (msgs, None),
+                Ok(None) => {
+                    // A data frame cut off: its payload so far.
+                    if let Some(stream) = data_frame_stream(&self.inbox) {
+                        let have = &self.inbox[10..];
+                        if have.len() > self.returned {
+                            let piece = Bytes::copy_from_slice(&have[self.returned..]);
+                            self.returned = have.len();
+                            msgs.push((self.consumed, TunnelMsg::Data { stream, bytes: piece }));
+                        }
+                    }
+                    return (msgs, None);
+                }
                 Ok(Some(frame)) => {
                     let start = self.consumed;
                     self.consumed += frame.encoded_len() as u64;
                     match check_tunnel_frame(frame) {
+                        Ok(TunnelMsg::Data { stream, mut bytes }) => {
+                            // Only what was not returned while the frame was arriving.
+                            let _ = bytes.split_to(std::mem::take(&mut self.returned));
+                            if !bytes.is_empty() {
+                                msgs.push((start, TunnelMsg::Data { stream, bytes }));
+                            }
+                            continue;
+                        }
                         Ok(msg) => {
                             msgs.push((start, msg));
                             continue;
