@@ -50,6 +50,11 @@ impl Runtime for AsyncStdRuntime {
         TcpStream::connect(addr)
     }
 
+    fn adopt_tcp(&self, stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        stream.set_nonblocking(true)?;
+        Ok(TcpStream::from(stream))
+    }
+
     fn udp_bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<UdpSocket>> + Send {
         UdpSocket::bind(addr)
     }

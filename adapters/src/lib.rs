@@ -39,6 +39,7 @@ pub mod driver;
 mod net_error;
 mod notify;
 pub mod runtime;
+pub mod spread;
 
 #[cfg(feature = "async-std")]
 mod async_std_rt;

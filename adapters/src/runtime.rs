@@ -34,6 +34,19 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     where
         F: Future<Output = ()> + Send + 'static;
 
+    /// Runs `future` on an event loop of its own where the runtime has one loop per
+    /// thread ([`MioRuntime`](crate::MioRuntime): a new thread, whose loop also runs every
+    /// task `future` spawns), else like [`Runtime::spawn`] (smol's and async-std's executors
+    /// share their threads among all tasks). This is how several drivers use several cores.
+    /// Fails only if a thread cannot be started.
+    fn spawn_on_new_loop<F>(&self, future: F) -> io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn(future);
+        Ok(())
+    }
+
     /// A future that completes at `deadline` (at once if it has passed).
     fn sleep_until(&self, deadline: StdInstant) -> impl Future<Output = ()> + Send + 'static;
 
@@ -52,6 +65,12 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
     /// Opens a TCP connection to `addr`.
     fn tcp_connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::TcpStream>> + Send;
+
+    /// Takes over a connected std stream (made non-blocking here), e.g. one another thread
+    /// accepted. On [`MioRuntime`](crate::MioRuntime) the socket joins the event loop of the
+    /// calling thread, so call it where the stream will be used (the driver does so in its
+    /// machine task).
+    fn adopt_tcp(&self, stream: std::net::TcpStream) -> io::Result<Self::TcpStream>;
 
     /// Binds a UDP socket to `addr`.
     fn udp_bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::UdpSocket>> + Send;

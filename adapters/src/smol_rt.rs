@@ -83,6 +83,11 @@ impl Runtime for SmolRuntime {
         TcpStream::connect(addr)
     }
 
+    fn adopt_tcp(&self, stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        stream.set_nonblocking(true)?;
+        TcpStream::try_from(stream)
+    }
+
     fn udp_bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<UdpSocket>> + Send {
         UdpSocket::bind(addr)
     }

@@ -305,6 +305,47 @@ fn wall_clock_is_reported_at_start_only_while_in_step<R: Runtime>(rt: R) {
     running.shutdown();
 }
 
+/// One port spread over two drivers: connections alternate between them (the placement
+/// rule over their open counts), and an adopted connection reads and writes like one the
+/// driver accepted itself.
+fn spread_places_connections_on_several_drivers<R: Runtime>(rt: R) {
+    use switchyard_adapters::spread::Spread;
+    use switchyard_core::placement::{Load, Placement};
+    let drivers: Vec<Running<Probe>> =
+        (0..2).map(|_| rt.block_on(Driver::new(Probe::default()).start(rt.clone())).expect("start")).collect();
+    let handles: Vec<_> = drivers.iter().map(Running::handle).collect();
+    let mut placement = Placement::new();
+    let spread = Spread::start(ListenerId(0), "127.0.0.1:0".parse().unwrap(), move |listener, stream, peer| {
+        let loads: Vec<Load> = handles.iter().map(|h| Load { ready: true, open: h.stats().connections }).collect();
+        let chosen = placement.choose(&loads).expect("two drivers");
+        handles[chosen].adopt_blocking(listener, stream, peer).expect("driver running");
+    })
+    .unwrap();
+    let mut clients = Vec::new();
+    for round in 0..2 {
+        for (i, running) in drivers.iter().enumerate() {
+            let mut client = client(spread.local_addr());
+            let conn = accepted(&rt, running);
+            let line = format!("round {round} to driver {i}\n");
+            client.write_all(line.as_bytes()).unwrap();
+            let want = Seen::Received(conn, line.clone().into_bytes());
+            wait_for(&rt, running, "the client's bytes", |s| *s == want);
+            command(&rt, running, move |m| m.push(Output::Write { conn, bytes: Bytes::from(line) }));
+            clients.push(client);
+        }
+    }
+    for (k, client) in clients.iter_mut().enumerate() {
+        let mut echoed = vec![0; format!("round {} to driver {}\n", k / 2, k % 2).len()];
+        client.read_exact(&mut echoed).unwrap();
+        assert_eq!(echoed, format!("round {} to driver {}\n", k / 2, k % 2).into_bytes());
+    }
+    spread.stop();
+    for running in &drivers {
+        assert_eq!(running.stats().connections, 2, "each driver holds two of the four");
+        running.shutdown();
+    }
+}
+
 macro_rules! for_each_runtime {
     ($($test:ident),* $(,)?) => {
         mod smol {
@@ -325,4 +366,5 @@ for_each_runtime!(
     bind_errors_come_back_from_start,
     join_returns_the_machine,
     wall_clock_is_reported_at_start_only_while_in_step,
+    spread_places_connections_on_several_drivers,
 );

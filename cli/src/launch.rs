@@ -14,7 +14,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use switchyard_adapters::spread::Spread;
 use switchyard_adapters::{Driver, Running, Runtime};
+use switchyard_core::placement::{Load, Placement};
 use switchyard_core::{ListenerId, Machine};
 
 /// Stops one machine; callable from any thread, any number of times.
@@ -25,6 +27,31 @@ struct Launched {
     stop: Stop,
     /// Closed once the machine task has ended and every event is logged.
     done: Receiver<()>,
+}
+
+/// Whether a worker of [`Fleet::launch_spread`] can take connections.
+pub struct Readiness<E> {
+    /// Before its first event.
+    pub at_start: bool,
+    /// Its readiness after an event (`None`: unchanged).
+    pub on_event: fn(&E) -> Option<bool>,
+}
+
+/// Logs a running machine's events as `name` (after `watch` sees each) until it stops,
+/// then drops `done` (closing the channel is the signal).
+async fn log_until_done<M: Launchable>(
+    running: Running<M>,
+    name: String,
+    mut watch: impl FnMut(&M::Event),
+    done: async_channel::Sender<()>,
+) {
+    let events = running.events();
+    while let Ok(event) = events.recv().await {
+        watch(&event);
+        event.log(&name);
+    }
+    running.join().await;
+    drop(done);
 }
 
 /// A machine that could not start: one of its listeners or sockets did not bind, or its
@@ -86,6 +113,7 @@ impl Fleet {
     ///
     /// If a listener cannot bind, nothing of this machine runs; the machines already in the
     /// fleet keep running (see [`Fleet::stop_and_join`] to undo a partial start).
+    #[cfg(feature = "full")]
     pub async fn launch<R, M>(
         &mut self,
         rt: &R,
@@ -116,6 +144,92 @@ impl Fleet {
     {
         let driver = listeners.iter().fold(Driver::new(machine), |driver, &(id, addr)| driver.listen(id, addr));
         self.start(rt, name, driver, listeners, Running::local_addr, watch).await
+    }
+
+    /// Starts `machines` (equivalent workers, e.g. the tunnel end of each carrier) each
+    /// under its own driver on an event loop of its own
+    /// ([`Runtime::spawn_on_new_loop`]), and binds `listeners` once for all of them: an
+    /// accept thread per listener hands each connection to the worker that [`Placement`]
+    /// picks, the least loaded of those `ready` says can serve it. Worker `i` logs as
+    /// `name[i]`. Returns the address each listener got.
+    pub async fn launch_spread<R, M>(
+        &mut self,
+        rt: &R,
+        name: &str,
+        machines: Vec<M>,
+        listeners: &[(ListenerId, SocketAddr)],
+        ready: Readiness<M::Event>,
+    ) -> Result<BTreeMap<ListenerId, SocketAddr>, LaunchError>
+    where
+        R: Runtime,
+        M: Launchable,
+    {
+        let failed = |error| LaunchError { name: name.to_owned(), error };
+        let mut workers = Vec::new();
+        for (i, machine) in machines.into_iter().enumerate() {
+            let worker = format!("{name}[{i}]");
+            let is_ready = Arc::new(AtomicBool::new(ready.at_start));
+            let flag = is_ready.clone();
+            let on_event = ready.on_event;
+            let watch = move |event: &M::Event| {
+                if let Some(now_ready) = on_event(event) {
+                    flag.store(now_ready, Ordering::SeqCst);
+                }
+            };
+            let (started_tx, started) = async_channel::bounded(1);
+            let (done_tx, done) = async_channel::bounded::<()>(1);
+            let on_loop = rt.clone();
+            rt.spawn_on_new_loop(async move {
+                match Driver::new(machine).start(on_loop).await {
+                    Ok(running) => {
+                        let _ = started_tx.send(Ok(running.handle())).await;
+                        log_until_done(running, worker, watch, done_tx).await;
+                    }
+                    Err(error) => drop(started_tx.send(Err(error)).await),
+                }
+            })
+            .map_err(failed)?;
+            let handle = started.recv().await.map_err(|_| failed(io::Error::other("the worker did not start")))?;
+            let handle = handle.map_err(failed)?;
+            self.machines.push(Launched {
+                stop: Arc::new({
+                    let h = handle.clone();
+                    move || h.shutdown()
+                }),
+                done,
+            });
+            workers.push((handle, is_ready));
+        }
+        let workers = Arc::new(workers);
+        let mut bound = BTreeMap::new();
+        for &(id, addr) in listeners {
+            let (workers, mut placement) = (workers.clone(), Placement::new());
+            let spread = Spread::start(id, addr, move |listener, stream, peer| {
+                let loads: Vec<Load> = workers
+                    .iter()
+                    .map(|(handle, ready)| Load {
+                        ready: ready.load(Ordering::SeqCst),
+                        open: handle.stats().connections,
+                    })
+                    .collect();
+                let Some(chosen) = placement.choose(&loads) else { return };
+                // A stopped worker drops the connection; the others are stopping too.
+                let _ = workers[chosen].0.adopt_blocking(listener, stream, peer);
+            })
+            .map_err(failed)?;
+            bound.insert(id, spread.local_addr());
+            let spread = std::sync::Mutex::new(Some(spread));
+            let (done_tx, done) = async_channel::bounded::<()>(1);
+            let stop = move || {
+                if let Some(spread) = spread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    spread.stop();
+                }
+                // Closing the channel is the signal.
+                done_tx.close();
+            };
+            self.machines.push(Launched { stop: Arc::new(stop), done });
+        }
+        Ok(bound)
     }
 
     /// [`Fleet::launch`] for a machine that speaks datagrams: binds the UDP `sockets`
@@ -159,29 +273,14 @@ impl Fleet {
 
     /// Logs the events of a started machine (after `watch` sees each) and makes it one of
     /// the fleet.
-    fn adopt<R, M>(
-        &mut self,
-        rt: &R,
-        name: &str,
-        running: Running<M>,
-        mut watch: impl FnMut(&M::Event) + Send + 'static,
-    ) where
+    fn adopt<R, M>(&mut self, rt: &R, name: &str, running: Running<M>, watch: impl FnMut(&M::Event) + Send + 'static)
+    where
         R: Runtime,
         M: Launchable,
     {
         let handle = running.handle();
         let (done_tx, done) = async_channel::bounded::<()>(1);
-        let name = name.to_owned();
-        rt.spawn(async move {
-            let events = running.events();
-            while let Ok(event) = events.recv().await {
-                watch(&event);
-                event.log(&name);
-            }
-            running.join().await;
-            // Closing the channel is the signal.
-            drop(done_tx);
-        });
+        rt.spawn(log_until_done(running, name.to_owned(), watch, done_tx));
         self.machines.push(Launched { stop: Arc::new(move || handle.shutdown()), done });
     }
 

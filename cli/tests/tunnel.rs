@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::{assert_refused, is_time, run, text, Proc, TempFile};
+use support::{assert_refused, is_time, run, text, LineConn, Proc, TempFile};
 
 /// A whole tunnel set-up on `host`: echo and time, the remote end routing to them, the
 /// local end in front with a forward 7090 → route 7007 (echo).
@@ -157,4 +157,141 @@ fn bad_arguments_are_named_in_one_line() {
         ),
     ];
     assert_refused(cases);
+}
+
+/// A TCP relay between the local end and the remote end that the test can cut: every
+/// carrier crosses it, so one carrier of several can be lost while the others carry on.
+struct CarrierCut {
+    addr: String,
+    /// Both sockets of each relayed connection, in the order they arrived.
+    links: std::sync::Arc<std::sync::Mutex<Vec<[std::net::TcpStream; 2]>>>,
+    /// While set, new connections are dropped at once (the remote end "unreachable").
+    refuse: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CarrierCut {
+    fn start(listen: &str, to: &str) -> CarrierCut {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind(listen).unwrap();
+        let cut = CarrierCut { addr: listen.to_owned(), links: Default::default(), refuse: Default::default() };
+        let (links, refuse, to) = (cut.links.clone(), cut.refuse.clone(), to.to_owned());
+        std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                let Ok(inbound) = inbound else { continue };
+                if refuse.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(outbound) = TcpStream::connect(&to) else { continue };
+                let pump = |mut from: TcpStream, mut into: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(std::net::Shutdown::Write);
+                    })
+                };
+                pump(inbound.try_clone().unwrap(), outbound.try_clone().unwrap());
+                pump(outbound.try_clone().unwrap(), inbound.try_clone().unwrap());
+                links.lock().unwrap().push([inbound, outbound]);
+            }
+        });
+        cut
+    }
+
+    /// Cuts the `n`th connection relayed (both sides see it end) and refuses new ones.
+    fn cut(&self, n: usize) {
+        self.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+        for socket in &self.links.lock().unwrap()[n] {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Lets connections through again.
+    fn heal(&self) {
+        self.refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The worker (`local[K]`) named in a log line.
+fn worker(line: &str) -> String {
+    let start = line.find("local[").unwrap_or_else(|| panic!("no worker in {line:?}"));
+    line[start..].split(']').next().unwrap().to_owned() + "]"
+}
+
+/// `--threads 2` at both ends: two carriers, clients spread over them; losing one carrier
+/// ends only its own streams, new clients go to the carrier that is up meanwhile, and the
+/// lost one reconnects and takes clients again.
+fn carriers_spread_and_one_lost_spares_the_others(runtime: &str, host: &str) {
+    let rt = ["--runtime", runtime];
+    let at = |port: u16| format!("{host}:{port}");
+    let echo = Proc::start(&[&rt[..], &["serve", "echo", "--listen", &at(7007)]].concat());
+    echo.wait_for_log("server listening on");
+    let key = TempFile::new(&format!("{host}-threads.key"), "shared secret");
+    let route = format!("default={}", at(7007));
+    let remote_args = ["tunnel", "remote", "--listen", &at(7001), "--secret-file", key.arg(), "--route", &route];
+    let remote = Proc::start(&[&rt[..], &remote_args, &["--threads", "2"]].concat());
+    remote.wait_for_log("tunnel remote end listening on");
+    let relay = CarrierCut::start(&at(7011), &at(7001));
+    let local_args = ["tunnel", "local", "--listen", &at(7000), "--remote", &relay.addr, "--secret-file", key.arg()];
+    let local = Proc::start(&[&rt[..], &local_args, &["--threads", "2"]].concat());
+    let mut up = [worker(&local.wait_for_log("carrier up")), worker(&local.wait_for_log("carrier up"))];
+    up.sort();
+    assert_eq!(up, ["local[0]", "local[1]"]);
+
+    // Four clients, two on each carrier.
+    let mut clients = Vec::new();
+    let mut placed = Vec::new();
+    for k in 0..4 {
+        let mut client = LineConn::connect(&at(7000));
+        client.send(format!("client {k}\n").as_bytes());
+        assert_eq!(client.line(), format!("client {k}"));
+        placed.push(worker(&local.wait_for_log("opened to route")));
+        clients.push(client);
+    }
+    let on = |w: &str| placed.iter().filter(|p| *p == w).count();
+    assert_eq!((on("local[0]"), on("local[1]")), (2, 2), "{placed:?}");
+
+    // Cut the first carrier: its streams end, the others' go on.
+    relay.cut(0);
+    let lost = worker(&local.wait_for_log("carrier down"));
+    for (client, at_worker) in clients.iter_mut().zip(&placed) {
+        if *at_worker == lost {
+            assert_eq!(client.line_or_end(), None, "a stream of the lost carrier is still open");
+        } else {
+            client.send(b"still there?\n");
+            assert_eq!(client.line(), "still there?");
+        }
+    }
+    // While it cannot reconnect, new clients all go to the carrier that is up.
+    for k in 0..4 {
+        let out = run(&[&rt[..], &["send", "--to", &at(7000), &format!("meanwhile {k}")]].concat(), b"");
+        assert_eq!(text(&out.stdout), format!("meanwhile {k}\n"), "{out:?}");
+        assert_ne!(worker(&local.wait_for_log("opened to route")), lost);
+    }
+    // Once it is back, it takes clients again.
+    relay.heal();
+    let back = local.wait_for_log("carrier up");
+    assert_eq!(worker(&back), lost);
+    let mut after = Vec::new();
+    for k in 0..2 {
+        let out = run(&[&rt[..], &["send", "--to", &at(7000), &format!("after {k}")]].concat(), b"");
+        assert_eq!(text(&out.stdout), format!("after {k}\n"), "{out:?}");
+        after.push(worker(&local.wait_for_log("opened to route")));
+    }
+    assert!(after.contains(&lost), "the reconnected carrier took no client: {after:?}");
+    drop(remote);
+}
+
+#[test]
+fn carriers_spread_and_one_lost_spares_the_others_on_smol() {
+    carriers_spread_and_one_lost_spares_the_others("smol", "127.0.0.131");
+}
+
+#[test]
+fn carriers_spread_and_one_lost_spares_the_others_on_async_std() {
+    carriers_spread_and_one_lost_spares_the_others("async-std", "127.0.0.132");
+}
+
+#[test]
+fn carriers_spread_and_one_lost_spares_the_others_on_mio() {
+    carriers_spread_and_one_lost_spares_the_others("mio", "127.0.0.133");
 }

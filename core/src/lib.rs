@@ -34,6 +34,7 @@ pub mod env;
 pub mod id;
 pub mod machine;
 pub mod mesh;
+pub mod placement;
 pub mod punch;
 pub mod rng;
 pub mod service;

@@ -446,7 +446,32 @@ impl<M: Machine + 'static> Handle<M> {
         T: Send + 'static,
     {
         let (reply, rx) = async_channel::bounded(1);
-        (Box::new(Call { f: Some(f), result: None, reply }), rx)
+        (Command::Call(Box::new(Call { f: Some(f), result: None, reply })), rx)
+    }
+
+    /// Hands the machine a connection that was accepted elsewhere (another thread's
+    /// listener, spreading connections over several drivers), as if its listener
+    /// `listener` had accepted it from `peer`: the machine's `accept` decides, and a
+    /// refusal resets it. Waits while the command channel is full; [`Stopped`] (and the
+    /// connection is dropped) if the machine task has ended.
+    pub async fn adopt(
+        &self,
+        listener: ListenerId,
+        stream: std::net::TcpStream,
+        peer: SocketAddr,
+    ) -> Result<(), Stopped> {
+        self.commands.send(Command::Adopt { listener, stream, peer }).await.map_err(|_| Stopped)
+    }
+
+    /// [`Handle::adopt`] for plain threads (an accept thread). Blocks while the command
+    /// channel is full; never call it from inside an async task.
+    pub fn adopt_blocking(
+        &self,
+        listener: ListenerId,
+        stream: std::net::TcpStream,
+        peer: SocketAddr,
+    ) -> Result<(), Stopped> {
+        self.commands.send_blocking(Command::Adopt { listener, stream, peer }).map_err(|_| Stopped)
     }
 
     /// Asks the machine task to stop. Commands already sent run first. Then every
@@ -488,7 +513,13 @@ trait CommandFn<M>: Send {
     fn reply(self: Box<Self>);
 }
 
-type Command<M> = Box<dyn CommandFn<M>>;
+/// What reaches the machine task on its command channel.
+enum Command<M> {
+    /// Run a closure on the machine ([`Handle::command`]).
+    Call(Box<dyn CommandFn<M>>),
+    /// Take over a connection accepted elsewhere ([`Handle::adopt`]).
+    Adopt { listener: ListenerId, stream: std::net::TcpStream, peer: SocketAddr },
+}
 
 struct Call<F, T> {
     f: Option<F>,
@@ -717,11 +748,28 @@ where
         }
     }
 
-    async fn on_command(&mut self, mut command: Command<M>) {
-        let now = self.now();
-        command.run(&mut self.machine, now);
-        self.drain().await;
-        command.reply();
+    async fn on_command(&mut self, command: Command<M>) {
+        match command {
+            Command::Call(mut call) => {
+                let now = self.now();
+                call.run(&mut self.machine, now);
+                self.drain().await;
+                call.reply();
+            }
+            Command::Adopt { listener, stream, peer } => {
+                // Wrapped here, so that the socket joins this task's event loop.
+                let stream = match self.rt.adopt_tcp(stream) {
+                    Ok(stream) => stream,
+                    Err(e) => return tracing::warn!(%peer, "cannot take over a connection: {e}"),
+                };
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
+                }
+                let now = self.now();
+                self.on_accept(now, listener, stream, peer);
+                self.drain().await;
+            }
+        }
     }
 
     async fn on_timeout(&mut self) {

@@ -124,6 +124,13 @@ impl Runtime for MioRuntime {
         timer::Timer::new(deadline)
     }
 
+    fn spawn_on_new_loop<F>(&self, future: F) -> io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        std::thread::Builder::new().name("switchyard loop".into()).spawn(|| MioRuntime.run_here(future)).map(drop)
+    }
+
     fn block_on<F: Future>(&self, future: F) -> F::Output {
         futures_lite::future::block_on(future)
     }
@@ -134,6 +141,10 @@ impl Runtime for MioRuntime {
 
     fn tcp_connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<TcpStream>> + Send {
         TcpStream::connect(addr, loop_here())
+    }
+
+    fn adopt_tcp(&self, stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        TcpStream::adopt(stream, loop_here())
     }
 
     fn udp_bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<UdpSocket>> + Send {

@@ -60,6 +60,12 @@ impl TcpStream {
         Ok(TcpStream(Arc::new(Registered::new(io, owner, writable)?)))
     }
 
+    /// A connected std stream, registered on `owner`'s loop.
+    pub(super) fn adopt(stream: std::net::TcpStream, owner: Arc<Shared>) -> io::Result<TcpStream> {
+        stream.set_nonblocking(true)?;
+        TcpStream::registered(mio::net::TcpStream::from_std(stream), owner, true)
+    }
+
     /// Opens a connection to `addr` on `owner`'s loop.
     pub(super) async fn connect(addr: SocketAddr, owner: Arc<Shared>) -> io::Result<TcpStream> {
         let stream = TcpStream::registered(mio::net::TcpStream::connect(addr)?, owner, false)?;

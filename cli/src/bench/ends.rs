@@ -233,8 +233,8 @@ fn random_secret(env: &mut Env) -> Vec<u8> {
 impl Ends {
     /// Starts both ends as child processes running the executable `exe` (`switchyard
     /// tunnel local` and `switchyard tunnel remote`) and waits until a round trip passes
-    /// through them.
-    pub fn spawn<R: Runtime>(exe: &Path, env: &mut Env, targets: &Targets) -> Result<Ends, CliError> {
+    /// through them. `end_args` follow each end's subcommand (`--threads N`).
+    pub fn spawn<R: Runtime>(exe: &Path, env: &mut Env, targets: &Targets, end_args: &[String]) -> Result<Ends, CliError> {
         let secret_file = std::env::temp_dir().join(format!("switchyard-bench-{}.secret", std::process::id()));
         write_private(&secret_file, &random_secret(env))?;
         let carrier = loopback(free_port()?);
@@ -245,6 +245,7 @@ impl Ends {
         for (name, addr) in ROUTES.iter().zip([targets.sink.addr, targets.echo, targets.hold.addr]) {
             remote_args.extend(["--route".into(), format!("{name}={addr}")]);
         }
+        remote_args.extend_from_slice(end_args);
         let remote = Proc::spawn_from(exe, "the tunnel's remote end", &remote_args)?;
         let ports = [free_port()?, free_port()?, free_port()?];
         let mut local_args = global_args::<R>();
@@ -254,6 +255,7 @@ impl Ends {
         for (name, port) in ROUTES.iter().zip(ports) {
             local_args.extend(["--forward".into(), format!("{port}={name}")]);
         }
+        local_args.extend_from_slice(end_args);
         let local = Proc::spawn_from(exe, "the tunnel's local end", &local_args)?;
         let forwards = Forwards { sink: loopback(ports[0]), echo: loopback(ports[1]), hold: loopback(ports[2]) };
         let mut ends = Ends { forwards, how: How::Children { local, remote, secret_file } };

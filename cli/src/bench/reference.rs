@@ -135,7 +135,7 @@ impl Reference {
     /// Starts `spec`'s tool in front of the targets and waits until both paths accept
     /// connections; an error names the tool and what failed. `ends_args` are the global
     /// options Switchyard's own ends get (`tunnel-tls`: the runtime, `--busy-poll`).
-    pub fn start(spec: &ToolSpec, targets: &Targets, ends_args: &[String]) -> Result<Reference, CliError> {
+    pub fn start(spec: &ToolSpec, targets: &Targets, ends_args: &[String], end_args: &[String]) -> Result<Reference, CliError> {
         let mut reference = Reference {
             tool: spec.tool,
             sink: targets.sink.addr,
@@ -150,7 +150,7 @@ impl Reference {
             Tool::Rathole => reference.start_rathole(spec, targets, RatholeTransport::Tcp)?,
             Tool::RatholeTls => reference.start_rathole(spec, targets, RatholeTransport::Tls)?,
             Tool::RatholeNoise => reference.start_rathole(spec, targets, RatholeTransport::Noise)?,
-            Tool::TunnelTls => reference.start_tunnel_tls(spec, targets, ends_args)?,
+            Tool::TunnelTls => reference.start_tunnel_tls(spec, targets, ends_args, end_args)?,
         }
         for addr in [reference.sink, reference.echo] {
             reference.wait_listening(addr)?;
@@ -308,7 +308,13 @@ impl Reference {
     /// Switchyard's tunnel with its carrier over TLS: a remote end serving a fresh
     /// certificate and a local end pinning it, a forward per target, as the plaintext
     /// tunnel under test has. The executable is this one unless a path is given.
-    fn start_tunnel_tls(&mut self, spec: &ToolSpec, targets: &Targets, ends_args: &[String]) -> Result<(), CliError> {
+    fn start_tunnel_tls(
+        &mut self,
+        spec: &ToolSpec,
+        targets: &Targets,
+        ends_args: &[String],
+        end_args: &[String],
+    ) -> Result<(), CliError> {
         let exe = if spec.exe == Path::new(Tool::TunnelTls.name()) { own_executable()? } else { spec.exe.clone() };
         let spec = ToolSpec { tool: spec.tool, exe };
         let made = crate::cert::make(&["127.0.0.1".to_owned()], 1)?;
@@ -319,6 +325,7 @@ impl Reference {
         let mut remote: Vec<String> = ends_args.to_vec();
         remote.extend(["tunnel", "remote", "--listen", &carrier.to_string(), "--secret-file", &secret].map(String::from));
         remote.extend(["--tls-cert", &cert, "--tls-key", &key].map(String::from));
+        remote.extend_from_slice(end_args);
         remote.extend(["--route".into(), format!("sink={}", targets.sink.addr), "--route".into(), format!("echo={}", targets.echo)]);
         let remote_pid = self.spawn(&spec, Command::new(&spec.exe).args(&remote).env("RUST_LOG", "warn"))?;
         let (sink, echo) = (loopback(free_port()?), loopback(free_port()?));
@@ -326,6 +333,7 @@ impl Reference {
         local.extend(["tunnel", "local", "--listen", &loopback(free_port()?).to_string()].map(String::from));
         local.extend(["--remote", &carrier.to_string(), "--secret-file", &secret].map(String::from));
         local.extend(["--tls-pin".into(), made.fingerprint.to_string()]);
+        local.extend_from_slice(end_args);
         local.extend(["--forward".into(), format!("{}=sink", sink.port()), "--forward".into(), format!("{}=echo", echo.port())]);
         let local_pid = self.spawn(&spec, Command::new(&spec.exe).args(&local).env("RUST_LOG", "warn"))?;
         (self.sink, self.echo) = (sink, echo);

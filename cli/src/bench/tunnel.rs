@@ -91,6 +91,11 @@ pub struct TunnelCmd {
     /// (the same as adding `tunnel-tls` to --against)
     #[argh(switch)]
     tls: bool,
+
+    /// run each tunnel end (child processes only) with `--threads N`: N carriers, each on
+    /// an event loop of its own (default 1)
+    #[argh(option, default = "1")]
+    threads: usize,
 }
 
 /// A figure measured against its target, for the summary.
@@ -128,11 +133,14 @@ impl Program for TunnelCmd {
             None => own_executable()?,
         };
         let children = !self.in_process && has_tunnel_command(&exe);
+        // Left out at 1, so that an --ends-binary from before `--threads` still runs.
+        let end_args: Vec<String> =
+            if self.threads > 1 { vec!["--threads".into(), self.threads.to_string()] } else { Vec::new() };
         if self.ends_binary.is_some() && !children {
             return Err(CliError::new(format!("{}: not a switchyard executable with `tunnel`", exe.display())));
         }
         let mut ends = if children {
-            Ends::spawn::<R>(&exe, &mut env, &targets)?
+            Ends::spawn::<R>(&exe, &mut env, &targets, &end_args)?
         } else {
             if !self.in_process {
                 say!("note: this build has no `tunnel` subcommand; the ends run in-process (no memory figures)");
@@ -153,7 +161,8 @@ impl Program for TunnelCmd {
             None if children => "child processes".to_string(),
             None => "in this process".to_string(),
         };
-        say!("switchyard bench tunnel: loopback, {cpus} CPUs, tunnel ends {placement} on {runtime}{threads}");
+        let carriers = if self.threads > 1 { format!(", {} carriers (--threads)", self.threads) } else { String::new() };
+        say!("switchyard bench tunnel: loopback, {cpus} CPUs, tunnel ends {placement} on {runtime}{threads}{carriers}");
         say!("medians of {} run(s); ratios are tunnel / direct", self.runs);
         if let Some(load) = load_average() {
             let busy = if load > 0.5 { " (other work is running: wall-clock figures will be noisy)" } else { "" };
@@ -163,7 +172,7 @@ impl Program for TunnelCmd {
         // The blocking calls below run on this thread while the runtime's own threads
         // drive any in-process ends, so nothing here starves them.
         let references =
-            self.against.0.iter().map(|spec| Reference::start(spec, &targets, &global_args::<R>())).collect::<Result<Vec<_>, _>>()?;
+            self.against.0.iter().map(|spec| Reference::start(spec, &targets, &global_args::<R>(), &end_args)).collect::<Result<Vec<_>, _>>()?;
         let mut checks = Vec::new();
         let others = Interference::start(&ends, &targets, &references);
         if let Some((local, remote)) = ends.pids() {

@@ -2,7 +2,7 @@
 
 pub mod spec;
 
-use crate::launch::{Fleet, LaunchError};
+use crate::launch::{Fleet, LaunchError, Launchable, Readiness};
 use crate::runtime::Program;
 use crate::tls::ClientTls;
 use crate::CliError;
@@ -92,6 +92,11 @@ pub struct LocalCmd {
     /// the PEM private key (Ed25519) of --tls-client-cert
     #[argh(option)]
     tls_client_key: Option<PathBuf>,
+
+    /// carriers (each on an event loop and CPU of its own) to spread clients over, each
+    /// new client going to the least-loaded carrier that is up (default 1, at most 64)
+    #[argh(option, default = "1", from_str_fn(parse_threads))]
+    threads: usize,
 }
 
 /// Run the tunnel's remote end: local ends connect their carrier here, and each stream is
@@ -136,6 +141,11 @@ pub struct RemoteCmd {
     /// signed
     #[argh(option)]
     tls_client_ca: Option<PathBuf>,
+
+    /// event loops (each on a CPU of its own) to spread carriers over, each new carrier
+    /// going to the loop with the fewest connections (default 1, at most 64)
+    #[argh(option, default = "1", from_str_fn(parse_threads))]
+    threads: usize,
 }
 
 impl Program for TunnelCmd {
@@ -154,7 +164,7 @@ impl Program for TunnelCmd {
                 }
                 let over = if tls.is_some() { " over TLS" } else { "" };
                 let entrances = Entrances::new(cmd.listen, &cmd.forward);
-                let carrier = Carrier { remote: cmd.remote, secret, tls, entrance_tls: None };
+                let carrier = Carrier { remote: cmd.remote, secret, tls, entrance_tls: None, threads: cmd.threads };
                 let bound = launch_local(&rt, &mut fleet, env, carrier, &entrances, |_| {}).await?;
                 let listening: Vec<String> =
                     entrances.describe(&bound).map(|(addr, kind)| format!("{addr} ({kind})")).collect();
@@ -177,7 +187,8 @@ impl Program for TunnelCmd {
                 };
                 let routes = routes(&cmd.route);
                 let tls = RemoteTls { identity, clients, targets: None };
-                let bound = launch_remote(&rt, &mut fleet, env, cmd.listen, (secret, tls), routes.clone()).await?;
+                let bound =
+                    launch_remote(&rt, &mut fleet, env, cmd.listen, (secret, tls), routes.clone(), cmd.threads).await?;
                 let listed: Vec<String> = routes.iter().map(|(name, target)| format!("{name} → {target}")).collect();
                 format!("tunnel remote end{over} listening on {bound}; routes: {}", listed.join(", "))
             }
@@ -206,6 +217,63 @@ pub struct Carrier {
     pub tls: Option<ClientTls>,
     /// TLS for the prefix entrance too (`up --tls`), with this identity.
     pub entrance_tls: Option<TlsIdentity>,
+    /// Carriers to spread clients over, each with its own event loop.
+    pub threads: usize,
+}
+
+/// Most event loops one tunnel end runs.
+const MAX_THREADS: usize = 64;
+
+/// A `--threads` value: 1 to [`MAX_THREADS`].
+fn parse_threads(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
+        _ => Err(format!("--threads takes 1 to {MAX_THREADS}, not {value:?}")),
+    }
+}
+
+/// Whether a local end can carry new clients, from its event: up once the carrier
+/// authenticated, not while it reconnects.
+fn carrier_ready(event: &TunnelEvent) -> Option<bool> {
+    match event {
+        TunnelEvent::CarrierUp { .. } => Some(true),
+        TunnelEvent::CarrierDown { .. } | TunnelEvent::CarrierConnecting { .. } => Some(false),
+        _ => None,
+    }
+}
+
+/// [`carrier_ready`] for a local end over TLS.
+fn tls_carrier_ready(event: &TlsEvent<TunnelEvent>) -> Option<bool> {
+    match event {
+        TlsEvent::Inner(event) => carrier_ready(event),
+        _ => None,
+    }
+}
+
+/// Starts `machines` in `fleet`: one under its own driver (`watch` seeing its events), or
+/// several spread over event loops of their own ([`Fleet::launch_spread`]).
+async fn launch_workers<R: Runtime, M: Launchable>(
+    rt: &R,
+    fleet: &mut Fleet,
+    name: &str,
+    mut machines: Vec<M>,
+    listeners: &[(ListenerId, SocketAddr)],
+    watch: impl FnMut(&M::Event) + Send + 'static,
+    ready: Readiness<M::Event>,
+) -> Result<BTreeMap<ListenerId, SocketAddr>, LaunchError> {
+    match machines.len() {
+        1 => fleet.launch_watched(rt, name, machines.remove(0), listeners, watch).await,
+        _ => fleet.launch_spread(rt, name, machines, listeners, ready).await,
+    }
+}
+
+/// `threads` environments for the workers of one end: `env` itself for one, children for
+/// more.
+fn worker_envs(mut env: Env, threads: usize) -> Vec<Env> {
+    match threads {
+        0 | 1 => vec![env],
+        n => (1..=n).map(|i| env.child(i as u16)).collect(),
+    }
 }
 
 /// Starts a local end in `fleet`, carrying to `carrier.remote` (over TLS when it says so);
@@ -220,26 +288,39 @@ pub async fn launch_local<R: Runtime>(
     mut watch: impl FnMut(&TunnelEvent) + Send + 'static,
 ) -> Result<BTreeMap<ListenerId, SocketAddr>, LaunchError> {
     const NAME: &str = "tunnel local";
-    let secret = env.secret(b"tls");
     // The driver's clock starts at zero, and so does the machine's.
     let config = LocalConfig::new(carrier.remote, carrier.secret, entrances.config());
-    let machine = TunnelLocal::new(env, Instant::ZERO, config);
+    let machines = worker_envs(env, carrier.threads).into_iter().map(|env| {
+        let secret = env.secret(b"tls");
+        (TunnelLocal::new(env, Instant::ZERO, config.clone()), secret)
+    });
     let listeners = entrances.listeners();
     match (carrier.tls, carrier.entrance_tls) {
         // Plaintext stays unwrapped: the relay's hot path gains no layer it does not use.
-        (None, None) => fleet.launch_watched(rt, NAME, machine, &listeners, watch).await,
+        (None, None) => {
+            let machines = machines.map(|(machine, _)| machine).collect();
+            let ready = Readiness { at_start: false, on_event: carrier_ready };
+            launch_workers(rt, fleet, NAME, machines, &listeners, watch, ready).await
+        }
         (tls, entrance) => {
             // The prefix entrance is listener 0; forwards pass bytes untouched, so plain.
             let entrance_only = Secure::Only(vec![ListenerId(0)]);
-            let serve = entrance.map(|identity| TlsServe { identity, listeners: entrance_only, clients: None });
-            let machine = crate::tls::wrap_on(machine, serve, tls.as_ref(), secret)
-                .map_err(|e| LaunchError::tls_refused(NAME, e))?;
+            let wrapped = machines.map(|(machine, secret)| {
+                let serve = entrance.clone().map(|identity| TlsServe {
+                    identity,
+                    listeners: entrance_only.clone(),
+                    clients: None,
+                });
+                crate::tls::wrap_on(machine, serve, tls.as_ref(), secret).map_err(|e| LaunchError::tls_refused(NAME, e))
+            });
+            let machines = wrapped.collect::<Result<Vec<_>, _>>()?;
             let watch = move |e: &TlsEvent<TunnelEvent>| {
                 if let TlsEvent::Inner(e) = e {
                     watch(e)
                 }
             };
-            fleet.launch_watched(rt, NAME, machine, &listeners, watch).await
+            let ready = Readiness { at_start: false, on_event: tls_carrier_ready };
+            launch_workers(rt, fleet, NAME, machines, &listeners, watch, ready).await
         }
     }
 }
@@ -265,18 +346,31 @@ pub async fn launch_remote<R: Runtime>(
     listen: SocketAddr,
     (secret, tls): (Secret, RemoteTls),
     routes: Routes,
+    threads: usize,
 ) -> Result<SocketAddr, LaunchError> {
     const NAME: &str = "tunnel remote";
-    let tls_secret = env.secret(b"tls");
-    let machine = TunnelRemote::new(env, RemoteConfig::new(secret, routes));
+    let config = RemoteConfig::new(secret, routes);
+    let machines = worker_envs(env, threads).into_iter().map(|env| {
+        let secret = env.secret(b"tls");
+        (TunnelRemote::new(env, config.clone()), secret)
+    });
     let at = [(ListenerId(0), listen)];
+    // Every loop can take a carrier: placement goes by connections alone.
     let bound = match tls {
-        RemoteTls { identity: None, targets: None, .. } => fleet.launch(rt, NAME, machine, &at).await?,
+        RemoteTls { identity: None, targets: None, .. } => {
+            let machines = machines.map(|(machine, _)| machine).collect();
+            launch_workers(rt, fleet, NAME, machines, &at, |_| {}, Readiness { at_start: true, on_event: |_| None })
+                .await?
+        }
         RemoteTls { identity, clients, targets } => {
             let serve = identity.map(|identity| TlsServe { identity, listeners: Secure::All, clients });
-            let machine = crate::tls::wrap_on(machine, serve, targets.as_ref(), tls_secret)
-                .map_err(|e| LaunchError::tls_refused(NAME, e))?;
-            fleet.launch(rt, NAME, machine, &at).await?
+            let wrapped = machines.map(|(machine, secret)| {
+                crate::tls::wrap_on(machine, serve.clone(), targets.as_ref(), secret)
+                    .map_err(|e| LaunchError::tls_refused(NAME, e))
+            });
+            let machines = wrapped.collect::<Result<Vec<_>, _>>()?;
+            launch_workers(rt, fleet, NAME, machines, &at, |_| {}, Readiness { at_start: true, on_event: |_| None })
+                .await?
         }
     };
     Ok(bound.get(&ListenerId(0)).copied().unwrap_or(listen))

@@ -225,7 +225,7 @@ async fn launch_tunnel<R: Runtime>(
         clients: None,
         targets: tls.map(|t| t.pin.clone()),
     };
-    let carrier = tunnel::launch_remote(rt, fleet, child(), carrier_listen, (secret.clone(), remote_tls), routes)
+    let carrier = tunnel::launch_remote(rt, fleet, child(), carrier_listen, (secret.clone(), remote_tls), routes, 1)
         .await
         .map_err(|e| taken(e, "the tunnel's remote end"))?;
 
@@ -245,6 +245,7 @@ async fn launch_tunnel<R: Runtime>(
             secret,
             tls: tls.map(|t| t.pin.clone()),
             entrance_tls: tls.map(|t| t.identity.clone()),
+            threads: 1,
         }, &entrances, watch)
         .await
         .map_err(|e| taken(e, "the tunnel's local end"))?;

@@ -230,6 +230,15 @@ impl LineConn {
         line.trim_end_matches('\n').to_owned()
     }
 
+    /// The next line, or `None` once the connection has ended (closed or reset).
+    pub fn line_or_end(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line.trim_end_matches('\n').to_owned()),
+        }
+    }
+
     /// The reading side, e.g. to read to the end of the stream.
     pub fn into_reader(self) -> BufReader<TcpStream> {
         self.reader
