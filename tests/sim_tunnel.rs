@@ -11,6 +11,7 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
+use switchyard_core::placement::{Load, Placement};
 use switchyard_core::service::broadcast::{Broadcast, BroadcastServer};
 use switchyard_core::service::echo::{EchoConfig, EchoServer};
 use switchyard_core::service::line_client::{LineClient, LineClientConfig, LineClientEvent};
@@ -50,6 +51,8 @@ struct Topology {
     sink: HostId,
     /// The local end's prefix entrance.
     entry: SocketAddr,
+    /// The remote end's carrier listener.
+    carrier: SocketAddr,
     /// A static forward to route 9090 (time).
     forward: SocketAddr,
     /// A static forward configured with an invalid route name.
@@ -138,6 +141,7 @@ impl Topology {
             services: [echo, time, broadcast],
             sink,
             entry,
+            carrier,
             forward,
             bad_forward,
             clients: 0,
@@ -434,6 +438,68 @@ fn a_cut_carrier_is_detected_within_ten_seconds_and_rebuilt() {
     t.sim.heal(local, remote, Cut::BothWays);
     t.run(Duration::from_secs(6));
     assert!(t.local_is_up());
+}
+
+/// `--threads 2` under the simulator: two local ends (the workers of one `tunnel local`),
+/// each with its own carrier to the one remote end, and clients placed by the rule the
+/// accept thread uses ([`Placement`] over each worker's carrier state and open streams).
+/// Streams spread over both; cutting one carrier ends only its streams; new clients go to
+/// the other while it is down; rebuilt, it takes clients again.
+#[test]
+fn two_carriers_share_the_streams_and_losing_one_spares_the_other() {
+    let mut t = Topology::new(13, lan(), secret());
+    let carrier = t.carrier;
+    let prefix_only = BTreeMap::from([(ListenerId(0), Entrance::Prefix)]);
+    let second = t
+        .sim
+        .add_host("local2", [10, 0, 1, 3].into(), move |env, now| {
+            TunnelLocal::new(env, now, LocalConfig::new(carrier, secret(), prefix_only.clone()))
+        })
+        .unwrap();
+    let second_entry = t.sim.listen(second, ListenerId(0), 7000).unwrap();
+    t.run(Duration::from_secs(1));
+    let workers = [(t.local, t.entry), (second, second_entry)];
+    let mut placement = Placement::new();
+    let client = t.probe();
+    // Places one client, says hello through it, and returns where it went and its stream.
+    let mut open = |t: &mut Topology, hello: &'static [u8]| {
+        let loads: Vec<Load> = workers
+            .iter()
+            .map(|&(host, _)| {
+                let end = t.sim.machine::<TunnelLocal>(host).expect("the worker is running");
+                Load { ready: end.is_up(), open: end.streams() }
+            })
+            .collect();
+        let worker = placement.choose(&loads).expect("two workers");
+        let conn = t.connect(client, workers[worker].1);
+        t.run(Duration::from_millis(100));
+        t.write(client, conn, hello);
+        t.run(Duration::from_millis(200));
+        assert_eq!(t.received(client, conn), String::from_utf8_lossy(hello), "through worker {worker}");
+        (worker, conn)
+    };
+    let first: Vec<_> = [&b"a\n"[..], b"b\n", b"c\n", b"d\n"].into_iter().map(|hello| open(&mut t, hello)).collect();
+    let placed: Vec<usize> = first.iter().map(|&(worker, _)| worker).collect();
+    assert_eq!(placed, [0, 1, 0, 1], "spread over both carriers");
+
+    t.sim.partition(t.local, t.remote, Cut::BothWays);
+    t.run(Duration::from_secs(12));
+    for &(_, conn) in &first {
+        t.write(client, conn, b"again\n");
+    }
+    t.run(Duration::from_millis(300));
+    for (&(worker, conn), hello) in first.iter().zip(["a", "b", "c", "d"]) {
+        let got = t.received(client, conn);
+        let want = if worker == 1 { format!("{hello}\nagain\n") } else { format!("{hello}\n") };
+        assert_eq!(got, want, "a stream of worker {worker} after worker 0's carrier was cut");
+    }
+    for hello in [&b"e\n"[..], b"f\n", b"g\n"] {
+        assert_eq!(open(&mut t, hello).0, 1, "placed on the worker whose carrier is down");
+    }
+
+    t.sim.heal(t.local, t.remote, Cut::BothWays);
+    t.run(Duration::from_secs(6));
+    assert_eq!(open(&mut t, b"h\n").0, 0, "the rebuilt carrier, now the least loaded, takes the next client");
 }
 
 #[test]
