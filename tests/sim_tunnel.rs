@@ -5,11 +5,14 @@
 //! sweeps 500 seeds of random latency, jitter, traffic, a carrier cut and a remote restart,
 //! and `full_topology_over_tls_survives_faults` 300 more with the carrier over TLS 1.3
 //! (same guarantees; `a_seed_replays_a_tls_run_to_the_same_trace` checks that a seed
-//! replays a TLS run to the same trace hash).
+//! replays a TLS run to the same trace hash), and `full_topology_over_two_carriers_
+//! survives_faults` 300 with two local ends (`--threads 2`), clients placed over them.
 
 use bytes::Bytes;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 use switchyard_core::placement::{Load, Placement};
 use switchyard_core::service::broadcast::{Broadcast, BroadcastServer};
@@ -60,6 +63,37 @@ struct Topology {
     clients: u16,
     /// The carrier runs over TLS: both ends are wrapped in [`Tls`].
     tls: bool,
+    /// With [`Topology::add_worker`]: every local end (the first is `local`) and its prefix
+    /// entrance, as the workers of one `tunnel local --threads N`; line clients are then
+    /// placed on them by the accept thread's rule.
+    workers: Rc<RefCell<Workers>>,
+}
+
+/// The local ends of a multi-carrier topology and the placement that spreads clients.
+#[derive(Default)]
+struct Workers {
+    ends: Vec<(HostId, SocketAddr)>,
+    placement: Placement,
+}
+
+impl Workers {
+    /// The entrance the next client goes to, chosen as the accept thread would from each
+    /// end's carrier state and open streams; `None` with one end.
+    fn place(&mut self, sim: &Sim) -> Option<SocketAddr> {
+        if self.ends.len() < 2 {
+            return None;
+        }
+        let loads: Vec<Load> = self
+            .ends
+            .iter()
+            .map(|&(host, _)| match sim.machine::<TunnelLocal>(host) {
+                Ok(end) => Load { ready: end.is_up(), open: end.streams() },
+                Err(_) => Load { ready: false, open: 0 },
+            })
+            .collect();
+        let chosen = self.placement.choose(&loads)?;
+        Some(self.ends[chosen].1)
+    }
 }
 
 impl Topology {
@@ -146,7 +180,30 @@ impl Topology {
             bad_forward,
             clients: 0,
             tls,
+            workers: Rc::default(),
         }
+    }
+
+    /// Adds one more local end (prefix entrance only) carrying to the same remote end: with
+    /// `local`, the workers of `tunnel local --threads N`. Returns it and its entrance.
+    fn add_worker(&mut self) -> (HostId, SocketAddr) {
+        assert!(!self.tls, "multi-carrier topologies are plaintext here");
+        let carrier = self.carrier;
+        let mut workers = self.workers.borrow_mut();
+        if workers.ends.is_empty() {
+            workers.ends.push((self.local, self.entry));
+        }
+        let n = workers.ends.len() as u8;
+        let prefix_only = BTreeMap::from([(ListenerId(0), Entrance::Prefix)]);
+        let host = self
+            .sim
+            .add_host(&format!("local{}", n + 1), [10, 0, 1, 2 + n].into(), move |env, now| {
+                TunnelLocal::new(env, now, LocalConfig::new(carrier, secret(), prefix_only.clone()))
+            })
+            .unwrap();
+        let entry = self.sim.listen(host, ListenerId(0), 7000).unwrap();
+        workers.ends.push((host, entry));
+        (host, entry)
     }
 
     fn next_client_spec(&mut self) -> HostSpec {
@@ -161,15 +218,25 @@ impl Topology {
         self.sim.add_host_with(spec, |env, _| Probe::new(env)).unwrap()
     }
 
-    /// A line client that connects to the prefix entrance at `at` (its host boots then).
+    /// A line client that connects to the prefix entrance at `at` (its host boots then):
+    /// the local end's, or with several workers the one placement picks then.
     fn line_client(&mut self, at: Instant) -> HostId {
-        let entry = self.entry;
+        let entry = Rc::new(Cell::new(self.entry));
+        let target = entry.clone();
         let spec = self.next_client_spec().down();
         let host = self
             .sim
-            .add_host_with(spec, move |env, now| LineClient::connect(env, now, entry, LineClientConfig::default()))
+            .add_host_with(spec, move |env, now| {
+                LineClient::connect(env, now, target.get(), LineClientConfig::default())
+            })
             .unwrap();
-        self.sim.schedule(at, move |sim| sim.restart(host));
+        let workers = self.workers.clone();
+        self.sim.schedule(at, move |sim| {
+            if let Some(placed) = workers.borrow_mut().place(sim) {
+                entry.set(placed);
+            }
+            sim.restart(host)
+        });
         host
     }
 
@@ -232,6 +299,9 @@ impl Topology {
             }
         };
         check("local streams", self.local_end().map_or(0, TunnelLocal::streams));
+        for &(host, _) in self.workers.borrow().ends.iter().skip(1) {
+            check("another worker's streams", self.sim.machine::<TunnelLocal>(host).map_or(0, TunnelLocal::streams));
+        }
         check("remote streams", self.remote_end().map_or(0, TunnelRemote::streams));
         let [echo, time, broadcast] = self.services;
         check("echo sessions", self.sim.machine::<EchoServer>(echo).map_or(0, |m| m.connections()));
@@ -448,15 +518,7 @@ fn a_cut_carrier_is_detected_within_ten_seconds_and_rebuilt() {
 #[test]
 fn two_carriers_share_the_streams_and_losing_one_spares_the_other() {
     let mut t = Topology::new(13, lan(), secret());
-    let carrier = t.carrier;
-    let prefix_only = BTreeMap::from([(ListenerId(0), Entrance::Prefix)]);
-    let second = t
-        .sim
-        .add_host("local2", [10, 0, 1, 3].into(), move |env, now| {
-            TunnelLocal::new(env, now, LocalConfig::new(carrier, secret(), prefix_only.clone()))
-        })
-        .unwrap();
-    let second_entry = t.sim.listen(second, ListenerId(0), 7000).unwrap();
+    let (second, second_entry) = t.add_worker();
     t.run(Duration::from_secs(1));
     let workers = [(t.local, t.entry), (second, second_entry)];
     let mut placement = Placement::new();
@@ -578,16 +640,20 @@ struct EchoClient {
 /// client); time ticks arrive at connect and each interval; every broadcast reaches every
 /// other member exactly once; nothing is left open at the end.
 fn full_topology(seed: u64) -> Result<(), String> {
-    full_topology_with(seed, false).map(|_| ())
+    full_topology_with(seed, false, 1).map(|_| ())
 }
 
 /// [`full_topology`], with the carrier over TLS when `tls`; returns the run's trace hash.
-fn full_topology_with(seed: u64, tls: bool) -> Result<u64, String> {
+/// The full topology at `seed`, with its carrier over TLS or not, and with `carriers` local
+/// ends (the workers of `tunnel local --threads N`, clients placed over them; the cut hits
+/// the first one's carrier only). Returns the trace hash.
+fn full_topology_with(seed: u64, tls: bool, carriers: usize) -> Result<u64, String> {
     let mut rng = Rng::new(seed ^ 0x5eed);
     let latency = Duration::from_millis(rng.range_inclusive(1, 20));
     let jitter = latency.mul_f64(0.3);
     let link = LinkConfig::new(latency, jitter);
     let mut t = if tls { Topology::over_tls(seed, link) } else { Topology::new(seed, link, secret()) };
+    let workers: Vec<HostId> = (1..carriers).map(|_| t.add_worker().0).collect();
     let (local, remote) = (t.local, t.remote);
 
     // Faults: a carrier cut (a two-way partition long enough for the heartbeat to declare
@@ -694,6 +760,12 @@ fn full_topology_with(seed: u64, tls: bool) -> Result<u64, String> {
     if !left.is_empty() {
         return Err(format!("left open after every client finished: {left:?}"));
     }
+    for &host in workers.iter().chain(std::iter::once(&local).filter(|_| carriers > 1)) {
+        let opened = t.sim.events::<TunnelEvent>(host).filter(|(_, e)| matches!(e, TunnelEvent::StreamOpened { .. }));
+        if opened.count() == 0 {
+            return Err(format!("worker {} carried no stream", t.sim.name(host)));
+        }
+    }
     if tls
         && t.sim.events::<TlsEvent<TunnelEvent>>(local).filter(|(_, e)| matches!(e, TlsEvent::Secured { .. })).count()
             < 3
@@ -715,7 +787,17 @@ const FULL_TLS: TestId =
 
 #[test]
 fn full_topology_over_tls_survives_faults() {
-    check_seeds(&FULL_TLS, 0..300, |seed| full_topology_with(seed, true).map(|_| ()));
+    check_seeds(&FULL_TLS, 0..300, |seed| full_topology_with(seed, true, 1).map(|_| ()));
+}
+
+const TWO_CARRIERS: TestId =
+    TestId::integration("switchyard-tests", "sim_tunnel", "full_topology_over_two_carriers_survives_faults");
+
+/// The sweep once more with two local ends (`--threads 2`), clients placed over them, the
+/// first one's carrier cut: the same guarantees, and both carriers carry streams.
+#[test]
+fn full_topology_over_two_carriers_survives_faults() {
+    check_seeds(&TWO_CARRIERS, 0..300, |seed| full_topology_with(seed, false, 2).map(|_| ()));
 }
 
 const TLS_REPLAY: TestId =
@@ -724,9 +806,9 @@ const TLS_REPLAY: TestId =
 #[test]
 fn a_seed_replays_a_tls_run_to_the_same_trace() {
     check_seeds(&TLS_REPLAY, 0..5, |seed| {
-        let first = full_topology_with(seed, true)?;
-        let again = full_topology_with(seed, true)?;
-        let other = full_topology_with(seed + 1000, true)?;
+        let first = full_topology_with(seed, true, 1)?;
+        let again = full_topology_with(seed, true, 1)?;
+        let other = full_topology_with(seed + 1000, true, 1)?;
         match (first == again, first != other) {
             (true, true) => Ok(()),
             (false, _) => Err(format!("the same seed gave traces {first:#x} and {again:#x}")),
