@@ -150,6 +150,7 @@ fn bad_arguments_are_named_in_one_line() {
         (&["tunnel", "remote", "--secret-file", &missing, "--route", "default=127.0.0.1:1"], 1, &missing),
         (&["tunnel", "local", "--secret-file", empty.arg()], 1, "is empty"),
         (&["--busy-poll", "5000", "tunnel", "local", "--secret-file", key.arg()], 2, "over the cap of 1000 µs"),
+        (&["tunnel", "local", "--secret-file", key.arg(), "--threads", "0"], 2, "--threads takes 1 to 64, not \"0\""),
         (
             &["--runtime", "smol", "--busy-poll", "50", "tunnel", "local", "--secret-file", key.arg()],
             1,
