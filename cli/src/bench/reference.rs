@@ -7,7 +7,7 @@
 //! tool X on the reference machine" is checked best by running tool X here too.
 
 use super::ends::{free_port, loopback, own_executable, probe, write_private};
-use super::os::{cpu_time, rss};
+use super::os::{cpu_time, process_cpu, rss};
 use super::targets::Targets;
 use crate::CliError;
 use std::net::{SocketAddr, TcpStream};
@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 
 /// How long a tool may take to start listening.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest wait for socat's per-connection processes to be gone after a run, before its
+/// CPU is read.
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// bore's control port, fixed in bore.
 const BORE_CONTROL_PORT: u16 = 7835;
@@ -167,22 +171,44 @@ impl Reference {
         self.children.iter().map(Child::id).collect()
     }
 
-    /// CPU time the tool's processes have used so far, where that can be read: not for
-    /// socat, whose work is done in processes forked per connection.
+    /// CPU time the tool's processes have used so far. socat's work is done in processes
+    /// forked per connection, which count once their parent has waited for them: so for
+    /// socat this first waits (a bounded while) until the connections' processes are gone,
+    /// and so must be read after a run's connections have closed.
     pub fn cpu(&self) -> Option<Duration> {
         if self.tool == Tool::Socat {
-            return None;
+            self.settle_children();
+            return self.pids().into_iter().map(|pid| process_cpu(pid).ok()).sum();
         }
         self.pids().into_iter().map(|pid| cpu_time(pid).ok()).sum()
     }
 
-    /// The entry and the exit process of the path to the sink, where their CPU can be
-    /// read: not for socat, whose work is done in processes forked per connection.
+    /// Waits until no process of the tool has a child left (socat's per-connection
+    /// processes exit as their connections close, and are counted once reaped), for at
+    /// most [`SETTLE`].
+    fn settle_children(&self) {
+        let deadline = Instant::now() + SETTLE;
+        let has_children = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).is_ok_and(|c| !c.trim().is_empty())
+        };
+        while self.pids().into_iter().any(has_children) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The entry and the exit process of the path to the sink, for their CPU split (read
+    /// after [`Reference::cpu`], which lets socat's children be counted).
     pub fn relay_pids(&self) -> Option<[u32; 2]> {
         match self.sink_path[..] {
-            [entry, exit] if self.tool != Tool::Socat => Some([entry, exit]),
+            [entry, exit] => Some([entry, exit]),
             _ => None,
         }
+    }
+
+    /// [`Reference::relay_pids`] where `perf stat -p` sees every system call: not for
+    /// socat, whose per-connection processes start after perf attached.
+    pub fn syscall_pids(&self) -> Option<[u32; 2]> {
+        self.relay_pids().filter(|_| self.tool != Tool::Socat)
     }
 
     /// Resident memory of the entry and the exit of the path to the sink, together.
