@@ -35,10 +35,10 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         F: Future<Output = ()> + Send + 'static;
 
     /// Runs `future` on an event loop of its own where the runtime has one loop per
-    /// thread ([`MioRuntime`](crate::MioRuntime): a new thread, whose loop also runs every
-    /// task `future` spawns), else like [`Runtime::spawn`] (smol's and async-std's executors
-    /// share their threads among all tasks). This is how several drivers use several cores.
-    /// Fails only if a thread cannot be started.
+    /// thread ([`MioRuntime`](crate::MioRuntime) and [`SmolRuntime`](crate::SmolRuntime):
+    /// a new thread, whose loop also runs every task `future` spawns), else like
+    /// [`Runtime::spawn`] (async-std's executor shares its threads among all tasks). This
+    /// is how several drivers use several cores. Fails only if a thread cannot be started.
     fn spawn_on_new_loop<F>(&self, future: F) -> io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,

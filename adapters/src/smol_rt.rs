@@ -64,6 +64,15 @@ impl Runtime for SmolRuntime {
         }
     }
 
+    /// A new thread inside [`SmolRuntime::run_here`], so that the work and every task it
+    /// spawns run there, beside (not on) the calling thread's executor.
+    fn spawn_on_new_loop<F>(&self, future: F) -> io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        std::thread::Builder::new().name("switchyard loop".into()).spawn(|| SmolRuntime.run_here(future)).map(drop)
+    }
+
     fn sleep_until(&self, deadline: StdInstant) -> impl Future<Output = ()> + Send + 'static {
         let timer = smol::Timer::at(deadline);
         async move {
