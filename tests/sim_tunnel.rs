@@ -77,9 +77,9 @@ struct Workers {
 }
 
 impl Workers {
-    /// The entrance the next client goes to, chosen as the accept thread would from each
-    /// end's carrier state and open streams; `None` with one end.
-    fn place(&mut self, sim: &Sim) -> Option<SocketAddr> {
+    /// The end the next client goes to (its index in `ends`), chosen as the accept thread
+    /// would from each end's carrier state and open streams; `None` with one end.
+    fn place(&mut self, sim: &Sim) -> Option<usize> {
         if self.ends.len() < 2 {
             return None;
         }
@@ -91,8 +91,7 @@ impl Workers {
                 Err(_) => Load { ready: false, open: 0 },
             })
             .collect();
-        let chosen = self.placement.choose(&loads)?;
-        Some(self.ends[chosen].1)
+        self.placement.choose(&loads)
     }
 }
 
@@ -232,8 +231,9 @@ impl Topology {
             .unwrap();
         let workers = self.workers.clone();
         self.sim.schedule(at, move |sim| {
-            if let Some(placed) = workers.borrow_mut().place(sim) {
-                entry.set(placed);
+            let mut workers = workers.borrow_mut();
+            if let Some(placed) = workers.place(sim) {
+                entry.set(workers.ends[placed].1);
             }
             sim.restart(host)
         });
@@ -521,18 +521,10 @@ fn two_carriers_share_the_streams_and_losing_one_spares_the_other() {
     let (second, second_entry) = t.add_worker();
     t.run(Duration::from_secs(1));
     let workers = [(t.local, t.entry), (second, second_entry)];
-    let mut placement = Placement::new();
     let client = t.probe();
     // Places one client, says hello through it, and returns where it went and its stream.
-    let mut open = |t: &mut Topology, hello: &'static [u8]| {
-        let loads: Vec<Load> = workers
-            .iter()
-            .map(|&(host, _)| {
-                let end = t.sim.machine::<TunnelLocal>(host).expect("the worker is running");
-                Load { ready: end.is_up(), open: end.streams() }
-            })
-            .collect();
-        let worker = placement.choose(&loads).expect("two workers");
+    let open = |t: &mut Topology, hello: &'static [u8]| {
+        let worker = t.workers.borrow_mut().place(&t.sim).expect("two workers");
         let conn = t.connect(client, workers[worker].1);
         t.run(Duration::from_millis(100));
         t.write(client, conn, hello);

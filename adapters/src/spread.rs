@@ -14,6 +14,7 @@
 //! spread.stop();
 //! ```
 
+use crate::driver::listen::ACCEPT_ERROR_BACKOFF;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,10 +22,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use switchyard_core::ListenerId;
-
-/// Pause after a failed accept (e.g. out of file descriptors), so the thread does not spin
-/// while the condition lasts.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// An accept thread on one listener; see the [module docs](self). Stops on
 /// [`Spread::stop`] or when dropped.
@@ -36,8 +33,9 @@ pub struct Spread {
 
 impl Spread {
     /// Binds `addr` (with the drivers' backlog) and accepts on a thread of its own until
-    /// stopped, calling `place` with each connection (`TCP_NODELAY` set) and its peer.
-    /// `place` may block, which holds further accepts back (the kernel queues them).
+    /// stopped, calling `place` with each connection and its peer (the driver that adopts
+    /// it sets `TCP_NODELAY`, as on the connections it accepts itself). `place` may block,
+    /// which holds further accepts back (the kernel queues them).
     pub fn start(
         listener: ListenerId,
         addr: SocketAddr,
@@ -55,12 +53,7 @@ impl Spread {
                 return;
             }
             match accepted {
-                Ok((stream, peer)) => {
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
-                    }
-                    place(listener, stream, peer);
-                }
+                Ok((stream, peer)) => place(listener, stream, peer),
                 Err(e) => {
                     tracing::warn!(%local, "accept failed: {e}");
                     std::thread::sleep(ACCEPT_ERROR_BACKOFF);

@@ -9,7 +9,7 @@ use switchyard_core::ListenerId;
 
 /// Pause after a failed accept (e.g. out of file descriptors), so the loop does not spin
 /// while the condition lasts.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Accepts connections on `listener` and hands them to the machine task until the driver
 /// stops (`stop` closes) or the machine task is gone.

@@ -66,7 +66,7 @@
 //! ```
 
 mod conn;
-mod listen;
+pub(crate) mod listen;
 mod read_buf;
 mod stats;
 mod udp;

@@ -434,12 +434,12 @@ impl<M: Machine> Tls<M> {
                 }
                 for plain in progress.plain {
                     // The inner machine may end the connection on any record.
-                    if !self.sessions.get(&conn).is_some_and(|s| !s.inner_gone) {
+                    if !self.inner_listens(conn) {
                         return;
                     }
                     self.inner.handle_input(self.now, Input::Received { conn, bytes: plain });
                 }
-                if !self.sessions.get(&conn).is_some_and(|s| !s.inner_gone) {
+                if !self.inner_listens(conn) {
                     return;
                 }
                 if progress.peer_closed {
@@ -447,6 +447,11 @@ impl<M: Machine> Tls<M> {
                 }
             }
         }
+    }
+
+    /// True while the inner machine still takes input for `conn`.
+    fn inner_listens(&self, conn: ConnId) -> bool {
+        self.sessions.get(&conn).is_some_and(|s| !s.inner_gone)
     }
 
     fn established(&mut self, conn: ConnId) {

@@ -109,13 +109,8 @@ impl Carrier {
             return Some(Ok(TunnelMsg::Data { stream, bytes: keep(piece) }));
         }
         // The header is judged as soon as it is complete, before any payload is buffered.
-        let header = if self.inbox.is_empty() && self.rest.len() >= HEADER_LEN {
-            self.decoder.header(&self.rest)
-        } else {
-            self.fill_inbox(HEADER_LEN);
-            self.decoder.header(&self.inbox)
-        };
-        let header = match header {
+        let header: [u8; HEADER_LEN] = self.peek(HEADER_LEN)?.try_into().ok()?;
+        let header = match self.decoder.header(&header) {
             Ok(Some(header)) => header,
             Ok(None) => return None,
             Err(error) => return Some(Err(error.into())),
@@ -135,21 +130,24 @@ impl Carrier {
         }
     }
 
-    /// The next `want` bytes as one buffer: split off the read if it holds them all and no
-    /// earlier read began them, else copied into the inbox until they are complete.
-    fn gather(&mut self, want: usize) -> Option<BytesMut> {
+    /// The first `want` bytes of the frame being read, left in place: in the read itself if
+    /// no earlier read began the frame and this one holds them, else copied into the inbox
+    /// (as far as the read goes). `None` until all `want` have arrived.
+    fn peek(&mut self, want: usize) -> Option<&[u8]> {
         if self.inbox.is_empty() && self.rest.len() >= want {
-            return Some(self.rest.split_to(want));
+            return Some(&self.rest[..want]);
         }
-        self.fill_inbox(want);
-        (self.inbox.len() == want).then(|| self.inbox.split())
-    }
-
-    /// Moves bytes of the read into the inbox until it holds `want` (or the read is used up).
-    fn fill_inbox(&mut self, want: usize) {
         let take = want.saturating_sub(self.inbox.len()).min(self.rest.len());
         self.inbox.extend_from_slice(&self.rest[..take]);
         self.rest.advance(take);
+        self.inbox.get(..want)
+    }
+
+    /// The next `want` bytes of the frame being read as one buffer, taken (see
+    /// [`Carrier::peek`]).
+    fn gather(&mut self, want: usize) -> Option<BytesMut> {
+        self.peek(want)?;
+        Some(if self.inbox.is_empty() { self.rest.split_to(want) } else { self.inbox.split() })
     }
 
     /// When the heartbeat needs attention.

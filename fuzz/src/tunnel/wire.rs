@@ -8,7 +8,7 @@
 //! [`Book`](super::book::Book).
 
 use bytes::{Bytes, BytesMut};
-use switchyard_core::wire::frame::Frame;
+use switchyard_core::wire::frame::{Frame, HEADER_LEN};
 use switchyard_core::wire::tunnel::{CarrierError, TunnelMsg, TunnelMsgError, MAX_REASON, STREAM_DATA};
 use switchyard_core::wire::FrameDecoder;
 
@@ -128,11 +128,11 @@ pub struct CarrierReader {
 }
 
 /// The stream of the data frame that `inbox` begins, once its header and stream id are in.
-fn data_frame_stream(inbox: &[u8]) -> Option<u32> {
-    let header: [u8; 10] = inbox.get(..10)?.try_into().ok()?;
-    let len = u16::from_be_bytes([header[2], header[3]]);
-    let is_data = header[0] == STREAM_DATA.0 && header[1] == 0 && header[4..6] == [0, 0] && len > 4;
-    is_data.then(|| u32::from_be_bytes([header[6], header[7], header[8], header[9]]))
+fn data_frame_stream(decoder: &FrameDecoder, inbox: &[u8]) -> Option<u32> {
+    let header = decoder.header(inbox).ok()??;
+    let id: [u8; 4] = inbox.get(HEADER_LEN..HEADER_LEN + 4)?.try_into().ok()?;
+    let is_data = header.kind == STREAM_DATA && header.subtype == 0 && header.len > 4;
+    is_data.then(|| u32::from_be_bytes(id))
 }
 
 impl CarrierReader {
@@ -149,8 +149,8 @@ impl CarrierReader {
             let error = match self.decoder.decode(&mut self.inbox) {
                 Ok(None) => {
                     // A data frame cut off: its payload so far.
-                    if let Some(stream) = data_frame_stream(&self.inbox) {
-                        let have = &self.inbox[10..];
+                    if let Some(stream) = data_frame_stream(&self.decoder, &self.inbox) {
+                        let have = &self.inbox[HEADER_LEN + 4..];
                         if have.len() > self.returned {
                             let piece = Bytes::copy_from_slice(&have[self.returned..]);
                             self.returned = have.len();
