@@ -444,6 +444,43 @@ fn wrong_secret_is_refused_on_both_ends_and_clients_told_the_tunnel_is_down() {
     assert!(t.received(c, conn).starts_with("error: tunnel is down"), "{}", t.received(c, conn));
 }
 
+/// A config reload replaces the remote end's routes while streams are open: the stream on
+/// the removed route carries on (routes are looked up only when a stream opens), a new
+/// stream for it is refused with the reason, and the routes kept still work.
+#[test]
+fn replaced_routes_refuse_new_streams_and_spare_open_ones() {
+    let mut t = Topology::new(5, lan(), secret());
+    t.run(Duration::from_secs(1));
+    let c = t.probe();
+    let entry = t.entry;
+    let open = t.connect(c, entry);
+    t.run(Duration::from_millis(100));
+    t.write(c, open, b"hello\n");
+    t.run(Duration::from_millis(200));
+    assert_eq!(t.received(c, open), "hello\n");
+
+    let remote = t.remote;
+    t.sim
+        .with_machine(remote, |end: &mut TunnelRemote, _| {
+            let mut kept = Routes::new();
+            for (name, target) in end.routes().iter().filter(|(name, _)| *name != "default") {
+                kept.add(name, target);
+            }
+            end.set_routes(kept);
+        })
+        .unwrap();
+    let refused = t.connect(c, entry);
+    let time = t.connect(c, entry);
+    t.run(Duration::from_millis(100));
+    t.write(c, open, b"again\n");
+    t.write(c, refused, b"hi\n");
+    t.write(c, time, b"9090:time\n");
+    t.run(Duration::from_millis(200));
+    assert_eq!(t.received(c, open), "hello\nagain\n");
+    assert_eq!(t.received(c, refused), "error: no default route on the remote end\n");
+    assert_eq!(t.received(c, time), "2025-10-01 14:30:26\n");
+}
+
 #[test]
 fn static_forward_needs_no_prefix() {
     let mut t = Topology::new(5, lan(), secret());

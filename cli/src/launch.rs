@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use switchyard_adapters::spread::Spread;
-use switchyard_adapters::{Driver, Running, Runtime};
+use switchyard_adapters::{Driver, Handle, Running, Runtime};
 use switchyard_core::placement::{Load, Placement};
 use switchyard_core::{ListenerId, Machine};
 
@@ -130,6 +130,7 @@ impl Fleet {
 
     /// [`Fleet::launch`], and `watch` sees each event before it is logged: for a caller
     /// that waits for one (say, a tunnel carrier coming up).
+    #[cfg(feature = "full")]
     pub async fn launch_watched<R, M>(
         &mut self,
         rt: &R,
@@ -138,6 +139,23 @@ impl Fleet {
         listeners: &[(ListenerId, SocketAddr)],
         watch: impl FnMut(&M::Event) + Send + 'static,
     ) -> Result<BTreeMap<ListenerId, SocketAddr>, LaunchError>
+    where
+        R: Runtime,
+        M: Launchable,
+    {
+        Ok(self.launch_controlled(rt, name, machine, listeners, watch).await?.0)
+    }
+
+    /// [`Fleet::launch_watched`], also returning the machine's handle, through which the
+    /// caller may command it while it runs (a config reload).
+    pub async fn launch_controlled<R, M>(
+        &mut self,
+        rt: &R,
+        name: &str,
+        machine: M,
+        listeners: &[(ListenerId, SocketAddr)],
+        watch: impl FnMut(&M::Event) + Send + 'static,
+    ) -> Result<(BTreeMap<ListenerId, SocketAddr>, Handle<M>), LaunchError>
     where
         R: Runtime,
         M: Launchable,
@@ -151,7 +169,7 @@ impl Fleet {
     /// ([`Runtime::spawn_on_new_loop`]), and binds `listeners` once for all of them: an
     /// accept thread per listener hands each connection to the worker that [`Placement`]
     /// picks, the least loaded of those `ready` says can serve it. Worker `i` logs as
-    /// `name[i]`. Returns the address each listener got.
+    /// `name[i]`. Returns the address each listener got, and each worker's handle.
     pub async fn launch_spread<R, M>(
         &mut self,
         rt: &R,
@@ -159,7 +177,7 @@ impl Fleet {
         machines: Vec<M>,
         listeners: &[(ListenerId, SocketAddr)],
         ready: Readiness<M::Event>,
-    ) -> Result<BTreeMap<ListenerId, SocketAddr>, LaunchError>
+    ) -> Result<(BTreeMap<ListenerId, SocketAddr>, Vec<Handle<M>>), LaunchError>
     where
         R: Runtime,
         M: Launchable,
@@ -229,7 +247,7 @@ impl Fleet {
             };
             self.machines.push(Launched { stop: Arc::new(stop), done });
         }
-        Ok(bound)
+        Ok((bound, workers.iter().map(|(handle, _)| handle.clone()).collect()))
     }
 
     /// [`Fleet::launch`] for a machine that speaks datagrams: binds the UDP `sockets`
@@ -247,11 +265,11 @@ impl Fleet {
         M: Launchable,
     {
         let driver = sockets.iter().fold(Driver::new(machine), |driver, &(id, addr)| driver.bind_udp(id, addr));
-        self.start(rt, name, driver, sockets, Running::udp_local_addr, |_| {}).await
+        Ok(self.start(rt, name, driver, sockets, Running::udp_local_addr, |_| {}).await?.0)
     }
 
     /// Starts `driver` and adopts its machine; returns the address each of `sockets` got,
-    /// as `bound_addr` reads it off the running driver.
+    /// as `bound_addr` reads it off the running driver, and the machine's handle.
     async fn start<R, M, Id: Ord + Copy>(
         &mut self,
         rt: &R,
@@ -260,15 +278,16 @@ impl Fleet {
         sockets: &[(Id, SocketAddr)],
         bound_addr: impl Fn(&Running<M>, Id) -> Option<SocketAddr>,
         watch: impl FnMut(&M::Event) + Send + 'static,
-    ) -> Result<BTreeMap<Id, SocketAddr>, LaunchError>
+    ) -> Result<(BTreeMap<Id, SocketAddr>, Handle<M>), LaunchError>
     where
         R: Runtime,
         M: Launchable,
     {
         let running = driver.start(rt.clone()).await.map_err(|error| LaunchError { name: name.to_owned(), error })?;
         let bound = sockets.iter().filter_map(|&(id, _)| Some((id, bound_addr(&running, id)?))).collect();
+        let handle = running.handle();
         self.adopt(rt, name, running, watch);
-        Ok(bound)
+        Ok((bound, handle))
     }
 
     /// Logs the events of a started machine (after `watch` sees each) and makes it one of

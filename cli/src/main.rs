@@ -4,6 +4,8 @@
 //! switchyard [--runtime smol|async-std|mio] [--busy-poll MICROS] [-v...] [--seed N] <command>
 //!   up [--host IP] [--interval SECS]              the whole network on loopback, until Ctrl-C
 //!   demo [--host IP]                              up, plus every flow with a transcript
+//!   run FILE                                      every role a TOML config file names
+//!   config check FILE                             check a config file, start nothing
 //!   serve echo|time|broadcast|hello|greet|stamp   run one line service
 //!   tunnel local|remote ...                       run one end of the tunnel
 //!   mesh server|chat ...                          a P2P mesh server, or chat through the mesh
@@ -35,6 +37,7 @@ full_build_only! {
     mod bench;
     mod cert;
     mod chat;
+    mod config;
     mod demo;
     mod input;
     mod mesh;
@@ -120,6 +123,10 @@ enum Command {
     #[cfg(feature = "full")]
     Demo(demo::DemoCmd),
     #[cfg(feature = "full")]
+    Run(config::RunCmd),
+    #[cfg(feature = "full")]
+    Config(config::ConfigCmd),
+    #[cfg(feature = "full")]
     Serve(serve::ServeCmd),
     Tunnel(tunnel::TunnelCmd),
     #[cfg(feature = "full")]
@@ -143,16 +150,19 @@ impl Command {
         match self {
             Command::Tunnel(_) => logging::Quietness::Server,
             #[cfg(feature = "full")]
-            Command::Up(_) | Command::Serve(_) | Command::Rendezvous(_) => logging::Quietness::Server,
+            Command::Up(_) | Command::Serve(_) | Command::Rendezvous(_) | Command::Run(_) => logging::Quietness::Server,
             #[cfg(feature = "full")]
             Command::Mesh(cmd) if cmd.is_server() => logging::Quietness::Server,
             #[cfg(feature = "full")]
             Command::Mesh(_) | Command::Punch(_) => logging::Quietness::Client,
             // The demo's transcript is its output; its servers log only problems.
             #[cfg(feature = "full")]
-            Command::Demo(_) | Command::Send(_) | Command::Chat(_) | Command::Bench(_) | Command::Cert(_) => {
-                logging::Quietness::Client
-            }
+            Command::Demo(_)
+            | Command::Send(_)
+            | Command::Chat(_)
+            | Command::Bench(_)
+            | Command::Cert(_)
+            | Command::Config(_) => logging::Quietness::Client,
         }
     }
 }
@@ -174,6 +184,10 @@ impl Program for Command {
             Command::Up(cmd) => cmd.run(rt, env).await,
             #[cfg(feature = "full")]
             Command::Demo(cmd) => cmd.run(rt, env).await,
+            #[cfg(feature = "full")]
+            Command::Run(cmd) => cmd.run(rt, env).await,
+            #[cfg(feature = "full")]
+            Command::Config(cmd) => cmd.run(rt, env).await,
             #[cfg(feature = "full")]
             Command::Serve(cmd) => cmd.run(rt, env).await,
             #[cfg(feature = "full")]

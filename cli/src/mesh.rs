@@ -8,7 +8,7 @@ use crate::CliError;
 use argh::FromArgs;
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::ops::ControlFlow;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -209,15 +209,18 @@ impl ServerTls {
     /// From `mesh server`'s options: none without `--tls-cert`; peers trusted by
     /// `--tls-pin`/`--tls-ca`, or else by the fingerprint of its own certificate (one
     /// certificate shared by every server of the mesh).
-    fn from_options(cmd: &ServerCmd) -> Result<Option<ServerTls>, CliError> {
-        let Some(identity) = crate::tls::server_identity(cmd.tls_cert.as_deref(), cmd.tls_key.as_deref())? else {
-            if cmd.tls_pin.is_some() || cmd.tls_ca.is_some() {
+    pub fn from_options(
+        (cert, key): (Option<&Path>, Option<&Path>),
+        (pin, ca): (Option<Fingerprint>, Option<&Path>),
+    ) -> Result<Option<ServerTls>, CliError> {
+        let Some(identity) = crate::tls::server_identity(cert, key)? else {
+            if pin.is_some() || ca.is_some() {
                 return Err(CliError::usage("--tls-pin and --tls-ca (for peers) need --tls-cert and --tls-key"));
             }
             return Ok(None);
         };
         let own = identity.fingerprint().ok_or_else(|| CliError::new("--tls-cert holds no certificate"))?;
-        let peers = ClientTls::from_options(cmd.tls_pin.or(Some(own)).filter(|_| cmd.tls_ca.is_none()), cmd.tls_ca.as_deref(), None)?
+        let peers = ClientTls::from_options(pin.or(Some(own)).filter(|_| ca.is_none()), ca, None)?
             .expect("a pin or a CA is given");
         Ok(Some(ServerTls { identity, peers }))
     }
@@ -265,24 +268,38 @@ impl ServerCmd {
     }
 
     async fn run<R: Runtime>(self, rt: R, mut env: Env) -> Result<ExitCode, CliError> {
-        let tls = ServerTls::from_options(&self)?;
+        let tls = ServerTls::from_options(
+            (self.tls_cert.as_deref(), self.tls_key.as_deref()),
+            (self.tls_pin, self.tls_ca.as_deref()),
+        )?;
         let secret = self.peer_secret()?;
-        let over = if tls.is_some() { " (TLS)" } else { "" };
-        let who = if secret.is_some() { "servers that prove the mesh secret" } else { "any server (no mesh secret)" };
         let peers = if self.peer.is_empty() { default_peers(self.listen) } else { self.peer };
         let mut fleet = Fleet::new();
-        let addr = launch_server(&rt, &mut fleet, env.child(1), (self.listen, peers.clone()), secret, tls).await?;
-        let peers: Vec<String> = peers.iter().map(ToString::to_string).collect();
-        fleet
-            .serve_until_ctrl_c(|| {
-                tracing::info!("mesh server{over} listening on {addr}; dialling {}; linking with {who}", peers.join(", "));
-                if self.insecure {
-                    tracing::warn!("--insecure: any process that reaches {addr} may join the mesh as a server");
-                }
-            })
-            .await?;
+        let announce = start_server(&rt, &mut fleet, env.child(1), (self.listen, peers), secret, tls).await?;
+        fleet.serve_until_ctrl_c(|| tracing::info!("{announce}")).await?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Starts a mesh server (as `mesh server` and a config file's `[[mesh_server]]` run it):
+/// [`launch_server`], and returns the line that says where it listens, whom it dials and
+/// whom it links with. A server with no secret is warned about at once.
+pub async fn start_server<R: Runtime>(
+    rt: &R,
+    fleet: &mut Fleet,
+    env: Env,
+    (listen, peers): (SocketAddr, Vec<SocketAddr>),
+    secret: Option<Secret>,
+    tls: Option<ServerTls>,
+) -> Result<String, CliError> {
+    let over = if tls.is_some() { " (TLS)" } else { "" };
+    let who = if secret.is_some() { "servers that prove the mesh secret" } else { "any server (no mesh secret)" };
+    if secret.is_none() && !listen.ip().is_loopback() {
+        tracing::warn!("no mesh secret: any process that reaches {listen} may join the mesh as a server");
+    }
+    let listed: Vec<String> = peers.iter().map(ToString::to_string).collect();
+    let addr = launch_server(rt, fleet, env, (listen, peers), secret, tls).await?;
+    Ok(format!("mesh server{over} listening on {addr}; dialling {}; linking with {who}", listed.join(", ")))
 }
 
 impl ChatCmd {

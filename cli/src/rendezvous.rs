@@ -32,10 +32,17 @@ pub struct RendezvousCmd {
 impl Program for RendezvousCmd {
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
         let mut fleet = Fleet::new();
-        let addr = launch(&rt, &mut fleet, env, self.listen).await?;
-        fleet.serve_until_ctrl_c(|| tracing::info!("rendezvous listening on UDP {addr}")).await?;
+        let announce = start(&rt, &mut fleet, env, self.listen).await?;
+        fleet.serve_until_ctrl_c(|| tracing::info!("{announce}")).await?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Starts a rendezvous server (as `rendezvous` and a config file's `[[rendezvous]]` run
+/// it): [`launch`], and returns the line that says where it listens.
+pub async fn start<R: Runtime>(rt: &R, fleet: &mut Fleet, env: Env, listen: SocketAddr) -> Result<String, CliError> {
+    let addr = launch(rt, fleet, env, listen).await?;
+    Ok(format!("rendezvous listening on UDP {addr}"))
 }
 
 /// Starts a rendezvous server with the default limits on `listen`, in `fleet` (`up` runs

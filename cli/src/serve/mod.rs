@@ -268,10 +268,24 @@ impl Program for ServeCmd {
             Service::Greet(cmd) => (ServiceKind::Reply(Preset::Greet), cmd.listen, cmd.config(), cmd.tls()?),
             Service::Stamp(cmd) => (ServiceKind::Reply(Preset::Stamp), cmd.listen, cmd.config(), cmd.tls()?),
         };
-        let secured = if tls.is_some() { " (TLS)" } else { "" };
         let mut fleet = Fleet::new();
-        let addr = launch(&rt, &mut fleet, env, kind, config, listen, tls).await?;
-        fleet.serve_until_ctrl_c(|| tracing::info!("{} server{secured} listening on {addr}", kind.name())).await?;
+        let announce = start(&rt, &mut fleet, env, (kind, config), listen, tls).await?;
+        fleet.serve_until_ctrl_c(|| tracing::info!("{announce}")).await?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Starts a service (as `serve` and a config file's `[[service]]` run it): [`launch`], and
+/// returns the line that says where it listens.
+pub async fn start<R: Runtime>(
+    rt: &R,
+    fleet: &mut Fleet,
+    env: Env,
+    (kind, config): (ServiceKind, LineServerConfig),
+    listen: SocketAddr,
+    tls: Option<TlsIdentity>,
+) -> Result<String, CliError> {
+    let secured = if tls.is_some() { " (TLS)" } else { "" };
+    let addr = launch(rt, fleet, env, kind, config, listen, tls).await?;
+    Ok(format!("{} server{secured} listening on {addr}", kind.name()))
 }

@@ -7,13 +7,14 @@ use crate::runtime::Program;
 use crate::tls::ClientTls;
 use crate::CliError;
 use argh::FromArgs;
+use futures_lite::future::Boxed;
 use spec::{Entrances, Forward, RouteSpec};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use switchyard_adapters::Runtime;
-use switchyard_core::tls::{Secure, TlsEvent, TlsIdentity, TlsServe, Trust};
+use switchyard_adapters::{Handle, Runtime, Stopped};
+use switchyard_core::tls::{Secure, Tls, TlsEvent, TlsIdentity, TlsServe, Trust};
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::local::{LocalConfig, TunnelLocal};
 use switchyard_core::tunnel::remote::{RemoteConfig, Routes, TunnelRemote};
@@ -153,49 +154,118 @@ impl Program for TunnelCmd {
         let mut fleet = Fleet::new();
         let announce = match self.end {
             End::Local(cmd) => {
+                let tls = local_tls(
+                    (cmd.tls_pin, cmd.tls_ca.as_deref(), cmd.tls_name),
+                    (cmd.tls_client_cert.as_deref(), cmd.tls_client_key.as_deref()),
+                )?;
                 let secret = spec::read_secret(&cmd.secret_file)?;
-                let mut tls = ClientTls::from_options(cmd.tls_pin, cmd.tls_ca.as_deref(), cmd.tls_name)?;
-                let identity =
-                    crate::tls::client_identity(cmd.tls_client_cert.as_deref(), cmd.tls_client_key.as_deref())?;
-                match (&mut tls, identity) {
-                    (Some(tls), identity) => tls.identity = identity,
-                    (None, Some(_)) => return Err(CliError::usage("--tls-client-cert needs --tls-pin or --tls-ca")),
-                    (None, None) => {}
-                }
-                let over = if tls.is_some() { " over TLS" } else { "" };
-                let entrances = Entrances::new(cmd.listen, &cmd.forward);
                 let carrier = Carrier { remote: cmd.remote, secret, tls, entrance_tls: None, threads: cmd.threads };
-                let bound = launch_local(&rt, &mut fleet, env, carrier, &entrances, |_| {}).await?;
-                let listening: Vec<String> =
-                    entrances.describe(&bound).map(|(addr, kind)| format!("{addr} ({kind})")).collect();
-                format!("tunnel local end listening on {}; carrier to {}{over}", listening.join(", "), cmd.remote)
+                start_local(&rt, &mut fleet, env, (cmd.listen, &cmd.forward), carrier).await?
             }
             End::Remote(cmd) => {
                 if cmd.route.is_empty() {
                     return Err(CliError::usage("tunnel remote needs at least one --route NAME=ADDR"));
                 }
+                let tls = remote_tls(
+                    (cmd.tls_cert.as_deref(), cmd.tls_key.as_deref()),
+                    (cmd.tls_client_pin, cmd.tls_client_ca.as_deref()),
+                )?;
                 let secret = spec::read_secret(&cmd.secret_file)?;
-                let identity = crate::tls::server_identity(cmd.tls_cert.as_deref(), cmd.tls_key.as_deref())?;
-                let clients = crate::tls::client_trust(cmd.tls_client_pin, cmd.tls_client_ca.as_deref())?;
-                if clients.is_some() && identity.is_none() {
-                    return Err(CliError::usage("--tls-client-pin and --tls-client-ca need --tls-cert and --tls-key"));
-                }
-                let over = match (&identity, &clients) {
-                    (None, _) => "",
-                    (Some(_), None) => " (TLS)",
-                    (Some(_), Some(_)) => " (TLS, client certificates required)",
-                };
-                let routes = routes(&cmd.route);
-                let tls = RemoteTls { identity, clients, targets: None };
-                let bound =
-                    launch_remote(&rt, &mut fleet, env, cmd.listen, (secret, tls), routes.clone(), cmd.threads).await?;
-                let listed: Vec<String> = routes.iter().map(|(name, target)| format!("{name} → {target}")).collect();
-                format!("tunnel remote end{over} listening on {bound}; routes: {}", listed.join(", "))
+                let end =
+                    RemoteEnd { listen: cmd.listen, secret, tls, routes: routes(&cmd.route), threads: cmd.threads };
+                start_remote(&rt, &mut fleet, env, end).await?.0
             }
         };
         fleet.serve_until_ctrl_c(|| tracing::info!("{announce}")).await?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// A local end's carrier TLS from its options (`--tls-pin`/`--tls-ca`/`--tls-name`, and
+/// `--tls-client-cert`/`--tls-client-key` for mutual TLS): `None` for a plaintext carrier.
+pub fn local_tls(
+    (pin, ca, name): (Option<switchyard_core::tls::Fingerprint>, Option<&std::path::Path>, Option<String>),
+    (client_cert, client_key): (Option<&std::path::Path>, Option<&std::path::Path>),
+) -> Result<Option<ClientTls>, CliError> {
+    let mut tls = ClientTls::from_options(pin, ca, name)?;
+    match (&mut tls, crate::tls::client_identity(client_cert, client_key)?) {
+        (Some(tls), identity) => tls.identity = identity,
+        (None, Some(_)) => return Err(CliError::usage("--tls-client-cert needs --tls-pin or --tls-ca")),
+        (None, None) => {}
+    }
+    Ok(tls)
+}
+
+/// A remote end's carrier TLS from its options (`--tls-cert`/`--tls-key`, and
+/// `--tls-client-pin`/`--tls-client-ca` for mutual TLS).
+pub fn remote_tls(
+    (cert, key): (Option<&std::path::Path>, Option<&std::path::Path>),
+    (client_pin, client_ca): (Option<switchyard_core::tls::Fingerprint>, Option<&std::path::Path>),
+) -> Result<RemoteTls, CliError> {
+    let identity = crate::tls::server_identity(cert, key)?;
+    let clients = crate::tls::client_trust(client_pin, client_ca)?;
+    if clients.is_some() && identity.is_none() {
+        return Err(CliError::usage("--tls-client-pin and --tls-client-ca need --tls-cert and --tls-key"));
+    }
+    Ok(RemoteTls { identity, clients, targets: None })
+}
+
+/// Starts a local end with its prefix entrance on `listen` and `forwards`, carrying to
+/// `carrier` (as `tunnel local` and a config file's `[[tunnel_local]]` run it); returns
+/// the line that says what listens where.
+pub async fn start_local<R: Runtime>(
+    rt: &R,
+    fleet: &mut Fleet,
+    env: Env,
+    (listen, forwards): (SocketAddr, &[Forward]),
+    carrier: Carrier,
+) -> Result<String, CliError> {
+    let over = if carrier.tls.is_some() { " over TLS" } else { "" };
+    let remote = carrier.remote;
+    let entrances = Entrances::new(listen, forwards);
+    let bound = launch_local(rt, fleet, env, carrier, &entrances, |_| {}).await?;
+    let listening: Vec<String> = entrances.describe(&bound).map(|(addr, kind)| format!("{addr} ({kind})")).collect();
+    Ok(format!("tunnel local end listening on {}; carrier to {remote}{over}", listening.join(", ")))
+}
+
+/// What a remote end runs with, from flags or a config file.
+pub struct RemoteEnd {
+    /// Where carriers connect.
+    pub listen: SocketAddr,
+    /// The secret both ends hold.
+    pub secret: Secret,
+    /// Its TLS.
+    pub tls: RemoteTls,
+    /// Its allowlist.
+    pub routes: Routes,
+    /// Event loops to spread carriers over.
+    pub threads: usize,
+}
+
+/// Starts a remote end (as `tunnel remote` and a config file's `[[tunnel_remote]]` run
+/// it); returns the line that says where it listens and what it routes to, and the
+/// control that replaces its routes while it runs.
+pub async fn start_remote<R: Runtime>(
+    rt: &R,
+    fleet: &mut Fleet,
+    env: Env,
+    end: RemoteEnd,
+) -> Result<(String, RouteControl), CliError> {
+    let over = match (&end.tls.identity, &end.tls.clients) {
+        (None, _) => "",
+        (Some(_), None) => " (TLS)",
+        (Some(_), Some(_)) => " (TLS, client certificates required)",
+    };
+    let listed = describe_routes(&end.routes);
+    let (bound, control) =
+        launch_remote(rt, fleet, env, end.listen, (end.secret, end.tls), end.routes, end.threads).await?;
+    Ok((format!("tunnel remote end{over} listening on {bound}; routes: {listed}"), control))
+}
+
+/// `9090 → 127.0.0.1:9090, default → 127.0.0.1:7007`, for logs.
+pub fn describe_routes(routes: &Routes) -> String {
+    let listed: Vec<String> = routes.iter().map(|(name, target)| format!("{name} → {target}")).collect();
+    listed.join(", ")
 }
 
 /// The allowlist from `--route` values (a name given twice keeps the last).
@@ -225,7 +295,7 @@ pub struct Carrier {
 const MAX_THREADS: usize = 64;
 
 /// A `--threads` value: 1 to [`MAX_THREADS`].
-fn parse_threads(value: &str) -> Result<usize, String> {
+pub fn parse_threads(value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {
         Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
         _ => Err(format!("--threads takes 1 to {MAX_THREADS}, not {value:?}")),
@@ -260,9 +330,12 @@ async fn launch_workers<R: Runtime, M: Launchable>(
     listeners: &[(ListenerId, SocketAddr)],
     watch: impl FnMut(&M::Event) + Send + 'static,
     ready: Readiness<M::Event>,
-) -> Result<BTreeMap<ListenerId, SocketAddr>, LaunchError> {
+) -> Result<(BTreeMap<ListenerId, SocketAddr>, Vec<Handle<M>>), LaunchError> {
     match machines.len() {
-        1 => fleet.launch_watched(rt, name, machines.remove(0), listeners, watch).await,
+        1 => {
+            let (bound, handle) = fleet.launch_controlled(rt, name, machines.remove(0), listeners, watch).await?;
+            Ok((bound, vec![handle]))
+        }
         _ => fleet.launch_spread(rt, name, machines, listeners, ready).await,
     }
 }
@@ -300,7 +373,7 @@ pub async fn launch_local<R: Runtime>(
         (None, None) => {
             let machines = machines.map(|(machine, _)| machine).collect();
             let ready = Readiness { at_start: false, on_event: carrier_ready };
-            launch_workers(rt, fleet, NAME, machines, &listeners, watch, ready).await
+            Ok(launch_workers(rt, fleet, NAME, machines, &listeners, watch, ready).await?.0)
         }
         (tls, entrance) => {
             // The prefix entrance is listener 0; forwards pass bytes untouched, so plain.
@@ -320,7 +393,7 @@ pub async fn launch_local<R: Runtime>(
                 }
             };
             let ready = Readiness { at_start: false, on_event: tls_carrier_ready };
-            launch_workers(rt, fleet, NAME, machines, &listeners, watch, ready).await
+            Ok(launch_workers(rt, fleet, NAME, machines, &listeners, watch, ready).await?.0)
         }
     }
 }
@@ -338,7 +411,8 @@ pub struct RemoteTls {
 }
 
 /// Starts a remote end in `fleet`, accepting carriers on `listen` (over TLS only, with the
-/// identity when one is given); returns the address it bound.
+/// identity when one is given); returns the address it bound and the control that
+/// replaces its routes while it runs.
 pub async fn launch_remote<R: Runtime>(
     rt: &R,
     fleet: &mut Fleet,
@@ -347,7 +421,7 @@ pub async fn launch_remote<R: Runtime>(
     (secret, tls): (Secret, RemoteTls),
     routes: Routes,
     threads: usize,
-) -> Result<SocketAddr, LaunchError> {
+) -> Result<(SocketAddr, RouteControl), LaunchError> {
     const NAME: &str = "tunnel remote";
     let config = RemoteConfig::new(secret, routes);
     let machines = worker_envs(env, threads).into_iter().map(|env| {
@@ -355,12 +429,11 @@ pub async fn launch_remote<R: Runtime>(
         (TunnelRemote::new(env, config.clone()), secret)
     });
     let at = [(ListenerId(0), listen)];
-    // Every loop can take a carrier: placement goes by connections alone.
-    let bound = match tls {
+    let (bound, control) = match tls {
         RemoteTls { identity: None, targets: None, .. } => {
             let machines = machines.map(|(machine, _)| machine).collect();
-            launch_workers(rt, fleet, NAME, machines, &at, |_| {}, Readiness { at_start: true, on_event: |_| None })
-                .await?
+            let (bound, handles) = launch_workers(rt, fleet, NAME, machines, &at, |_| {}, always_ready()).await?;
+            (bound, RouteControl::over(handles))
         }
         RemoteTls { identity, clients, targets } => {
             let serve = identity.map(|identity| TlsServe { identity, listeners: Secure::All, clients });
@@ -369,9 +442,68 @@ pub async fn launch_remote<R: Runtime>(
                     .map_err(|e| LaunchError::tls_refused(NAME, e))
             });
             let machines = wrapped.collect::<Result<Vec<_>, _>>()?;
-            launch_workers(rt, fleet, NAME, machines, &at, |_| {}, Readiness { at_start: true, on_event: |_| None })
-                .await?
+            let (bound, handles) = launch_workers(rt, fleet, NAME, machines, &at, |_| {}, always_ready()).await?;
+            (bound, RouteControl::over(handles))
         }
     };
-    Ok(bound.get(&ListenerId(0)).copied().unwrap_or(listen))
+    Ok((bound.get(&ListenerId(0)).copied().unwrap_or(listen), control))
+}
+
+/// Every remote worker can take a carrier: placement goes by connections alone.
+fn always_ready<E>() -> Readiness<E> {
+    Readiness { at_start: true, on_event: |_| None }
+}
+
+/// A remote end's machine, plain or under TLS, whose routes can be replaced.
+trait HoldsRoutes {
+    fn replace_routes(&mut self, routes: Routes, now: Instant);
+}
+
+impl HoldsRoutes for TunnelRemote {
+    fn replace_routes(&mut self, routes: Routes, _now: Instant) {
+        self.set_routes(routes);
+    }
+}
+
+impl HoldsRoutes for Tls<TunnelRemote> {
+    fn replace_routes(&mut self, routes: Routes, now: Instant) {
+        self.command(now, |remote, _| remote.set_routes(routes));
+    }
+}
+
+/// Replaces a running remote end's routes on every one of its workers: how a config
+/// reload adds and removes routes without touching open streams.
+pub struct RouteControl {
+    // Only `switchyard run` reloads, and the minimal build has no `run`.
+    #[cfg_attr(not(feature = "full"), allow(dead_code))]
+    workers: Vec<ReplaceRoutes>,
+}
+
+/// Replaces one worker's routes, on its loop.
+type ReplaceRoutes = Box<dyn Fn(Routes) -> Boxed<Result<(), Stopped>> + Send + Sync>;
+
+impl RouteControl {
+    fn over<M: HoldsRoutes + Launchable>(handles: Vec<Handle<M>>) -> RouteControl {
+        let workers = handles
+            .into_iter()
+            .map(|handle| {
+                Box::new(move |routes: Routes| {
+                    let handle = handle.clone();
+                    Box::pin(async move { handle.command(move |m, now| m.replace_routes(routes, now)).await })
+                        as Boxed<_>
+                }) as ReplaceRoutes
+            })
+            .collect();
+        RouteControl { workers }
+    }
+
+    /// Gives every worker `routes`; each stream opened after this returns uses them.
+    /// [`Stopped`] if the end has stopped.
+    #[cfg(feature = "full")]
+    pub async fn replace(&self, routes: &Routes) -> Result<(), Stopped> {
+        for worker in &self.workers {
+            worker(routes.clone()).await?;
+        }
+        Ok(())
+    }
 }

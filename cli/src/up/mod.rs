@@ -56,10 +56,24 @@ pub struct UpCmd {
     /// fingerprint and the one-liners pin it
     #[argh(switch)]
     tls: bool,
+
+    /// print the config file that runs the same servers (`switchyard run FILE`) and exit,
+    /// a starting point for a config of your own
+    #[argh(switch)]
+    print_config: bool,
 }
 
 impl Program for UpCmd {
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
+        if self.print_config {
+            if self.tls {
+                return Err(CliError::usage(
+                    "--print-config prints no TLS: up --tls makes its certificate in memory. Make one with `switchyard cert` and add tls_cert/tls_key to the sections",
+                ));
+            }
+            print!("{}", crate::config::seed::seed_topology(self.host, self.interval));
+            return Ok(ExitCode::SUCCESS);
+        }
         let tls = if self.tls { Some(UpTls::new(self.host)?) } else { None };
         let header = match &tls {
             None => format!("switchyard up: all services on {} (Ctrl-C stops)", self.host),
@@ -225,7 +239,7 @@ async fn launch_tunnel<R: Runtime>(
         clients: None,
         targets: tls.map(|t| t.pin.clone()),
     };
-    let carrier = tunnel::launch_remote(rt, fleet, child(), carrier_listen, (secret.clone(), remote_tls), routes, 1)
+    let (carrier, _) = tunnel::launch_remote(rt, fleet, child(), carrier_listen, (secret.clone(), remote_tls), routes, 1)
         .await
         .map_err(|e| taken(e, "the tunnel's remote end"))?;
 

@@ -181,15 +181,32 @@ impl Proc {
         wait_for(&self.stderr, "log", text)
     }
 
+    /// Waits until log lines containing each of `texts` have come, in any order (for
+    /// events of machines that run side by side).
+    pub fn wait_for_logs(&self, texts: &[&str]) {
+        let mut missing: Vec<&str> = texts.to_vec();
+        while !missing.is_empty() {
+            match self.stderr.recv_timeout(GUARD) {
+                Ok(line) => missing.retain(|text| !line.contains(text)),
+                Err(e) => panic!("no log lines with {missing:?}: {e}"),
+            }
+        }
+    }
+
     /// The next stdout line containing `text`.
     pub fn wait_for_stdout(&self, text: &str) -> String {
         wait_for(&self.stdout, "stdout", text)
     }
 
+    /// Sends the process `signal` (`HUP`, `INT`, ... as `kill -SIGNAL` names it).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([format!("-{signal}"), self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
     /// Sends Ctrl-C (SIGINT) and waits for the process to end.
     pub fn interrupt(&mut self) -> ExitStatus {
-        let status = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
+        self.signal("INT");
         self.wait_for_log("stopped");
         self.child.wait().unwrap()
     }

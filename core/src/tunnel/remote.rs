@@ -147,6 +147,18 @@ impl TunnelRemote {
         }
     }
 
+    /// Replaces the allowlist (a config reload). Streams already open keep their targets:
+    /// routes are looked up only when a stream opens, so a removed route refuses new
+    /// streams and drops none.
+    pub fn set_routes(&mut self, routes: Routes) {
+        self.config.routes = routes;
+    }
+
+    /// The allowlist streams open against now.
+    pub fn routes(&self) -> &Routes {
+        &self.config.routes
+    }
+
     /// Authenticated carriers.
     pub fn carriers(&self) -> usize {
         self.links.values().filter(|l| matches!(l.auth, Auth::Done { .. })).count()

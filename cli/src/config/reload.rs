@@ -1,0 +1,96 @@
+//! Reloading a running config on SIGHUP: the file is read and checked again in full; if
+//! the only change is to the routes of `[[tunnel_remote]]` sections, the new routes are
+//! given to every worker of those ends. Streams already open keep their targets.
+//! Anything else is refused with the reason, and the running config stays.
+
+use super::plan::{Plan, Running};
+use super::schema::ConfigFile;
+use crate::CliError;
+use async_channel::Receiver;
+use std::path::Path;
+
+/// SIGHUPs as they arrive, from a thread that waits for them. At most one waits unread:
+/// two signals close together reload once, with the file as it is by then.
+pub fn on_sighup() -> Result<Receiver<()>, CliError> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(|e| CliError::new(format!("cannot catch SIGHUP: {e}")))?;
+    let (tx, rx) = async_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if tx.is_closed() {
+                    return;
+                }
+                let _ = tx.try_send(());
+            }
+        })
+        .map_err(|e| CliError::new(format!("cannot start the SIGHUP thread: {e}")))?;
+    Ok(rx)
+}
+
+/// The file with every route list emptied: two files the same but for their routes have
+/// the same shape. (Spans are not compared, so moving a section is no change.)
+fn shape(mut parsed: ConfigFile) -> ConfigFile {
+    for remote in &mut parsed.tunnel_remote {
+        remote.get_mut().routes.get_mut().clear();
+    }
+    parsed
+}
+
+/// Reloads `path` into `running`, logging what changed or why nothing did.
+pub async fn apply(path: &Path, running: &mut Running) {
+    tracing::info!("SIGHUP: reloading {}", path.display());
+    let plan = match Plan::load(path) {
+        Ok(plan) => plan,
+        Err(e) => {
+            tracing::error!("reload refused, the running config stays: {e}");
+            return;
+        }
+    };
+    let new = plan.parsed;
+    if let Some(change) = first_change(&shape(running.parsed.clone()), &shape(new.clone())) {
+        tracing::error!(
+            "reload refused, the running config stays: only the routes of [[tunnel_remote]] sections reload, and {change}; restart to apply it"
+        );
+        return;
+    }
+    let mut changed = 0;
+    for (i, (control, (old, new))) in running.remotes.iter().zip(routes_of(&running.parsed).iter().zip(routes_of(&new))).enumerate() {
+        if *old == new {
+            continue;
+        }
+        let routes = crate::tunnel::routes(&new);
+        match control.replace(&routes).await {
+            Ok(()) => tracing::info!("reload: tunnel remote #{}: routes now {}", i + 1, crate::tunnel::describe_routes(&routes)),
+            Err(e) => tracing::warn!("reload: tunnel remote #{}: {e}", i + 1),
+        }
+        changed += 1;
+    }
+    if changed == 0 {
+        tracing::info!("reload: nothing changed");
+    }
+    running.parsed = new;
+}
+
+/// What differs between two shapes, first: `[[service]] #2 changed`.
+fn first_change(old: &ConfigFile, new: &ConfigFile) -> Option<String> {
+    fn compare<T: PartialEq>(kind: &str, old: &[T], new: &[T]) -> Option<String> {
+        if old.len() != new.len() {
+            return Some(format!("the number of [[{kind}]] sections changed ({} to {})", old.len(), new.len()));
+        }
+        let i = old.iter().zip(new).position(|(a, b)| a != b)?;
+        Some(format!("[[{kind}]] #{} changed", i + 1))
+    }
+    compare("service", &old.service, &new.service)
+        .or_else(|| compare("tunnel_remote", &old.tunnel_remote, &new.tunnel_remote))
+        .or_else(|| compare("tunnel_local", &old.tunnel_local, &new.tunnel_local))
+        .or_else(|| compare("mesh_server", &old.mesh_server, &new.mesh_server))
+        .or_else(|| compare("rendezvous", &old.rendezvous, &new.rendezvous))
+}
+
+type RouteLists = Vec<Vec<crate::tunnel::spec::RouteSpec>>;
+
+fn routes_of(parsed: &ConfigFile) -> RouteLists {
+    parsed.tunnel_remote.iter().map(|r| r.get_ref().routes.get_ref().clone()).collect()
+}

@@ -1,0 +1,157 @@
+//! `switchyard run FILE`, `config check FILE` and `up --print-config` as a user runs them:
+//! the printed seed config starts what `up` starts, a file's mistakes are named at their
+//! line and column, and SIGHUP replaces a remote end's routes without touching open
+//! streams. Each test runs on a loopback address of its own (127.0.0.14N).
+
+mod support;
+
+use support::{is_time, run, text, LineConn, Proc, TempDir};
+
+/// `switchyard config check PATH`: (exit code, stdout, stderr).
+fn check(path: &str) -> (Option<i32>, String, String) {
+    let out = run(&["config", "check", path], b"");
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn the_printed_seed_config_checks_and_runs_what_up_runs() {
+    let host = "127.0.0.141";
+    let dir = TempDir::new("config-seed");
+    let out = run(&["up", "--host", host, "--print-config"], b"");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let path = dir.file("switchyard.toml");
+    std::fs::write(&path, &out.stdout).unwrap();
+
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stdout,
+        format!("{path}: ok: 5 services, 1 tunnel remote (5 routes), 1 tunnel local (1 forward), 3 mesh servers, 1 rendezvous\n")
+    );
+
+    let mut served = Proc::start(&["run", &path]);
+    // The mesh servers of the file share their secret, so they link.
+    served.wait_for_logs(&["SIGHUP reloads it", "tunnel local: carrier up", "mesh: linked to server"]);
+    let entrance = format!("{host}:7000");
+    let send = |line: &str| run(&["send", "--to", &entrance, line], b"");
+    let out = send("hello");
+    assert_eq!(text(&out.stdout), "hello\n", "echo by default: {out:?}");
+    let out = send("9090:time");
+    assert!(is_time(text(&out.stdout).trim_end()), "{out:?}");
+    let out = send("12345:John");
+    assert_eq!(text(&out.stdout), "Hello Good morning !!!! ::: John\n", "{out:?}");
+    let out = run(&["send", "--to", &format!("{host}:7090"), "anything"], b"");
+    assert!(is_time(text(&out.stdout).trim_end()), "the forward reaches time: {out:?}");
+    assert!(served.interrupt().success());
+}
+
+#[test]
+fn mistakes_are_named_at_their_line_and_column_and_nothing_starts() {
+    let dir = TempDir::new("config-mistakes");
+    let cases: &[(&str, &str)] = &[
+        ("[[service]]\nkind = \"echo\"\nlisten = \"nowhere\"\n", ":3:10: expected HOST:PORT"),
+        ("[[service]]\nkind = \"ech\"\n", ":2:8: unknown variant `ech`"),
+        ("[[service]]\nkind = \"echo\"\nlisen = \"127.0.0.142:1\"\n", ":3:1: unknown field `lisen`"),
+        ("[[service]]\nkind = \"echo\"\ninterval = 5\n", ":1:1: interval is for the time service, not echo"),
+        ("[[tunnel_remote]]\nroutes = [\"9090\"]\n", ":2:10: expected NAME=ADDR"),
+        ("\n[[tunnel_remote]]\nroutes = []\n", ":3:10: a [[tunnel_remote]] needs at least one route"),
+        ("[[tunnel_local]]\nforwards = [\"7090=9090\"]\n", ":1:1: this [[tunnel_local]] has no secret_file"),
+        (
+            "[[tunnel_remote]]\nsecret_file = \"missing.key\"\nroutes = [\"default=127.0.0.1:7\"]\n",
+            "cannot read secret file",
+        ),
+        (
+            "[[mesh_server]]\nlisten = \"127.0.0.142:5001\"\npeers = [\"127.0.0.142:5009\"]\n",
+            "peer 127.0.0.142:5009 is not a [[mesh_server]] of this file",
+        ),
+        ("[[service]]\nkind = \"echo\"\n[[service]]\nkind = \"echo\"\n", "echo and echo both listen on 127.0.0.1:7007"),
+        ("x = [\n", ":2:1: "),
+    ];
+    for (i, (toml, wanted)) in cases.iter().enumerate() {
+        let path = dir.file(&format!("bad{i}.toml"));
+        std::fs::write(&path, toml).unwrap();
+        let (code, stdout, stderr) = check(&path);
+        assert_eq!(code, Some(1), "{toml:?}: {stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(stderr.starts_with(&format!("switchyard: {path}")), "{toml:?}: {stderr}");
+        assert!(stderr.contains(wanted), "{toml:?}: wanted {wanted:?} in {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        // `run` refuses the same file before anything listens.
+        let out = run(&["run", &path], b"");
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert_eq!(text(&out.stderr).lines().last().unwrap_or(""), stderr.trim_end());
+    }
+    let (code, _, stderr) = check(&dir.file("absent.toml"));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("cannot read config file"), "{stderr}");
+}
+
+/// The config of the reload test: echo and greet behind a tunnel whose remote end routes
+/// `routes`; the secret file is named relative to the config's directory.
+fn tunnel_config(host: &str, routes: &[&str]) -> String {
+    let routes: Vec<String> = routes.iter().map(|r| format!("\"{r}\"")).collect();
+    format!(
+        "[[service]]\nkind = \"echo\"\nlisten = \"{host}:7007\"\n\n\
+         [[service]]\nkind = \"greet\"\nlisten = \"{host}:12345\"\n\n\
+         [[tunnel_remote]]\nlisten = \"{host}:7001\"\nsecret_file = \"tunnel.key\"\nroutes = [{}]\n\n\
+         [[tunnel_local]]\nlisten = \"{host}:7000\"\nremote = \"{host}:7001\"\nsecret_file = \"tunnel.key\"\n",
+        routes.join(", ")
+    )
+}
+
+#[test]
+fn sighup_replaces_routes_without_touching_open_streams_and_refuses_a_broken_file() {
+    let host = "127.0.0.143";
+    let dir = TempDir::new("config-reload");
+    std::fs::write(dir.file("tunnel.key"), "reload test secret\n").unwrap();
+    let path = dir.file("switchyard.toml");
+    let echo = format!("default={host}:7007");
+    let greet = format!("12345={host}:12345");
+    std::fs::write(&path, tunnel_config(host, &[&echo])).unwrap();
+
+    let served = Proc::start(&["run", &path]);
+    served.wait_for_log("tunnel local: carrier up");
+    let entrance = format!("{host}:7000");
+    // A stream opened before the reload, to the default route.
+    let mut open = LineConn::connect(&entrance);
+    open.send(b"before\n");
+    assert_eq!(open.line(), "before");
+    let mut refused = LineConn::connect(&entrance);
+    refused.send(b"12345:John\n");
+    assert_eq!(refused.line(), "error: unknown route 12345");
+
+    // Add the greet route: new streams reach it, the open one carries on.
+    std::fs::write(&path, tunnel_config(host, &[&echo, &greet])).unwrap();
+    served.signal("HUP");
+    let applied = served.wait_for_log("reload: tunnel remote #1: routes now");
+    assert!(applied.contains(&format!("12345 → {host}:12345")), "{applied}");
+    let mut greeted = LineConn::connect(&entrance);
+    greeted.send(b"12345:John\n");
+    assert_eq!(greeted.line(), "Hello Good morning !!!! ::: John");
+    open.send(b"during\n");
+    assert_eq!(open.line(), "during");
+
+    // A broken file, and one that changes more than routes: both refused, routes stay.
+    std::fs::write(&path, "[[tunnel_remote]\n").unwrap();
+    served.signal("HUP");
+    let refusal = served.wait_for_log("reload refused");
+    assert!(refusal.contains(&format!("{path}:1:")), "{refusal}");
+    std::fs::write(&path, tunnel_config(host, &[&echo]).replace("7007", "7008")).unwrap();
+    served.signal("HUP");
+    let refusal = served.wait_for_log("reload refused, the running config stays: only the routes");
+    assert!(refusal.contains("[[service]] #1 changed"), "{refusal}");
+    let mut still = LineConn::connect(&entrance);
+    still.send(b"12345:Ann\n");
+    assert_eq!(still.line(), "Hello Good morning !!!! ::: Ann");
+
+    // Remove the default route: new default streams are refused; the open one still
+    // echoes, since routes are looked up only when a stream opens.
+    std::fs::write(&path, tunnel_config(host, &[&greet])).unwrap();
+    served.signal("HUP");
+    served.wait_for_log("reload: tunnel remote #1: routes now");
+    let mut late = LineConn::connect(&entrance);
+    late.send(b"after\n");
+    assert_eq!(late.line(), "error: no default route on the remote end");
+    open.send(b"still open\n");
+    assert_eq!(open.line(), "still open");
+}
