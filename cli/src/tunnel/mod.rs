@@ -16,7 +16,7 @@ use switchyard_adapters::Runtime;
 use switchyard_core::tls::{Secure, TlsEvent, TlsIdentity, TlsServe, Trust};
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::local::{LocalConfig, TunnelLocal};
-use switchyard_core::tunnel::remote::{RemoteConfig, Routes, TunnelRemote};
+use switchyard_core::tunnel::remote::{RemoteConfig, Route, Routes, TunnelRemote};
 use switchyard_core::tunnel::TunnelEvent;
 use switchyard_core::{Env, Instant, ListenerId};
 
@@ -106,7 +106,7 @@ pub struct LocalCmd {
 #[argh(
     subcommand,
     name = "remote",
-    example = "switchyard tunnel remote --secret-file tunnel.key --route 9090=127.0.0.1:9090 --route 10000=127.0.0.1:10000 --route default=127.0.0.1:7007",
+    example = "switchyard tunnel remote --secret-file tunnel.key --route 9090=127.0.0.1:9090 --route 10000=127.0.0.1:10000 --route default=127.0.0.1:7007\nswitchyard tunnel remote --secret-file tunnel.key --route web=127.0.0.1:8080,proxy=v1",
     note = "A stream for a route not listed gets `error: unknown route NAME`; with no `default` route, clients without a prefix are refused. Ctrl-C stops (exit 0)."
 )]
 pub struct RemoteCmd {
@@ -118,8 +118,9 @@ pub struct RemoteCmd {
     #[argh(option)]
     secret_file: PathBuf,
 
-    /// NAME=ADDR: streams for route NAME (`default`: clients without a prefix) connect to
-    /// ADDR; repeatable, at least one
+    /// NAME=ADDR[,proxy=v1|v2]: streams for route NAME (`default`: clients without a
+    /// prefix) connect to ADDR, with proxy= first sending ADDR a PROXY protocol header
+    /// carrying the client's address; repeatable, at least one
     #[argh(option, from_str_fn(spec::parse_route))]
     route: Vec<RouteSpec>,
 
@@ -189,7 +190,13 @@ impl Program for TunnelCmd {
                 let tls = RemoteTls { identity, clients, targets: None };
                 let bound =
                     launch_remote(&rt, &mut fleet, env, cmd.listen, (secret, tls), routes.clone(), cmd.threads).await?;
-                let listed: Vec<String> = routes.iter().map(|(name, target)| format!("{name} → {target}")).collect();
+                let listed: Vec<String> = routes
+                    .iter()
+                    .map(|(name, route)| match route.proxy {
+                        None => format!("{name} → {}", route.target),
+                        Some(version) => format!("{name} → {} (PROXY {})", route.target, version.name()),
+                    })
+                    .collect();
                 format!("tunnel remote end{over} listening on {bound}; routes: {}", listed.join(", "))
             }
         };
@@ -202,7 +209,7 @@ impl Program for TunnelCmd {
 pub fn routes(specs: &[RouteSpec]) -> Routes {
     let mut routes = Routes::new();
     for spec in specs {
-        routes.add(&spec.name, spec.target);
+        routes.add(&spec.name, Route { target: spec.target, proxy: spec.proxy });
     }
     routes
 }

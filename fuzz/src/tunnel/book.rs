@@ -20,6 +20,13 @@
 //! digits, at most 32). *Catches:* an open proxy, a prefix parsed wrongly or waited on too
 //! long, a reused id.
 //!
+//! **Client addresses** (§3.3, §3.5). Every `Open` of the local end names its client's
+//! address and the address the client was accepted at; the remote end writes the PROXY
+//! header of a route with `proxy` to its target first, exactly once, before any stream
+//! byte, for the addresses the peer's `Open` named (`UNKNOWN`/LOCAL for an `Open` without
+//! them), and grants no credit for the header's bytes. *Catches:* addresses lost or
+//! swapped, a header missing, repeated or after data, credit paid for the header.
+//!
 //! **Credit** (flow control). A machine never sends more `Data` on a stream than the peer
 //! granted (4 MiB or the configured window, plus `Window`s delivered); never writes to a
 //! stream's connection more than it granted the peer; grants only credit for bytes the
@@ -67,7 +74,8 @@ use switchyard_core::tunnel::local::{Entrance, LocalConfig};
 use switchyard_core::tunnel::mux::MuxConfig;
 use switchyard_core::tunnel::remote::{RemoteConfig, Routes};
 use switchyard_core::tunnel::TunnelEvent;
-use switchyard_core::wire::tunnel::{StreamId, TunnelMsg, MAX_ROUTE, PROOF_LEN, VERSION};
+use switchyard_core::wire::proxy::{self, ProxyAddrs};
+use switchyard_core::wire::tunnel::{StreamAddrs, StreamId, TunnelMsg, MAX_ROUTE, PROOF_LEN, VERSION};
 use switchyard_core::{ConnId, Instant, ListenerId};
 
 type Nonce = [u8; PROOF_LEN];
@@ -170,6 +178,10 @@ struct StreamBook {
     received: u64,
     /// Bytes of `to_conn` the machine wrote to the connection.
     written: usize,
+    /// Remote end: the PROXY header the route's target must get first (empty: none).
+    preamble: Vec<u8>,
+    /// The header has been written.
+    preamble_written: bool,
     /// Credit the machine granted the peer: the window plus its `Window`s.
     granted: u64,
     // Connection → machine → peer.
@@ -186,6 +198,8 @@ struct StreamBook {
 struct ConnBook {
     /// Local end: the entrance the client came in by.
     entrance: Option<Entrance>,
+    /// Local end: the client's address and where it was accepted.
+    addrs: Option<StreamAddrs>,
     /// Accepted, or asked for.
     since: Instant,
     /// Everything the driver delivered.
@@ -200,7 +214,7 @@ struct ConnBook {
 
 impl ConnBook {
     fn new(entrance: Option<Entrance>, since: Instant) -> ConnBook {
-        ConnBook { entrance, since, input: Vec::new(), eof: false, sent: 0, link: None, skip: 0 }
+        ConnBook { entrance, addrs: None, since, input: Vec::new(), eof: false, sent: 0, link: None, skip: 0 }
     }
 }
 
@@ -214,6 +228,8 @@ impl StreamBook {
             peer_ended: false,
             received: 0,
             written: 0,
+            preamble: Vec::new(),
+            preamble_written: false,
             granted: window,
             carried: 0,
             credit: window,
@@ -339,13 +355,16 @@ impl Book {
         self.carriers.get(&carrier).map_or((None, None), |c| (c.nonce_l, c.nonce_r))
     }
 
-    /// The driver accepted `conn` on `listener` (local end: a client; remote end: a carrier).
-    pub fn accepted(&mut self, now: Instant, conn: ConnId, listener: ListenerId, peer: SocketAddr) {
+    /// The driver accepted `conn` from `peer` at `local` on `listener` (local end: a client;
+    /// remote end: a carrier).
+    pub fn accepted(&mut self, now: Instant, conn: ConnId, listener: ListenerId, peer: SocketAddr, local: SocketAddr) {
         match &self.end {
             End::Local { entrances, .. } => {
                 let entrance = entrances.get(&listener).cloned();
                 assert!(entrance.is_some(), "accepted {conn} on {listener:?}, which is no entrance");
-                self.conns.insert(conn, ConnBook::new(entrance, now));
+                let mut cb = ConnBook::new(entrance, now);
+                cb.addrs = Some(StreamAddrs { client: peer, entrance: local });
+                self.conns.insert(conn, cb);
             }
             End::Remote { .. } => {
                 self.carriers.insert(conn, CarrierBook::new(peer, Some(now), now));
@@ -393,6 +412,14 @@ impl Book {
         let local = self.is_local();
         let window = self.window();
         let secret = &self.secret;
+        let preamble = match (&self.end, &msg) {
+            (End::Remote { routes }, TunnelMsg::Open { route, addrs, .. }) => {
+                let proxied = routes.get(route).and_then(|r| r.proxy);
+                let addrs = addrs.map(|a| ProxyAddrs { source: a.client, destination: a.entrance });
+                proxied.map(|version| proxy::to_bytes(version, addrs).to_vec()).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
         let c = self.carriers.get_mut(&carrier).expect("a carrier");
         match msg {
             TunnelMsg::Hello { nonce, .. } if !local && c.nonce_l.is_none() => c.nonce_l = Some(nonce),
@@ -409,10 +436,12 @@ impl Book {
             TunnelMsg::Welcome => c.peer_welcomed = true,
             // Once the peer proved itself the machine has welcomed it by the time it reads
             // this `Open` (even in the same read as the `Response`).
-            TunnelMsg::Open { stream, route } if !local && c.peer_proved => {
+            TunnelMsg::Open { stream, route, .. } if !local && c.peer_proved => {
                 if stream > c.last_peer_open {
                     c.last_peer_open = stream;
-                    c.streams.insert(stream, StreamBook::new(route, window));
+                    let mut s = StreamBook::new(route, window);
+                    s.preamble = preamble;
+                    c.streams.insert(stream, s);
                 } else {
                     c.broken_rules.push((stream, "an Open whose id is not above the last"));
                 }
@@ -555,13 +584,14 @@ impl Book {
                 c.up = true;
             }
             TunnelMsg::Refused { .. } => c.refused = true,
-            TunnelMsg::Open { stream, route } => {
+            TunnelMsg::Open { stream, route, addrs } => {
                 assert!(local, "the remote end sent Open");
                 assert!(stream > self.last_open, "stream id {stream} after {}: ids must increase", self.last_open);
                 self.last_open = stream;
                 let conn = about.expect("Open outside a call about a client");
                 let cb = self.conns.get_mut(&conn).expect("Open for a connection that is no client");
                 assert!(cb.link.is_none(), "a second Open for client {conn}");
+                assert_eq!(addrs, cb.addrs, "stream {stream}'s Open names other addresses than its client's");
                 let (expected, skip) = match cb.entrance.as_ref().expect("a client") {
                     Entrance::Forward { route } => (route.clone(), 0),
                     Entrance::Prefix => match spec_route(&cb.input, cb.eof) {
@@ -613,7 +643,8 @@ impl Book {
                     c.streams.get_mut(&stream).unwrap_or_else(|| panic!("Window for stream {stream}, never opened"));
                 s.granted += u64::from(increment);
                 let conn = s.conn.expect("Window on a stream with no connection");
-                let sent = self.conns[&conn].sent;
+                // The PROXY header is the machine's own: its bytes earn the peer nothing.
+                let sent = self.conns[&conn].sent.saturating_sub(s.preamble.len() as u64);
                 assert!(
                     s.granted - window <= sent,
                     "stream {stream}: granted {} bytes of credit back, but only {sent} were sent on {conn}",
@@ -645,6 +676,15 @@ impl Book {
             self.conns.get(&conn).unwrap_or_else(|| panic!("write to {conn}, which is neither carrier nor stream"));
         let (carrier, stream) = cb.link.unwrap_or_else(|| panic!("{conn} has no stream, but got {:?}", show(bytes)));
         let s = self.carriers.get_mut(&carrier).and_then(|c| c.streams.get_mut(&stream)).expect("a linked stream");
+        if !s.preamble.is_empty() && !s.preamble_written {
+            assert_eq!(
+                show(bytes),
+                show(&s.preamble),
+                "stream {stream}: the first write to {conn} is not its PROXY header"
+            );
+            s.preamble_written = true;
+            return;
+        }
         let end = s.written + bytes.len();
         assert!(
             s.to_conn.get(s.written..end) == Some(bytes),
@@ -662,6 +702,7 @@ impl Book {
         let Some((carrier, stream)) = self.conns.get(&conn).and_then(|cb| cb.link) else { return };
         let s = &self.carriers[&carrier].streams[&stream];
         assert!(s.peer_fin, "stream {stream}: {conn} shut without the peer's Fin");
+        assert!(s.preamble.is_empty() || s.preamble_written, "stream {stream}: {conn} shut before its PROXY header");
         assert_eq!(s.written, s.to_conn.len(), "stream {stream}: {conn} shut with bytes before the Fin unwritten");
     }
 
