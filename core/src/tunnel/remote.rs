@@ -23,7 +23,7 @@ use crate::tunnel::carrier::{Carrier, HeartbeatConfig, Liveness};
 use crate::tunnel::mux::MuxConfig;
 use crate::tunnel::TunnelEvent;
 use crate::wire::proxy::{self, ProxyAddrs, ProxyVersion};
-use crate::wire::tunnel::{StreamAddrs, StreamId, TunnelMsg, PROOF_LEN, VERSION};
+use crate::wire::tunnel::{StreamAddrs, StreamId, TunnelMsg, MIN_VERSION, PROOF_LEN, VERSION};
 use crate::Env;
 use bytes::BytesMut;
 use std::collections::BTreeMap;
@@ -234,9 +234,9 @@ impl TunnelRemote {
         let Some(link) = self.links.get_mut(&carrier) else { return };
         match (&mut link.auth, msg) {
             (Auth::AwaitHello, TunnelMsg::Hello { version, nonce: nonce_l }) => {
-                if version != VERSION {
-                    return self
-                        .refuse_auth(carrier, &format!("protocol version {version} not supported (want {VERSION})"));
+                if !(MIN_VERSION..=VERSION).contains(&version) {
+                    let reason = format!("protocol version {version} not supported (want {MIN_VERSION} to {VERSION})");
+                    return self.refuse_auth(carrier, &reason);
                 }
                 let mut nonce_r = [0u8; PROOF_LEN];
                 self.env.rng.fill_bytes(&mut nonce_r);

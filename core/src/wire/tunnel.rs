@@ -35,8 +35,13 @@ pub const STREAM_CLOSE: FrameType = FrameType(20);
 /// Frame type 21: carrier heartbeat.
 pub const HEARTBEAT: FrameType = FrameType(21);
 
-/// The tunnel protocol version this code speaks.
-pub const VERSION: u8 = 1;
+/// The tunnel protocol version this code speaks: 2, whose local ends send each stream's
+/// client addresses in its `Open` (subtype 1).
+pub const VERSION: u8 = 2;
+/// The oldest version a remote end still admits: 1, whose local ends send `Open` without
+/// addresses (subtype 0). A local end sends [`VERSION`], so a remote end that speaks only 1
+/// refuses it at once, by name, rather than on its first `Open`.
+pub const MIN_VERSION: u8 = 1;
 /// Length of nonces and HMAC-SHA256 proofs.
 pub use crate::auth::PROOF_LEN;
 /// Longest route name.

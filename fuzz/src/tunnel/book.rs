@@ -6,12 +6,13 @@
 //! timeout ([`Book::after_timeout`]). From that alone — it never looks inside the machine,
 //! only at `streams()` and `is_up()`/`carriers()` — it asserts:
 //!
-//! **Authentication** (§3.2). The local end sends one `Hello` of version 1; the remote end's
-//! `Challenge` proof verifies under the shared secret; the local end answers only a
-//! `Challenge` whose proof verified, with the right proof, and comes up only after that;
-//! the remote end sends `Welcome` only after a valid `Response`. Nothing about streams
-//! crosses before that. *Catches:* a machine that skips or inverts a proof check (an end
-//! that trusts a peer that never proved the secret), or opens streams early.
+//! **Authentication** (§3.2). The local end sends one `Hello` of version 2; the remote end
+//! answers only a `Hello` of version 1 or 2, and its `Challenge` proof verifies under the
+//! shared secret; the local end answers only a `Challenge` whose proof verified, with the
+//! right proof, and comes up only after that; the remote end sends `Welcome` only after a
+//! valid `Response`. Nothing about streams crosses before that. *Catches:* a machine that
+//! skips or inverts a proof check (an end that trusts a peer that never proved the secret),
+//! admits a version it does not speak, or opens streams early.
 //!
 //! **Streams** (§3.3). The local end opens ids that strictly increase over its whole life,
 //! each for the route the spec's prefix rule (§3.1) or the static forward gives, and the
@@ -146,8 +147,10 @@ struct CarrierBook {
     out: CarrierReader,
     /// What was delivered to the machine.
     inn: CarrierReader,
-    /// Local end's nonce (from `Hello`) and the remote end's (from `Challenge`).
+    /// Local end's nonce and version (from `Hello`) and the remote end's nonce (from
+    /// `Challenge`).
     nonce_l: Option<Nonce>,
+    hello_version: Option<u8>,
     nonce_r: Option<Nonce>,
     /// Local end: remote nonces of the delivered `Challenge`s whose proof verified.
     valid_challenges: Vec<Nonce>,
@@ -251,6 +254,7 @@ impl CarrierBook {
             out: CarrierReader::default(),
             inn: CarrierReader::default(),
             nonce_l: None,
+            hello_version: None,
             nonce_r: None,
             valid_challenges: Vec::new(),
             responded: false,
@@ -422,7 +426,10 @@ impl Book {
         };
         let c = self.carriers.get_mut(&carrier).expect("a carrier");
         match msg {
-            TunnelMsg::Hello { nonce, .. } if !local && c.nonce_l.is_none() => c.nonce_l = Some(nonce),
+            TunnelMsg::Hello { nonce, version } if !local && c.nonce_l.is_none() => {
+                c.nonce_l = Some(nonce);
+                c.hello_version = Some(version);
+            }
             TunnelMsg::Challenge { nonce, proof }
                 if local && c.nonce_l.is_some_and(|nonce_l| secret.verify_remote(&nonce_l, &nonce, &proof)) =>
             {
@@ -567,6 +574,8 @@ impl Book {
             TunnelMsg::Challenge { nonce, proof } => {
                 assert!(!local, "the local end sent Challenge");
                 let nonce_l = c.nonce_l.expect("Challenge before the peer's Hello");
+                let version = c.hello_version.expect("a Hello");
+                assert!((1..=2).contains(&version), "Challenge answers a Hello of version {version}");
                 assert!(self.secret.verify_remote(&nonce_l, &nonce, &proof), "the remote end's proof does not verify");
                 assert!(c.nonce_r.replace(nonce).is_none(), "a second Challenge on {carrier}");
             }
