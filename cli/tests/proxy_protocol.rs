@@ -7,7 +7,7 @@
 //!
 //! nginx comes from `.ci/run` (APT_PACKAGES). Without it the tests print why and skip,
 //! except on CI (`CI=true`), where a missing nginx fails them. Each test has a loopback
-//! address of its own (127.0.0.14N) for nginx and both ends, so they run in parallel.
+//! address of its own (127.0.0.217, .218) for nginx and both ends, so they run in parallel.
 
 mod support;
 
@@ -167,18 +167,20 @@ fn nginx_logs_the_client(test: &str, version: &str, host: &str, client_ip: &str,
     // nginx saw a connection from the remote end, on loopback: only the header can have
     // told it the client's address and port.
     assert_eq!(nginx.first_access(), format!("{} {} \"GET /who HTTP/1.0\" 200", client.ip(), client.port()));
+    // The remote end's log names the client too, not only the carrier it came by.
+    remote.wait_for_log(&format!("(client {client}) opened to route web"));
 }
 
 #[test]
 fn nginx_logs_the_client_address_from_a_v1_header() {
-    nginx_logs_the_client("proxy-v1", "v1", "127.0.0.141", "127.0.0.77", "1");
+    nginx_logs_the_client("proxy-v1", "v1", "127.0.0.217", "127.0.0.77", "1");
 }
 
 /// Over two carriers (`--threads 2`): a client handed to a worker by the accept thread
 /// keeps its real address too.
 #[test]
 fn nginx_logs_the_client_address_from_a_v2_header_over_two_carriers() {
-    nginx_logs_the_client("proxy-v2", "v2", "127.0.0.142", "127.0.0.78", "2");
+    nginx_logs_the_client("proxy-v2", "v2", "127.0.0.218", "127.0.0.78", "2");
 }
 
 #[test]

@@ -26,7 +26,8 @@
 //!    early or twice is harmless too; a deadline at or before `now` is always acted on and
 //!    then moved forward, so a driver never spins on a stale deadline.
 //! 3. **Connections.** The machine names connections ([`ConnId`]). For an inbound one,
-//!    [`Machine::accept`] returns the new id (or a refusal, and the driver drops the
+//!    [`Machine::accept_at`] (or [`Machine::accept`], for a driver that cannot tell the
+//!    socket's local address) returns the new id (or a refusal, and the driver drops the
 //!    socket). For an outbound one, the machine emits [`Output::Connect`] and the driver
 //!    answers [`Input::Connected`] or [`Input::ConnectFailed`]. The driver honours every
 //!    [`Output::Close`] and reports every close it sees ([`Input::ReadClosed`] for a peer's

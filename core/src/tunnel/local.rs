@@ -228,7 +228,7 @@ impl TunnelLocal {
         if eof {
             carrier.mux.conn_read_closed(conn, &mut self.out);
         }
-        self.out.event(TunnelEvent::StreamOpened { stream, route, peer: addrs.client });
+        self.out.event(TunnelEvent::StreamOpened { stream, route, peer: addrs.client, client: Some(addrs.client) });
     }
 
     /// Applies a prefix decision for a waiting client.

@@ -316,6 +316,7 @@ impl TunnelRemote {
         let conn = self.env.conn_ids.next();
         // An open without addresses (an older local end) gets the header that says "not
         // known": v1 `UNKNOWN`, v2 LOCAL, and the target uses the connection's own.
+        let client = addrs.map(|a| a.client);
         let addrs = addrs.map(|a| ProxyAddrs { source: a.client, destination: a.entrance });
         let preamble = proxy.map(|version| proxy::to_bytes(version, addrs));
         link.carrier.mux.add_with_preamble(stream, conn, false, preamble);
@@ -323,7 +324,7 @@ impl TunnelRemote {
         self.timers.set(Timer::TargetConnect(conn), self.clock.now() + self.config.connect_timeout);
         self.out.push(Output::Connect { conn, to: target });
         let peer = link.peer;
-        self.out.event(TunnelEvent::StreamOpened { stream, route, peer });
+        self.out.event(TunnelEvent::StreamOpened { stream, route, peer, client });
     }
 
     fn target_failed(&mut self, conn: ConnId, reason: String, refuse: bool) {

@@ -181,6 +181,8 @@ struct StreamBook {
     received: u64,
     /// Bytes of `to_conn` the machine wrote to the connection.
     written: usize,
+    /// Remote end: the client the peer's `Open` named.
+    client: Option<SocketAddr>,
     /// Remote end: the PROXY header the route's target must get first (empty: none).
     preamble: Vec<u8>,
     /// The header has been written.
@@ -231,6 +233,7 @@ impl StreamBook {
             peer_ended: false,
             received: 0,
             written: 0,
+            client: None,
             preamble: Vec::new(),
             preamble_written: false,
             granted: window,
@@ -416,6 +419,10 @@ impl Book {
         let local = self.is_local();
         let window = self.window();
         let secret = &self.secret;
+        let client = match &msg {
+            TunnelMsg::Open { addrs, .. } => addrs.map(|a| a.client),
+            _ => None,
+        };
         let preamble = match (&self.end, &msg) {
             (End::Remote { routes }, TunnelMsg::Open { route, addrs, .. }) => {
                 let proxied = routes.get(route).and_then(|r| r.proxy);
@@ -448,6 +455,7 @@ impl Book {
                     c.last_peer_open = stream;
                     let mut s = StreamBook::new(route, window);
                     s.preamble = preamble;
+                    s.client = client;
                     c.streams.insert(stream, s);
                 } else {
                     c.broken_rules.push((stream, "an Open whose id is not above the last"));
@@ -735,12 +743,13 @@ impl Book {
                     c.up = true;
                 }
             }
-            TunnelEvent::StreamOpened { stream, route, peer } => match &self.end {
+            TunnelEvent::StreamOpened { stream, route, peer, client } => match &self.end {
                 End::Local { .. } => {
                     assert_eq!(opened.take(), Some(*stream), "StreamOpened {stream} without its Open");
                     let conn = self.conns.iter().find(|(_, cb)| cb.link.is_some_and(|(_, s)| s == *stream));
                     let conn = *conn.expect("opened stream has a client").0;
                     assert_eq!(driver.conn(conn).expect("client").addr, *peer, "StreamOpened names another client");
+                    assert_eq!(*client, Some(*peer), "StreamOpened's client is not its peer");
                 }
                 End::Remote { routes } => {
                     let carrier = self.carrier_to(*peer).expect("StreamOpened for no carrier");
@@ -750,6 +759,7 @@ impl Book {
                     let s = self.carriers.get_mut(&carrier).and_then(|c| c.streams.get_mut(stream));
                     let s = s.expect("StreamOpened for a stream the peer did not open");
                     assert_eq!(&s.route, route, "stream {stream} opened to another route than asked");
+                    assert_eq!(s.client, *client, "StreamOpened names another client than the Open");
                     assert!(s.conn.replace(conn).is_none(), "stream {stream} opened twice");
                     self.conns.get_mut(&conn).expect("target").link = Some((carrier, *stream));
                 }
