@@ -502,7 +502,17 @@ fn a_forward_with_an_invalid_route_name_costs_only_its_client() {
 /// header themselves.
 #[test]
 fn proxied_routes_tell_the_target_who_the_client_is() {
-    let mut t = Topology::new(11, lan(), secret());
+    proxied_routes_name_the_client(Topology::new(11, lan(), secret()));
+}
+
+/// The same with the carrier over TLS: the TLS layer hands the local end the address each
+/// client connected to, as the driver gave it.
+#[test]
+fn proxied_routes_tell_the_target_who_the_client_is_over_tls() {
+    proxied_routes_name_the_client(Topology::over_tls(12, lan()));
+}
+
+fn proxied_routes_name_the_client(mut t: Topology) {
     t.run(Duration::from_secs(1));
     let c = t.probe();
     let [v1, v2] = t.proxied;
