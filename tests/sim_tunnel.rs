@@ -25,8 +25,9 @@ use switchyard_core::time::WallClock;
 use switchyard_core::tls::{Secure, Tls, TlsDial, TlsEvent, TlsServe, TlsSettings, Trust};
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::local::{Entrance, LocalConfig, TunnelLocal};
-use switchyard_core::tunnel::remote::{RemoteConfig, Routes, TunnelRemote};
+use switchyard_core::tunnel::remote::{RemoteConfig, Route, Routes, TunnelRemote};
 use switchyard_core::tunnel::TunnelEvent;
+use switchyard_core::wire::proxy::{self, ProxyAddrs, ProxyHeader, ProxyVersion};
 use switchyard_core::Env;
 use switchyard_core::{CloseHow, ConnId, Instant, ListenerId, Rng};
 use switchyard_tests::fixed_identity;
@@ -60,6 +61,9 @@ struct Topology {
     forward: SocketAddr,
     /// A static forward configured with an invalid route name.
     bad_forward: SocketAddr,
+    /// Static forwards to routes `v1` and `v2`, which reach the sink with a PROXY protocol
+    /// header of that version.
+    proxied: [SocketAddr; 2],
     clients: u16,
     /// The carrier runs over TLS: both ends are wrapped in [`Tls`].
     tls: bool,
@@ -123,8 +127,11 @@ impl Topology {
         let broadcast_addr = sim.listen(broadcast, ListenerId(0), 10000).unwrap();
         let sink = sim.add_host("sink", [10, 0, 2, 4].into(), |env, _| Probe::new(env)).unwrap();
         let sink_addr = sim.listen(sink, ListenerId(0), 7777).unwrap();
+        let proxy_v1 = Route { target: sim.listen(sink, ListenerId(1), 7781).unwrap(), proxy: Some(ProxyVersion::V1) };
+        let proxy_v2 = Route { target: sim.listen(sink, ListenerId(2), 7782).unwrap(), proxy: Some(ProxyVersion::V2) };
         let mut routes = Routes::new();
         routes.add("9090", time_addr).add("10000", broadcast_addr).add("7777", sink_addr).add("default", echo_addr);
+        routes.add("v1", proxy_v1).add("v2", proxy_v2);
         let remote_end = move |env: Env| TunnelRemote::new(env, RemoteConfig::new(secret(), routes.clone()));
         let remote = if tls {
             sim.add_host("remote", [10, 0, 1, 2].into(), move |env, _| {
@@ -143,6 +150,8 @@ impl Topology {
             (ListenerId(1), Entrance::Forward { route: "9090".into() }),
             // A route name the wire cannot carry (a space): a configuration mistake.
             (ListenerId(2), Entrance::Forward { route: "bad route".into() }),
+            (ListenerId(3), Entrance::Forward { route: "v1".into() }),
+            (ListenerId(4), Entrance::Forward { route: "v2".into() }),
         ]);
         let local_end = move |env: Env, now| {
             TunnelLocal::new(env, now, LocalConfig::new(carrier, local_secret.clone(), entrances.clone()))
@@ -167,6 +176,8 @@ impl Topology {
         let entry = sim.listen(local, ListenerId(0), 7000).unwrap();
         let forward = sim.listen(local, ListenerId(1), 7090).unwrap();
         let bad_forward = sim.listen(local, ListenerId(2), 7091).unwrap();
+        let proxied =
+            [sim.listen(local, ListenerId(3), 7081).unwrap(), sim.listen(local, ListenerId(4), 7082).unwrap()];
         Topology {
             sim,
             local,
@@ -177,6 +188,7 @@ impl Topology {
             carrier,
             forward,
             bad_forward,
+            proxied,
             clients: 0,
             tls,
             workers: Rc::default(),
@@ -258,6 +270,19 @@ impl Topology {
             }
         }
         String::from_utf8_lossy(&all).into_owned()
+    }
+
+    /// Every byte `host` received on `conn`.
+    fn bytes_received(&self, host: HostId, conn: ConnId) -> Vec<u8> {
+        let mut all = Vec::new();
+        for (_, event) in self.sim.events::<ProbeEvent>(host) {
+            if let ProbeEvent::Received { conn: c, bytes } = event {
+                if *c == conn {
+                    all.extend_from_slice(bytes);
+                }
+            }
+        }
+        all
     }
 
     fn saw(&self, client: HostId, wanted: &ProbeEvent) -> bool {
@@ -506,6 +531,69 @@ fn a_forward_with_an_invalid_route_name_costs_only_its_client() {
     assert_eq!(t.received(c, bad), "error: invalid route name \"bad route\" in the forward's configuration\n");
     assert_eq!(t.received(c, good), "fine\n");
     assert!(t.local_is_up(), "the carrier must not pay for a bad forward");
+}
+
+/// Routes with `proxy=v1` and `proxy=v2`: the target's first bytes are a PROXY header that
+/// names the client (its address and port, as the local end accepted it) and the forward it
+/// connected to, then the stream's bytes exactly as sent, even bytes that look like a
+/// header themselves.
+#[test]
+fn proxied_routes_tell_the_target_who_the_client_is() {
+    proxied_routes_name_the_client(Topology::new(11, lan(), secret()));
+}
+
+/// The same with the carrier over TLS: the TLS layer hands the local end the address each
+/// client connected to, as the driver gave it.
+#[test]
+fn proxied_routes_tell_the_target_who_the_client_is_over_tls() {
+    proxied_routes_name_the_client(Topology::over_tls(12, lan()));
+}
+
+fn proxied_routes_name_the_client(mut t: Topology) {
+    t.run(Duration::from_secs(1));
+    let c = t.probe();
+    let [v1, v2] = t.proxied;
+    let conns = [t.connect(c, v1), t.connect(c, v2)];
+    t.run(Duration::from_millis(100));
+    let sent: [&'static [u8]; 2] =
+        [b"PROXY TCP4 6.6.6.6 6.6.6.6 1 2\r\nhello\n", b"\r\n\r\n\0\r\nQUIT\n\x21\x11 bytes"];
+    for (conn, bytes) in conns.iter().zip(sent) {
+        t.write(c, *conn, bytes);
+    }
+    t.run(Duration::from_millis(200));
+    let sink = t.sink;
+    for (i, ((conn, bytes), (version, entrance))) in
+        conns.iter().zip(sent).zip([(ProxyVersion::V1, v1), (ProxyVersion::V2, v2)]).enumerate()
+    {
+        let client = t
+            .sim
+            .events::<ProbeEvent>(c)
+            .find_map(|(_, e)| match e {
+                ProbeEvent::Connected { conn: k, local } if k == conn => Some(*local),
+                _ => None,
+            })
+            .expect("the client connected");
+        let at_sink = t
+            .sim
+            .events::<ProbeEvent>(sink)
+            .find_map(|(_, e)| match e {
+                ProbeEvent::Accepted { listener, conn: Some(k), .. } if *listener == ListenerId(1 + i as u16) => {
+                    Some(*k)
+                }
+                _ => None,
+            })
+            .expect("the sink accepted the stream");
+        let got = t.bytes_received(sink, at_sink);
+        let (header, n) = proxy::decode(&got).expect("a PROXY header").expect("a whole one");
+        let addrs = Some(ProxyAddrs { source: client, destination: entrance });
+        assert_eq!(header, ProxyHeader { version, addrs }, "route {}", version.name());
+        assert_eq!(&got[n..], bytes, "route {}: the stream's bytes after the header", version.name());
+        if version == ProxyVersion::V1 {
+            let line =
+                format!("PROXY TCP4 {} {} {} {}\r\n", client.ip(), entrance.ip(), client.port(), entrance.port());
+            assert_eq!(&got[..n], line.as_bytes());
+        }
+    }
 }
 
 #[test]

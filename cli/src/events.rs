@@ -108,8 +108,10 @@ impl LogEvent for TunnelEvent {
             TunnelEvent::AuthFailed { peer, reason } => {
                 tracing::error!("{name}: authentication with {peer} failed: {reason}")
             }
-            TunnelEvent::StreamOpened { stream, route, peer } => {
-                tracing::info!("{name}: stream {stream} for {peer} opened to route {}", route_name(route))
+            TunnelEvent::StreamOpened { stream, route, peer, client } => {
+                // At the remote end `peer` is the carrier's: name the real client too.
+                let client = client.filter(|c| c != peer).map(|c| format!(" (client {c})")).unwrap_or_default();
+                tracing::info!("{name}: stream {stream} for {peer}{client} opened to route {}", route_name(route))
             }
             TunnelEvent::StreamRefused { stream, reason } => {
                 tracing::info!("{name}: stream {stream} refused: {reason}")

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //!   loop {
-//!       one of:  machine.accept(now, listener, peer)      a listener accepted a connection
+//!       one of:  machine.accept_at(now, listener, peer, at)  a listener accepted a connection
 //!                machine.handle_input(now, input)         bytes, a datagram, a connect result, a close
 //!                machine.handle_timeout(now)              the instant from poll_timeout arrived
 //!                machine.some_app_command(now, ..)        e.g. EchoClient::send_line
@@ -26,7 +26,8 @@
 //!    early or twice is harmless too; a deadline at or before `now` is always acted on and
 //!    then moved forward, so a driver never spins on a stale deadline.
 //! 3. **Connections.** The machine names connections ([`ConnId`]). For an inbound one,
-//!    [`Machine::accept`] returns the new id (or a refusal, and the driver drops the
+//!    [`Machine::accept_at`] (or [`Machine::accept`], for a driver that cannot tell the
+//!    socket's local address) returns the new id (or a refusal, and the driver drops the
 //!    socket). For an outbound one, the machine emits [`Output::Connect`] and the driver
 //!    answers [`Input::Connected`] or [`Input::ConnectFailed`]. The driver honours every
 //!    [`Output::Close`] and reports every close it sees ([`Input::ReadClosed`] for a peer's
@@ -228,6 +229,19 @@ pub trait Machine {
         Err(Refusal::UnknownListener(listener))
     }
 
+    /// [`Machine::accept`] on listener `id`, also told the local address `at` which the
+    /// connection arrived: the accepted socket's own address, which is the listener's, or
+    /// with a wildcard listener (`0.0.0.0`) the address the client dialled. Drivers that
+    /// know it call this one.
+    ///
+    /// By default the address is dropped and [`Machine::accept`] called; machines that
+    /// pass it on override this (the tunnel's local end puts it in each stream's `Open`,
+    /// for PROXY protocol headers), and wrappers forward it.
+    fn accept_at(&mut self, now: Instant, id: ListenerId, peer: SocketAddr, at: SocketAddr) -> Result<ConnId, Refusal> {
+        let _ = at;
+        self.accept(now, id, peer)
+    }
+
     /// Something happened on the network.
     fn handle_input(&mut self, now: Instant, input: Input<'_>);
 
@@ -254,6 +268,9 @@ impl<M: Machine + ?Sized> Machine for Box<M> {
 
     fn accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr) -> Result<ConnId, Refusal> {
         (**self).accept(now, listener, peer)
+    }
+    fn accept_at(&mut self, now: Instant, id: ListenerId, peer: SocketAddr, at: SocketAddr) -> Result<ConnId, Refusal> {
+        (**self).accept_at(now, id, peer, at)
     }
     fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         (**self).handle_input(now, input)
@@ -283,6 +300,12 @@ impl<M: Machine> Machine for Option<M> {
         match self {
             Some(m) => m.accept(now, listener, peer),
             None => Err(Refusal::UnknownListener(listener)),
+        }
+    }
+    fn accept_at(&mut self, now: Instant, id: ListenerId, peer: SocketAddr, at: SocketAddr) -> Result<ConnId, Refusal> {
+        match self {
+            Some(m) => m.accept_at(now, id, peer, at),
+            None => Err(Refusal::UnknownListener(id)),
         }
     }
     fn handle_input(&mut self, now: Instant, input: Input<'_>) {

@@ -127,13 +127,15 @@ impl<M: Machine> Driver<M> {
         self.now = self.now.max(now);
     }
 
-    /// A listener accepted a connection from `peer`.
+    /// A listener accepted a connection from `peer` at `local`, as a real driver reports it
+    /// ([`Machine::accept_at`]).
     pub fn accept(
         &mut self,
         listener: ListenerId,
         peer: SocketAddr,
+        local: SocketAddr,
     ) -> (Result<ConnId, Refusal>, Vec<Output<M::Event>>) {
-        let result = self.machine.accept(self.now, listener, peer);
+        let result = self.machine.accept_at(self.now, listener, peer, local);
         if let Ok(conn) = result {
             assert!(!self.conns.contains_key(&conn), "accept returned {conn}, an id the machine used before");
             self.conns.insert(conn, Conn::new(Phase::Open, peer));

@@ -107,7 +107,7 @@ pub fn fuzz_mesh_server(data: &[u8]) {
         match op % 9 {
             0 => {
                 let peer = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 0, arg)), 40_000);
-                let _ = d.accept(ListenerId(u16::from(arg % 2)), peer);
+                let _ = d.accept(ListenerId(u16::from(arg % 2)), peer, server_addr(0));
             }
             1 => {
                 if let Some(conn) = pick(&readable(&d, Phase::Open), arg) {

@@ -29,6 +29,9 @@ use switchyard_core::tls::{
 use switchyard_core::tunnel::remote::{RemoteConfig, Routes, TunnelRemote};
 use switchyard_core::{ConnId, Env, Instant, ListenerId, NetError};
 
+/// Where the server under test listens, as the driver reports it at each accept.
+const SERVER_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 0, 1)), 443);
+
 /// A self-signed Ed25519 certificate for `fuzz.test` (from `switchyard cert`, valid to
 /// 2126) and its key, fixed so that every run of an input is the same.
 const CERT: &[u8] = include_bytes!("tls_fixture/cert.der");
@@ -223,7 +226,7 @@ fn run<S: Served>(data: &[u8]) -> Reached {
         let now = d.now();
         match op % 11 {
             0 => {
-                let _ = d.accept(ListenerId(0), peer(arg));
+                let _ = d.accept(ListenerId(0), peer(arg), SERVER_ADDR);
             }
             1 => {
                 // Raw bytes on a connection no real client owns.
@@ -238,7 +241,7 @@ fn run<S: Served>(data: &[u8]) -> Reached {
                 }
             }
             2 if clients.len() < 4 => {
-                if let (Ok(conn), outputs) = d.accept(ListenerId(0), peer(arg)) {
+                if let (Ok(conn), outputs) = d.accept(ListenerId(0), peer(arg), SERVER_ADDR) {
                     clients.push(Client::new(arg, conn, now));
                     route_writes(outputs, &mut clients);
                 }

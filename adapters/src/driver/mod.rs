@@ -844,7 +844,13 @@ where
     }
 
     fn on_accept(&mut self, now: Instant, listener: ListenerId, stream: R::TcpStream, peer: SocketAddr) {
-        match self.machine.accept(now, listener, peer) {
+        // The socket's own address, not the listener's: with a wildcard listener it is the
+        // address the client dialled (what a PROXY protocol header names as destination).
+        let accepted = match stream.local_addr() {
+            Ok(local) => self.machine.accept_at(now, listener, peer, local),
+            Err(_) => self.machine.accept(now, listener, peer),
+        };
+        match accepted {
             Ok(id) => {
                 tracing::debug!(conn = %id, %peer, ?listener, "accepted");
                 let conn = Conn::new(id, Some(stream.clone()), self.read_limits(), self.counters.clone());

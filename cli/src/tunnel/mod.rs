@@ -17,7 +17,7 @@ use switchyard_adapters::{Handle, Runtime, Stopped};
 use switchyard_core::tls::{Secure, Tls, TlsEvent, TlsIdentity, TlsServe, Trust};
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::local::{LocalConfig, TunnelLocal};
-use switchyard_core::tunnel::remote::{RemoteConfig, Routes, TunnelRemote};
+use switchyard_core::tunnel::remote::{RemoteConfig, Route, Routes, TunnelRemote};
 use switchyard_core::tunnel::TunnelEvent;
 use switchyard_core::{Env, Instant, ListenerId};
 
@@ -107,7 +107,7 @@ pub struct LocalCmd {
 #[argh(
     subcommand,
     name = "remote",
-    example = "switchyard tunnel remote --secret-file tunnel.key --route 9090=127.0.0.1:9090 --route 10000=127.0.0.1:10000 --route default=127.0.0.1:7007",
+    example = "switchyard tunnel remote --secret-file tunnel.key --route 9090=127.0.0.1:9090 --route 10000=127.0.0.1:10000 --route default=127.0.0.1:7007\nswitchyard tunnel remote --secret-file tunnel.key --route web=127.0.0.1:8080,proxy=v1",
     note = "A stream for a route not listed gets `error: unknown route NAME`; with no `default` route, clients without a prefix are refused. Ctrl-C stops (exit 0)."
 )]
 pub struct RemoteCmd {
@@ -119,8 +119,9 @@ pub struct RemoteCmd {
     #[argh(option)]
     secret_file: PathBuf,
 
-    /// NAME=ADDR: streams for route NAME (`default`: clients without a prefix) connect to
-    /// ADDR; repeatable, at least one
+    /// NAME=ADDR[,proxy=v1|v2]: streams for route NAME (`default`: clients without a
+    /// prefix) connect to ADDR, with proxy= first sending ADDR a PROXY protocol header
+    /// carrying the client's address; repeatable, at least one
     #[argh(option, from_str_fn(spec::parse_route))]
     route: Vec<RouteSpec>,
 
@@ -264,7 +265,13 @@ pub async fn start_remote<R: Runtime>(
 
 /// `9090 → 127.0.0.1:9090, default → 127.0.0.1:7007`, for logs.
 pub fn describe_routes(routes: &Routes) -> String {
-    let listed: Vec<String> = routes.iter().map(|(name, target)| format!("{name} → {target}")).collect();
+    let listed: Vec<String> = routes
+        .iter()
+        .map(|(name, route)| match route.proxy {
+            None => format!("{name} → {}", route.target),
+            Some(version) => format!("{name} → {} (PROXY {})", route.target, version.name()),
+        })
+        .collect();
     listed.join(", ")
 }
 
@@ -272,7 +279,7 @@ pub fn describe_routes(routes: &Routes) -> String {
 pub fn routes(specs: &[RouteSpec]) -> Routes {
     let mut routes = Routes::new();
     for spec in specs {
-        routes.add(&spec.name, spec.target);
+        routes.add(&spec.name, Route { target: spec.target, proxy: spec.proxy });
     }
     routes
 }

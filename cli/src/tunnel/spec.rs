@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::local::Entrance;
+use switchyard_core::wire::proxy::ProxyVersion;
 use switchyard_core::wire::tunnel::MAX_ROUTE;
 use switchyard_core::ListenerId;
 
@@ -50,21 +51,38 @@ pub fn parse_forward(s: &str) -> Result<Forward, String> {
     Ok(Forward { listen, route: route_name(route, s)? })
 }
 
-/// `--route NAME=ADDR`: the remote end may connect streams for NAME to ADDR.
+/// `--route NAME=ADDR[,proxy=v1|v2]`: the remote end may connect streams for NAME to
+/// ADDR, first writing a PROXY protocol header of that version if asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
     /// The route name; `default` is the route of clients that send no prefix.
     pub name: String,
     /// Where its streams go.
     pub target: SocketAddr,
+    /// The PROXY protocol header its target gets first, if any.
+    pub proxy: Option<ProxyVersion>,
 }
 
-/// Parses `--route 9090=127.0.0.1:9090` or `--route default=127.0.0.1:7007`.
+/// Parses `--route 9090=127.0.0.1:9090`, `--route default=127.0.0.1:7007` or
+/// `--route web=127.0.0.1:8080,proxy=v1`.
 pub fn parse_route(s: &str) -> Result<RouteSpec, String> {
-    let (name, target) =
+    let (name, rest) =
         s.split_once('=').ok_or_else(|| format!("expected NAME=ADDR, like 9090=127.0.0.1:9090 (got {s:?})"))?;
+    let mut parts = rest.split(',');
+    let target = parts.next().unwrap_or_default();
     let target = crate::addr::parse(target).map_err(|e| format!("bad target address in --route {s:?}: {e}"))?;
-    Ok(RouteSpec { name: route_name(name, s)?, target })
+    let mut proxy = None;
+    for option in parts {
+        proxy = Some(match option {
+            "proxy=v1" => ProxyVersion::V1,
+            "proxy=v2" => ProxyVersion::V2,
+            _ if option.starts_with("proxy=") => {
+                return Err(format!("bad {option:?} in --route {s:?}: proxy takes v1 or v2"));
+            }
+            _ => return Err(format!("unknown option {option:?} in --route {s:?}: the one option is proxy=v1|v2")),
+        });
+    }
+    Ok(RouteSpec { name: route_name(name, s)?, target, proxy })
 }
 
 /// Reads the shared secret. Surrounding whitespace is not part of it; an empty or
@@ -179,6 +197,17 @@ mod tests {
         assert!(parse_route("9090").unwrap_err().contains("\"9090\""));
         assert!(parse_route("9090=nowhere").is_err());
         assert!(parse_route("=127.0.0.1:1").is_err());
+    }
+
+    #[test]
+    fn routes_take_a_proxy_option() {
+        assert_eq!(parse_route("web=127.0.0.1:80").unwrap().proxy, None);
+        assert_eq!(parse_route("web=127.0.0.1:80,proxy=v1").unwrap().proxy, Some(ProxyVersion::V1));
+        let v6 = parse_route("web=[::1]:80,proxy=v2").unwrap();
+        assert_eq!((v6.target, v6.proxy), ("[::1]:80".parse().unwrap(), Some(ProxyVersion::V2)));
+        assert!(parse_route("web=127.0.0.1:80,proxy=v3").unwrap_err().contains("proxy takes v1 or v2"));
+        assert!(parse_route("web=127.0.0.1:80,fast").unwrap_err().contains("unknown option \"fast\""));
+        assert!(parse_route("web=127.0.0.1:80,").unwrap_err().contains("unknown option \"\""));
     }
 
     #[test]

@@ -115,7 +115,8 @@ impl Host {
 pub(super) trait HostedMachine {
     fn start(&mut self, env: Env, now: Instant);
     fn stop(&mut self);
-    fn accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr) -> Result<ConnId, Refusal>;
+    /// [`Machine::accept_at`]: `at` is the listener's address on the host.
+    fn accept(&mut self, now: Instant, id: ListenerId, peer: SocketAddr, at: SocketAddr) -> Result<ConnId, Refusal>;
     fn handle_input(&mut self, now: Instant, input: Input<'_>);
     fn handle_timeout(&mut self, now: Instant);
     fn handle_wall_clock(&mut self, now: Instant, unix_micros: i128);
@@ -197,8 +198,8 @@ where
         self.machine = None;
     }
 
-    fn accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr) -> Result<ConnId, Refusal> {
-        self.running().accept(now, listener, peer)
+    fn accept(&mut self, now: Instant, id: ListenerId, peer: SocketAddr, at: SocketAddr) -> Result<ConnId, Refusal> {
+        self.running().accept_at(now, id, peer, at)
     }
 
     fn handle_input(&mut self, now: Instant, input: Input<'_>) {

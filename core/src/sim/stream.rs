@@ -579,17 +579,17 @@ impl Sim {
     /// box drops it.
     fn accept_syn(&mut self, id: u64) {
         let side = &self.stream(id).sides[ACCEPTOR];
-        let (host, port, peer) = (side.host, side.local.port(), side.peer);
+        let (host, local, peer) = (side.host, side.local, side.peer);
         if self.net.is_nat(host) {
             // No port forwarding: the SYN vanishes and the initiator's connect times out.
             let what = format!("net stream {id} SYN from {peer} dropped by NAT: inbound streams are not forwarded");
             return self.record(host, &what, &[]);
         }
         self.stream(id).sides[ACCEPTOR].state = SideState::Gone;
-        let Some(&listener) = self.hosts[host.0].listeners.get(&port) else {
+        let Some(&listener) = self.hosts[host.0].listeners.get(&local.port()) else {
             return self.push_segment(id, ACCEPTOR, Segment::Reset(NetError::Refused));
         };
-        let result = self.hosts[host.0].machine.accept(self.now, listener, peer);
+        let result = self.hosts[host.0].machine.accept(self.now, listener, peer, local);
         self.record(host, &format!("accept {listener:?} from {peer} -> {result:?}"), &[]);
         match result {
             Ok(conn) if self.streams.is_live(host, conn) => {

@@ -546,13 +546,18 @@ fn describe(error: &rustls::Error) -> String {
     }
 }
 
-impl<M: Machine> Machine for Tls<M> {
-    type Event = TlsEvent<M::Event>;
-
-    fn accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr) -> Result<ConnId, Refusal> {
+impl<M: Machine> Tls<M> {
+    /// Accepts through `accept` (the inner machine's `accept` or `accept_at`), then starts
+    /// a TLS session on the connection if `listener` is secured.
+    fn accept_by(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        accept: impl FnOnce(&mut M, Instant) -> Result<ConnId, Refusal>,
+    ) -> Result<ConnId, Refusal> {
         self.advance(now);
         self.in_scope(|tls| {
-            let conn = tls.inner.accept(tls.now, listener, peer)?;
+            let conn = accept(&mut tls.inner, tls.now)?;
             if let Some((config, listeners)) = &tls.server {
                 if listeners.covers(&listener) {
                     match UnbufferedServerConnection::new(config.clone()) {
@@ -572,6 +577,18 @@ impl<M: Machine> Machine for Tls<M> {
             tls.pump();
             Ok(conn)
         })
+    }
+}
+
+impl<M: Machine> Machine for Tls<M> {
+    type Event = TlsEvent<M::Event>;
+
+    fn accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr) -> Result<ConnId, Refusal> {
+        self.accept_by(now, listener, |inner, now| inner.accept(now, listener, peer))
+    }
+
+    fn accept_at(&mut self, now: Instant, id: ListenerId, peer: SocketAddr, at: SocketAddr) -> Result<ConnId, Refusal> {
+        self.accept_by(now, id, |inner, now| inner.accept_at(now, id, peer, at))
     }
 
     fn handle_input(&mut self, now: Instant, input: Input<'_>) {

@@ -9,6 +9,11 @@
 //! backoff (100 ms doubling, capped at 5 s; reset once a carrier authenticates). While it is
 //! down, a new client gets `error: tunnel is down (...)` and is closed; streams open when the
 //! carrier was lost are aborted, since their bytes in flight are gone.
+//!
+//! Every stream's `Open` carries the client's address and the address it connected to
+//! ([`StreamAddrs`]), for routes whose targets want a PROXY protocol header. The second is
+//! the one the driver passes to [`Machine::accept_at`]; an embedder that calls plain
+//! [`Machine::accept`] sends the unspecified address of the client's family, port 0.
 
 use crate::backoff::Backoff;
 use crate::id::{ConnId, ListenerId};
@@ -20,11 +25,11 @@ use crate::tunnel::carrier::{Carrier, HeartbeatConfig, Liveness};
 use crate::tunnel::mux::MuxConfig;
 use crate::tunnel::prefix::{decide, decide_at_end, PrefixDecision, PREFIX_CAP};
 use crate::tunnel::TunnelEvent;
-use crate::wire::tunnel::{is_valid_route, StreamId, TunnelMsg, PROOF_LEN, VERSION};
+use crate::wire::tunnel::{is_valid_route, StreamAddrs, StreamId, TunnelMsg, PROOF_LEN, VERSION};
 use crate::Env;
 use bytes::BytesMut;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 /// Default address of the local end's prefix entrance.
@@ -100,7 +105,7 @@ enum Link {
 
 #[derive(Debug)]
 struct Waiting {
-    peer: SocketAddr,
+    addrs: StreamAddrs,
     first: BytesMut,
 }
 
@@ -197,14 +202,14 @@ impl TunnelLocal {
     }
 
     fn refuse_client(&mut self, conn: ConnId, reason: &str) {
-        let peer = self.waiting.remove(&conn).map(|w| w.peer);
+        let peer = self.waiting.remove(&conn).map(|w| w.addrs.client);
         self.prefix_deadlines.cancel(conn);
         self.out.write(conn, error_line(reason));
         self.out.close(conn, CloseHow::Graceful);
         self.out.event(TunnelEvent::ClientRefused { peer, reason: reason.to_owned() });
     }
 
-    fn open_stream(&mut self, conn: ConnId, peer: SocketAddr, route: String, first: BytesMut, eof: bool) {
+    fn open_stream(&mut self, conn: ConnId, addrs: StreamAddrs, route: String, first: BytesMut, eof: bool) {
         // Prefix routes are digits and always valid; a static forward's route comes from the
         // embedder's configuration, and a bad one must cost that client, not the process.
         if !is_valid_route(route.as_bytes()) {
@@ -216,14 +221,14 @@ impl TunnelLocal {
         let stream = self.next_stream;
         self.next_stream = self.next_stream.wrapping_add(1).max(1);
         carrier.mux.add(stream, conn, true);
-        carrier.mux.send(&TunnelMsg::Open { stream, route: route.clone() }, &mut self.out);
+        carrier.mux.send(&TunnelMsg::Open { stream, route: route.clone(), addrs: Some(addrs) }, &mut self.out);
         if !first.is_empty() {
             carrier.mux.conn_received(conn, first, &mut self.out);
         }
         if eof {
             carrier.mux.conn_read_closed(conn, &mut self.out);
         }
-        self.out.event(TunnelEvent::StreamOpened { stream, route, peer });
+        self.out.event(TunnelEvent::StreamOpened { stream, route, peer: addrs.client, client: Some(addrs.client) });
     }
 
     /// Applies a prefix decision for a waiting client.
@@ -237,7 +242,7 @@ impl TunnelLocal {
         let Some(mut waiting) = self.waiting.remove(&conn) else { return };
         self.prefix_deadlines.cancel(conn);
         let first = waiting.first.split_off(skip);
-        self.open_stream(conn, waiting.peer, route, first, eof);
+        self.open_stream(conn, waiting.addrs, route, first, eof);
     }
 
     fn client_received(&mut self, conn: ConnId, bytes: BytesMut) {
@@ -393,8 +398,17 @@ impl Machine for TunnelLocal {
     type Event = TunnelEvent;
 
     fn accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr) -> Result<ConnId, Refusal> {
+        let unspecified = match peer.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        self.accept_at(now, listener, peer, SocketAddr::new(unspecified, 0))
+    }
+
+    fn accept_at(&mut self, now: Instant, id: ListenerId, peer: SocketAddr, at: SocketAddr) -> Result<ConnId, Refusal> {
         self.clock.advance(now);
-        let entrance = self.config.entrances.get(&listener).cloned().ok_or(Refusal::UnknownListener(listener))?;
+        let addrs = StreamAddrs { client: peer, entrance: at };
+        let entrance = self.config.entrances.get(&id).cloned().ok_or(Refusal::UnknownListener(id))?;
         if self.waiting.len() + self.streams() >= self.config.max_clients {
             return Err(Refusal::AtCapacity { limit: self.config.max_clients });
         }
@@ -404,10 +418,10 @@ impl Machine for TunnelLocal {
                 self.refuse_client(conn, "too many streams on the tunnel")
             }
             (Link::Up { .. }, Entrance::Forward { route }) => {
-                self.open_stream(conn, peer, route, BytesMut::new(), false)
+                self.open_stream(conn, addrs, route, BytesMut::new(), false)
             }
             (Link::Up { .. }, Entrance::Prefix) => {
-                self.waiting.insert(conn, Waiting { peer, first: BytesMut::new() });
+                self.waiting.insert(conn, Waiting { addrs, first: BytesMut::new() });
                 self.prefix_deadlines.set(conn, self.now() + self.config.prefix_timeout);
             }
             (Link::Down { reason, .. }, _) => {

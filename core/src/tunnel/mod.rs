@@ -70,6 +70,9 @@ pub enum TunnelEvent {
         route: String,
         /// The client (local end) or carrier peer (remote end).
         peer: SocketAddr,
+        /// The client: at the local end `peer`; at the remote end the address the local
+        /// end named in the `Open` (`None` from a version-1 local end, which names none).
+        client: Option<SocketAddr>,
     },
     /// A stream could not open; its client got the reason as an `error:` line.
     StreamRefused {

@@ -120,6 +120,10 @@ struct Stream {
     fin_sent: bool,
     queued: bool,
     // Carrier → connection.
+    /// Written to the connection once it is up, before any stream byte (a PROXY header).
+    preamble: Option<Bytes>,
+    /// Bytes of the preamble not yet reported sent: they earn the peer no credit.
+    preamble_unsent: usize,
     early: VecDeque<Bytes>,
     recv_allowed: u64,
     unacked: Backlog,
@@ -207,6 +211,15 @@ impl Mux {
     /// Adds a stream joined to `conn`. `conn_ready` is false when the connection is still
     /// being opened (call [`Mux::conn_connected`] when it is).
     pub fn add(&mut self, stream: StreamId, conn: ConnId, conn_ready: bool) {
+        self.add_with_preamble(stream, conn, conn_ready, None)
+    }
+
+    /// [`Mux::add`] for a connection that must receive `preamble` before any of the
+    /// stream's bytes (the remote end's PROXY header). The preamble is the machine's own,
+    /// so the peer's credit does not pay for it. Give it only for a connection still being
+    /// opened (`conn_ready` false): it is written when [`Mux::conn_connected`] is called.
+    pub fn add_with_preamble(&mut self, stream: StreamId, conn: ConnId, conn_ready: bool, preamble: Option<Bytes>) {
+        debug_assert!(preamble.is_none() || !conn_ready, "a preamble is written at conn_connected");
         let window = u64::from(self.config.initial_window);
         self.streams.insert(
             stream,
@@ -219,6 +232,8 @@ impl Mux {
                 conn_eof: false,
                 fin_sent: false,
                 queued: false,
+                preamble,
+                preamble_unsent: 0,
                 early: VecDeque::new(),
                 recv_allowed: window,
                 unacked: Backlog::default(),
@@ -287,6 +302,11 @@ impl Mux {
         let Some(&id) = self.by_conn.get(&conn) else { return };
         let Some(stream) = self.streams.get_mut(&id) else { return };
         stream.conn_ready = true;
+        if let Some(preamble) = stream.preamble.take() {
+            stream.preamble_unsent = preamble.len();
+            stream.unacked.wrote(preamble.len());
+            out.write(conn, preamble);
+        }
         for bytes in std::mem::take(&mut stream.early) {
             stream.unacked.wrote(bytes.len());
             out.write(conn, bytes);
@@ -302,7 +322,10 @@ impl Mux {
         let Some(&id) = self.by_conn.get(&conn) else { return };
         let Some(stream) = self.streams.get_mut(&id) else { return };
         stream.unacked.sent(n);
-        stream.consumed += n as u64;
+        // Sent bytes are reported in order: the preamble's come first.
+        let own = n.min(stream.preamble_unsent);
+        stream.preamble_unsent -= own;
+        stream.consumed += (n - own) as u64;
         if stream.fin_received {
             return;
         }

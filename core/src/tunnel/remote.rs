@@ -5,6 +5,11 @@
 //! address configured for that name (or for the default route). It never connects
 //! anywhere a client asks: it is not an open proxy.
 //!
+//! A route may tell its target who the client is: with [`Route::proxy`] set, the first
+//! bytes the remote end writes to each of its connections are a PROXY protocol header
+//! ([`crate::wire::proxy`]) with the client's address and the address it connected to, as
+//! the local end sent them in the stream's `Open`; the stream's bytes follow unchanged.
+//!
 //! Limits: at most `max_carriers` carriers (more are refused at accept); a carrier must
 //! authenticate within `auth_timeout`; at most `mux.max_streams` streams per carrier (more
 //! are refused with a reason); a target that does not connect within `connect_timeout`
@@ -17,7 +22,8 @@ use crate::tunnel::auth::Secret;
 use crate::tunnel::carrier::{Carrier, HeartbeatConfig, Liveness};
 use crate::tunnel::mux::MuxConfig;
 use crate::tunnel::TunnelEvent;
-use crate::wire::tunnel::{StreamId, TunnelMsg, PROOF_LEN, VERSION};
+use crate::wire::proxy::{self, ProxyAddrs, ProxyVersion};
+use crate::wire::tunnel::{StreamAddrs, StreamId, TunnelMsg, MIN_VERSION, PROOF_LEN, VERSION};
 use crate::Env;
 use bytes::BytesMut;
 use std::collections::BTreeMap;
@@ -27,11 +33,27 @@ use std::time::Duration;
 /// Default address of the remote end's carrier listener.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7001";
 
-/// The remote end's allowlist: route name → target address.
+/// Where one route's streams go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The target address.
+    pub target: SocketAddr,
+    /// Write a PROXY protocol header of this version to the target before the stream's
+    /// bytes; `None`: the stream's bytes only.
+    pub proxy: Option<ProxyVersion>,
+}
+
+impl From<SocketAddr> for Route {
+    fn from(target: SocketAddr) -> Route {
+        Route { target, proxy: None }
+    }
+}
+
+/// The remote end's allowlist: route name → target address (and PROXY header, if any).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Routes {
-    named: BTreeMap<String, SocketAddr>,
-    default: Option<SocketAddr>,
+    named: BTreeMap<String, Route>,
+    default: Option<Route>,
 }
 
 impl Routes {
@@ -40,18 +62,20 @@ impl Routes {
         Routes::default()
     }
 
-    /// Adds (or replaces) route `name`; the name `default` sets the default route.
-    pub fn add(&mut self, name: &str, target: SocketAddr) -> &mut Routes {
+    /// Adds (or replaces) route `name` to a target address, or to a [`Route`] with a
+    /// PROXY header; the name `default` sets the default route.
+    pub fn add(&mut self, name: &str, route: impl Into<Route>) -> &mut Routes {
+        let route = route.into();
         if name == "default" {
-            self.default = Some(target);
+            self.default = Some(route);
         } else {
-            self.named.insert(name.to_owned(), target);
+            self.named.insert(name.to_owned(), route);
         }
         self
     }
 
-    /// The target of route `name` (the empty name is the default route).
-    pub fn target(&self, name: &str) -> Option<SocketAddr> {
+    /// Route `name` (the empty name is the default route).
+    pub fn get(&self, name: &str) -> Option<Route> {
         if name.is_empty() {
             self.default
         } else {
@@ -59,9 +83,14 @@ impl Routes {
         }
     }
 
-    /// Every route as (name, target), `default` last.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, SocketAddr)> {
-        self.named.iter().map(|(n, t)| (n.as_str(), *t)).chain(self.default.map(|t| ("default", t)))
+    /// The target of route `name` (the empty name is the default route).
+    pub fn target(&self, name: &str) -> Option<SocketAddr> {
+        self.get(name).map(|r| r.target)
+    }
+
+    /// Every route as (name, route), `default` last.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Route)> {
+        self.named.iter().map(|(n, r)| (n.as_str(), *r)).chain(self.default.map(|r| ("default", r)))
     }
 }
 
@@ -217,9 +246,9 @@ impl TunnelRemote {
         let Some(link) = self.links.get_mut(&carrier) else { return };
         match (&mut link.auth, msg) {
             (Auth::AwaitHello, TunnelMsg::Hello { version, nonce: nonce_l }) => {
-                if version != VERSION {
-                    return self
-                        .refuse_auth(carrier, &format!("protocol version {version} not supported (want {VERSION})"));
+                if !(MIN_VERSION..=VERSION).contains(&version) {
+                    let reason = format!("protocol version {version} not supported (want {MIN_VERSION} to {VERSION})");
+                    return self.refuse_auth(carrier, &reason);
                 }
                 let mut nonce_r = [0u8; PROOF_LEN];
                 self.env.rng.fill_bytes(&mut nonce_r);
@@ -243,13 +272,13 @@ impl TunnelRemote {
             }
             (_, TunnelMsg::Ping { token }) => link.carrier.pong(token, &mut self.out),
             (_, TunnelMsg::Pong { .. }) => {}
-            (Auth::Done { last_stream }, TunnelMsg::Open { stream, route }) => {
+            (Auth::Done { last_stream }, TunnelMsg::Open { stream, route, addrs }) => {
                 if stream <= *last_stream {
                     let reason = format!("stream id {stream} reused");
                     return self.drop_link(carrier, format!("protocol error: {reason}"), Some(CloseHow::Abort));
                 }
                 *last_stream = stream;
-                self.open(carrier, stream, route);
+                self.open(carrier, stream, route, addrs);
             }
             (
                 Auth::Done { .. },
@@ -281,28 +310,33 @@ impl TunnelRemote {
         }
     }
 
-    fn open(&mut self, carrier: ConnId, stream: StreamId, route: String) {
+    fn open(&mut self, carrier: ConnId, stream: StreamId, route: String, addrs: Option<StreamAddrs>) {
         let Some(link) = self.links.get_mut(&carrier) else { return };
-        let refusal = match self.config.routes.target(&route) {
+        let refusal = match self.config.routes.get(&route) {
             _ if !link.carrier.mux.has_room() => Err(String::from("too many streams on this carrier")),
             None if route.is_empty() => Err(String::from("no default route on the remote end")),
             None => Err(format!("unknown route {route}")),
             Some(target) => Ok(target),
         };
-        let target = match refusal {
-            Ok(target) => target,
+        let Route { target, proxy } = match refusal {
+            Ok(route) => route,
             Err(reason) => {
                 link.carrier.mux.refuse(stream, &reason, &mut self.out);
                 return self.out.event(TunnelEvent::StreamRefused { stream, reason });
             }
         };
         let conn = self.env.conn_ids.next();
-        link.carrier.mux.add(stream, conn, false);
+        // An open without addresses (an older local end) gets the header that says "not
+        // known": v1 `UNKNOWN`, v2 LOCAL, and the target uses the connection's own.
+        let client = addrs.map(|a| a.client);
+        let addrs = addrs.map(|a| ProxyAddrs { source: a.client, destination: a.entrance });
+        let preamble = proxy.map(|version| proxy::to_bytes(version, addrs));
+        link.carrier.mux.add_with_preamble(stream, conn, false, preamble);
         self.targets.insert(conn, carrier);
         self.timers.set(Timer::TargetConnect(conn), self.clock.now() + self.config.connect_timeout);
         self.out.push(Output::Connect { conn, to: target });
         let peer = link.peer;
-        self.out.event(TunnelEvent::StreamOpened { stream, route, peer });
+        self.out.event(TunnelEvent::StreamOpened { stream, route, peer, client });
     }
 
     fn target_failed(&mut self, conn: ConnId, reason: String, refuse: bool) {

@@ -1,4 +1,4 @@
-//! Field encodings shared by the binary message codecs (mesh, punch): names, socket
+//! Field encodings shared by the binary message codecs (mesh, punch, the tunnel's `Open`): names, socket
 //! addresses, address lists, and a cursor that reads them off a frame payload.
 //!
 //! The layouts are in `docs/PROTOCOL.md` §4.1: a *name* is a length byte and 1–32 bytes of

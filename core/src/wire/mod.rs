@@ -8,6 +8,7 @@ pub(crate) mod fields;
 pub mod frame;
 pub mod line;
 pub mod mesh;
+pub mod proxy;
 pub mod punch;
 pub mod tunnel;
 

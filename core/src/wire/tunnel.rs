@@ -9,6 +9,7 @@
 //! | 16   | 3       | `Welcome`   | (empty)                                        |
 //! | 16   | 4       | `Refused`   | reason, UTF-8                                  |
 //! | 17   | 0       | `Open`      | stream u32, route (ASCII, ≤ 32 bytes)          |
+//! | 17   | 1       | `Open`      | stream u32, client addr, entrance addr, route  |
 //! | 18   | 0       | `Data`      | stream u32, bytes                              |
 //! | 19   | 0       | `Window`    | stream u32, increment u32                      |
 //! | 20   | 0       | `Fin`       | stream u32                                     |
@@ -16,8 +17,10 @@
 //! | 20   | 2       | `Reset`     | stream u32, reason UTF-8 (aborted mid-stream)  |
 //! | 21   | 0 / 1   | `Ping`/`Pong` | token u64                                    |
 
+use crate::wire::fields::{put_addr, FieldError, Fields};
 use crate::wire::frame::{Frame, FrameError, FrameType, HEADER_LEN, MAX_PAYLOAD};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::net::SocketAddr;
 
 /// Frame type 16: carrier authentication.
 pub const AUTH: FrameType = FrameType(16);
@@ -32,8 +35,13 @@ pub const STREAM_CLOSE: FrameType = FrameType(20);
 /// Frame type 21: carrier heartbeat.
 pub const HEARTBEAT: FrameType = FrameType(21);
 
-/// The tunnel protocol version this code speaks.
-pub const VERSION: u8 = 1;
+/// The tunnel protocol version this code speaks: 2, whose local ends send each stream's
+/// client addresses in its `Open` (subtype 1).
+pub const VERSION: u8 = 2;
+/// The oldest version a remote end still admits: 1, whose local ends send `Open` without
+/// addresses (subtype 0). A local end sends [`VERSION`], so a remote end that speaks only 1
+/// refuses it at once, by name, rather than on its first `Open`.
+pub const MIN_VERSION: u8 = 1;
 /// Length of nonces and HMAC-SHA256 proofs.
 pub use crate::auth::PROOF_LEN;
 /// Longest route name.
@@ -45,6 +53,16 @@ pub const MAX_DATA: usize = MAX_PAYLOAD - 4;
 
 /// A stream id: chosen by the tunnel's local end, never reused on one carrier.
 pub type StreamId = u32;
+
+/// Where a stream's client connection came from and arrived at, as the local end saw it:
+/// what a route with a PROXY protocol header tells its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamAddrs {
+    /// The client's address (the connection's peer).
+    pub client: SocketAddr,
+    /// The address the client connected to (the local end's listener).
+    pub entrance: SocketAddr,
+}
 
 /// One message on the carrier.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,12 +93,15 @@ pub enum TunnelMsg {
         /// Why, for the logs.
         reason: String,
     },
-    /// Local → remote: open `stream` to `route` (empty = the default route).
+    /// Local → remote: open `stream` to `route` (empty = the default route). Subtype 1
+    /// when `addrs` is known, subtype 0 (from older local ends) when not.
     Open {
         /// The new stream.
         stream: StreamId,
         /// Route name.
         route: String,
+        /// The client's connection; the reference local end always sends it.
+        addrs: Option<StreamAddrs>,
     },
     /// Stream bytes, in order.
     Data {
@@ -155,6 +176,25 @@ pub enum TunnelMsgError {
     /// A data frame carried no bytes.
     #[error("empty data frame")]
     EmptyData,
+    /// An address in an `Open` has a family byte other than 4 or 6.
+    #[error("unknown address family {0} in an open")]
+    BadAddress(u8),
+}
+
+impl FieldError for TunnelMsgError {
+    fn bad_length(what: &'static str, len: usize) -> Self {
+        TunnelMsgError::BadLength { what, len }
+    }
+    // The tunnel reads no name fields and no address lists: these two are never called.
+    fn bad_name() -> Self {
+        TunnelMsgError::BadRoute
+    }
+    fn bad_address(family: u8) -> Self {
+        TunnelMsgError::BadAddress(family)
+    }
+    fn too_many_addrs(_: usize) -> Self {
+        TunnelMsgError::BadLength { what: "open", len: 0 }
+    }
 }
 
 /// True when `route` can be sent in an `Open`: at most [`MAX_ROUTE`] bytes of printable
@@ -207,7 +247,8 @@ impl TunnelMsg {
             TunnelMsg::Response { .. } => (AUTH, 2),
             TunnelMsg::Welcome => (AUTH, 3),
             TunnelMsg::Refused { .. } => (AUTH, 4),
-            TunnelMsg::Open { .. } => (STREAM_OPEN, 0),
+            TunnelMsg::Open { addrs: None, .. } => (STREAM_OPEN, 0),
+            TunnelMsg::Open { addrs: Some(_), .. } => (STREAM_OPEN, 1),
             TunnelMsg::Data { .. } => (STREAM_DATA, 0),
             TunnelMsg::Window { .. } => (STREAM_WINDOW, 0),
             TunnelMsg::Fin { .. } => (STREAM_CLOSE, 0),
@@ -236,9 +277,13 @@ impl TunnelMsg {
             TunnelMsg::Response { proof } => payload.put_slice(proof),
             TunnelMsg::Welcome => {}
             TunnelMsg::Refused { reason } => payload.put_slice(truncated_reason(reason)),
-            TunnelMsg::Open { stream, route } => {
+            TunnelMsg::Open { stream, route, addrs } => {
                 assert!(route.len() <= MAX_ROUTE, "route name over {MAX_ROUTE} bytes");
                 payload.put_u32(*stream);
+                if let Some(addrs) = addrs {
+                    put_addr(&mut payload, &addrs.client);
+                    put_addr(&mut payload, &addrs.entrance);
+                }
                 payload.put_slice(route.as_bytes());
             }
             TunnelMsg::Data { stream, bytes } => {
@@ -287,9 +332,15 @@ impl TunnelMsg {
             (AUTH, 4) => TunnelMsg::Refused { reason: check_reason(&p)? },
             (STREAM_OPEN, 0) if len >= 4 => {
                 let stream = p.get_u32();
-                TunnelMsg::Open { stream, route: check_route(&p)? }
+                TunnelMsg::Open { stream, route: check_route(&p)?, addrs: None }
             }
             (STREAM_OPEN, 0) => return Err(bad("open")),
+            (STREAM_OPEN, 1) => {
+                let mut fields = Fields::new("open", p);
+                let stream = u32::from_be_bytes(fields.array()?);
+                let addrs = StreamAddrs { client: fields.addr()?, entrance: fields.addr()? };
+                TunnelMsg::Open { stream, route: check_route(&fields.rest())?, addrs: Some(addrs) }
+            }
             (STREAM_DATA, 0) if len > 4 => {
                 let stream = p.get_u32();
                 TunnelMsg::Data { stream, bytes: p }
@@ -344,8 +395,16 @@ mod tests {
             TunnelMsg::Response { proof: [3; 32] },
             TunnelMsg::Welcome,
             TunnelMsg::Refused { reason: "bad secret".into() },
-            TunnelMsg::Open { stream: 9, route: "9090".into() },
-            TunnelMsg::Open { stream: 10, route: String::new() },
+            TunnelMsg::Open { stream: 9, route: "9090".into(), addrs: None },
+            TunnelMsg::Open { stream: 10, route: String::new(), addrs: None },
+            TunnelMsg::Open {
+                stream: 11,
+                route: "web".into(),
+                addrs: Some(StreamAddrs {
+                    client: "127.0.0.77:5000".parse().unwrap(),
+                    entrance: "[::1]:7090".parse().unwrap(),
+                }),
+            },
             TunnelMsg::Data { stream: 1, bytes: Bytes::from_static(b"abc") },
             TunnelMsg::Window { stream: 1, increment: 65536 },
             TunnelMsg::Fin { stream: 4 },
@@ -365,6 +424,15 @@ mod tests {
     }
 
     #[test]
+    fn open_with_addresses_is_stream_then_both_addrs_then_route() {
+        let addrs = StreamAddrs { client: "10.0.0.7:258".parse().unwrap(), entrance: "10.0.0.1:7090".parse().unwrap() };
+        let wire = TunnelMsg::Open { stream: 3, route: "web".into(), addrs: Some(addrs) }.to_bytes();
+        let payload = [&[0, 0, 0, 3, 4, 10, 0, 0, 7, 1, 2, 4, 10, 0, 0, 1, 0x1b, 0xb2][..], b"web"].concat();
+        assert_eq!(&wire[..6], &[17, 1, 0, payload.len() as u8, 0, 0]);
+        assert_eq!(&wire[6..], &payload[..]);
+    }
+
+    #[test]
     fn malformed_messages_are_refused() {
         let frame = |kind, subtype, payload: &'static [u8]| Frame::new(kind, subtype, Bytes::from_static(payload));
         assert_eq!(TunnelMsg::decode(frame(STREAM_DATA, 0, &[0, 0, 0, 1])), Err(TunnelMsgError::EmptyData));
@@ -373,6 +441,10 @@ mod tests {
             Err(TunnelMsgError::BadLength { what: "window", len: 7 })
         );
         assert_eq!(TunnelMsg::decode(frame(STREAM_OPEN, 0, b"\0\0\0\x01a b")), Err(TunnelMsgError::BadRoute));
+        let open = |payload| TunnelMsg::decode(frame(STREAM_OPEN, 1, payload));
+        assert_eq!(open(b"\0\0\0\x01\x05"), Err(TunnelMsgError::BadAddress(5)));
+        assert_eq!(open(b"\0\0\0\x01\x04\x7f\0\0\x01\0"), Err(TunnelMsgError::BadLength { what: "open", len: 10 }));
+        assert_eq!(open(b"\0\0\0"), Err(TunnelMsgError::BadLength { what: "open", len: 3 }));
         assert!(matches!(TunnelMsg::decode(frame(FrameType(3), 0, b"")), Err(TunnelMsgError::UnknownKind { .. })));
         assert!(matches!(TunnelMsg::decode(frame(AUTH, 9, b"")), Err(TunnelMsgError::UnknownKind { .. })));
     }

@@ -6,12 +6,13 @@
 //! timeout ([`Book::after_timeout`]). From that alone — it never looks inside the machine,
 //! only at `streams()` and `is_up()`/`carriers()` — it asserts:
 //!
-//! **Authentication** (§3.2). The local end sends one `Hello` of version 1; the remote end's
-//! `Challenge` proof verifies under the shared secret; the local end answers only a
-//! `Challenge` whose proof verified, with the right proof, and comes up only after that;
-//! the remote end sends `Welcome` only after a valid `Response`. Nothing about streams
-//! crosses before that. *Catches:* a machine that skips or inverts a proof check (an end
-//! that trusts a peer that never proved the secret), or opens streams early.
+//! **Authentication** (§3.2). The local end sends one `Hello` of version 2; the remote end
+//! answers only a `Hello` of version 1 or 2, and its `Challenge` proof verifies under the
+//! shared secret; the local end answers only a `Challenge` whose proof verified, with the
+//! right proof, and comes up only after that; the remote end sends `Welcome` only after a
+//! valid `Response`. Nothing about streams crosses before that. *Catches:* a machine that
+//! skips or inverts a proof check (an end that trusts a peer that never proved the secret),
+//! admits a version it does not speak, or opens streams early.
 //!
 //! **Streams** (§3.3). The local end opens ids that strictly increase over its whole life,
 //! each for the route the spec's prefix rule (§3.1) or the static forward gives, and the
@@ -19,6 +20,13 @@
 //! local end holds without a stream is one whose first bytes still decide nothing (only
 //! digits, at most 32). *Catches:* an open proxy, a prefix parsed wrongly or waited on too
 //! long, a reused id.
+//!
+//! **Client addresses** (§3.3, §3.5). Every `Open` of the local end names its client's
+//! address and the address the client was accepted at; the remote end writes the PROXY
+//! header of a route with `proxy` to its target first, exactly once, before any stream
+//! byte, for the addresses the peer's `Open` named (`UNKNOWN`/LOCAL for an `Open` without
+//! them), and grants no credit for the header's bytes. *Catches:* addresses lost or
+//! swapped, a header missing, repeated or after data, credit paid for the header.
 //!
 //! **Credit** (flow control). A machine never sends more `Data` on a stream than the peer
 //! granted (4 MiB or the configured window, plus `Window`s delivered); never writes to a
@@ -67,7 +75,8 @@ use switchyard_core::tunnel::local::{Entrance, LocalConfig};
 use switchyard_core::tunnel::mux::MuxConfig;
 use switchyard_core::tunnel::remote::{RemoteConfig, Routes};
 use switchyard_core::tunnel::TunnelEvent;
-use switchyard_core::wire::tunnel::{StreamId, TunnelMsg, MAX_ROUTE, PROOF_LEN, VERSION};
+use switchyard_core::wire::proxy::{self, ProxyAddrs};
+use switchyard_core::wire::tunnel::{StreamAddrs, StreamId, TunnelMsg, MAX_ROUTE, PROOF_LEN, VERSION};
 use switchyard_core::{ConnId, Instant, ListenerId};
 
 type Nonce = [u8; PROOF_LEN];
@@ -138,8 +147,10 @@ struct CarrierBook {
     out: CarrierReader,
     /// What was delivered to the machine.
     inn: CarrierReader,
-    /// Local end's nonce (from `Hello`) and the remote end's (from `Challenge`).
+    /// Local end's nonce and version (from `Hello`) and the remote end's nonce (from
+    /// `Challenge`).
     nonce_l: Option<Nonce>,
+    hello_version: Option<u8>,
     nonce_r: Option<Nonce>,
     /// Local end: remote nonces of the delivered `Challenge`s whose proof verified.
     valid_challenges: Vec<Nonce>,
@@ -170,6 +181,12 @@ struct StreamBook {
     received: u64,
     /// Bytes of `to_conn` the machine wrote to the connection.
     written: usize,
+    /// Remote end: the client the peer's `Open` named.
+    client: Option<SocketAddr>,
+    /// Remote end: the PROXY header the route's target must get first (empty: none).
+    preamble: Vec<u8>,
+    /// The header has been written.
+    preamble_written: bool,
     /// Credit the machine granted the peer: the window plus its `Window`s.
     granted: u64,
     // Connection → machine → peer.
@@ -186,6 +203,8 @@ struct StreamBook {
 struct ConnBook {
     /// Local end: the entrance the client came in by.
     entrance: Option<Entrance>,
+    /// Local end: the client's address and where it was accepted.
+    addrs: Option<StreamAddrs>,
     /// Accepted, or asked for.
     since: Instant,
     /// Everything the driver delivered.
@@ -200,7 +219,7 @@ struct ConnBook {
 
 impl ConnBook {
     fn new(entrance: Option<Entrance>, since: Instant) -> ConnBook {
-        ConnBook { entrance, since, input: Vec::new(), eof: false, sent: 0, link: None, skip: 0 }
+        ConnBook { entrance, addrs: None, since, input: Vec::new(), eof: false, sent: 0, link: None, skip: 0 }
     }
 }
 
@@ -214,6 +233,9 @@ impl StreamBook {
             peer_ended: false,
             received: 0,
             written: 0,
+            client: None,
+            preamble: Vec::new(),
+            preamble_written: false,
             granted: window,
             carried: 0,
             credit: window,
@@ -235,6 +257,7 @@ impl CarrierBook {
             out: CarrierReader::default(),
             inn: CarrierReader::default(),
             nonce_l: None,
+            hello_version: None,
             nonce_r: None,
             valid_challenges: Vec::new(),
             responded: false,
@@ -339,13 +362,16 @@ impl Book {
         self.carriers.get(&carrier).map_or((None, None), |c| (c.nonce_l, c.nonce_r))
     }
 
-    /// The driver accepted `conn` on `listener` (local end: a client; remote end: a carrier).
-    pub fn accepted(&mut self, now: Instant, conn: ConnId, listener: ListenerId, peer: SocketAddr) {
+    /// The driver accepted `conn` from `peer` at `local` on `listener` (local end: a client;
+    /// remote end: a carrier).
+    pub fn accepted(&mut self, now: Instant, conn: ConnId, listener: ListenerId, peer: SocketAddr, local: SocketAddr) {
         match &self.end {
             End::Local { entrances, .. } => {
                 let entrance = entrances.get(&listener).cloned();
                 assert!(entrance.is_some(), "accepted {conn} on {listener:?}, which is no entrance");
-                self.conns.insert(conn, ConnBook::new(entrance, now));
+                let mut cb = ConnBook::new(entrance, now);
+                cb.addrs = Some(StreamAddrs { client: peer, entrance: local });
+                self.conns.insert(conn, cb);
             }
             End::Remote { .. } => {
                 self.carriers.insert(conn, CarrierBook::new(peer, Some(now), now));
@@ -393,9 +419,24 @@ impl Book {
         let local = self.is_local();
         let window = self.window();
         let secret = &self.secret;
+        let client = match &msg {
+            TunnelMsg::Open { addrs, .. } => addrs.map(|a| a.client),
+            _ => None,
+        };
+        let preamble = match (&self.end, &msg) {
+            (End::Remote { routes }, TunnelMsg::Open { route, addrs, .. }) => {
+                let proxied = routes.get(route).and_then(|r| r.proxy);
+                let addrs = addrs.map(|a| ProxyAddrs { source: a.client, destination: a.entrance });
+                proxied.map(|version| proxy::to_bytes(version, addrs).to_vec()).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
         let c = self.carriers.get_mut(&carrier).expect("a carrier");
         match msg {
-            TunnelMsg::Hello { nonce, .. } if !local && c.nonce_l.is_none() => c.nonce_l = Some(nonce),
+            TunnelMsg::Hello { nonce, version } if !local && c.nonce_l.is_none() => {
+                c.nonce_l = Some(nonce);
+                c.hello_version = Some(version);
+            }
             TunnelMsg::Challenge { nonce, proof }
                 if local && c.nonce_l.is_some_and(|nonce_l| secret.verify_remote(&nonce_l, &nonce, &proof)) =>
             {
@@ -409,10 +450,13 @@ impl Book {
             TunnelMsg::Welcome => c.peer_welcomed = true,
             // Once the peer proved itself the machine has welcomed it by the time it reads
             // this `Open` (even in the same read as the `Response`).
-            TunnelMsg::Open { stream, route } if !local && c.peer_proved => {
+            TunnelMsg::Open { stream, route, .. } if !local && c.peer_proved => {
                 if stream > c.last_peer_open {
                     c.last_peer_open = stream;
-                    c.streams.insert(stream, StreamBook::new(route, window));
+                    let mut s = StreamBook::new(route, window);
+                    s.preamble = preamble;
+                    s.client = client;
+                    c.streams.insert(stream, s);
                 } else {
                     c.broken_rules.push((stream, "an Open whose id is not above the last"));
                 }
@@ -538,6 +582,8 @@ impl Book {
             TunnelMsg::Challenge { nonce, proof } => {
                 assert!(!local, "the local end sent Challenge");
                 let nonce_l = c.nonce_l.expect("Challenge before the peer's Hello");
+                let version = c.hello_version.expect("a Hello");
+                assert!((1..=2).contains(&version), "Challenge answers a Hello of version {version}");
                 assert!(self.secret.verify_remote(&nonce_l, &nonce, &proof), "the remote end's proof does not verify");
                 assert!(c.nonce_r.replace(nonce).is_none(), "a second Challenge on {carrier}");
             }
@@ -555,13 +601,14 @@ impl Book {
                 c.up = true;
             }
             TunnelMsg::Refused { .. } => c.refused = true,
-            TunnelMsg::Open { stream, route } => {
+            TunnelMsg::Open { stream, route, addrs } => {
                 assert!(local, "the remote end sent Open");
                 assert!(stream > self.last_open, "stream id {stream} after {}: ids must increase", self.last_open);
                 self.last_open = stream;
                 let conn = about.expect("Open outside a call about a client");
                 let cb = self.conns.get_mut(&conn).expect("Open for a connection that is no client");
                 assert!(cb.link.is_none(), "a second Open for client {conn}");
+                assert_eq!(addrs, cb.addrs, "stream {stream}'s Open names other addresses than its client's");
                 let (expected, skip) = match cb.entrance.as_ref().expect("a client") {
                     Entrance::Forward { route } => (route.clone(), 0),
                     Entrance::Prefix => match spec_route(&cb.input, cb.eof) {
@@ -613,7 +660,8 @@ impl Book {
                     c.streams.get_mut(&stream).unwrap_or_else(|| panic!("Window for stream {stream}, never opened"));
                 s.granted += u64::from(increment);
                 let conn = s.conn.expect("Window on a stream with no connection");
-                let sent = self.conns[&conn].sent;
+                // The PROXY header is the machine's own: its bytes earn the peer nothing.
+                let sent = self.conns[&conn].sent.saturating_sub(s.preamble.len() as u64);
                 assert!(
                     s.granted - window <= sent,
                     "stream {stream}: granted {} bytes of credit back, but only {sent} were sent on {conn}",
@@ -645,6 +693,15 @@ impl Book {
             self.conns.get(&conn).unwrap_or_else(|| panic!("write to {conn}, which is neither carrier nor stream"));
         let (carrier, stream) = cb.link.unwrap_or_else(|| panic!("{conn} has no stream, but got {:?}", show(bytes)));
         let s = self.carriers.get_mut(&carrier).and_then(|c| c.streams.get_mut(&stream)).expect("a linked stream");
+        if !s.preamble.is_empty() && !s.preamble_written {
+            assert_eq!(
+                show(bytes),
+                show(&s.preamble),
+                "stream {stream}: the first write to {conn} is not its PROXY header"
+            );
+            s.preamble_written = true;
+            return;
+        }
         let end = s.written + bytes.len();
         assert!(
             s.to_conn.get(s.written..end) == Some(bytes),
@@ -662,6 +719,7 @@ impl Book {
         let Some((carrier, stream)) = self.conns.get(&conn).and_then(|cb| cb.link) else { return };
         let s = &self.carriers[&carrier].streams[&stream];
         assert!(s.peer_fin, "stream {stream}: {conn} shut without the peer's Fin");
+        assert!(s.preamble.is_empty() || s.preamble_written, "stream {stream}: {conn} shut before its PROXY header");
         assert_eq!(s.written, s.to_conn.len(), "stream {stream}: {conn} shut with bytes before the Fin unwritten");
     }
 
@@ -685,12 +743,13 @@ impl Book {
                     c.up = true;
                 }
             }
-            TunnelEvent::StreamOpened { stream, route, peer } => match &self.end {
+            TunnelEvent::StreamOpened { stream, route, peer, client } => match &self.end {
                 End::Local { .. } => {
                     assert_eq!(opened.take(), Some(*stream), "StreamOpened {stream} without its Open");
                     let conn = self.conns.iter().find(|(_, cb)| cb.link.is_some_and(|(_, s)| s == *stream));
                     let conn = *conn.expect("opened stream has a client").0;
                     assert_eq!(driver.conn(conn).expect("client").addr, *peer, "StreamOpened names another client");
+                    assert_eq!(*client, Some(*peer), "StreamOpened's client is not its peer");
                 }
                 End::Remote { routes } => {
                     let carrier = self.carrier_to(*peer).expect("StreamOpened for no carrier");
@@ -700,6 +759,7 @@ impl Book {
                     let s = self.carriers.get_mut(&carrier).and_then(|c| c.streams.get_mut(stream));
                     let s = s.expect("StreamOpened for a stream the peer did not open");
                     assert_eq!(&s.route, route, "stream {stream} opened to another route than asked");
+                    assert_eq!(s.client, *client, "StreamOpened names another client than the Open");
                     assert!(s.conn.replace(conn).is_none(), "stream {stream} opened twice");
                     self.conns.get_mut(&conn).expect("target").link = Some((carrier, *stream));
                 }

@@ -1,5 +1,5 @@
 //! The tunnel harness, shared by the fuzz targets `tunnel_msg`, `tunnel_local`,
-//! `tunnel_remote` and `tunnel_pair` and by `core/tests/tunnel_props.rs`.
+//! `tunnel_remote`, `tunnel_pair` and `proxy_header` and by `core/tests/tunnel_props.rs`.
 //!
 //! - [`wire`]: every tunnel frame is judged against `docs/PROTOCOL.md` §3 by an independent
 //!   reading of the spec, and every accepted one re-encodes to its exact bytes.
@@ -13,6 +13,7 @@
 //! - [`pair`]: a local and a remote end wired together in memory, with clients and
 //!   targets, checked end to end against a reference model (each stream's bytes arrive
 //!   intact at the right target and back, and both ends finish with nothing left).
+//! - [`proxy`]: the PROXY protocol header decoder's contract, on any bytes.
 //!
 //! Like `driver.rs` this directory depends only on `switchyard-core`, `bytes` and `std`, and
 //! names its sibling as `crate::driver`, so a crate that includes it with `#[path]` must
@@ -20,6 +21,7 @@
 
 pub mod book;
 pub mod pair;
+pub mod proxy;
 pub mod script;
 pub mod wire;
 

@@ -13,7 +13,8 @@
 //! Both ends run under a [`Rig`], so every rule of the [`Book`](super::book::Book) and
 //! the [`Driver`](crate::driver::Driver) is checked on both at every step. At the end the
 //! reference model is compared: every client's bytes reached the target of its route, once,
-//! in order and intact, and every reply came back the same way; each side saw the other's
+//! in order and intact (after the PROXY v1 line naming the client, on route 7777), and every
+//! reply came back the same way; each side saw the other's
 //! end of input after the last byte and nothing after it; no stream was reset or refused;
 //! both ends have no stream and no open connection but the carrier; and nothing is left
 //! in flight or unsent anywhere.
@@ -33,8 +34,9 @@ use std::time::Duration;
 use switchyard_core::machine::{CloseHow, Input, Machine, Output};
 use switchyard_core::tunnel::local::{Entrance, LocalConfig, TunnelLocal};
 use switchyard_core::tunnel::mux::MuxConfig;
-use switchyard_core::tunnel::remote::{RemoteConfig, Routes, TunnelRemote};
+use switchyard_core::tunnel::remote::{RemoteConfig, Route, Routes, TunnelRemote};
 use switchyard_core::tunnel::TunnelEvent;
+use switchyard_core::wire::proxy::ProxyVersion;
 use switchyard_core::{ConnId, Env, Instant, ListenerId, Rng};
 
 /// How a stream enters the tunnel, and so which target it must reach.
@@ -123,10 +125,15 @@ impl Scenario {
         }
     }
 
-    /// What the target of `plan` must receive.
-    pub fn target_bytes(plan: &StreamPlan) -> Vec<u8> {
+    /// What the target of stream `i`, `plan`, must receive. Route 7777 has `proxy=v1`: its
+    /// target gets the client's address first, as the spec writes it (the client of stream
+    /// `i` is 10.1.0.`i+1`:50000, accepted at [`entrance_addr`] of its listener).
+    pub fn target_bytes(i: usize, plan: &StreamPlan) -> Vec<u8> {
+        let entrance = entrance_addr(listener_of(&plan.entry));
+        let header = format!("PROXY TCP4 10.1.0.{} {} 50000 {}\r\n", i + 1, entrance.ip(), entrance.port());
         match plan.entry {
-            Entry::Forward | Entry::Prefix(_) => plan.up.clone(),
+            Entry::Forward | Entry::Prefix("7777") => [header.as_bytes(), &plan.up].concat(),
+            Entry::Prefix(_) => plan.up.clone(),
             Entry::Default => [b"x", &plan.up[..]].concat(),
         }
     }
@@ -141,6 +148,16 @@ const REMOTE_ADDR: SocketAddr = addr([10, 0, 1, 2], 7001);
 
 const fn addr(ip: [u8; 4], port: u16) -> SocketAddr {
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3])), port)
+}
+
+/// The local end's listener a client of `entry` connects to.
+fn listener_of(entry: &Entry) -> ListenerId {
+    ListenerId(u16::from(*entry == Entry::Forward))
+}
+
+/// The address of the local end's `listener`.
+fn entrance_addr(listener: ListenerId) -> SocketAddr {
+    addr([10, 0, 0, 9], 7000 + listener.0)
 }
 
 /// The target each entry must reach.
@@ -207,7 +224,7 @@ pub fn run(scenario: &Scenario) {
     let routes = {
         let mut routes = Routes::new();
         routes.add("9090", target_of(&Entry::Prefix("9090")));
-        routes.add("7777", target_of(&Entry::Forward));
+        routes.add("7777", Route { target: target_of(&Entry::Forward), proxy: Some(ProxyVersion::V1) });
         routes.add("default", target_of(&Entry::Default));
         routes
     };
@@ -286,7 +303,7 @@ impl Pair<'_> {
     fn connect_carrier(&mut self) {
         let conn = self.local.live(|id, c| c.phase == Phase::Connecting && self.local.book.is_carrier(id));
         let local_conn = *conn.first().expect("the local end connects at start");
-        let (accepted, outputs) = self.remote.accept(ListenerId(0), addr([10, 0, 1, 1], 40000));
+        let (accepted, outputs) = self.remote.accept(ListenerId(0), addr([10, 0, 1, 1], 40000), REMOTE_ADDR);
         let remote_conn = accepted.expect("the remote end accepts its first carrier");
         self.carrier = Some((local_conn, remote_conn));
         self.route(false, outputs);
@@ -464,9 +481,9 @@ impl Pair<'_> {
                 self.input(!local, Input::Received { conn, bytes: (&bytes[..]).into() });
             }
             Move::Accept(i) => {
-                let listener = ListenerId(u16::from(self.scenario.streams[i].entry == Entry::Forward));
+                let listener = listener_of(&self.scenario.streams[i].entry);
                 let peer = addr([10, 1, 0, i as u8 + 1], 50000);
-                let (accepted, outputs) = self.local.accept(listener, peer);
+                let (accepted, outputs) = self.local.accept(listener, peer, entrance_addr(listener));
                 self.clients[i].conn = Some(accepted.expect("a client is accepted while the carrier is up"));
                 self.route(true, outputs);
             }
@@ -564,7 +581,7 @@ impl Pair<'_> {
     /// The reference model, at the end of the run.
     fn check_end(&mut self) {
         for (i, plan) in self.scenario.streams.iter().enumerate() {
-            assert_eq!(self.targets[i].got, Scenario::target_bytes(plan), "stream {i}: the target got other bytes");
+            assert_eq!(self.targets[i].got, Scenario::target_bytes(i, plan), "stream {i}: the target got other bytes");
             assert_eq!(self.clients[i].got, plan.down, "stream {i}: the client got other bytes back");
         }
         // Flush the carrier both ways (heartbeats may be in flight), then nothing may be left.
@@ -612,7 +629,7 @@ impl Pair<'_> {
                 t.out.len(),
                 t.shut,
                 t.got.len(),
-                Scenario::target_bytes(plan).len(),
+                Scenario::target_bytes(i, plan).len(),
                 t.eof
             ));
         }

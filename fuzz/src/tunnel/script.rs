@@ -34,9 +34,10 @@ use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::carrier::HeartbeatConfig;
 use switchyard_core::tunnel::local::{Entrance, LocalConfig, TunnelLocal};
 use switchyard_core::tunnel::mux::MuxConfig;
-use switchyard_core::tunnel::remote::{RemoteConfig, Routes, TunnelRemote};
+use switchyard_core::tunnel::remote::{RemoteConfig, Route, Routes, TunnelRemote};
 use switchyard_core::tunnel::TunnelEvent;
-use switchyard_core::wire::tunnel::{StreamId, TunnelMsg, MAX_DATA, PROOF_LEN, VERSION};
+use switchyard_core::wire::proxy::ProxyVersion;
+use switchyard_core::wire::tunnel::{StreamAddrs, StreamId, TunnelMsg, MAX_DATA, PROOF_LEN, VERSION};
 use switchyard_core::{ConnId, Env, Instant, ListenerId};
 
 /// A fuzz input read as a sequence of choices. Past its end every read is 0, so any input
@@ -134,16 +135,17 @@ impl<M: TunnelEnd> Rig<M> {
         self.book.settle(&self.driver);
     }
 
-    /// A listener accepted a connection from `peer`.
+    /// A listener accepted a connection from `peer` at `local`.
     pub fn accept(
         &mut self,
         listener: ListenerId,
         peer: SocketAddr,
+        local: SocketAddr,
     ) -> (Result<ConnId, Refusal>, Vec<Output<TunnelEvent>>) {
-        self.say(format_args!("accept({listener:?}, {peer})"));
-        let (result, outputs) = self.driver.accept(listener, peer);
+        self.say(format_args!("accept({listener:?}, {peer}, at {local})"));
+        let (result, outputs) = self.driver.accept(listener, peer, local);
         if let Ok(conn) = result {
-            self.book.accepted(self.driver.now(), conn, listener, peer);
+            self.book.accepted(self.driver.now(), conn, listener, peer, local);
         }
         self.check(&outputs, result.as_ref().ok().copied());
         (result, outputs)
@@ -296,10 +298,12 @@ pub fn local_prologue() -> Vec<u8> {
 
 fn remote_script(data: &[u8]) -> Run<TunnelRemote> {
     let mut src = Source::new(data);
+    // A route with each kind of PROXY header, and one without.
     let mut routes = Routes::new();
-    routes.add("9090", addr([10, 0, 2, 1], 9090)).add("7777", addr([10, 0, 2, 2], 7777));
+    routes.add("9090", addr([10, 0, 2, 1], 9090));
+    routes.add("7777", Route { target: addr([10, 0, 2, 2], 7777), proxy: Some(ProxyVersion::V1) });
     if src.byte() % 4 != 0 {
-        routes.add("default", addr([10, 0, 2, 3], 7007));
+        routes.add("default", Route { target: addr([10, 0, 2, 3], 7007), proxy: Some(ProxyVersion::V2) });
     }
     let mut config = RemoteConfig::new(secret(), routes);
     config.mux = mux_config(&mut src);
@@ -346,6 +350,23 @@ fn local_script(data: &[u8]) -> Run<TunnelLocal> {
         run.step(&mut src, true);
     }
     run
+}
+
+/// Where the local end's listener `listener` is, as the scripted driver reports it.
+fn entrance_addr(listener: ListenerId) -> SocketAddr {
+    addr([10, 0, 0, 9], 7000 + listener.0)
+}
+
+/// The addresses a scripted local end names in its `Open` of `stream`: none (an older local
+/// end), one family, or an IPv4 client at an IPv6 entrance, by turns. From the id, not the
+/// input, so that existing scripts keep their meaning.
+fn open_addrs(stream: StreamId) -> Option<StreamAddrs> {
+    let client = addr([10, 1, 0, stream as u8], 50000);
+    match stream % 3 {
+        0 => None,
+        1 => Some(StreamAddrs { client, entrance: entrance_addr(ListenerId(1)) }),
+        _ => Some(StreamAddrs { client, entrance: SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), 7000) }),
+    }
 }
 
 fn addr(ip: [u8; 4], port: u16) -> SocketAddr {
@@ -402,14 +423,14 @@ impl<M: TunnelEnd> Run<M> {
         let listener = ListenerId(src.below(3) as u16);
         self.accepted += 1;
         let peer = addr([10, 1, (self.accepted >> 8) as u8, self.accepted as u8], 50000);
-        let _ = self.rig.accept(listener, peer);
+        let _ = self.rig.accept(listener, peer, entrance_addr(listener));
     }
 
     /// Remote end: a local end connects.
     fn accept_carrier(&mut self) {
         self.accepted += 1;
         let peer = addr([10, 0, 1, self.accepted as u8], 40000 + self.accepted);
-        let _ = self.rig.accept(ListenerId(0), peer);
+        let _ = self.rig.accept(ListenerId(0), peer, addr([10, 0, 1, 2], 7001));
     }
 
     /// Runs `f` on the scripted peer of a live, open carrier the input picks, if any.
@@ -496,7 +517,7 @@ impl<M: TunnelEnd> Run<M> {
                     }
                 };
                 let route = ["", "9090", "7777", "12345", "nope"][src.below(5)].to_owned();
-                TunnelMsg::Open { stream: id, route }
+                TunnelMsg::Open { stream: id, route, addrs: open_addrs(id) }
             }
             5..=7 => {
                 let id = stream(src);

@@ -37,6 +37,8 @@ pub enum Verdict {
     BadReason,
     /// A `Data` frame with a stream id and no bytes.
     EmptyData,
+    /// An `Open` address whose family byte is not 4 or 6.
+    BadAddress,
 }
 
 impl Verdict {
@@ -47,6 +49,7 @@ impl Verdict {
             TunnelMsgError::BadRoute => Verdict::BadRoute,
             TunnelMsgError::BadReason => Verdict::BadReason,
             TunnelMsgError::EmptyData => Verdict::EmptyData,
+            TunnelMsgError::BadAddress(_) => Verdict::BadAddress,
         }
     }
 }
@@ -73,8 +76,8 @@ pub fn spec_verdict(frame: &Frame) -> Verdict {
         (16, 3) => exactly(0),
         (16, 4) => reason(p),
         (17, 0) if p.len() < 4 => Verdict::BadLength,
-        (17, 0) if p.len() - 4 <= 32 && p[4..].iter().all(|b| (0x21..=0x7e).contains(b)) => Verdict::Valid,
-        (17, 0) => Verdict::BadRoute,
+        (17, 0) => route(&p[4..]),
+        (17, 1) => open_with_addrs(p).unwrap_or_else(|verdict| verdict),
         (18, 0) if p.len() < 4 => Verdict::BadLength,
         (18, 0) if p.len() == 4 => Verdict::EmptyData,
         (18, 0) => Verdict::Valid,
@@ -84,6 +87,31 @@ pub fn spec_verdict(frame: &Frame) -> Verdict {
         (20, 1 | 2) => reason(&p[4..]),
         (21, 0 | 1) => exactly(8),
         _ => Verdict::UnknownKind,
+    }
+}
+
+/// The spec's verdict on the payload of an `Open` with addresses: stream u32, two addrs
+/// (family 4 or 6, the address, port u16), then the route.
+fn open_with_addrs(p: &[u8]) -> Result<Verdict, Verdict> {
+    let mut at = 4;
+    for _ in 0..2 {
+        let size = match p.get(at) {
+            None => return Err(Verdict::BadLength),
+            Some(4) => 4,
+            Some(6) => 16,
+            Some(_) => return Err(Verdict::BadAddress),
+        };
+        at += 1 + size + 2;
+    }
+    Ok(route(p.get(at..).ok_or(Verdict::BadLength)?))
+}
+
+/// The spec's verdict on a route: 0–32 bytes of printable ASCII without spaces.
+fn route(r: &[u8]) -> Verdict {
+    if r.len() <= 32 && r.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        Verdict::Valid
+    } else {
+        Verdict::BadRoute
     }
 }
 
