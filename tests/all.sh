@@ -10,13 +10,15 @@
 #   4. test     cargo test --workspace: unit, integration, doc and example tests
 #   5. minimal  the minimal tunnel build (cli/minimal.sh): linted, built, and its two ends
 #               run in front of the full binary's services (cli/tests/minimal.rs)
-#   6. fuzz     every cargo-fuzz target in fuzz/ for FUZZ_SECONDS each
+#   6. docker   the Dockerfile's build stage (docker/build.sh) as `docker build` runs it,
+#               then its binary checks the compose file's config (no container engine here)
+#   7. fuzz     every cargo-fuzz target in fuzz/ for FUZZ_SECONDS each
 # It ends with the cargo test summary lines and one line `checks: N passed, N failed`.
 # Exit status: 0 only if every stage passed.
 #
 # Environment:
 #   FUZZ_SECONDS=N           seconds of fuzzing per target (default 20)
-#   SWITCHYARD_SKIP_FUZZ=1   skip stage 5 on a local run; ignored when CI is set (CI=true)
+#   SWITCHYARD_SKIP_FUZZ=1   skip stage 7 on a local run; ignored when CI is set (CI=true)
 #   CARGO_TARGET_DIR         honoured for the workspace; the fuzz crate always builds in
 #                            fuzz/target, as its instrumented build shares nothing with it
 #
@@ -135,6 +137,13 @@ stage_minimal() {
         cargo test -p switchyard-cli --test minimal
 }
 
+stage_docker() {
+    local binary
+    binary=$(bash docker/build.sh "$WORK_DIR/image" | tail -n 1)
+    "$binary" --version
+    "$binary" config check docker/switchyard.toml
+}
+
 stage_fuzz() {
     ensure_cargo_fuzz
     # The fuzz crate is its own workspace; keep its instrumented build in fuzz/target.
@@ -179,7 +188,7 @@ main() {
     : >"$TEST_LOG"
     trap 'rm -rf "$WORK_DIR"' EXIT
 
-    local stages=(fmt clippy purity test minimal fuzz)
+    local stages=(fmt clippy purity test minimal docker fuzz)
     local passed=0 failed=0 skipped=0 summary=() name start rc i=0
     for name in "${stages[@]}"; do
         i=$((i + 1))

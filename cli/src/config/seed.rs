@@ -12,6 +12,12 @@ use std::time::Duration;
 /// comment on each section.
 pub fn seed_topology(host: IpAddr, interval: Duration) -> String {
     let at = |port: u16| SocketAddr::new(host, port);
+    // Listening on every interface (`--host 0.0.0.0`, as in a container), the roles still
+    // dial each other on loopback.
+    let dial = |port: u16| match host.is_unspecified() {
+        true => SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), port),
+        false => at(port),
+    };
     let mut out = String::from(
         "# The seed topology, as `switchyard up` runs it. Start it with `switchyard run FILE`;\n\
          # check an edited copy with `switchyard config check FILE`; `kill -HUP` reloads routes.\n\
@@ -32,7 +38,7 @@ pub fn seed_topology(host: IpAddr, interval: Duration) -> String {
                 let peers: Vec<String> = plan::MESH_PORTS
                     .iter()
                     .filter(|&&p| p != server.port)
-                    .map(|&p| format!("\"{}\"", at(p)))
+                    .map(|&p| format!("\"{}\"", dial(p)))
                     .collect();
                 let _ = write!(
                     out,
@@ -49,7 +55,7 @@ pub fn seed_topology(host: IpAddr, interval: Duration) -> String {
     // Named routes first, `default` last, as the remote end lists them.
     let mut routes: Vec<(&str, u16)> = services.iter().filter_map(|s| Some((s.route?, s.port))).collect();
     routes.sort_by_key(|&(name, _)| name == "default");
-    let routes: Vec<String> = routes.iter().map(|&(name, port)| format!("  \"{name}={}\",", at(port))).collect();
+    let routes: Vec<String> = routes.iter().map(|&(name, port)| format!("  \"{name}={}\",", dial(port))).collect();
     let _ = write!(
         out,
         "\n# The tunnel's remote end: routes are its allowlist (reloaded on SIGHUP)\n[[tunnel_remote]]\nlisten = \"{}\"\nroutes = [\n{}\n]\n",
@@ -61,7 +67,7 @@ pub fn seed_topology(host: IpAddr, interval: Duration) -> String {
         out,
         "\n# The tunnel's local end: the prefix entrance, and static forwards like ssh -L\n[[tunnel_local]]\nlisten = \"{}\"\nremote = \"{}\"\nforwards = [{}]\n",
         at(plan::ENTRANCE_PORT),
-        at(plan::CARRIER_PORT),
+        dial(plan::CARRIER_PORT),
         forwards.join(", ")
     );
     out
