@@ -64,7 +64,10 @@ fn mistakes_are_named_at_their_line_and_column_and_nothing_starts() {
             "[[mesh_server]]\nlisten = \"127.0.0.142:5001\"\npeers = [\"127.0.0.142:5009\"]\n",
             "peer 127.0.0.142:5009 is not a [[mesh_server]] of this file",
         ),
-        ("[[service]]\nkind = \"echo\"\n[[service]]\nkind = \"echo\"\n", "echo and echo both listen on 127.0.0.1:7007"),
+        (
+            "[[service]]\nkind = \"echo\"\n[[service]]\nkind = \"echo\"\n",
+            ":3:1: echo and the echo of line 1 both listen on 127.0.0.1:7007",
+        ),
         ("x = [\n", ":2:1: "),
     ];
     for (i, (toml, wanted)) in cases.iter().enumerate() {

@@ -76,9 +76,13 @@ impl Source<'_> {
     fn error(&self, span: Option<Range<usize>>, what: impl std::fmt::Display) -> CliError {
         let Some(span) = span else { return CliError::new(format!("{}: {what}", self.path.display())) };
         let before = &self.text[..span.start.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
         let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
-        CliError::new(format!("{}:{line}:{column}: {what}", self.path.display()))
+        CliError::new(format!("{}:{}:{column}: {what}", self.path.display(), self.line_of(span.start)))
+    }
+
+    /// The line (from 1) of byte `offset`.
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
     }
 }
 
@@ -203,26 +207,32 @@ impl Plan {
         Ok(plan)
     }
 
-    /// Two roles of the file on one TCP address (or one UDP address) could never both
-    /// start: say which, before anything does.
+    /// Two roles of the file on one TCP address (or two rendezvous on one UDP address)
+    /// could never both start: say which, at the second, before anything does.
     fn check_ports(&self, source: &Source) -> Result<(), CliError> {
-        let mut tcp: Vec<(SocketAddr, &str)> = Vec::new();
-        tcp.extend(self.services.iter().map(|s| (s.listen, s.kind.name())));
-        tcp.extend(self.remotes.iter().map(|r| (r.listen, "tunnel remote")));
-        for (listen, forwards, _) in &self.locals {
-            tcp.extend(Entrances::new(*listen, forwards).listeners().into_iter().map(|(_, addr)| (addr, "tunnel local")));
+        let p = &self.parsed;
+        let mut tcp: Vec<(SocketAddr, &str, Range<usize>)> = Vec::new();
+        tcp.extend(self.services.iter().zip(&p.service).map(|(s, at)| (s.listen, s.kind.name(), at.span())));
+        tcp.extend(self.remotes.iter().zip(&p.tunnel_remote).map(|(r, at)| (r.listen, "tunnel remote", at.span())));
+        for ((listen, forwards, _), at) in self.locals.iter().zip(&p.tunnel_local) {
+            let listeners = Entrances::new(*listen, forwards).listeners();
+            tcp.extend(listeners.into_iter().map(|(_, addr)| (addr, "tunnel local", at.span())));
         }
-        tcp.extend(self.meshes.iter().map(|m| (m.listen, "mesh server")));
-        for (i, (addr, what)) in tcp.iter().enumerate() {
-            let clash = tcp[..i].iter().find(|(other, _)| other.port() == addr.port() && (other.ip() == addr.ip() || other.ip().is_unspecified() || addr.ip().is_unspecified()));
-            if let (Some((other, first)), true) = (clash, addr.port() != 0) {
+        tcp.extend(self.meshes.iter().zip(&p.mesh_server).map(|(m, at)| (m.listen, "mesh server", at.span())));
+        let overlap = |a: SocketAddr, b: SocketAddr| {
+            a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        };
+        for (i, (addr, what, span)) in tcp.iter().enumerate() {
+            if let Some((other, first, first_at)) = tcp[..i].iter().find(|(other, _, _)| overlap(*other, *addr)) {
                 let on = if other == addr { addr.to_string() } else { format!("{addr} and {other}") };
-                return Err(source.error(None, format!("{what} and {first} both listen on {on}: give one another address")));
+                let line = source.line_of(first_at.start);
+                let what = format!("{what} and the {first} of line {line} both listen on {on}: give one another address");
+                return Err(source.error(Some(span.clone()), what));
             }
         }
-        for (i, addr) in self.rendezvous.iter().enumerate() {
+        for (i, (addr, at)) in self.rendezvous.iter().zip(&p.rendezvous).enumerate() {
             if addr.port() != 0 && self.rendezvous[..i].contains(addr) {
-                return Err(source.error(None, format!("two [[rendezvous]] on UDP {addr}")));
+                return Err(source.error(Some(at.span()), format!("two [[rendezvous]] on UDP {addr}")));
             }
         }
         Ok(())
