@@ -174,7 +174,7 @@ impl<M: Machine> Driver<M> {
                 assert!(open && *bytes as u64 <= conn.unsent(), "harness bug: {input:?} on {conn:?}");
                 conn.sent += *bytes as u64;
             }
-            Input::Datagram { .. } => unreachable!("no conn"),
+            Input::Datagram { .. } | Input::Listened { .. } => unreachable!("no conn"),
         }
         self.machine.handle_input(self.now, input);
         self.drain()
@@ -249,7 +249,8 @@ impl<M: Machine> Driver<M> {
                 );
                 return;
             }
-            Output::Event(_) => return,
+            // The tunnel's remote end asks for listeners; the harnesses answer them.
+            Output::Listen { .. } | Output::Unlisten { .. } | Output::Event(_) => return,
         };
         let Some(conn) = self.conns.get_mut(id) else { panic!("{what} on {id}, an id the machine never minted") };
         if !conn.is_live() {

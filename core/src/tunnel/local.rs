@@ -389,7 +389,7 @@ impl TunnelLocal {
                     carrier.mux.carrier_sent(bytes, &mut self.out);
                 }
             }
-            Input::Datagram { .. } => {}
+            Input::Datagram { .. } | Input::Listened { .. } => {}
         }
     }
 }
