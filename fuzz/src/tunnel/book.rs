@@ -76,7 +76,7 @@ use switchyard_core::tunnel::mux::MuxConfig;
 use switchyard_core::tunnel::remote::{RemoteConfig, Routes};
 use switchyard_core::tunnel::TunnelEvent;
 use switchyard_core::wire::proxy::{self, ProxyAddrs};
-use switchyard_core::wire::tunnel::{StreamAddrs, StreamId, TunnelMsg, MAX_ROUTE, PROOF_LEN, VERSION};
+use switchyard_core::wire::tunnel::{StreamAddrs, StreamId, TunnelMsg, ADDRS_VERSION, MAX_ROUTE, PROOF_LEN, VERSION};
 use switchyard_core::{ConnId, Instant, ListenerId};
 
 type Nonce = [u8; PROOF_LEN];
@@ -576,14 +576,15 @@ impl Book {
         match msg {
             TunnelMsg::Hello { version, nonce } => {
                 assert!(local, "the remote end sent Hello");
-                assert_eq!(version, VERSION, "Hello with the wrong version");
+                // The scripted local ends publish nothing: the oldest version with addresses.
+                assert_eq!(version, ADDRS_VERSION, "Hello with the wrong version");
                 assert!(c.nonce_l.replace(nonce).is_none(), "a second Hello on {carrier}");
             }
             TunnelMsg::Challenge { nonce, proof } => {
                 assert!(!local, "the local end sent Challenge");
                 let nonce_l = c.nonce_l.expect("Challenge before the peer's Hello");
                 let version = c.hello_version.expect("a Hello");
-                assert!((1..=2).contains(&version), "Challenge answers a Hello of version {version}");
+                assert!((1..=VERSION).contains(&version), "Challenge answers a Hello of version {version}");
                 assert!(self.secret.verify_remote(&nonce_l, &nonce, &proof), "the remote end's proof does not verify");
                 assert!(c.nonce_r.replace(nonce).is_none(), "a second Challenge on {carrier}");
             }
@@ -684,6 +685,11 @@ impl Book {
                 s.machine_ended = true;
             }
             TunnelMsg::Ping { .. } | TunnelMsg::Pong { .. } => {}
+            TunnelMsg::Publish { port } => panic!("the local end, with no ports to publish, asked for {port}"),
+            TunnelMsg::Published { .. } | TunnelMsg::PublishRefused { .. } => {
+                assert!(!local, "the local end sent {msg:?}");
+                assert!(c.up, "{msg:?} on carrier {carrier} before it authenticated");
+            }
         }
     }
 

@@ -34,7 +34,7 @@ use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::carrier::HeartbeatConfig;
 use switchyard_core::tunnel::local::{Entrance, LocalConfig, TunnelLocal};
 use switchyard_core::tunnel::mux::MuxConfig;
-use switchyard_core::tunnel::remote::{RemoteConfig, Route, Routes, TunnelRemote};
+use switchyard_core::tunnel::remote::{PublishConfig, RemoteConfig, Route, Routes, TunnelRemote};
 use switchyard_core::tunnel::TunnelEvent;
 use switchyard_core::wire::proxy::ProxyVersion;
 use switchyard_core::wire::tunnel::{StreamAddrs, StreamId, TunnelMsg, MAX_DATA, PROOF_LEN, VERSION};
@@ -311,6 +311,11 @@ fn remote_script(data: &[u8]) -> Run<TunnelRemote> {
     config.auth_timeout = Duration::from_millis(500 * (1 + src.below(10) as u64));
     config.connect_timeout = Duration::from_millis(500 * (1 + src.below(20) as u64));
     config.max_carriers = 1 + src.below(3);
+    // Two ports, one per carrier: a second ask on a carrier, and a port another carrier
+    // holds, are refused. (The driver never answers the listens: the ports stay pending.)
+    let publish =
+        PublishConfig { max_per_carrier: 1, max_total: 2, ..PublishConfig::new(12000..=12001, [0, 0, 0, 0].into()) };
+    config.publish = Some(publish);
     let window = config.mux.initial_window;
     let book = Book::remote(&config);
     let rig = Rig::new(TunnelRemote::new(Env::new(u64::from(src.byte())), config), book, Instant::ZERO);
@@ -543,11 +548,16 @@ impl<M: TunnelEnd> Run<M> {
             11 => TunnelMsg::Refuse { stream: stream(src), reason: reason(src) },
             12 => TunnelMsg::Ping { token: u64::from(src.u32()) },
             // Out of turn or unusual: anything the other end could send.
-            _ => match src.below(5) {
+            _ => match src.below(8) {
                 0 => TunnelMsg::Pong { token: 1 },
                 1 => TunnelMsg::Refused { reason: reason(src) },
                 2 => TunnelMsg::Hello { version: VERSION, nonce: src.array() },
                 3 => TunnelMsg::Challenge { nonce: src.array(), proof: src.array() },
+                // Publishing: inside the remote end's range, outside it, or an answer only
+                // a remote end sends.
+                5 => TunnelMsg::Publish { port: [12000, 12001, 80][src.below(3)] },
+                6 => TunnelMsg::Published { port: 12000 },
+                7 => TunnelMsg::PublishRefused { port: 12000, reason: reason(src) },
                 _ => TunnelMsg::Welcome,
             },
         }
