@@ -320,3 +320,22 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// `switchyard cert` into a new directory; returns it and the fingerprint it printed.
+pub fn cert(name: &str, names: &[&str]) -> (TempDir, String) {
+    let dir = TempDir::new(name);
+    let out_dir = dir.path.to_str().unwrap().to_owned();
+    let mut args = vec!["cert", "--out", &out_dir];
+    for n in names {
+        args.extend(["--name", n]);
+    }
+    let out = run(&args, b"");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = text(&out.stdout);
+    let fingerprint = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint "))
+        .unwrap_or_else(|| panic!("no fingerprint line in {stdout:?}"))
+        .to_owned();
+    (dir, fingerprint)
+}
