@@ -172,6 +172,28 @@ fn regressions_stay_fixed() {
     fuzz_tunnel_remote(&[&remote_prologue()[..], &[2, 0, 3, 0, 2], &deliver].concat());
 }
 
+/// The remote end's script reaches publishing: the scripted local end (version 3) asks for
+/// port 12000, and the driver binds it, so the port is published; asked again, or asked for
+/// a port the driver cannot bind, it is not; and at the teardown every published port is
+/// closed with its carrier (the script's own check).
+#[test]
+fn scripts_reach_publishing() {
+    use tunnel::script::{fuzz_tunnel_remote, published_after, remote_prologue};
+    let deliver = [11, 3, 0];
+    let (ask_12000, ask_12001) = ([2, 0, 13, 5, 0], [2, 0, 13, 5, 1]);
+    let (bind, refuse) = ([0, 1], [0, 3]);
+    let published = [&remote_prologue()[..], &ask_12000, &deliver, &bind].concat();
+    assert_eq!(published_after(&published), [12000]);
+    fuzz_tunnel_remote(&published);
+    let twice = [&published[..], &ask_12000, &deliver].concat();
+    assert_eq!(published_after(&twice), [12000]);
+    fuzz_tunnel_remote(&twice);
+    assert_eq!(published_after(&[&remote_prologue()[..], &ask_12001, &deliver, &bind].concat()), [12001]);
+    let in_use = [&remote_prologue()[..], &ask_12001, &deliver, &refuse].concat();
+    assert_eq!(published_after(&in_use), Vec::<u16>::new());
+    fuzz_tunnel_remote(&in_use);
+}
+
 /// A local and a remote end wired together in memory: clients on the prefix entrance (with
 /// a `9090:` or `7777:` prefix, or none) and on a static forward send arbitrary bytes,
 /// targets answer, either side shuts first, carrier bytes move in chunks of any size, `Sent`

@@ -361,6 +361,7 @@ impl TunnelRemote {
             (Auth::Done { version, .. }, TunnelMsg::Publish { port }) if *version >= PUBLISH_VERSION => {
                 self.publish(carrier, port)
             }
+            // `Refuse` answers an `Open`: from the local end, only for one of our streams.
             (
                 Auth::Done { .. },
                 msg @ (TunnelMsg::Data { .. }
@@ -368,7 +369,7 @@ impl TunnelRemote {
                 | TunnelMsg::Fin { .. }
                 | TunnelMsg::Refuse { .. }
                 | TunnelMsg::Reset { .. }),
-            ) => {
+            ) if !matches!(msg, TunnelMsg::Refuse { stream, .. } if stream & REMOTE_STREAMS == 0) => {
                 if let Err(violation) = link.carrier.mux.receive(msg, &mut self.out) {
                     self.drop_link(carrier, format!("protocol error: {violation}"), Some(CloseHow::Abort));
                 }

@@ -6,8 +6,8 @@
 //! timeout ([`Book::after_timeout`]). From that alone — it never looks inside the machine,
 //! only at `streams()` and `is_up()`/`carriers()` — it asserts:
 //!
-//! **Authentication** (§3.2). The local end sends one `Hello` of version 2; the remote end
-//! answers only a `Hello` of version 1 or 2, and its `Challenge` proof verifies under the
+//! **Authentication** (§3.2). The local end (with nothing to publish) sends one `Hello` of
+//! version 2; the remote end answers only a `Hello` of version 1 to 3, and its `Challenge` proof verifies under the
 //! shared secret; the local end answers only a `Challenge` whose proof verified, with the
 //! right proof, and comes up only after that; the remote end sends `Welcome` only after a
 //! valid `Response`. Nothing about streams crosses before that. *Catches:* a machine that
@@ -56,6 +56,12 @@
 //! has its connection closed in the same call; an end with no authenticated carrier has no
 //! streams, and a local end that is not up has no clients. *Catches:* leaked connections
 //! (a connect given up but never closed) and streams, and a peer's limits not enforced.
+//!
+//! **Publishing** (§3.6). Only the remote end sends `Published`/`PublishRefused`, and only
+//! on an authenticated carrier; the local end (which publishes nothing here) never sends
+//! `Publish`. With the checked driver's listener rules and the script's teardown, every
+//! port the remote end listened on is closed once its carrier is. (Visitors of published
+//! ports are not scripted here; `tests/sim_expose.rs` and the CLI tests cover them.)
 //!
 //! **Deadlines.** Every obligation with a deadline — a silent carrier (dead after
 //! `dead_after`), an unauthenticated carrier, a connect in progress, a client that has not

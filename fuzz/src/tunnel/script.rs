@@ -17,7 +17,9 @@
 //!   listener), answers a connect, delivers bytes, end of input, a reset or `Sent` on a
 //!   client or target connection, or a report that races with a close;
 //! - time advances (a little, a lot, or exactly to the machine's deadline) and
-//!   `handle_timeout` runs.
+//!   `handle_timeout` runs;
+//! - remote end: the scripted local end asks to publish a port (in the allowed range or
+//!   not), and the driver answers the end's `Listen`s, bound or in use.
 //!
 //! The [`Driver`] and the [`Book`] check every call (see their documentation). At the end
 //! every carrier is closed, after which nothing may be left open and `streams()` must be 0.
@@ -169,6 +171,14 @@ impl<M: TunnelEnd> Rig<M> {
         outputs
     }
 
+    /// Answers the machine's `Listen` of `listener`.
+    pub fn listened(&mut self, listener: ListenerId, result: Result<SocketAddr, NetError>) -> Vec<Output<TunnelEvent>> {
+        self.say(format_args!("Listened {listener:?} {result:?}"));
+        let outputs = self.driver.listened(listener, result);
+        self.check(&outputs, None);
+        outputs
+    }
+
     /// Runs `handle_timeout` at `now`.
     pub fn timeout(&mut self, now: Instant) -> Vec<Output<TunnelEvent>> {
         self.say(format_args!("handle_timeout({now})"));
@@ -201,6 +211,8 @@ impl<M: TunnelEnd> Rig<M> {
         }
         let left = self.live(|_, _| true);
         assert!(left.is_empty(), "open after every carrier closed: {:?}", self.describe(&left));
+        let listening: Vec<_> = self.driver.listeners().collect();
+        assert!(listening.is_empty(), "published ports outlived their carriers: {listening:?}");
         assert_eq!(self.driver.machine.open_streams(), 0, "streams left after every carrier closed");
     }
 
@@ -245,6 +257,12 @@ pub fn streams_after(data: &[u8], local: bool) -> usize {
     } else {
         remote_script(data).rig.driver.machine.open_streams()
     }
+}
+
+/// The ports the remote end has published after running `data` as a `tunnel_remote`
+/// script, before the teardown. For checking that scripts reach publishing.
+pub fn published_after(data: &[u8]) -> Vec<u16> {
+    remote_script(data).rig.driver.machine.published()
 }
 
 /// The first bytes of a `tunnel_remote` script that get a stream open (its target still
@@ -399,7 +417,7 @@ impl<M: TunnelEnd> Run<M> {
     fn step(&mut self, src: &mut Source<'_>, local: bool) {
         match src.below(32) {
             0 | 1 if local => self.local_connects(src),
-            0 | 1 => self.accept_carrier(),
+            0 | 1 => self.accept_carrier(src),
             2..=9 => self.peer_sends(src, local),
             10 => {
                 let len = src.below(24);
@@ -431,8 +449,21 @@ impl<M: TunnelEnd> Run<M> {
         let _ = self.rig.accept(listener, peer, entrance_addr(listener));
     }
 
-    /// Remote end: a local end connects.
-    fn accept_carrier(&mut self) {
+    /// Remote end: a local end connects, or (once the end asked for listeners) the driver
+    /// answers a `Listen`: bound, or in use.
+    fn accept_carrier(&mut self, src: &mut Source<'_>) {
+        let asked: Vec<_> = self.rig.driver.listeners().filter(|&(_, _, bound)| !bound).collect();
+        // Read a choice only then, so scripts without publishing keep their meaning.
+        if let Some(&(listener, addr, _)) = asked.first() {
+            match src.byte() % 4 {
+                0 => {}
+                1 | 2 => return drop(self.rig.listened(listener, Ok(addr))),
+                _ => {
+                    let refused = NetError::Other(format!("cannot listen on {addr}: address already in use"));
+                    return drop(self.rig.listened(listener, Err(refused)));
+                }
+            }
+        }
         self.accepted += 1;
         let peer = addr([10, 0, 1, self.accepted as u8], 40000 + self.accepted);
         let _ = self.rig.accept(ListenerId(0), peer, addr([10, 0, 1, 2], 7001));
