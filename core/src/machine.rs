@@ -43,11 +43,13 @@
 //! 7. **Listeners at run time.** Listeners the embedder configures are bound before the
 //!    machine starts. A machine that learns only later which ports to serve (the tunnel's
 //!    remote end, publishing the ports an exposing end asks for) emits [`Output::Listen`]
-//!    with a [`ListenerId`] it mints and never reuses; the driver binds and answers
+//!    with a [`ListenerId`] that is not open (mint fresh ones, and reuse one only long after
+//!    it closed: see below); the driver binds and answers
 //!    [`Input::Listened`] with the bound address or the error, and from then on hands
 //!    that listener's connections to `accept_at` as usual. [`Output::Unlisten`] closes it:
 //!    connections it already accepted carry on, and a connection the driver accepted but
-//!    had not yet handed over is dropped.
+//!    had not yet handed over is dropped (until the id is opened again, when it would go
+//!    to the new listener: hence fresh ids).
 
 use crate::id::{ConnId, ListenerId, SocketId};
 use crate::time::Instant;
@@ -172,8 +174,8 @@ pub enum Output<E> {
         /// Payload.
         bytes: Bytes,
     },
-    /// Bind a TCP listener on `addr` and name it `listener` (an id the machine never
-    /// used before). Answer with [`Input::Listened`].
+    /// Bind a TCP listener on `addr` and name it `listener` (an id not open now; see rule 7
+    /// of the [module documentation](self)). Answer with [`Input::Listened`].
     Listen {
         /// The id the machine minted for it.
         listener: ListenerId,
