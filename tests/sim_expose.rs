@@ -15,6 +15,7 @@ use switchyard_core::sim::{check_seeds, Cut, HostId, HostSpec, LinkConfig, NatCo
 use switchyard_core::sim::{Sim, TestId};
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::local::{LocalConfig, TunnelLocal};
+use switchyard_core::tunnel::mux::MuxConfig;
 use switchyard_core::tunnel::remote::{PublishConfig, RemoteConfig, Routes, TunnelRemote};
 use switchyard_core::tunnel::TunnelEvent;
 use switchyard_core::{CloseHow, ConnId, Instant, ListenerId, Rng};
@@ -43,11 +44,17 @@ struct Expose {
 
 impl Expose {
     fn new(seed: u64, link: LinkConfig) -> Expose {
+        Expose::with_streams(seed, link, MuxConfig::default().max_streams)
+    }
+
+    /// [`Expose::new`] with at most `max_streams` streams per carrier at the remote end.
+    fn with_streams(seed: u64, link: LinkConfig, max_streams: usize) -> Expose {
         let mut sim = Sim::new(seed, NetConfig { link, ..NetConfig::default() });
         let remote = sim
-            .add_host("remote", PUBLIC_IP.into(), |env, _| {
+            .add_host("remote", PUBLIC_IP.into(), move |env, _| {
                 let mut config = RemoteConfig::new(secret(), Routes::new());
                 config.publish = Some(PublishConfig::new(12000..=13000, [0, 0, 0, 0].into()));
+                config.mux.max_streams = max_streams;
                 TunnelRemote::new(env, config)
             })
             .unwrap();
@@ -240,6 +247,27 @@ fn a_cut_carrier_closes_the_published_ports_and_a_new_one_publishes_them_again()
     t.write(v, again, b"back\n");
     t.run(Duration::from_millis(200));
     assert_eq!(t.received(v, again), b"back\n");
+}
+
+#[test]
+fn visitors_past_the_carriers_stream_cap_are_reset_and_the_others_carry_on() {
+    let mut t = Expose::with_streams(6, lan(), 2);
+    t.run(Duration::from_secs(1));
+    let (first, a) = t.visit(ECHO_PORT);
+    let (second, b) = t.visit(PROBE_PORT);
+    let (third, c) = t.visit(ECHO_PORT);
+    t.run(Duration::from_millis(100));
+    assert!(
+        t.sim.events::<ProbeEvent>(third).any(|(_, e)| matches!(e, ProbeEvent::Closed { conn, .. } if *conn == c)),
+        "the third visitor was let in past the cap of 2 streams"
+    );
+    t.write(first, a, b"still served\n");
+    t.run(Duration::from_millis(200));
+    assert_eq!(t.received(first, a), b"still served\n");
+    assert!(t
+        .sim
+        .events::<ProbeEvent>(second)
+        .all(|(_, e)| !matches!(e, ProbeEvent::Closed { conn, .. } if *conn == b)));
 }
 
 #[test]
