@@ -2,8 +2,9 @@
 //! publish) behind a NAT dials out to a public remote end, which listens on the published
 //! ports and sends each visitor through the carrier to the service behind the NAT.
 //!
-//! One behaviour per test at one seed, then `exposed_services_survive_faults` sweeps 200
-//! seeds of latency, jitter, visitors, a carrier cut and an exposing-end restart.
+//! One behaviour per test at one seed (version negotiation included), then
+//! `exposed_services_survive_faults` sweeps 200 seeds of latency, jitter, visitors, a
+//! carrier cut and an exposing-end restart.
 
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -426,4 +427,71 @@ fn exposed_services(seed: u64) -> Result<(), String> {
 #[test]
 fn exposed_services_survive_faults() {
     check_seeds(&SWEEP, 0..200, exposed_services);
+}
+
+/// Version negotiation (PROTOCOL §3.2): a plain local end says version 2 in its `Hello`, so
+/// a version-2 remote end still takes it; an exposing end says 3, and a version-2 remote end
+/// (played by a probe answering as one does) refuses it by name, which the exposing end
+/// reports; a `Hello` of a version the remote end does not know is refused with the range.
+#[test]
+fn versions_are_negotiated_and_an_older_remote_end_refuses_by_name() {
+    use switchyard_core::wire::tunnel::TunnelMsg;
+    let mut sim = Sim::new(7, NetConfig { link: lan(), ..NetConfig::default() });
+    let old_remote = sim.add_host("old", PUBLIC_IP.into(), |env, _| Probe::new(env)).unwrap();
+    let carrier = sim.listen(old_remote, ListenerId(0), 7001).unwrap();
+    let end = |publish: bool| {
+        move |env, now| {
+            let mut config = LocalConfig::new(carrier, secret(), BTreeMap::new());
+            if publish {
+                config.publish = BTreeMap::from([(ECHO_PORT, "100.64.1.1:7007".parse().unwrap())]);
+            }
+            config.backoff_first = Duration::from_secs(60);
+            TunnelLocal::new(env, now, config)
+        }
+    };
+    let plain = sim.add_host("plain", [100, 64, 1, 1].into(), end(false)).unwrap();
+    let expose = sim.add_host("expose", [100, 64, 1, 2].into(), end(true)).unwrap();
+    sim.run_for(Duration::from_millis(100)).unwrap();
+    let hellos: Vec<(ConnId, u8)> = sim
+        .events::<ProbeEvent>(old_remote)
+        .filter_map(|(_, e)| match e {
+            // Type 16, subtype 0, length 33, reserved, then the version.
+            ProbeEvent::Received { conn, bytes } if bytes.starts_with(&[16, 0, 0, 33, 0, 0]) => Some((*conn, bytes[6])),
+            _ => None,
+        })
+        .collect();
+    let peer_of = |conn: ConnId| {
+        sim.events::<ProbeEvent>(old_remote).find_map(|(_, e)| match e {
+            ProbeEvent::Accepted { conn: Some(c), peer, .. } if *c == conn => Some(peer.ip()),
+            _ => None,
+        })
+    };
+    let mut versions: Vec<(std::net::IpAddr, u8)> = hellos.iter().map(|&(c, v)| (peer_of(c).unwrap(), v)).collect();
+    versions.sort();
+    assert_eq!(versions, [([100, 64, 1, 1].into(), 2), ([100, 64, 1, 2].into(), 3)], "plain says 2, exposing 3");
+    let refusal = TunnelMsg::Refused { reason: "protocol version 3 not supported (want 1 to 2)".into() }.to_bytes();
+    let exposing = hellos.iter().find(|&&(_, v)| v == 3).unwrap().0;
+    sim.with_machine(old_remote, |p: &mut Probe, _| p.write(exposing, refusal)).unwrap();
+    sim.run_for(Duration::from_millis(100)).unwrap();
+    let failed = sim.events::<TunnelEvent>(expose).find_map(|(_, e)| match e {
+        TunnelEvent::AuthFailed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(failed.as_deref(), Some("the remote end refused us: protocol version 3 not supported (want 1 to 2)"));
+    assert!(sim.events::<TunnelEvent>(plain).all(|(_, e)| !matches!(e, TunnelEvent::AuthFailed { .. })));
+
+    // And today's remote end names its own range to a newer Hello.
+    let mut t = Expose::new(8, lan());
+    let probe = t.probe();
+    let conn = t.connect(probe, SocketAddr::new(PUBLIC_IP.into(), 7001));
+    t.run(Duration::from_millis(100));
+    t.sim
+        .with_machine(probe, |p: &mut Probe, _| {
+            p.write(conn, TunnelMsg::Hello { version: 4, nonce: [0; 32] }.to_bytes())
+        })
+        .unwrap();
+    t.run(Duration::from_millis(100));
+    let answer = t.received(probe, conn);
+    let want = TunnelMsg::Refused { reason: "protocol version 4 not supported (want 1 to 3)".into() }.to_bytes();
+    assert_eq!(answer, want[..]);
 }
