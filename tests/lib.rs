@@ -54,3 +54,73 @@ pub fn fixed_identity(name: &str) -> switchyard_core::tls::TlsIdentity {
     let key = rustls::pki_types::PrivateKeyDer::try_from(pkcs8).expect("PKCS#8");
     TlsIdentity { chain: vec![cert.der().clone()], key }
 }
+
+/// Every byte the [`Probe`](switchyard_core::sim::Probe) on `host` received on `conn`, in
+/// order.
+pub fn probe_received(
+    sim: &switchyard_core::sim::Sim,
+    host: switchyard_core::sim::HostId,
+    conn: switchyard_core::ConnId,
+) -> Vec<u8> {
+    use switchyard_core::sim::ProbeEvent;
+    let mut all = Vec::new();
+    for (_, event) in sim.events::<ProbeEvent>(host) {
+        if let ProbeEvent::Received { conn: c, bytes } = event {
+            if *c == conn {
+                all.extend_from_slice(bytes);
+            }
+        }
+    }
+    all
+}
+
+/// The faults of the tunnel sweeps, drawn from a scenario's generator: a two-way cut of the
+/// carrier's path long enough for the heartbeat to declare it dead, then a host crash and
+/// restart.
+#[derive(Debug, Clone, Copy)]
+pub struct CarrierFaults {
+    /// The cut begins.
+    pub cut_at: switchyard_core::Instant,
+    /// The cut heals (9-12 s later).
+    pub heal_at: switchyard_core::Instant,
+    /// The host crashes (3-6 s after the heal).
+    pub crash_at: switchyard_core::Instant,
+    /// It restarts (0.2-2.5 s later).
+    pub restart_at: switchyard_core::Instant,
+}
+
+impl CarrierFaults {
+    /// Draws the times from `rng`.
+    pub fn draw(rng: &mut switchyard_core::Rng) -> CarrierFaults {
+        let cut_at = switchyard_core::Instant::from_millis(rng.range_inclusive(3_000, 8_000));
+        let heal_at = cut_at + Duration::from_secs(rng.range_inclusive(9, 12));
+        let crash_at = heal_at + Duration::from_secs(rng.range_inclusive(3, 6));
+        let restart_at = crash_at + Duration::from_millis(rng.range_inclusive(200, 2_500));
+        CarrierFaults { cut_at, heal_at, crash_at, restart_at }
+    }
+
+    /// Schedules a cut of the path between `a` and `b`, and a crash and restart of `crashed`.
+    pub fn schedule(
+        &self,
+        sim: &mut switchyard_core::sim::Sim,
+        (a, b): (switchyard_core::sim::HostId, switchyard_core::sim::HostId),
+        crashed: switchyard_core::sim::HostId,
+    ) {
+        use switchyard_core::sim::Cut;
+        sim.schedule(self.cut_at, move |sim| sim.partition(a, b, Cut::BothWays));
+        sim.schedule(self.heal_at, move |sim| sim.heal(a, b, Cut::BothWays));
+        sim.schedule(self.crash_at, move |sim| sim.crash(crashed));
+        sim.schedule(self.restart_at, move |sim| sim.restart(crashed));
+    }
+
+    /// True when `start..=end` overlaps a fault's window: recovery is promised within 2 s of
+    /// the restart, and a stream on a cut carrier can only fail once it is declared dead
+    /// (within 10 s of the cut), so such a stream may end early.
+    pub fn overlaps(&self, start: switchyard_core::Instant, end: switchyard_core::Instant) -> bool {
+        let windows = [
+            (self.cut_at, self.heal_at + Duration::from_secs(3)),
+            (self.crash_at, self.restart_at + Duration::from_secs(2)),
+        ];
+        windows.iter().any(|&(a, b)| start <= b && end >= a)
+    }
+}

@@ -30,7 +30,7 @@ use switchyard_core::tunnel::TunnelEvent;
 use switchyard_core::wire::proxy::{self, ProxyAddrs, ProxyHeader, ProxyVersion};
 use switchyard_core::Env;
 use switchyard_core::{CloseHow, ConnId, Instant, ListenerId, Rng};
-use switchyard_tests::fixed_identity;
+use switchyard_tests::{fixed_identity, probe_received, CarrierFaults};
 
 /// 2025-10-01 14:30:25 UTC at the simulation's zero.
 fn wall() -> WallClock {
@@ -261,28 +261,12 @@ impl Topology {
     }
 
     fn received(&self, client: HostId, conn: ConnId) -> String {
-        let mut all = Vec::new();
-        for (_, event) in self.sim.events::<ProbeEvent>(client) {
-            if let ProbeEvent::Received { conn: c, bytes } = event {
-                if *c == conn {
-                    all.extend_from_slice(bytes);
-                }
-            }
-        }
-        String::from_utf8_lossy(&all).into_owned()
+        String::from_utf8_lossy(&probe_received(&self.sim, client, conn)).into_owned()
     }
 
     /// Every byte `host` received on `conn`.
     fn bytes_received(&self, host: HostId, conn: ConnId) -> Vec<u8> {
-        let mut all = Vec::new();
-        for (_, event) in self.sim.events::<ProbeEvent>(host) {
-            if let ProbeEvent::Received { conn: c, bytes } = event {
-                if *c == conn {
-                    all.extend_from_slice(bytes);
-                }
-            }
-        }
-        all
+        probe_received(&self.sim, host, conn)
     }
 
     fn saw(&self, client: HostId, wanted: &ProbeEvent) -> bool {
@@ -775,18 +759,9 @@ fn full_topology_with(seed: u64, tls: bool, carriers: usize) -> Result<u64, Stri
 
     // Faults: a carrier cut (a two-way partition long enough for the heartbeat to declare
     // the carrier dead), then a remote restart.
-    let cut_at = Instant::from_millis(rng.range_inclusive(3_000, 8_000));
-    let heal_at = cut_at + Duration::from_secs(rng.range_inclusive(9, 12));
-    let crash_at = heal_at + Duration::from_secs(rng.range_inclusive(3, 6));
-    let restart_at = crash_at + Duration::from_millis(rng.range_inclusive(200, 2_500));
-    t.sim.schedule(cut_at, move |sim| sim.partition(local, remote, Cut::BothWays));
-    t.sim.schedule(heal_at, move |sim| sim.heal(local, remote, Cut::BothWays));
-    t.sim.schedule(crash_at, move |sim| sim.crash(remote));
-    t.sim.schedule(restart_at, move |sim| sim.restart(remote));
-    // Recovery is promised within 2 s of the restart; streams opened on a cut carrier can
-    // only fail once it is declared dead (≤ 10 s after the cut).
-    let windows = [(cut_at, heal_at + Duration::from_secs(3)), (crash_at, restart_at + Duration::from_secs(2))];
-    let overlaps = |start: Instant, end: Instant| windows.iter().any(|&(a, b)| start <= b && end >= a);
+    let faults = CarrierFaults::draw(&mut rng);
+    faults.schedule(&mut t.sim, (local, remote), remote);
+    let overlaps = |start: Instant, end: Instant| faults.overlaps(start, end);
 
     // Echo clients through the faults.
     let mut echo_clients = Vec::new();

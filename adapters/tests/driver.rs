@@ -22,6 +22,7 @@ enum Seen {
     ReadClosed(ConnId),
     Closed(ConnId, NetError),
     Datagram(SocketAddr, Vec<u8>),
+    Listened(ListenerId, Result<SocketAddr, NetError>),
 }
 
 /// Accepts everything, reports every input, and writes or closes when told to.
@@ -63,6 +64,7 @@ impl Machine for Probe {
                 self.out.push(Output::Transmit { socket, to: from, bytes: Bytes::copy_from_slice(bytes) });
                 Seen::Datagram(from, bytes.to_vec())
             }
+            Input::Listened { listener, result } => Seen::Listened(listener, result),
             Input::Connected { .. } | Input::ConnectFailed { .. } => return,
         };
         self.out.event(seen);
@@ -346,6 +348,43 @@ fn spread_places_connections_on_several_drivers<R: Runtime>(rt: R) {
     }
 }
 
+/// A listener the machine asks for at run time is bound and answered, accepts like one
+/// given at start, refuses a second bind of its port, and stops accepting once closed while
+/// what it accepted carries on.
+fn listeners_open_and_close_at_run_time<R: Runtime>(rt: R) {
+    let (running, _) = start(&rt, Driver::new(Probe::default()));
+    let ask = |id: ListenerId, addr: SocketAddr| move |m: &mut Probe| m.push(Output::Listen { listener: id, addr });
+    command(&rt, &running, ask(ListenerId(5), "127.0.0.1:0".parse().unwrap()));
+    let addr = match wait_for(&rt, &running, "listened", |s| matches!(s, Seen::Listened(ListenerId(5), _))) {
+        Seen::Listened(_, Ok(addr)) => addr,
+        other => panic!("the listener was not bound: {other:?}"),
+    };
+    assert_ne!(addr.port(), 0, "the real port is reported");
+    let mut first = client(addr);
+    let conn = accepted(&rt, &running);
+
+    command(&rt, &running, ask(ListenerId(6), addr));
+    match wait_for(&rt, &running, "second listen", |s| matches!(s, Seen::Listened(ListenerId(6), _))) {
+        Seen::Listened(_, Err(NetError::Other(error))) => assert!(error.contains("in use"), "{error}"),
+        other => panic!("a port in use was bound again: {other:?}"),
+    }
+    command(&rt, &running, ask(ListenerId(0), "127.0.0.1:0".parse().unwrap()));
+    let reused = wait_for(&rt, &running, "reused id", |s| matches!(s, Seen::Listened(ListenerId(0), _)));
+    assert!(matches!(reused, Seen::Listened(_, Err(_))), "the configured listener's id was taken again: {reused:?}");
+
+    command(&rt, &running, |m| m.push(Output::Unlisten { listener: ListenerId(5) }));
+    // The accept loop ends on its own task: the port closes very soon after.
+    let deadline = std::time::Instant::now() + GUARD;
+    while TcpStream::connect(addr).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "the closed listener still accepts");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    first.write_all(b"after").unwrap();
+    let got = wait_for(&rt, &running, "bytes", |s| matches!(s, Seen::Received(c, _) if *c == conn));
+    assert_eq!(got, Seen::Received(conn, b"after".to_vec()));
+    running.shutdown();
+}
+
 macro_rules! for_each_runtime {
     ($($test:ident),* $(,)?) => {
         mod smol {
@@ -367,4 +406,14 @@ for_each_runtime!(
     join_returns_the_machine,
     wall_clock_is_reported_at_start_only_while_in_step,
     spread_places_connections_on_several_drivers,
+    listeners_open_and_close_at_run_time,
 );
+
+/// The mio runtime runs the same driver; this checks its listener path too.
+#[cfg(feature = "mio")]
+mod mio {
+    #[test]
+    fn listeners_open_and_close_at_run_time() {
+        super::listeners_open_and_close_at_run_time(switchyard_adapters::MioRuntime)
+    }
+}

@@ -118,6 +118,18 @@ impl LogEvent for TunnelEvent {
             }
             TunnelEvent::StreamReset { stream, reason } => tracing::info!("{name}: stream {stream} reset: {reason}"),
             TunnelEvent::StreamEnded { stream } => tracing::debug!("{name}: stream {stream} ended"),
+            TunnelEvent::Published { port, peer, service: Some(service) } => {
+                tracing::info!("{name}: published {port} at {}:{port} → {service}", peer.ip())
+            }
+            TunnelEvent::Published { port, peer, service: None } => {
+                tracing::info!("{name}: published port {port} for {peer}")
+            }
+            TunnelEvent::PublishRefused { port, peer, reason } => {
+                tracing::warn!("{name}: port {port} not published ({peer}): {reason}")
+            }
+            TunnelEvent::Unpublished { port, peer } => {
+                tracing::info!("{name}: port {port} closed: the carrier from {peer} ended")
+            }
             TunnelEvent::ClientRefused { peer: Some(peer), reason } => {
                 tracing::info!("{name}: client {peer} turned away: {reason}")
             }

@@ -7,7 +7,7 @@
 //!   run FILE                                      every role a TOML config file names
 //!   config check FILE                             check a config file, start nothing
 //!   serve echo|time|broadcast|hello|greet|stamp   run one line service
-//!   tunnel local|remote ...                       run one end of the tunnel
+//!   tunnel local|remote|expose ...                run one end of the tunnel (or expose)
 //!   mesh server|chat ...                          a P2P mesh server, or chat through the mesh
 //!   rendezvous [--listen ADDR]                    the UDP hole-punching rendezvous server
 //!   punch --id ID [--connect DEST] ...            a hole-punching peer: register, punch, chat

@@ -7,6 +7,7 @@
 use crate::CliError;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::net::SocketAddr;
 use std::path::Path;
 use switchyard_core::time::WallClock;
 use switchyard_core::tls::{Fingerprint, Secure, Tls, TlsDial, TlsError, TlsIdentity, TlsServe, TlsSettings, Trust};
@@ -113,6 +114,9 @@ pub struct ClientTls {
     pub server_name: Option<String>,
     /// Mutual TLS: the certificate and key to present when the server asks for one.
     pub identity: Option<TlsIdentity>,
+    /// Secure only connections to this address (a tunnel end's carrier: an exposing end
+    /// also dials its local services, which stay plain); `None`: every connection.
+    pub only: Option<SocketAddr>,
 }
 
 impl ClientTls {
@@ -128,7 +132,7 @@ impl ClientTls {
             }
             return Ok(None);
         };
-        Ok(Some(ClientTls { trust, server_name: name, identity: None }))
+        Ok(Some(ClientTls { trust, server_name: name, identity: None, only: None }))
     }
 }
 
@@ -160,7 +164,7 @@ pub fn wrap_on<M: Machine>(
         dial: client.map(|c| TlsDial {
             trust: c.trust.clone(),
             server_name: c.server_name.clone(),
-            to: Secure::All,
+            to: c.only.map_or(Secure::All, |to| Secure::Only(vec![to])),
             identity: c.identity.clone(),
         }),
     };

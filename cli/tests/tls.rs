@@ -7,26 +7,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
-use support::{run, text, LineConn, Proc, TempDir};
-
-/// `switchyard cert` into a new directory; returns it and the fingerprint it printed.
-fn cert(name: &str, names: &[&str]) -> (TempDir, String) {
-    let dir = TempDir::new(name);
-    let out_dir = dir.path.to_str().unwrap().to_owned();
-    let mut args = vec!["cert", "--out", &out_dir];
-    for n in names {
-        args.extend(["--name", n]);
-    }
-    let out = run(&args, b"");
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let stdout = text(&out.stdout);
-    let fingerprint = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("fingerprint "))
-        .unwrap_or_else(|| panic!("no fingerprint line in {stdout:?}"))
-        .to_owned();
-    (dir, fingerprint)
-}
+use support::{cert, run, text, LineConn, Proc, TempDir};
 
 /// `serve greet` over TLS with the files in `dir`; returns it and its address.
 fn serve_greet(dir: &TempDir) -> (Proc, String) {

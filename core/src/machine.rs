@@ -40,6 +40,16 @@
 //!    when they start and whenever the system clock has parted from their monotonic one
 //!    (a suspended host, a clock set by hand or by NTP), so a machine that shows dates
 //!    never drifts; machines that show none ignore it.
+//! 7. **Listeners at run time.** Listeners the embedder configures are bound before the
+//!    machine starts. A machine that learns only later which ports to serve (the tunnel's
+//!    remote end, publishing the ports an exposing end asks for) emits [`Output::Listen`]
+//!    with a [`ListenerId`] that is not open (mint fresh ones, and reuse one only long after
+//!    it closed: see below); the driver binds and answers
+//!    [`Input::Listened`] with the bound address or the error, and from then on hands
+//!    that listener's connections to `accept_at` as usual. [`Output::Unlisten`] closes it:
+//!    connections it already accepted carry on, and a connection the driver accepted but
+//!    had not yet handed over is dropped (until the id is opened again, when it would go
+//!    to the new listener: hence fresh ids).
 
 use crate::id::{ConnId, ListenerId, SocketId};
 use crate::time::Instant;
@@ -108,6 +118,15 @@ pub enum Input<'a> {
         /// The payload.
         bytes: &'a [u8],
     },
+    /// The answer to [`Output::Listen`]: the listener is bound (at the address given, with
+    /// the real port when port 0 was asked for) and its connections will come to
+    /// `accept_at`, or it could not be bound and the id is dead.
+    Listened {
+        /// The listener the machine named.
+        listener: ListenerId,
+        /// The bound address, or why binding failed (e.g. the address is in use).
+        result: Result<SocketAddr, NetError>,
+    },
 }
 
 /// Something the machine asks the driver to do, or tells its embedder.
@@ -154,6 +173,20 @@ pub enum Output<E> {
         to: SocketAddr,
         /// Payload.
         bytes: Bytes,
+    },
+    /// Bind a TCP listener on `addr` and name it `listener` (an id not open now; see rule 7
+    /// of the [module documentation](self)). Answer with [`Input::Listened`].
+    Listen {
+        /// The id the machine minted for it.
+        listener: ListenerId,
+        /// Where to listen (port 0: any free port).
+        addr: SocketAddr,
+    },
+    /// Close listener `listener` (one the machine asked for with [`Output::Listen`]): it
+    /// accepts nothing more. Connections it accepted are not affected. Nothing is reported.
+    Unlisten {
+        /// The listener.
+        listener: ListenerId,
     },
     /// Something the embedder may want to know (log, print, assert on).
     Event(E),
@@ -341,7 +374,7 @@ impl Input<'_> {
             | Input::ReadClosed { conn }
             | Input::Closed { conn, .. }
             | Input::Sent { conn, .. } => Some(conn),
-            Input::Datagram { .. } => None,
+            Input::Datagram { .. } | Input::Listened { .. } => None,
         }
     }
 }
@@ -360,6 +393,8 @@ impl<E> Output<E> {
             Output::PauseReading { conn } => Output::PauseReading { conn },
             Output::ResumeReading { conn } => Output::ResumeReading { conn },
             Output::Transmit { socket, to, bytes } => Output::Transmit { socket, to, bytes },
+            Output::Listen { listener, addr } => Output::Listen { listener, addr },
+            Output::Unlisten { listener } => Output::Unlisten { listener },
             Output::Event(e) => Output::Event(f(e)),
         }
     }

@@ -172,6 +172,28 @@ fn regressions_stay_fixed() {
     fuzz_tunnel_remote(&[&remote_prologue()[..], &[2, 0, 3, 0, 2], &deliver].concat());
 }
 
+/// The remote end's script reaches publishing: the scripted local end (version 3) asks for
+/// port 12000, and the driver binds it, so the port is published; asked again, or asked for
+/// a port the driver cannot bind, it is not; and at the teardown every published port is
+/// closed with its carrier (the script's own check).
+#[test]
+fn scripts_reach_publishing() {
+    use tunnel::script::{fuzz_tunnel_remote, published_after, remote_prologue};
+    let deliver = [11, 3, 0];
+    let (ask_12000, ask_12001) = ([2, 0, 13, 5, 0], [2, 0, 13, 5, 1]);
+    let (bind, refuse) = ([0, 1], [0, 3]);
+    let published = [&remote_prologue()[..], &ask_12000, &deliver, &bind].concat();
+    assert_eq!(published_after(&published), [12000]);
+    fuzz_tunnel_remote(&published);
+    let twice = [&published[..], &ask_12000, &deliver].concat();
+    assert_eq!(published_after(&twice), [12000]);
+    fuzz_tunnel_remote(&twice);
+    assert_eq!(published_after(&[&remote_prologue()[..], &ask_12001, &deliver, &bind].concat()), [12001]);
+    let in_use = [&remote_prologue()[..], &ask_12001, &deliver, &refuse].concat();
+    assert_eq!(published_after(&in_use), Vec::<u16>::new());
+    fuzz_tunnel_remote(&in_use);
+}
+
 /// A local and a remote end wired together in memory: clients on the prefix entrance (with
 /// a `9090:` or `7777:` prefix, or none) and on a static forward send arbitrary bytes,
 /// targets answer, either side shuts first, carrier bytes move in chunks of any size, `Sent`
@@ -211,6 +233,7 @@ fn expected_after_round_trip(msg: TunnelMsg) -> TunnelMsg {
         TunnelMsg::Refused { reason } => TunnelMsg::Refused { reason: cut(reason) },
         TunnelMsg::Refuse { stream, reason } => TunnelMsg::Refuse { stream, reason: cut(reason) },
         TunnelMsg::Reset { stream, reason } => TunnelMsg::Reset { stream, reason: cut(reason) },
+        TunnelMsg::PublishRefused { port, reason } => TunnelMsg::PublishRefused { port, reason: cut(reason) },
         other => other,
     }
 }
@@ -225,10 +248,16 @@ fn reason(g: &mut Gen) -> String {
     s
 }
 
-/// A stream id, often at the edges.
+/// A port, often at the edges.
+fn port(g: &mut Gen) -> u16 {
+    let any = u16::arbitrary(g);
+    *g.choose(&[0, 1, 12345, u16::MAX, any]).expect("not empty")
+}
+
+/// A stream id, often at the edges (the top bit marks the remote end's ids).
 fn stream_id(g: &mut Gen) -> StreamId {
     let any = u32::arbitrary(g);
-    *g.choose(&[0, 1, 2, u32::MAX, any]).expect("not empty")
+    *g.choose(&[0, 1, 2, 0x7fff_ffff, 0x8000_0000, 0x8000_0001, u32::MAX, any]).expect("not empty")
 }
 
 /// Any tunnel message with fields at their edges.
@@ -241,7 +270,7 @@ impl Arbitrary for ArbMsg {
             let len = if bool::arbitrary(g) { MAX_ROUTE } else { below(g, MAX_ROUTE + 1) };
             (0..len).map(|_| char::from(0x21 + below(g, 0x7e - 0x21 + 1) as u8)).collect()
         };
-        ArbMsg(match below(g, 14) {
+        ArbMsg(match below(g, 17) {
             0 => TunnelMsg::Hello { version: u8::arbitrary(g), nonce: array(g) },
             1 => TunnelMsg::Challenge { nonce: array(g), proof: array(g) },
             2 => TunnelMsg::Response { proof: array(g) },
@@ -266,6 +295,9 @@ impl Arbitrary for ArbMsg {
             10 => TunnelMsg::Reset { stream: stream_id(g), reason: reason(g) },
             11 => TunnelMsg::Ping { token: u64::arbitrary(g) },
             12 => TunnelMsg::Pong { token: u64::arbitrary(g) },
+            13 => TunnelMsg::Publish { port: port(g) },
+            14 => TunnelMsg::Published { port: port(g) },
+            15 => TunnelMsg::PublishRefused { port: port(g), reason: reason(g) },
             _ => {
                 let addrs = StreamAddrs { client: socket_addr(g), entrance: socket_addr(g) };
                 TunnelMsg::Open { stream: stream_id(g), route: route(g), addrs: Some(addrs) }
@@ -349,10 +381,10 @@ impl ArbFrame {
 
     /// Anything near the tunnel's types.
     fn random(g: &mut Gen) -> ArbFrame {
-        let kind = if below(g, 8) == 0 { u8::arbitrary(g) } else { 16 + below(g, 6) as u8 };
+        let kind = if below(g, 8) == 0 { u8::arbitrary(g) } else { 16 + below(g, 7) as u8 };
         let subtype = if below(g, 8) == 0 { u8::arbitrary(g) } else { below(g, 6) as u8 };
         // Each message's sizes; an `Open` with two addresses is 18, 30 or 42 bytes and a route.
-        let sizes = [0, 3, 4, 5, 7, 8, 9, 18, 30, 31, 32, 33, 34, 36, 37, 42, 63, 64, 65, 260, 261];
+        let sizes = [0, 1, 2, 3, 4, 5, 7, 8, 9, 18, 30, 31, 32, 33, 34, 36, 37, 42, 63, 64, 65, 258, 260, 261];
         let len = if below(g, 6) == 0 { below(g, 300) } else { *g.choose(&sizes).expect("not empty") };
         let payload: Vec<u8> = (0..len)
             .map(|_| match below(g, 6) {

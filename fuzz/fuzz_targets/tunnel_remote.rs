@@ -3,7 +3,8 @@
 //!
 //! The input picks the end's limits, then a script: well-formed carrier messages with
 //! arbitrary fields (authentication with right or wrong proofs, opens, data within or past
-//! the credit, windows, fins, resets, heartbeats, messages out of turn), raw garbage, chunks
+//! the credit, windows, fins, resets, heartbeats, publish requests and the answers to the
+//! listens they cause, messages out of turn), raw garbage, chunks
 //! of carrier bytes of any size, target connects, reads, ends and resets, `Sent` reports,
 //! stale reports, and time (`switchyard_fuzz::tunnel::script`). The end must never panic
 //! and must keep every rule the checked driver and the tunnel book assert: ids, credit both

@@ -22,6 +22,9 @@
 //!   second `HalfClose`;
 //! - **sockets**: a `Transmit` only from a UDP socket the driver bound for the machine
 //!   ([`Driver::with_sockets`]; the tunnel and mesh harnesses bind none);
+//! - **listeners**: a `Listen` names an id not open now; an `Unlisten` names one the machine
+//!   opened and has not closed (answered or not); [`Driver::listened`] answers a `Listen`
+//!   once, and a refused one is dead;
 //! - **time**: after `handle_timeout(now)` the next deadline is after `now`, or `None`. A
 //!   deadline that stays at or before `now` makes a driver spin (rule 3 of the contract).
 //!
@@ -90,6 +93,8 @@ pub struct Driver<M: Machine> {
     now: Instant,
     conns: BTreeMap<ConnId, Conn>,
     sockets: BTreeSet<SocketId>,
+    /// Listeners the machine opened and has not closed: bound (answered `Ok`) or not yet.
+    listeners: BTreeMap<ListenerId, (SocketAddr, bool)>,
 }
 
 impl<M: Machine> Driver<M> {
@@ -102,7 +107,7 @@ impl<M: Machine> Driver<M> {
     /// queued at construction.
     pub fn with_sockets(machine: M, now: Instant, sockets: &[SocketId]) -> (Driver<M>, Vec<Output<M::Event>>) {
         let sockets = sockets.iter().copied().collect();
-        let mut driver = Driver { machine, now, conns: BTreeMap::new(), sockets };
+        let mut driver = Driver { machine, now, conns: BTreeMap::new(), sockets, listeners: BTreeMap::new() };
         let outputs = driver.drain();
         (driver, outputs)
     }
@@ -120,6 +125,30 @@ impl<M: Machine> Driver<M> {
     /// Every connection the machine ever named, in id order.
     pub fn conns(&self) -> impl Iterator<Item = (ConnId, &Conn)> + '_ {
         self.conns.iter().map(|(id, conn)| (*id, conn))
+    }
+
+    /// Listeners the machine opened and has not closed: (id, address asked for, bound).
+    pub fn listeners(&self) -> impl Iterator<Item = (ListenerId, SocketAddr, bool)> + '_ {
+        self.listeners.iter().map(|(&id, &(addr, bound))| (id, addr, bound))
+    }
+
+    /// Answers the machine's `Listen` of `listener` with the bound address or an error, then
+    /// drains. Panics if there is no unanswered `Listen` of it (a harness bug).
+    pub fn listened(
+        &mut self,
+        listener: ListenerId,
+        result: Result<SocketAddr, switchyard_core::NetError>,
+    ) -> Vec<Output<M::Event>> {
+        let entry = self.listeners.get_mut(&listener);
+        let entry = entry.unwrap_or_else(|| panic!("harness bug: {listener:?} was never asked for or is closed"));
+        assert!(!entry.1, "harness bug: {listener:?} was answered already");
+        if result.is_ok() {
+            entry.1 = true;
+        } else {
+            self.listeners.remove(&listener);
+        }
+        self.machine.handle_input(self.now, Input::Listened { listener, result });
+        self.drain()
     }
 
     /// Moves the clock to `now` (never back) without calling the machine.
@@ -174,7 +203,7 @@ impl<M: Machine> Driver<M> {
                 assert!(open && *bytes as u64 <= conn.unsent(), "harness bug: {input:?} on {conn:?}");
                 conn.sent += *bytes as u64;
             }
-            Input::Datagram { .. } => unreachable!("no conn"),
+            Input::Datagram { .. } | Input::Listened { .. } => unreachable!("no conn"),
         }
         self.machine.handle_input(self.now, input);
         self.drain()
@@ -247,6 +276,15 @@ impl<M: Machine> Driver<M> {
                     self.sockets.contains(socket),
                     "the machine sent a datagram to {to} from {socket:?}, not bound"
                 );
+                return;
+            }
+            Output::Listen { listener, addr } => {
+                let open = self.listeners.insert(*listener, (*addr, false));
+                assert!(open.is_none(), "Listen names {listener:?}, which is open");
+                return;
+            }
+            Output::Unlisten { listener } => {
+                assert!(self.listeners.remove(listener).is_some(), "Unlisten of {listener:?}, which is not open");
                 return;
             }
             Output::Event(_) => return,

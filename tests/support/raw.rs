@@ -141,7 +141,8 @@ impl<H: RawHandler> Machine for RawServer<H> {
             Input::Closed { conn, .. } => {
                 self.conns.remove(&conn);
             }
-            Input::Connected { .. } | Input::ConnectFailed { .. } | Input::Datagram { .. } => {}
+            Input::Connected { .. } | Input::ConnectFailed { .. } | Input::Datagram { .. } | Input::Listened { .. } => {
+            }
         }
     }
 

@@ -13,6 +13,12 @@
 //! per wake-up before it yields, so one busy connection cannot starve the others or the
 //! runtime.
 //!
+//! Listeners given to [`Driver::listen`] are bound before the machine starts. A machine
+//! may also ask for one at run time ([`Output::Listen`]): the machine task binds it there
+//! and then, starts its accept loop, and answers `Input::Listened` after the drain;
+//! [`Output::Unlisten`] drops the loop's stop channel, which closes the socket. A connection
+//! accepted by a listener that was closed before the machine saw it is reset.
+//!
 //! Writes go into bounded per-connection queues. At the end of each wake-up the machine
 //! task writes each queue it added to with one non-blocking vectored write, all chunks
 //! queued in that wake-up together (so a frame header and its payload leave in one
@@ -302,6 +308,8 @@ where
             events: event_tx,
             counters: counters.clone(),
             deferred: VecDeque::new(),
+            configured: listener_addrs.keys().copied().collect(),
+            opened: HashMap::new(),
             dirty: Vec::new(),
             noop_waker: Waker::from(Arc::new(NoopWake)),
             last_timeout: None,
@@ -620,8 +628,14 @@ struct MachineTask<R: Runtime, M: Machine> {
     net_tx: Sender<NetMsg<R::TcpStream>>,
     events: Sender<M::Event>,
     counters: Arc<Counters>,
-    /// Closes the driver decided on while draining (slow peers), reported after the drain.
-    deferred: VecDeque<(ConnId, NetError)>,
+    /// Reports the driver decided on while draining (slow peers' closes, listen results),
+    /// made after the drain.
+    deferred: VecDeque<Deferred>,
+    /// The listeners bound at start; they live as long as the driver.
+    configured: Vec<ListenerId>,
+    /// Listeners the machine opened (`Output::Listen`). Dropping one's sender stops its
+    /// accept loop, which closes the socket.
+    opened: HashMap<ListenerId, Sender<()>>,
     /// Connections written to since the last [`MachineTask::flush_writes`].
     dirty: Vec<ConnId>,
     /// For the non-blocking writes of `flush_writes`: it must not be woken (the writer
@@ -782,7 +796,15 @@ where
     async fn on_net(&mut self, msg: NetMsg<R::TcpStream>) {
         let now = self.now();
         match msg {
-            NetMsg::Accepted { listener, stream, peer } => self.on_accept(now, listener, stream, peer),
+            NetMsg::Accepted { listener, stream, peer } => {
+                if !self.configured.contains(&listener) && !self.opened.contains_key(&listener) {
+                    // Accepted just before the machine closed that listener: not its any more.
+                    tracing::debug!(%peer, ?listener, "connection to a closed listener dropped");
+                    let _ = stream.set_linger_zero();
+                    return;
+                }
+                self.on_accept(now, listener, stream, peer)
+            }
             NetMsg::Connected { conn, local } => {
                 if !self.conns.contains_key(&conn) {
                     return;
@@ -918,9 +940,13 @@ where
             while let Some(output) = self.machine.poll_output() {
                 self.carry_out(output).await;
             }
-            let Some((conn, reason)) = self.deferred.pop_front() else { break };
+            let Some(report) = self.deferred.pop_front() else { break };
             let now = self.now();
-            self.machine.handle_input(now, Input::Closed { conn, reason });
+            let input = match report {
+                Deferred::Closed(conn, reason) => Input::Closed { conn, reason },
+                Deferred::Listened(listener, result) => Input::Listened { listener, result },
+            };
+            self.machine.handle_input(now, input);
         }
     }
 
@@ -953,8 +979,35 @@ where
                 Some(out) => out.transmit(socket, to, bytes, &self.counters),
                 None => tracing::debug!(?socket, "transmit on an unknown UDP socket dropped"),
             },
+            Output::Listen { listener, addr } => {
+                let result = self.open_listener(listener, addr).await;
+                match &result {
+                    Ok(at) => tracing::debug!(?listener, %at, "listening"),
+                    Err(error) => tracing::debug!(?listener, %addr, %error, "cannot listen"),
+                }
+                self.deferred.push_back(Deferred::Listened(listener, result));
+            }
+            Output::Unlisten { listener } => {
+                if self.opened.remove(&listener).is_some() {
+                    tracing::debug!(?listener, "listener closed");
+                }
+            }
             Output::Event(event) => self.emit(event).await,
         }
+    }
+
+    /// Binds a listener the machine asked for and starts its accept loop.
+    async fn open_listener(&mut self, id: ListenerId, addr: SocketAddr) -> Result<SocketAddr, NetError> {
+        if self.configured.contains(&id) || self.opened.contains_key(&id) {
+            return Err(NetError::Other(format!("listener {id:?} is already open")));
+        }
+        let failed = |e: io::Error| NetError::Other(format!("cannot listen on {addr}: {}", crate::describe(&e)));
+        let listener = self.rt.tcp_listen(addr).await.map_err(failed)?;
+        let local = listener.local_addr().map_err(failed)?;
+        let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+        self.rt.spawn(listen::accept_loop(self.rt.clone(), id, listener, self.net_tx.clone(), stop_rx));
+        self.opened.insert(id, stop_tx);
+        Ok(local)
     }
 
     fn write(&mut self, conn: ConnId, bytes: Bytes) {
@@ -982,7 +1035,7 @@ where
                 entry.conn.abort();
             }
             self.counters.slow_peer_closes.fetch_add(1, Relaxed);
-            self.deferred.push_back((conn, NetError::SlowPeer));
+            self.deferred.push_back(Deferred::Closed(conn, NetError::SlowPeer));
         }
     }
 
@@ -1082,6 +1135,14 @@ where
         // accept loops.
         self.udp.clear();
     }
+}
+
+/// A report the machine task owes the machine, made once the current drain is done.
+enum Deferred {
+    /// The driver closed a connection itself (a slow peer).
+    Closed(ConnId, NetError),
+    /// The outcome of an `Output::Listen`.
+    Listened(ListenerId, Result<SocketAddr, NetError>),
 }
 
 /// A waker that does nothing, for polls whose `Pending` nobody waits on.

@@ -158,7 +158,8 @@ impl Plan {
             )
             .map_err(at(span))?;
             let routes = crate::tunnel::routes(r.routes.get_ref());
-            remotes.push(RemoteEnd { listen, secret, tls, routes, threads: r.threads.unwrap_or(1) });
+            let threads = r.threads.unwrap_or(1);
+            remotes.push(RemoteEnd { listen, secret, tls, routes, threads, allow_publish: None });
         }
 
         let mut locals = Vec::new();
@@ -180,7 +181,8 @@ impl Plan {
                 (file(&l.tls_client_cert).as_deref(), file(&l.tls_client_key).as_deref()),
             )
             .map_err(at(span))?;
-            let carrier = Carrier { remote, secret, tls, entrance_tls: None, threads: l.threads.unwrap_or(1) };
+            let threads = l.threads.unwrap_or(1);
+            let carrier = Carrier { remote, secret, tls, entrance_tls: None, threads, publish: Default::default() };
             locals.push((local_listen(l), l.forwards.clone(), carrier));
         }
 

@@ -1,4 +1,5 @@
-//! `switchyard tunnel local|remote`: the two ends of the tunnel, each until Ctrl-C.
+//! `switchyard tunnel local|remote|expose`: the two ends of the tunnel, and the exposing end
+//! of the reverse tunnel, each until Ctrl-C.
 
 pub mod spec;
 
@@ -8,26 +9,28 @@ use crate::tls::ClientTls;
 use crate::CliError;
 use argh::FromArgs;
 use futures_lite::future::Boxed;
-use spec::{Entrances, Forward, RouteSpec};
+use spec::{Entrances, Forward, Publish, RouteSpec};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use switchyard_adapters::{Handle, Runtime, Stopped};
 use switchyard_core::tls::{Secure, Tls, TlsEvent, TlsIdentity, TlsServe, Trust};
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::local::{LocalConfig, TunnelLocal};
-use switchyard_core::tunnel::remote::{RemoteConfig, Route, Routes, TunnelRemote};
+use switchyard_core::tunnel::remote::{PublishConfig, RemoteConfig, Route, Routes, TunnelRemote};
 use switchyard_core::tunnel::TunnelEvent;
 use switchyard_core::{Env, Instant, ListenerId};
 
 /// Run one end of the tunnel: clients → local end → one carrier connection → remote end →
-/// the route's target.
+/// the route's target; or, reversed, visitors of a public remote end → the carrier → an
+/// exposing end behind NAT → its local service.
 #[derive(FromArgs, Debug)]
 #[argh(
     subcommand,
     name = "tunnel",
-    example = "head -c 32 /dev/urandom | base64 > tunnel.key\nswitchyard tunnel remote --secret-file tunnel.key --route 9090=127.0.0.1:9090 --route default=127.0.0.1:7007\nswitchyard tunnel local --secret-file tunnel.key --remote 127.0.0.1:7001 --forward 7090=9090",
+    example = "head -c 32 /dev/urandom | base64 > tunnel.key\nswitchyard tunnel remote --secret-file tunnel.key --route 9090=127.0.0.1:9090 --route default=127.0.0.1:7007\nswitchyard tunnel local --secret-file tunnel.key --remote 127.0.0.1:7001 --forward 7090=9090\nswitchyard tunnel remote --listen 0.0.0.0:7001 --secret-file tunnel.key --allow-publish 12000-13000\nswitchyard tunnel expose --remote 203.0.113.7:7001 --secret-file tunnel.key --publish 12345=127.0.0.1:12345",
     note = "Both ends need the same secret file: it authenticates the carrier (HMAC-SHA256). For encryption too, run the carrier over TLS: `switchyard cert` makes a certificate for `tunnel remote --tls-cert/--tls-key`, and `tunnel local --tls-pin` takes the fingerprint it prints."
 )]
 pub struct TunnelCmd {
@@ -40,6 +43,7 @@ pub struct TunnelCmd {
 enum End {
     Local(LocalCmd),
     Remote(RemoteCmd),
+    Expose(ExposeCmd),
 }
 
 /// Run the tunnel's local end: clients connect here and are carried to the remote end over
@@ -148,6 +152,67 @@ pub struct RemoteCmd {
     /// going to the loop with the fewest connections (default 1, at most 64)
     #[argh(option, default = "1", from_str_fn(parse_threads))]
     threads: usize,
+
+    /// LO-HI (or one PORT): exposing ends (`tunnel expose`) may publish these ports here,
+    /// on the --listen IP; without it every publish request is refused
+    #[argh(option, from_str_fn(spec::parse_port_range))]
+    allow_publish: Option<RangeInclusive<u16>>,
+}
+
+/// Run the exposing end of a reverse tunnel: from behind NAT, dial out to a public remote
+/// end (`tunnel remote --allow-publish`), which then listens on each published port and
+/// sends every visitor through the carrier to the local service here. No port forwarding
+/// on the router is needed: only this end's outbound connection.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "expose",
+    example = "switchyard tunnel expose --remote 203.0.113.7:7001 --secret-file tunnel.key --publish 12345=127.0.0.1:12345\nswitchyard tunnel expose --remote 203.0.113.7:7001 --secret-file tunnel.key --publish 12345=127.0.0.1:12345 --publish 12080=127.0.0.1:8080 --tls-pin SHA256:...",
+    note = "Each port is asked for once the carrier is up: `published 12345 at 203.0.113.7:12345 → 127.0.0.1:12345`, or a warning with the remote end's reason (outside its --allow-publish, taken by another exposing end, bind failed). The carrier reconnects after any loss (backoff from 100 ms up to 5 s) and publishes again; while it is down the ports are closed. Ctrl-C stops (exit 0)."
+)]
+pub struct ExposeCmd {
+    /// address of the remote end's carrier listener (required)
+    #[argh(option, from_str_fn(crate::addr::parse))]
+    remote: SocketAddr,
+
+    /// file holding the shared secret; the remote end must use the same file (required)
+    #[argh(option)]
+    secret_file: PathBuf,
+
+    /// PORT=ADDR: the remote end listens on PORT, and its visitors reach ADDR from here;
+    /// repeatable, at least one
+    #[argh(option, from_str_fn(spec::parse_publish))]
+    publish: Vec<Publish>,
+
+    /// run the carrier over TLS (the local services stay plain), accepting a certificate
+    /// a CA in this PEM file signed (`system`: the system's CA bundle) for the remote's name
+    #[argh(option)]
+    tls_ca: Option<PathBuf>,
+
+    /// with --tls-ca or --tls-pin: the name to ask for (default: the IP of --remote)
+    #[argh(option)]
+    tls_name: Option<String>,
+
+    /// run the carrier over TLS (the local services stay plain), accepting only the
+    /// remote end's certificate with this SHA-256 fingerprint
+    #[argh(option, from_str_fn(crate::tls::parse_pin))]
+    tls_pin: Option<switchyard_core::tls::Fingerprint>,
+}
+
+impl ExposeCmd {
+    /// The ports to publish, each once.
+    fn publish(&self) -> Result<BTreeMap<u16, SocketAddr>, CliError> {
+        if self.publish.is_empty() {
+            return Err(CliError::usage("tunnel expose needs at least one --publish PORT=ADDR"));
+        }
+        let mut ports = BTreeMap::new();
+        for p in &self.publish {
+            if ports.insert(p.port, p.service).is_some() {
+                return Err(CliError::usage(format!("--publish names port {} twice", p.port)));
+            }
+        }
+        Ok(ports)
+    }
 }
 
 impl Program for TunnelCmd {
@@ -160,20 +225,35 @@ impl Program for TunnelCmd {
                     (cmd.tls_client_cert.as_deref(), cmd.tls_client_key.as_deref()),
                 )?;
                 let secret = spec::read_secret(&cmd.secret_file)?;
-                let carrier = Carrier { remote: cmd.remote, secret, tls, entrance_tls: None, threads: cmd.threads };
+                let (remote, threads) = (cmd.remote, cmd.threads);
+                let carrier = Carrier { remote, secret, tls, entrance_tls: None, threads, publish: BTreeMap::new() };
                 start_local(&rt, &mut fleet, env, (cmd.listen, &cmd.forward), carrier).await?
             }
+            End::Expose(cmd) => {
+                let publish = cmd.publish()?;
+                let tls = local_tls((cmd.tls_pin, cmd.tls_ca.as_deref(), cmd.tls_name), (None, None))?;
+                let secret = spec::read_secret(&cmd.secret_file)?;
+                let over = if tls.is_some() { " over TLS" } else { "" };
+                let listed: Vec<String> = publish.iter().map(|(port, to)| format!("{port} → {to}")).collect();
+                let announce =
+                    format!("tunnel expose: carrier to {}{over}; publishing {}", cmd.remote, listed.join(", "));
+                let carrier = Carrier { remote: cmd.remote, secret, tls, entrance_tls: None, threads: 1, publish };
+                launch_local(&rt, &mut fleet, env, carrier, &Entrances::none(), |_| {}).await?;
+                announce
+            }
             End::Remote(cmd) => {
-                if cmd.route.is_empty() {
-                    return Err(CliError::usage("tunnel remote needs at least one --route NAME=ADDR"));
+                if cmd.route.is_empty() && cmd.allow_publish.is_none() {
+                    return Err(CliError::usage(
+                        "tunnel remote needs at least one --route NAME=ADDR, or --allow-publish LO-HI",
+                    ));
                 }
                 let tls = remote_tls(
                     (cmd.tls_cert.as_deref(), cmd.tls_key.as_deref()),
                     (cmd.tls_client_pin, cmd.tls_client_ca.as_deref()),
                 )?;
                 let secret = spec::read_secret(&cmd.secret_file)?;
-                let end =
-                    RemoteEnd { listen: cmd.listen, secret, tls, routes: routes(&cmd.route), threads: cmd.threads };
+                let (listen, threads, allow_publish) = (cmd.listen, cmd.threads, cmd.allow_publish);
+                let end = RemoteEnd { listen, secret, tls, routes: routes(&cmd.route), threads, allow_publish };
                 start_remote(&rt, &mut fleet, env, end).await?.0
             }
         };
@@ -241,6 +321,8 @@ pub struct RemoteEnd {
     pub routes: Routes,
     /// Event loops to spread carriers over.
     pub threads: usize,
+    /// The ports exposing ends may publish, on the `listen` IP; `None`: no publishing.
+    pub allow_publish: Option<RangeInclusive<u16>>,
 }
 
 /// Starts a remote end (as `tunnel remote` and a config file's `[[tunnel_remote]]` run
@@ -257,10 +339,18 @@ pub async fn start_remote<R: Runtime>(
         (Some(_), None) => " (TLS)",
         (Some(_), Some(_)) => " (TLS, client certificates required)",
     };
-    let listed = describe_routes(&end.routes);
-    let (bound, control) =
-        launch_remote(rt, fleet, env, end.listen, (end.secret, end.tls), end.routes, end.threads).await?;
-    Ok((format!("tunnel remote end{over} listening on {bound}; routes: {listed}"), control))
+    let mut listed = describe_routes(&end.routes);
+    if listed.is_empty() {
+        listed = String::from("none");
+    }
+    let publish = end.allow_publish.as_ref().map(|ports| PublishConfig::new(ports.clone(), end.listen.ip()));
+    let published = match &publish {
+        Some(p) => format!("; exposing ends may publish ports {}-{} on {}", p.ports.start(), p.ports.end(), p.ip),
+        None => String::new(),
+    };
+    let config = RemoteSetup { routes: end.routes, publish, threads: end.threads };
+    let (bound, control) = launch_remote(rt, fleet, env, end.listen, (end.secret, end.tls), config).await?;
+    Ok((format!("tunnel remote end{over} listening on {bound}; routes: {listed}{published}"), control))
 }
 
 /// `9090 → 127.0.0.1:9090, default → 127.0.0.1:7007`, for logs.
@@ -296,6 +386,8 @@ pub struct Carrier {
     pub entrance_tls: Option<TlsIdentity>,
     /// Carriers to spread clients over, each with its own event loop.
     pub threads: usize,
+    /// Ports to publish at the remote end → the local service of each (`tunnel expose`).
+    pub publish: BTreeMap<u16, SocketAddr>,
 }
 
 /// Most event loops one tunnel end runs.
@@ -367,20 +459,23 @@ pub async fn launch_local<R: Runtime>(
     entrances: &Entrances,
     mut watch: impl FnMut(&TunnelEvent) + Send + 'static,
 ) -> Result<BTreeMap<ListenerId, SocketAddr>, LaunchError> {
-    const NAME: &str = "tunnel local";
+    let name = if carrier.publish.is_empty() { "tunnel local" } else { "tunnel expose" };
     // The driver's clock starts at zero, and so does the machine's.
-    let config = LocalConfig::new(carrier.remote, carrier.secret, entrances.config());
+    let mut config = LocalConfig::new(carrier.remote, carrier.secret, entrances.config());
+    config.publish = carrier.publish;
+    // Only the carrier is TLS: an exposing end's connections to its services stay plain.
+    let tls = carrier.tls.map(|tls| ClientTls { only: Some(carrier.remote), ..tls });
     let machines = worker_envs(env, carrier.threads).into_iter().map(|env| {
         let secret = env.secret(b"tls");
         (TunnelLocal::new(env, Instant::ZERO, config.clone()), secret)
     });
     let listeners = entrances.listeners();
-    match (carrier.tls, carrier.entrance_tls) {
+    match (tls, carrier.entrance_tls) {
         // Plaintext stays unwrapped: the relay's hot path gains no layer it does not use.
         (None, None) => {
             let machines = machines.map(|(machine, _)| machine).collect();
             let ready = Readiness { at_start: false, on_event: carrier_ready };
-            Ok(launch_workers(rt, fleet, NAME, machines, &listeners, watch, ready).await?.0)
+            Ok(launch_workers(rt, fleet, name, machines, &listeners, watch, ready).await?.0)
         }
         (tls, entrance) => {
             // The prefix entrance is listener 0; forwards pass bytes untouched, so plain.
@@ -391,7 +486,7 @@ pub async fn launch_local<R: Runtime>(
                     listeners: entrance_only.clone(),
                     clients: None,
                 });
-                crate::tls::wrap_on(machine, serve, tls.as_ref(), secret).map_err(|e| LaunchError::tls_refused(NAME, e))
+                crate::tls::wrap_on(machine, serve, tls.as_ref(), secret).map_err(|e| LaunchError::tls_refused(name, e))
             });
             let machines = wrapped.collect::<Result<Vec<_>, _>>()?;
             let watch = move |e: &TlsEvent<TunnelEvent>| {
@@ -400,7 +495,7 @@ pub async fn launch_local<R: Runtime>(
                 }
             };
             let ready = Readiness { at_start: false, on_event: tls_carrier_ready };
-            Ok(launch_workers(rt, fleet, NAME, machines, &listeners, watch, ready).await?.0)
+            Ok(launch_workers(rt, fleet, name, machines, &listeners, watch, ready).await?.0)
         }
     }
 }
@@ -417,6 +512,17 @@ pub struct RemoteTls {
     pub targets: Option<ClientTls>,
 }
 
+/// What a remote end serves: its allowlist, what exposing ends may publish, and how many
+/// event loops it spreads carriers over.
+pub struct RemoteSetup {
+    /// Where streams may go.
+    pub routes: Routes,
+    /// What exposing ends may publish; `None` refuses every publish request.
+    pub publish: Option<PublishConfig>,
+    /// Event loops (workers); each worker publishes the ports of its own carriers.
+    pub threads: usize,
+}
+
 /// Starts a remote end in `fleet`, accepting carriers on `listen` (over TLS only, with the
 /// identity when one is given); returns the address it bound and the control that
 /// replaces its routes while it runs.
@@ -426,11 +532,11 @@ pub async fn launch_remote<R: Runtime>(
     env: Env,
     listen: SocketAddr,
     (secret, tls): (Secret, RemoteTls),
-    routes: Routes,
-    threads: usize,
+    RemoteSetup { routes, publish, threads }: RemoteSetup,
 ) -> Result<(SocketAddr, RouteControl), LaunchError> {
     const NAME: &str = "tunnel remote";
-    let config = RemoteConfig::new(secret, routes);
+    let mut config = RemoteConfig::new(secret, routes);
+    config.publish = publish;
     let machines = worker_envs(env, threads).into_iter().map(|env| {
         let secret = env.secret(b"tls");
         (TunnelRemote::new(env, config.clone()), secret)
@@ -443,7 +549,10 @@ pub async fn launch_remote<R: Runtime>(
             (bound, RouteControl::over(handles))
         }
         RemoteTls { identity, clients, targets } => {
-            let serve = identity.map(|identity| TlsServe { identity, listeners: Secure::All, clients });
+            // Carriers only: visitors of published ports (listeners the machine opens) stay
+            // plain, as the services they reach are.
+            let carriers = Secure::Only(vec![ListenerId(0)]);
+            let serve = identity.map(|identity| TlsServe { identity, listeners: carriers, clients });
             let wrapped = machines.map(|(machine, secret)| {
                 crate::tls::wrap_on(machine, serve.clone(), targets.as_ref(), secret)
                     .map_err(|e| LaunchError::tls_refused(NAME, e))

@@ -1,10 +1,11 @@
-//! The tunnel's command-line values: `--forward`, `--route`, `--secret-file`, and the
-//! listeners of a local end.
+//! The tunnel's command-line values: `--forward`, `--route`, `--publish`,
+//! `--allow-publish`, `--secret-file`, and the listeners of a local end.
 
 use crate::CliError;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::Path;
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::local::Entrance;
@@ -85,6 +86,44 @@ pub fn parse_route(s: &str) -> Result<RouteSpec, String> {
     Ok(RouteSpec { name: route_name(name, s)?, target, proxy })
 }
 
+/// `--publish PORT=ADDR`: publish PORT at the remote end, its visitors reaching ADDR here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publish {
+    /// The port the remote end listens on.
+    pub port: u16,
+    /// The local service its visitors reach.
+    pub service: SocketAddr,
+}
+
+/// Parses `--publish 12345=127.0.0.1:12345`.
+pub fn parse_publish(s: &str) -> Result<Publish, String> {
+    let (port, service) =
+        s.split_once('=').ok_or_else(|| format!("expected PORT=ADDR, like 12345=127.0.0.1:12345 (got {s:?})"))?;
+    let port = match port.parse::<u16>() {
+        Ok(port) if port > 0 => port,
+        _ => return Err(format!("bad port {port:?} in --publish {s:?}: use 1-65535")),
+    };
+    let service = crate::addr::parse(service).map_err(|e| format!("bad service address in --publish {s:?}: {e}"))?;
+    Ok(Publish { port, service })
+}
+
+/// Parses `--allow-publish 12000-13000` (or one port, `12345`): the ports exposing ends may
+/// publish.
+pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let port = |p: &str| match p.trim().parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(format!("bad port {p:?} in {s:?}: expected LO-HI like 12000-13000, ports 1-65535")),
+    };
+    let (lo, hi) = match s.split_once('-') {
+        Some((lo, hi)) => (port(lo)?, port(hi)?),
+        None => (port(s)?, port(s)?),
+    };
+    if lo > hi {
+        return Err(format!("empty port range {s:?}: the first port is above the last"));
+    }
+    Ok(lo..=hi)
+}
+
 /// Reads the shared secret. Surrounding whitespace is not part of it; an empty or
 /// unreadable file is an error that says how to make one.
 pub fn read_secret(path: &Path) -> Result<Secret, CliError> {
@@ -129,6 +168,11 @@ impl Entrances {
             .map(|((addr, entrance), id)| (ListenerId(id), addr, entrance))
             .collect();
         Entrances { listeners }
+    }
+
+    /// No listeners at all: an exposing end, whose visitors arrive over the carrier.
+    pub fn none() -> Entrances {
+        Entrances { listeners: Vec::new() }
     }
 
     /// What each listener is for, as the local end's configuration takes it.
@@ -208,6 +252,26 @@ mod tests {
         assert!(parse_route("web=127.0.0.1:80,proxy=v3").unwrap_err().contains("proxy takes v1 or v2"));
         assert!(parse_route("web=127.0.0.1:80,fast").unwrap_err().contains("unknown option \"fast\""));
         assert!(parse_route("web=127.0.0.1:80,").unwrap_err().contains("unknown option \"\""));
+    }
+
+    #[test]
+    fn publishes_take_a_port_and_a_service() {
+        let publish = parse_publish("12345=127.0.0.1:8080").unwrap();
+        assert_eq!((publish.port, publish.service), (12345, "127.0.0.1:8080".parse().unwrap()));
+        assert!(parse_publish("12345").unwrap_err().contains("PORT=ADDR"));
+        assert!(parse_publish("0=127.0.0.1:1").unwrap_err().contains("1-65535"));
+        assert!(parse_publish("web=127.0.0.1:1").is_err());
+        assert!(parse_publish("1=nowhere").unwrap_err().contains("bad service address"));
+    }
+
+    #[test]
+    fn allowed_ports_are_a_range_or_one_port() {
+        assert_eq!(parse_port_range("12000-13000"), Ok(12000..=13000));
+        assert_eq!(parse_port_range("12345"), Ok(12345..=12345));
+        assert!(parse_port_range("13000-12000").unwrap_err().contains("empty port range"));
+        assert!(parse_port_range("0-10").is_err());
+        assert!(parse_port_range("1-x").is_err());
+        assert!(parse_port_range("").is_err());
     }
 
     #[test]

@@ -140,7 +140,7 @@ impl UpTls {
     /// A certificate for `host` (and localhost), valid for 30 days, never written to disk.
     pub fn new(host: IpAddr) -> Result<UpTls, CliError> {
         let made = crate::cert::make(&[host.to_string(), "localhost".into()], 30)?;
-        let pin = ClientTls { trust: Trust::Pin(made.fingerprint), server_name: None, identity: None };
+        let pin = ClientTls { trust: Trust::Pin(made.fingerprint), server_name: None, identity: None, only: None };
         Ok(UpTls { identity: made.identity, fingerprint: made.fingerprint, pin })
     }
 }
@@ -239,7 +239,8 @@ async fn launch_tunnel<R: Runtime>(
         clients: None,
         targets: tls.map(|t| t.pin.clone()),
     };
-    let (carrier, _) = tunnel::launch_remote(rt, fleet, child(), carrier_listen, (secret.clone(), remote_tls), routes, 1)
+    let setup = tunnel::RemoteSetup { routes, publish: None, threads: 1 };
+    let (carrier, _) = tunnel::launch_remote(rt, fleet, child(), carrier_listen, (secret.clone(), remote_tls), setup)
         .await
         .map_err(|e| taken(e, "the tunnel's remote end"))?;
 
@@ -260,6 +261,7 @@ async fn launch_tunnel<R: Runtime>(
             tls: tls.map(|t| t.pin.clone()),
             entrance_tls: tls.map(|t| t.identity.clone()),
             threads: 1,
+            publish: Default::default(),
         }, &entrances, watch)
         .await
         .map_err(|e| taken(e, "the tunnel's local end"))?;

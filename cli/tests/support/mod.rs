@@ -9,6 +9,8 @@
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -319,4 +321,23 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
     }
+}
+
+/// `switchyard cert` into a new directory; returns it and the fingerprint it printed.
+pub fn cert(name: &str, names: &[&str]) -> (TempDir, String) {
+    let dir = TempDir::new(name);
+    let out_dir = dir.path.to_str().unwrap().to_owned();
+    let mut args = vec!["cert", "--out", &out_dir];
+    for n in names {
+        args.extend(["--name", n]);
+    }
+    let out = run(&args, b"");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = text(&out.stdout);
+    let fingerprint = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint "))
+        .unwrap_or_else(|| panic!("no fingerprint line in {stdout:?}"))
+        .to_owned();
+    (dir, fingerprint)
 }

@@ -861,7 +861,7 @@ impl Machine for MeshClient {
                     self.out.close(conn, CloseHow::Abort);
                     self.probe_down(conn, "server closed the connection");
                 }
-                Input::Sent { .. } | Input::Datagram { .. } => {}
+                Input::Sent { .. } | Input::Datagram { .. } | Input::Listened { .. } => {}
             }
             return;
         }
@@ -893,7 +893,7 @@ impl Machine for MeshClient {
             }
             Input::ReadClosed { .. } => self.session_lost("server closed the connection"),
             Input::Closed { reason, .. } => self.session_lost(&reason.to_string()),
-            Input::Sent { .. } | Input::Datagram { .. } => {}
+            Input::Sent { .. } | Input::Datagram { .. } | Input::Listened { .. } => {}
         }
     }
 

@@ -1136,7 +1136,7 @@ impl Machine for MeshServer {
             Input::Received { conn, bytes } => self.received(conn, &bytes),
             Input::ReadClosed { conn } => self.close(conn, CloseHow::Graceful, "closed by peer"),
             Input::Closed { conn, reason } => self.gone(conn, &reason.to_string()),
-            Input::Sent { .. } | Input::Datagram { .. } => {}
+            Input::Sent { .. } | Input::Datagram { .. } | Input::Listened { .. } => {}
         }
     }
 

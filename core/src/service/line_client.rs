@@ -256,7 +256,7 @@ impl Machine for LineClient {
             Input::ReadClosed { .. } => self.read_closed(),
             Input::Closed { reason, .. } => self.fail(LineClientEvent::Closed(Some(reason)), None),
             Input::Sent { bytes, .. } => self.backlog.sent(bytes),
-            Input::Datagram { .. } => {}
+            Input::Datagram { .. } | Input::Listened { .. } => {}
         }
     }
 

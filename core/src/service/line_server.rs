@@ -455,7 +455,8 @@ impl<S: LineService> Machine for LineServer<S> {
             }
             Input::Closed { conn, reason } => self.closed(conn, reason),
             // Line servers open no connections and bind no UDP sockets.
-            Input::Connected { .. } | Input::ConnectFailed { .. } | Input::Datagram { .. } => {}
+            Input::Connected { .. } | Input::ConnectFailed { .. } | Input::Datagram { .. } | Input::Listened { .. } => {
+            }
         }
     }
 

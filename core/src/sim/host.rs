@@ -6,7 +6,7 @@ use crate::id::{ConnId, ListenerId, SocketId};
 use crate::machine::{Input, Machine, Output, Refusal};
 use crate::time::Instant;
 use std::any::Any;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Debug;
 use std::net::{IpAddr, SocketAddr};
 
@@ -63,6 +63,9 @@ pub(super) struct Host {
     /// The deadline a timer event is pending for, from the machine's `poll_timeout`.
     pub(super) timer: Option<Instant>,
     pub(super) listeners: BTreeMap<u16, ListenerId>,
+    /// The ports of `listeners` the machine opened itself (`Output::Listen`): they belong to
+    /// this life of the machine and close when it crashes.
+    pub(super) machine_listeners: BTreeSet<u16>,
     pub(super) sockets: BTreeMap<SocketId, u16>,
     next_port: u16,
     pub(super) machine: Box<dyn HostedMachine>,
@@ -81,6 +84,7 @@ impl Host {
             incarnation: 0,
             timer: None,
             listeners: BTreeMap::new(),
+            machine_listeners: BTreeSet::new(),
             sockets: BTreeMap::new(),
             next_port: EPHEMERAL.0,
             machine,

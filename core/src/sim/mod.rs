@@ -56,7 +56,10 @@
 //! seed replays the same run, and [`Sim::trace_hash`] proves it.
 //!
 //! **Hosts.** A host has a name, one IP address in one realm, listeners and UDP sockets (its
-//! configuration, which survives crashes), and a machine built by a factory.
+//! configuration, which survives crashes), and a machine built by a factory. A machine may
+//! open listeners of its own with `Output::Listen` (the host's address or the wildcard, a
+//! free port; answered with `Input::Listened` one step later) and close them with
+//! `Output::Unlisten`; those belong to the machine's life and close when the host crashes.
 //!
 //! **Addresses and realms.** Every host lives in one *realm*: an address space in which an
 //! IP address names at most one host. [`RealmId::PUBLIC`] is the internet; [`Sim::add_realm`]
@@ -268,6 +271,13 @@ enum Event {
         incarnation: u64,
         conn: ConnId,
         notice: Notice,
+    },
+    /// The answer to an `Output::Listen`, delivered as its own step.
+    Listened {
+        host: HostId,
+        incarnation: u64,
+        listener: ListenerId,
+        result: Result<SocketAddr, NetError>,
     },
     Stream(StreamEvent),
     Datagram(DatagramInFlight),
@@ -504,6 +514,9 @@ impl Sim {
         self.streams_crash(host);
         let h = &mut self.hosts[host.0];
         h.machine.stop();
+        for port in std::mem::take(&mut h.machine_listeners) {
+            h.listeners.remove(&port);
+        }
         h.up = false;
         h.incarnation += 1;
         h.timer = None;
@@ -689,6 +702,11 @@ impl Sim {
                     self.deliver(host, input);
                 }
             }
+            Event::Listened { host, incarnation, listener, result } => {
+                if self.hosts[host.0].incarnation == incarnation {
+                    self.deliver(host, Input::Listened { listener, result });
+                }
+            }
             Event::Stream(event) => self.on_stream_event(event),
             Event::Datagram(datagram) => self.datagram_arrives(datagram),
         }
@@ -781,8 +799,39 @@ impl Sim {
             Output::PauseReading { conn } => self.stream_pause(host, conn, true),
             Output::ResumeReading { conn } => self.stream_pause(host, conn, false),
             Output::Transmit { socket, to, bytes } => self.transmit(host, socket, to, bytes),
+            Output::Listen { listener, addr } => self.machine_listen(host, listener, addr),
+            Output::Unlisten { listener } => {
+                let h = &mut self.hosts[host.0];
+                let port = h.listeners.iter().find(|(p, &l)| l == listener && h.machine_listeners.contains(p));
+                if let Some((&port, _)) = port {
+                    h.listeners.remove(&port);
+                    h.machine_listeners.remove(&port);
+                }
+            }
             Output::Event(_) => {}
         }
+    }
+
+    /// `Output::Listen`: binds as a kernel would (the host's own address or the wildcard;
+    /// a port nothing holds), and answers in a step of its own.
+    fn machine_listen(&mut self, host: HostId, listener: ListenerId, addr: SocketAddr) {
+        let h = &mut self.hosts[host.0];
+        let result = if !addr.ip().is_unspecified() && addr.ip() != h.ip {
+            Err(NetError::Other(format!("cannot listen on {addr}: address not available")))
+        } else if h.listeners.values().any(|&l| l == listener) {
+            Err(NetError::Other(format!("listener {listener:?} is already open")))
+        } else {
+            match Self::claim_port(h, addr.port()) {
+                Ok(port) => {
+                    h.listeners.insert(port, listener);
+                    h.machine_listeners.insert(port);
+                    Ok(h.addr(port))
+                }
+                Err(_) => Err(NetError::Other(format!("cannot listen on {addr}: address already in use"))),
+            }
+        };
+        let incarnation = h.incarnation;
+        self.queue.push(self.now, Event::Listened { host, incarnation, listener, result });
     }
 
     /// Keeps one pending timer per host, for the machine's latest deadline.

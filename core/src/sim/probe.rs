@@ -102,6 +102,13 @@ pub enum ProbeEvent {
         /// The payload.
         bytes: Bytes,
     },
+    /// [`Input::Listened`].
+    Listened {
+        /// The listener.
+        listener: ListenerId,
+        /// Its address, or why it could not be bound.
+        result: Result<SocketAddr, NetError>,
+    },
     /// The deadline set with [`Probe::wake_at`] arrived.
     Woke,
 }
@@ -155,6 +162,16 @@ impl Probe {
         self.out.push(Output::Transmit { socket, to, bytes: bytes.into() });
     }
 
+    /// Asks for a listener on `addr` at run time (answered as [`ProbeEvent::Listened`]).
+    pub fn listen(&mut self, listener: ListenerId, addr: SocketAddr) {
+        self.out.push(Output::Listen { listener, addr });
+    }
+
+    /// Closes a listener opened with [`Probe::listen`].
+    pub fn unlisten(&mut self, listener: ListenerId) {
+        self.out.push(Output::Unlisten { listener });
+    }
+
     /// Asks to be woken at `at` (reported as [`ProbeEvent::Woke`]); replaces any earlier
     /// request.
     pub fn wake_at(&mut self, at: Instant) {
@@ -196,6 +213,7 @@ impl Machine for Probe {
             Input::Datagram { socket, from, bytes } => {
                 ProbeEvent::Datagram { socket, from, bytes: Bytes::copy_from_slice(bytes) }
             }
+            Input::Listened { listener, result } => ProbeEvent::Listened { listener, result },
         };
         self.out.event(event);
     }

@@ -104,6 +104,7 @@ pub(super) fn describe_input<'i>(input: &'i Input<'_>) -> (String, &'i [u8]) {
         Input::Closed { conn, reason } => (format!("in Closed {conn} {reason:?}"), &[]),
         Input::Sent { conn, bytes } => (format!("in Sent {conn} {bytes}"), &[]),
         Input::Datagram { socket, from, bytes } => (format!("in Datagram {socket:?} from {from}"), bytes),
+        Input::Listened { listener, result } => (format!("in Listened {listener:?} {result:?}"), &[]),
     }
 }
 
@@ -116,6 +117,8 @@ pub(super) fn describe_output(output: &Output<String>) -> (String, &[u8]) {
         Output::PauseReading { conn } => (format!("out PauseReading {conn}"), &[]),
         Output::ResumeReading { conn } => (format!("out ResumeReading {conn}"), &[]),
         Output::Transmit { socket, to, bytes } => (format!("out Transmit {socket:?} to {to}"), bytes),
+        Output::Listen { listener, addr } => (format!("out Listen {listener:?} on {addr}"), &[]),
+        Output::Unlisten { listener } => (format!("out Unlisten {listener:?}"), &[]),
         Output::Event(event) => (format!("out Event {event}"), &[]),
     }
 }

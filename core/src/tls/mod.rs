@@ -330,9 +330,11 @@ impl<M: Machine> Tls<M> {
                 },
                 Output::Close { conn, how } => self.inner_close(conn, how),
                 Output::Event(e) => self.out.event(TlsEvent::Inner(e)),
-                other @ (Output::PauseReading { .. } | Output::ResumeReading { .. } | Output::Transmit { .. }) => {
-                    self.out.push(other.map_event(|_| unreachable!("not an event")))
-                }
+                other @ (Output::PauseReading { .. }
+                | Output::ResumeReading { .. }
+                | Output::Transmit { .. }
+                | Output::Listen { .. }
+                | Output::Unlisten { .. }) => self.out.push(other.map_event(|_| unreachable!("not an event"))),
             }
         }
     }
@@ -614,7 +616,7 @@ impl<M: Machine> Machine for Tls<M> {
                 Input::ReadClosed { conn } => tls.read_closed(conn),
                 Input::Closed { conn, reason } => tls.closed(conn, reason),
                 Input::Sent { conn, bytes } => tls.sent(conn, bytes),
-                datagram @ Input::Datagram { .. } => tls.inner.handle_input(tls.now, datagram),
+                other @ (Input::Datagram { .. } | Input::Listened { .. }) => tls.inner.handle_input(tls.now, other),
             }
             tls.pump();
         })

@@ -10,6 +10,14 @@
 //! down, a new client gets `error: tunnel is down (...)` and is closed; streams open when the
 //! carrier was lost are aborted, since their bytes in flight are gone.
 //!
+//! **Exposing** (the reverse tunnel, `tunnel expose`). With [`LocalConfig::publish`] set, the
+//! local end says protocol version 3 in its `Hello`, asks the remote end to publish each
+//! port once the carrier is up, and logs each answer. Visitors of a published port arrive
+//! as streams the remote end opens (ids with the top bit set; the route is the port), which
+//! this end connects to the port's local service; a service that cannot be reached refuses
+//! the stream, and the visitor gets the reason as an `error:` line. After a reconnect the
+//! ports are asked for again. The local service's address never crosses the carrier.
+//!
 //! Every stream's `Open` carries the client's address and the address it connected to
 //! ([`StreamAddrs`]), for routes whose targets want a PROXY protocol header. The second is
 //! the one the driver passes to [`Machine::accept_at`]; an embedder that calls plain
@@ -25,7 +33,9 @@ use crate::tunnel::carrier::{Carrier, HeartbeatConfig, Liveness};
 use crate::tunnel::mux::MuxConfig;
 use crate::tunnel::prefix::{decide, decide_at_end, PrefixDecision, PREFIX_CAP};
 use crate::tunnel::TunnelEvent;
-use crate::wire::tunnel::{is_valid_route, StreamAddrs, StreamId, TunnelMsg, PROOF_LEN, VERSION};
+use crate::wire::tunnel::{
+    is_valid_route, StreamAddrs, StreamId, TunnelMsg, ADDRS_VERSION, PROOF_LEN, PUBLISH_VERSION, REMOTE_STREAMS,
+};
 use crate::Env;
 use bytes::BytesMut;
 use std::collections::BTreeMap;
@@ -74,6 +84,10 @@ pub struct LocalConfig {
     pub mux: MuxConfig,
     /// Most clients at once (streams plus clients still sending their prefix).
     pub max_clients: usize,
+    /// Ports to publish at the remote end → the local service each one's visitors reach.
+    pub publish: BTreeMap<u16, SocketAddr>,
+    /// A published port's local service must accept within this long.
+    pub service_timeout: Duration,
 }
 
 impl LocalConfig {
@@ -91,6 +105,8 @@ impl LocalConfig {
             handshake_timeout: Duration::from_secs(5),
             mux: MuxConfig::default(),
             max_clients: 16 * 1024,
+            publish: BTreeMap::new(),
+            service_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -119,8 +135,13 @@ pub struct TunnelLocal {
     /// Consecutive carrier failures since the last authenticated carrier.
     backoff: Backoff,
     waiting: BTreeMap<ConnId, Waiting>,
+    /// Prefix timeouts of waiting clients, and connect timeouts of `services`.
     prefix_deadlines: Deadlines<ConnId>,
     next_stream: StreamId,
+    /// The last stream id the remote end opened on this carrier.
+    last_remote_stream: StreamId,
+    /// Connections to local services, for visitors of published ports.
+    services: std::collections::BTreeSet<ConnId>,
     out: OutputQueue<TunnelEvent>,
 }
 
@@ -137,6 +158,8 @@ impl TunnelLocal {
             waiting: BTreeMap::new(),
             prefix_deadlines: Deadlines::new(),
             next_stream: 1,
+            last_remote_stream: REMOTE_STREAMS,
+            services: std::collections::BTreeSet::new(),
             out: OutputQueue::default(),
         };
         local.connect();
@@ -185,7 +208,10 @@ impl TunnelLocal {
             Link::Connecting { conn, .. } => conn,
             Link::Handshake { carrier, .. } => carrier.conn(),
             Link::Up { mut carrier } => {
-                carrier.mux.abort_all(&mut self.out);
+                for conn in carrier.mux.abort_all(&mut self.out) {
+                    self.services.remove(&conn);
+                    self.prefix_deadlines.cancel(conn);
+                }
                 carrier.conn()
             }
         };
@@ -219,7 +245,9 @@ impl TunnelLocal {
             return self.refuse_client(conn, "tunnel is down");
         };
         let stream = self.next_stream;
-        self.next_stream = self.next_stream.wrapping_add(1).max(1);
+        // Ids with the top bit set are the remote end's.
+        self.next_stream = (self.next_stream + 1) % REMOTE_STREAMS;
+        self.next_stream = self.next_stream.max(1);
         carrier.mux.add(stream, conn, true);
         carrier.mux.send(&TunnelMsg::Open { stream, route: route.clone(), addrs: Some(addrs) }, &mut self.out);
         if !first.is_empty() {
@@ -328,7 +356,25 @@ impl TunnelLocal {
                 };
                 self.link = Link::Up { carrier };
                 self.backoff.reset();
+                self.last_remote_stream = REMOTE_STREAMS;
                 self.out.event(TunnelEvent::CarrierUp { peer: self.config.remote });
+                if let Link::Up { carrier } = &mut self.link {
+                    for &port in self.config.publish.keys() {
+                        carrier.mux.send(&TunnelMsg::Publish { port }, &mut self.out);
+                    }
+                }
+            }
+            (Link::Up { .. }, TunnelMsg::Published { port }) if self.config.publish.contains_key(&port) => {
+                let service = self.config.publish.get(&port).copied();
+                self.out.event(TunnelEvent::Published { port, peer: self.config.remote, service })
+            }
+            (Link::Up { .. }, TunnelMsg::PublishRefused { port, reason })
+                if self.config.publish.contains_key(&port) =>
+            {
+                self.out.event(TunnelEvent::PublishRefused { port, peer: self.config.remote, reason })
+            }
+            (Link::Up { .. }, TunnelMsg::Open { stream, route, addrs }) if !self.config.publish.is_empty() => {
+                self.visitor(stream, route, addrs)
             }
             (_, TunnelMsg::Refused { reason }) => {
                 let reason = format!("the remote end refused us: {reason}");
@@ -358,11 +404,55 @@ impl TunnelLocal {
         }
     }
 
+    /// The remote end opened a stream for a visitor of a published port: connect it to the
+    /// port's local service.
+    fn visitor(&mut self, stream: StreamId, route: String, addrs: Option<StreamAddrs>) {
+        if stream & REMOTE_STREAMS == 0 || stream <= self.last_remote_stream {
+            let reason = format!("protocol error from remote: stream id {stream:#x} is not a new remote-end id");
+            return self.carrier_lost(reason, Some(CloseHow::Abort));
+        }
+        self.last_remote_stream = stream;
+        let service = route.parse::<u16>().ok().and_then(|port| self.config.publish.get(&port)).copied();
+        let at_cap = self.waiting.len() + self.streams() >= self.config.max_clients;
+        let Link::Up { carrier } = &mut self.link else { return };
+        let refusal = match service {
+            _ if !carrier.mux.has_room() || at_cap => Err(String::from("too many streams at the exposing end")),
+            None => Err(format!("port {route} is not published by this exposing end")),
+            Some(service) => Ok(service),
+        };
+        let service = match refusal {
+            Ok(service) => service,
+            Err(reason) => {
+                carrier.mux.refuse(stream, &reason, &mut self.out);
+                return self.out.event(TunnelEvent::StreamRefused { stream, reason });
+            }
+        };
+        let conn = self.env.conn_ids.next();
+        carrier.mux.add(stream, conn, false);
+        self.services.insert(conn);
+        self.prefix_deadlines.set(conn, self.now() + self.config.service_timeout);
+        self.out.push(Output::Connect { conn, to: service });
+        let peer = addrs.map_or(self.config.remote, |a| a.client);
+        self.out.event(TunnelEvent::StreamOpened { stream, route, peer, client: addrs.map(|a| a.client) });
+    }
+
+    /// A published port's local service could not be reached: the visitor gets `reason`.
+    fn service_failed(&mut self, conn: ConnId, reason: String) {
+        self.services.remove(&conn);
+        self.prefix_deadlines.cancel(conn);
+        if let Link::Up { carrier } = &mut self.link {
+            carrier.mux.refuse_conn(conn, &reason, &mut self.out);
+        }
+    }
+
     /// Reports streams the multiplexer has forgotten. Called at the end of every mutating
     /// call, so no ended stream goes unreported.
     fn settle(&mut self) {
         if let Link::Up { carrier } = &mut self.link {
             while let Some(ended) = carrier.mux.pop_ended() {
+                if self.services.remove(&ended.conn) {
+                    self.prefix_deadlines.cancel(ended.conn);
+                }
                 self.out.event(ended.into());
             }
         }
@@ -376,7 +466,10 @@ impl TunnelLocal {
                 let mut carrier = Box::new(Carrier::new(conn, now, self.config.heartbeat, self.config.mux.clone()));
                 let mut nonce = [0u8; PROOF_LEN];
                 self.env.rng.fill_bytes(&mut nonce);
-                carrier.mux.send(&TunnelMsg::Hello { version: VERSION, nonce }, &mut self.out);
+                // The oldest version with what this end needs, so an older remote end still
+                // takes a plain local end, and refuses an exposing one by name.
+                let version = if self.config.publish.is_empty() { ADDRS_VERSION } else { PUBLISH_VERSION };
+                carrier.mux.send(&TunnelMsg::Hello { version, nonce }, &mut self.out);
                 let deadline = now + self.config.handshake_timeout;
                 self.link = Link::Handshake { carrier, nonce, deadline, proved: false };
             }
@@ -389,7 +482,7 @@ impl TunnelLocal {
                     carrier.mux.carrier_sent(bytes, &mut self.out);
                 }
             }
-            Input::Datagram { .. } => {}
+            Input::Datagram { .. } | Input::Listened { .. } => {}
         }
     }
 }
@@ -441,6 +534,16 @@ impl Machine for TunnelLocal {
             self.carrier_input(input);
         } else {
             match input {
+                Input::Connected { .. } if self.services.contains(&conn) => {
+                    self.prefix_deadlines.cancel(conn);
+                    if let Link::Up { carrier } = &mut self.link {
+                        carrier.mux.conn_connected(conn, &mut self.out);
+                    }
+                }
+                Input::ConnectFailed { error, .. } if self.services.contains(&conn) => {
+                    let reason = format!("cannot reach the published service: {error}");
+                    self.service_failed(conn, reason);
+                }
                 Input::Received { bytes, .. } => self.client_received(conn, bytes),
                 Input::ReadClosed { .. } => self.client_read_closed(conn),
                 Input::Closed { reason, .. } => self.client_closed(conn, &reason),
@@ -458,6 +561,12 @@ impl Machine for TunnelLocal {
     fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.advance(now);
         while let Some(conn) = self.prefix_deadlines.pop_expired(now) {
+            if self.services.contains(&conn) {
+                // The connect is still in progress at the driver: give it up.
+                self.out.close(conn, CloseHow::Abort);
+                self.service_failed(conn, "the published service did not accept in time".into());
+                continue;
+            }
             let secs = self.config.prefix_timeout.as_secs_f64();
             self.refuse_client(conn, &format!("no route prefix within {secs} s (send e.g. 9090:time)"));
         }

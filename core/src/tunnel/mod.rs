@@ -1,7 +1,10 @@
 //! The tunnel: clients → local end → one carrier connection → remote end → a route's target.
 //!
-//! - [`local`]: accepts clients, routes them by prefix or static forward, keeps the carrier up.
-//! - [`remote`]: authenticates carriers and connects streams to allowlisted targets.
+//! - [`local`]: accepts clients, routes them by prefix or static forward, keeps the carrier up;
+//!   as the exposing end, also publishes ports at the remote end and connects their visitors'
+//!   streams to local services (the reverse tunnel).
+//! - [`remote`]: authenticates carriers and connects streams to allowlisted targets; listens on
+//!   the ports exposing ends publish (within its allowed range) and opens a stream per visitor.
 //! - [`mux`]: many streams over one carrier with per-stream flow control (both ends).
 //! - [`carrier`]: a carrier's framing and heartbeat (both ends).
 //! - [`auth`]: the HMAC-SHA256 challenge-response that opens every carrier.
@@ -92,6 +95,32 @@ pub enum TunnelEvent {
     StreamEnded {
         /// The stream.
         stream: StreamId,
+    },
+    /// Either end: a port is published at the remote end; its visitors become streams.
+    Published {
+        /// The port.
+        port: u16,
+        /// The other end of the carrier.
+        peer: SocketAddr,
+        /// At the exposing end, the local service the port leads to (the remote end does
+        /// not know it).
+        service: Option<SocketAddr>,
+    },
+    /// Either end: a port was not published (outside the allowed range, taken, bind failed).
+    PublishRefused {
+        /// The port.
+        port: u16,
+        /// The other end of the carrier.
+        peer: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// Remote: a published port was closed because its carrier ended.
+    Unpublished {
+        /// The port.
+        port: u16,
+        /// The exposing end it belonged to.
+        peer: SocketAddr,
     },
     /// Local: a client was turned away before it got a stream (tunnel down, bad prefix,
     /// prefix timeout); it got an `error:` line saying why.

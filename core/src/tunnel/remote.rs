@@ -10,6 +10,16 @@
 //! ([`crate::wire::proxy`]) with the client's address and the address it connected to, as
 //! the local end sent them in the stream's `Open`; the stream's bytes follow unchanged.
 //!
+//! **Publishing** (the reverse tunnel). With [`RemoteConfig::publish`] set, a carrier of
+//! protocol version 3 may ask for ports in the allowed range (`Publish`); the remote end
+//! listens on each ([`Output::Listen`], at [`PublishConfig::ip`]) and answers `Published`, or
+//! `PublishRefused` with the reason (outside the range, taken by another carrier, the bind
+//! failed, a limit). Each visitor of a published port becomes a stream the remote end opens
+//! toward that carrier (ids with [`REMOTE_STREAMS`] set; the route is the port in decimal),
+//! and the exposing end connects it to its own service. When the carrier ends, its ports
+//! close and their visitors are reset; a reconnecting exposing end publishes them again.
+//! Publish listeners get ids from [`PUBLISH_LISTENERS`] up: carrier listeners use ids below.
+//!
 //! Limits: at most `max_carriers` carriers (more are refused at accept); a carrier must
 //! authenticate within `auth_timeout`; at most `mux.max_streams` streams per carrier (more
 //! are refused with a reason); a target that does not connect within `connect_timeout`
@@ -23,12 +33,39 @@ use crate::tunnel::carrier::{Carrier, HeartbeatConfig, Liveness};
 use crate::tunnel::mux::MuxConfig;
 use crate::tunnel::TunnelEvent;
 use crate::wire::proxy::{self, ProxyAddrs, ProxyVersion};
-use crate::wire::tunnel::{StreamAddrs, StreamId, TunnelMsg, MIN_VERSION, PROOF_LEN, VERSION};
+use crate::wire::tunnel::{
+    StreamAddrs, StreamId, TunnelMsg, MIN_VERSION, PROOF_LEN, PUBLISH_VERSION, REMOTE_STREAMS, VERSION,
+};
 use crate::Env;
 use bytes::BytesMut;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::time::Duration;
+
+/// The first listener id the remote end gives the ports it publishes; ids from here to
+/// `u16::MAX` are its own, so an embedder's carrier listeners use ids below.
+pub const PUBLISH_LISTENERS: u16 = 0x8000;
+
+/// What exposing ends may publish at this remote end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishConfig {
+    /// The ports that may be published (`--allow-publish 12000-13000`).
+    pub ports: RangeInclusive<u16>,
+    /// The address published ports listen on (the carrier listener's, by default in the CLI).
+    pub ip: IpAddr,
+    /// Most ports one carrier may have published (or asked for) at once.
+    pub max_per_carrier: usize,
+    /// Most ports published over all carriers at once.
+    pub max_total: usize,
+}
+
+impl PublishConfig {
+    /// Ports `ports` on `ip`, with the default limits (64 per carrier, 1024 in all).
+    pub fn new(ports: RangeInclusive<u16>, ip: IpAddr) -> PublishConfig {
+        PublishConfig { ports, ip, max_per_carrier: 64, max_total: 1024 }
+    }
+}
 
 /// Default address of the remote end's carrier listener.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7001";
@@ -111,6 +148,8 @@ pub struct RemoteConfig {
     pub mux: MuxConfig,
     /// Most carriers at once.
     pub max_carriers: usize,
+    /// Ports exposing ends may publish; `None` refuses every publish request.
+    pub publish: Option<PublishConfig>,
 }
 
 impl RemoteConfig {
@@ -124,6 +163,7 @@ impl RemoteConfig {
             heartbeat: HeartbeatConfig::default(),
             mux: MuxConfig::default(),
             max_carriers: 64,
+            publish: None,
         }
     }
 }
@@ -131,8 +171,8 @@ impl RemoteConfig {
 #[derive(Debug)]
 enum Auth {
     AwaitHello,
-    AwaitResponse { nonce_l: [u8; PROOF_LEN], nonce_r: [u8; PROOF_LEN] },
-    Done { last_stream: StreamId },
+    AwaitResponse { nonce_l: [u8; PROOF_LEN], nonce_r: [u8; PROOF_LEN], version: u8 },
+    Done { last_stream: StreamId, version: u8 },
 }
 
 #[derive(Debug)]
@@ -140,6 +180,17 @@ struct Link {
     peer: SocketAddr,
     carrier: Carrier,
     auth: Auth,
+    /// The id of the next stream this end opens (a visitor of a published port).
+    next_stream: StreamId,
+}
+
+/// A port an exposing end asked for.
+#[derive(Debug)]
+struct Port {
+    carrier: ConnId,
+    listener: ListenerId,
+    /// False until the driver has bound it.
+    listening: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -156,8 +207,14 @@ pub struct TunnelRemote {
     env: Env,
     clock: Clock,
     links: BTreeMap<ConnId, Link>,
-    /// Target connection → its carrier.
+    /// A stream's own connection (a route target, or a visitor of a published port) → its
+    /// carrier.
     targets: BTreeMap<ConnId, ConnId>,
+    /// Published (or being published) ports.
+    ports: BTreeMap<u16, Port>,
+    /// Publish listener → its port.
+    listeners: BTreeMap<ListenerId, u16>,
+    next_listener: u16,
     timers: Deadlines<Timer>,
     out: OutputQueue<TunnelEvent>,
 }
@@ -171,6 +228,9 @@ impl TunnelRemote {
             clock: Clock::default(),
             links: BTreeMap::new(),
             targets: BTreeMap::new(),
+            ports: BTreeMap::new(),
+            listeners: BTreeMap::new(),
+            next_listener: PUBLISH_LISTENERS,
             timers: Deadlines::new(),
             out: OutputQueue::default(),
         }
@@ -198,8 +258,22 @@ impl TunnelRemote {
         self.links.values().map(|l| l.carrier.mux.len()).sum()
     }
 
+    /// The ports published now (bound and serving visitors), in order.
+    pub fn published(&self) -> Vec<u16> {
+        self.ports.iter().filter(|(_, p)| p.listening).map(|(&port, _)| port).collect()
+    }
+
     fn drop_link(&mut self, carrier: ConnId, reason: String, how: Option<CloseHow>) {
         let Some(mut link) = self.links.remove(&carrier) else { return };
+        let mine: Vec<u16> = self.ports.iter().filter(|(_, p)| p.carrier == carrier).map(|(&n, _)| n).collect();
+        for port in mine {
+            let Some(Port { listener, listening, .. }) = self.ports.remove(&port) else { continue };
+            self.listeners.remove(&listener);
+            self.out.push(Output::Unlisten { listener });
+            if listening {
+                self.out.event(TunnelEvent::Unpublished { port, peer: link.peer });
+            }
+        }
         for target in link.carrier.mux.abort_all(&mut self.out) {
             self.targets.remove(&target);
             self.timers.cancel(Timer::TargetConnect(target));
@@ -254,13 +328,13 @@ impl TunnelRemote {
                 self.env.rng.fill_bytes(&mut nonce_r);
                 let proof = self.config.secret.remote_proof(&nonce_l, &nonce_r);
                 link.carrier.mux.send(&TunnelMsg::Challenge { nonce: nonce_r, proof }, &mut self.out);
-                link.auth = Auth::AwaitResponse { nonce_l, nonce_r };
+                link.auth = Auth::AwaitResponse { nonce_l, nonce_r, version };
             }
-            (Auth::AwaitResponse { nonce_l, nonce_r }, TunnelMsg::Response { proof }) => {
+            (Auth::AwaitResponse { nonce_l, nonce_r, version }, TunnelMsg::Response { proof }) => {
                 if !self.config.secret.verify_local(nonce_r, nonce_l, &proof) {
                     return self.refuse_auth(carrier, "wrong secret: the two ends have different secrets");
                 }
-                link.auth = Auth::Done { last_stream: 0 };
+                link.auth = Auth::Done { last_stream: 0, version: *version };
                 link.carrier.mux.send(&TunnelMsg::Welcome, &mut self.out);
                 self.timers.cancel(Timer::Auth(carrier));
                 self.out.event(TunnelEvent::CarrierUp { peer: link.peer });
@@ -272,7 +346,11 @@ impl TunnelRemote {
             }
             (_, TunnelMsg::Ping { token }) => link.carrier.pong(token, &mut self.out),
             (_, TunnelMsg::Pong { .. }) => {}
-            (Auth::Done { last_stream }, TunnelMsg::Open { stream, route, addrs }) => {
+            (Auth::Done { last_stream, .. }, TunnelMsg::Open { stream, route, addrs }) => {
+                if stream & REMOTE_STREAMS != 0 {
+                    let reason = format!("stream id {stream:#x} is in the remote end's range (top bit set)");
+                    return self.drop_link(carrier, format!("protocol error: {reason}"), Some(CloseHow::Abort));
+                }
                 if stream <= *last_stream {
                     let reason = format!("stream id {stream} reused");
                     return self.drop_link(carrier, format!("protocol error: {reason}"), Some(CloseHow::Abort));
@@ -280,13 +358,18 @@ impl TunnelRemote {
                 *last_stream = stream;
                 self.open(carrier, stream, route, addrs);
             }
+            (Auth::Done { version, .. }, TunnelMsg::Publish { port }) if *version >= PUBLISH_VERSION => {
+                self.publish(carrier, port)
+            }
+            // `Refuse` answers an `Open`: from the local end, only for one of our streams.
             (
                 Auth::Done { .. },
                 msg @ (TunnelMsg::Data { .. }
                 | TunnelMsg::Window { .. }
                 | TunnelMsg::Fin { .. }
+                | TunnelMsg::Refuse { .. }
                 | TunnelMsg::Reset { .. }),
-            ) => {
+            ) if !matches!(msg, TunnelMsg::Refuse { stream, .. } if stream & REMOTE_STREAMS == 0) => {
                 if let Err(violation) = link.carrier.mux.receive(msg, &mut self.out) {
                     self.drop_link(carrier, format!("protocol error: {violation}"), Some(CloseHow::Abort));
                 }
@@ -308,6 +391,89 @@ impl TunnelRemote {
                 self.out.event(ended.into());
             }
         }
+    }
+
+    /// A carrier asks for `port`: check it, then ask the driver to listen.
+    fn publish(&mut self, carrier: ConnId, port: u16) {
+        let Some(link) = self.links.get_mut(&carrier) else { return };
+        let mine = self.ports.values().filter(|p| p.carrier == carrier).count();
+        let refusal = match (&self.config.publish, self.ports.get(&port)) {
+            (None, _) => {
+                Some(String::from("this remote end does not allow publishing (start it with --allow-publish)"))
+            }
+            (Some(allow), _) if !allow.ports.contains(&port) => Some(format!(
+                "port {port} is outside the range this remote end allows ({}-{})",
+                allow.ports.start(),
+                allow.ports.end()
+            )),
+            (Some(_), Some(taken)) if taken.carrier == carrier => Some(format!("port {port} is already published")),
+            (Some(_), Some(_)) => Some(format!("port {port} is already published by another exposing end")),
+            (Some(allow), None) if mine >= allow.max_per_carrier => {
+                Some(format!("too many published ports on this carrier (limit {})", allow.max_per_carrier))
+            }
+            (Some(allow), None) if self.ports.len() >= allow.max_total => {
+                Some(format!("too many published ports on this remote end (limit {})", allow.max_total))
+            }
+            (Some(_), None) => None,
+        };
+        if let Some(reason) = refusal {
+            link.carrier.mux.send(&TunnelMsg::PublishRefused { port, reason: reason.clone() }, &mut self.out);
+            return self.out.event(TunnelEvent::PublishRefused { port, peer: link.peer, reason });
+        }
+        let Some(ip) = self.config.publish.as_ref().map(|p| p.ip) else { return };
+        // Ids wrap within our range, skipping any still open: one is reused only after
+        // 32,768 later publishes, long after its last connection was handed over.
+        let mut listener = ListenerId(self.next_listener);
+        while self.listeners.contains_key(&listener) {
+            listener = ListenerId(listener.0.checked_add(1).unwrap_or(PUBLISH_LISTENERS));
+        }
+        self.next_listener = listener.0.checked_add(1).unwrap_or(PUBLISH_LISTENERS);
+        self.ports.insert(port, Port { carrier, listener, listening: false });
+        self.listeners.insert(listener, port);
+        self.out.push(Output::Listen { listener, addr: SocketAddr::new(ip, port) });
+    }
+
+    /// The driver's answer to a publish listener.
+    fn listened(&mut self, listener: ListenerId, result: Result<SocketAddr, crate::machine::NetError>) {
+        let Some(&port) = self.listeners.get(&listener) else { return };
+        let Some(entry) = self.ports.get_mut(&port) else { return };
+        let Some(link) = self.links.get_mut(&entry.carrier) else { return };
+        match result {
+            Ok(_) => {
+                entry.listening = true;
+                link.carrier.mux.send(&TunnelMsg::Published { port }, &mut self.out);
+                self.out.event(TunnelEvent::Published { port, peer: link.peer, service: None });
+            }
+            Err(error) => {
+                self.ports.remove(&port);
+                self.listeners.remove(&listener);
+                let reason = error.to_string();
+                link.carrier.mux.send(&TunnelMsg::PublishRefused { port, reason: reason.clone() }, &mut self.out);
+                self.out.event(TunnelEvent::PublishRefused { port, peer: link.peer, reason });
+            }
+        }
+    }
+
+    /// A visitor connected to a published port: open a stream toward its exposing end.
+    fn visit(&mut self, listener: ListenerId, peer: SocketAddr, at: SocketAddr) -> Result<ConnId, Refusal> {
+        let port = self.listeners.get(&listener).copied().ok_or(Refusal::UnknownListener(listener))?;
+        let carrier = self.ports.get(&port).filter(|p| p.listening).ok_or(Refusal::UnknownListener(listener))?.carrier;
+        let link = self.links.get_mut(&carrier).ok_or(Refusal::UnknownListener(listener))?;
+        if !link.carrier.mux.has_room() {
+            return Err(Refusal::AtCapacity { limit: self.config.mux.max_streams });
+        }
+        let conn = self.env.conn_ids.next();
+        let stream = link.next_stream;
+        // Past the last id the carrier would have to reuse one: the exposing end would
+        // refuse it, so the visitor is refused here instead.
+        link.next_stream = stream.checked_add(1).ok_or(Refusal::AtCapacity { limit: self.config.mux.max_streams })?;
+        link.carrier.mux.add(stream, conn, true);
+        let addrs = StreamAddrs { client: peer, entrance: at };
+        let route = port.to_string();
+        link.carrier.mux.send(&TunnelMsg::Open { stream, route: route.clone(), addrs: Some(addrs) }, &mut self.out);
+        self.targets.insert(conn, carrier);
+        self.out.event(TunnelEvent::StreamOpened { stream, route, peer, client: Some(peer) });
+        Ok(conn)
     }
 
     fn open(&mut self, carrier: ConnId, stream: StreamId, route: String, addrs: Option<StreamAddrs>) {
@@ -375,14 +541,30 @@ impl TunnelRemote {
 impl Machine for TunnelRemote {
     type Event = TunnelEvent;
 
-    fn accept(&mut self, now: Instant, _listener: ListenerId, peer: SocketAddr) -> Result<ConnId, Refusal> {
+    fn accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr) -> Result<ConnId, Refusal> {
+        let unspecified = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0);
+        self.accept_at(now, listener, peer, unspecified)
+    }
+
+    fn accept_at(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        peer: SocketAddr,
+        at: SocketAddr,
+    ) -> Result<ConnId, Refusal> {
         let now = self.clock.advance(now);
+        if listener.0 >= PUBLISH_LISTENERS {
+            let visitor = self.visit(listener, peer, at);
+            self.settle();
+            return visitor;
+        }
         if self.links.len() >= self.config.max_carriers {
             return Err(Refusal::AtCapacity { limit: self.config.max_carriers });
         }
         let conn = self.env.conn_ids.next();
         let carrier = Carrier::new(conn, now, self.config.heartbeat, self.config.mux.clone());
-        self.links.insert(conn, Link { peer, carrier, auth: Auth::AwaitHello });
+        self.links.insert(conn, Link { peer, carrier, auth: Auth::AwaitHello, next_stream: REMOTE_STREAMS | 1 });
         self.timers.set(Timer::Auth(conn), now + self.config.auth_timeout);
         self.arm_heartbeat(conn);
         self.out.event(TunnelEvent::CarrierAccepted { peer });
@@ -391,6 +573,10 @@ impl Machine for TunnelRemote {
 
     fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         self.clock.advance(now);
+        if let Input::Listened { listener, result } = input {
+            self.listened(listener, result);
+            return self.settle();
+        }
         let Some(conn) = input.conn() else { return };
         if let Some(&carrier) = self.targets.get(&conn) {
             self.target_input(conn, carrier, input);

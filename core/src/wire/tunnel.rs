@@ -16,6 +16,9 @@
 //! | 20   | 1       | `Refuse`    | stream u32, reason UTF-8 (the open failed)     |
 //! | 20   | 2       | `Reset`     | stream u32, reason UTF-8 (aborted mid-stream)  |
 //! | 21   | 0 / 1   | `Ping`/`Pong` | token u64                                    |
+//! | 22   | 0       | `Publish`   | port u16 (exposing end → remote)               |
+//! | 22   | 1       | `Published` | port u16 (remote → exposing end)               |
+//! | 22   | 2       | `PublishRefused` | port u16, reason UTF-8                    |
 
 use crate::wire::fields::{put_addr, FieldError, Fields};
 use crate::wire::frame::{Frame, FrameError, FrameType, HEADER_LEN, MAX_PAYLOAD};
@@ -34,10 +37,17 @@ pub const STREAM_WINDOW: FrameType = FrameType(19);
 pub const STREAM_CLOSE: FrameType = FrameType(20);
 /// Frame type 21: carrier heartbeat.
 pub const HEARTBEAT: FrameType = FrameType(21);
+/// Frame type 22: publishing ports (the reverse tunnel).
+pub const PUBLISH: FrameType = FrameType(22);
 
-/// The tunnel protocol version this code speaks: 2, whose local ends send each stream's
-/// client addresses in its `Open` (subtype 1).
-pub const VERSION: u8 = 2;
+/// The newest tunnel protocol version this code speaks: 3, which adds publishing (type 22)
+/// and streams the remote end opens. A local end says the oldest version that has what it
+/// needs: [`ADDRS_VERSION`] without ports to publish, this with them.
+pub const VERSION: u8 = 3;
+/// Version 2: local ends send each stream's client addresses in its `Open` (subtype 1).
+pub const ADDRS_VERSION: u8 = 2;
+/// The first version whose carriers may publish ports: [`VERSION`].
+pub const PUBLISH_VERSION: u8 = 3;
 /// The oldest version a remote end still admits: 1, whose local ends send `Open` without
 /// addresses (subtype 0). A local end sends [`VERSION`], so a remote end that speaks only 1
 /// refuses it at once, by name, rather than on its first `Open`.
@@ -51,8 +61,13 @@ pub const MAX_REASON: usize = 256;
 /// Most stream bytes one `Data` frame carries.
 pub const MAX_DATA: usize = MAX_PAYLOAD - 4;
 
-/// A stream id: chosen by the tunnel's local end, never reused on one carrier.
+/// A stream id, never reused on one carrier. The local end chooses ids with the top bit
+/// clear; the remote end (for visitors of a published port) ids with it set
+/// ([`REMOTE_STREAMS`]), so both sides open streams without ever choosing the same id.
 pub type StreamId = u32;
+
+/// The bit that marks a stream id as the remote end's.
+pub const REMOTE_STREAMS: StreamId = 0x8000_0000;
 
 /// Where a stream's client connection came from and arrived at, as the local end saw it:
 /// what a route with a PROXY protocol header tells its target.
@@ -145,6 +160,23 @@ pub enum TunnelMsg {
     Pong {
         /// The token of the `Ping`.
         token: u64,
+    },
+    /// Exposing end → remote: listen on `port` and send its visitors to me.
+    Publish {
+        /// The port to publish.
+        port: u16,
+    },
+    /// Remote → exposing end: `port` is published; its visitors arrive as streams.
+    Published {
+        /// The port.
+        port: u16,
+    },
+    /// Remote → exposing end: `port` was not published.
+    PublishRefused {
+        /// The port.
+        port: u16,
+        /// Why.
+        reason: String,
     },
 }
 
@@ -256,6 +288,9 @@ impl TunnelMsg {
             TunnelMsg::Reset { .. } => (STREAM_CLOSE, 2),
             TunnelMsg::Ping { .. } => (HEARTBEAT, 0),
             TunnelMsg::Pong { .. } => (HEARTBEAT, 1),
+            TunnelMsg::Publish { .. } => (PUBLISH, 0),
+            TunnelMsg::Published { .. } => (PUBLISH, 1),
+            TunnelMsg::PublishRefused { .. } => (PUBLISH, 2),
         }
     }
 
@@ -301,6 +336,11 @@ impl TunnelMsg {
                 payload.put_slice(truncated_reason(reason));
             }
             TunnelMsg::Ping { token } | TunnelMsg::Pong { token } => payload.put_u64(*token),
+            TunnelMsg::Publish { port } | TunnelMsg::Published { port } => payload.put_u16(*port),
+            TunnelMsg::PublishRefused { port, reason } => {
+                payload.put_u16(*port);
+                payload.put_slice(truncated_reason(reason));
+            }
         }
         let (kind, subtype) = self.kind();
         Frame::new(kind, subtype, payload.freeze()).encode(out).expect("tunnel control payloads are small");
@@ -370,6 +410,13 @@ impl TunnelMsg {
                 }
             }
             (HEARTBEAT, 0 | 1) => return Err(bad("heartbeat")),
+            (PUBLISH, 0) if len == 2 => TunnelMsg::Publish { port: p.get_u16() },
+            (PUBLISH, 1) if len == 2 => TunnelMsg::Published { port: p.get_u16() },
+            (PUBLISH, 2) if len >= 2 => {
+                let port = p.get_u16();
+                TunnelMsg::PublishRefused { port, reason: check_reason(&p)? }
+            }
+            (PUBLISH, 0..=2) => return Err(bad("publish")),
             (kind, subtype) => return Err(TunnelMsgError::UnknownKind { kind, subtype }),
         })
     }
@@ -412,6 +459,10 @@ mod tests {
             TunnelMsg::Reset { stream: 4, reason: "target reset".into() },
             TunnelMsg::Ping { token: u64::MAX },
             TunnelMsg::Pong { token: 1 },
+            TunnelMsg::Publish { port: 12345 },
+            TunnelMsg::Published { port: 1 },
+            TunnelMsg::PublishRefused { port: 65535, reason: "port 65535 is outside 12000-13000".into() },
+            TunnelMsg::PublishRefused { port: 80, reason: String::new() },
         ] {
             round_trip(msg);
         }
@@ -433,6 +484,14 @@ mod tests {
     }
 
     #[test]
+    fn publish_layouts_are_port_then_reason() {
+        assert_eq!(&TunnelMsg::Publish { port: 12345 }.to_bytes()[..], &[22, 0, 0, 2, 0, 0, 0x30, 0x39]);
+        assert_eq!(&TunnelMsg::Published { port: 12345 }.to_bytes()[..], &[22, 1, 0, 2, 0, 0, 0x30, 0x39]);
+        let refused = TunnelMsg::PublishRefused { port: 80, reason: "no".into() }.to_bytes();
+        assert_eq!(&refused[..], &[22, 2, 0, 4, 0, 0, 0, 80, b'n', b'o']);
+    }
+
+    #[test]
     fn malformed_messages_are_refused() {
         let frame = |kind, subtype, payload: &'static [u8]| Frame::new(kind, subtype, Bytes::from_static(payload));
         assert_eq!(TunnelMsg::decode(frame(STREAM_DATA, 0, &[0, 0, 0, 1])), Err(TunnelMsgError::EmptyData));
@@ -447,6 +506,12 @@ mod tests {
         assert_eq!(open(b"\0\0\0"), Err(TunnelMsgError::BadLength { what: "open", len: 3 }));
         assert!(matches!(TunnelMsg::decode(frame(FrameType(3), 0, b"")), Err(TunnelMsgError::UnknownKind { .. })));
         assert!(matches!(TunnelMsg::decode(frame(AUTH, 9, b"")), Err(TunnelMsgError::UnknownKind { .. })));
+        let publish = |subtype, payload| TunnelMsg::decode(frame(PUBLISH, subtype, payload));
+        assert_eq!(publish(0, b"\x30"), Err(TunnelMsgError::BadLength { what: "publish", len: 1 }));
+        assert_eq!(publish(1, b"\x30\x39\x00"), Err(TunnelMsgError::BadLength { what: "publish", len: 3 }));
+        assert_eq!(publish(2, b"\x30"), Err(TunnelMsgError::BadLength { what: "publish", len: 1 }));
+        assert_eq!(publish(2, b"\x30\x39\xff"), Err(TunnelMsgError::BadReason));
+        assert!(matches!(publish(3, b"\x30\x39"), Err(TunnelMsgError::UnknownKind { .. })));
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! timeout ([`Book::after_timeout`]). From that alone — it never looks inside the machine,
 //! only at `streams()` and `is_up()`/`carriers()` — it asserts:
 //!
-//! **Authentication** (§3.2). The local end sends one `Hello` of version 2; the remote end
-//! answers only a `Hello` of version 1 or 2, and its `Challenge` proof verifies under the
+//! **Authentication** (§3.2). The local end (with nothing to publish) sends one `Hello` of
+//! version 2; the remote end answers only a `Hello` of version 1 to 3, and its `Challenge` proof verifies under the
 //! shared secret; the local end answers only a `Challenge` whose proof verified, with the
 //! right proof, and comes up only after that; the remote end sends `Welcome` only after a
 //! valid `Response`. Nothing about streams crosses before that. *Catches:* a machine that
@@ -57,6 +57,12 @@
 //! streams, and a local end that is not up has no clients. *Catches:* leaked connections
 //! (a connect given up but never closed) and streams, and a peer's limits not enforced.
 //!
+//! **Publishing** (§3.6). Only the remote end sends `Published`/`PublishRefused`, and only
+//! on an authenticated carrier; the local end (which publishes nothing here) never sends
+//! `Publish`. With the checked driver's listener rules and the script's teardown, every
+//! port the remote end listened on is closed once its carrier is. (Visitors of published
+//! ports are not scripted here; `tests/sim_expose.rs` and the CLI tests cover them.)
+//!
 //! **Deadlines.** Every obligation with a deadline — a silent carrier (dead after
 //! `dead_after`), an unauthenticated carrier, a connect in progress, a client that has not
 //! sent its prefix — is met by `handle_timeout` at that deadline, and the machine's
@@ -76,7 +82,7 @@ use switchyard_core::tunnel::mux::MuxConfig;
 use switchyard_core::tunnel::remote::{RemoteConfig, Routes};
 use switchyard_core::tunnel::TunnelEvent;
 use switchyard_core::wire::proxy::{self, ProxyAddrs};
-use switchyard_core::wire::tunnel::{StreamAddrs, StreamId, TunnelMsg, MAX_ROUTE, PROOF_LEN, VERSION};
+use switchyard_core::wire::tunnel::{StreamAddrs, StreamId, TunnelMsg, ADDRS_VERSION, MAX_ROUTE, PROOF_LEN, VERSION};
 use switchyard_core::{ConnId, Instant, ListenerId};
 
 type Nonce = [u8; PROOF_LEN];
@@ -576,14 +582,15 @@ impl Book {
         match msg {
             TunnelMsg::Hello { version, nonce } => {
                 assert!(local, "the remote end sent Hello");
-                assert_eq!(version, VERSION, "Hello with the wrong version");
+                // The scripted local ends publish nothing: the oldest version with addresses.
+                assert_eq!(version, ADDRS_VERSION, "Hello with the wrong version");
                 assert!(c.nonce_l.replace(nonce).is_none(), "a second Hello on {carrier}");
             }
             TunnelMsg::Challenge { nonce, proof } => {
                 assert!(!local, "the local end sent Challenge");
                 let nonce_l = c.nonce_l.expect("Challenge before the peer's Hello");
                 let version = c.hello_version.expect("a Hello");
-                assert!((1..=2).contains(&version), "Challenge answers a Hello of version {version}");
+                assert!((1..=VERSION).contains(&version), "Challenge answers a Hello of version {version}");
                 assert!(self.secret.verify_remote(&nonce_l, &nonce, &proof), "the remote end's proof does not verify");
                 assert!(c.nonce_r.replace(nonce).is_none(), "a second Challenge on {carrier}");
             }
@@ -684,6 +691,11 @@ impl Book {
                 s.machine_ended = true;
             }
             TunnelMsg::Ping { .. } | TunnelMsg::Pong { .. } => {}
+            TunnelMsg::Publish { port } => panic!("the local end, with no ports to publish, asked for {port}"),
+            TunnelMsg::Published { .. } | TunnelMsg::PublishRefused { .. } => {
+                assert!(!local, "the local end sent {msg:?}");
+                assert!(c.up, "{msg:?} on carrier {carrier} before it authenticated");
+            }
         }
     }
 

@@ -17,7 +17,9 @@
 //!   listener), answers a connect, delivers bytes, end of input, a reset or `Sent` on a
 //!   client or target connection, or a report that races with a close;
 //! - time advances (a little, a lot, or exactly to the machine's deadline) and
-//!   `handle_timeout` runs.
+//!   `handle_timeout` runs;
+//! - remote end: the scripted local end asks to publish a port (in the allowed range or
+//!   not), and the driver answers the end's `Listen`s, bound or in use.
 //!
 //! The [`Driver`] and the [`Book`] check every call (see their documentation). At the end
 //! every carrier is closed, after which nothing may be left open and `streams()` must be 0.
@@ -34,7 +36,7 @@ use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::carrier::HeartbeatConfig;
 use switchyard_core::tunnel::local::{Entrance, LocalConfig, TunnelLocal};
 use switchyard_core::tunnel::mux::MuxConfig;
-use switchyard_core::tunnel::remote::{RemoteConfig, Route, Routes, TunnelRemote};
+use switchyard_core::tunnel::remote::{PublishConfig, RemoteConfig, Route, Routes, TunnelRemote};
 use switchyard_core::tunnel::TunnelEvent;
 use switchyard_core::wire::proxy::ProxyVersion;
 use switchyard_core::wire::tunnel::{StreamAddrs, StreamId, TunnelMsg, MAX_DATA, PROOF_LEN, VERSION};
@@ -169,6 +171,14 @@ impl<M: TunnelEnd> Rig<M> {
         outputs
     }
 
+    /// Answers the machine's `Listen` of `listener`.
+    pub fn listened(&mut self, listener: ListenerId, result: Result<SocketAddr, NetError>) -> Vec<Output<TunnelEvent>> {
+        self.say(format_args!("Listened {listener:?} {result:?}"));
+        let outputs = self.driver.listened(listener, result);
+        self.check(&outputs, None);
+        outputs
+    }
+
     /// Runs `handle_timeout` at `now`.
     pub fn timeout(&mut self, now: Instant) -> Vec<Output<TunnelEvent>> {
         self.say(format_args!("handle_timeout({now})"));
@@ -201,6 +211,8 @@ impl<M: TunnelEnd> Rig<M> {
         }
         let left = self.live(|_, _| true);
         assert!(left.is_empty(), "open after every carrier closed: {:?}", self.describe(&left));
+        let listening: Vec<_> = self.driver.listeners().collect();
+        assert!(listening.is_empty(), "published ports outlived their carriers: {listening:?}");
         assert_eq!(self.driver.machine.open_streams(), 0, "streams left after every carrier closed");
     }
 
@@ -245,6 +257,12 @@ pub fn streams_after(data: &[u8], local: bool) -> usize {
     } else {
         remote_script(data).rig.driver.machine.open_streams()
     }
+}
+
+/// The ports the remote end has published after running `data` as a `tunnel_remote`
+/// script, before the teardown. For checking that scripts reach publishing.
+pub fn published_after(data: &[u8]) -> Vec<u16> {
+    remote_script(data).rig.driver.machine.published()
 }
 
 /// The first bytes of a `tunnel_remote` script that get a stream open (its target still
@@ -311,6 +329,11 @@ fn remote_script(data: &[u8]) -> Run<TunnelRemote> {
     config.auth_timeout = Duration::from_millis(500 * (1 + src.below(10) as u64));
     config.connect_timeout = Duration::from_millis(500 * (1 + src.below(20) as u64));
     config.max_carriers = 1 + src.below(3);
+    // Two ports, one per carrier: a second ask on a carrier, and a port another carrier
+    // holds, are refused. (The driver never answers the listens: the ports stay pending.)
+    let publish =
+        PublishConfig { max_per_carrier: 1, max_total: 2, ..PublishConfig::new(12000..=12001, [0, 0, 0, 0].into()) };
+    config.publish = Some(publish);
     let window = config.mux.initial_window;
     let book = Book::remote(&config);
     let rig = Rig::new(TunnelRemote::new(Env::new(u64::from(src.byte())), config), book, Instant::ZERO);
@@ -394,7 +417,7 @@ impl<M: TunnelEnd> Run<M> {
     fn step(&mut self, src: &mut Source<'_>, local: bool) {
         match src.below(32) {
             0 | 1 if local => self.local_connects(src),
-            0 | 1 => self.accept_carrier(),
+            0 | 1 => self.accept_carrier(src),
             2..=9 => self.peer_sends(src, local),
             10 => {
                 let len = src.below(24);
@@ -426,8 +449,21 @@ impl<M: TunnelEnd> Run<M> {
         let _ = self.rig.accept(listener, peer, entrance_addr(listener));
     }
 
-    /// Remote end: a local end connects.
-    fn accept_carrier(&mut self) {
+    /// Remote end: a local end connects, or (once the end asked for listeners) the driver
+    /// answers a `Listen`: bound, or in use.
+    fn accept_carrier(&mut self, src: &mut Source<'_>) {
+        let asked: Vec<_> = self.rig.driver.listeners().filter(|&(_, _, bound)| !bound).collect();
+        // Read a choice only then, so scripts without publishing keep their meaning.
+        if let Some(&(listener, addr, _)) = asked.first() {
+            match src.byte() % 4 {
+                0 => {}
+                1 | 2 => return drop(self.rig.listened(listener, Ok(addr))),
+                _ => {
+                    let refused = NetError::Other(format!("cannot listen on {addr}: address already in use"));
+                    return drop(self.rig.listened(listener, Err(refused)));
+                }
+            }
+        }
         self.accepted += 1;
         let peer = addr([10, 0, 1, self.accepted as u8], 40000 + self.accepted);
         let _ = self.rig.accept(ListenerId(0), peer, addr([10, 0, 1, 2], 7001));
@@ -543,11 +579,16 @@ impl<M: TunnelEnd> Run<M> {
             11 => TunnelMsg::Refuse { stream: stream(src), reason: reason(src) },
             12 => TunnelMsg::Ping { token: u64::from(src.u32()) },
             // Out of turn or unusual: anything the other end could send.
-            _ => match src.below(5) {
+            _ => match src.below(8) {
                 0 => TunnelMsg::Pong { token: 1 },
                 1 => TunnelMsg::Refused { reason: reason(src) },
                 2 => TunnelMsg::Hello { version: VERSION, nonce: src.array() },
                 3 => TunnelMsg::Challenge { nonce: src.array(), proof: src.array() },
+                // Publishing: inside the remote end's range, outside it, or an answer only
+                // a remote end sends.
+                5 => TunnelMsg::Publish { port: [12000, 12001, 80][src.below(3)] },
+                6 => TunnelMsg::Published { port: 12000 },
+                7 => TunnelMsg::PublishRefused { port: 12000, reason: reason(src) },
                 _ => TunnelMsg::Welcome,
             },
         }

@@ -54,7 +54,7 @@ impl Verdict {
     }
 }
 
-/// The spec's verdict on `frame` (`docs/PROTOCOL.md` §3.2–3.4).
+/// The spec's verdict on `frame` (`docs/PROTOCOL.md` §3.2–3.4 and §3.6).
 ///
 /// Routes: the spec says "ASCII"; the code takes printable ASCII without space (0x21–0x7E),
 /// which is what a route name in a `--route` flag can be. That narrower reading is the one
@@ -86,6 +86,9 @@ pub fn spec_verdict(frame: &Frame) -> Verdict {
         (20, 1 | 2) if p.len() < 4 => Verdict::BadLength,
         (20, 1 | 2) => reason(&p[4..]),
         (21, 0 | 1) => exactly(8),
+        (22, 0 | 1) => exactly(2),
+        (22, 2) if p.len() < 2 => Verdict::BadLength,
+        (22, 2) => reason(&p[2..]),
         _ => Verdict::UnknownKind,
     }
 }

@@ -245,3 +245,65 @@ fn loopback_connections_reach_the_same_host() {
     assert!(matches!(accepted, ProbeEvent::Accepted { peer, .. } if peer.ip().is_loopback()));
     assert!(p.events(b).iter().any(|(_, e)| matches!(e, ProbeEvent::Connected { conn: c, .. } if *c == conn)));
 }
+
+#[test]
+fn a_machine_opens_and_closes_listeners_at_run_time() {
+    let mut p = pair(9, net(5));
+    let wild: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+    p.probe(p.b, |probe| probe.listen(ListenerId(7), wild));
+    // The port the configuration already holds, and an address the host does not have.
+    p.probe(p.b, |probe| probe.listen(ListenerId(8), "0.0.0.0:80".parse().unwrap()));
+    p.probe(p.b, |probe| probe.listen(ListenerId(9), "10.9.9.9:81".parse().unwrap()));
+    p.sim.run_for(ms(1)).unwrap();
+    let listened: Vec<_> = p
+        .events(p.b)
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            ProbeEvent::Listened { listener, result } => Some((listener, result.is_ok())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(listened, [(ListenerId(7), true), (ListenerId(8), false), (ListenerId(9), false)]);
+    let ProbeEvent::Listened { result: Ok(bound), .. } =
+        p.first(p.b, |e| matches!(e, ProbeEvent::Listened { listener: ListenerId(7), .. })).unwrap().1
+    else {
+        panic!("listener 7 was not bound")
+    };
+    assert_eq!(bound, "10.0.0.2:8080".parse().unwrap());
+
+    let conn = p.probe(p.a, |probe| probe.connect(bound));
+    p.sim.run_for(ms(100)).unwrap();
+    assert!(p
+        .first(p.b, |e| matches!(e, ProbeEvent::Accepted { listener: ListenerId(7), conn: Some(_), .. }))
+        .is_some());
+    assert!(p.first(p.a, |e| matches!(e, ProbeEvent::Connected { conn: c, .. } if *c == conn)).is_some());
+
+    // Closed: the next connect is refused, and the open connection carries on.
+    p.probe(p.b, |probe| probe.unlisten(ListenerId(7)));
+    p.probe(p.a, |probe| probe.write(conn, "still here"));
+    let second = p.probe(p.a, |probe| probe.connect(bound));
+    p.sim.run_for(ms(100)).unwrap();
+    assert!(p
+        .first(p.a, |e| matches!(e, ProbeEvent::ConnectFailed { conn: c, error: NetError::Refused } if *c == second))
+        .is_some());
+    let accepted = p.events(p.b).iter().filter(|(_, e)| matches!(e, ProbeEvent::Accepted { .. })).count();
+    assert_eq!(accepted, 1);
+    assert!(p
+        .events(p.b)
+        .iter()
+        .any(|(_, e)| matches!(e, ProbeEvent::Received { bytes, .. } if &bytes[..] == b"still here")));
+
+    // A machine's listener ends with its life; the configured one is back after a restart.
+    p.probe(p.b, |probe| probe.listen(ListenerId(10), wild));
+    p.sim.run_for(ms(1)).unwrap();
+    p.sim.crash(p.b);
+    p.sim.restart(p.b);
+    let third = p.probe(p.a, |probe| probe.connect(bound));
+    let configured = p.addr;
+    let fourth = p.probe(p.a, |probe| probe.connect(configured));
+    p.sim.run_for(ms(100)).unwrap();
+    assert!(p
+        .first(p.a, |e| matches!(e, ProbeEvent::ConnectFailed { conn: c, error: NetError::Refused } if *c == third))
+        .is_some());
+    assert!(p.first(p.a, |e| matches!(e, ProbeEvent::Connected { conn: c, .. } if *c == fourth)).is_some());
+}
