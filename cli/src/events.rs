@@ -130,6 +130,12 @@ impl LogEvent for TunnelEvent {
             TunnelEvent::Unpublished { port, peer } => {
                 tracing::info!("{name}: port {port} closed: the carrier from {peer} ended")
             }
+            TunnelEvent::ForwardOpened { addr, route } => {
+                tracing::info!("{name}: forward on {addr} to route {route} listening")
+            }
+            TunnelEvent::ForwardFailed { addr, route, reason } => {
+                tracing::error!("{name}: forward on {addr} to route {route} cannot listen: {reason}")
+            }
             TunnelEvent::ClientRefused { peer: Some(peer), reason } => {
                 tracing::info!("{name}: client {peer} turned away: {reason}")
             }

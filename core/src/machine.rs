@@ -46,7 +46,9 @@
 //!    with a [`ListenerId`] that is not open (mint fresh ones, and reuse one only long after
 //!    it closed: see below); the driver binds and answers
 //!    [`Input::Listened`] with the bound address or the error, and from then on hands
-//!    that listener's connections to `accept_at` as usual. [`Output::Unlisten`] closes it:
+//!    that listener's connections to `accept_at` as usual. [`Output::Unlisten`] closes it,
+//!    or a listener the embedder configured (the tunnel's local end dropping a static
+//!    forward on a config reload):
 //!    connections it already accepted carry on, and a connection the driver accepted but
 //!    had not yet handed over is dropped (until the id is opened again, when it would go
 //!    to the new listener: hence fresh ids).
@@ -182,8 +184,9 @@ pub enum Output<E> {
         /// Where to listen (port 0: any free port).
         addr: SocketAddr,
     },
-    /// Close listener `listener` (one the machine asked for with [`Output::Listen`]): it
-    /// accepts nothing more. Connections it accepted are not affected. Nothing is reported.
+    /// Close listener `listener` (one the machine asked for with [`Output::Listen`], or one
+    /// the embedder configured): it accepts nothing more. Connections it accepted are not
+    /// affected. Nothing is reported.
     Unlisten {
         /// The listener.
         listener: ListenerId,

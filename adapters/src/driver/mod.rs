@@ -16,7 +16,8 @@
 //! Listeners given to [`Driver::listen`] are bound before the machine starts. A machine
 //! may also ask for one at run time ([`Output::Listen`]): the machine task binds it there
 //! and then, starts its accept loop, and answers `Input::Listened` after the drain;
-//! [`Output::Unlisten`] drops the loop's stop channel, which closes the socket. A connection
+//! [`Output::Unlisten`] drops the loop's stop channel, which closes the socket (a listener
+//! given to [`Driver::listen`] closes the same way). A connection
 //! accepted by a listener that was closed before the machine saw it is reset.
 //!
 //! Writes go into bounded per-connection queues. At the end of each wake-up the machine
@@ -287,8 +288,13 @@ where
         for (&id, addr) in &listener_addrs {
             tracing::debug!(listener = ?id, %addr, "listening");
         }
+        // Each listener has a stop channel of its own, so that `Output::Unlisten` can close
+        // any of them, configured here or opened at run time.
+        let mut opened = HashMap::new();
         for (id, listener) in bound {
-            rt.spawn(listen::accept_loop(rt.clone(), id, listener, net_tx.clone(), stop_rx.clone()));
+            let (stop_listener, stopped) = async_channel::bounded::<()>(1);
+            rt.spawn(listen::accept_loop(rt.clone(), id, listener, net_tx.clone(), stopped));
+            opened.insert(id, stop_listener);
         }
         let mut udp = BTreeMap::new();
         for (id, socket) in bound_sockets {
@@ -308,8 +314,7 @@ where
             events: event_tx,
             counters: counters.clone(),
             deferred: VecDeque::new(),
-            configured: listener_addrs.keys().copied().collect(),
-            opened: HashMap::new(),
+            opened,
             dirty: Vec::new(),
             noop_waker: Waker::from(Arc::new(NoopWake)),
             last_timeout: None,
@@ -631,10 +636,9 @@ struct MachineTask<R: Runtime, M: Machine> {
     /// Reports the driver decided on while draining (slow peers' closes, listen results),
     /// made after the drain.
     deferred: VecDeque<Deferred>,
-    /// The listeners bound at start; they live as long as the driver.
-    configured: Vec<ListenerId>,
-    /// Listeners the machine opened (`Output::Listen`). Dropping one's sender stops its
-    /// accept loop, which closes the socket.
+    /// Open listeners: those bound at start and those the machine opened
+    /// (`Output::Listen`). Dropping one's sender stops its accept loop, which closes the
+    /// socket; all of them stop with the machine task.
     opened: HashMap<ListenerId, Sender<()>>,
     /// Connections written to since the last [`MachineTask::flush_writes`].
     dirty: Vec<ConnId>,
@@ -797,7 +801,7 @@ where
         let now = self.now();
         match msg {
             NetMsg::Accepted { listener, stream, peer } => {
-                if !self.configured.contains(&listener) && !self.opened.contains_key(&listener) {
+                if !self.opened.contains_key(&listener) {
                     // Accepted just before the machine closed that listener: not its any more.
                     tracing::debug!(%peer, ?listener, "connection to a closed listener dropped");
                     let _ = stream.set_linger_zero();
@@ -998,7 +1002,7 @@ where
 
     /// Binds a listener the machine asked for and starts its accept loop.
     async fn open_listener(&mut self, id: ListenerId, addr: SocketAddr) -> Result<SocketAddr, NetError> {
-        if self.configured.contains(&id) || self.opened.contains_key(&id) {
+        if self.opened.contains_key(&id) {
             return Err(NetError::Other(format!("listener {id:?} is already open")));
         }
         let failed = |e: io::Error| NetError::Other(format!("cannot listen on {addr}: {}", crate::describe(&e)));

@@ -60,6 +60,7 @@
 //! open listeners of its own with `Output::Listen` (the host's address or the wildcard, a
 //! free port; answered with `Input::Listened` one step later) and close them with
 //! `Output::Unlisten`; those belong to the machine's life and close when the host crashes.
+//! `Output::Unlisten` closes a configured listener too, for good.
 //!
 //! **Addresses and realms.** Every host lives in one *realm*: an address space in which an
 //! IP address names at most one host. [`RealmId::PUBLIC`] is the internet; [`Sim::add_realm`]
@@ -802,7 +803,7 @@ impl Sim {
             Output::Listen { listener, addr } => self.machine_listen(host, listener, addr),
             Output::Unlisten { listener } => {
                 let h = &mut self.hosts[host.0];
-                let port = h.listeners.iter().find(|(p, &l)| l == listener && h.machine_listeners.contains(p));
+                let port = h.listeners.iter().find(|(_, &l)| l == listener);
                 if let Some((&port, _)) = port {
                     h.listeners.remove(&port);
                     h.machine_listeners.remove(&port);

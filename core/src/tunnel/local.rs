@@ -142,6 +142,8 @@ pub struct TunnelLocal {
     last_remote_stream: StreamId,
     /// Connections to local services, for visitors of published ports.
     services: std::collections::BTreeSet<ConnId>,
+    /// Forwards added at run time whose listener is not bound yet, and their addresses.
+    opening: BTreeMap<ListenerId, SocketAddr>,
     out: OutputQueue<TunnelEvent>,
 }
 
@@ -160,10 +162,44 @@ impl TunnelLocal {
             next_stream: 1,
             last_remote_stream: REMOTE_STREAMS,
             services: std::collections::BTreeSet::new(),
+            opening: BTreeMap::new(),
             out: OutputQueue::default(),
         };
         local.connect();
         local
+    }
+
+    /// Adds a static forward while the end runs (a config reload): asks the driver to
+    /// listen on `addr` as `listener` (an id not open now, and never one used before), whose
+    /// clients then go to `route` as a `--forward` does. The outcome is reported as
+    /// [`TunnelEvent::ForwardOpened`] or [`TunnelEvent::ForwardFailed`].
+    pub fn open_forward(&mut self, listener: ListenerId, addr: SocketAddr, route: String) {
+        self.config.entrances.insert(listener, Entrance::Forward { route });
+        self.opening.insert(listener, addr);
+        self.out.push(Output::Listen { listener, addr });
+    }
+
+    /// Removes the static forward on `listener` (a config reload): it takes no more
+    /// clients, and the streams its clients opened carry on.
+    pub fn close_forward(&mut self, listener: ListenerId) {
+        if let Some(Entrance::Forward { .. }) = self.config.entrances.get(&listener) {
+            self.config.entrances.remove(&listener);
+            self.opening.remove(&listener);
+            self.out.push(Output::Unlisten { listener });
+        }
+    }
+
+    /// The answer to an [`TunnelLocal::open_forward`].
+    fn forward_listened(&mut self, listener: ListenerId, result: Result<SocketAddr, NetError>) {
+        let Some(addr) = self.opening.remove(&listener) else { return };
+        let Some(Entrance::Forward { route }) = self.config.entrances.get(&listener).cloned() else { return };
+        match result {
+            Ok(addr) => self.out.event(TunnelEvent::ForwardOpened { addr, route }),
+            Err(error) => {
+                self.config.entrances.remove(&listener);
+                self.out.event(TunnelEvent::ForwardFailed { addr, route, reason: error.to_string() });
+            }
+        }
     }
 
     /// True while an authenticated carrier is up.
@@ -529,6 +565,9 @@ impl Machine for TunnelLocal {
 
     fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         self.clock.advance(now);
+        if let Input::Listened { listener, result } = input {
+            return self.forward_listened(listener, result);
+        }
         let Some(conn) = input.conn() else { return };
         if Some(conn) == self.carrier_conn() {
             self.carrier_input(input);

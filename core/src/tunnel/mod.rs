@@ -122,6 +122,22 @@ pub enum TunnelEvent {
         /// The exposing end it belonged to.
         peer: SocketAddr,
     },
+    /// Local: a static forward added while the end runs listens.
+    ForwardOpened {
+        /// Where it listens.
+        addr: SocketAddr,
+        /// Its route.
+        route: String,
+    },
+    /// Local: a static forward added while the end runs could not listen.
+    ForwardFailed {
+        /// Where it was to listen.
+        addr: SocketAddr,
+        /// Its route.
+        route: String,
+        /// Why (the address is in use, say).
+        reason: String,
+    },
     /// Local: a client was turned away before it got a stream (tunnel down, bad prefix,
     /// prefix timeout); it got an `error:` line saying why.
     ClientRefused {
