@@ -286,7 +286,7 @@ where
         }
         let mut udp = BTreeMap::new();
         for (id, socket) in bound_sockets {
-            let out = udp::start(&rt, id, socket, config.udp_send_queue, net_tx.clone(), stop_rx.clone());
+            let out = udp::start(&rt, id, socket, config.udp_send_queue, (net_tx.clone(), stop_rx.clone()), &counters);
             udp.insert(id, out);
         }
 
@@ -846,6 +846,7 @@ where
     fn on_accept(&mut self, now: Instant, listener: ListenerId, stream: R::TcpStream, peer: SocketAddr) {
         match self.machine.accept(now, listener, peer) {
             Ok(id) => {
+                self.counters.accepted.fetch_add(1, Relaxed);
                 tracing::debug!(conn = %id, %peer, ?listener, "accepted");
                 let conn = Conn::new(id, Some(stream.clone()), self.read_limits(), self.counters.clone());
                 self.insert(id, conn.clone());
