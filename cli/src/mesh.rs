@@ -85,6 +85,11 @@ pub struct ServerCmd {
     /// peer's IP address
     #[argh(option)]
     tls_ca: Option<PathBuf>,
+
+    /// serve Prometheus metrics at http://ADDR/metrics: users, peers, messages delivered,
+    /// forwarded and deduplicated, the dedup cache (see the README's Metrics section)
+    #[argh(option, from_str_fn(crate::addr::parse))]
+    metrics: Option<SocketAddr>,
 }
 
 /// Chat through the mesh: register a name, send `<recipient> <message>` lines, see what
@@ -270,7 +275,7 @@ impl ServerCmd {
         let over = if tls.is_some() { " (TLS)" } else { "" };
         let who = if secret.is_some() { "servers that prove the mesh secret" } else { "any server (no mesh secret)" };
         let peers = if self.peer.is_empty() { default_peers(self.listen) } else { self.peer };
-        let mut fleet = Fleet::new();
+        let mut fleet = Fleet::with_metrics(self.metrics)?;
         let addr = launch_server(&rt, &mut fleet, env.child(1), (self.listen, peers.clone()), secret, tls).await?;
         let peers: Vec<String> = peers.iter().map(ToString::to_string).collect();
         fleet

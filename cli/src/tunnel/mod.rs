@@ -97,6 +97,12 @@ pub struct LocalCmd {
     /// new client going to the least-loaded carrier that is up (default 1, at most 64)
     #[argh(option, default = "1", from_str_fn(parse_threads))]
     threads: usize,
+
+    /// serve Prometheus metrics at http://ADDR/metrics: streams, carrier state,
+    /// reconnects, refusals by reason, bytes (full build only; see the README's Metrics
+    /// section)
+    #[argh(option, from_str_fn(crate::addr::parse))]
+    metrics: Option<SocketAddr>,
 }
 
 /// Run the tunnel's remote end: local ends connect their carrier here, and each stream is
@@ -146,11 +152,21 @@ pub struct RemoteCmd {
     /// going to the loop with the fewest connections (default 1, at most 64)
     #[argh(option, default = "1", from_str_fn(parse_threads))]
     threads: usize,
+
+    /// serve Prometheus metrics at http://ADDR/metrics: streams, carrier state,
+    /// reconnects, refusals by reason, bytes (full build only; see the README's Metrics
+    /// section)
+    #[argh(option, from_str_fn(crate::addr::parse))]
+    metrics: Option<SocketAddr>,
 }
 
 impl Program for TunnelCmd {
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
-        let mut fleet = Fleet::new();
+        let metrics = match &self.end {
+            End::Local(cmd) => cmd.metrics,
+            End::Remote(cmd) => cmd.metrics,
+        };
+        let mut fleet = Fleet::with_metrics(metrics)?;
         let announce = match self.end {
             End::Local(cmd) => {
                 let secret = spec::read_secret(&cmd.secret_file)?;
