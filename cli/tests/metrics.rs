@@ -165,6 +165,26 @@ fn a_service_counts_connections_bytes_and_refusals() {
     assert_eq!(s.get("switchyard_sent_bytes_total", &echo_labels), 6.0 + 13.0, "{s:#?}");
 }
 
+/// Every long-running role offers the option and says what it serves.
+#[test]
+fn every_long_running_role_offers_metrics_in_its_help() {
+    let roles: &[&[&str]] = &[
+        &["serve", "echo", "--help"],
+        &["serve", "broadcast", "--help"],
+        &["serve", "stamp", "--help"],
+        &["tunnel", "local", "--help"],
+        &["tunnel", "remote", "--help"],
+        &["mesh", "server", "--help"],
+        &["rendezvous", "--help"],
+        &["up", "--help"],
+    ];
+    let cases: Vec<(&[&str], &[&str])> = roles
+        .iter()
+        .map(|&args| (args, &["--metrics", "serve Prometheus metrics at http://ADDR/metrics"][..]))
+        .collect();
+    support::assert_helps(&cases);
+}
+
 /// A metrics address that cannot be bound is a one-line error, exit 1, before anything
 /// starts.
 #[test]

@@ -57,8 +57,8 @@ pub struct UpCmd {
     #[argh(switch)]
     tls: bool,
 
-    /// serve Prometheus metrics of every machine at http://ADDR/metrics, each series
-    /// labelled with its machine (`machine`, `listen`; see the README's Metrics section)
+    /// serve Prometheus metrics at http://ADDR/metrics for every machine, each under its
+    /// own labels (`machine`, `listen`; see the README's Metrics section)
     #[argh(option, from_str_fn(crate::addr::parse))]
     metrics: Option<SocketAddr>,
 }
