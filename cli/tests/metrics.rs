@@ -60,7 +60,8 @@ fn parser_available() -> bool {
     let ok = probe.as_ref().is_ok_and(|o| o.status.success());
     if !ok {
         let why = match &probe {
-            Ok(o) => text(&o.stderr).trim().to_owned(),
+            // The traceback's last line says what is missing.
+            Ok(o) => text(&o.stderr).trim().lines().last().unwrap_or("").to_owned(),
             Err(e) => format!("python3: {e}"),
         };
         let why =
@@ -212,31 +213,23 @@ fn both_tunnel_ends_count_streams_refusals_carriers_and_bytes() {
     let key = TempFile::new("metrics-tunnel.key", "a metrics secret");
     let default_route = format!("default={}", at(7007));
     let (local_metrics, remote_metrics) = (at(9100), at(9101));
-    let remote = Proc::start(&[
-        "tunnel",
-        "remote",
-        "--listen",
-        &at(7001),
-        "--secret-file",
-        key.arg(),
-        "--route",
-        &default_route,
-        "--metrics",
-        &remote_metrics,
-    ]);
+    let remote = Proc::start(
+        &[
+            &["tunnel", "remote"][..],
+            &["--listen", &at(7001), "--secret-file", key.arg(), "--route", &default_route],
+            &["--metrics", &remote_metrics],
+        ]
+        .concat(),
+    );
     remote.wait_for_log("tunnel remote end listening on");
-    let local = Proc::start(&[
-        "tunnel",
-        "local",
-        "--listen",
-        &at(7000),
-        "--remote",
-        &at(7001),
-        "--secret-file",
-        key.arg(),
-        "--metrics",
-        &local_metrics,
-    ]);
+    let local = Proc::start(
+        &[
+            &["tunnel", "local"][..],
+            &["--listen", &at(7000), "--remote", &at(7001), "--secret-file", key.arg()],
+            &["--metrics", &local_metrics],
+        ]
+        .concat(),
+    );
     local.wait_for_log("carrier up");
     let local_labels = ["machine=tunnel local"];
     let remote_labels = ["machine=tunnel remote"];
@@ -355,4 +348,54 @@ fn up_serves_every_machine_under_its_own_labels() {
     assert_eq!(s.get("switchyard_tunnel_streams_opened_total", &["machine=tunnel local"]), 1.0, "{s:#?}");
     assert_eq!(s.get("switchyard_tunnel_streams_opened_total", &["machine=tunnel remote"]), 1.0, "{s:#?}");
     assert_eq!(s.get("switchyard_received_bytes_total", &echo), 6.0, "{s:#?}");
+}
+
+/// `--threads 2` on both ends: the workers' counts add up under one label set (two
+/// carriers up at each end, every client accepted counted once).
+#[test]
+fn the_workers_of_threads_add_up() {
+    if !parser_available() {
+        return;
+    }
+    let host = "127.0.0.165";
+    let at = |port: u16| format!("{host}:{port}");
+    let echo = Proc::start(&["serve", "echo", "--listen", &at(7007)]);
+    echo.wait_for_log("server listening on");
+    let key = TempFile::new("metrics-threads.key", "a threads secret");
+    let default_route = format!("default={}", at(7007));
+    let (local_metrics, remote_metrics) = (at(9100), at(9101));
+    let remote = Proc::start(
+        &[
+            &["tunnel", "remote"][..],
+            &["--listen", &at(7001), "--secret-file", key.arg(), "--route", &default_route],
+            &["--threads", "2", "--metrics", &remote_metrics],
+        ]
+        .concat(),
+    );
+    remote.wait_for_log("tunnel remote end listening on");
+    let local = Proc::start(
+        &[
+            &["tunnel", "local"][..],
+            &["--listen", &at(7000), "--remote", &at(7001), "--secret-file", key.arg()],
+            &["--threads", "2", "--metrics", &local_metrics],
+        ]
+        .concat(),
+    );
+    local.wait_for_log("metrics: serving");
+    for addr in [&local_metrics, &remote_metrics] {
+        scrape_until(addr, "both carriers", |s| s.get("switchyard_tunnel_carriers_up", &[]) == 2.0);
+    }
+    for i in 0..3 {
+        let line = format!("hello {i}");
+        let out = run(&["send", "--to", &at(7000), &line], b"");
+        assert_eq!(text(&out.stdout), format!("{line}\n"), "{out:?}");
+    }
+    let l = scrape_until(&local_metrics, "three clients", |s| {
+        s.get("switchyard_tunnel_streams_opened_total", &["machine=tunnel local"]) == 3.0
+    });
+    assert_eq!(l.get("switchyard_connections_accepted_total", &["machine=tunnel local"]), 3.0, "{l:#?}");
+    let series = l.matching("switchyard_connections_accepted_total", &[]).count();
+    assert_eq!(series, 1, "one series for both workers: {l:#?}");
+    let r = scrape(&remote_metrics);
+    assert_eq!(r.get("switchyard_connections_accepted_total", &["machine=tunnel remote"]), 2.0, "two carriers: {r:#?}");
 }
