@@ -199,6 +199,57 @@ fn a_metrics_address_in_use_is_refused_in_one_line() {
     assert_refused(cases);
 }
 
+/// Echo on `host`, and both tunnel ends (each with `--threads threads`) routing to it by
+/// default, serving metrics on `host`:9100 (local end) and 9101 (remote end); returned
+/// once both carriers' workers are up, as each end's metrics report it.
+struct Tunnel {
+    host: String,
+    local_metrics: String,
+    remote_metrics: String,
+    _procs: Vec<Proc>,
+    _key: TempFile,
+}
+
+impl Tunnel {
+    fn start(host: &str, threads: &str) -> Tunnel {
+        let at = |port: u16| format!("{host}:{port}");
+        let echo = Proc::start(&["serve", "echo", "--listen", &at(7007)]);
+        echo.wait_for_log("server listening on");
+        let key = TempFile::new(&format!("{host}-metrics.key"), "a metrics secret");
+        let default_route = format!("default={}", at(7007));
+        let (local_metrics, remote_metrics) = (at(9100), at(9101));
+        let remote = Proc::start(
+            &[
+                &["tunnel", "remote", "--threads", threads][..],
+                &["--listen", &at(7001), "--secret-file", key.arg(), "--route", &default_route],
+                &["--metrics", &remote_metrics],
+            ]
+            .concat(),
+        );
+        remote.wait_for_log("tunnel remote end listening on");
+        let local = Proc::start(
+            &[
+                &["tunnel", "local", "--threads", threads][..],
+                &["--listen", &at(7000), "--remote", &at(7001), "--secret-file", key.arg()],
+                &["--metrics", &local_metrics],
+            ]
+            .concat(),
+        );
+        local.wait_for_log("metrics: serving");
+        let carriers: f64 = threads.parse().expect("a number of threads");
+        for addr in [&local_metrics, &remote_metrics] {
+            scrape_until(addr, "the carriers", |s| s.get("switchyard_tunnel_carriers_up", &[]) == carriers);
+        }
+        let _procs = vec![echo, remote, local];
+        Tunnel { host: host.to_owned(), local_metrics, remote_metrics, _procs, _key: key }
+    }
+
+    /// Where clients enter.
+    fn entrance(&self) -> String {
+        format!("{}:7000", self.host)
+    }
+}
+
 /// Both tunnel ends: streams opened, a refused route counted by its kind at each end, the
 /// carrier up at each end, bytes moving with the traffic through the tunnel.
 #[test]
@@ -206,49 +257,23 @@ fn both_tunnel_ends_count_streams_refusals_carriers_and_bytes() {
     if !parser_available() {
         return;
     }
-    let host = "127.0.0.162";
-    let at = |port: u16| format!("{host}:{port}");
-    let echo = Proc::start(&["serve", "echo", "--listen", &at(7007)]);
-    echo.wait_for_log("server listening on");
-    let key = TempFile::new("metrics-tunnel.key", "a metrics secret");
-    let default_route = format!("default={}", at(7007));
-    let (local_metrics, remote_metrics) = (at(9100), at(9101));
-    let remote = Proc::start(
-        &[
-            &["tunnel", "remote"][..],
-            &["--listen", &at(7001), "--secret-file", key.arg(), "--route", &default_route],
-            &["--metrics", &remote_metrics],
-        ]
-        .concat(),
-    );
-    remote.wait_for_log("tunnel remote end listening on");
-    let local = Proc::start(
-        &[
-            &["tunnel", "local"][..],
-            &["--listen", &at(7000), "--remote", &at(7001), "--secret-file", key.arg()],
-            &["--metrics", &local_metrics],
-        ]
-        .concat(),
-    );
-    local.wait_for_log("carrier up");
+    let tunnel = Tunnel::start("127.0.0.162", "1");
+    let (local_metrics, remote_metrics) = (&tunnel.local_metrics, &tunnel.remote_metrics);
     let local_labels = ["machine=tunnel local"];
     let remote_labels = ["machine=tunnel remote"];
-    for (addr, labels) in [(&local_metrics, &local_labels), (&remote_metrics, &remote_labels)] {
-        scrape_until(addr, "the carrier", |s| s.get("switchyard_tunnel_carriers_up", labels) == 1.0);
-    }
-    let before = scrape(&local_metrics);
+    let before = scrape(local_metrics);
 
-    let out = run(&["send", "--to", &at(7000), "hello"], b"");
+    let out = run(&["send", "--to", &tunnel.entrance(), "hello"], b"");
     assert_eq!(text(&out.stdout), "hello\n", "{out:?}");
-    let out = run(&["send", "--to", &at(7000), "1234:x"], b"");
+    let out = run(&["send", "--to", &tunnel.entrance(), "1234:x"], b"");
     assert!(text(&out.stderr).contains("unknown route 1234"), "{out:?}");
 
     let refused = ["reason=unknown_route"];
-    let l = scrape_until(&local_metrics, "the refused stream", |s| {
+    let l = scrape_until(local_metrics, "the refused stream", |s| {
         s.get("switchyard_tunnel_streams_refused_total", &refused) == 1.0
             && s.get("switchyard_tunnel_streams_closed_total", &["reason=finished"]) >= 1.0
     });
-    let r = scrape_until(&remote_metrics, "the refused stream", |s| {
+    let r = scrape_until(remote_metrics, "the refused stream", |s| {
         s.get("switchyard_tunnel_streams_refused_total", &refused) == 1.0
     });
     assert_eq!(l.get("switchyard_connections_accepted_total", &local_labels), 2.0, "{l:#?}");
@@ -357,45 +382,19 @@ fn the_workers_of_threads_add_up() {
     if !parser_available() {
         return;
     }
-    let host = "127.0.0.165";
-    let at = |port: u16| format!("{host}:{port}");
-    let echo = Proc::start(&["serve", "echo", "--listen", &at(7007)]);
-    echo.wait_for_log("server listening on");
-    let key = TempFile::new("metrics-threads.key", "a threads secret");
-    let default_route = format!("default={}", at(7007));
-    let (local_metrics, remote_metrics) = (at(9100), at(9101));
-    let remote = Proc::start(
-        &[
-            &["tunnel", "remote"][..],
-            &["--listen", &at(7001), "--secret-file", key.arg(), "--route", &default_route],
-            &["--threads", "2", "--metrics", &remote_metrics],
-        ]
-        .concat(),
-    );
-    remote.wait_for_log("tunnel remote end listening on");
-    let local = Proc::start(
-        &[
-            &["tunnel", "local"][..],
-            &["--listen", &at(7000), "--remote", &at(7001), "--secret-file", key.arg()],
-            &["--threads", "2", "--metrics", &local_metrics],
-        ]
-        .concat(),
-    );
-    local.wait_for_log("metrics: serving");
-    for addr in [&local_metrics, &remote_metrics] {
-        scrape_until(addr, "both carriers", |s| s.get("switchyard_tunnel_carriers_up", &[]) == 2.0);
-    }
+    let tunnel = Tunnel::start("127.0.0.165", "2");
+    let (local_metrics, remote_metrics) = (&tunnel.local_metrics, &tunnel.remote_metrics);
     for i in 0..3 {
         let line = format!("hello {i}");
-        let out = run(&["send", "--to", &at(7000), &line], b"");
+        let out = run(&["send", "--to", &tunnel.entrance(), &line], b"");
         assert_eq!(text(&out.stdout), format!("{line}\n"), "{out:?}");
     }
-    let l = scrape_until(&local_metrics, "three clients", |s| {
+    let l = scrape_until(local_metrics, "three clients", |s| {
         s.get("switchyard_tunnel_streams_opened_total", &["machine=tunnel local"]) == 3.0
     });
     assert_eq!(l.get("switchyard_connections_accepted_total", &["machine=tunnel local"]), 3.0, "{l:#?}");
     let series = l.matching("switchyard_connections_accepted_total", &[]).count();
     assert_eq!(series, 1, "one series for both workers: {l:#?}");
-    let r = scrape(&remote_metrics);
+    let r = scrape(remote_metrics);
     assert_eq!(r.get("switchyard_connections_accepted_total", &["machine=tunnel remote"]), 2.0, "two carriers: {r:#?}");
 }
