@@ -625,8 +625,13 @@ fn a_relayed_chat_survives_a_rendezvous_restart() {
         if refused_at_rendezvous == 0 {
             return Err("the rendezvous never refused a relay after its restart".to_owned());
         }
-        if w.path(a) != Some(PathKind::Relayed) || w.sim.machine::<Rendezvous>(r).unwrap().registrations() != 2 {
+        let rendezvous = w.sim.machine::<Rendezvous>(r).unwrap();
+        if w.path(a) != Some(PathKind::Relayed) || rendezvous.registrations() != 2 {
             return Err(format!("A's path {:?}{}", w.path(a), w.path_story()));
+        }
+        // The restarted rendezvous counts what it relayed since (`--metrics` reports it).
+        if rendezvous.relayed_bytes() == 0 {
+            return Err("the relayed chat was not counted in relayed_bytes".to_owned());
         }
         Ok(())
     });

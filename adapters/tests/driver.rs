@@ -6,7 +6,7 @@ use futures_lite::future;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
-use switchyard_adapters::{Driver, Running, Runtime};
+use switchyard_adapters::{Driver, Running, Runtime, Stats};
 use switchyard_core::machine::OutputQueue;
 use switchyard_core::{
     CloseHow, ConnId, ConnIds, Input, Instant, ListenerId, Machine, NetError, Output, Refusal, SocketId,
@@ -382,6 +382,56 @@ fn listeners_open_and_close_at_run_time<R: Runtime>(rt: R) {
     first.write_all(b"after").unwrap();
     let got = wait_for(&rt, &running, "bytes", |s| matches!(s, Seen::Received(c, _) if *c == conn));
     assert_eq!(got, Seen::Received(conn, b"after".to_vec()));
+}
+
+/// Waits until the driver's counters satisfy `done` (its tasks count a write just after the
+/// system call returns, so a peer may see the bytes a moment before the counter moves).
+fn stats_reach<R: Runtime>(rt: &R, running: &Running<Probe>, what: &str, done: impl Fn(&Stats) -> bool) -> Stats {
+    let deadline = rt.now() + GUARD;
+    loop {
+        let stats = running.stats();
+        if done(&stats) {
+            return stats;
+        }
+        assert!(rt.now() < deadline, "timed out waiting for {what}: {stats:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Accepted connections and the bytes read and written, over TCP and UDP, are counted
+/// exactly: what a client sent, what it was sent.
+fn counts_connections_and_bytes_each_way<R: Runtime>(rt: R) {
+    let driver = Driver::new(Probe::default()).bind_udp(SocketId(0), "127.0.0.1:0".parse().unwrap());
+    let (running, addr) = start(&rt, driver);
+    assert_eq!((running.stats().accepted, running.stats().bytes_received, running.stats().bytes_sent), (0, 0, 0));
+    let mut c = client(addr);
+    let id = accepted(&rt, &running);
+    c.write_all(&[b'i'; 10_000]).unwrap();
+    let mut got = 0;
+    while got < 10_000 {
+        if let Seen::Received(_, bytes) =
+            wait_for(&rt, &running, "the client's bytes", |s| matches!(s, Seen::Received(..)))
+        {
+            got += bytes.len();
+        }
+    }
+    static OUT: [u8; 5_000] = [b'o'; 5_000];
+    command(&rt, &running, move |m| m.push(Output::Write { conn: id, bytes: Bytes::from_static(&OUT) }));
+    let mut back = [0; 5_000];
+    c.read_exact(&mut back).unwrap();
+    let stats = stats_reach(&rt, &running, "5000 bytes sent", |s| s.bytes_sent == 5_000);
+    assert_eq!((stats.accepted, stats.bytes_received), (1, 10_000));
+
+    let server = running.udp_local_addr(SocketId(0)).unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(GUARD)).unwrap();
+    sock.send_to(b"ping", server).unwrap();
+    let mut buf = [0; 16];
+    assert_eq!(sock.recv_from(&mut buf).unwrap().0, 4);
+    let stats = stats_reach(&rt, &running, "the echoed datagram", |s| s.bytes_sent == 5_004);
+    assert_eq!(stats.bytes_received, 10_004);
+    let _second = client(addr);
+    stats_reach(&rt, &running, "a second accept", |s| s.accepted == 2);
     running.shutdown();
 }
 
@@ -407,13 +457,19 @@ for_each_runtime!(
     wall_clock_is_reported_at_start_only_while_in_step,
     spread_places_connections_on_several_drivers,
     listeners_open_and_close_at_run_time,
+    counts_connections_and_bytes_each_way,
 );
 
-/// The mio runtime runs the same driver; this checks its listener path too.
+/// The mio runtime runs the same driver; this checks its listener path and its counters.
 #[cfg(feature = "mio")]
 mod mio {
     #[test]
     fn listeners_open_and_close_at_run_time() {
         super::listeners_open_and_close_at_run_time(switchyard_adapters::MioRuntime)
+    }
+
+    #[test]
+    fn counts_connections_and_bytes_each_way() {
+        super::counts_connections_and_bytes_each_way(switchyard_adapters::MioRuntime)
     }
 }

@@ -38,7 +38,8 @@ pub struct DemoCmd {
 impl Program for DemoCmd {
     async fn run<R: Runtime>(self, rt: R, mut env: Env) -> Result<ExitCode, CliError> {
         // `up`'s time service ticks every minute: no tick lands inside a flow.
-        let up = up::start(&rt, env.child(0), self.host, crate::serve::DEFAULT_INTERVAL, None).await?;
+        let fleet = crate::launch::Fleet::new();
+        let up = up::start(&rt, fleet, env.child(0), (self.host, crate::serve::DEFAULT_INTERVAL), None).await?;
         println!(
             "{}",
             up.table(&format!("switchyard demo: the whole network on {}, every flow through the tunnel", self.host))

@@ -3,9 +3,12 @@
 //! Every server subcommand (`serve`, `tunnel`, `mesh server`, `rendezvous`, `up`) is the
 //! same few steps: start one or more machines, each on its own [`Driver`], log their
 //! events, stop them all on Ctrl-C and wait until each has closed its connections.
-//! [`Fleet`] is those steps, written once.
+//! [`Fleet`] is those steps, written once. With `--metrics` it also counts each machine's
+//! events and reads its driver's counters ([`crate::metrics`]), so no role counts by itself.
 
 use crate::events::LogEvent;
+#[cfg(feature = "full")]
+use crate::metrics::{CountEvent, MachineLabels, Metrics, Sample};
 use crate::CliError;
 use async_channel::Receiver;
 use std::collections::BTreeMap;
@@ -18,6 +21,19 @@ use switchyard_adapters::spread::Spread;
 use switchyard_adapters::{Driver, Handle, Running, Runtime};
 use switchyard_core::placement::{Load, Placement};
 use switchyard_core::{ListenerId, Machine};
+
+/// The minimal build has no metrics: every event and machine qualifies, and counts nothing.
+#[cfg(not(feature = "full"))]
+mod no_metrics {
+    /// Stands in for [`crate::metrics::CountEvent`].
+    pub trait CountEvent {}
+    impl<T: ?Sized> CountEvent for T {}
+    /// Stands in for [`crate::metrics::Sample`].
+    pub trait Sample {}
+    impl<T: ?Sized> Sample for T {}
+}
+#[cfg(not(feature = "full"))]
+use no_metrics::{CountEvent, Sample};
 
 /// Stops one machine; callable from any thread, any number of times.
 type Stop = Arc<dyn Fn() + Send + Sync>;
@@ -88,6 +104,9 @@ impl From<LaunchError> for CliError {
 #[derive(Default)]
 pub struct Fleet {
     machines: Vec<Launched>,
+    /// Where their metrics go, with `--metrics`.
+    #[cfg(feature = "full")]
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl fmt::Debug for Fleet {
@@ -97,15 +116,79 @@ impl fmt::Debug for Fleet {
 }
 
 /// A machine a [`Fleet`] can run: it moves to its driver's task, and its events are logged
-/// there. Every such machine is one; the trait only names the bounds once.
-pub trait Launchable: Machine<Event: LogEvent + Send + fmt::Debug + 'static> + Send + 'static {}
+/// (and counted) there. Every such machine is one; the trait only names the bounds once.
+pub trait Launchable:
+    Machine<Event: LogEvent + CountEvent + Send + fmt::Debug + 'static> + Sample + Send + 'static
+{
+}
 
-impl<M> Launchable for M where M: Machine<Event: LogEvent + Send + fmt::Debug + 'static> + Send + 'static {}
+impl<M> Launchable for M where
+    M: Machine<Event: LogEvent + CountEvent + Send + fmt::Debug + 'static> + Sample + Send + 'static
+{
+}
 
 impl Fleet {
     /// An empty fleet.
     pub fn new() -> Fleet {
         Fleet::default()
+    }
+
+    /// An empty fleet that, given `--metrics ADDR`, serves the metrics of every machine it
+    /// will start on ADDR (bound now, so a bad address fails before any machine starts).
+    /// The minimal build refuses the option.
+    pub fn with_metrics(addr: Option<SocketAddr>) -> Result<Fleet, CliError> {
+        let Some(addr) = addr else { return Ok(Fleet::new()) };
+        #[cfg(feature = "full")]
+        {
+            let metrics = Metrics::new();
+            let bound = crate::metrics::http::serve(addr, metrics.clone()).map_err(|e| {
+                CliError::new(format!("cannot serve metrics on {addr}: {}", switchyard_adapters::describe(&e)))
+            })?;
+            tracing::info!("metrics: serving http://{bound}/metrics");
+            Ok(Fleet { machines: Vec::new(), metrics: Some(metrics) })
+        }
+        #[cfg(not(feature = "full"))]
+        Err(CliError::usage(format!("--metrics {addr}: this minimal build has no metrics; use the full build")))
+    }
+
+    /// `watch`, and then the count of each event when the fleet has metrics.
+    fn counted<M: Launchable>(
+        &self,
+        name: &str,
+        listen: Option<SocketAddr>,
+        mut watch: impl FnMut(&M::Event) + Send + 'static,
+    ) -> impl FnMut(&M::Event) + Send + 'static {
+        #[cfg(feature = "full")]
+        let counting = self.metrics.as_ref().map(|m| m.counting(MachineLabels::new(name, listen)));
+        #[cfg(not(feature = "full"))]
+        let _ = (name, listen);
+        move |event: &M::Event| {
+            watch(event);
+            #[cfg(feature = "full")]
+            if let Some(counting) = &counting {
+                event.count(counting);
+            }
+        }
+    }
+
+    /// With metrics, makes the driver behind `handle` one that scrapes read, and samples
+    /// its machine's state every [`crate::metrics::SAMPLE_INTERVAL`] from a task on `rt`
+    /// until the machine stops.
+    fn measure<R: Runtime, M: Launchable>(&self, rt: &R, name: &str, listen: Option<SocketAddr>, handle: &Handle<M>) {
+        #[cfg(feature = "full")]
+        if let Some(metrics) = &self.metrics {
+            let h = handle.clone();
+            let slot = metrics.add_source(&MachineLabels::new(name, listen), move || h.stats());
+            let (h, on) = (handle.clone(), rt.clone());
+            rt.spawn(async move {
+                while let Ok(sampled) = h.command(|m: &mut M, _| m.sample()).await {
+                    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(sampled);
+                    on.sleep_until(on.now() + crate::metrics::SAMPLE_INTERVAL).await;
+                }
+            });
+        }
+        #[cfg(not(feature = "full"))]
+        let _ = (rt, name, listen, handle);
     }
 
     /// Starts `machine` under its own driver on `rt`, listening on `listeners`, and logs its
@@ -183,17 +266,19 @@ impl Fleet {
         M: Launchable,
     {
         let failed = |error| LaunchError { name: name.to_owned(), error };
+        // The workers of one role share its labels: their counts add up.
+        let listen = listeners.first().map(|&(_, addr)| addr);
         let mut workers = Vec::new();
         for (i, machine) in machines.into_iter().enumerate() {
             let worker = format!("{name}[{i}]");
             let is_ready = Arc::new(AtomicBool::new(ready.at_start));
             let flag = is_ready.clone();
             let on_event = ready.on_event;
-            let watch = move |event: &M::Event| {
+            let watch = self.counted::<M>(name, listen, move |event: &M::Event| {
                 if let Some(now_ready) = on_event(event) {
                     flag.store(now_ready, Ordering::SeqCst);
                 }
-            };
+            });
             let (started_tx, started) = async_channel::bounded(1);
             let (done_tx, done) = async_channel::bounded::<()>(1);
             let on_loop = rt.clone();
@@ -209,6 +294,7 @@ impl Fleet {
             .map_err(failed)?;
             let handle = started.recv().await.map_err(|_| failed(io::Error::other("the worker did not start")))?;
             let handle = handle.map_err(failed)?;
+            self.measure(rt, name, listen, &handle);
             self.machines.push(Launched {
                 stop: Arc::new({
                     let h = handle.clone();
@@ -284,8 +370,12 @@ impl Fleet {
         M: Launchable,
     {
         let running = driver.start(rt.clone()).await.map_err(|error| LaunchError { name: name.to_owned(), error })?;
-        let bound = sockets.iter().filter_map(|&(id, _)| Some((id, bound_addr(&running, id)?))).collect();
+        let bound: BTreeMap<Id, SocketAddr> =
+            sockets.iter().filter_map(|&(id, _)| Some((id, bound_addr(&running, id)?))).collect();
+        let listen = bound.values().next().copied();
         let handle = running.handle();
+        self.measure(rt, name, listen, &handle);
+        let watch = self.counted::<M>(name, listen, watch);
         self.adopt(rt, name, running, watch);
         Ok((bound, handle))
     }

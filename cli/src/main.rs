@@ -41,6 +41,7 @@ full_build_only! {
     mod demo;
     mod input;
     mod mesh;
+    mod metrics;
     mod punch;
     mod rendezvous;
     mod send;

@@ -85,6 +85,11 @@ pub struct ServerCmd {
     /// peer's IP address
     #[argh(option)]
     tls_ca: Option<PathBuf>,
+
+    /// serve Prometheus metrics at http://ADDR/metrics: users, peers, messages delivered,
+    /// forwarded and deduplicated, the dedup cache (see the README's Metrics section)
+    #[argh(option, from_str_fn(crate::addr::parse))]
+    metrics: Option<SocketAddr>,
 }
 
 /// Chat through the mesh: register a name, send `<recipient> <message>` lines, see what
@@ -274,7 +279,7 @@ impl ServerCmd {
         )?;
         let secret = self.peer_secret()?;
         let peers = if self.peer.is_empty() { default_peers(self.listen) } else { self.peer };
-        let mut fleet = Fleet::new();
+        let mut fleet = Fleet::with_metrics(self.metrics)?;
         let announce = start_server(&rt, &mut fleet, env.child(1), (self.listen, peers), secret, tls).await?;
         fleet.serve_until_ctrl_c(|| tracing::info!("{announce}")).await?;
         Ok(ExitCode::SUCCESS)

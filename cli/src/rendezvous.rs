@@ -27,11 +27,16 @@ pub struct RendezvousCmd {
     /// UDP address to listen on (default 127.0.0.1:9999)
     #[argh(option, default = "crate::addr::loopback(DEFAULT_PORT)", from_str_fn(crate::addr::parse))]
     listen: SocketAddr,
+
+    /// serve Prometheus metrics at http://ADDR/metrics: registrations, introductions,
+    /// relayed bytes, rate limits (see the README's Metrics section)
+    #[argh(option, from_str_fn(crate::addr::parse))]
+    metrics: Option<SocketAddr>,
 }
 
 impl Program for RendezvousCmd {
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
-        let mut fleet = Fleet::new();
+        let mut fleet = Fleet::with_metrics(self.metrics)?;
         let announce = start(&rt, &mut fleet, env, self.listen).await?;
         fleet.serve_until_ctrl_c(|| tracing::info!("{announce}")).await?;
         Ok(ExitCode::SUCCESS)

@@ -43,6 +43,10 @@ fn the_minimal_build_has_the_tunnel_and_nothing_else() {
     let out = run_binary(&minimal, &["--runtime", "smol", "tunnel", "local", "--secret-file", key.arg()], b"");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(text(&out.stderr).contains("the minimal build has the mio runtime only"), "{out:?}");
+    // Metrics are the full build's: the option is refused, before anything binds.
+    let out = run_binary(&minimal, &["tunnel", "local", "--secret-file", key.arg(), "--metrics", "127.0.0.108:0"], b"");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text(&out.stderr).contains("this minimal build has no metrics"), "{out:?}");
 }
 
 #[test]

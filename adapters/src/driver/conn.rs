@@ -225,7 +225,10 @@ impl<S: AsyncTcpStream> Conn<S> {
                     *slot = IoSlice::new(chunk);
                 }
                 match Pin::new(&mut socket).poll_write_vectored(cx, &iov[..taken]) {
-                    Poll::Ready(Ok(n)) => n,
+                    Poll::Ready(Ok(n)) => {
+                        self.counters.sent(n);
+                        n
+                    }
                     Poll::Ready(Err(_)) | Poll::Pending => 0,
                 }
             }
@@ -490,6 +493,7 @@ async fn read<S: AsyncTcpStream>(conn: Arc<Conn<S>>, mut stream: S, tx: Sender<N
         let msg = match result {
             Ok(0) => NetMsg::ReadEof { conn: id },
             Ok(n) => {
+                conn.counters.received(n);
                 if report {
                     conn.unhandled.fetch_add(n, Ordering::AcqRel);
                 }
@@ -522,7 +526,7 @@ async fn write<S: AsyncTcpStream>(conn: Arc<Conn<S>>, mut stream: S, tx: Sender<
                     conn.until_reset().await;
                     Err(io::ErrorKind::ConnectionAborted.into())
                 };
-                match future::or(write_batch(&mut stream, &mut batch), reset).await {
+                match future::or(write_batch(&mut stream, &mut batch, &conn.counters), reset).await {
                     Ok(n) => {
                         conn.wrote(n);
                         if conn.reports() && tx.send(NetMsg::Sent { conn: id, bytes: n }).await.is_err() {
@@ -568,7 +572,13 @@ async fn write<S: AsyncTcpStream>(conn: Arc<Conn<S>>, mut stream: S, tx: Sender<
 }
 
 /// Writes every chunk of `batch` with as few system calls as the socket allows.
-async fn write_batch<S: AsyncTcpStream>(stream: &mut S, batch: &mut VecDeque<Bytes>) -> io::Result<usize> {
+/// Counts each write in `counters` as it happens, so that bytes written before an error
+/// are counted too.
+async fn write_batch<S: AsyncTcpStream>(
+    stream: &mut S,
+    batch: &mut VecDeque<Bytes>,
+    counters: &Counters,
+) -> io::Result<usize> {
     let mut total = 0;
     while !batch.is_empty() {
         let result = {
@@ -586,6 +596,7 @@ async fn write_batch<S: AsyncTcpStream>(stream: &mut S, batch: &mut VecDeque<Byt
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        counters.sent(n);
         total += n;
         while n > 0 {
             let Some(front) = batch.front_mut() else { break };

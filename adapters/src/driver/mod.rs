@@ -298,7 +298,7 @@ where
         }
         let mut udp = BTreeMap::new();
         for (id, socket) in bound_sockets {
-            let out = udp::start(&rt, id, socket, config.udp_send_queue, net_tx.clone(), stop_rx.clone());
+            let out = udp::start(&rt, id, socket, config.udp_send_queue, (net_tx.clone(), stop_rx.clone()), &counters);
             udp.insert(id, out);
         }
 
@@ -878,6 +878,7 @@ where
         };
         match accepted {
             Ok(id) => {
+                self.counters.accepted.fetch_add(1, Relaxed);
                 tracing::debug!(conn = %id, %peer, ?listener, "accepted");
                 let conn = Conn::new(id, Some(stream.clone()), self.read_limits(), self.counters.clone());
                 self.insert(id, conn.clone());

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 /// A snapshot of a driver's counters, from [`Handle::stats`](super::Handle::stats).
 ///
 /// Gauges (`connections`, `queued_write_bytes`, `paused_readers`, `lingering`) say how
-/// things stand now; counters (`*_closes`, `*_dropped`, `refused`) only grow.
+/// things stand now; counters (`accepted`, `refused`, `bytes_*`, `*_closes`, `*_dropped`)
+/// only grow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Connections the machine has open (accepted, connecting or connected).
@@ -22,8 +23,14 @@ pub struct Stats {
     pub events_dropped: u64,
     /// Outgoing datagrams dropped because a socket's send queue was full.
     pub datagrams_dropped: u64,
+    /// Inbound connections the machine accepted (from its listeners or adopted).
+    pub accepted: u64,
     /// Inbound connections the machine refused.
     pub refused: u64,
+    /// Bytes read from TCP connections and UDP datagrams received, counted per read.
+    pub bytes_received: u64,
+    /// Bytes written to TCP connections and UDP datagrams sent, counted per write.
+    pub bytes_sent: u64,
 }
 
 /// The live counters behind [`Stats`], shared by the driver and its tasks.
@@ -36,10 +43,24 @@ pub(crate) struct Counters {
     pub(crate) slow_peer_closes: AtomicU64,
     pub(crate) events_dropped: AtomicU64,
     pub(crate) datagrams_dropped: AtomicU64,
+    pub(crate) accepted: AtomicU64,
     pub(crate) refused: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
 }
 
 impl Counters {
+    /// Counts `n` bytes read by one system call. Relaxed: the counters order nothing, and a
+    /// relayed read must not pay for a fence.
+    pub(crate) fn received(&self, n: usize) {
+        self.bytes_received.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Counts `n` bytes written by one system call (or one batch of them).
+    pub(crate) fn sent(&self, n: usize) {
+        self.bytes_sent.fetch_add(n as u64, Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> Stats {
         Stats {
             connections: self.connections.load(Relaxed),
@@ -49,7 +70,10 @@ impl Counters {
             slow_peer_closes: self.slow_peer_closes.load(Relaxed),
             events_dropped: self.events_dropped.load(Relaxed),
             datagrams_dropped: self.datagrams_dropped.load(Relaxed),
+            accepted: self.accepted.load(Relaxed),
             refused: self.refused.load(Relaxed),
+            bytes_received: self.bytes_received.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
         }
     }
 }

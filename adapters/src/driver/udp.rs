@@ -34,19 +34,20 @@ impl UdpOut {
     }
 }
 
-/// Starts the receive and send loops of a bound socket.
+/// Starts the receive and send loops of a bound socket; they count the bytes they move in
+/// `counters`.
 pub(super) fn start<R: Runtime, S: Send + 'static>(
     rt: &R,
     id: SocketId,
     socket: R::UdpSocket,
     queue: usize,
-    tx: Sender<NetMsg<S>>,
-    stop: Receiver<()>,
+    (tx, stop): (Sender<NetMsg<S>>, Receiver<()>),
+    counters: &Arc<Counters>,
 ) -> UdpOut {
     let socket = Arc::new(socket);
     let (out_tx, out_rx) = async_channel::bounded(queue.max(1));
-    rt.spawn(recv_loop(rt.clone(), id, socket.clone(), tx, stop));
-    rt.spawn(send_loop(id, socket, out_rx));
+    rt.spawn(recv_loop(rt.clone(), id, socket.clone(), (tx, stop), counters.clone()));
+    rt.spawn(send_loop(id, socket, out_rx, counters.clone()));
     UdpOut { tx: out_tx }
 }
 
@@ -54,8 +55,8 @@ async fn recv_loop<R: Runtime, S>(
     rt: R,
     id: SocketId,
     socket: Arc<R::UdpSocket>,
-    tx: Sender<NetMsg<S>>,
-    stop: Receiver<()>,
+    (tx, stop): (Sender<NetMsg<S>>, Receiver<()>),
+    counters: Arc<Counters>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
@@ -68,6 +69,7 @@ async fn recv_loop<R: Runtime, S>(
         };
         match received {
             Ok((n, from)) => {
+                counters.received(n);
                 let bytes = Bytes::copy_from_slice(&buf[..n]);
                 if tx.send(NetMsg::Datagram { socket: id, from, bytes }).await.is_err() {
                     break;
@@ -83,10 +85,16 @@ async fn recv_loop<R: Runtime, S>(
 }
 
 /// Sends queued datagrams until the machine task drops its side of the queue.
-async fn send_loop<U: AsyncUdpSocket>(id: SocketId, socket: Arc<U>, rx: Receiver<(SocketAddr, Bytes)>) {
+async fn send_loop<U: AsyncUdpSocket>(
+    id: SocketId,
+    socket: Arc<U>,
+    rx: Receiver<(SocketAddr, Bytes)>,
+    counters: Arc<Counters>,
+) {
     while let Ok((to, bytes)) = rx.recv().await {
-        if let Err(e) = socket.send_to(&bytes, to).await {
-            tracing::debug!(socket = ?id, %to, "send failed: {e}");
+        match socket.send_to(&bytes, to).await {
+            Ok(n) => counters.sent(n),
+            Err(e) => tracing::debug!(socket = ?id, %to, "send failed: {e}"),
         }
     }
 }

@@ -74,7 +74,7 @@ impl Program for RunCmd {
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
         let plan = Plan::load(&self.file)?;
         let summary = plan.summary();
-        let mut fleet = Fleet::new();
+        let mut fleet = Fleet::with_metrics(plan.parsed.metrics)?;
         let started = match plan.start(&rt, &mut fleet, env).await {
             Ok(started) => started,
             Err(e) => {

@@ -82,6 +82,9 @@ fn first_change(old: &ConfigFile, new: &ConfigFile) -> Option<String> {
         let i = old.iter().zip(new).position(|(a, b)| a != b)?;
         Some(format!("[[{kind}]] #{} changed", i + 1))
     }
+    if old.metrics != new.metrics {
+        return Some(String::from("metrics changed"));
+    }
     compare("service", &old.service, &new.service)
         .or_else(|| compare("tunnel_remote", &old.tunnel_remote, &new.tunnel_remote))
         .or_else(|| compare("tunnel_local", &old.tunnel_local, &new.tunnel_local))

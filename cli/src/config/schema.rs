@@ -15,6 +15,10 @@ use toml::Spanned;
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    /// `metrics = "ADDR"`: Prometheus metrics of every role at http://ADDR/metrics, as
+    /// `--metrics` serves them.
+    #[serde(default, deserialize_with = "some_addr")]
+    pub metrics: Option<SocketAddr>,
     /// `[[service]]`: line services.
     #[serde(default)]
     pub service: Vec<Spanned<ServiceSection>>,

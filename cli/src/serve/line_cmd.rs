@@ -23,7 +23,7 @@
 /// }
 /// ```
 ///
-/// The struct gets `listen: SocketAddr`, `--tls-cert`/`--tls-key`, a `config()` method
+/// The struct gets `listen: SocketAddr`, `--tls-cert`/`--tls-key`, `--metrics`, a `config()` method
 /// giving the shared limits as a `LineServerConfig`, and `tls()` reading the TLS files.
 macro_rules! line_service_cmd {
     (
@@ -80,6 +80,11 @@ macro_rules! line_service_cmd {
             /// the PEM private key (Ed25519) of --tls-cert
             #[argh(option)]
             tls_key: Option<std::path::PathBuf>,
+
+            /// serve Prometheus metrics at http://ADDR/metrics (connections, bytes, closes
+            /// by reason; see the README's Metrics section)
+            #[argh(option, from_str_fn(crate::addr::parse))]
+            metrics: Option<std::net::SocketAddr>,
         }
 
         impl $name {

@@ -257,18 +257,21 @@ impl Program for ServeCmd {
                 if cmd.tls_cert.is_some() || cmd.tls_key.is_some() {
                     return Err(CliError::usage("--ports serves plaintext only: drop --tls-cert/--tls-key, or --ports"));
                 }
-                return multi_port::serve(&rt, env, cmd.listen.ip(), &ports.0, cmd.config()).await;
+                let fleet = Fleet::with_metrics(cmd.metrics)?;
+                return multi_port::serve(&rt, fleet, env, (cmd.listen.ip(), &ports.0), cmd.config()).await;
             }
         }
-        let (kind, listen, config, tls) = match self.service {
-            Service::Echo(cmd) => (ServiceKind::Echo, cmd.listen, cmd.config(), cmd.tls()?),
-            Service::Time(cmd) => (ServiceKind::Time { interval: cmd.interval }, cmd.listen, cmd.config(), cmd.tls()?),
-            Service::Broadcast(cmd) => (ServiceKind::Broadcast, cmd.listen, cmd.config(), cmd.tls()?),
-            Service::Hello(cmd) => (ServiceKind::Reply(Preset::Hello), cmd.listen, cmd.config(), cmd.tls()?),
-            Service::Greet(cmd) => (ServiceKind::Reply(Preset::Greet), cmd.listen, cmd.config(), cmd.tls()?),
-            Service::Stamp(cmd) => (ServiceKind::Reply(Preset::Stamp), cmd.listen, cmd.config(), cmd.tls()?),
+        let ((kind, listen, config, tls), metrics) = match self.service {
+            Service::Echo(cmd) => ((ServiceKind::Echo, cmd.listen, cmd.config(), cmd.tls()?), cmd.metrics),
+            Service::Time(cmd) => {
+                ((ServiceKind::Time { interval: cmd.interval }, cmd.listen, cmd.config(), cmd.tls()?), cmd.metrics)
+            }
+            Service::Broadcast(cmd) => ((ServiceKind::Broadcast, cmd.listen, cmd.config(), cmd.tls()?), cmd.metrics),
+            Service::Hello(cmd) => ((ServiceKind::Reply(Preset::Hello), cmd.listen, cmd.config(), cmd.tls()?), cmd.metrics),
+            Service::Greet(cmd) => ((ServiceKind::Reply(Preset::Greet), cmd.listen, cmd.config(), cmd.tls()?), cmd.metrics),
+            Service::Stamp(cmd) => ((ServiceKind::Reply(Preset::Stamp), cmd.listen, cmd.config(), cmd.tls()?), cmd.metrics),
         };
-        let mut fleet = Fleet::new();
+        let mut fleet = Fleet::with_metrics(metrics)?;
         let announce = start(&rt, &mut fleet, env, (kind, config), listen, tls).await?;
         fleet.serve_until_ctrl_c(|| tracing::info!("{announce}")).await?;
         Ok(ExitCode::SUCCESS)

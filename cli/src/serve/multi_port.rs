@@ -17,16 +17,15 @@ use switchyard_core::Env;
 /// How long each port of the interconnectivity test may take to answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Serves `hello` on every port of `ports` on `ip` that is free, checks which ports of the
-/// list answer, and serves until Ctrl-C.
+/// Serves `hello` in `fleet` on every port of `ports` on `ip` that is free, checks which
+/// ports of the list answer, and serves until Ctrl-C.
 pub async fn serve<R: Runtime>(
     rt: &R,
+    mut fleet: Fleet,
     mut env: Env,
-    ip: IpAddr,
-    ports: &[u16],
+    (ip, ports): (IpAddr, &[u16]),
     config: LineServerConfig,
 ) -> Result<ExitCode, CliError> {
-    let mut fleet = Fleet::new();
     let kind = ServiceKind::Reply(Preset::Hello);
     let mut serving = Vec::new();
     for (i, &port) in ports.iter().enumerate() {

@@ -102,6 +102,12 @@ pub struct LocalCmd {
     /// new client going to the least-loaded carrier that is up (default 1, at most 64)
     #[argh(option, default = "1", from_str_fn(parse_threads))]
     threads: usize,
+
+    /// serve Prometheus metrics at http://ADDR/metrics: streams, carrier state,
+    /// reconnects, refusals by reason, bytes (full build only; see the README's Metrics
+    /// section)
+    #[argh(option, from_str_fn(crate::addr::parse))]
+    metrics: Option<SocketAddr>,
 }
 
 /// Run the tunnel's remote end: local ends connect their carrier here, and each stream is
@@ -157,6 +163,12 @@ pub struct RemoteCmd {
     /// on the --listen IP; without it every publish request is refused
     #[argh(option, from_str_fn(spec::parse_port_range))]
     allow_publish: Option<RangeInclusive<u16>>,
+
+    /// serve Prometheus metrics at http://ADDR/metrics: streams, carrier state,
+    /// reconnects, refusals by reason, bytes (full build only; see the README's Metrics
+    /// section)
+    #[argh(option, from_str_fn(crate::addr::parse))]
+    metrics: Option<SocketAddr>,
 }
 
 /// Run the exposing end of a reverse tunnel: from behind NAT, dial out to a public remote
@@ -197,6 +209,12 @@ pub struct ExposeCmd {
     /// remote end's certificate with this SHA-256 fingerprint
     #[argh(option, from_str_fn(crate::tls::parse_pin))]
     tls_pin: Option<switchyard_core::tls::Fingerprint>,
+
+    /// serve Prometheus metrics at http://ADDR/metrics: streams, carrier state,
+    /// reconnects, refusals by reason, bytes (full build only; see the README's Metrics
+    /// section)
+    #[argh(option, from_str_fn(crate::addr::parse))]
+    metrics: Option<SocketAddr>,
 }
 
 impl ExposeCmd {
@@ -217,7 +235,12 @@ impl ExposeCmd {
 
 impl Program for TunnelCmd {
     async fn run<R: Runtime>(self, rt: R, env: Env) -> Result<ExitCode, CliError> {
-        let mut fleet = Fleet::new();
+        let metrics = match &self.end {
+            End::Local(cmd) => cmd.metrics,
+            End::Remote(cmd) => cmd.metrics,
+            End::Expose(cmd) => cmd.metrics,
+        };
+        let mut fleet = Fleet::with_metrics(metrics)?;
         let announce = match self.end {
             End::Local(cmd) => {
                 let tls = local_tls(

@@ -61,6 +61,11 @@ pub struct UpCmd {
     /// a starting point for a config of your own
     #[argh(switch)]
     print_config: bool,
+
+    /// serve Prometheus metrics at http://ADDR/metrics for every machine, each under its
+    /// own labels (`machine`, `listen`; see the README's Metrics section)
+    #[argh(option, from_str_fn(crate::addr::parse))]
+    metrics: Option<SocketAddr>,
 }
 
 impl Program for UpCmd {
@@ -82,7 +87,8 @@ impl Program for UpCmd {
                 self.host, tls.fingerprint
             ),
         };
-        let up = start(&rt, env, self.host, self.interval, tls).await?;
+        let fleet = Fleet::with_metrics(self.metrics)?;
+        let up = start(&rt, fleet, env, (self.host, self.interval), tls).await?;
         let table = up.table(&header);
         up.fleet
             .serve_until_ctrl_c(|| {
@@ -145,17 +151,16 @@ impl UpTls {
     }
 }
 
-/// Starts every server of [`plan`] on `host` (over TLS with `tls`) and waits until the
-/// tunnel carrier is up. On any failure, whatever had started is stopped again before the
-/// error returns.
+/// Starts every server of [`plan`] in `fleet` on `host` (the time service pushing every
+/// `interval`, over TLS with `tls`) and waits until the tunnel carrier is up. On any
+/// failure, whatever had started is stopped again before the error returns.
 pub async fn start<R: Runtime>(
     rt: &R,
+    mut fleet: Fleet,
     mut env: Env,
-    host: IpAddr,
-    interval: Duration,
+    (host, interval): (IpAddr, Duration),
     tls: Option<UpTls>,
 ) -> Result<Up, CliError> {
-    let mut fleet = Fleet::new();
     // Each machine mints connection ids in a space of its own, so an id in the shared log
     // names one connection.
     let mut spaces = 1u16..;

@@ -245,6 +245,18 @@ pub struct MeshServer {
     seen: SeenCache,
     timers: Deadlines<Timer>,
     out: OutputQueue<MeshEvent>,
+    counts: MessageCounts,
+}
+
+/// What a mesh server has done with messages since it started, for operators (the CLI's
+/// `--metrics`): counts that only grow, kept here because no event reports each one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessageCounts {
+    /// Copies of user messages sent on to other servers (one per server each went to).
+    pub forwarded: u64,
+    /// Copies dropped because their id was already seen (a server's copy of an attempt
+    /// passed on before, or a client's resend of a message already delivered).
+    pub deduplicated: u64,
 }
 
 impl MeshServer {
@@ -260,6 +272,7 @@ impl MeshServer {
             claims: BTreeMap::new(),
             remote: BTreeMap::new(),
             recent: RecentNames::default(),
+            counts: MessageCounts::default(),
             pending: BTreeMap::new(),
             pending_order: VecDeque::new(),
             seen,
@@ -310,6 +323,11 @@ impl MeshServer {
     /// Messages awaiting receipts.
     pub fn pending_receipts(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Messages forwarded and copies deduplicated so far.
+    pub fn message_counts(&self) -> MessageCounts {
+        self.counts
     }
 
     // --- peers -------------------------------------------------------------------------
@@ -409,6 +427,9 @@ impl MeshServer {
     fn send_to_server(&mut self, server: SocketAddr, msg: &MeshMsg) -> bool {
         match self.channel(server) {
             Some(conn) => {
+                if let MeshMsg::Forward { .. } = msg {
+                    self.counts.forwarded += 1;
+                }
                 self.send(conn, msg);
                 true
             }
@@ -834,6 +855,7 @@ impl MeshServer {
     fn user_send(&mut self, conn: ConnId, id: Uuid, from: String, to: String, body: String) {
         let now = self.clock.now();
         if self.seen.delivered(&id) {
+            self.counts.deduplicated += 1;
             return self.send(conn, &MeshMsg::Receipt { id, status: ReceiptStatus::Delivered });
         }
         if let Some(&recipient) = self.local.get(&to) {
@@ -981,12 +1003,14 @@ impl MeshServer {
         let now = self.clock.now();
         let new = self.seen.record(now, id, attempt);
         if self.seen.delivered(&id) {
+            self.counts.deduplicated += 1;
             return self.receipt_to(origin, id, ReceiptStatus::Delivered, self.config.max_hops, &[via]);
         }
         // Copies of one attempt are passed on and delivered once. A later attempt may find
         // the recipient here though an earlier one did not (it moved here since); if it
         // got the message on its old server, its client drops this copy by id.
         if !new {
+            self.counts.deduplicated += 1;
             return;
         }
         if let Some(&recipient) = self.local.get(&to) {
@@ -1386,6 +1410,36 @@ mod tests {
         assert!(!f.closed.contains_key(&conn));
         assert_eq!(f.machine.location("dave"), Some(peer));
         assert_eq!(f.machine.known_peers(), [peer]);
+    }
+
+    /// A copy of a message already delivered is dropped and counted; a message to a user
+    /// nowhere known floods to the linked server and is counted as forwarded once per copy.
+    #[test]
+    fn forwarded_messages_and_dropped_copies_are_counted() {
+        let mut f = server();
+        let bob = registered(&mut f, "bob");
+        let peer_addr: SocketAddr = "127.0.0.1:5002".parse().unwrap();
+        let peer = f.connect();
+        f.send(peer, &MeshMsg::Announce { server: peer_addr, known: vec![] }.to_bytes());
+        let forward = MeshMsg::Forward {
+            id: Uuid::from_u128(42),
+            attempt: 0,
+            hops: 3,
+            origin: peer_addr,
+            from: "alice".into(),
+            to: "bob".into(),
+            body: "hi".into(),
+        };
+        f.send(peer, &forward.to_bytes());
+        f.send(peer, &forward.to_bytes());
+        let delivered = messages(&mut f, bob).into_iter().filter(|m| matches!(m, MeshMsg::Deliver { .. })).count();
+        assert_eq!(delivered, 1);
+        assert_eq!(f.machine.message_counts(), MessageCounts { forwarded: 0, deduplicated: 1 });
+        messages(&mut f, peer);
+        f.send(bob, &MeshMsg::Send { id: Uuid::from_u128(43), to: "carol".into(), body: "hi".into() }.to_bytes());
+        let copies = messages(&mut f, peer).into_iter().filter(|m| matches!(m, MeshMsg::Forward { .. })).count();
+        assert_eq!(copies, 1, "flooded to the one linked server");
+        assert_eq!(f.machine.message_counts(), MessageCounts { forwarded: 1, deduplicated: 1 });
     }
 
     #[test]

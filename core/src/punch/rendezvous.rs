@@ -219,6 +219,8 @@ pub struct Rendezvous {
     expiries: BTreeSet<(Instant, String)>,
     sources: BTreeMap<IpAddr, SourceLimit>,
     cookies: Cookies,
+    /// Payload bytes relayed between session peers, for operators: it only grows.
+    relayed_bytes: u64,
 }
 
 impl Rendezvous {
@@ -234,12 +236,19 @@ impl Rendezvous {
             registrations: BTreeMap::new(),
             expiries: BTreeSet::new(),
             sources: BTreeMap::new(),
+            relayed_bytes: 0,
         }
     }
 
     /// Number of registered ids.
     pub fn registrations(&self) -> usize {
         self.registrations.len()
+    }
+
+    /// Bytes of the peers' own datagrams relayed so far (within sessions, under the relay
+    /// rate): the load the relay fallback puts on this server.
+    pub fn relayed_bytes(&self) -> u64 {
+        self.relayed_bytes
     }
 
     /// The public endpoint registered for `id`, if it is registered.
@@ -461,6 +470,7 @@ impl Rendezvous {
             return;
         }
         sender.relay_limited = false;
+        self.relayed_bytes += u64::from(size);
         self.send(target_public, PunchMsg::RelayedFrom { from: id, inner });
     }
 
