@@ -490,6 +490,51 @@ fn replaced_routes_refuse_new_streams_and_spare_open_ones() {
     assert_eq!(t.received(c, time), "2025-10-01 14:30:26\n");
 }
 
+/// A config reload adds a static forward while the local end runs (a listener it asks the
+/// driver for) and then removes it: clients of the new forward reach its route with no
+/// prefix; once removed, it refuses new clients, and the stream opened through it carries
+/// on.
+#[test]
+fn forwards_open_and_close_while_the_local_end_runs() {
+    let mut t = Topology::new(6, lan(), secret());
+    t.run(Duration::from_secs(1));
+    let (local, c) = (t.local, t.probe());
+    let addr: SocketAddr = "10.0.1.1:7095".parse().unwrap();
+    t.sim
+        .with_machine(local, |end: &mut TunnelLocal, _| end.open_forward(ListenerId(40), addr, "9090".into()))
+        .unwrap();
+    t.run(Duration::from_millis(100));
+    let opened = TunnelEvent::ForwardOpened { addr, route: "9090".into() };
+    assert!(t.sim.events::<TunnelEvent>(local).any(|(_, e)| *e == opened), "the forward listens");
+    let through = t.connect(c, addr);
+    t.run(Duration::from_millis(200));
+    assert_eq!(t.received(c, through), "2025-10-01 14:30:26\n", "the time, with no prefix");
+
+    t.sim.with_machine(local, |end: &mut TunnelLocal, _| end.close_forward(ListenerId(40))).unwrap();
+    t.run(Duration::from_millis(100));
+    let refused = t.connect(c, addr);
+    // The time service pushes again a minute after the first answer.
+    t.run(Duration::from_secs(61));
+    let failed = t
+        .sim
+        .events::<ProbeEvent>(c)
+        .any(|(_, e)| matches!(e, ProbeEvent::ConnectFailed { conn, .. } if *conn == refused));
+    assert!(failed, "the removed forward refuses new clients");
+    assert_eq!(t.received(c, through).lines().count(), 2, "the open stream carries on: {:?}", t.received(c, through));
+
+    // A forward on a port the host already serves cannot listen, and says so.
+    let taken: SocketAddr = "10.0.1.1:7000".parse().unwrap();
+    t.sim
+        .with_machine(local, |end: &mut TunnelLocal, _| end.open_forward(ListenerId(41), taken, "9090".into()))
+        .unwrap();
+    t.run(Duration::from_millis(100));
+    let failed = t
+        .sim
+        .events::<TunnelEvent>(local)
+        .any(|(_, e)| matches!(e, TunnelEvent::ForwardFailed { addr, .. } if *addr == taken));
+    assert!(failed, "a taken port is reported");
+}
+
 #[test]
 fn static_forward_needs_no_prefix() {
     let mut t = Topology::new(5, lan(), secret());

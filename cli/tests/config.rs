@@ -92,12 +92,19 @@ fn mistakes_are_named_at_their_line_and_column_and_nothing_starts() {
 /// The config of the reload test: echo and greet behind a tunnel whose remote end routes
 /// `routes`; the secret file is named relative to the config's directory.
 fn tunnel_config(host: &str, routes: &[&str]) -> String {
+    tunnel_config_with(host, routes, &[])
+}
+
+/// [`tunnel_config`] with static `forwards` at the local end.
+fn tunnel_config_with(host: &str, routes: &[&str], forwards: &[&str]) -> String {
+    let quoted = |items: &[&str]| items.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", ");
+    let forwards = quoted(forwards);
     let routes: Vec<String> = routes.iter().map(|r| format!("\"{r}\"")).collect();
     format!(
         "[[service]]\nkind = \"echo\"\nlisten = \"{host}:7007\"\n\n\
          [[service]]\nkind = \"greet\"\nlisten = \"{host}:12345\"\n\n\
          [[tunnel_remote]]\nlisten = \"{host}:7001\"\nsecret_file = \"tunnel.key\"\nroutes = [{}]\n\n\
-         [[tunnel_local]]\nlisten = \"{host}:7000\"\nremote = \"{host}:7001\"\nsecret_file = \"tunnel.key\"\n",
+         [[tunnel_local]]\nlisten = \"{host}:7000\"\nremote = \"{host}:7001\"\nsecret_file = \"tunnel.key\"\nforwards = [{forwards}]\n",
         routes.join(", ")
     )
 }
@@ -141,7 +148,7 @@ fn sighup_replaces_routes_without_touching_open_streams_and_refuses_a_broken_fil
     assert!(refusal.contains(&format!("{path}:1:")), "{refusal}");
     std::fs::write(&path, tunnel_config(host, &[&echo]).replace("7007", "7008")).unwrap();
     served.signal("HUP");
-    let refusal = served.wait_for_log("reload refused, the running config stays: only the routes");
+    let refusal = served.wait_for_log("reload refused, the running config stays: only routes of [[tunnel_remote]]");
     assert!(refusal.contains("[[service]] #1 changed"), "{refusal}");
     let mut still = LineConn::connect(&entrance);
     still.send(b"12345:Ann\n");
@@ -157,4 +164,60 @@ fn sighup_replaces_routes_without_touching_open_streams_and_refuses_a_broken_fil
     assert_eq!(late.line(), "error: no default route on the remote end");
     open.send(b"still open\n");
     assert_eq!(open.line(), "still open");
+}
+
+#[test]
+fn sighup_opens_and_closes_forwards_and_streams_through_a_closed_one_carry_on() {
+    let host = "127.0.0.144";
+    let dir = TempDir::new("config-forwards");
+    std::fs::write(dir.file("tunnel.key"), "forward reload secret\n").unwrap();
+    let path = dir.file("switchyard.toml");
+    let routes = [format!("default={host}:7007"), format!("12345={host}:12345")];
+    let routes: Vec<&str> = routes.iter().map(String::as_str).collect();
+    std::fs::write(&path, tunnel_config(host, &routes)).unwrap();
+    let served = Proc::start(&["run", &path]);
+    served.wait_for_log("tunnel local: carrier up");
+    let forward = format!("{host}:7090");
+    assert!(std::net::TcpStream::connect(&forward).is_err(), "no forward yet");
+
+    // Add a forward to greet: it listens, and its clients need no prefix.
+    std::fs::write(&path, tunnel_config_with(host, &routes, &["7090=12345"])).unwrap();
+    served.signal("HUP");
+    // The end's own event may come before or after the reload's line.
+    served.wait_for_logs(&[
+        &format!("reload: tunnel local #1: forward on {forward} to route 12345 opening"),
+        &format!("tunnel local: forward on {forward} to route 12345 listening"),
+    ]);
+    let mut open = LineConn::connect(&forward);
+    open.send(b"John\n");
+    assert_eq!(open.line(), "Hello Good morning !!!! ::: John");
+
+    // Move it to another port: the old one closes, the new one listens, and the client
+    // that came in through the old one is still served.
+    std::fs::write(&path, tunnel_config_with(host, &routes, &["7091=12345"])).unwrap();
+    served.signal("HUP");
+    served.wait_for_logs(&[
+        &format!("reload: tunnel local #1: forward on {forward} to route 12345 closed"),
+        &format!("tunnel local: forward on {host}:7091 to route 12345 listening"),
+    ]);
+    let deadline = std::time::Instant::now() + support::GUARD;
+    while std::net::TcpStream::connect(&forward).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "the removed forward still accepts");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    open.send(b"Ann\n");
+    assert_eq!(open.line(), "Hello Good morning !!!! ::: Ann");
+    let mut moved = LineConn::connect(&format!("{host}:7091"));
+    moved.send(b"Bob\n");
+    assert_eq!(moved.line(), "Hello Good morning !!!! ::: Bob");
+
+    // A forward on a port something else holds is reported, and the others carry on.
+    let _holder = std::net::TcpListener::bind(format!("{host}:7092")).unwrap();
+    std::fs::write(&path, tunnel_config_with(host, &routes, &["7091=12345", "7092=12345"])).unwrap();
+    served.signal("HUP");
+    let failed = served.wait_for_log(&format!("forward on {host}:7092 to route 12345 cannot listen"));
+    assert!(failed.contains("in use"), "{failed}");
+    let mut still = LineConn::connect(&format!("{host}:7091"));
+    still.send(b"Cy\n");
+    assert_eq!(still.line(), "Hello Good morning !!!! ::: Cy");
 }

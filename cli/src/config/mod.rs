@@ -1,6 +1,6 @@
 //! `switchyard run FILE` and `switchyard config check FILE`: any set of roles from one TOML
-//! file, checked before anything starts, with the remote tunnel ends' routes reloaded on
-//! SIGHUP.
+//! file, checked before anything starts, with the tunnel ends' routes and forwards
+//! reloaded on SIGHUP.
 //!
 //! - [`schema`]: what the file may hold, key by key.
 //! - [`plan`]: the file checked and turned into what each role starts with.
@@ -22,13 +22,14 @@ use switchyard_core::Env;
 
 /// Start every role a TOML config file describes (services, tunnel ends, mesh servers,
 /// rendezvous), in one process, until Ctrl-C. `kill -HUP` reloads the file: routes of
-/// `[[tunnel_remote]]` sections are replaced without touching open streams.
+/// `[[tunnel_remote]]` and forwards of `[[tunnel_local]]` sections change without touching
+/// open streams.
 #[derive(FromArgs, Debug)]
 #[argh(
     subcommand,
     name = "run",
     example = "switchyard up --print-config > switchyard.toml\nswitchyard config check switchyard.toml\nswitchyard run switchyard.toml\nkill -HUP $(pidof switchyard)",
-    note = "Keys are the flags of the role's own command, with _ for - (secret_file is --secret-file); relative paths are relative to the file's directory. A tunnel end or mesh server with no secret file shares a secret drawn for the run with the other roles of the file (as `up` does). On SIGHUP the file is read again: if only routes changed they are applied, and logged; anything else, or a file with a mistake, is refused with the reason and the running config stays. Ctrl-C stops (exit 0)."
+    note = "Keys are the flags of the role's own command, with _ for - (secret_file is --secret-file); relative paths are relative to the file's directory. A tunnel end or mesh server with no secret file shares a secret drawn for the run with the other roles of the file (as `up` does). On SIGHUP the file is read again: if only routes and forwards changed they are applied, and logged; anything else, or a file with a mistake, is refused with the reason and the running config stays. Ctrl-C stops (exit 0)."
 )]
 pub struct RunCmd {
     /// the config file (TOML)

@@ -8,7 +8,7 @@ use crate::launch::Fleet;
 use crate::mesh::ServerTls;
 use crate::serve::ServiceKind;
 use crate::tunnel::spec::{read_secret, Entrances, Forward};
-use crate::tunnel::{Carrier, RemoteEnd, RouteControl};
+use crate::tunnel::{Carrier, ForwardControl, RemoteEnd, RouteControl};
 use crate::{seed, CliError};
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -64,6 +64,8 @@ pub struct Running {
     pub parsed: ConfigFile,
     /// The route control of each `[[tunnel_remote]]`, in file order.
     pub remotes: Vec<RouteControl>,
+    /// The forward control of each `[[tunnel_local]]`, in file order.
+    pub locals: Vec<ForwardControl>,
 }
 
 /// Where in the file a mistake is, for `FILE:LINE:COLUMN: WHAT`.
@@ -292,10 +294,13 @@ impl Plan {
             announce.push(line);
             remotes.push(control);
         }
+        let mut locals = Vec::new();
         for (listen, forwards, carrier) in self.locals {
-            announce.push(crate::tunnel::start_local(rt, fleet, child(), (listen, &forwards), carrier).await?);
+            let (line, control) = crate::tunnel::start_local(rt, fleet, child(), (listen, &forwards), carrier).await?;
+            announce.push(line);
+            locals.push(control);
         }
-        Ok(Started { announce, running: Running { parsed: self.parsed, remotes } })
+        Ok(Started { announce, running: Running { parsed: self.parsed, remotes, locals } })
     }
 }
 
@@ -310,7 +315,8 @@ fn remote_listen(r: &RemoteSection) -> SocketAddr {
     r.listen.unwrap_or(crate::addr::loopback(7001))
 }
 
-fn local_listen(l: &LocalSection) -> SocketAddr {
+/// Where a `[[tunnel_local]]` listens for its prefix entrance (bare forward ports too).
+pub(super) fn local_listen(l: &LocalSection) -> SocketAddr {
     l.listen.unwrap_or(crate::addr::loopback(7000))
 }
 

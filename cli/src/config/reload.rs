@@ -1,7 +1,8 @@
 //! Reloading a running config on SIGHUP: the file is read and checked again in full; if
-//! the only change is to the routes of `[[tunnel_remote]]` sections, the new routes are
-//! given to every worker of those ends. Streams already open keep their targets.
-//! Anything else is refused with the reason, and the running config stays.
+//! the only changes are to the routes of `[[tunnel_remote]]` sections and the forwards of
+//! `[[tunnel_local]]` sections, the new routes are given to every worker of those ends and
+//! the forwards opened and closed. Streams already open carry on. Anything else is
+//! refused with the reason, and the running config stays.
 
 use super::plan::{Plan, Running};
 use super::schema::ConfigFile;
@@ -29,11 +30,14 @@ pub fn on_sighup() -> Result<Receiver<()>, CliError> {
     Ok(rx)
 }
 
-/// The file with every route list emptied: two files the same but for their routes have
-/// the same shape. (Spans are not compared, so moving a section is no change.)
+/// The file with every route and forward list emptied: two files the same but for those
+/// have the same shape. (Spans are not compared, so moving a section is no change.)
 fn shape(mut parsed: ConfigFile) -> ConfigFile {
     for remote in &mut parsed.tunnel_remote {
         remote.get_mut().routes.get_mut().clear();
+    }
+    for local in &mut parsed.tunnel_local {
+        local.get_mut().forwards.clear();
     }
     parsed
 }
@@ -49,21 +53,41 @@ pub async fn apply(path: &Path, running: &mut Running) {
         }
     };
     let new = plan.parsed;
+    let refuse = |why: String| tracing::error!("reload refused, the running config stays: {why}");
     if let Some(change) = first_change(&shape(running.parsed.clone()), &shape(new.clone())) {
-        tracing::error!(
-            "reload refused, the running config stays: only the routes of [[tunnel_remote]] sections reload, and {change}; restart to apply it"
-        );
-        return;
+        return refuse(format!(
+            "only routes of [[tunnel_remote]] and forwards of [[tunnel_local]] reload, and {change}; restart to apply it"
+        ));
+    }
+    let forwards_changed: Vec<usize> = (0..new.tunnel_local.len())
+        .filter(|&i| running.parsed.tunnel_local[i].get_ref().forwards != new.tunnel_local[i].get_ref().forwards)
+        .collect();
+    if let Some(&i) = forwards_changed.iter().find(|&&i| running.locals[i].workers() > 1) {
+        return refuse(format!("[[tunnel_local]] #{} runs threads > 1: its forwards reload only on a restart", i + 1));
     }
     let mut changed = 0;
-    for (i, (control, (old, new))) in running.remotes.iter().zip(routes_of(&running.parsed).iter().zip(routes_of(&new))).enumerate() {
+    let old_routes = routes_of(&running.parsed);
+    for (i, (control, (old, new))) in running.remotes.iter().zip(old_routes.iter().zip(routes_of(&new))).enumerate() {
         if *old == new {
             continue;
         }
         let routes = crate::tunnel::routes(&new);
-        match control.replace(&routes).await {
-            Ok(()) => tracing::info!("reload: tunnel remote #{}: routes now {}", i + 1, crate::tunnel::describe_routes(&routes)),
+        let listed = crate::tunnel::describe_routes(&routes);
+        match control.each(move |end| end.set_routes(routes.clone())).await {
+            Ok(()) => tracing::info!("reload: tunnel remote #{}: routes now {listed}", i + 1),
             Err(e) => tracing::warn!("reload: tunnel remote #{}: {e}", i + 1),
+        }
+        changed += 1;
+    }
+    for i in forwards_changed {
+        let section = new.tunnel_local[i].get_ref();
+        match running.locals[i].replace(super::plan::local_listen(section), &section.forwards).await {
+            Ok(changes) => {
+                for change in changes {
+                    tracing::info!("reload: tunnel local #{}: {change}", i + 1);
+                }
+            }
+            Err(e) => tracing::warn!("reload: tunnel local #{}: {e}", i + 1),
         }
         changed += 1;
     }

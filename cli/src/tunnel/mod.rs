@@ -250,7 +250,7 @@ impl Program for TunnelCmd {
                 let secret = spec::read_secret(&cmd.secret_file)?;
                 let (remote, threads) = (cmd.remote, cmd.threads);
                 let carrier = Carrier { remote, secret, tls, entrance_tls: None, threads, publish: BTreeMap::new() };
-                start_local(&rt, &mut fleet, env, (cmd.listen, &cmd.forward), carrier).await?
+                start_local(&rt, &mut fleet, env, (cmd.listen, &cmd.forward), carrier).await?.0
             }
             End::Expose(cmd) => {
                 let publish = cmd.publish()?;
@@ -323,13 +323,74 @@ pub async fn start_local<R: Runtime>(
     env: Env,
     (listen, forwards): (SocketAddr, &[Forward]),
     carrier: Carrier,
-) -> Result<String, CliError> {
+) -> Result<(String, ForwardControl), CliError> {
     let over = if carrier.tls.is_some() { " over TLS" } else { "" };
     let remote = carrier.remote;
     let entrances = Entrances::new(listen, forwards);
-    let bound = launch_local(rt, fleet, env, carrier, &entrances, |_| {}).await?;
+    let (bound, control) = launch_local(rt, fleet, env, carrier, &entrances, |_| {}).await?;
     let listening: Vec<String> = entrances.describe(&bound).map(|(addr, kind)| format!("{addr} ({kind})")).collect();
-    Ok(format!("tunnel local end listening on {}; carrier to {remote}{over}", listening.join(", ")))
+    let announce = format!("tunnel local end listening on {}; carrier to {remote}{over}", listening.join(", "));
+    Ok((announce, ForwardControl { control, open: entrances.forwards(), next: FIRST_RELOADED_LISTENER }))
+}
+
+/// The listener id of the first forward a reload adds; each later one takes the next, so
+/// an id is never reused (see the machine contract's rule 7).
+const FIRST_RELOADED_LISTENER: u16 = 1024;
+
+/// A running local end's static forwards, and how a config reload changes them.
+pub struct ForwardControl {
+    #[cfg_attr(not(feature = "full"), allow(dead_code))]
+    control: Control<TunnelLocal>,
+    /// Each open forward: its listener, address and route.
+    #[cfg_attr(not(feature = "full"), allow(dead_code))]
+    open: Vec<(ListenerId, SocketAddr, String)>,
+    #[cfg_attr(not(feature = "full"), allow(dead_code))]
+    next: u16,
+}
+
+#[cfg(feature = "full")]
+impl ForwardControl {
+    /// How many workers (`--threads`) the end runs.
+    pub fn workers(&self) -> usize {
+        self.control.workers()
+    }
+
+    /// Makes the end's forwards those of `forwards` (bare ports on `listen`'s IP, as at
+    /// start): each open forward not wanted any more is closed (its streams carry on), and
+    /// each wanted one not open is listened on; whether it could be is logged as the end's
+    /// event. Returns what changed, for the log. A local end that runs several workers is
+    /// refused, unchanged: their listeners are shared by an accept thread, not theirs.
+    pub async fn replace(&mut self, listen: SocketAddr, forwards: &[Forward]) -> Result<Vec<String>, String> {
+        let wanted = Entrances::new(listen, forwards).forwards();
+        let same =
+            |a: &(ListenerId, SocketAddr, String), b: &(ListenerId, SocketAddr, String)| a.1 == b.1 && a.2 == b.2;
+        let closing: Vec<_> = self.open.iter().filter(|o| !wanted.iter().any(|w| same(o, w))).cloned().collect();
+        let opening: Vec<_> = wanted.iter().filter(|w| !self.open.iter().any(|o| same(o, w))).cloned().collect();
+        if closing.is_empty() && opening.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.control.workers() > 1 {
+            return Err(String::from("its forwards reload only on a restart when it runs threads > 1"));
+        }
+        let mut changes = Vec::new();
+        for (listener, addr, route) in closing {
+            self.control.each(move |end| end.close_forward(listener)).await.map_err(|e| e.to_string())?;
+            self.open.retain(|o| o.0 != listener);
+            changes.push(format!("forward on {addr} to route {route} closed"));
+        }
+        for (_, addr, route) in opening {
+            let listener = ListenerId(self.next);
+            self.next = self.next.checked_add(1).ok_or("no listener ids left: restart it")?;
+            let for_end = route.clone();
+            self.control
+                .each(move |end| end.open_forward(listener, addr, for_end.clone()))
+                .await
+                .map_err(|e| e.to_string())?;
+            changes.push(format!("forward on {addr} to route {route} opening"));
+            self.open.push((listener, addr, route));
+        }
+        Ok(changes)
+    }
 }
 
 /// What a remote end runs with, from flags or a config file.
@@ -472,7 +533,7 @@ fn worker_envs(mut env: Env, threads: usize) -> Vec<Env> {
 }
 
 /// Starts a local end in `fleet`, carrying to `carrier.remote` (over TLS when it says so);
-/// returns where its listeners bound. `watch` sees its events (see
+/// returns where its listeners bound, and the control that changes its forwards. `watch` sees its events (see
 /// [`Fleet::launch_watched`]).
 pub async fn launch_local<R: Runtime>(
     rt: &R,
@@ -481,7 +542,7 @@ pub async fn launch_local<R: Runtime>(
     carrier: Carrier,
     entrances: &Entrances,
     mut watch: impl FnMut(&TunnelEvent) + Send + 'static,
-) -> Result<BTreeMap<ListenerId, SocketAddr>, LaunchError> {
+) -> Result<(BTreeMap<ListenerId, SocketAddr>, Control<TunnelLocal>), LaunchError> {
     let name = if carrier.publish.is_empty() { "tunnel local" } else { "tunnel expose" };
     // The driver's clock starts at zero, and so does the machine's.
     let mut config = LocalConfig::new(carrier.remote, carrier.secret, entrances.config());
@@ -498,7 +559,8 @@ pub async fn launch_local<R: Runtime>(
         (None, None) => {
             let machines = machines.map(|(machine, _)| machine).collect();
             let ready = Readiness { at_start: false, on_event: carrier_ready };
-            Ok(launch_workers(rt, fleet, name, machines, &listeners, watch, ready).await?.0)
+            let (bound, handles) = launch_workers(rt, fleet, name, machines, &listeners, watch, ready).await?;
+            Ok((bound, Control::over(handles)))
         }
         (tls, entrance) => {
             // The prefix entrance is listener 0; forwards pass bytes untouched, so plain.
@@ -518,7 +580,8 @@ pub async fn launch_local<R: Runtime>(
                 }
             };
             let ready = Readiness { at_start: false, on_event: tls_carrier_ready };
-            Ok(launch_workers(rt, fleet, name, machines, &listeners, watch, ready).await?.0)
+            let (bound, handles) = launch_workers(rt, fleet, name, machines, &listeners, watch, ready).await?;
+            Ok((bound, Control::over(handles)))
         }
     }
 }
@@ -593,55 +656,64 @@ fn always_ready<E>() -> Readiness<E> {
     Readiness { at_start: true, on_event: |_| None }
 }
 
-/// A remote end's machine, plain or under TLS, whose routes can be replaced.
-trait HoldsRoutes {
-    fn replace_routes(&mut self, routes: Routes, now: Instant);
+/// A tunnel end's machine, plain or under TLS: runs a call on the tunnel machine inside.
+trait Wraps<T> {
+    fn on_inner(&mut self, now: Instant, f: Box<dyn FnOnce(&mut T) + Send>);
 }
 
-impl HoldsRoutes for TunnelRemote {
-    fn replace_routes(&mut self, routes: Routes, _now: Instant) {
-        self.set_routes(routes);
+impl<T> Wraps<T> for T {
+    fn on_inner(&mut self, _now: Instant, f: Box<dyn FnOnce(&mut T) + Send>) {
+        f(self)
     }
 }
 
-impl HoldsRoutes for Tls<TunnelRemote> {
-    fn replace_routes(&mut self, routes: Routes, now: Instant) {
-        self.command(now, |remote, _| remote.set_routes(routes));
+impl<T: switchyard_core::Machine> Wraps<T> for Tls<T> {
+    fn on_inner(&mut self, now: Instant, f: Box<dyn FnOnce(&mut T) + Send>) {
+        self.command(now, |inner, _| f(inner));
     }
 }
 
-/// Replaces a running remote end's routes on every one of its workers: how a config
-/// reload adds and removes routes without touching open streams.
-pub struct RouteControl {
+/// Runs calls on the tunnel machine of every worker of a running end, each on its own
+/// loop: how a config reload replaces a remote end's routes and a local end's forwards
+/// while streams stay open.
+pub struct Control<T> {
     // Only `switchyard run` reloads, and the minimal build has no `run`.
     #[cfg_attr(not(feature = "full"), allow(dead_code))]
-    workers: Vec<ReplaceRoutes>,
+    workers: Vec<OnWorker<T>>,
 }
 
-/// Replaces one worker's routes, on its loop.
-type ReplaceRoutes = Box<dyn Fn(Routes) -> Boxed<Result<(), Stopped>> + Send + Sync>;
+/// Runs one call on one worker's machine, on its loop.
+type OnWorker<T> = Box<dyn Fn(Box<dyn FnOnce(&mut T) + Send>) -> Boxed<Result<(), Stopped>> + Send + Sync>;
 
-impl RouteControl {
-    fn over<M: HoldsRoutes + Launchable>(handles: Vec<Handle<M>>) -> RouteControl {
+/// The control of a remote end: its routes.
+pub type RouteControl = Control<TunnelRemote>;
+
+impl<T: 'static> Control<T> {
+    fn over<M: Wraps<T> + Launchable>(handles: Vec<Handle<M>>) -> Control<T> {
         let workers = handles
             .into_iter()
             .map(|handle| {
-                Box::new(move |routes: Routes| {
+                Box::new(move |f: Box<dyn FnOnce(&mut T) + Send>| {
                     let handle = handle.clone();
-                    Box::pin(async move { handle.command(move |m, now| m.replace_routes(routes, now)).await })
-                        as Boxed<_>
-                }) as ReplaceRoutes
+                    Box::pin(async move { handle.command(move |m, now| m.on_inner(now, f)).await }) as Boxed<_>
+                }) as OnWorker<T>
             })
             .collect();
-        RouteControl { workers }
+        Control { workers }
     }
 
-    /// Gives every worker `routes`; each stream opened after this returns uses them.
-    /// [`Stopped`] if the end has stopped.
+    /// How many workers (`--threads`) the end runs.
     #[cfg(feature = "full")]
-    pub async fn replace(&self, routes: &Routes) -> Result<(), Stopped> {
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Runs `f` on every worker's machine; returns once each has run it (its outputs
+    /// carried out). [`Stopped`] if the end has stopped.
+    #[cfg(feature = "full")]
+    pub async fn each(&self, f: impl Fn(&mut T) + Clone + Send + 'static) -> Result<(), Stopped> {
         for worker in &self.workers {
-            worker(routes.clone()).await?;
+            worker(Box::new(f.clone())).await?;
         }
         Ok(())
     }

@@ -180,6 +180,15 @@ impl Entrances {
         self.listeners.iter().map(|(id, _, entrance)| (*id, entrance.clone())).collect()
     }
 
+    /// The static forwards: listener, address and route of each.
+    pub fn forwards(&self) -> Vec<(ListenerId, SocketAddr, String)> {
+        let forward = |(id, addr, entrance): &(ListenerId, SocketAddr, Entrance)| match entrance {
+            Entrance::Forward { route } => Some((*id, *addr, route.clone())),
+            _ => None,
+        };
+        self.listeners.iter().filter_map(forward).collect()
+    }
+
     /// The addresses to listen on.
     pub fn listeners(&self) -> Vec<(ListenerId, SocketAddr)> {
         self.listeners.iter().map(|(id, addr, _)| (*id, *addr)).collect()

@@ -260,7 +260,7 @@ async fn launch_tunnel<R: Runtime>(
             let _ = up_tx.try_send(());
         }
     };
-    let bound = tunnel::launch_local(rt, fleet, child(), tunnel::Carrier {
+    let (bound, _) = tunnel::launch_local(rt, fleet, child(), tunnel::Carrier {
             remote: carrier,
             secret,
             tls: tls.map(|t| t.pin.clone()),
