@@ -55,6 +55,8 @@ fn mistakes_are_named_at_their_line_and_column_and_nothing_starts() {
         ("[[service]]\nkind = \"echo\"\ninterval = 5\n", ":1:1: interval is for the time service, not echo"),
         ("[[tunnel_remote]]\nroutes = [\"9090\"]\n", ":2:10: expected NAME=ADDR"),
         ("\n[[tunnel_remote]]\nroutes = []\n", ":3:10: a [[tunnel_remote]] needs at least one route"),
+        ("[[tunnel_remote]]\n[[tunnel_expose]]\npublish = [\"12000\"]\n", ":3:11: expected PORT=ADDR"),
+        ("[[tunnel_remote]]\nallow_publish = \"9-1\"\n", ":2:17: "),
         ("[[tunnel_local]]\nforwards = [\"7090=9090\"]\n", ":1:1: this [[tunnel_local]] has no secret_file"),
         (
             "[[tunnel_remote]]\nsecret_file = \"missing.key\"\nroutes = [\"default=127.0.0.1:7\"]\n",
@@ -220,4 +222,26 @@ fn sighup_opens_and_closes_forwards_and_streams_through_a_closed_one_carry_on() 
     let mut still = LineConn::connect(&format!("{host}:7091"));
     still.send(b"Cy\n");
     assert_eq!(still.line(), "Hello Good morning !!!! ::: Cy");
+}
+
+#[test]
+fn a_config_runs_both_ends_of_a_reverse_tunnel() {
+    let host = "127.0.0.145";
+    let dir = TempDir::new("config-expose");
+    let path = dir.file("switchyard.toml");
+    let config = format!(
+        "[[service]]\nkind = \"greet\"\nlisten = \"{host}:12345\"\n\n\
+         [[tunnel_remote]]\nlisten = \"{host}:7001\"\nallow_publish = \"12000-12100\"\n\n\
+         [[tunnel_expose]]\nremote = \"{host}:7001\"\npublish = [\"12050={host}:12345\", \"13000={host}:12345\"]\n"
+    );
+    std::fs::write(&path, config).unwrap();
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("1 tunnel remote (0 routes), 1 tunnel expose (2 published ports)"), "{stdout}");
+
+    let served = Proc::start(&["run", &path]);
+    served.wait_for_logs(&[&format!("tunnel expose: published 12050 at {host}:12050"), "port 13000 not published"]);
+    let mut visitor = LineConn::connect(&format!("{host}:12050"));
+    visitor.send(b"John\n");
+    assert_eq!(visitor.line(), "Hello Good morning !!!! ::: John");
 }

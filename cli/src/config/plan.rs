@@ -2,7 +2,7 @@
 //! every file it names read, secrets paired up, ports checked for clashes. Nothing listens
 //! until [`Plan::start`].
 
-use super::schema::{ConfigFile, LocalSection, MeshSection, RemoteSection, ServiceName, ServiceSection};
+use super::schema::{ConfigFile, ExposeSection, LocalSection, MeshSection, RemoteSection, ServiceName, ServiceSection};
 use super::resolve;
 use crate::launch::Fleet;
 use crate::mesh::ServerTls;
@@ -22,6 +22,9 @@ use switchyard_core::service::{broadcast, echo, time};
 use switchyard_core::tls::TlsIdentity;
 use switchyard_core::Env;
 
+/// What [`Plan::summary`] says of a file that names no role.
+const NOTHING: &str = "nothing to run";
+
 /// Largest config file read, so a wrong path (a log, a disk image) fails fast.
 pub const MAX_FILE: u64 = 1 << 20;
 
@@ -32,6 +35,7 @@ pub struct Plan {
     services: Vec<Service>,
     remotes: Vec<RemoteEnd>,
     locals: Vec<(SocketAddr, Vec<Forward>, Carrier)>,
+    exposes: Vec<Carrier>,
     meshes: Vec<Mesh>,
     rendezvous: Vec<SocketAddr>,
 }
@@ -134,15 +138,35 @@ impl Plan {
 
         let shared_remotes: Vec<SocketAddr> =
             parsed.tunnel_remote.iter().filter(|r| r.get_ref().secret_file.is_none()).map(|r| remote_listen(r.get_ref())).collect();
-        let shared_locals: Vec<SocketAddr> =
-            parsed.tunnel_local.iter().filter(|l| l.get_ref().secret_file.is_none()).map(|l| local_remote(l.get_ref())).collect();
+        // Where the dialling ends without a secret file dial: local ends and exposing ends.
+        let shared_locals: Vec<SocketAddr> = parsed
+            .tunnel_local
+            .iter()
+            .filter(|l| l.get_ref().secret_file.is_none())
+            .map(|l| local_remote(l.get_ref()))
+            .chain(parsed.tunnel_expose.iter().filter(|e| e.get_ref().secret_file.is_none()).map(|e| expose_remote(e.get_ref())))
+            .collect();
+        // The secret of an end that dials `remote`: its own file's, or the run's shared
+        // with a remote end of this file that has none.
+        let dialler_secret = |what: &str, secret_file: &Option<PathBuf>, remote: SocketAddr, span: Range<usize>| {
+            match file(secret_file) {
+                Some(path) => read_secret(&path).map_err(at(span)),
+                None if shared_remotes.iter().any(|&listen| reaches(listen, remote)) => Ok(tunnel_secret.clone()),
+                None => Err(source.error(
+                    Some(span),
+                    format!("this [[{what}]] has no secret_file, and no [[tunnel_remote]] of this file without one listens on {remote}: give both ends the same secret_file"),
+                )),
+            }
+        };
 
         let mut remotes = Vec::new();
         for section in &parsed.tunnel_remote {
             let (span, r) = (section.span(), section.get_ref());
             let listen = remote_listen(r);
-            if r.routes.get_ref().is_empty() {
-                return Err(source.error(Some(r.routes.span()), "a [[tunnel_remote]] needs at least one route, like \"default=127.0.0.1:7007\""));
+            if r.routes.get_ref().is_empty() && r.allow_publish.is_none() {
+                let at = if r.routes.span().is_empty() { span.clone() } else { r.routes.span() };
+                let what = "a [[tunnel_remote]] needs at least one route, like \"default=127.0.0.1:7007\", or allow_publish";
+                return Err(source.error(Some(at), what));
             }
             let secret = match file(&r.secret_file) {
                 Some(path) => read_secret(&path).map_err(at(span.clone()))?,
@@ -161,23 +185,14 @@ impl Plan {
             .map_err(at(span))?;
             let routes = crate::tunnel::routes(r.routes.get_ref());
             let threads = r.threads.unwrap_or(1);
-            remotes.push(RemoteEnd { listen, secret, tls, routes, threads, allow_publish: None });
+            remotes.push(RemoteEnd { listen, secret, tls, routes, threads, allow_publish: r.allow_publish.clone() });
         }
 
         let mut locals = Vec::new();
         for section in &parsed.tunnel_local {
             let (span, l) = (section.span(), section.get_ref());
             let remote = local_remote(l);
-            let secret = match file(&l.secret_file) {
-                Some(path) => read_secret(&path).map_err(at(span.clone()))?,
-                None if shared_remotes.iter().any(|&listen| reaches(listen, remote)) => tunnel_secret.clone(),
-                None => {
-                    return Err(source.error(
-                        Some(span),
-                        format!("this [[tunnel_local]] has no secret_file, and no [[tunnel_remote]] of this file without one listens on {remote}: give both ends the same secret_file"),
-                    ))
-                }
-            };
+            let secret = dialler_secret("tunnel_local", &l.secret_file, remote, span.clone())?;
             let tls = crate::tunnel::local_tls(
                 (l.tls_pin, file(&l.tls_ca).as_deref(), l.tls_name.clone()),
                 (file(&l.tls_client_cert).as_deref(), file(&l.tls_client_key).as_deref()),
@@ -186,6 +201,25 @@ impl Plan {
             let threads = l.threads.unwrap_or(1);
             let carrier = Carrier { remote, secret, tls, entrance_tls: None, threads, publish: Default::default() };
             locals.push((local_listen(l), l.forwards.clone(), carrier));
+        }
+
+        let mut exposes = Vec::new();
+        for section in &parsed.tunnel_expose {
+            let (span, e) = (section.span(), section.get_ref());
+            let remote = expose_remote(e);
+            let secret = dialler_secret("tunnel_expose", &e.secret_file, remote, span.clone())?;
+            let mut publish = std::collections::BTreeMap::new();
+            for p in e.publish.get_ref() {
+                if publish.insert(p.port, p.service).is_some() {
+                    return Err(source.error(Some(e.publish.span()), format!("publish names port {} twice", p.port)));
+                }
+            }
+            if publish.is_empty() {
+                return Err(source.error(Some(e.publish.span()), "a [[tunnel_expose]] needs at least one publish, like \"12345=127.0.0.1:12345\""));
+            }
+            let tls = crate::tunnel::local_tls((e.tls_pin, file(&e.tls_ca).as_deref(), e.tls_name.clone()), (None, None))
+                .map_err(at(span))?;
+            exposes.push(Carrier { remote, secret, tls, entrance_tls: None, threads: 1, publish });
         }
 
         let shared_meshes: Vec<SocketAddr> = parsed
@@ -203,6 +237,7 @@ impl Plan {
             services,
             remotes,
             locals,
+            exposes,
             meshes,
             rendezvous: parsed.rendezvous.iter().map(|r| r.get_ref().listen.unwrap_or(crate::addr::loopback(crate::rendezvous::DEFAULT_PORT))).collect(),
             parsed,
@@ -257,6 +292,10 @@ impl Plan {
         if !self.locals.is_empty() {
             parts.push(format!("{} ({})", count(self.locals.len(), "tunnel local", "tunnel locals"), count(forwards, "forward", "forwards")));
         }
+        if !self.exposes.is_empty() {
+            let ports: usize = self.exposes.iter().map(|e| e.publish.len()).sum();
+            parts.push(format!("{} ({})", count(self.exposes.len(), "tunnel expose", "tunnel exposes"), count(ports, "published port", "published ports")));
+        }
         if !self.meshes.is_empty() {
             parts.push(count(self.meshes.len(), "mesh server", "mesh servers"));
         }
@@ -264,7 +303,7 @@ impl Plan {
             parts.push(count(self.rendezvous.len(), "rendezvous", "rendezvous"));
         }
         if parts.is_empty() {
-            return String::from("nothing to run");
+            return String::from(NOTHING);
         }
         parts.join(", ")
     }
@@ -276,8 +315,8 @@ impl Plan {
         let mut spaces = 1u16..;
         let mut child = || env.child(spaces.next().unwrap_or(u16::MAX));
         let mut announce = Vec::new();
-        if self.services.is_empty() && self.remotes.is_empty() && self.locals.is_empty() && self.meshes.is_empty() && self.rendezvous.is_empty() {
-            return Err(CliError::new("the config file names no role: add a [[service]], [[tunnel_remote]], [[tunnel_local]], [[mesh_server]] or [[rendezvous]]"));
+        if self.summary() == NOTHING {
+            return Err(CliError::new("the config file names no role: add a [[service]], [[tunnel_remote]], [[tunnel_local]], [[tunnel_expose]], [[mesh_server]] or [[rendezvous]]"));
         }
         for s in self.services {
             announce.push(crate::serve::start(rt, fleet, child(), (s.kind, s.limits), s.listen, s.tls).await?);
@@ -299,6 +338,9 @@ impl Plan {
             let (line, control) = crate::tunnel::start_local(rt, fleet, child(), (listen, &forwards), carrier).await?;
             announce.push(line);
             locals.push(control);
+        }
+        for carrier in self.exposes {
+            announce.push(crate::tunnel::start_expose(rt, fleet, child(), carrier).await?);
         }
         Ok(Started { announce, running: Running { parsed: self.parsed, remotes, locals } })
     }
@@ -322,6 +364,10 @@ pub(super) fn local_listen(l: &LocalSection) -> SocketAddr {
 
 fn local_remote(l: &LocalSection) -> SocketAddr {
     l.remote.unwrap_or(crate::addr::loopback(7001))
+}
+
+fn expose_remote(e: &ExposeSection) -> SocketAddr {
+    e.remote.unwrap_or(crate::addr::loopback(7001))
 }
 
 fn mesh_listen(m: &MeshSection) -> SocketAddr {

@@ -112,6 +112,7 @@ fn first_change(old: &ConfigFile, new: &ConfigFile) -> Option<String> {
     compare("service", &old.service, &new.service)
         .or_else(|| compare("tunnel_remote", &old.tunnel_remote, &new.tunnel_remote))
         .or_else(|| compare("tunnel_local", &old.tunnel_local, &new.tunnel_local))
+        .or_else(|| compare("tunnel_expose", &old.tunnel_expose, &new.tunnel_expose))
         .or_else(|| compare("mesh_server", &old.mesh_server, &new.mesh_server))
         .or_else(|| compare("rendezvous", &old.rendezvous, &new.rendezvous))
 }

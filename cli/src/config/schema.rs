@@ -3,7 +3,7 @@
 //! by the same parsers as the flags, so an address, a route or a forward means the same in
 //! both places; a mistake is reported at its line and column.
 
-use crate::tunnel::spec::{Forward, RouteSpec};
+use crate::tunnel::spec::{Forward, Publish, RouteSpec};
 use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +28,9 @@ pub struct ConfigFile {
     /// `[[tunnel_local]]`: local tunnel ends.
     #[serde(default)]
     pub tunnel_local: Vec<Spanned<LocalSection>>,
+    /// `[[tunnel_expose]]`: exposing ends of reverse tunnels.
+    #[serde(default)]
+    pub tunnel_expose: Vec<Spanned<ExposeSection>>,
     /// `[[mesh_server]]`: P2P mesh servers.
     #[serde(default)]
     pub mesh_server: Vec<Spanned<MeshSection>>,
@@ -87,9 +90,12 @@ pub struct RemoteSection {
     /// `--secret-file`; without one, this file's local ends that dial this one share a
     /// secret drawn for the run.
     pub secret_file: Option<PathBuf>,
-    /// `--route NAME=ADDR`, each; reloaded on SIGHUP.
-    #[serde(deserialize_with = "routes")]
+    /// `--route NAME=ADDR[,proxy=v1|v2]`, each; reloaded on SIGHUP.
+    #[serde(default = "no_routes", deserialize_with = "routes")]
     pub routes: Spanned<Vec<RouteSpec>>,
+    /// `--allow-publish LO-HI`: exposing ends may publish these ports here.
+    #[serde(default, deserialize_with = "some_port_range")]
+    pub allow_publish: Option<std::ops::RangeInclusive<u16>>,
     /// `--tls-cert`.
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key`.
@@ -134,6 +140,28 @@ pub struct LocalSection {
     /// `--threads`.
     #[serde(default, deserialize_with = "some_threads")]
     pub threads: Option<usize>,
+}
+
+/// `[[tunnel_expose]]`: `switchyard tunnel expose`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExposeSection {
+    /// `--remote` (default 127.0.0.1:7001).
+    #[serde(default, deserialize_with = "some_addr")]
+    pub remote: Option<SocketAddr>,
+    /// `--secret-file`; without one, the end shares a secret drawn for the run with the
+    /// `[[tunnel_remote]]` of this file it dials.
+    pub secret_file: Option<PathBuf>,
+    /// `--publish PORT=ADDR`, each.
+    #[serde(deserialize_with = "publishes")]
+    pub publish: Spanned<Vec<Publish>>,
+    /// `--tls-pin`.
+    #[serde(default, deserialize_with = "some_pin")]
+    pub tls_pin: Option<Fingerprint>,
+    /// `--tls-ca`.
+    pub tls_ca: Option<PathBuf>,
+    /// `--tls-name`.
+    pub tls_name: Option<String>,
 }
 
 /// `[[mesh_server]]`: `switchyard mesh server`.
@@ -204,6 +232,19 @@ fn some_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Spanned<Vec<Sock
 
 fn routes<'de, D: Deserializer<'de>>(d: D) -> Result<Spanned<Vec<RouteSpec>>, D::Error> {
     spanned_each(d, crate::tunnel::spec::parse_route)
+}
+
+/// No `routes` key: an empty list (a remote end that only takes exposing ends).
+fn no_routes() -> Spanned<Vec<RouteSpec>> {
+    Spanned::new(0..0, Vec::new())
+}
+
+fn some_port_range<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::ops::RangeInclusive<u16>>, D::Error> {
+    parsed(d, crate::tunnel::spec::parse_port_range).map(Some)
+}
+
+fn publishes<'de, D: Deserializer<'de>>(d: D) -> Result<Spanned<Vec<Publish>>, D::Error> {
+    spanned_each(d, crate::tunnel::spec::parse_publish)
 }
 
 fn forwards<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Forward>, D::Error> {

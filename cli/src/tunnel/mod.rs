@@ -256,13 +256,8 @@ impl Program for TunnelCmd {
                 let publish = cmd.publish()?;
                 let tls = local_tls((cmd.tls_pin, cmd.tls_ca.as_deref(), cmd.tls_name), (None, None))?;
                 let secret = spec::read_secret(&cmd.secret_file)?;
-                let over = if tls.is_some() { " over TLS" } else { "" };
-                let listed: Vec<String> = publish.iter().map(|(port, to)| format!("{port} → {to}")).collect();
-                let announce =
-                    format!("tunnel expose: carrier to {}{over}; publishing {}", cmd.remote, listed.join(", "));
                 let carrier = Carrier { remote: cmd.remote, secret, tls, entrance_tls: None, threads: 1, publish };
-                launch_local(&rt, &mut fleet, env, carrier, &Entrances::none(), |_| {}).await?;
-                announce
+                start_expose(&rt, &mut fleet, env, carrier).await?
             }
             End::Remote(cmd) => {
                 if cmd.route.is_empty() && cmd.allow_publish.is_none() {
@@ -331,6 +326,21 @@ pub async fn start_local<R: Runtime>(
     let listening: Vec<String> = entrances.describe(&bound).map(|(addr, kind)| format!("{addr} ({kind})")).collect();
     let announce = format!("tunnel local end listening on {}; carrier to {remote}{over}", listening.join(", "));
     Ok((announce, ForwardControl { control, open: entrances.forwards(), next: FIRST_RELOADED_LISTENER }))
+}
+
+/// Starts an exposing end publishing `carrier.publish` (as `tunnel expose` and a config
+/// file's `[[tunnel_expose]]` run it); returns the line that says what it publishes.
+pub async fn start_expose<R: Runtime>(
+    rt: &R,
+    fleet: &mut Fleet,
+    env: Env,
+    carrier: Carrier,
+) -> Result<String, CliError> {
+    let over = if carrier.tls.is_some() { " over TLS" } else { "" };
+    let listed: Vec<String> = carrier.publish.iter().map(|(port, to)| format!("{port} → {to}")).collect();
+    let announce = format!("tunnel expose: carrier to {}{over}; publishing {}", carrier.remote, listed.join(", "));
+    launch_local(rt, fleet, env, carrier, &Entrances::none(), |_| {}).await?;
+    Ok(announce)
 }
 
 /// The listener id of the first forward a reload adds; each later one takes the next, so
