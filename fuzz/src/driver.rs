@@ -24,7 +24,9 @@
 //!   ([`Driver::with_sockets`]; the tunnel and mesh harnesses bind none);
 //! - **listeners**: a `Listen` names an id not open now; an `Unlisten` names one the machine
 //!   opened and has not closed (answered or not); [`Driver::listened`] answers a `Listen`
-//!   once, and a refused one is dead;
+//!   once, and a refused one is dead. (The contract also lets a machine close a listener
+//!   its embedder configured — a local end dropping a forward on a config reload — but no
+//!   harness here configures listeners that way, so such an `Unlisten` fails the check.);
 //! - **time**: after `handle_timeout(now)` the next deadline is after `now`, or `None`. A
 //!   deadline that stays at or before `now` makes a driver spin (rule 3 of the contract).
 //!
