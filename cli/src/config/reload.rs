@@ -81,13 +81,9 @@ pub async fn apply(path: &Path, running: &mut Running) {
     }
     for i in forwards_changed {
         let section = new.tunnel_local[i].get_ref();
-        match running.locals[i].replace(super::plan::local_listen(section), &section.forwards).await {
-            Ok(changes) => {
-                for change in changes {
-                    tracing::info!("reload: tunnel local #{}: {change}", i + 1);
-                }
-            }
-            Err(e) => tracing::warn!("reload: tunnel local #{}: {e}", i + 1),
+        let who = format!("tunnel local #{}", i + 1);
+        if let Err(e) = running.locals[i].replace(&who, super::plan::local_listen(section), &section.forwards).await {
+            tracing::warn!("reload: {who}: {e}");
         }
         changed += 1;
     }

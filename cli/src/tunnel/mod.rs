@@ -368,35 +368,37 @@ impl ForwardControl {
     /// Makes the end's forwards those of `forwards` (bare ports on `listen`'s IP, as at
     /// start): each open forward not wanted any more is closed (its streams carry on), and
     /// each wanted one not open is listened on; whether it could be is logged as the end's
-    /// event. Returns what changed, for the log. A local end that runs several workers is
-    /// refused, unchanged: their listeners are shared by an accept thread, not theirs.
-    pub async fn replace(&mut self, listen: SocketAddr, forwards: &[Forward]) -> Result<Vec<String>, String> {
+    /// event. Each change is logged as `reload: WHO: …` before it is made, so the end's own
+    /// line (`listening`, `cannot listen`) follows it; returns how many there were. A local
+    /// end that runs several workers is refused, unchanged: their listeners are shared by
+    /// an accept thread, not theirs.
+    pub async fn replace(&mut self, who: &str, listen: SocketAddr, forwards: &[Forward]) -> Result<usize, String> {
         let wanted = Entrances::new(listen, forwards).forwards();
         let same =
             |a: &(ListenerId, SocketAddr, String), b: &(ListenerId, SocketAddr, String)| a.1 == b.1 && a.2 == b.2;
         let closing: Vec<_> = self.open.iter().filter(|o| !wanted.iter().any(|w| same(o, w))).cloned().collect();
         let opening: Vec<_> = wanted.iter().filter(|w| !self.open.iter().any(|o| same(o, w))).cloned().collect();
         if closing.is_empty() && opening.is_empty() {
-            return Ok(Vec::new());
+            return Ok(0);
         }
         if self.control.workers() > 1 {
             return Err(String::from("its forwards reload only on a restart when it runs threads > 1"));
         }
-        let mut changes = Vec::new();
+        let changes = closing.len() + opening.len();
         for (listener, addr, route) in closing {
+            tracing::info!("reload: {who}: closing the forward on {addr} to route {route}");
             self.control.each(move |end| end.close_forward(listener)).await.map_err(|e| e.to_string())?;
             self.open.retain(|o| o.0 != listener);
-            changes.push(format!("forward on {addr} to route {route} closed"));
         }
         for (_, addr, route) in opening {
             let listener = ListenerId(self.next);
             self.next = self.next.checked_add(1).ok_or("no listener ids left: restart it")?;
+            tracing::info!("reload: {who}: opening a forward on {addr} to route {route}");
             let for_end = route.clone();
             self.control
                 .each(move |end| end.open_forward(listener, addr, for_end.clone()))
                 .await
                 .map_err(|e| e.to_string())?;
-            changes.push(format!("forward on {addr} to route {route} opening"));
             self.open.push((listener, addr, route));
         }
         Ok(changes)
