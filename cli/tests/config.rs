@@ -217,6 +217,14 @@ fn sighup_opens_and_closes_forwards_and_streams_through_a_closed_one_carry_on() 
     let mut still = LineConn::connect(&format!("{host}:7091"));
     still.send(b"Cy\n");
     assert_eq!(still.line(), "Hello Good morning !!!! ::: Cy");
+
+    // Once the port is free, the next reload of the same file tries that forward again.
+    drop(_holder);
+    served.signal("HUP");
+    served.wait_for_log(&format!("tunnel local: forward on {host}:7092 to route 12345 listening"));
+    let mut retried = LineConn::connect(&format!("{host}:7092"));
+    retried.send(b"Di\n");
+    assert_eq!(retried.line(), "Hello Good morning !!!! ::: Di");
 }
 
 #[test]

@@ -79,13 +79,15 @@ pub async fn apply(path: &Path, running: &mut Running) {
         }
         changed += 1;
     }
-    for i in forwards_changed {
+    // Every single-worker local end, changed or not: one whose forward could not listen
+    // tries it again.
+    for (i, local) in running.locals.iter_mut().enumerate().filter(|(_, l)| l.workers() == 1) {
         let section = new.tunnel_local[i].get_ref();
         let who = format!("tunnel local #{}", i + 1);
-        if let Err(e) = running.locals[i].replace(&who, super::plan::local_listen(section), &section.forwards).await {
-            tracing::warn!("reload: {who}: {e}");
+        match local.replace(&who, super::plan::local_listen(section), &section.forwards).await {
+            Ok(changes) => changed += changes,
+            Err(e) => tracing::warn!("reload: {who}: {e}"),
         }
-        changed += 1;
     }
     if changed == 0 {
         tracing::info!("reload: nothing changed");

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use switchyard_adapters::{Handle, Runtime, Stopped};
 use switchyard_core::tls::{Secure, Tls, TlsEvent, TlsIdentity, TlsServe, Trust};
 use switchyard_core::tunnel::auth::Secret;
@@ -322,10 +323,19 @@ pub async fn start_local<R: Runtime>(
     let over = if carrier.tls.is_some() { " over TLS" } else { "" };
     let remote = carrier.remote;
     let entrances = Entrances::new(listen, forwards);
-    let (bound, control) = launch_local(rt, fleet, env, carrier, &entrances, |_| {}).await?;
+    // Forwards a reload added that could not listen, so that the next reload tries again.
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    let seen = failed.clone();
+    let watch = move |event: &TunnelEvent| {
+        if let TunnelEvent::ForwardFailed { addr, route, .. } = event {
+            seen.lock().unwrap_or_else(|e| e.into_inner()).push((*addr, route.clone()));
+        }
+    };
+    let (bound, control) = launch_local(rt, fleet, env, carrier, &entrances, watch).await?;
     let listening: Vec<String> = entrances.describe(&bound).map(|(addr, kind)| format!("{addr} ({kind})")).collect();
     let announce = format!("tunnel local end listening on {}; carrier to {remote}{over}", listening.join(", "));
-    Ok((announce, ForwardControl { control, open: entrances.forwards(), next: FIRST_RELOADED_LISTENER }))
+    let open = entrances.forwards();
+    Ok((announce, ForwardControl { control, open, failed, next: FIRST_RELOADED_LISTENER }))
 }
 
 /// Starts an exposing end publishing `carrier.publish` (as `tunnel expose` and a config
@@ -354,6 +364,10 @@ pub struct ForwardControl {
     /// Each open forward: its listener, address and route.
     #[cfg_attr(not(feature = "full"), allow(dead_code))]
     open: Vec<(ListenerId, SocketAddr, String)>,
+    /// Forwards that could not listen since the last reload (address, route): no longer
+    /// open. At most one entry per forward a reload added.
+    #[cfg_attr(not(feature = "full"), allow(dead_code))]
+    failed: Arc<Mutex<Vec<(SocketAddr, String)>>>,
     #[cfg_attr(not(feature = "full"), allow(dead_code))]
     next: u16,
 }
@@ -373,6 +387,8 @@ impl ForwardControl {
     /// end that runs several workers is refused, unchanged: their listeners are shared by
     /// an accept thread, not theirs.
     pub async fn replace(&mut self, who: &str, listen: SocketAddr, forwards: &[Forward]) -> Result<usize, String> {
+        let failed = std::mem::take(&mut *self.failed.lock().unwrap_or_else(|e| e.into_inner()));
+        self.open.retain(|(_, addr, route)| !failed.iter().any(|(a, r)| a == addr && r == route));
         let wanted = Entrances::new(listen, forwards).forwards();
         let same =
             |a: &(ListenerId, SocketAddr, String), b: &(ListenerId, SocketAddr, String)| a.1 == b.1 && a.2 == b.2;
