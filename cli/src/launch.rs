@@ -208,29 +208,12 @@ impl Fleet {
         R: Runtime,
         M: Launchable,
     {
-        self.launch_watched(rt, name, machine, listeners, |_| {}).await
+        Ok(self.launch_controlled(rt, name, machine, listeners, |_| {}).await?.0)
     }
 
-    /// [`Fleet::launch`], and `watch` sees each event before it is logged: for a caller
-    /// that waits for one (say, a tunnel carrier coming up).
-    #[cfg(feature = "full")]
-    pub async fn launch_watched<R, M>(
-        &mut self,
-        rt: &R,
-        name: &str,
-        machine: M,
-        listeners: &[(ListenerId, SocketAddr)],
-        watch: impl FnMut(&M::Event) + Send + 'static,
-    ) -> Result<BTreeMap<ListenerId, SocketAddr>, LaunchError>
-    where
-        R: Runtime,
-        M: Launchable,
-    {
-        Ok(self.launch_controlled(rt, name, machine, listeners, watch).await?.0)
-    }
-
-    /// [`Fleet::launch_watched`], also returning the machine's handle, through which the
-    /// caller may command it while it runs (a config reload).
+    /// [`Fleet::launch`], where `watch` sees each event before it is logged (for a caller
+    /// that waits for one, say a tunnel carrier coming up), also returning the machine's
+    /// handle, through which the caller may command it while it runs (a config reload).
     pub async fn launch_controlled<R, M>(
         &mut self,
         rt: &R,

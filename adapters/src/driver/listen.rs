@@ -11,12 +11,25 @@ use switchyard_core::ListenerId;
 /// while the condition lasts.
 pub(crate) const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Starts [`accept_loop`] for `listener` on `rt`; returns its stop: dropping it (a closed
+/// listener, or the machine task ending) stops the loop, which closes the socket.
+pub(super) fn start<R: Runtime>(
+    rt: &R,
+    id: ListenerId,
+    listener: R::TcpListener,
+    tx: Sender<NetMsg<R::TcpStream>>,
+) -> Sender<()> {
+    let (stop, stopped) = async_channel::bounded::<()>(1);
+    rt.spawn(accept_loop(rt.clone(), id, listener, tx, stopped));
+    stop
+}
+
 /// Accepts connections on `listener` and hands them to the machine task until the driver
 /// stops (`stop` closes) or the machine task is gone.
 ///
 /// Accepts wait for room in the bounded inbound channel, so a busy machine slows accepting
 /// down and the kernel's backlog absorbs the rest.
-pub(super) async fn accept_loop<R: Runtime>(
+async fn accept_loop<R: Runtime>(
     rt: R,
     id: ListenerId,
     listener: R::TcpListener,

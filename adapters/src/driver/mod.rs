@@ -292,9 +292,7 @@ where
         // any of them, configured here or opened at run time.
         let mut opened = HashMap::new();
         for (id, listener) in bound {
-            let (stop_listener, stopped) = async_channel::bounded::<()>(1);
-            rt.spawn(listen::accept_loop(rt.clone(), id, listener, net_tx.clone(), stopped));
-            opened.insert(id, stop_listener);
+            opened.insert(id, listen::start(&rt, id, listener, net_tx.clone()));
         }
         let mut udp = BTreeMap::new();
         for (id, socket) in bound_sockets {
@@ -1009,9 +1007,7 @@ where
         let failed = |e: io::Error| NetError::Other(format!("cannot listen on {addr}: {}", crate::describe(&e)));
         let listener = self.rt.tcp_listen(addr).await.map_err(failed)?;
         let local = listener.local_addr().map_err(failed)?;
-        let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
-        self.rt.spawn(listen::accept_loop(self.rt.clone(), id, listener, self.net_tx.clone(), stop_rx));
-        self.opened.insert(id, stop_tx);
+        self.opened.insert(id, listen::start(&self.rt, id, listener, self.net_tx.clone()));
         Ok(local)
     }
 

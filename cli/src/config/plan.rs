@@ -22,9 +22,6 @@ use switchyard_core::service::{broadcast, echo, time};
 use switchyard_core::tls::TlsIdentity;
 use switchyard_core::Env;
 
-/// What [`Plan::summary`] says of a file that names no role.
-const NOTHING: &str = "nothing to run";
-
 /// Largest config file read, so a wrong path (a log, a disk image) fails fast.
 pub const MAX_FILE: u64 = 1 << 20;
 
@@ -208,15 +205,8 @@ impl Plan {
             let (span, e) = (section.span(), section.get_ref());
             let remote = expose_remote(e);
             let secret = dialler_secret("tunnel_expose", &e.secret_file, remote, span.clone())?;
-            let mut publish = std::collections::BTreeMap::new();
-            for p in e.publish.get_ref() {
-                if publish.insert(p.port, p.service).is_some() {
-                    return Err(source.error(Some(e.publish.span()), format!("publish names port {} twice", p.port)));
-                }
-            }
-            if publish.is_empty() {
-                return Err(source.error(Some(e.publish.span()), "a [[tunnel_expose]] needs at least one publish, like \"12345=127.0.0.1:12345\""));
-            }
+            let publish = crate::tunnel::spec::publish_map(e.publish.get_ref(), ("a [[tunnel_expose]]", "publish"))
+                .map_err(|what| source.error(Some(e.publish.span()), what))?;
             let tls = crate::tunnel::local_tls((e.tls_pin, file(&e.tls_ca).as_deref(), e.tls_name.clone()), (None, None))
                 .map_err(at(span))?;
             exposes.push(Carrier { remote, secret, tls, entrance_tls: None, threads: 1, publish });
@@ -277,6 +267,17 @@ impl Plan {
         Ok(())
     }
 
+    /// True when the file names no role.
+    fn is_empty(&self) -> bool {
+        let Plan { parsed: _, services, remotes, locals, exposes, meshes, rendezvous } = self;
+        services.is_empty()
+            && remotes.is_empty()
+            && locals.is_empty()
+            && exposes.is_empty()
+            && meshes.is_empty()
+            && rendezvous.is_empty()
+    }
+
     /// `3 services, 1 tunnel remote (5 routes), ...`: what the file starts.
     pub fn summary(&self) -> String {
         let count = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
@@ -303,7 +304,7 @@ impl Plan {
             parts.push(count(self.rendezvous.len(), "rendezvous", "rendezvous"));
         }
         if parts.is_empty() {
-            return String::from(NOTHING);
+            return String::from("nothing to run");
         }
         parts.join(", ")
     }
@@ -315,7 +316,7 @@ impl Plan {
         let mut spaces = 1u16..;
         let mut child = || env.child(spaces.next().unwrap_or(u16::MAX));
         let mut announce = Vec::new();
-        if self.summary() == NOTHING {
+        if self.is_empty() {
             return Err(CliError::new("the config file names no role: add a [[service]], [[tunnel_remote]], [[tunnel_local]], [[tunnel_expose]], [[mesh_server]] or [[rendezvous]]"));
         }
         for s in self.services {

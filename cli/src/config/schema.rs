@@ -207,12 +207,6 @@ fn parsed<'de, D: Deserializer<'de>, T>(d: D, parse: fn(&str) -> Result<T, Strin
     parse(&text).map_err(serde::de::Error::custom)
 }
 
-/// [`parsed`] for a list of strings.
-fn each<'de, D: Deserializer<'de>, T>(d: D, parse: fn(&str) -> Result<T, String>) -> Result<Vec<T>, D::Error> {
-    let texts = Vec::<String>::deserialize(d)?;
-    texts.iter().map(|t| parse(t).map_err(serde::de::Error::custom)).collect()
-}
-
 fn some_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
     parsed(d, crate::addr::parse).map(Some)
 }
@@ -248,10 +242,11 @@ fn publishes<'de, D: Deserializer<'de>>(d: D) -> Result<Spanned<Vec<Publish>>, D
 }
 
 fn forwards<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Forward>, D::Error> {
-    each(d, crate::tunnel::spec::parse_forward)
+    spanned_each(d, crate::tunnel::spec::parse_forward).map(Spanned::into_inner)
 }
 
-/// [`each`], keeping where the list is for the checks made after parsing.
+/// [`parsed`] for a list of strings, keeping where the list is for the checks made after
+/// parsing.
 fn spanned_each<'de, D: Deserializer<'de>, T>(
     d: D,
     parse: fn(&str) -> Result<T, String>,

@@ -221,16 +221,7 @@ pub struct ExposeCmd {
 impl ExposeCmd {
     /// The ports to publish, each once.
     fn publish(&self) -> Result<BTreeMap<u16, SocketAddr>, CliError> {
-        if self.publish.is_empty() {
-            return Err(CliError::usage("tunnel expose needs at least one --publish PORT=ADDR"));
-        }
-        let mut ports = BTreeMap::new();
-        for p in &self.publish {
-            if ports.insert(p.port, p.service).is_some() {
-                return Err(CliError::usage(format!("--publish names port {} twice", p.port)));
-            }
-        }
-        Ok(ports)
+        spec::publish_map(&self.publish, ("tunnel expose", "--publish")).map_err(CliError::usage)
     }
 }
 
@@ -358,17 +349,15 @@ pub async fn start_expose<R: Runtime>(
 const FIRST_RELOADED_LISTENER: u16 = 1024;
 
 /// A running local end's static forwards, and how a config reload changes them.
+// Only `switchyard run` reloads, and the minimal build has no `run`.
+#[cfg_attr(not(feature = "full"), allow(dead_code))]
 pub struct ForwardControl {
-    #[cfg_attr(not(feature = "full"), allow(dead_code))]
     control: Control<TunnelLocal>,
     /// Each open forward: its listener, address and route.
-    #[cfg_attr(not(feature = "full"), allow(dead_code))]
     open: Vec<(ListenerId, SocketAddr, String)>,
     /// Forwards that could not listen since the last reload (address, route): no longer
     /// open. At most one entry per forward a reload added.
-    #[cfg_attr(not(feature = "full"), allow(dead_code))]
     failed: Arc<Mutex<Vec<(SocketAddr, String)>>>,
-    #[cfg_attr(not(feature = "full"), allow(dead_code))]
     next: u16,
 }
 
@@ -383,9 +372,9 @@ impl ForwardControl {
     /// start): each open forward not wanted any more is closed (its streams carry on), and
     /// each wanted one not open is listened on; whether it could be is logged as the end's
     /// event. Each change is logged as `reload: WHO: …` before it is made, so the end's own
-    /// line (`listening`, `cannot listen`) follows it; returns how many there were. A local
-    /// end that runs several workers is refused, unchanged: their listeners are shared by
-    /// an accept thread, not theirs.
+    /// line (`listening`, `cannot listen`) follows it; returns how many there were. Only for
+    /// an end with one worker ([`ForwardControl::workers`]): the listeners of several are
+    /// shared by an accept thread, not theirs, so a reload refuses to change those.
     pub async fn replace(&mut self, who: &str, listen: SocketAddr, forwards: &[Forward]) -> Result<usize, String> {
         let failed = std::mem::take(&mut *self.failed.lock().unwrap_or_else(|e| e.into_inner()));
         self.open.retain(|(_, addr, route)| !failed.iter().any(|(a, r)| a == addr && r == route));
@@ -397,9 +386,7 @@ impl ForwardControl {
         if closing.is_empty() && opening.is_empty() {
             return Ok(0);
         }
-        if self.control.workers() > 1 {
-            return Err(String::from("its forwards reload only on a restart when it runs threads > 1"));
-        }
+        debug_assert_eq!(self.workers(), 1, "the caller refuses the reload of a multi-worker end");
         let changes = closing.len() + opening.len();
         for (listener, addr, route) in closing {
             tracing::info!("reload: {who}: closing the forward on {addr} to route {route}");
@@ -704,9 +691,9 @@ impl<T: switchyard_core::Machine> Wraps<T> for Tls<T> {
 /// Runs calls on the tunnel machine of every worker of a running end, each on its own
 /// loop: how a config reload replaces a remote end's routes and a local end's forwards
 /// while streams stay open.
+// Only `switchyard run` reloads, and the minimal build has no `run`.
+#[cfg_attr(not(feature = "full"), allow(dead_code))]
 pub struct Control<T> {
-    // Only `switchyard run` reloads, and the minimal build has no `run`.
-    #[cfg_attr(not(feature = "full"), allow(dead_code))]
     workers: Vec<OnWorker<T>>,
 }
 

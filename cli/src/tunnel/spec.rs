@@ -95,6 +95,22 @@ pub struct Publish {
     pub service: SocketAddr,
 }
 
+/// The ports to publish, each once: an error names a port given twice, or says that none
+/// is. `who` and `what` name the role and the option as the caller spells them
+/// (`tunnel expose`, `--publish`).
+pub fn publish_map(publish: &[Publish], (who, what): (&str, &str)) -> Result<BTreeMap<u16, SocketAddr>, String> {
+    if publish.is_empty() {
+        return Err(format!("{who} needs at least one {what}, like 12345=127.0.0.1:12345"));
+    }
+    let mut ports = BTreeMap::new();
+    for p in publish {
+        if ports.insert(p.port, p.service).is_some() {
+            return Err(format!("{what} names port {} twice", p.port));
+        }
+    }
+    Ok(ports)
+}
+
 /// Parses `--publish 12345=127.0.0.1:12345`.
 pub fn parse_publish(s: &str) -> Result<Publish, String> {
     let (port, service) =
