@@ -95,9 +95,9 @@ stage_purity() {
     # One exception: ring (the TLS ciphers) depends on getrandom for its own system
     # generator, which core never calls: rustls's randomness and key exchange come from the
     # machine's seeded generator (core/src/tls/crypto.rs), and the only ring signer used,
-    # Ed25519, draws nothing. tls::tests checks that the same seed replays the same
-    # handshake bytes, which entropy from the OS would break. getrandom is allowed only
-    # while ring is all that pulls it in.
+    # Ed25519, draws nothing, nor do the AEADs that seal TLS records (core/src/tls/records.rs).
+    # tls::tests checks that the same seed replays the same handshake bytes, which entropy
+    # from the OS would break. getrandom is allowed only while ring is all that pulls it in.
     local allowed=() crate
     for crate in $bad; do
         if [[ $crate == getrandom@* ]]; then

@@ -33,6 +33,7 @@
 //! and tells the inner machine; every other connection carries on.
 
 pub mod crypto;
+mod records;
 mod session;
 mod trust;
 
@@ -218,9 +219,11 @@ impl<M: Machine> Tls<M> {
                     None => builder.with_no_client_auth(),
                     Some(trust) => builder.with_client_cert_verifier(trust.client_verifier()?),
                 };
-                let config = builder
+                let mut config = builder
                     .with_single_cert(serve.identity.chain, serve.identity.key)
                     .map_err(|e| TlsError::Identity(e.to_string()))?;
+                // Records after the handshake are sealed and opened by `records`.
+                config.enable_secret_extraction = true;
                 Some((Arc::new(config), serve.listeners))
             }
         };
@@ -236,12 +239,13 @@ impl<M: Machine> Tls<M> {
                     .map_err(|e| TlsError::Identity(e.to_string()))?
                     .dangerous()
                     .with_custom_certificate_verifier(dial.trust.verifier()?);
-                let config = match dial.identity {
+                let mut config = match dial.identity {
                     None => builder.with_no_client_auth(),
                     Some(identity) => builder
                         .with_client_auth_cert(identity.chain, identity.key)
                         .map_err(|e| TlsError::Identity(format!("the client certificate: {e}")))?,
                 };
+                config.enable_secret_extraction = true;
                 Some((Arc::new(config), name, dial.to))
             }
         };
@@ -648,5 +652,7 @@ impl<M: Machine> Machine for Tls<M> {
     }
 }
 
+#[cfg(test)]
+mod record_tests;
 #[cfg(test)]
 mod tests;

@@ -2,18 +2,20 @@
 //! what the inner machine wrote before the handshake finished, and how written plaintext
 //! maps to sent ciphertext.
 //!
-//! It drives rustls's unbuffered API (`process_tls_records` on our own buffers): ciphertext
-//! is decrypted where it lies and encrypted straight into the buffer the driver is handed,
-//! so a byte is copied once on each side instead of through rustls's internal queues (whose
-//! 4 KiB reads regrew the receive buffer for every record).
+//! The handshake runs through rustls's unbuffered API (`process_tls_records` on our own
+//! buffers). Once it is done, the session's records are sealed and opened by
+//! [`Records`](super::records::Records), in place, with rustls keeping only the keys: a
+//! sent byte is copied once, into the ciphertext the driver is handed, and a received one
+//! not at all.
 
+use super::records::{Kernel, Records, Refused, MAX_PLAIN};
 use crate::chunks::ChunkBuf;
 use crate::machine::CloseHow;
 use bytes::{Buf, Bytes, BytesMut};
 use rustls::client::UnbufferedClientConnection;
 use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus};
-use rustls::CommonState;
+use rustls::unbuffered::{ConnectionState, EncodeError, InsufficientSizeError, UnbufferedStatus};
+use rustls::{AlertDescription, CommonState};
 use std::collections::VecDeque;
 
 /// Plaintext an inner machine may write on an accepted connection before its handshake
@@ -35,18 +37,12 @@ const KEEP_CAPACITY: usize = 128 * 1024;
 /// times over.
 const MIN_OUT_ARENA: usize = 4 * 1024;
 
-/// Most plaintext bytes in one TLS record.
-const RECORD_PAYLOAD: usize = 16 * 1024;
-/// Bytes a TLS 1.3 record adds to its plaintext: the 5-byte header, the content-type byte
-/// and a 16-byte AEAD tag.
-const RECORD_OVERHEAD: usize = 5 + 1 + 16;
-
 /// What a call into a session produced for the driver and the inner machine.
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
     /// Ciphertext to write to the socket.
     pub cipher: Option<Bytes>,
-    /// Plaintext that arrived, for the inner machine: one piece per record, each decrypted
+    /// Plaintext that arrived, for the inner machine: one piece per record, each opened
     /// where its ciphertext lay (in the driver's read, so handing it on copies nothing).
     pub plain: Vec<BytesMut>,
     /// The peer sent close_notify: its side of the stream ended cleanly.
@@ -56,6 +52,7 @@ pub(crate) struct Progress {
 }
 
 /// Why a session cannot go on.
+#[derive(Debug)]
 pub(crate) enum Broken {
     /// rustls refused what came (or could not write); any alert for the peer is in the bytes.
     Tls(rustls::Error, Option<Bytes>),
@@ -64,10 +61,14 @@ pub(crate) enum Broken {
     TooEarly(usize),
 }
 
-/// The two kinds of rustls connection, behind one driving loop.
+/// The two kinds of rustls connection, behind one driving loop, and then the records.
 enum Conn {
     Client(Box<UnbufferedClientConnection>),
     Server(Box<UnbufferedServerConnection>),
+    /// The handshake is done and the records are ours.
+    Records(Box<Records>),
+    /// Between the two, or after rustls refused to hand the keys over.
+    TakingOver,
 }
 
 /// One TLS connection's state.
@@ -166,13 +167,6 @@ impl Io {
     }
 }
 
-/// What to do once the connection is established and has nothing else to process.
-#[derive(Default)]
-struct Work<'a> {
-    encrypt: &'a [u8],
-    close_notify: bool,
-}
-
 /// What a run of the driving loop saw.
 #[derive(Default)]
 struct Turn {
@@ -235,6 +229,15 @@ impl Session {
         }
     }
 
+    /// The record layer, once the handshake is done.
+    #[cfg(test)]
+    pub fn records(&mut self) -> Option<&mut Records> {
+        match &mut self.conn {
+            Conn::Records(records) => Some(records),
+            _ => None,
+        }
+    }
+
     /// True for the accepting side of the connection.
     pub fn is_server(&self) -> bool {
         matches!(self.conn, Conn::Server(_))
@@ -250,6 +253,8 @@ impl Session {
         let common = match &self.conn {
             Conn::Client(c) => c.common(),
             Conn::Server(s) => s.common(),
+            Conn::Records(records) => return records.suite(),
+            Conn::TakingOver => return "none".into(),
         };
         common.negotiated_cipher_suite().map_or_else(|| "none".into(), |s| format!("{:?}", s.suite()))
     }
@@ -258,6 +263,12 @@ impl Session {
     /// produced, or why the connection ends (with any alert for the peer).
     pub fn receive(&mut self, bytes: BytesMut) -> Result<Progress, Broken> {
         self.heard = true;
+        if matches!(self.conn, Conn::Records(_)) {
+            let mut progress = Progress::default();
+            self.open(bytes, &mut progress)?;
+            progress.cipher = self.hand_out();
+            return Ok(progress);
+        }
         let io = &mut self.io;
         if io.incoming.is_empty() {
             io.incoming = bytes;
@@ -265,7 +276,7 @@ impl Session {
             // Only the start of a record is copied: the record it completes.
             io.incoming.extend_from_slice(&bytes);
         }
-        let turn = self.drive(Work::default())?;
+        let turn = self.drive()?;
         let pending = self.io.incoming.len();
         if pending > MAX_PENDING_CIPHER {
             let error = rustls::Error::General(format!("{pending} bytes of ciphertext without a whole record"));
@@ -293,38 +304,106 @@ impl Session {
             self.io.early.push(bytes);
             return Ok(None);
         }
-        self.drive(Work { encrypt: &bytes, close_notify: false })?;
+        self.seal(&bytes)?;
         Ok(self.hand_out())
     }
 
     /// Queues close_notify (our side of the stream ends cleanly); returns its ciphertext.
+    /// Before the handshake is done there is nothing to close: the caller waits for it.
     pub fn close_notify(&mut self) -> Result<Option<Bytes>, Broken> {
-        self.drive(Work { encrypt: &[], close_notify: true })?;
+        if let Conn::Records(records) = &mut self.conn {
+            records.seal_alert(&mut self.io.out, AlertDescription::CloseNotify);
+        }
         Ok(self.hand_out())
     }
 
     /// Whatever ciphertext is due with nothing received (the ClientHello, after `client`).
     pub fn take_cipher(&mut self) -> Result<Option<Bytes>, Broken> {
-        self.drive(Work::default())?;
+        if !matches!(self.conn, Conn::Records(_)) {
+            self.drive()?;
+        }
         Ok(self.hand_out())
     }
 
-    fn drive(&mut self, work: Work<'_>) -> Result<Turn, Broken> {
+    fn drive(&mut self) -> Result<Turn, Broken> {
         let io = &mut self.io;
         let result = match &mut self.conn {
-            Conn::Client(c) => drive(&mut **c, io, work),
-            Conn::Server(s) => drive(&mut **s, io, work),
+            Conn::Client(c) => drive(&mut **c, io),
+            Conn::Server(s) => drive(&mut **s, io),
+            Conn::Records(_) | Conn::TakingOver => return Ok(Turn::default()),
         };
-        let turn = result.map_err(|error| {
+        let mut turn = result.map_err(|error| {
             match &mut self.conn {
                 Conn::Client(c) => encode_alert(&mut **c, &mut self.io),
                 Conn::Server(s) => encode_alert(&mut **s, &mut self.io),
+                Conn::Records(_) | Conn::TakingOver => {}
             }
             // The alert goes out after anything produced before the error.
             Broken::Tls(error, self.hand_out())
         })?;
         self.io.split_processed();
+        if turn.established {
+            self.take_over(&mut turn)?;
+        }
         Ok(turn)
+    }
+
+    /// The handshake is done: the keys go from rustls to our [`Records`], which seal the
+    /// early writes and open whatever came after the handshake's last record.
+    fn take_over(&mut self, turn: &mut Turn) -> Result<(), Broken> {
+        let extracted = match std::mem::replace(&mut self.conn, Conn::TakingOver) {
+            Conn::Client(c) => c.dangerous_into_kernel_connection().map(|(s, k)| (s, Kernel::Client(k))),
+            Conn::Server(c) => c.dangerous_into_kernel_connection().map(|(s, k)| (s, Kernel::Server(k))),
+            other => {
+                self.conn = other;
+                return Ok(());
+            }
+        };
+        let records = extracted.and_then(|(secrets, kernel)| Records::new(kernel, secrets));
+        self.conn = Conn::Records(Box::new(records.map_err(|error| Broken::Tls(error, None))?));
+        for early in std::mem::take(&mut self.io.early) {
+            self.seal(&early)?;
+        }
+        self.io.early_len = 0;
+        let rest = std::mem::take(&mut self.io.incoming);
+        if !rest.is_empty() {
+            let mut progress = Progress::default();
+            self.open(rest, &mut progress)?;
+            self.io.received.append(&mut progress.plain);
+            turn.peer_closed |= progress.peer_closed;
+        }
+        Ok(())
+    }
+
+    /// Seals plaintext of the inner machine's into `io.out`.
+    fn seal(&mut self, plain: &[u8]) -> Result<(), Broken> {
+        let Conn::Records(records) = &mut self.conn else {
+            return Err(Broken::Tls(rustls::Error::HandshakeNotComplete, None));
+        };
+        records.seal(&mut self.io.out, plain).map_err(|error| Broken::Tls(error, None))?;
+        self.io.plain_written += plain.len() as u64;
+        Ok(())
+    }
+
+    /// Opens the records of `bytes` into `progress`; a refused one is answered with its alert.
+    fn open(&mut self, bytes: BytesMut, progress: &mut Progress) -> Result<(), Broken> {
+        let Conn::Records(records) = &mut self.conn else { return Ok(()) };
+        match records.open(bytes, &mut self.io.out) {
+            Ok(opened) => {
+                progress.plain.extend(opened.plain);
+                if opened.peer_closed {
+                    self.peer_closed = true;
+                    progress.peer_closed = true;
+                }
+                Ok(())
+            }
+            Err(Refused { error, alert }) => {
+                if let Some(alert) = alert {
+                    records.seal_alert(&mut self.io.out, alert);
+                }
+                Err(Broken::Tls(error, self.hand_out()))
+            }
+        }
     }
 
     /// Splits off the ciphertext produced since the last hand-out, marking where it ends.
@@ -367,10 +446,10 @@ impl Session {
     }
 }
 
-/// Runs rustls until it waits for the peer, processing `io.incoming[io.start..]`: records
-/// are decrypted into `io.plain`, handshake and alert records are encoded into `io.out`, and
-/// once established and idle the early writes and then `work` are encrypted into `io.out`.
-fn drive<C: Unbuffered>(conn: &mut C, io: &mut Io, work: Work<'_>) -> Result<Turn, rustls::Error> {
+/// Runs rustls until it waits for the peer or the handshake is done, processing
+/// `io.incoming[io.start..]`: records are decrypted into `io.plain`, and handshake and alert
+/// records are encoded into `io.out`.
+fn drive<C: Unbuffered>(conn: &mut C, io: &mut Io) -> Result<Turn, rustls::Error> {
     let mut turn = Turn::default();
     loop {
         let was_established = !conn.common().is_handshaking();
@@ -408,24 +487,10 @@ fn drive<C: Unbuffered>(conn: &mut C, io: &mut Io, work: Work<'_>) -> Result<Tur
                 turn.peer_closed = true;
                 false
             }
-            ConnectionState::WriteTraffic(mut traffic) if was_established => {
-                if !io.established {
-                    io.established = true;
-                    turn.established = true;
-                    for early in std::mem::take(&mut io.early) {
-                        encrypt(&mut traffic, &mut io.out, &early)?;
-                        io.plain_written += early.len() as u64;
-                    }
-                    io.early_len = 0;
-                }
-                encrypt(&mut traffic, &mut io.out, work.encrypt)?;
-                io.plain_written += work.encrypt.len() as u64;
-                if work.close_notify {
-                    // close_notify is sent under the current keys; rustls cannot exhaust them.
-                    append(&mut io.out, RECORD_OVERHEAD + 2, |buf| {
-                        traffic.queue_close_notify(buf).or_else(|e| room_needed(e).map(|()| 0))
-                    });
-                }
+            ConnectionState::WriteTraffic(_) if was_established => {
+                // Done: from here the session's records are ours (`Session::take_over`).
+                io.established = true;
+                turn.established = true;
                 true
             }
             // Either the handshake finished in this call (go round once more to see it
@@ -442,38 +507,22 @@ fn drive<C: Unbuffered>(conn: &mut C, io: &mut Io, work: Work<'_>) -> Result<Tur
     }
 }
 
-/// Encrypts `plain` into `out` (nothing for an empty `plain`).
-fn encrypt<D>(
-    traffic: &mut rustls::unbuffered::WriteTraffic<'_, D>,
-    out: &mut ChunkBuf,
-    plain: &[u8],
-) -> Result<(), rustls::Error> {
-    if plain.is_empty() {
-        return Ok(());
-    }
-    let records = plain.len().div_ceil(RECORD_PAYLOAD);
-    let mut exhausted = false;
-    append(out, plain.len() + records * RECORD_OVERHEAD, |buf| {
-        traffic.encrypt(plain, buf).or_else(|e| {
-            room_needed(e).map(|()| {
-                exhausted = true;
-                0
-            })
-        })
-    });
-    if exhausted {
-        return Err(rustls::Error::EncryptError);
-    }
-    Ok(())
+/// Makes room for `room` more bytes in `out`, in an arena of the size [`append`] picks.
+pub(super) fn reserve(out: &mut ChunkBuf, room: usize) {
+    out.space(room, arena_for(room));
+}
+
+/// An arena of the next power of two holds one write of up to a mux frame (64 KiB) with
+/// its records' overhead, and the small writes around it.
+fn arena_for(room: usize) -> usize {
+    room.next_power_of_two().max(MIN_OUT_ARENA)
 }
 
 /// Appends what `write` puts in a buffer of `room` bytes to `out`; `write` returns the bytes
 /// it wrote, or the room it needs, and is called again with that much.
-fn append(out: &mut ChunkBuf, mut room: usize, mut write: impl FnMut(&mut [u8]) -> Result<usize, usize>) {
+pub(super) fn append(out: &mut ChunkBuf, mut room: usize, mut write: impl FnMut(&mut [u8]) -> Result<usize, usize>) {
     loop {
-        // An arena of the next power of two holds one write of up to a mux frame (64 KiB)
-        // with its records' overhead, and the small writes around it.
-        let space = out.space(room, room.next_power_of_two().max(MIN_OUT_ARENA));
+        let space = out.space(room, arena_for(room));
         let offered = space.len();
         match write(space) {
             Ok(n) => return out.commit(n),
@@ -484,17 +533,9 @@ fn append(out: &mut ChunkBuf, mut room: usize, mut write: impl FnMut(&mut [u8]) 
     }
 }
 
-/// The room an encryption asked for, or `Ok` if it failed because the keys are exhausted.
-fn room_needed(error: EncryptError) -> Result<(), usize> {
-    match error {
-        EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => Err(required_size),
-        EncryptError::EncryptExhausted => Ok(()),
-    }
-}
-
 /// Encodes a handshake or alert record into `out`.
 fn encode<D>(out: &mut ChunkBuf, data: &mut rustls::unbuffered::EncodeTlsData<'_, D>) {
-    append(out, RECORD_PAYLOAD, |buf| match data.encode(buf) {
+    append(out, MAX_PLAIN, |buf| match data.encode(buf) {
         Ok(n) => Ok(n),
         Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => Err(required_size),
         // Each state is encoded once, so this is not reached; nothing is lost.
