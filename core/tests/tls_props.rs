@@ -1,8 +1,9 @@
 //! Property tests for the TLS layer around a line service, the tunnel's remote end and a
-//! mesh server, through the harness shared with the `tls_server`, `tls_tunnel_remote` and
-//! `tls_mesh_server` fuzz targets (`fuzz/src/tls.rs`, included below): arbitrary bytes and
-//! real clients' records, cut and corrupted, never panic the layer or break the machine
-//! contract, and a client nobody tampered with gets its echoes intact.
+//! mesh server, through the harness shared with the `tls_server`, `tls_tunnel_remote`,
+//! `tls_mesh_server` and `tls_records` fuzz targets (`fuzz/src/tls.rs`, included below):
+//! arbitrary bytes and real clients' records, cut and corrupted, never panic the layer or
+//! break the machine contract, and a client nobody tampered with gets its echoes intact;
+//! records past the handshake with any inner content never panic it either.
 //!
 //! `QUICKCHECK_TESTS=N` runs N cases per property (by default 200).
 
@@ -125,4 +126,59 @@ fn real_clients_cut_and_corrupted_never_break_the_wrapped_tunnel_end_or_mesh_ser
 fn the_mesh_server_behind_tls_refuses_and_ends_a_client_that_speaks_no_mesh() {
     let reached = tls::fuzz_tls_mesh_server(&handshake_then_two_lines());
     assert_eq!((reached.secured, reached.ended_by_server), (1, 1), "{reached:?}");
+}
+
+/// One `tls_records` step that seals a record: content type index (see
+/// `fuzz_tls_records`), then the inner bytes.
+fn seal(type_index: u8, inner: &[u8]) -> Vec<u8> {
+    let mut step = vec![1, type_index, inner.len() as u8];
+    step.extend_from_slice(inner);
+    step
+}
+
+/// Catches: records of application data lost, reordered or refused when reads cut them
+/// anywhere; a close_notify not ending the peer's side.
+#[test]
+fn sealed_records_cut_anywhere_arrive_intact_and_close_notify_ends_the_side() {
+    let mut script = vec![0];
+    script.extend(seal(0, b"sealed as one record"));
+    script.extend([0, 2, 40]); // a write of 2 * 64 + 40 bytes
+    script.extend((0..168).map(|i| i as u8));
+    script.extend([2, 3, 1, 3, 7, 1, 2, 1, 5]); // reads of 3, 7 and 1 bytes
+    script.extend(seal(1, &[1, 0])); // close_notify
+    let reached = tls::fuzz_tls_records(&script);
+    let mut expected = b"sealed as one record".to_vec();
+    expected.extend((0..168).map(|i| i as u8));
+    assert_eq!(reached.plain, expected);
+    assert!(reached.peer_closed, "{reached:?}");
+    assert_eq!(reached.refused, None);
+}
+
+/// Catches: a receiver that ignores a `KeyUpdate`, or takes padding for content. The
+/// client here seals a `KeyUpdate` without moving to its next key, so the server, which
+/// moved, can no longer open its records; a record of padding only has no content type.
+#[test]
+fn a_key_update_moves_the_receiving_key_and_a_record_of_padding_is_refused() {
+    let mut script = vec![0];
+    script.extend(seal(2, &[24, 0, 0, 1, 0]));
+    script.extend(seal(0, b"under the old key"));
+    let reached = tls::fuzz_tls_records(&script);
+    assert!(reached.refused.as_deref().is_some_and(|r| r.contains("decrypt")), "{reached:?}");
+    assert!(reached.plain.is_empty());
+
+    let mut script = vec![0];
+    script.extend(seal(3, &[0, 0, 0]));
+    let reached = tls::fuzz_tls_records(&script);
+    assert!(reached.refused.is_some(), "{reached:?}");
+}
+
+/// Catches: a panic in the record layer on records of any content type and inner bytes,
+/// cut anywhere.
+#[test]
+fn records_of_any_content_never_panic_the_layer() {
+    fn property(steps: Vec<u8>) -> bool {
+        let _ = tls::fuzz_tls_records(&steps);
+        true
+    }
+    check(200, property as fn(Vec<u8>) -> bool);
 }

@@ -1,7 +1,8 @@
 //! The `tls_server`, `tls_tunnel_remote` and `tls_mesh_server` fuzz targets: a machine
 //! behind the TLS layer (`Tls<EchoServer>`, `Tls<TunnelRemote>`, `Tls<MeshServer>`), under
 //! the checked [`Driver`], fed by raw bytes and by real TLS clients whose records the script
-//! cuts, corrupts and reorders.
+//! cuts, corrupts and reorders. And `tls_records` (at the end): records past the handshake
+//! whose inner content the script chooses, which corruption alone never reaches.
 //!
 //! Each script step is read off the input: accept a raw connection and send it arbitrary
 //! bytes (records, text, garbage); open a connection for a real client (`Tls<LineClient>`
@@ -354,6 +355,86 @@ fn run<S: Served>(data: &[u8]) -> Reached {
         reached.secured += usize::from(c.secured);
         let server_ended = d.conn(c.at_server).map_or(true, |conn| conn.phase == Phase::Finished);
         reached.ended_by_server += usize::from(c.secured && server_ended && !c.tampered);
+    }
+    reached
+}
+
+/// What a `tls_records` script came to, for the property tests to check.
+#[derive(Debug, Default)]
+pub struct RecordsReached {
+    /// The plaintext the server read, in order.
+    pub plain: Vec<u8>,
+    /// The peer's close_notify came.
+    pub peer_closed: bool,
+    /// Why the server's session was refused, if it was.
+    pub refused: Option<String>,
+}
+
+/// The `tls_records` target: records past the handshake, sealed by a real session of ours
+/// with whatever inner content type and bytes the input says (alerts, handshake messages
+/// such as `KeyUpdate`, padding only), and opened by the server's session in reads cut
+/// where the input says. It must never panic, and while only application data was sealed
+/// the server reads exactly the bytes sealed, in order.
+///
+/// Script steps, each `(op, arg)` then its own bytes: op 0 writes `arg * 64 + next` bytes
+/// as the inner machine would; op 1 seals one record of content type `[0x17, 0x15, 0x16,
+/// 0x00 (padding), arg][arg % 5]` with the next byte's count of inner bytes; ops 2 and 3
+/// have the server read `arg * (next | 1)` bytes. What is left is read at the end.
+pub fn fuzz_tls_records(data: &[u8]) -> RecordsReached {
+    use switchyard_core::tls::fuzzing::{Opened, SealedPair};
+    let mut s = Script::new(data);
+    let seed = s.u8();
+    let mut pair = SealedPair::new(identity(), [seed; 32], 1_796_083_200_000_000);
+    // What the server must read, while only application data was sealed.
+    let mut expected: Option<Vec<u8>> = Some(Vec::new());
+    let mut reached = RecordsReached::default();
+    let read = |pair: &mut SealedPair, n: usize, reached: &mut RecordsReached| match pair.read(n) {
+        Opened::Plain { plain, peer_closed } => {
+            plain.iter().for_each(|p| reached.plain.extend_from_slice(p));
+            reached.peer_closed |= peer_closed;
+            true
+        }
+        Opened::Refused(reason) => {
+            reached.refused = Some(reason);
+            false
+        }
+    };
+    while !s.is_empty() {
+        let (op, arg) = (s.u8(), s.u8());
+        match op % 4 {
+            0 => {
+                let n = usize::from(arg) * 64 + usize::from(s.u8());
+                let bytes = s.take(n).to_vec();
+                pair.write(&bytes);
+                if let Some(expected) = &mut expected {
+                    expected.extend_from_slice(&bytes);
+                }
+            }
+            1 => {
+                let content_type = [0x17, 0x15, 0x16, 0x00, arg][usize::from(arg % 5)];
+                let n = usize::from(s.u8());
+                let inner = s.take(n).to_vec();
+                pair.seal(content_type, &inner);
+                match (&mut expected, content_type) {
+                    (Some(expected), 0x17) => expected.extend_from_slice(&inner),
+                    _ => expected = None,
+                }
+            }
+            _ => {
+                let n = usize::from(arg) * usize::from(s.u8() | 1);
+                if !read(&mut pair, n, &mut reached) {
+                    break;
+                }
+            }
+        }
+    }
+    if reached.refused.is_none() {
+        let rest = pair.wire.len();
+        read(&mut pair, rest, &mut reached);
+    }
+    if let Some(expected) = expected {
+        assert_eq!(reached.refused, None, "only application data was sealed, yet the session was refused");
+        assert_eq!(reached.plain, expected, "the server read exactly what was sealed");
     }
     reached
 }

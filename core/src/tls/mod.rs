@@ -33,6 +33,8 @@
 //! and tells the inner machine; every other connection carries on.
 
 pub mod crypto;
+#[doc(hidden)]
+pub mod fuzzing;
 mod records;
 mod session;
 mod trust;
@@ -206,26 +208,9 @@ impl<M: Machine> Tls<M> {
     /// [`Env::secret`](crate::Env::secret)); `wall` is the wall clock at start, re-based by
     /// [`Machine::handle_wall_clock`].
     pub fn new(inner: M, settings: TlsSettings, secret: [u8; 32], wall: WallClock) -> Result<Tls<M>, TlsError> {
-        let provider = Arc::new(crypto::provider());
-        let time = Arc::new(crypto::ScopedTime);
-        let versions = [&rustls::version::TLS13];
         let server = match settings.serve {
             None => None,
-            Some(serve) => {
-                let builder = ServerConfig::builder_with_details(provider.clone(), time.clone())
-                    .with_protocol_versions(&versions)
-                    .map_err(|e| TlsError::Identity(e.to_string()))?;
-                let builder = match &serve.clients {
-                    None => builder.with_no_client_auth(),
-                    Some(trust) => builder.with_client_cert_verifier(trust.client_verifier()?),
-                };
-                let mut config = builder
-                    .with_single_cert(serve.identity.chain, serve.identity.key)
-                    .map_err(|e| TlsError::Identity(e.to_string()))?;
-                // Records after the handshake are sealed and opened by `records`.
-                config.enable_secret_extraction = true;
-                Some((Arc::new(config), serve.listeners))
-            }
+            Some(serve) => Some((server_config(serve.identity, serve.clients.as_ref())?, serve.listeners)),
         };
         let client = match settings.dial {
             None => None,
@@ -234,19 +219,7 @@ impl<M: Machine> Tls<M> {
                     None => None,
                     Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| TlsError::ServerName(name))?),
                 };
-                let builder = ClientConfig::builder_with_details(provider, time)
-                    .with_protocol_versions(&versions)
-                    .map_err(|e| TlsError::Identity(e.to_string()))?
-                    .dangerous()
-                    .with_custom_certificate_verifier(dial.trust.verifier()?);
-                let mut config = match dial.identity {
-                    None => builder.with_no_client_auth(),
-                    Some(identity) => builder
-                        .with_client_auth_cert(identity.chain, identity.key)
-                        .map_err(|e| TlsError::Identity(format!("the client certificate: {e}")))?,
-                };
-                config.enable_secret_extraction = true;
-                Some((Arc::new(config), name, dial.to))
+                Some((client_config(&dial.trust, dial.identity)?, name, dial.to))
             }
         };
         let mut tls = Tls {
@@ -516,6 +489,41 @@ impl<M: Machine> Tls<M> {
             self.inner.handle_input(self.now, Input::Sent { conn, bytes: plain });
         }
     }
+}
+
+/// The rustls config a server side of [`Tls`] uses: TLS 1.3, our provider, `identity`, and
+/// client certificates checked against `clients` if given.
+fn server_config(identity: TlsIdentity, clients: Option<&Trust>) -> Result<Arc<ServerConfig>, TlsError> {
+    let builder = ServerConfig::builder_with_details(Arc::new(crypto::provider()), Arc::new(crypto::ScopedTime))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Identity(e.to_string()))?;
+    let builder = match clients {
+        None => builder.with_no_client_auth(),
+        Some(trust) => builder.with_client_cert_verifier(trust.client_verifier()?),
+    };
+    let mut config =
+        builder.with_single_cert(identity.chain, identity.key).map_err(|e| TlsError::Identity(e.to_string()))?;
+    // Records after the handshake are sealed and opened by `records`.
+    config.enable_secret_extraction = true;
+    Ok(Arc::new(config))
+}
+
+/// The rustls config a client side of [`Tls`] uses: TLS 1.3, our provider, servers checked
+/// by `trust`, and `identity` as the client certificate if given.
+fn client_config(trust: &Trust, identity: Option<TlsIdentity>) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_details(Arc::new(crypto::provider()), Arc::new(crypto::ScopedTime))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Identity(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(trust.verifier()?);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(identity) => builder
+            .with_client_auth_cert(identity.chain, identity.key)
+            .map_err(|e| TlsError::Identity(format!("the client certificate: {e}")))?,
+    };
+    config.enable_secret_extraction = true;
+    Ok(Arc::new(config))
 }
 
 /// A rustls error in words a user can act on.

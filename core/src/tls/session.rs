@@ -385,6 +385,14 @@ impl Session {
         Ok(())
     }
 
+    /// Seals `inner` as one record of inner content type `content_type`, whatever they are,
+    /// once established (for the `tls_records` fuzz target).
+    pub fn seal_raw(&mut self, content_type: u8, inner: &[u8]) -> Option<Bytes> {
+        let Conn::Records(records) = &mut self.conn else { return None };
+        records.seal_raw(&mut self.io.out, content_type, inner);
+        self.hand_out()
+    }
+
     /// Opens the records of `bytes` into `progress`; a refused one is answered with its alert.
     fn open(&mut self, bytes: BytesMut, progress: &mut Progress) -> Result<(), Broken> {
         let Conn::Records(records) = &mut self.conn else { return Ok(()) };
