@@ -3,8 +3,9 @@
 //! [`Tls`] wraps a machine and sits between it and its driver. On the connections it is
 //! told to secure (those accepted on chosen listeners, those dialled to chosen addresses)
 //! it turns the driver's ciphertext into the plaintext the inner machine reads, and the
-//! inner machine's writes into records, through rustls's IO-free API (`read_tls`,
-//! `process_new_packets`, `write_tls` on in-memory buffers). Every other connection passes
+//! inner machine's writes into records: the handshake through rustls's IO-free API
+//! (`process_tls_records` on our own buffers), the records after it sealed and opened in
+//! place by the core itself (`records`, keys from rustls). Every other connection passes
 //! through untouched. The inner machine is unchanged: it sees the same [`Input`]s as on a
 //! plain connection, only later (a dialled connection is `Connected` once its handshake is
 //! done, or `ConnectFailed` with the TLS reason) and in plaintext.
