@@ -69,7 +69,7 @@ pub struct PunchCmd {
     #[argh(option)]
     connect: Option<String>,
 
-    /// local UDP address to bind (default 0.0.0.0:0, [::]:0 for an IPv6 rendezvous: any
+    /// local UDP address to bind (default 0.0.0.0:0, `[::]:0` for an IPv6 rendezvous: any
     /// interface, a free port)
     #[argh(option, from_str_fn(crate::addr::parse))]
     bind: Option<SocketAddr>,

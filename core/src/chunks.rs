@@ -1,4 +1,4 @@
-//! A byte buffer that hands out what was written into it as [`Bytes`] chunks sharing its
+//! A byte buffer that hands out what was written into it as [`Bytes`](bytes::Bytes) chunks sharing its
 //! allocation, and reuses an allocation once every chunk taken from it is dropped.
 //!
 //! Two hot paths fill memory and pass it on without keeping it: a driver's socket reads
@@ -18,7 +18,7 @@ use bytes::BytesMut;
 const SPARES: usize = 16;
 
 /// Writes go into the space after the bytes written and not yet taken; [`take`] splits
-/// those bytes off as one [`Bytes`] that shares the arena, so handing them on copies
+/// those bytes off as one [`BytesMut`] that shares the arena, so handing them on copies
 /// nothing.
 ///
 /// When the current arena lacks room it is reclaimed in place if every chunk split off it
@@ -27,7 +27,7 @@ const SPARES: usize = 16;
 /// an initialised `&mut [u8]`); a reclaimed one is not zeroed again, since its bytes were
 /// initialised when it was new.
 ///
-/// Memory: the current arena plus at most [`SPARES`] spares; [`release_spares`] gives the
+/// Memory: the current arena plus at most 16 spares; [`release_spares`] gives the
 /// spares back, for a connection that has gone quiet.
 ///
 /// [`take`]: ChunkBuf::take

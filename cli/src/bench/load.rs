@@ -171,7 +171,7 @@ impl Pinger {
 /// every one has reached the hold (through a tunnel: every stream is open end to end).
 /// Closing them is up to the caller (dropping them, and the hold).
 ///
-/// At most [`IN_FLIGHT`] connections are on their way at once, so a listener's accept
+/// At most `IN_FLIGHT` (64) connections are on their way at once, so a listener's accept
 /// backlog never overflows (an overflow costs a SYN retransmit, a second each).
 pub fn idle_streams(to: SocketAddr, count: usize, hold: &Hold) -> Result<Vec<TcpStream>, CliError> {
     const IN_FLIGHT: usize = 64;

@@ -6,7 +6,7 @@
 //! - [`ends`]: the tunnel ends under test, as child processes or in-process.
 //! - [`handshake`]: the CPU cost of one TLS handshake in Switchyard's TLS layer.
 //! - [`targets`]: the sink, echo and hold servers the traffic ends at.
-//! - [`reference`]: socat, bore and rathole in the tunnel's shape, to measure it against here.
+//! - [`reference`](mod@reference): socat, bore and rathole in the tunnel's shape, to measure it against here.
 //! - [`split`]: each relay process's user and system CPU and system calls in a transfer.
 //! - [`load`]: the clients: bulk transfers, round trips, idle streams.
 //! - [`stats`]: percentiles, medians, units.

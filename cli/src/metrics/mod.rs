@@ -2,14 +2,14 @@
 //!
 //! Three sources feed one [`Metrics`] registry, none of them a change to a machine:
 //!
-//! - **The drivers' counters** ([`Handle::stats`]: connections, bytes, refusals, slow
+//! - **The drivers' counters** ([`Handle::stats`](switchyard_adapters::Handle::stats): connections, bytes, refusals, slow
 //!   peers), read at each scrape.
 //! - **The machines' events**, counted as [`Fleet`](crate::launch::Fleet) logs them
 //!   ([`CountEvent`], one implementation per event type, beside
 //!   [`LogEvent`](crate::events::LogEvent)).
 //! - **The machines' own state** (tunnel streams and carriers, mesh users and peers, the
 //!   dedup cache, rendezvous registrations), read by a task on the fleet's runtime once per
-//!   [`SAMPLE_INTERVAL`] through [`Handle::command`] ([`Sample`]): a closure of a few
+//!   [`SAMPLE_INTERVAL`] through [`Handle::command`](switchyard_adapters::Handle::command) ([`Sample`]): a closure of a few
 //!   loads on the machine's loop, never a lock the machine waits on.
 //!
 //! The scrape server ([`http`]) is a std thread of its own, so a slow scraper never

@@ -549,7 +549,7 @@ fn worker_envs(mut env: Env, threads: usize) -> Vec<Env> {
 
 /// Starts a local end in `fleet`, carrying to `carrier.remote` (over TLS when it says so);
 /// returns where its listeners bound, and the control that changes its forwards. `watch` sees its events (see
-/// [`Fleet::launch_watched`]).
+/// [`Fleet::launch_controlled`](crate::launch::Fleet::launch_controlled)).
 pub async fn launch_local<R: Runtime>(
     rt: &R,
     fleet: &mut Fleet,

@@ -107,7 +107,7 @@ pub struct ServerConfig {
     /// connection is closed: one line, ending in a newline.
     pub text_client_reply: String,
     /// The mesh secret every server of the mesh holds. With it, a server links only with
-    /// servers that prove they hold it too (see [`super::peer_auth`]) and refuses any
+    /// servers that prove they hold it too (see `mesh::peer_auth` and docs/PROTOCOL.md §4.3) and refuses any
     /// other that speaks the server protocol; without it, any server that connects joins.
     pub peer_secret: Option<Secret>,
 }

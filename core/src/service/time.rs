@@ -3,7 +3,7 @@
 //!
 //! The machine never reads a clock: the driver gives it a [`WallClock`] (a Unix time read
 //! once at start-up and the local UTC offset) and the time of each push is that plus the
-//! elapsed [`Instant`](crate::Instant)s. Lines from the client are read (so the line limits apply) but not
+//! elapsed [`Instant`]s. Lines from the client are read (so the line limits apply) but not
 //! answered: the original service answered a connection, not a request, and `9090:time`
 //! through the tunnel must produce one time line, not two.
 

@@ -4,7 +4,7 @@
 //! rustls asks its provider for randomness (hello randoms, key shares, ticket nonces) and a
 //! time provider for `now` (certificate validity). Both are process-wide hooks in rustls
 //! (`&'static` references), while Switchyard's randomness and time belong to one machine.
-//! So the hooks here read a per-thread *scope* that [`Scope::lend`] fills with the
+//! So the hooks here read a per-thread *scope* that `Scope::lend` fills with the
 //! machine's own generator and wall time for the length of one call into the machine, and
 //! empties afterwards. Outside a scope they fail closed: rustls gets an error, never
 //! entropy from elsewhere.
