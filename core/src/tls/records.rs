@@ -150,8 +150,8 @@ pub(crate) struct Records {
 impl Records {
     /// Takes over a session whose handshake rustls has finished.
     pub fn new(kernel: Kernel, secrets: rustls::ExtractedSecrets) -> Result<Records, rustls::Error> {
-        // Half the suite's limit (2^23 or 2^24 full records for AES-GCM), so the key is
-        // replaced long before it: every 128 GiB or more.
+        // Half the suite's limit (2^24 records for AES-GCM, none for ChaCha20-Poly1305), so
+        // the key is replaced long before it: every 2^23 records, 128 GiB of full ones.
         let limit = kernel.suite().tls13().map_or(1 << 23, |suite| suite.common.confidentiality_limit);
         let rekey_after = (limit / 2).max(1);
         Ok(Records {
