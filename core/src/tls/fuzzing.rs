@@ -73,7 +73,6 @@ impl SealedPair {
     /// type `content_type`. A 0 is padding: the type is then the last byte of `inner` that
     /// is not 0, if there is one.
     pub fn seal(&mut self, content_type: u8, inner: &[u8]) {
-        let inner = &inner[..inner.len().min(super::records::MAX_PLAIN)];
         if let Some(cipher) = self.lend(|p| p.client.seal_raw(content_type, inner)) {
             self.wire.extend_from_slice(&cipher);
         }

@@ -2,15 +2,16 @@
 //! against rustls's own record layer: bytes both ways under any cut of the reads, key
 //! updates each way, and what a damaged or oversized record gets.
 
-use super::crypto::{self, Scope};
+use super::crypto::Scope;
 use super::session::{Broken, Progress, Session};
+use super::{client_config, server_config, TlsIdentity, Trust};
 use bytes::{Bytes, BytesMut};
 use quickcheck::{QuickCheck, TestResult};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, PKCS_ED25519};
+use rcgen::{CertificateParams, KeyPair, PKCS_ED25519};
 use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::{PrivateKeyDer, ServerName};
 use rustls::server::UnbufferedServerConnection;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, ServerConfig};
 use std::io::{Read, Write};
 use std::sync::Arc;
 
@@ -18,33 +19,15 @@ use std::sync::Arc;
 const DEC_2026: i128 = 1_796_083_200_000_000;
 const NAME: &str = "records.test";
 
-/// A client and a server config as `Tls` builds them (secret extraction on), trusting a CA
-/// that signed the server's certificate.
+/// The client and server configs `Tls` builds: a self-signed certificate for [`NAME`],
+/// pinned by the client.
 fn configs() -> (Arc<ClientConfig>, Arc<ServerConfig>) {
-    let ca_key = KeyPair::generate_for(&PKCS_ED25519).unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate_for(&PKCS_ED25519).unwrap();
-    let leaf = CertificateParams::new(vec![NAME.to_owned()]).unwrap().signed_by(&leaf_key, &ca, &ca_key).unwrap();
-    let provider = Arc::new(crypto::provider());
-    let time = Arc::new(crypto::ScopedTime);
-    let mut server = ServerConfig::builder_with_details(provider.clone(), time.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap())
-        .unwrap();
-    server.enable_secret_extraction = true;
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.der().clone()).unwrap();
-    let mut client = ClientConfig::builder_with_details(provider, time)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client.enable_secret_extraction = true;
-    (Arc::new(client), Arc::new(server))
+    let key = KeyPair::generate_for(&PKCS_ED25519).unwrap();
+    let cert = CertificateParams::new(vec![NAME.to_owned()]).unwrap().self_signed(&key).unwrap();
+    let identity =
+        TlsIdentity { chain: vec![cert.der().clone()], key: PrivateKeyDer::try_from(key.serialize_der()).unwrap() };
+    let pin = identity.fingerprint().unwrap();
+    (client_config(&Trust::Pin(pin), None).unwrap(), server_config(identity, None).unwrap())
 }
 
 /// Runs `f` with a scope lent to rustls (randomness from `scope`, the time Dec 2026).

@@ -387,7 +387,7 @@ fn record_len(bytes: &[u8]) -> Result<Option<usize>, Refused> {
 #[cfg(test)]
 impl Records {
     /// Moves to a new sending key after `records` records, to see key updates without
-    /// sealing 2^22 records first.
+    /// sealing 2^23 records first.
     pub fn rekey_every(&mut self, records: u64) {
         self.rekey_after = records;
     }

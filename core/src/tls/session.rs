@@ -102,10 +102,9 @@ pub(crate) struct Session {
 /// driving loop serves client and server.
 #[derive(Default)]
 struct Io {
-    /// Ciphertext received and not yet processed: between calls, the start of a record
-    /// (or of a handshake message spanning records) that a read cut off, which the next
-    /// read's bytes are copied after; during a call, `incoming[..start]` is processed and
-    /// the plaintext in it lies at `plain`.
+    /// Handshake ciphertext received and not yet processed: between calls, the start of a
+    /// record (or of a handshake message spanning records) that a read cut off, which the
+    /// next read's bytes are copied after; during a call, `incoming[..start]` is processed.
     incoming: BytesMut,
     start: usize,
     /// Ciphertext produced and not yet handed out. Hand-outs are split off it, so once the
@@ -114,56 +113,21 @@ struct Io {
     out: ChunkBuf,
     /// Length of the last hand-out, to tell a bulk sender from a quiet one.
     last_hand_out: usize,
-    /// The plaintext of each record received during this call, in order.
-    plain: Vec<Plain>,
-    /// Plaintext records split off `incoming`, not yet handed to the inner machine.
+    /// Plaintext records not yet handed to the inner machine: any rustls opened during the
+    /// handshake (from its own memory), then those `Records` opened right after it.
     received: Vec<BytesMut>,
     /// Plaintext encrypted in total.
     plain_written: u64,
-    /// The handshake has finished and the early writes went out.
-    established: bool,
     /// Plaintext the inner machine wrote before the handshake finished.
     early: Vec<Bytes>,
     early_len: usize,
 }
 
-/// Where one record's plaintext is.
-enum Plain {
-    /// Decrypted in place, at `offset` in `incoming`: split off it, not copied.
-    At { offset: usize, len: usize },
-    /// Handed out from rustls's own memory (data that came with the end of the handshake).
-    Copied(BytesMut),
-}
-
-impl Plain {
-    /// Where `payload` is, given that `incoming` starts at address `base` and is `len`
-    /// bytes long.
-    fn locate(payload: &[u8], base: usize, len: usize) -> Plain {
-        let at = payload.as_ptr() as usize;
-        match at.checked_sub(base) {
-            Some(offset) if offset + payload.len() <= len => Plain::At { offset, len: payload.len() },
-            _ => Plain::Copied(BytesMut::from(payload)),
-        }
-    }
-}
-
 impl Io {
-    /// Splits what rustls processed off the front of `incoming`, and the plaintext records
-    /// in it off that, into `received`: slices of the same memory, not copies.
-    fn split_processed(&mut self) {
-        let mut processed = self.incoming.split_to(self.start);
+    /// Drops the ciphertext rustls has processed off the front of `incoming`.
+    fn drop_processed(&mut self) {
+        self.incoming.advance(self.start);
         self.start = 0;
-        let mut at = 0;
-        for plain in self.plain.drain(..) {
-            match plain {
-                Plain::At { offset, len } => {
-                    processed.advance(offset - at);
-                    self.received.push(processed.split_to(len));
-                    at = offset + len;
-                }
-                Plain::Copied(bytes) => self.received.push(bytes),
-            }
-        }
     }
 }
 
@@ -245,7 +209,7 @@ impl Session {
 
     /// True until the handshake is done.
     pub fn is_handshaking(&self) -> bool {
-        !self.io.established
+        !matches!(self.conn, Conn::Records(_))
     }
 
     /// The negotiated cipher suite, once established.
@@ -296,7 +260,7 @@ impl Session {
     /// The inner machine wrote `bytes`. Before the handshake finishes they wait (up to
     /// [`MAX_EARLY_WRITES`]); after, they come back as ciphertext.
     pub fn write(&mut self, bytes: Bytes) -> Result<Option<Bytes>, Broken> {
-        if !self.io.established {
+        if self.is_handshaking() {
             self.io.early_len += bytes.len();
             if self.io.early_len > MAX_EARLY_WRITES {
                 return Err(Broken::TooEarly(self.io.early_len));
@@ -341,7 +305,7 @@ impl Session {
             // The alert goes out after anything produced before the error.
             Broken::Tls(error, self.hand_out())
         })?;
-        self.io.split_processed();
+        self.io.drop_processed();
         if turn.established {
             self.take_over(&mut turn)?;
         }
@@ -461,7 +425,6 @@ fn drive<C: Unbuffered>(conn: &mut C, io: &mut Io) -> Result<Turn, rustls::Error
     let mut turn = Turn::default();
     loop {
         let was_established = !conn.common().is_handshaking();
-        let (base, len) = (io.incoming.as_ptr() as usize, io.incoming.len());
         let UnbufferedStatus { mut discard, state } = conn.process(&mut io.incoming[io.start..]);
         let state = match state {
             Ok(state) => state,
@@ -477,7 +440,7 @@ fn drive<C: Unbuffered>(conn: &mut C, io: &mut Io) -> Result<Turn, rustls::Error
                     let record = record?;
                     discard += record.discard;
                     if !record.payload.is_empty() {
-                        io.plain.push(Plain::locate(record.payload, base, len));
+                        io.received.push(BytesMut::from(record.payload));
                     }
                 }
                 false
@@ -497,7 +460,6 @@ fn drive<C: Unbuffered>(conn: &mut C, io: &mut Io) -> Result<Turn, rustls::Error
             }
             ConnectionState::WriteTraffic(_) if was_established => {
                 // Done: from here the session's records are ours (`Session::take_over`).
-                io.established = true;
                 turn.established = true;
                 true
             }
