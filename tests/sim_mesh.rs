@@ -14,6 +14,7 @@ use std::time::Duration;
 use switchyard_core::auth::Secret;
 use switchyard_core::mesh::client::{ClientConfig, ClientEvent, MeshClient, Selection};
 use switchyard_core::mesh::server::{MeshServer, ServerConfig};
+use switchyard_core::mesh::tokens::UserTokens;
 use switchyard_core::mesh::MeshEvent;
 use switchyard_core::sim::{check_seeds, Cut, HostId, HostSpec, LinkConfig, NetConfig, Sim, TestId};
 use switchyard_core::time::WallClock;
@@ -71,24 +72,33 @@ impl Mesh {
     /// `n` servers; server i is seeded with server i-1 only (a chain), so the full mesh
     /// must come from discovery.
     fn new(seed: u64, n: usize, link: LinkConfig) -> Mesh {
-        Mesh::build(seed, n, link, false, |_| None)
+        Mesh::build(seed, n, link, false, |_, config| config)
     }
 
     /// [`Mesh::new`] with every link over TLS 1.3 and every server holding one mesh secret.
     fn over_tls(seed: u64, n: usize, link: LinkConfig) -> Mesh {
-        Mesh::build(seed, n, link, true, |_| Secret::new(*b"the mesh secret"))
+        Mesh::build(seed, n, link, true, |_, config| ServerConfig {
+            peer_secret: Secret::new(*b"the mesh secret"),
+            ..config
+        })
     }
 
-    /// `n` servers as [`Mesh::new`] makes them, server i holding the mesh secret
-    /// `secret_of(i)`, every link over TLS when `tls`.
-    fn build(seed: u64, n: usize, link: LinkConfig, tls: bool, secret_of: impl Fn(usize) -> Option<Secret>) -> Mesh {
+    /// `n` servers as [`Mesh::new`] makes them, server i's configuration changed by
+    /// `configure(i, …)`, every link over TLS when `tls`.
+    fn build(
+        seed: u64,
+        n: usize,
+        link: LinkConfig,
+        tls: bool,
+        configure: impl Fn(usize, ServerConfig) -> ServerConfig,
+    ) -> Mesh {
         let mut sim = Sim::new(seed, NetConfig { link, ..NetConfig::default() });
         let mut servers = Vec::new();
         for i in 0..n {
             let ip: IpAddr = [10, 0, 0, i as u8 + 1].into();
             let me = SocketAddr::new(ip, PORT);
             let seeds: Vec<SocketAddr> = servers.last().map(|&(_, a)| a).into_iter().collect();
-            let config = ServerConfig { peer_secret: secret_of(i), ..ServerConfig::new(me, seeds) };
+            let config = configure(i, ServerConfig::new(me, seeds));
             let host = sim
                 .add_host(&format!("server{}", i + 1), ip, move |env, now| {
                     let secret = env.secret(b"tls");
@@ -104,9 +114,13 @@ impl Mesh {
 
     /// A user on `servers` (in that order of preference), booting at `at`.
     fn user(&mut self, name: &str, servers: Vec<SocketAddr>, selection: Selection, at: Instant) -> HostId {
+        self.user_with(name, ClientConfig::new(name, servers, selection), at)
+    }
+
+    /// A user host `name` running a client with `config`, booting at `at`.
+    fn user_with(&mut self, name: &str, config: ClientConfig, at: Instant) -> HostId {
         let n = self.users.len() as u16 + 1;
         let [hi, lo] = n.to_be_bytes();
-        let config = ClientConfig::new(name, servers, selection);
         let spec = HostSpec::new(format!("user-{name}"), [10, 1, hi, lo].into()).down();
         let tls = self.tls;
         let host = self.sim.add_host_with(spec, move |env, now| client_machine(env, now, config.clone(), tls)).unwrap();
@@ -187,7 +201,10 @@ fn a_chain_of_seeds_becomes_a_full_mesh() {
 fn a_server_with_another_mesh_secret_is_refused_on_both_ends_and_the_rest_link() {
     // A chain 1 ← 2 ← 3 ← 4 where server 3 holds another secret: 2–1 link, 4 reaches
     // nobody (it only knew 3), and 3 is refused by 2 and by 4 alike.
-    let mut m = Mesh::build(7, 4, lan(), false, |i| Secret::new(if i == 2 { &b"another"[..] } else { &b"ours"[..] }));
+    let mut m = Mesh::build(7, 4, lan(), false, |i, config| ServerConfig {
+        peer_secret: Secret::new(if i == 2 { &b"another"[..] } else { &b"ours"[..] }),
+        ..config
+    });
     m.run(Duration::from_secs(3));
     let addr = |i: usize| m.servers[i].1;
     assert_eq!(m.server(0).linked_peers(), [addr(1)]);
@@ -264,6 +281,69 @@ fn a_name_live_on_one_server_is_refused_on_another() {
         .collect();
     assert_eq!(refused, vec![format!("name Alice is taken (at {s1})")]);
     assert_eq!(m.registered_at("Alice"), Some(s1), "the first Alice keeps her name");
+}
+
+const TOKEN_FILE: &str = "Alice 0123456789abcdef0123\n";
+
+/// Alice's laptop drops off the network (its server never hears it go, so the name stays
+/// held there); on her phone, with her token, she registers at another server at once:
+/// the laptop's session is closed, and a message to Alice reaches the phone exactly once.
+/// Without the token, the phone is refused: the name is taken. Over 100 seeds.
+fn token_takeover(seed: u64) -> Result<(), String> {
+    let tokens = UserTokens::parse(TOKEN_FILE).expect("a token file");
+    let with_tokens = move |_, config| ServerConfig { user_tokens: tokens.clone(), ..config };
+    let mut m = Mesh::build(seed, 3, lan(), false, with_tokens);
+    let all: Vec<SocketAddr> = m.servers.iter().map(|&(_, a)| a).collect();
+    let token = UserTokens::parse(TOKEN_FILE).expect("a token file").token("Alice").cloned();
+    let mut laptop = ClientConfig::new("Alice", vec![all[0]], Selection::InOrder);
+    laptop.token = token.clone();
+    let laptop = m.user_with("laptop", laptop, Instant::from_secs(2));
+    m.user("Bob", vec![all[2]], Selection::InOrder, Instant::from_secs(2));
+    m.run(Duration::from_secs(3));
+    let s1 = m.servers[0].0;
+    m.sim.partition(laptop, s1, Cut::BothWays);
+    let impostor = ClientConfig::new("Alice", vec![all[1]], Selection::InOrder);
+    m.user_with("impostor", impostor, Instant::from_secs(6));
+    let mut phone = ClientConfig::new("Alice", vec![all[1]], Selection::InOrder);
+    phone.token = token;
+    m.user_with("phone", phone, Instant::from_secs(6));
+    m.run(Duration::from_secs(4));
+    let refused = |who: &str| {
+        m.events(who).into_iter().find_map(|e| match e {
+            ClientEvent::Refused { reason } => Some(reason),
+            _ => None,
+        })
+    };
+    let impostor_told = refused("impostor").ok_or("the client without the token was not refused")?;
+    if !impostor_told.contains("asks for the token of Alice") {
+        return Err(format!("the client without the token was told {impostor_told:?}"));
+    }
+    if m.registered_at("phone") != Some(all[1]) {
+        return Err(format!("the phone is not registered at {}: {:?}", all[1], m.events("phone")));
+    }
+    if m.server(0).local_users().contains(&"Alice".to_owned()) {
+        return Err("the laptop's server still holds Alice".into());
+    }
+    let id = m.send("Bob", "Alice", "found you");
+    m.run(Duration::from_secs(3));
+    let phone_got: Vec<Uuid> = m.received("phone").into_iter().map(|(id, ..)| id).collect();
+    if phone_got != vec![id] {
+        return Err(format!("the phone got {phone_got:?}, not the one message"));
+    }
+    if !m.received("laptop").is_empty() {
+        return Err("the laptop got a message after the takeover".into());
+    }
+    if m.receipts("Bob").get(&id) != Some(&ReceiptStatus::Delivered) {
+        return Err("Bob has no delivered receipt".into());
+    }
+    Ok(())
+}
+
+const TAKEOVER: TestId = TestId::integration("switchyard-tests", "sim_mesh", "a_user_with_a_token_takes_its_name_back");
+
+#[test]
+fn a_user_with_a_token_takes_its_name_back() {
+    check_seeds(&TAKEOVER, 0..100, token_takeover);
 }
 
 #[test]

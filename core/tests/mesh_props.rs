@@ -230,7 +230,7 @@ fn edge_frames_are_judged_as_the_spec_says() {
     assert_eq!(judge(frame(0, 0, vec![])).1, Verdict::Valid);
 
     // Other types and subtypes.
-    for (kind, subtype) in [(0, 1), (1, 6), (2, 6), (3, 5), (4, 2), (5, 2), (6, 0), (16, 0), (255, 255)] {
+    for (kind, subtype) in [(0, 1), (1, 6), (2, 9), (3, 5), (4, 2), (5, 2), (6, 0), (16, 0), (255, 255)] {
         let unknown = MeshMsgError::UnknownKind { kind: FrameType(kind), subtype };
         assert_eq!(judge(frame(kind, subtype, vec![])), (Err(unknown), Verdict::UnknownKind));
     }
@@ -295,6 +295,20 @@ fn spec_bytes(msg: &MeshMsg) -> Vec<u8> {
             put_name(&mut p, n);
             put_addr(&mut p, home);
             (2, 4)
+        }
+        MeshMsg::RegisterChallenge { nonce } => {
+            p.extend_from_slice(nonce);
+            (2, 6)
+        }
+        MeshMsg::RegisterProof { nonce, proof } => {
+            p.extend_from_slice(nonce);
+            p.extend_from_slice(proof);
+            (2, 7)
+        }
+        MeshMsg::Takeover { name: n, home } => {
+            put_name(&mut p, n);
+            put_addr(&mut p, home);
+            (2, 8)
         }
         MeshMsg::ClaimConflict { name: n, holder } => {
             put_name(&mut p, n);
@@ -407,7 +421,7 @@ impl Arbitrary for ArbMsg {
     fn arbitrary(g: &mut Gen) -> Self {
         let status = |g: &mut Gen| pick(g, &[ReceiptStatus::Delivered, ReceiptStatus::NoSuchUser]);
         let proof = |g: &mut Gen| -> [u8; 32] { [bytes16(g), bytes16(g)].concat().try_into().expect("32 bytes") };
-        ArbMsg(match below(g, 22) {
+        ArbMsg(match below(g, 25) {
             0 => MeshMsg::ListServers,
             1 => MeshMsg::Announce { server: addr(g), known: addrs(g, MAX_SERVERS) },
             2 => MeshMsg::ServerList { servers: addrs(g, MAX_SERVERS) },
@@ -437,6 +451,9 @@ impl Arbitrary for ArbMsg {
             18 => MeshMsg::PeerChallenge { nonce: proof(g), proof: proof(g) },
             19 => MeshMsg::PeerProof { proof: proof(g) },
             20 => MeshMsg::PeerRefused { reason: reason(g, MAX_REASON) },
+            21 => MeshMsg::RegisterChallenge { nonce: proof(g) },
+            22 => MeshMsg::RegisterProof { nonce: proof(g), proof: proof(g) },
+            23 => MeshMsg::Takeover { name: name(g), home: addr(g) },
             _ => MeshMsg::Gone { name: name(g), home: addr(g) },
         })
     }

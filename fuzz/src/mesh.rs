@@ -108,7 +108,9 @@ fn layout(kind: u8, subtype: u8) -> Option<&'static [Field]> {
         (1, 5) => &[Reason],                                    // PeerRefused
         (2, 0) | (2, 1) => &[Name],                             // Register, Registered
         (2, 2) => &[Name, Reason],                              // RegisterRefused
-        (2, 3) | (2, 4) | (2, 5) => &[Name, Addr],              // Claim, ClaimOk, ClaimConflict
+        (2, 3) | (2, 4) | (2, 5) | (2, 8) => &[Name, Addr],     // Claim, ClaimOk, ClaimConflict, Takeover
+        (2, 6) => &[Proof],                                     // RegisterChallenge
+        (2, 7) => &[Proof, Proof],                              // RegisterProof
         (3, 0) | (3, 1) => &[Id, Name, Body],                   // Send, Deliver
         (3, 2) => &[Id, Attempt, Hops, Addr, Name, Name, Body], // Forward
         (3, 3) => &[Id, Status],                                // Receipt

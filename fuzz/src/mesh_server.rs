@@ -5,7 +5,8 @@
 //! a well-formed mesh message with fields from the input on a live connection, send raw
 //! bytes, answer a dial the server made (connected or failed), end a connection either
 //! way, report a stale close, or let time pass. Half the scripts give the server a mesh
-//! secret, so peers that announce themselves without proving it are refused. The checked [`Driver`] asserts the machine
+//! secret, so peers that announce themselves without proving it are refused; half list
+//! two names with tokens, so their registrations are challenged and taken over. The checked [`Driver`] asserts the machine
 //! contract after every call; after every step this harness asserts the server's caps
 //! (dedup cache, messages awaiting receipts, connections) hold.
 
@@ -14,9 +15,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use switchyard_core::auth::Secret;
 use switchyard_core::mesh::server::{MeshServer, ServerConfig};
+use switchyard_core::mesh::tokens::UserTokens;
 use switchyard_core::wire::mesh::{MeshMsg, ReceiptStatus};
 use switchyard_core::{ConnId, Env, Input, Instant, ListenerId, NetError};
 use uuid::Uuid;
+
+/// The token file of scripts whose server lists names with tokens.
+const TOKENS: &str = "Alice 0123456789abcdef\nBob fedcba9876543210\n";
 
 /// One of a few server addresses: the server itself, its two seeds, or strangers.
 fn server_addr(b: u8) -> SocketAddr {
@@ -36,7 +41,7 @@ fn id(b: u8) -> Uuid {
 /// A well-formed message with fields from the script.
 fn message(s: &mut Script<'_>) -> MeshMsg {
     let (a, b, c) = (s.u8(), s.u8(), s.u8());
-    match s.u8() % 21 {
+    match s.u8() % 24 {
         0 => MeshMsg::ListServers,
         1 => MeshMsg::Announce { server: server_addr(a), known: vec![server_addr(b), server_addr(c)] },
         2 => MeshMsg::ServerList { servers: vec![server_addr(a)] },
@@ -74,6 +79,11 @@ fn message(s: &mut Script<'_>) -> MeshMsg {
         17 => MeshMsg::PeerChallenge { nonce: [a; 32], proof: [b; 32] },
         18 => MeshMsg::PeerProof { proof: [a; 32] },
         19 => MeshMsg::PeerRefused { reason: "no".into() },
+        // Token messages: a proof from the script is a wrong one, and a takeover from a
+        // peer reaches every rule of a token-holding name.
+        20 => MeshMsg::RegisterChallenge { nonce: [a; 32] },
+        21 => MeshMsg::RegisterProof { nonce: [a; 32], proof: [b; 32] },
+        22 => MeshMsg::Takeover { name: name(a), home: server_addr(b) },
         _ => MeshMsg::Gone { name: name(a), home: server_addr(b) },
     }
 }
@@ -99,6 +109,10 @@ pub fn fuzz_mesh_server(data: &[u8]) {
     let seed = s.u8();
     // Half the scripts run a server with a mesh secret, half an open one.
     config.peer_secret = (seed & 0x80 != 0).then(|| Secret::new(*b"fuzz mesh").expect("not empty"));
+    // And half of each half lists two names with tokens.
+    if seed & 0x40 != 0 {
+        config.user_tokens = UserTokens::parse(TOKENS).expect("a token file");
+    }
     let seed = u64::from(seed);
     let (mut d, _) = Driver::new(MeshServer::new(Env::new(seed), Instant::ZERO, config.clone()), Instant::ZERO);
     while !s.is_empty() {

@@ -33,6 +33,7 @@
 
 use super::reader::MsgReader;
 use super::seen::SeenCache;
+use crate::auth::Secret;
 use crate::backoff::Backoff;
 use crate::id::ConnId;
 use crate::machine::{CloseHow, Input, Machine, Output, OutputQueue};
@@ -100,6 +101,10 @@ pub struct ClientConfig {
     /// How long to keep retrying a registration refused because the name is still held
     /// (after a failover, the old server's claim takes a moment to expire).
     pub register_retry_for: Duration,
+    /// The name's token, for servers that list the name in their `--user-token-file`: the
+    /// client proves it when challenged, and its registration then takes the name over
+    /// wherever it is held. `None`: a server that asks for one refuses the registration.
+    pub token: Option<Secret>,
     /// Once every server has failed: the first wait before trying them again.
     pub retry_first: Duration,
     /// … and the longest (the backoff doubles up to it).
@@ -121,6 +126,7 @@ impl ClientConfig {
             max_outbox: 1024,
             resend_after: Duration::from_secs(5),
             register_retry_for: Duration::from_secs(6),
+            token: None,
             retry_first: Duration::from_millis(250),
             retry_max: Duration::from_secs(10),
         }
@@ -725,9 +731,26 @@ impl MeshClient {
                 // Everything not yet acknowledged goes again, oldest first, same ids.
                 self.flush_outbox(true);
             }
+            MeshMsg::RegisterChallenge { nonce } if s.state == SessionState::Registering => {
+                match &self.config.token {
+                    Some(token) => {
+                        let proof = super::tokens::answer(token, &self.config.name, &nonce, &mut self.env.rng);
+                        self.out.write(conn, proof.to_bytes());
+                    }
+                    None => {
+                        let name = &self.config.name;
+                        let reason = format!("{server} asks for the token of {name}, and this client has none (give it --user-token-file)");
+                        self.out.event(ClientEvent::Refused { reason });
+                        self.left = true;
+                        self.end_session("registration refused", true);
+                    }
+                }
+            }
             MeshMsg::RegisterRefused { reason, .. } => {
                 let now = self.clock.now();
-                let retry = self.retry_taken_until.is_some_and(|until| now < until) && reason.contains("taken");
+                // "is taken", not "was taken over": a login with our token took the name, and
+                // taking it back would only start a tug of war between the two.
+                let retry = self.retry_taken_until.is_some_and(|until| now < until) && reason.contains("is taken");
                 if retry {
                     // The old server's claim on our name has not expired yet: ask again soon.
                     self.end_session("name still held elsewhere; retrying", true);

@@ -7,6 +7,7 @@
 //! - [`seen`]: the bounded cache of message ids that drops duplicates.
 //! - [`reader`]: framing of mesh messages on a connection.
 //! - `peer_auth`: the mesh-secret handshake on server links.
+//! - [`tokens`]: per-user tokens, so a listed name is registered only by its holder.
 //!
 //! Wire format: `docs/PROTOCOL.md` §4 and [`crate::wire::mesh`].
 
@@ -15,6 +16,7 @@ mod peer_auth;
 pub mod reader;
 pub mod seen;
 pub mod server;
+pub mod tokens;
 
 use std::net::SocketAddr;
 use uuid::Uuid;

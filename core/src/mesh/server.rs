@@ -16,6 +16,12 @@
 //! claim with a conflict), settle it by address: the lower address keeps the name. `Leave`, or the user's connection closing, sends `Gone`.
 //! When a link to a peer dies, the users it held are forgotten.
 //!
+//! **Tokens.** A name listed in [`ServerConfig::user_tokens`] is registered only by a
+//! client that proves its token ([`super::tokens`]); such a registration takes the name
+//! over instead of being refused `taken`: `Takeover` in place of `Claim`, and whoever holds
+//! the name (here or at a peer) is told and disconnected, so the name never has two holders
+//! that messages could reach.
+//!
 //! **Messages.** Every message carries the sending client's UUID. A server remembers the
 //! ids it has seen ([`SeenCache`]) and passes no copy on, so nothing loops; it delivers an
 //! id to its users at most once, and answers a copy of a message it delivered with its
@@ -41,6 +47,7 @@
 use super::peer_auth::{self, Nonce};
 use super::reader::MsgReader;
 use super::seen::SeenCache;
+use super::tokens::UserTokens;
 use super::MeshEvent;
 use crate::auth::Secret;
 use crate::backoff::Backoff;
@@ -110,6 +117,9 @@ pub struct ServerConfig {
     /// servers that prove they hold it too (see `mesh::peer_auth` and docs/PROTOCOL.md §4.3) and refuses any
     /// other that speaks the server protocol; without it, any server that connects joins.
     pub peer_secret: Option<Secret>,
+    /// Names that only the holder of their token may register (`--user-token-file`, the
+    /// same on every server); empty: every name is first come, first served.
+    pub user_tokens: UserTokens,
 }
 
 /// The default [`ServerConfig::text_client_reply`].
@@ -140,6 +150,7 @@ impl ServerConfig {
             gone_grace: Duration::from_secs(30),
             text_client_reply: TEXT_CLIENT_REPLY.to_owned(),
             peer_secret: None,
+            user_tokens: UserTokens::default(),
         }
     }
 }
@@ -151,6 +162,9 @@ enum Role {
     Unknown,
     /// A user session; `name` once registered (or while its claim is pending).
     User { name: Option<String> },
+    /// A user asked for `name`, which needs its token: our challenge `nonce` is out, the
+    /// proof is due.
+    UserProving { name: String, nonce: Nonce },
     /// Another server dialled us and said `PeerHello`; our challenge is out, its proof due.
     PeerProving { dialler: Nonce, own: Nonce },
     /// Another server proved it holds the mesh secret; its `Announce` is due.
@@ -196,6 +210,8 @@ struct Peer {
 #[derive(Debug)]
 struct PendingClaim {
     conn: ConnId,
+    /// The user proved the name's token: peers are sent `Takeover`, not `Claim`.
+    proved: bool,
     waiting: BTreeSet<SocketAddr>,
     deadline: Instant,
 }
@@ -488,7 +504,7 @@ impl MeshServer {
         let Some(c) = self.conns.remove(&conn) else { return };
         self.timers.cancel(Timer::ConnectTimeout(conn));
         match c.role {
-            Role::Unknown | Role::PeerProving { .. } | Role::PeerProved => {}
+            Role::Unknown | Role::UserProving { .. } | Role::PeerProving { .. } | Role::PeerProved => {}
             Role::User { name } => {
                 if let Some(name) = name {
                     self.user_left(&name, conn, reason);
@@ -582,7 +598,16 @@ impl MeshServer {
             }
             (Role::Unknown, MeshMsg::Register { name }) => {
                 self.set_role(conn, Role::User { name: None });
-                self.register(conn, name);
+                self.asked_for(conn, name);
+            }
+            (Role::UserProving { name, nonce: ours }, MeshMsg::RegisterProof { nonce: theirs, proof }) => {
+                self.set_role(conn, Role::User { name: None });
+                if self.config.user_tokens.check(&name, &ours, &theirs, &proof) {
+                    self.register(conn, name, true);
+                } else {
+                    self.refuse(conn, name.clone(), format!("wrong token for {name}"));
+                    self.close(conn, CloseHow::Graceful, "wrong token");
+                }
             }
             (Role::Unknown, MeshMsg::PeerHello { nonce }) => match self.config.peer_secret.clone() {
                 None => self.refuse_peer(conn, "this server has no mesh secret; give every server of the mesh the same --mesh-secret-file, or none"),
@@ -635,7 +660,7 @@ impl MeshServer {
                 self.learn_all(known)
             }
             (Role::User { name: None }, MeshMsg::Register { name }) if !self.is_pending(conn) => {
-                self.register(conn, name)
+                self.asked_for(conn, name)
             }
             (Role::User { name: Some(held) }, MeshMsg::Register { name }) => {
                 let reason = format!("already registered as {held}");
@@ -752,30 +777,49 @@ impl MeshServer {
         self.local.len() + self.claims.len() + self.remote.len()
     }
 
-    fn register(&mut self, conn: ConnId, name: String) {
+    /// A user on `conn` asked for `name`: a name with a token is challenged first, any
+    /// other registered at once.
+    fn asked_for(&mut self, conn: ConnId, name: String) {
+        if !self.config.user_tokens.lists(&name) {
+            return self.register(conn, name, false);
+        }
+        let nonce = peer_auth::nonce(&mut self.env.rng);
+        self.set_role(conn, Role::UserProving { name, nonce });
+        self.send(conn, &MeshMsg::RegisterChallenge { nonce });
+    }
+
+    /// Registers `name` for the user on `conn`. A `proved` user (it proved the name's
+    /// token) takes the name from whoever holds it; any other is refused a name held live.
+    fn register(&mut self, conn: ConnId, name: String, proved: bool) {
         if !is_valid_name(&name) {
             return self.refuse(conn, name, "invalid name".into());
+        }
+        if proved {
+            let reason = taken_over(&name, self.config.me);
+            self.give_up_name(&name, &reason, &reason);
         }
         // A name held at a server we cannot reach is not live: its user is moving away
         // from a server that died (the old entry goes when that server is back).
         let live = |at: SocketAddr| at == self.config.me || self.channel(at).is_some();
-        if let Some(at) = self.location(&name).filter(|&at| live(at)) {
+        if let Some(at) = self.location(&name).filter(|&at| live(at) && !proved) {
             return self.refuse(conn, name.clone(), format!("name {name} is taken (at {at})"));
         }
         if self.claims.contains_key(&name) {
             return self.refuse(conn, name.clone(), format!("name {name} is being registered by someone else"));
         }
-        if self.known_names() >= self.config.max_users {
+        let known = proved && self.remote.remove(&name).is_some();
+        if self.known_names() >= self.config.max_users && !known {
             return self.refuse(conn, name, format!("the mesh is full ({} users)", self.config.max_users));
         }
         self.set_role(conn, Role::User { name: Some(name.clone()) });
         let waiting: BTreeSet<SocketAddr> = self.reachable_peers().into_iter().collect();
-        let claim = MeshMsg::Claim { name: name.clone(), home: self.config.me };
+        let (name_, home) = (name.clone(), self.config.me);
+        let claim = if proved { MeshMsg::Takeover { name: name_, home } } else { MeshMsg::Claim { name: name_, home } };
         for &server in &waiting {
             self.send_to_server(server, &claim);
         }
         let deadline = self.clock.now() + self.config.claim_timeout;
-        self.claims.insert(name.clone(), PendingClaim { conn, waiting, deadline });
+        self.claims.insert(name.clone(), PendingClaim { conn, proved, waiting, deadline });
         self.settle_claim(&name);
     }
 
@@ -804,28 +848,54 @@ impl MeshServer {
     /// A local registration or user lost `name` to `holder`; `record` says whether to note
     /// the holder as the name's home.
     fn lose_name(&mut self, name: &str, holder: SocketAddr, record: bool) {
-        if let Some(claim) = self.claims.remove(name) {
-            self.refuse(claim.conn, name.to_owned(), format!("name {name} is taken (at {holder})"));
-        } else if let Some(conn) = self.local.remove(name) {
-            // A partition healed with the name held on both sides: the lower address keeps it.
-            let reason = format!("name {name} is also held at {holder}, which keeps it");
-            self.set_role(conn, Role::User { name: None });
-            self.out.event(MeshEvent::UserLeft { name: name.to_owned(), reason: reason.clone() });
-            self.send(conn, &MeshMsg::RegisterRefused { name: name.to_owned(), reason });
-            self.close(conn, CloseHow::Graceful, "name lost");
-        }
+        // A partition healed with the name held on both sides: the lower address keeps it.
+        let taken = format!("name {name} is taken (at {holder})");
+        self.give_up_name(name, &taken, &format!("name {name} is also held at {holder}, which keeps it"));
         if record && self.known_names() < self.config.max_users {
             self.remote.insert(name.to_owned(), holder);
         }
     }
 
+    /// Gives up this server's pending registration of `name` (refused with `pending`) or
+    /// its registered user (told `held` and disconnected).
+    fn give_up_name(&mut self, name: &str, pending: &str, held: &str) {
+        if let Some(claim) = self.claims.remove(name) {
+            self.refuse(claim.conn, name.to_owned(), pending.to_owned());
+        } else if let Some(conn) = self.local.remove(name) {
+            self.set_role(conn, Role::User { name: None });
+            self.out.event(MeshEvent::UserLeft { name: name.to_owned(), reason: held.to_owned() });
+            self.send(conn, &MeshMsg::RegisterRefused { name: name.to_owned(), reason: held.to_owned() });
+            self.close(conn, CloseHow::Graceful, "name lost");
+        }
+    }
+
+    /// A peer's user proved `name`'s token at `home`: the name is `home`'s now, whoever
+    /// held it, unless our own proved registration of it is pending and our address is
+    /// lower (two logins with the token at once: the lower address keeps the name, as for
+    /// claims). A name our tokens do not list is only claimed.
+    fn on_takeover(&mut self, conn: ConnId, name: String, home: SocketAddr) {
+        let me = self.config.me;
+        if !self.config.user_tokens.lists(&name) {
+            return self.on_claim(conn, name, home);
+        }
+        if self.claims.get(&name).is_some_and(|c| c.proved) && me < home {
+            return self.send(conn, &MeshMsg::ClaimConflict { name, holder: me });
+        }
+        let reason = taken_over(&name, home);
+        self.give_up_name(&name, &reason, &reason);
+        if self.remote.contains_key(&name) || self.known_names() < self.config.max_users {
+            self.remote.insert(name.clone(), home);
+        }
+        self.send(conn, &MeshMsg::ClaimOk { name, home });
+    }
+
     fn on_claim(&mut self, conn: ConnId, name: String, home: SocketAddr) {
         let me = self.config.me;
-        if self.local.contains_key(&name) {
-            // A user registered here is never given up on a claim alone: the claim may be
-            // news from before a crash, held up by a partition. If the claimant holds the
-            // name too (a healed partition), it answers our claim with a conflict, and the
-            // lower address keeps the name then.
+        // A user registered here is never given up on a claim alone: the claim may be news
+        // from before a crash, held up by a partition. If the claimant holds the name too
+        // (a healed partition), it answers our claim with a conflict, and the lower address
+        // keeps the name then. Nor is a pending registration that proved the name's token.
+        if self.local.contains_key(&name) || self.claims.get(&name).is_some_and(|c| c.proved) {
             return self.send(conn, &MeshMsg::ClaimConflict { name, holder: me });
         }
         let holder = if self.claims.contains_key(&name) {
@@ -939,6 +1009,7 @@ impl MeshServer {
     fn peer_message(&mut self, conn: ConnId, server: SocketAddr, msg: MeshMsg) {
         match msg {
             MeshMsg::Claim { name, home } => self.on_claim(conn, name, home),
+            MeshMsg::Takeover { name, home } => self.on_takeover(conn, name, home),
             MeshMsg::ClaimOk { name, home } if home == self.config.me => {
                 if let Some(claim) = self.claims.get_mut(&name) {
                     claim.waiting.remove(&server);
@@ -1078,6 +1149,9 @@ impl MeshServer {
                 // is dead (and whatever it held back, say a partition, stays unread).
                 Role::PeerIn { .. } if silent >= self.config.dead_after => dead.push((id, "silent peer")),
                 Role::Unknown if silent >= self.config.hello_timeout => dead.push((id, "said nothing")),
+                Role::UserProving { .. } if silent >= self.config.hello_timeout => {
+                    dead.push((id, "did not answer the token challenge"))
+                }
                 Role::PeerProving { .. } | Role::PeerProved if silent >= self.config.hello_timeout => {
                     dead.push((id, "did not finish proving the mesh secret"))
                 }
@@ -1184,6 +1258,11 @@ impl Machine for MeshServer {
     }
 }
 
+/// Why a holder of `name` lost it to a login with its token at `home`.
+fn taken_over(name: &str, home: SocketAddr) -> String {
+    format!("name {name} was taken over by a login with its token at {home}")
+}
+
 /// Names known until recently, each until an expiry; bounded by the server's `max_users`
 /// (when full, the one that expires first goes first).
 #[derive(Debug, Default)]
@@ -1222,6 +1301,10 @@ impl RecentNames {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "token_tests.rs"]
+mod token_tests;
 
 #[cfg(test)]
 mod tests {
@@ -1294,13 +1377,13 @@ mod tests {
     }
 
     /// Every message written to `conn` since the last call.
-    fn messages(f: &mut Fixture<MeshServer>, conn: ConnId) -> Vec<MeshMsg> {
+    pub(super) fn messages(f: &mut Fixture<MeshServer>, conn: ConnId) -> Vec<MeshMsg> {
         let mut reader = MsgReader::default();
         reader.push(&f.written.remove(&conn).unwrap_or_default());
         std::iter::from_fn(|| reader.next_msg()).map(|m| m.expect("a valid message")).collect()
     }
 
-    fn registered(f: &mut Fixture<MeshServer>, name: &str) -> ConnId {
+    pub(super) fn registered(f: &mut Fixture<MeshServer>, name: &str) -> ConnId {
         let conn = f.connect();
         f.send(conn, &MeshMsg::Register { name: name.into() }.to_bytes());
         assert_eq!(messages(f, conn), [MeshMsg::Registered { name: name.into() }]);

@@ -16,6 +16,9 @@
 //! | 2    | 3       | `Claim`          | name, home addr                                  | server → server |
 //! | 2    | 4       | `ClaimOk`        | name, home addr                                  | server → server |
 //! | 2    | 5       | `ClaimConflict`  | name, holder addr                                | server → server |
+//! | 2    | 6       | `RegisterChallenge` | nonce \[32]                                   | server → client |
+//! | 2    | 7       | `RegisterProof`  | nonce \[32], proof \[32]                         | client → server |
+//! | 2    | 8       | `Takeover`       | name, home addr                                  | server → server |
 //! | 3    | 0       | `Send`           | id, to name, body                                | client → server |
 //! | 3    | 1       | `Deliver`        | id, from name, body                              | server → client |
 //! | 3    | 2       | `Forward`        | id, attempt u8, hops u8, origin addr, from, to, body | server → server |
@@ -152,6 +155,30 @@ pub enum MeshMsg {
         name: String,
         /// The server that keeps the name.
         holder: SocketAddr,
+    },
+    /// The name asked for is one of the server's token-holding names (`--user-token-file`):
+    /// the client proves it holds the name's token over this nonce before it registers.
+    /// Answered with `RegisterProof`.
+    RegisterChallenge {
+        /// The server's fresh nonce.
+        nonce: [u8; PROOF_LEN],
+    },
+    /// The client's answer to a `RegisterChallenge`: its own nonce and its proof.
+    RegisterProof {
+        /// The client's nonce.
+        nonce: [u8; PROOF_LEN],
+        /// HMAC-SHA256(token, "switchyard mesh v1 user " | name | server nonce | client nonce).
+        proof: [u8; PROOF_LEN],
+    },
+    /// Like `Claim`, for a registration that proved the name's token: the peer gives the
+    /// name up even where a user holds it (that user is told and disconnected) and
+    /// answers `ClaimOk`; it answers `ClaimConflict` only to keep its own pending proved
+    /// registration from a higher address.
+    Takeover {
+        /// The user.
+        name: String,
+        /// The server the user is registering at.
+        home: SocketAddr,
     },
     /// A client sends `body` to the user `to`.
     Send {
@@ -315,6 +342,9 @@ impl MeshMsg {
             MeshMsg::Claim { .. } => (FrameType::USER_REGISTER, 3),
             MeshMsg::ClaimOk { .. } => (FrameType::USER_REGISTER, 4),
             MeshMsg::ClaimConflict { .. } => (FrameType::USER_REGISTER, 5),
+            MeshMsg::RegisterChallenge { .. } => (FrameType::USER_REGISTER, 6),
+            MeshMsg::RegisterProof { .. } => (FrameType::USER_REGISTER, 7),
+            MeshMsg::Takeover { .. } => (FrameType::USER_REGISTER, 8),
             MeshMsg::Send { .. } => (FrameType::USER_MESSAGE, 0),
             MeshMsg::Deliver { .. } => (FrameType::USER_MESSAGE, 1),
             MeshMsg::Forward { .. } => (FrameType::USER_MESSAGE, 2),
@@ -340,8 +370,8 @@ impl MeshMsg {
                 put_addrs(&mut p, known, MAX_SERVERS);
             }
             MeshMsg::ServerList { servers } => put_addrs(&mut p, servers, MAX_SERVERS),
-            MeshMsg::PeerHello { nonce } => p.put_slice(nonce),
-            MeshMsg::PeerChallenge { nonce, proof } => {
+            MeshMsg::PeerHello { nonce } | MeshMsg::RegisterChallenge { nonce } => p.put_slice(nonce),
+            MeshMsg::PeerChallenge { nonce, proof } | MeshMsg::RegisterProof { nonce, proof } => {
                 p.put_slice(nonce);
                 p.put_slice(proof);
             }
@@ -352,7 +382,10 @@ impl MeshMsg {
                 put_name(&mut p, name);
                 p.put_slice(truncated_reason(reason));
             }
-            MeshMsg::Claim { name, home } | MeshMsg::ClaimOk { name, home } | MeshMsg::Gone { name, home } => {
+            MeshMsg::Claim { name, home }
+            | MeshMsg::ClaimOk { name, home }
+            | MeshMsg::Takeover { name, home }
+            | MeshMsg::Gone { name, home } => {
                 put_name(&mut p, name);
                 put_addr(&mut p, home);
             }
@@ -419,6 +452,9 @@ impl MeshMsg {
             (FrameType::USER_REGISTER, 3) => "claim",
             (FrameType::USER_REGISTER, 4) => "claim ok",
             (FrameType::USER_REGISTER, 5) => "claim conflict",
+            (FrameType::USER_REGISTER, 6) => "register challenge",
+            (FrameType::USER_REGISTER, 7) => "register proof",
+            (FrameType::USER_REGISTER, 8) => "takeover",
             (FrameType::USER_MESSAGE, 0) => "send",
             (FrameType::USER_MESSAGE, 1) => "deliver",
             (FrameType::USER_MESSAGE, 2) => "forward",
@@ -447,6 +483,9 @@ impl MeshMsg {
             (2, 3) => MeshMsg::Claim { name: f.name()?, home: f.addr()? },
             (2, 4) => MeshMsg::ClaimOk { name: f.name()?, home: f.addr()? },
             (2, 5) => MeshMsg::ClaimConflict { name: f.name()?, holder: f.addr()? },
+            (2, 6) => MeshMsg::RegisterChallenge { nonce: f.array()? },
+            (2, 7) => MeshMsg::RegisterProof { nonce: f.array()?, proof: f.array()? },
+            (2, 8) => MeshMsg::Takeover { name: f.name()?, home: f.addr()? },
             (3, 0) => MeshMsg::Send { id: f.uuid()?, to: f.name()?, body: f.text(MAX_BODY, MeshMsgError::BadBody)? },
             (3, 1) => {
                 MeshMsg::Deliver { id: f.uuid()?, from: f.name()?, body: f.text(MAX_BODY, MeshMsgError::BadBody)? }
@@ -525,6 +564,9 @@ mod tests {
             MeshMsg::Claim { name: "Bob".into(), home: addr("10.0.0.1:5003") },
             MeshMsg::ClaimOk { name: "Bob".into(), home: addr("10.0.0.1:5003") },
             MeshMsg::ClaimConflict { name: "Bob".into(), holder: addr("10.0.0.2:5001") },
+            MeshMsg::RegisterChallenge { nonce: [5; PROOF_LEN] },
+            MeshMsg::RegisterProof { nonce: [6; PROOF_LEN], proof: [7; PROOF_LEN] },
+            MeshMsg::Takeover { name: "Bob".into(), home: addr("10.0.0.3:5001") },
             MeshMsg::Send { id, to: "Bob".into(), body: "Hello, how are you?".into() },
             MeshMsg::Deliver { id, from: "Alice".into(), body: String::new() },
             MeshMsg::Forward {
