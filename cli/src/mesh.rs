@@ -16,6 +16,8 @@ use switchyard_adapters::{Driver, EventPolicy, Handle, Runtime, Stopped};
 use switchyard_core::auth::Secret;
 use switchyard_core::mesh::client::{ClientConfig, ClientEvent, MeshClient, Selection};
 use switchyard_core::mesh::server::{MeshServer, ServerConfig, DEFAULT_PORTS};
+use switchyard_core::mesh::tokens::UserTokens;
+
 use switchyard_core::tls::{Fingerprint, Tls, TlsEvent, TlsIdentity};
 use switchyard_core::wire::mesh::{is_valid_name, ReceiptStatus};
 use switchyard_core::{Env, Instant, ListenerId};
@@ -45,8 +47,9 @@ enum What {
 #[argh(
     subcommand,
     name = "server",
-    example = "switchyard mesh server\nswitchyard mesh server --listen 127.0.0.1:5002\nhead -c 32 /dev/urandom | base64 > mesh.key\nswitchyard mesh server --listen 10.0.0.2:5001 --peer 10.0.0.1:5001 --mesh-secret-file mesh.key",
-    note = "The server dials its peers (with no --peer: the other ports of 5001-5005 on its own IP, as the original does) and learns the rest of the mesh from them; a full mesh forms from any connected set of seeds. Users and servers share the one port. Names are unique across the mesh. With --mesh-secret-file (the same file on every server) a server links only with servers that prove they hold it; without one it listens on loopback only, unless --insecure. Ctrl-C stops the server (exit 0)."
+    example = "switchyard mesh server\nswitchyard mesh server --listen 127.0.0.1:5002\nhead -c 32 /dev/urandom | base64 > mesh.key\nswitchyard mesh server --listen 10.0.0.2:5001 --peer 10.0.0.1:5001 --mesh-secret-file mesh.key\necho \"Alice $(head -c 18 /dev/urandom | base64)\" >> users.tokens\nswitchyard mesh server --user-token-file users.tokens",
+    note = "The server dials its peers (with no --peer: the other ports of 5001-5005 on its own IP, as the original does) and learns the rest of the mesh from them; a full mesh forms from any connected set of seeds. Users and servers share the one port. Names are unique across the mesh; with --user-token-file the names it lists are registered only with their tokens, and a login with the token takes its name over at once. With --mesh-secret-file
+ (the same file on every server) a server links only with servers that prove they hold it; without one it listens on loopback only, unless --insecure. Ctrl-C stops the server (exit 0)."
 )]
 pub struct ServerCmd {
     /// address to listen on and to be known by in the mesh (default 127.0.0.1:5001)
@@ -61,6 +64,13 @@ pub struct ServerCmd {
     /// servers that prove they hold it (HMAC-SHA256 challenge, docs/PROTOCOL.md 4.3)
     #[argh(option)]
     mesh_secret_file: Option<PathBuf>,
+
+    /// a file of `NAME TOKEN` lines, the same on every server: a listed name is registered
+    /// only by a client that proves its token (`mesh chat --user-token-file`), and such a
+    /// login takes the name over from whoever holds it, so a user whose server died or
+    /// whose old session still hangs gets its name back at once (docs/PROTOCOL.md 4.3)
+    #[argh(option)]
+    user_token_file: Option<PathBuf>,
 
     /// listen beyond loopback without --mesh-secret-file: any process that reaches the port
     /// may then join the mesh as a server and forge, veto or take users' messages
@@ -136,6 +146,12 @@ pub struct ChatCmd {
     /// the server name TLS asks for and checks (default: the IP address of each server)
     #[argh(option)]
     tls_name: Option<String>,
+
+    /// a file holding this user's `NAME TOKEN` line (the servers' --user-token-file, or just
+    /// the one line): with it, a server that lists the name lets this client register it,
+    /// and takes it over from an older session of the same user anywhere in the mesh
+    #[argh(option)]
+    user_token_file: Option<PathBuf>,
 }
 
 fn parse_ratio(s: &str) -> Result<f64, String> {
@@ -188,16 +204,48 @@ pub fn default_peers(listen: SocketAddr) -> Vec<SocketAddr> {
     DEFAULT_PORTS.iter().filter(|&&p| p != listen.port()).map(|&p| SocketAddr::new(listen.ip(), p)).collect()
 }
 
+/// Whom a mesh server admits: servers that prove `secret` (any, without one), and the
+/// names of `user_tokens` only to clients that prove their tokens.
+#[derive(Debug, Clone, Default)]
+pub struct MeshAuth {
+    /// The mesh secret (`--mesh-secret-file`).
+    pub secret: Option<Secret>,
+    /// The names that need a token (`--user-token-file`).
+    pub user_tokens: UserTokens,
+}
+
+/// Reads a `--user-token-file`: `NAME TOKEN` lines ([`UserTokens::parse`]), at most
+/// 16 MiB; an error names the file and the line.
+pub fn read_user_tokens(path: &Path) -> Result<UserTokens, CliError> {
+    const MAX_FILE: u64 = 16 << 20;
+    let shown = path.display();
+    let too_big = std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_FILE);
+    if too_big {
+        return Err(CliError::new(format!("token file {shown} is over {} MiB", MAX_FILE >> 20)));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::new(format!("cannot read token file {shown}: {e}")))?;
+    let tokens = UserTokens::parse(&text).map_err(|e| CliError::new(format!("token file {shown}, {e}")))?;
+    if tokens.is_empty() {
+        return Err(CliError::new(format!("token file {shown} lists no `NAME TOKEN` line")));
+    }
+    Ok(tokens)
+}
+
 /// A mesh server on `listen` that dials `peers`, as `mesh server` and `up` run it: a
 /// `telnet` user who reaches its port is told how to talk to it and where the text
 /// services are.
-pub fn server(env: Env, listen: SocketAddr, peers: Vec<SocketAddr>, peer_secret: Option<Secret>) -> MeshServer {
+pub fn server(env: Env, listen: SocketAddr, peers: Vec<SocketAddr>, auth: MeshAuth) -> MeshServer {
     let text_client_reply = format!(
         "error: {listen} is a Switchyard mesh server: it speaks binary frames (docs/PROTOCOL.md section 4), \
          not text. Chat through it with `switchyard mesh chat --server {listen} --user NAME`; \
          the hello/world service is `switchyard serve hello` (port 5001 when no mesh server holds it).\n"
     );
-    let config = ServerConfig { text_client_reply, peer_secret, ..ServerConfig::new(listen, peers) };
+    let config = ServerConfig {
+        text_client_reply,
+        peer_secret: auth.secret,
+        user_tokens: auth.user_tokens,
+        ..ServerConfig::new(listen, peers)
+    };
     MeshServer::new(env, Instant::ZERO, config)
 }
 
@@ -232,23 +280,22 @@ impl ServerTls {
 }
 
 /// Starts a mesh server on `listen` that dials `peers` (as `mesh server` and `up` run it),
-/// linking only with servers that prove `secret` when there is one, over TLS with `tls`;
-/// returns the address it bound.
+/// admitting servers and users by `auth`, over TLS with `tls`; returns the address it
+/// bound.
 pub async fn launch_server<R: Runtime>(
     rt: &R,
     fleet: &mut Fleet,
     env: Env,
     (listen, peers): (SocketAddr, Vec<SocketAddr>),
-    secret: Option<Secret>,
+    auth: MeshAuth,
     tls: Option<ServerTls>,
 ) -> Result<SocketAddr, LaunchError> {
-    let peer_secret = secret;
     let secret = env.secret(b"tls");
     let (identity, dial) = match tls {
         Some(tls) => (Some(tls.identity), Some(tls.peers)),
         None => (None, None),
     };
-    let machine = crate::tls::wrap(server(env, listen, peers, peer_secret), identity, dial.as_ref(), secret)
+    let machine = crate::tls::wrap(server(env, listen, peers, auth), identity, dial.as_ref(), secret)
         .map_err(|e| LaunchError::tls_refused("mesh", e))?;
     let bound = fleet.launch(rt, "mesh", machine, &[(ListenerId(0), listen)]).await?;
     Ok(bound[&ListenerId(0)])
@@ -278,33 +325,40 @@ impl ServerCmd {
             (self.tls_pin, self.tls_ca.as_deref()),
         )?;
         let secret = self.peer_secret()?;
+        let user_tokens = self.user_token_file.as_deref().map(read_user_tokens).transpose()?.unwrap_or_default();
+        let auth = MeshAuth { secret, user_tokens };
         let peers = if self.peer.is_empty() { default_peers(self.listen) } else { self.peer };
         let mut fleet = Fleet::with_metrics(self.metrics)?;
-        let announce = start_server(&rt, &mut fleet, env.child(1), (self.listen, peers), secret, tls).await?;
+        let announce = start_server(&rt, &mut fleet, env.child(1), (self.listen, peers), auth, tls).await?;
         fleet.serve_until_ctrl_c(|| tracing::info!("{announce}")).await?;
         Ok(ExitCode::SUCCESS)
     }
 }
 
 /// Starts a mesh server (as `mesh server` and a config file's `[[mesh_server]]` run it):
-/// [`launch_server`], and returns the line that says where it listens, whom it dials and
-/// whom it links with. A server with no secret is warned about at once.
+/// [`launch_server`], and returns the line that says where it listens, whom it dials,
+/// whom it links with and how many names need tokens. A server with no secret is warned
+/// about at once.
 pub async fn start_server<R: Runtime>(
     rt: &R,
     fleet: &mut Fleet,
     env: Env,
     (listen, peers): (SocketAddr, Vec<SocketAddr>),
-    secret: Option<Secret>,
+    auth: MeshAuth,
     tls: Option<ServerTls>,
 ) -> Result<String, CliError> {
     let over = if tls.is_some() { " (TLS)" } else { "" };
-    let who = if secret.is_some() { "servers that prove the mesh secret" } else { "any server (no mesh secret)" };
-    if secret.is_none() && !listen.ip().is_loopback() {
+    let who = if auth.secret.is_some() { "servers that prove the mesh secret" } else { "any server (no mesh secret)" };
+    if auth.secret.is_none() && !listen.ip().is_loopback() {
         tracing::warn!("no mesh secret: any process that reaches {listen} may join the mesh as a server");
     }
+    let tokens = match auth.user_tokens.len() {
+        0 => String::new(),
+        n => format!("; {n} name(s) only with their tokens"),
+    };
     let listed: Vec<String> = peers.iter().map(ToString::to_string).collect();
-    let addr = launch_server(rt, fleet, env, (listen, peers), secret, tls).await?;
-    Ok(format!("mesh server{over} listening on {addr}; dialling {}; linking with {who}", listed.join(", ")))
+    let addr = launch_server(rt, fleet, env, (listen, peers), auth, tls).await?;
+    Ok(format!("mesh server{over} listening on {addr}; dialling {}; linking with {who}{tokens}", listed.join(", ")))
 }
 
 impl ChatCmd {
@@ -323,7 +377,13 @@ impl ChatCmd {
             },
         };
         let tls = ClientTls::from_options(self.tls_pin, self.tls_ca.as_deref(), self.tls_name)?;
-        let config = ClientConfig::new(&self.user, self.server.0, selection);
+        let token = match &self.user_token_file {
+            None => None,
+            Some(path) => Some(read_user_tokens(path)?.token(&self.user).cloned().ok_or_else(|| {
+                CliError::usage(format!("{} has no `{} TOKEN` line for --user {}", path.display(), self.user, self.user))
+            })?),
+        };
+        let config = ClientConfig { token, ..ClientConfig::new(&self.user, self.server.0, selection) };
         let secret = env.secret(b"tls");
         let client = MeshClient::new(env, Instant::ZERO, config);
         let client = crate::tls::wrap(client, None, tls.as_ref(), secret).map_err(CliError::new)?;
@@ -492,7 +552,8 @@ impl View {
             }
             ClientEvent::Refused { reason } => {
                 let _ = out.flush();
-                eprintln!("switchyard: registration refused: {reason}");
+                let what = if self.registered.is_some() { "name lost" } else { "registration refused" };
+                eprintln!("switchyard: {what}: {reason}");
                 return Some(ExitCode::FAILURE);
             }
             ClientEvent::Message { from, body, .. } => writeln!(out, "{from}: {body}"),

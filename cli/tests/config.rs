@@ -66,12 +66,18 @@ fn mistakes_are_named_at_their_line_and_column_and_nothing_starts() {
             "[[mesh_server]]\nlisten = \"127.0.0.142:5001\"\npeers = [\"127.0.0.142:5009\"]\n",
             "peer 127.0.0.142:5009 is not a [[mesh_server]] of this file",
         ),
+        ("[[mesh_server]]\npeers = []\nuser_token_file = \"missing.tokens\"\n", "cannot read token file"),
+        (
+            "[[mesh_server]]\npeers = []\nuser_token_file = \"short.tokens\"\n",
+            "short.tokens, line 2: the token of Alice is 5 bytes",
+        ),
         (
             "[[service]]\nkind = \"echo\"\n[[service]]\nkind = \"echo\"\n",
             ":3:1: echo and the echo of line 1 both listen on 127.0.0.1:7007",
         ),
         ("x = [\n", ":2:1: "),
     ];
+    std::fs::write(dir.file("short.tokens"), "# users\nAlice short\n").unwrap();
     for (i, (toml, wanted)) in cases.iter().enumerate() {
         let path = dir.file(&format!("bad{i}.toml"));
         std::fs::write(&path, toml).unwrap();

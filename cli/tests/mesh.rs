@@ -186,3 +186,79 @@ fn a_mesh_server_beyond_loopback_needs_a_secret_or_insecure() {
         ),
     ]);
 }
+
+/// `--user-token-file`: a listed name is registered only with its token; a login with the
+/// token takes the name from an older session on another server, which is told and ends,
+/// and messages reach the new session.
+#[test]
+fn a_user_with_its_token_takes_its_name_back_and_no_one_else_gets_it() {
+    let (s1, s2) = ("127.0.0.126:5001", "127.0.0.126:5002");
+    let tokens = support::TempFile::new("mesh-tokens", "# users\nAlice 0123456789abcdef0123\n");
+    let wrong = support::TempFile::new("mesh-token-wrong", "Alice not-alices-token-at-all\n");
+    let start = |listen: &str, peer: &str| {
+        let server =
+            Proc::start(&["mesh", "server", "--listen", listen, "--peer", peer, "--user-token-file", tokens.arg()]);
+        server.wait_for_log(&format!(
+            "dialling {peer}; linking with any server (no mesh secret); 1 name(s) only with their tokens"
+        ));
+        server
+    };
+    let mut servers = [start(s1, s2), start(s2, s1)];
+    servers[1].wait_for_log(&format!("linked to server {s1}"));
+
+    let chat = |server: &str, token_file: Option<&str>| {
+        let mut args = vec!["mesh", "chat", "--server", server, "--user", "Alice"];
+        args.extend(token_file.map(|f| ["--user-token-file", f]).into_iter().flatten());
+        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let args = chat(s1, Some(tokens.arg()));
+    let mut laptop = Proc::start_interactive(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    laptop.wait_for_stdout(&format!("Connected to {s1}"));
+
+    for (token_file, says) in [
+        (None, format!("registration refused: {s2} asks for the token of Alice, and this client has none")),
+        (Some(wrong.arg()), "registration refused: wrong token for Alice".to_owned()),
+    ] {
+        let args = chat(s2, token_file);
+        let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>(), b"");
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(text(&out.stderr).contains(&says), "{}", text(&out.stderr));
+    }
+
+    let args = chat(s2, Some(tokens.arg()));
+    let mut phone = Proc::start_interactive(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    phone.wait_for_stdout(&format!("Connected to {s2}"));
+    laptop.wait_for_log(&format!("name lost: name Alice was taken over by a login with its token at {s2}"));
+    assert_eq!(laptop.child.wait().expect("the laptop's client ends").code(), Some(1));
+
+    let out = run(&["mesh", "chat", "--server", s1, "--user", "Bob"], b"Alice are you there?\n");
+    assert!(text(&out.stdout).contains("delivered to Alice\n"), "{out:?}");
+    assert_eq!(phone.wait_for_stdout("Bob:"), "Bob: are you there?");
+    assert!(phone.close_and_wait().success());
+    for server in &mut servers {
+        assert!(server.interrupt().success());
+    }
+}
+
+#[test]
+fn a_token_file_that_does_not_read_is_refused_with_its_line() {
+    let short = support::TempFile::new("mesh-tokens-short", "# users\nAlice short\n");
+    let other = support::TempFile::new("mesh-tokens-other", "Bob 0123456789abcdef0123\n");
+    support::assert_refused(&[
+        (
+            &["mesh", "server", "--user-token-file", short.arg()],
+            1,
+            "line 2: the token of Alice is 5 bytes; use at least 16",
+        ),
+        (
+            &["mesh", "chat", "--user", "Alice", "--user-token-file", other.arg()],
+            2,
+            "has no `Alice TOKEN` line for --user Alice",
+        ),
+        (
+            &["mesh", "server", "--user-token-file", "/nonexistent/tokens"],
+            1,
+            "cannot read token file /nonexistent/tokens",
+        ),
+    ]);
+}

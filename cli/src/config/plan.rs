@@ -5,7 +5,7 @@
 use super::schema::{ConfigFile, ExposeSection, LocalSection, MeshSection, RemoteSection, ServiceName, ServiceSection};
 use super::resolve;
 use crate::launch::Fleet;
-use crate::mesh::ServerTls;
+use crate::mesh::{MeshAuth, ServerTls};
 use crate::serve::ServiceKind;
 use crate::tunnel::spec::{read_secret, Entrances, Forward};
 use crate::tunnel::{Carrier, ForwardControl, RemoteEnd, RouteControl};
@@ -47,7 +47,7 @@ struct Service {
 struct Mesh {
     listen: SocketAddr,
     peers: Vec<SocketAddr>,
-    secret: Option<Secret>,
+    auth: MeshAuth,
     tls: Option<ServerTls>,
 }
 
@@ -323,7 +323,7 @@ impl Plan {
             announce.push(crate::serve::start(rt, fleet, child(), (s.kind, s.limits), s.listen, s.tls).await?);
         }
         for m in self.meshes {
-            announce.push(crate::mesh::start_server(rt, fleet, child(), (m.listen, m.peers), m.secret, m.tls).await?);
+            announce.push(crate::mesh::start_server(rt, fleet, child(), (m.listen, m.peers), m.auth, m.tls).await?);
         }
         for listen in self.rendezvous {
             announce.push(crate::rendezvous::start(rt, fleet, child(), listen).await?);
@@ -441,5 +441,6 @@ fn mesh(
         (file(&m.tls_cert).as_deref(), file(&m.tls_key).as_deref()),
         (m.tls_pin, file(&m.tls_ca).as_deref()),
     )?;
-    Ok(Mesh { listen, peers, secret, tls })
+    let user_tokens = file(&m.user_token_file).as_deref().map(crate::mesh::read_user_tokens).transpose()?;
+    Ok(Mesh { listen, peers, auth: MeshAuth { secret, user_tokens: user_tokens.unwrap_or_default() }, tls })
 }

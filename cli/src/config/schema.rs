@@ -180,6 +180,8 @@ pub struct MeshSection {
     /// `--insecure`: no mesh secret at all.
     #[serde(default)]
     pub insecure: bool,
+    /// `--user-token-file`: names registered only with their tokens.
+    pub user_token_file: Option<PathBuf>,
     /// `--tls-cert`.
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key`.

@@ -329,7 +329,8 @@ async fn launch_role<R: Runtime>(
                 .map(|&port| SocketAddr::new(listen.ip(), port))
                 .collect();
             let tls = tls.map(|t| crate::mesh::ServerTls { identity: t.identity.clone(), peers: t.pin.clone() });
-            crate::mesh::launch_server(rt, fleet, env, (listen, peers), Some(mesh_secret.clone()), tls).await
+            let auth = crate::mesh::MeshAuth { secret: Some(mesh_secret.clone()), ..Default::default() };
+            crate::mesh::launch_server(rt, fleet, env, (listen, peers), auth, tls).await
         }
         Role::Rendezvous => crate::rendezvous::launch(rt, fleet, env, listen).await,
     }
