@@ -1422,8 +1422,10 @@ mod tests {
             MeshMsg::ClaimConflict { name: "carol".into(), holder: lower },
             // (3) a claim on bob from a lower home address, to take his messages;
             MeshMsg::Claim { name: "bob".into(), home: lower },
-            // (4) an unsolicited conflict to evict alice.
+            // (4) an unsolicited conflict to evict alice;
             MeshMsg::ClaimConflict { name: "alice".into(), holder: lower },
+            // and a takeover of alice, which a proved peer may send for a user with a token.
+            MeshMsg::Takeover { name: "alice".into(), home: lower },
         ];
         for attack in attacks {
             let conn = f.connect();
