@@ -522,6 +522,27 @@ impl<M: Machine> Tls<M> {
     }
 }
 
+/// Checks that `identity`'s certificate is one `trust` accepts both ways at `unix_secs`
+/// (seconds since 1970, UTC): as a server's for `name` (a DNS name or an IP address), and
+/// as a client's. For an identity presented in both directions (a mesh server dials its
+/// peers with the certificate it serves), so a wrong one is refused when it is loaded, in
+/// words, rather than at every peer. `Err` holds the reason.
+pub fn check_identity(trust: &Trust, identity: &TlsIdentity, name: &str, unix_secs: u64) -> Result<(), String> {
+    let (leaf, intermediates) = identity.chain.split_first().ok_or("it holds no certificate")?;
+    let server_name =
+        ServerName::try_from(name.to_owned()).map_err(|_| TlsError::ServerName(name.to_owned()).to_string())?;
+    let now = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(unix_secs));
+    let servers = trust.verifier().map_err(|e| e.to_string())?;
+    servers
+        .verify_server_cert(leaf, intermediates, &server_name, &[], now)
+        .map_err(|e| describe(&e, Side::Client).replace("the server's certificate", "it"))?;
+    let clients = trust.client_verifier(true).map_err(|e| e.to_string())?;
+    clients
+        .verify_client_cert(leaf, intermediates, now)
+        .map_err(|e| format!("as a client certificate: {}", describe(&e, Side::Server)))?;
+    Ok(())
+}
+
 /// The rustls config a server side of [`Tls`] uses: TLS 1.3, our provider, `identity`, and
 /// client certificates asked for and checked as `clients` says.
 fn server_config(identity: TlsIdentity, clients: &ClientCerts) -> Result<Arc<ServerConfig>, TlsError> {
