@@ -328,7 +328,7 @@ async fn launch_role<R: Runtime>(
                 .filter(|&&port| port != listen.port())
                 .map(|&port| SocketAddr::new(listen.ip(), port))
                 .collect();
-            let tls = tls.map(|t| crate::mesh::ServerTls { identity: t.identity.clone(), peers: t.pin.clone() });
+            let tls = tls.map(|t| crate::mesh::ServerTls { identity: t.identity.clone(), peers: t.pin.clone(), mesh_ca: None });
             crate::mesh::launch_server(rt, fleet, env, (listen, peers), Some(mesh_secret.clone()), tls).await
         }
         Role::Rendezvous => crate::rendezvous::launch(rt, fleet, env, listen).await,

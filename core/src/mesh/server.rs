@@ -51,7 +51,7 @@ use super::MeshEvent;
 use crate::auth::Secret;
 use crate::backoff::Backoff;
 use crate::id::{ConnId, ListenerId};
-use crate::machine::{CloseHow, Input, Machine, Output, OutputQueue, Refusal};
+use crate::machine::{CloseHow, Input, Machine, NetError, Output, OutputQueue, Refusal};
 use crate::time::{Clock, Deadlines, Instant};
 use crate::wire::frame::starts_with_text;
 use crate::wire::mesh::{is_valid_name, MeshMsg, ReceiptStatus, MAX_SERVERS};
@@ -758,6 +758,19 @@ impl MeshServer {
         self.peer_reachable(server, conn);
     }
 
+    /// `conn` ended for a TLS reason (the layer's reasons start `TLS: `) before it said what
+    /// it is, or as our dial. In a mesh that admits servers by certificate that is how a
+    /// server with a certificate from another CA is refused, at either end, so it is told as
+    /// a refused peer is, once per attempt.
+    fn refused_by_tls(&mut self, conn: ConnId, error: &NetError) {
+        let NetError::Other(reason) = error else { return };
+        let Some(c) = self.conns.get(&conn) else { return };
+        let before_hello = matches!(c.role, Role::Unknown | Role::PeerOut { .. });
+        if self.config.peers_by_certificate && before_hello && reason.starts_with("TLS: ") {
+            self.out.event(MeshEvent::PeerRefused { peer: c.addr, reason: reason.clone() });
+        }
+    }
+
     /// Refuses the server link on `conn`: tells the other side why, then closes.
     fn refuse_peer(&mut self, conn: ConnId, reason: &str) {
         let Some(addr) = self.conns.get(&conn).map(|c| c.addr) else { return };
@@ -1205,10 +1218,16 @@ impl Machine for MeshServer {
                 }
                 self.link_connected(server, conn);
             }
-            Input::ConnectFailed { conn, error } => self.gone(conn, &format!("connect failed: {error}")),
+            Input::ConnectFailed { conn, error } => {
+                self.refused_by_tls(conn, &error);
+                self.gone(conn, &format!("connect failed: {error}"))
+            }
             Input::Received { conn, bytes } => self.received(conn, &bytes),
             Input::ReadClosed { conn } => self.close(conn, CloseHow::Graceful, "closed by peer"),
-            Input::Closed { conn, reason } => self.gone(conn, &reason.to_string()),
+            Input::Closed { conn, reason } => {
+                self.refused_by_tls(conn, &reason);
+                self.gone(conn, &reason.to_string())
+            }
             Input::Sent { .. } | Input::Datagram { .. } | Input::Listened { .. } => {}
         }
     }
@@ -1538,6 +1557,21 @@ mod tests {
             f.drain();
             links_and_claims(&mut f, conn, Vec::new());
         }
+    }
+
+    /// A server refused at the TLS handshake (a certificate from another CA) is logged as a
+    /// refused peer, dialled or accepted; elsewhere such an end stays quiet as before.
+    #[test]
+    fn a_server_refused_by_tls_is_told_as_a_refused_peer() {
+        let reason = "TLS: the server's certificate is not signed by a trusted authority";
+        let mut f = by_certificate(None);
+        let conn = f.connect();
+        f.input(Input::Closed { conn, reason: NetError::Other(reason.into()) });
+        assert_eq!(refusal(&f), Some(reason));
+        let mut f = server();
+        let conn = f.connect();
+        f.input(Input::Closed { conn, reason: NetError::Other(reason.into()) });
+        assert_eq!(refusal(&f), None);
     }
 
     /// At a server that admits by certificate and has no secret, a hello is answered with
