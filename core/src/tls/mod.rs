@@ -532,14 +532,19 @@ pub fn check_identity(trust: &Trust, identity: &TlsIdentity, name: &str, unix_se
     let server_name =
         ServerName::try_from(name.to_owned()).map_err(|_| TlsError::ServerName(name.to_owned()).to_string())?;
     let now = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(unix_secs));
+    // The certificate is our own, so the hints for a peer's (give its CA, pin it) do not fit.
+    let refused = |error: rustls::Error| match error {
+        rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature,
+        ) => "it is signed by another authority".to_owned(),
+        other => describe(&other, Side::Client),
+    };
     let servers = trust.verifier().map_err(|e| e.to_string())?;
-    servers
-        .verify_server_cert(leaf, intermediates, &server_name, &[], now)
-        .map_err(|e| describe(&e, Side::Client).replace("the server's certificate", "it"))?;
+    servers.verify_server_cert(leaf, intermediates, &server_name, &[], now).map_err(refused)?;
     let clients = trust.client_verifier(true).map_err(|e| e.to_string())?;
     clients
         .verify_client_cert(leaf, intermediates, now)
-        .map_err(|e| format!("as a client certificate: {}", describe(&e, Side::Server)))?;
+        .map_err(|e| format!("as a client certificate: {}", refused(e)))?;
     Ok(())
 }
 

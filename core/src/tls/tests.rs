@@ -529,3 +529,17 @@ fn a_client_certificate_from_another_ca_fails_the_handshake_with_the_reason() {
     assert!(server_side.contains("client's certificate"), "{server_side}");
     assert!(pair.server.inner().log.is_empty(), "nothing reached the inner machine: {:?}", pair.server.inner().log);
 }
+
+#[test]
+fn an_identity_is_checked_against_a_ca_for_its_name_both_ways() {
+    let (ca, leaf) = ca_and_leaf("10.0.0.2", a_year_on());
+    let (_, stranger) = ca_and_leaf("10.0.0.2", a_year_on());
+    let trust = Trust::Authorities(vec![ca]);
+    let now = (DEC_2026 / 1_000_000) as u64;
+    assert_eq!(check_identity(&trust, &leaf, "10.0.0.2", now), Ok(()));
+    let wrong_name = check_identity(&trust, &leaf, "10.0.0.3", now).unwrap_err();
+    assert!(wrong_name.contains("not valid for name"), "{wrong_name}");
+    assert_eq!(check_identity(&trust, &stranger, "10.0.0.2", now), Err("it is signed by another authority".into()));
+    let expired = check_identity(&trust, &leaf, "10.0.0.2", now + 2 * 365 * 86_400).unwrap_err();
+    assert!(expired.contains("expired"), "{expired}");
+}
