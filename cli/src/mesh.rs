@@ -252,11 +252,12 @@ impl ServerTls {
             }
             return Ok(None);
         };
-        if let Some(mesh_ca) = mesh_ca {
+        // An identity was read, so there is a --tls-cert to name.
+        if let (Some(mesh_ca), Some(cert)) = (mesh_ca, cert) {
             if pin.is_some() || ca.is_some() {
                 return Err(CliError::usage("--mesh-ca says which peers to trust; drop --tls-pin and --tls-ca"));
             }
-            return Self::by_mesh_ca(identity, (mesh_ca, cert.unwrap_or(Path::new(""))), listen).map(Some);
+            return Self::by_mesh_ca(identity, (mesh_ca, cert), listen).map(Some);
         }
         let own = identity.fingerprint().ok_or_else(|| CliError::new("--tls-cert holds no certificate"))?;
         let peers = ClientTls::from_options(pin.or(Some(own)).filter(|_| ca.is_none()), ca, None)?
