@@ -205,7 +205,8 @@ pub fn default_peers(listen: SocketAddr) -> Vec<SocketAddr> {
 /// [`ServerConfig::peers_by_certificate`]).
 pub fn server(
     env: Env,
-    (listen, peers): (SocketAddr, Vec<SocketAddr>),
+    listen: SocketAddr,
+    peers: Vec<SocketAddr>,
     peer_secret: Option<Secret>,
     peers_by_certificate: bool,
 ) -> MeshServer {
@@ -312,7 +313,7 @@ pub async fn launch_server<R: Runtime>(
         }
         None => (None, None, false),
     };
-    let machine = server(env, (listen, peers), peer_secret, by_certificate);
+    let machine = server(env, listen, peers, peer_secret, by_certificate);
     let machine =
         crate::tls::wrap_on(machine, serve, dial.as_ref(), secret).map_err(|e| LaunchError::tls_refused("mesh", e))?;
     let bound = fleet.launch(rt, "mesh", machine, &[(ListenerId(0), listen)]).await?;
