@@ -18,7 +18,7 @@ use switchyard_core::mesh::tokens::UserTokens;
 use switchyard_core::mesh::MeshEvent;
 use switchyard_core::sim::{check_seeds, Cut, HostId, HostSpec, LinkConfig, NetConfig, Sim, TestId};
 use switchyard_core::time::WallClock;
-use switchyard_core::tls::{Secure, Tls, TlsDial, TlsEvent, TlsServe, TlsSettings, Trust};
+use switchyard_core::tls::{ClientCerts, Secure, Tls, TlsDial, TlsEvent, TlsServe, TlsSettings, Trust};
 use switchyard_core::wire::mesh::ReceiptStatus;
 use switchyard_core::{Env, Instant, ListenerId, Machine, Rng};
 use switchyard_tests::fixed_identity;
@@ -45,7 +45,7 @@ fn secured<M: Machine>(machine: M, secret: [u8; 32], tls: bool, serves: bool) ->
         let identity = fixed_identity("mesh");
         let pin = identity.fingerprint().expect("a certificate");
         TlsSettings {
-            serve: serves.then_some(TlsServe { identity, listeners: Secure::All, clients: None }),
+            serve: serves.then_some(TlsServe { identity, listeners: Secure::All, clients: ClientCerts::None }),
             dial: Some(TlsDial { trust: Trust::Pin(pin), server_name: None, to: Secure::All, identity: None }),
         }
     } else {

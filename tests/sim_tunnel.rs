@@ -22,7 +22,7 @@ use switchyard_core::service::line_server::LineServerConfig;
 use switchyard_core::service::time::{TimeServer, TimeService};
 use switchyard_core::sim::{check_seeds, Cut, HostId, HostSpec, LinkConfig, NetConfig, Probe, ProbeEvent, Sim, TestId};
 use switchyard_core::time::WallClock;
-use switchyard_core::tls::{Secure, Tls, TlsDial, TlsEvent, TlsServe, TlsSettings, Trust};
+use switchyard_core::tls::{ClientCerts, Secure, Tls, TlsDial, TlsEvent, TlsServe, TlsSettings, Trust};
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::local::{Entrance, LocalConfig, TunnelLocal};
 use switchyard_core::tunnel::remote::{RemoteConfig, Route, Routes, TunnelRemote};
@@ -135,7 +135,8 @@ impl Topology {
         let remote_end = move |env: Env| TunnelRemote::new(env, RemoteConfig::new(secret(), routes.clone()));
         let remote = if tls {
             sim.add_host("remote", [10, 0, 1, 2].into(), move |env, _| {
-                let serve = TlsServe { identity: fixed_identity("remote"), listeners: Secure::All, clients: None };
+                let serve =
+                    TlsServe { identity: fixed_identity("remote"), listeners: Secure::All, clients: ClientCerts::None };
                 let settings = TlsSettings { serve: Some(serve), dial: None };
                 let secret = env.secret(b"tls");
                 Tls::new(remote_end(env), settings, secret, wall()).expect("a usable identity")

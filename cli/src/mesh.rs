@@ -17,8 +17,7 @@ use switchyard_core::auth::Secret;
 use switchyard_core::mesh::client::{ClientConfig, ClientEvent, MeshClient, Selection};
 use switchyard_core::mesh::server::{MeshServer, ServerConfig, DEFAULT_PORTS};
 use switchyard_core::mesh::tokens::UserTokens;
-
-use switchyard_core::tls::{Fingerprint, Tls, TlsEvent, TlsIdentity};
+use switchyard_core::tls::{ClientCerts, Fingerprint, Secure, Tls, TlsEvent, TlsIdentity, TlsServe, Trust};
 use switchyard_core::wire::mesh::{is_valid_name, ReceiptStatus};
 use switchyard_core::{Env, Instant, ListenerId};
 
@@ -47,9 +46,8 @@ enum What {
 #[argh(
     subcommand,
     name = "server",
-    example = "switchyard mesh server\nswitchyard mesh server --listen 127.0.0.1:5002\nhead -c 32 /dev/urandom | base64 > mesh.key\nswitchyard mesh server --listen 10.0.0.2:5001 --peer 10.0.0.1:5001 --mesh-secret-file mesh.key\necho \"Alice $(head -c 18 /dev/urandom | base64)\" >> users.tokens\nswitchyard mesh server --user-token-file users.tokens",
-    note = "The server dials its peers (with no --peer: the other ports of 5001-5005 on its own IP, as the original does) and learns the rest of the mesh from them; a full mesh forms from any connected set of seeds. Users and servers share the one port. Names are unique across the mesh; with --user-token-file the names it lists are registered only with their tokens, and a login with the token takes its name over at once. With --mesh-secret-file
- (the same file on every server) a server links only with servers that prove they hold it; without one it listens on loopback only, unless --insecure. Ctrl-C stops the server (exit 0)."
+    example = "switchyard mesh server\nswitchyard mesh server --listen 127.0.0.1:5002\nhead -c 32 /dev/urandom | base64 > mesh.key\nswitchyard mesh server --listen 10.0.0.2:5001 --peer 10.0.0.1:5001 --mesh-secret-file mesh.key\nswitchyard mesh server --listen 10.0.0.2:5001 --peer 10.0.0.1:5001 --tls-cert s2/cert.pem --tls-key s2/key.pem --mesh-ca ca/cert.pem\necho \"Alice $(head -c 18 /dev/urandom | base64)\" >> users.tokens\nswitchyard mesh server --user-token-file users.tokens",
+    note = "The server dials its peers (with no --peer: the other ports of 5001-5005 on its own IP, as the original does) and learns the rest of the mesh from them; a full mesh forms from any connected set of seeds. Users and servers share the one port. Names are unique across the mesh; with --user-token-file the names it lists are registered only with their tokens, and a login with the token takes its name over at once. With --mesh-secret-file (the same file on every server) a server links only with servers that prove they hold it; with --mesh-ca, only with servers holding a certificate that CA issued (users need none; with both, either admits); without either it listens on loopback only, unless --insecure. Ctrl-C stops the server (exit 0)."
 )]
 pub struct ServerCmd {
     /// address to listen on and to be known by in the mesh (default 127.0.0.1:5001)
@@ -72,8 +70,9 @@ pub struct ServerCmd {
     #[argh(option)]
     user_token_file: Option<PathBuf>,
 
-    /// listen beyond loopback without --mesh-secret-file: any process that reaches the port
-    /// may then join the mesh as a server and forge, veto or take users' messages
+    /// listen beyond loopback without --mesh-secret-file or --mesh-ca: any process that
+    /// reaches the port may then join the mesh as a server and forge, veto or take users'
+    /// messages
     #[argh(switch)]
     insecure: bool,
 
@@ -95,6 +94,15 @@ pub struct ServerCmd {
     /// peer's IP address
     #[argh(option)]
     tls_ca: Option<PathBuf>,
+
+    /// with --tls-cert and --tls-key issued by it for --listen's IP (`switchyard cert --ca`,
+    /// then `--issuer`): the mesh CA, a PEM file. Servers link only with servers holding a
+    /// certificate it issued (or proving --mesh-secret-file, if given too): peers are
+    /// dialled presenting --tls-cert and trusting only this CA, and a server that connects
+    /// without such a certificate is refused; users need none. Replaces --tls-pin/--tls-ca,
+    /// and lets the server listen beyond loopback without a secret
+    #[argh(option)]
+    mesh_ca: Option<PathBuf>,
 
     /// serve Prometheus metrics at http://ADDR/metrics: users, peers, messages delivered,
     /// forwarded and deduplicated, the dedup cache (see the README's Metrics section)
@@ -234,7 +242,15 @@ pub fn read_user_tokens(path: &Path) -> Result<UserTokens, CliError> {
 /// A mesh server on `listen` that dials `peers`, as `mesh server` and `up` run it: a
 /// `telnet` user who reaches its port is told how to talk to it and where the text
 /// services are.
-pub fn server(env: Env, listen: SocketAddr, peers: Vec<SocketAddr>, auth: MeshAuth) -> MeshServer {
+/// `peers_by_certificate`: admit peers by a certificate from the mesh CA (see
+/// [`ServerConfig::peers_by_certificate`]).
+pub fn server(
+    env: Env,
+    listen: SocketAddr,
+    peers: Vec<SocketAddr>,
+    auth: MeshAuth,
+    peers_by_certificate: bool,
+) -> MeshServer {
     let text_client_reply = format!(
         "error: {listen} is a Switchyard mesh server: it speaks binary frames (docs/PROTOCOL.md section 4), \
          not text. Chat through it with `switchyard mesh chat --server {listen} --user NAME`; \
@@ -244,6 +260,7 @@ pub fn server(env: Env, listen: SocketAddr, peers: Vec<SocketAddr>, auth: MeshAu
         text_client_reply,
         peer_secret: auth.secret,
         user_tokens: auth.user_tokens,
+        peers_by_certificate,
         ..ServerConfig::new(listen, peers)
     };
     MeshServer::new(env, Instant::ZERO, config)
@@ -256,26 +273,67 @@ pub struct ServerTls {
     pub identity: TlsIdentity,
     /// Its peers' certificates.
     pub peers: ClientTls,
+    /// The mesh CA (`--mesh-ca`): servers whose client certificate it issued are admitted
+    /// as peers, and the port asks every client for an optional certificate from it.
+    pub mesh_ca: Option<Trust>,
 }
 
 impl ServerTls {
     /// From `mesh server`'s options: none without `--tls-cert`; peers trusted by
-    /// `--tls-pin`/`--tls-ca`, or else by the fingerprint of its own certificate (one
-    /// certificate shared by every server of the mesh).
+    /// `--mesh-ca` (which `listen`'s IP must hold a certificate of), or `--tls-pin`/`--tls-ca`,
+    /// or else by the fingerprint of its own certificate (one certificate shared by every
+    /// server of the mesh).
     pub fn from_options(
         (cert, key): (Option<&Path>, Option<&Path>),
         (pin, ca): (Option<Fingerprint>, Option<&Path>),
+        (mesh_ca, listen): (Option<&Path>, SocketAddr),
     ) -> Result<Option<ServerTls>, CliError> {
         let Some(identity) = crate::tls::server_identity(cert, key)? else {
+            if mesh_ca.is_some() {
+                return Err(CliError::usage(
+                    "--mesh-ca needs --tls-cert and --tls-key: a certificate the CA issued for this server's IP (switchyard cert --issuer)",
+                ));
+            }
             if pin.is_some() || ca.is_some() {
                 return Err(CliError::usage("--tls-pin and --tls-ca (for peers) need --tls-cert and --tls-key"));
             }
             return Ok(None);
         };
+        // An identity was read, so there is a --tls-cert to name.
+        if let (Some(mesh_ca), Some(cert)) = (mesh_ca, cert) {
+            if pin.is_some() || ca.is_some() {
+                return Err(CliError::usage("--mesh-ca says which peers to trust; drop --tls-pin and --tls-ca"));
+            }
+            return Self::by_mesh_ca(identity, (mesh_ca, cert), listen).map(Some);
+        }
         let own = identity.fingerprint().ok_or_else(|| CliError::new("--tls-cert holds no certificate"))?;
         let peers = ClientTls::from_options(pin.or(Some(own)).filter(|_| ca.is_none()), ca, None)?
             .expect("a pin or a CA is given");
-        Ok(Some(ServerTls { identity, peers }))
+        Ok(Some(ServerTls { identity, peers, mesh_ca: None }))
+    }
+
+    /// A server of a mesh CA's: its own certificate must be one the CA issued for
+    /// `listen`'s IP, both ways (peers check it as a server's and as a client's), since
+    /// every peer would refuse it otherwise.
+    fn by_mesh_ca(identity: TlsIdentity, (ca, cert): (&Path, &Path), listen: SocketAddr) -> Result<ServerTls, CliError> {
+        let authorities = crate::tls::load_certificates(ca, "--mesh-ca")?;
+        if !authorities.iter().all(|c| crate::cert::is_ca(c)) {
+            let ca = ca.display();
+            return Err(CliError::new(format!("--mesh-ca {ca}: not a CA certificate (make one with switchyard cert --ca)")));
+        }
+        let trust = Trust::Authorities(authorities);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        switchyard_core::tls::check_identity(&trust, &identity, &listen.ip().to_string(), now).map_err(|why| {
+            CliError::new(format!(
+                "--tls-cert {}: not a certificate the mesh CA {} issued for {} ({why}); issue one with `switchyard cert --name {} --issuer DIR`",
+                cert.display(),
+                ca.display(),
+                listen.ip(),
+                listen.ip()
+            ))
+        })?;
+        let peers = ClientTls { trust: trust.clone(), server_name: None, identity: Some(identity.clone()), only: None };
+        Ok(ServerTls { identity, peers, mesh_ca: Some(trust) })
     }
 }
 
@@ -291,27 +349,37 @@ pub async fn launch_server<R: Runtime>(
     tls: Option<ServerTls>,
 ) -> Result<SocketAddr, LaunchError> {
     let secret = env.secret(b"tls");
-    let (identity, dial) = match tls {
-        Some(tls) => (Some(tls.identity), Some(tls.peers)),
-        None => (None, None),
+    let (serve, dial, by_certificate) = match tls {
+        Some(tls) => {
+            let by_certificate = tls.mesh_ca.is_some();
+            // Users present no certificate; servers of the mesh CA do, and are admitted by it.
+            let clients = tls.mesh_ca.map_or(ClientCerts::None, ClientCerts::Optional);
+            (Some(TlsServe { identity: tls.identity, listeners: Secure::All, clients }), Some(tls.peers), by_certificate)
+        }
+        None => (None, None, false),
     };
-    let machine = crate::tls::wrap(server(env, listen, peers, auth), identity, dial.as_ref(), secret)
-        .map_err(|e| LaunchError::tls_refused("mesh", e))?;
+    let machine = server(env, listen, peers, auth, by_certificate);
+    let machine =
+        crate::tls::wrap_on(machine, serve, dial.as_ref(), secret).map_err(|e| LaunchError::tls_refused("mesh", e))?;
     let bound = fleet.launch(rt, "mesh", machine, &[(ListenerId(0), listen)]).await?;
     Ok(bound[&ListenerId(0)])
 }
 
 impl ServerCmd {
-    /// The mesh secret from `--mesh-secret-file`; without one, the server must listen on
-    /// loopback or be told `--insecure`, since anyone who reaches it could join the mesh.
+    /// The mesh secret from `--mesh-secret-file`; without one (or a mesh CA, which
+    /// authenticates servers too), the server must listen on loopback or be told
+    /// `--insecure`, since anyone who reaches it could join the mesh.
     fn peer_secret(&self) -> Result<Option<Secret>, CliError> {
+        let by_ca = self.mesh_ca.is_some();
         match (&self.mesh_secret_file, self.insecure) {
             (Some(_), true) => Err(CliError::usage("--insecure is for a server without --mesh-secret-file; drop one")),
+            (None, true) if by_ca => Err(CliError::usage("--insecure is for a server without --mesh-ca; drop one")),
             (Some(path), false) => crate::tunnel::spec::read_secret(path).map(Some),
-            (None, false) if !self.listen.ip().is_loopback() => Err(CliError::usage(format!(
+            (None, false) if !by_ca && !self.listen.ip().is_loopback() => Err(CliError::usage(format!(
                 "a mesh server on {} without --mesh-secret-file would let anyone who reaches it join the mesh \
                  as a server and forge, veto or take users' messages. Give every server the same secret file \
                  (`head -c 32 /dev/urandom | base64 > mesh.key`, then --mesh-secret-file mesh.key), \
+                 or certificates from one CA (--mesh-ca, see `switchyard cert --ca`), \
                  or --insecure to run it open anyway",
                 self.listen
             ))),
@@ -320,11 +388,12 @@ impl ServerCmd {
     }
 
     async fn run<R: Runtime>(self, rt: R, mut env: Env) -> Result<ExitCode, CliError> {
+        let secret = self.peer_secret()?;
         let tls = ServerTls::from_options(
             (self.tls_cert.as_deref(), self.tls_key.as_deref()),
             (self.tls_pin, self.tls_ca.as_deref()),
+            (self.mesh_ca.as_deref(), self.listen),
         )?;
-        let secret = self.peer_secret()?;
         let user_tokens = self.user_token_file.as_deref().map(read_user_tokens).transpose()?.unwrap_or_default();
         let auth = MeshAuth { secret, user_tokens };
         let peers = if self.peer.is_empty() { default_peers(self.listen) } else { self.peer };
@@ -348,8 +417,14 @@ pub async fn start_server<R: Runtime>(
     tls: Option<ServerTls>,
 ) -> Result<String, CliError> {
     let over = if tls.is_some() { " (TLS)" } else { "" };
-    let who = if auth.secret.is_some() { "servers that prove the mesh secret" } else { "any server (no mesh secret)" };
-    if auth.secret.is_none() && !listen.ip().is_loopback() {
+    let by_ca = tls.as_ref().is_some_and(|t| t.mesh_ca.is_some());
+    let who = match (auth.secret.is_some(), by_ca) {
+        (true, true) => "servers that prove the mesh secret or have a certificate from the mesh CA",
+        (true, false) => "servers that prove the mesh secret",
+        (false, true) => "servers with a certificate from the mesh CA",
+        (false, false) => "any server (no mesh secret)",
+    };
+    if auth.secret.is_none() && !by_ca && !listen.ip().is_loopback() {
         tracing::warn!("no mesh secret: any process that reaches {listen} may join the mesh as a server");
     }
     let tokens = match auth.user_tokens.len() {

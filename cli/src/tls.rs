@@ -146,7 +146,11 @@ pub fn wrap<M: Machine>(
     client: Option<&ClientTls>,
     secret: [u8; 32],
 ) -> Result<Tls<M>, TlsError> {
-    let serve = identity.map(|identity| TlsServe { identity, listeners: Secure::All, clients: None });
+    let serve = identity.map(|identity| TlsServe {
+        identity,
+        listeners: Secure::All,
+        clients: switchyard_core::tls::ClientCerts::None,
+    });
     wrap_on(machine, serve, client, secret)
 }
 

@@ -254,3 +254,31 @@ fn a_config_runs_both_ends_of_a_reverse_tunnel() {
     visitor.send(b"John\n");
     assert_eq!(visitor.line(), "Hello Good morning !!!! ::: John");
 }
+
+/// `mesh_ca` in a `[[mesh_server]]` is `--mesh-ca`: such servers share no secret drawn for
+/// the run, so they may peer with servers outside the file, and their own certificates are
+/// checked against the CA by `config check` as at start.
+#[test]
+fn mesh_servers_of_a_config_file_may_be_admitted_by_a_mesh_ca() {
+    let dir = TempDir::new("config-mesh-ca");
+    let cert = |args: &[&str]| assert!(run(&[&["cert"][..], args].concat(), b"").status.success());
+    cert(&["--ca", "--out", &dir.file("ca")]);
+    cert(&["--name", "127.0.0.143", "--issuer", &dir.file("ca"), "--out", &dir.file("s1")]);
+    cert(&["--name", "127.0.0.143", "--out", &dir.file("self")]);
+    let section = |name: &str| {
+        format!(
+            "[[mesh_server]]\nlisten = \"127.0.0.143:5001\"\npeers = [\"127.0.0.143:5009\"]\n\
+             tls_cert = \"{name}/cert.pem\"\ntls_key = \"{name}/key.pem\"\nmesh_ca = \"ca/cert.pem\"\n"
+        )
+    };
+    let good = dir.file("good.toml");
+    std::fs::write(&good, section("s1")).unwrap();
+    let (code, stdout, stderr) = check(&good);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, format!("{good}: ok: 1 mesh server\n"));
+    let bad = dir.file("bad.toml");
+    std::fs::write(&bad, section("self")).unwrap();
+    let (code, _, stderr) = check(&bad);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("not a certificate the mesh CA") && stderr.contains("issued for 127.0.0.143"), "{stderr}");
+}

@@ -240,6 +240,71 @@ fn a_user_with_its_token_takes_its_name_back_and_no_one_else_gets_it() {
     }
 }
 
+/// `switchyard cert` into `dir/out` with `args`; returns what it printed.
+fn cert_in(dir: &support::TempDir, out: &str, args: &[&str]) -> String {
+    let out_dir = dir.file(out);
+    let made = run(&[&["cert", "--out", &out_dir][..], args].concat(), b"");
+    assert!(made.status.success(), "{made:?}");
+    text(&made.stdout)
+}
+
+/// A mesh CA in `dir/ca`, certificates it issued for `ip` in `dir/s1` and `dir/s2`, and a
+/// self-signed one for `ip` in `dir/s3`: returns the fingerprint of s1's.
+fn mesh_certificates(dir: &support::TempDir, ip: &str) -> String {
+    cert_in(dir, "ca", &["--ca", "--name", "Test mesh CA"]);
+    let issuer = dir.file("ca");
+    let s1 = cert_in(dir, "s1", &["--name", ip, "--issuer", &issuer]);
+    cert_in(dir, "s2", &["--name", ip, "--issuer", &issuer]);
+    cert_in(dir, "s3", &["--name", ip]);
+    s1.lines().find_map(|l| l.strip_prefix("fingerprint ")).expect("a fingerprint").to_owned()
+}
+
+/// `--mesh-ca`: two servers with certificates the mesh CA issued link over TLS (each
+/// checking the other's certificate, as a server's and as a client's) and carry a message
+/// between users on different servers; a third, with a self-signed certificate that pins
+/// the first server's, speaks TLS to it but has no certificate from the CA to present: it
+/// is refused on both ends with one clear line; so is a fourth, whose certificate is from
+/// another CA of the same name, at the TLS handshake. The others carry on.
+#[test]
+fn only_servers_with_a_certificate_from_the_mesh_ca_join() {
+    let (s1, s2, s3, s4) = ("127.0.0.126:5001", "127.0.0.126:5002", "127.0.0.126:5003", "127.0.0.126:5004");
+    let dir = support::TempDir::new("mesh-ca");
+    let s1_pin = mesh_certificates(&dir, "127.0.0.126");
+    cert_in(&dir, "rogue", &["--ca", "--name", "Test mesh CA"]);
+    cert_in(&dir, "s4", &["--name", "127.0.0.126", "--issuer", &dir.file("rogue")]);
+    let ca = dir.file("ca/cert.pem");
+    let start = |listen: &str, peer: &str, name: &str, trust: &[&str]| {
+        let (cert, key) = (dir.file(&format!("{name}/cert.pem")), dir.file(&format!("{name}/key.pem")));
+        let base = ["mesh", "server", "--listen", listen, "--peer", peer, "--tls-cert", &cert, "--tls-key", &key];
+        Proc::start(&[&base[..], trust].concat())
+    };
+    let mut servers = [start(s1, s2, "s1", &["--mesh-ca", &ca]), start(s2, s1, "s2", &["--mesh-ca", &ca])];
+    servers[0].wait_for_log(&format!(
+        "mesh server (TLS) listening on {s1}; dialling {s2}; linking with servers with a certificate from the mesh CA"
+    ));
+    servers[1].wait_for_log(&format!("linked to server {s1}"));
+
+    let refused = "this mesh admits servers by a certificate from its CA (--mesh-ca): connect with one";
+    let mut stranger = start(s3, s1, "s3", &["--tls-pin", &s1_pin]);
+    stranger.wait_for_log(&format!("server link with {s1} closed: it refused us: {refused}"));
+    servers[0].wait_for_log(&format!("closed: we refused it: {refused}"));
+    let mut rogue = start(s4, s1, "s4", &["--mesh-ca", &dir.file("rogue/cert.pem")]);
+    rogue.wait_for_log(&format!(
+        "server link with {s1} closed: TLS: the server's certificate is not signed by a trusted authority"
+    ));
+    servers[0].wait_for_log("closed: TLS: the peer refused our certificate");
+
+    let mut bob = Proc::start_interactive(&["mesh", "chat", "--server", s2, "--user", "Bob", "--tls-ca", &ca]);
+    bob.wait_for_stdout(&format!("Connected to {s2}"));
+    let out = run(&["mesh", "chat", "--server", s1, "--user", "Alice", "--tls-ca", &ca], b"Bob hello\n");
+    assert!(text(&out.stdout).contains("delivered to Bob\n"), "{out:?}");
+    assert_eq!(bob.wait_for_stdout("Alice:"), "Alice: hello");
+    assert!(bob.close_and_wait().success());
+    for server in servers.iter_mut().chain([&mut stranger, &mut rogue]) {
+        assert!(server.interrupt().success());
+    }
+}
+
 #[test]
 fn a_token_file_that_does_not_read_is_refused_with_its_line() {
     let short = support::TempFile::new("mesh-tokens-short", "# users\nAlice short\n");
@@ -261,4 +326,44 @@ fn a_token_file_that_does_not_read_is_refused_with_its_line() {
             "cannot read token file /nonexistent/tokens",
         ),
     ]);
+}
+
+/// `--mesh-ca` is checked at start: it needs the server's own certificate, issued by that
+/// CA for the listen IP, and takes the place of --insecure and of --tls-pin/--tls-ca.
+#[test]
+fn a_mesh_ca_needs_a_certificate_it_issued_for_the_listen_address() {
+    let dir = support::TempDir::new("mesh-ca-flags");
+    mesh_certificates(&dir, "127.0.0.127");
+    let (ca, files) = (dir.file("ca/cert.pem"), |name: &str| {
+        [dir.file(&format!("{name}/cert.pem")), dir.file(&format!("{name}/key.pem"))]
+    });
+    let ([s1_cert, s1_key], [s3_cert, s3_key]) = (files("s1"), files("s3"));
+    let server = |listen: &'static str, cert: &str, key: &str| -> Vec<String> {
+        ["mesh", "server", "--listen", listen, "--tls-cert", cert, "--tls-key", key, "--mesh-ca", &ca]
+            .map(String::from)
+            .to_vec()
+    };
+    let self_signed = server("127.0.0.127:5001", &s3_cert, &s3_key);
+    let other_ip = server("127.0.0.128:5001", &s1_cert, &s1_key);
+    let mut insecure = server("192.0.2.1:5001", &s1_cert, &s1_key);
+    insecure.push("--insecure".into());
+    let leaf_as_ca: Vec<String> = ["mesh", "server", "--listen", "127.0.0.127:5001", "--tls-cert", &s1_cert]
+        .into_iter()
+        .chain(["--tls-key", &s1_key, "--mesh-ca", &s1_cert])
+        .map(String::from)
+        .collect();
+    let mut pinned = server("127.0.0.127:5001", &s1_cert, &s1_key);
+    pinned.extend(["--tls-ca".into(), ca.clone()]);
+    support::assert_refused(&[
+        (&strs(&self_signed), 1, "not a certificate the mesh CA"),
+        (&strs(&other_ip), 1, "issued for 127.0.0.128"),
+        (&strs(&insecure), 2, "--insecure is for a server without --mesh-ca"),
+        (&strs(&pinned), 2, "--mesh-ca says which peers to trust"),
+        (&["mesh", "server", "--mesh-ca", &ca], 2, "--mesh-ca needs --tls-cert and --tls-key"),
+        (&strs(&leaf_as_ca), 1, "not a CA certificate"),
+    ]);
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }

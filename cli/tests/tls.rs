@@ -288,3 +288,35 @@ fn mesh_servers_link_and_users_chat_over_tls_and_plaintext_clients_are_told() {
     assert!(said.contains("the server speaks TLS: give this end --tls-pin or --tls-ca"), "{said}");
     assert!(bob.close_and_wait().success());
 }
+
+/// `cert --ca` makes a CA and `cert --issuer` a certificate it signed, for serving and for
+/// presenting as a client: OpenSSL verifies the chain for both purposes, and an existing
+/// file is still kept unless --force.
+#[test]
+fn cert_issues_certificates_from_a_ca_of_its_own() {
+    let dir = TempDir::new("cert-ca");
+    let (ca_dir, leaf_dir) = (dir.file("ca"), dir.file("leaf"));
+    let made = run(&["cert", "--ca", "--name", "Test CA", "--out", &ca_dir], b"");
+    assert!(made.status.success(), "{made:?}");
+    assert!(text(&made.stdout).contains("--mesh-ca"), "says where the CA goes: {made:?}");
+    let issued = run(&["cert", "--name", "127.0.0.1", "--issuer", &ca_dir, "--out", &leaf_dir], b"");
+    let said = text(&issued.stdout);
+    assert!(issued.status.success(), "{issued:?}");
+    assert!(said.contains("issued by \"Test CA\"") && said.contains("--mesh-ca"), "{said}");
+    let (ca, leaf) = (dir.file("ca/cert.pem"), dir.file("leaf/cert.pem"));
+    for purpose in ["sslserver", "sslclient"] {
+        let out = Command::new("openssl")
+            .args(["verify", "-purpose", purpose, "-verify_ip", "127.0.0.1", "-CAfile", &ca, &leaf])
+            .output()
+            .expect("openssl");
+        assert!(out.status.success() && text(&out.stdout).contains(": OK"), "{purpose}: {out:?}");
+    }
+    let again = run(&["cert", "--name", "127.0.0.1", "--issuer", &ca_dir, "--out", &leaf_dir], b"");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again.stderr).contains("exists; pass --force to replace it"), "{again:?}");
+    let forced = run(&["cert", "--name", "127.0.0.1", "--issuer", &ca_dir, "--out", &leaf_dir, "--force"], b"");
+    assert!(forced.status.success(), "{forced:?}");
+    // A self-signed certificate is no issuer.
+    let not_a_ca = run(&["cert", "--name", "x", "--issuer", &leaf_dir, "--out", &dir.file("x")], b"");
+    assert_eq!(not_a_ca.status.code(), Some(1), "{not_a_ca:?}");
+}

@@ -52,9 +52,14 @@
 //!    connections it already accepted carry on, and a connection the driver accepted but
 //!    had not yet handed over is dropped (until the id is opened again, when it would go
 //!    to the new listener: hence fresh ids).
+//! 8. **Certified clients.** Under the [`Tls`](crate::tls::Tls) layer, a connection whose
+//!    client presented a certificate the server trusts is reported by
+//!    [`Machine::peer_certified`] once, after its handshake and before its first
+//!    `Received`; drivers never call it themselves.
 
 use crate::id::{ConnId, ListenerId, SocketId};
 use crate::time::Instant;
+use crate::tls::Fingerprint;
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
 
@@ -292,6 +297,18 @@ pub trait Machine {
         let _ = (now, unix_micros);
     }
 
+    /// The client on `conn`, a connection this machine accepted, proved with its TLS
+    /// handshake that it holds a certificate the server's trust accepts (one with this
+    /// SHA-256 `fingerprint`): the [`Tls`](crate::tls::Tls) layer calls it once the
+    /// handshake is done, before any of the connection's plaintext reaches this machine,
+    /// on listeners that take client certificates ([`ClientCerts`](crate::tls::ClientCerts)).
+    /// A machine that admits some clients by certificate (a mesh server that links with
+    /// servers holding a certificate from its mesh CA) marks the connection; by default it
+    /// is ignored. Wrappers forward it. Drain outputs after it like after any other call.
+    fn peer_certified(&mut self, now: Instant, conn: ConnId, fingerprint: Fingerprint) {
+        let _ = (now, conn, fingerprint);
+    }
+
     /// The next thing to do. Call until `None` after every mutating call.
     fn poll_output(&mut self) -> Option<Output<Self::Event>>;
 
@@ -316,6 +333,9 @@ impl<M: Machine + ?Sized> Machine for Box<M> {
     }
     fn handle_wall_clock(&mut self, now: Instant, unix_micros: i128) {
         (**self).handle_wall_clock(now, unix_micros)
+    }
+    fn peer_certified(&mut self, now: Instant, conn: ConnId, fingerprint: Fingerprint) {
+        (**self).peer_certified(now, conn, fingerprint)
     }
     fn poll_output(&mut self) -> Option<Output<Self::Event>> {
         (**self).poll_output()
@@ -357,6 +377,11 @@ impl<M: Machine> Machine for Option<M> {
     fn handle_wall_clock(&mut self, now: Instant, unix_micros: i128) {
         if let Some(m) = self {
             m.handle_wall_clock(now, unix_micros);
+        }
+    }
+    fn peer_certified(&mut self, now: Instant, conn: ConnId, fingerprint: Fingerprint) {
+        if let Some(m) = self {
+            m.peer_certified(now, conn, fingerprint);
         }
     }
     fn poll_output(&mut self) -> Option<Output<Self::Event>> {

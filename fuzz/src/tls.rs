@@ -25,7 +25,8 @@ use switchyard_core::service::echo::{EchoConfig, EchoServer};
 use switchyard_core::service::line_client::{LineClient, LineClientConfig, LineClientEvent};
 use switchyard_core::time::WallClock;
 use switchyard_core::tls::{
-    CertificateDer, PrivateKeyDer, Secure, Tls, TlsDial, TlsEvent, TlsIdentity, TlsServe, TlsSettings, Trust,
+    CertificateDer, ClientCerts, PrivateKeyDer, Secure, Tls, TlsDial, TlsEvent, TlsIdentity, TlsServe, TlsSettings,
+    Trust,
 };
 use switchyard_core::tunnel::remote::{RemoteConfig, Routes, TunnelRemote};
 use switchyard_core::{ConnId, Env, Instant, ListenerId, NetError};
@@ -214,7 +215,7 @@ pub fn fuzz_tls_mesh_server(data: &[u8]) -> Reached {
 fn run<S: Served>(data: &[u8]) -> Reached {
     let mut s = Script::new(data);
     let settings = TlsSettings {
-        serve: Some(TlsServe { identity: identity(), listeners: Secure::All, clients: None }),
+        serve: Some(TlsServe { identity: identity(), listeners: Secure::All, clients: ClientCerts::None }),
         dial: Some(dial()),
     };
     let seed = s.u8();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant as WallInstant};
 use switchyard_core::service::echo::{EchoConfig, EchoServer};
 use switchyard_core::service::line_client::{LineClient, LineClientConfig};
 use switchyard_core::time::WallClock;
-use switchyard_core::tls::{Secure, Tls, TlsDial, TlsEvent, TlsServe, TlsSettings, Trust};
+use switchyard_core::tls::{ClientCerts, Secure, Tls, TlsDial, TlsEvent, TlsServe, TlsSettings, Trust};
 use switchyard_core::{Env, Input, Instant, ListenerId, Machine, Output};
 
 /// p50 and p99 of `count` handshakes (after 20 not counted), each with fresh machines.
@@ -22,7 +22,7 @@ pub fn measure(count: usize, env: &mut Env) -> Result<(Duration, Duration), CliE
     let wall = WallClock::utc(switchyard_adapters::unix_micros_now(), Instant::ZERO);
     let mut times = Vec::with_capacity(count);
     for round in 0..count + 20 {
-        let serve = TlsServe { identity: made.identity.clone(), listeners: Secure::All, clients: None };
+        let serve = TlsServe { identity: made.identity.clone(), listeners: Secure::All, clients: ClientCerts::None };
         let dial = TlsDial { trust: Trust::Pin(made.fingerprint), server_name: None, to: Secure::All, identity: None };
         let (mut server_env, mut client_env) = (env.child(2 * round as u16), env.child(2 * round as u16 + 1));
         let started = WallInstant::now();

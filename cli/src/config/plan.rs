@@ -215,7 +215,7 @@ impl Plan {
         let shared_meshes: Vec<SocketAddr> = parsed
             .mesh_server
             .iter()
-            .filter(|m| m.get_ref().mesh_secret_file.is_none() && !m.get_ref().insecure)
+            .filter(|m| shares_the_run_secret(m.get_ref()))
             .map(|m| mesh_listen(m.get_ref()))
             .collect();
         let mut meshes = Vec::new();
@@ -415,6 +415,12 @@ fn service(s: &ServiceSection, file: &impl Fn(&Option<PathBuf>) -> Option<PathBu
     Ok(Service { kind, limits, listen: s.listen.unwrap_or(crate::addr::loopback(port)), tls })
 }
 
+/// True for a `[[mesh_server]]` that authenticates its peers with the secret drawn for the
+/// run: one with no secret file of its own, no mesh CA, and not `insecure`.
+fn shares_the_run_secret(m: &MeshSection) -> bool {
+    m.mesh_secret_file.is_none() && m.mesh_ca.is_none() && !m.insecure
+}
+
 /// A `[[mesh_server]]`, checked: servers without a secret file (and not `insecure`) share
 /// `shared_secret`, so each of their peers must be one of them (`shared`).
 fn mesh(
@@ -426,9 +432,12 @@ fn mesh(
     let peers = m.peers.as_ref().map_or_else(|| crate::mesh::default_peers(listen), |p| p.get_ref().clone());
     let secret = match (file(&m.mesh_secret_file), m.insecure) {
         (Some(_), true) => return Err(CliError::new("insecure is for a server without mesh_secret_file; drop one")),
+        (None, true) if m.mesh_ca.is_some() => {
+            return Err(CliError::new("insecure is for a server without mesh_ca; drop one"))
+        }
         (Some(path), false) => Some(read_secret(&path)?),
-        (None, true) => None,
-        (None, false) => {
+        (None, _) if !shares_the_run_secret(m) => None,
+        (None, _) => {
             if let Some(stranger) = peers.iter().find(|&&peer| !shared.iter().any(|&l| reaches(l, peer))) {
                 return Err(CliError::new(format!(
                     "peer {stranger} is not a [[mesh_server]] of this file, and servers without mesh_secret_file share a secret only among themselves: give every server of the mesh the same mesh_secret_file"
@@ -440,6 +449,7 @@ fn mesh(
     let tls = ServerTls::from_options(
         (file(&m.tls_cert).as_deref(), file(&m.tls_key).as_deref()),
         (m.tls_pin, file(&m.tls_ca).as_deref()),
+        (file(&m.mesh_ca).as_deref(), listen),
     )?;
     let user_tokens = file(&m.user_token_file).as_deref().map(crate::mesh::read_user_tokens).transpose()?;
     Ok(Mesh { listen, peers, auth: MeshAuth { secret, user_tokens: user_tokens.unwrap_or_default() }, tls })

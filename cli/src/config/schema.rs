@@ -191,6 +191,9 @@ pub struct MeshSection {
     pub tls_pin: Option<Fingerprint>,
     /// `--tls-ca` (for the peers).
     pub tls_ca: Option<PathBuf>,
+    /// `--mesh-ca`: admit servers by a certificate from this CA; without
+    /// `mesh_secret_file`, the server then shares no secret drawn for the run.
+    pub mesh_ca: Option<PathBuf>,
 }
 
 /// `[[rendezvous]]`: `switchyard rendezvous`.

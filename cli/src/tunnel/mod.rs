@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use switchyard_adapters::{Handle, Runtime, Stopped};
-use switchyard_core::tls::{Secure, Tls, TlsEvent, TlsIdentity, TlsServe, Trust};
+use switchyard_core::tls::{ClientCerts, Secure, Tls, TlsEvent, TlsIdentity, TlsServe, Trust};
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::local::{LocalConfig, TunnelLocal};
 use switchyard_core::tunnel::remote::{PublishConfig, RemoteConfig, Route, Routes, TunnelRemote};
@@ -584,7 +584,7 @@ pub async fn launch_local<R: Runtime>(
                 let serve = entrance.clone().map(|identity| TlsServe {
                     identity,
                     listeners: entrance_only.clone(),
-                    clients: None,
+                    clients: ClientCerts::None,
                 });
                 crate::tls::wrap_on(machine, serve, tls.as_ref(), secret).map_err(|e| LaunchError::tls_refused(name, e))
             });
@@ -653,6 +653,7 @@ pub async fn launch_remote<R: Runtime>(
             // Carriers only: visitors of published ports (listeners the machine opens) stay
             // plain, as the services they reach are.
             let carriers = Secure::Only(vec![ListenerId(0)]);
+            let clients = clients.map_or(ClientCerts::None, ClientCerts::Required);
             let serve = identity.map(|identity| TlsServe { identity, listeners: carriers, clients });
             let wrapped = machines.map(|(machine, secret)| {
                 crate::tls::wrap_on(machine, serve.clone(), targets.as_ref(), secret)

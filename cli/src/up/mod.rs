@@ -328,7 +328,7 @@ async fn launch_role<R: Runtime>(
                 .filter(|&&port| port != listen.port())
                 .map(|&port| SocketAddr::new(listen.ip(), port))
                 .collect();
-            let tls = tls.map(|t| crate::mesh::ServerTls { identity: t.identity.clone(), peers: t.pin.clone() });
+            let tls = tls.map(|t| crate::mesh::ServerTls { identity: t.identity.clone(), peers: t.pin.clone(), mesh_ca: None });
             let auth = crate::mesh::MeshAuth { secret: Some(mesh_secret.clone()), ..Default::default() };
             crate::mesh::launch_server(rt, fleet, env, (listen, peers), auth, tls).await
         }

@@ -9,6 +9,12 @@
 //! link when it is up, else on the peer's inbound link; replies go back where the request
 //! came from.
 //!
+//! **Peers.** With a mesh secret ([`ServerConfig::peer_secret`]), a server links only
+//! with servers that prove they hold it (`mesh::peer_auth`); with
+//! [`ServerConfig::peers_by_certificate`], with those whose TLS client certificate is from
+//! the mesh CA ([`Machine::peer_certified`]); with both, either admits. Any other server
+//! is refused with `PeerRefused` and the reason.
+//!
 //! **Users.** `Register` at one server sends `Claim` to every linked peer; the user is
 //! registered once every peer has answered `ClaimOk` (or `claim_timeout` passed: an
 //! unreachable peer cannot veto). A `ClaimConflict` refuses it. Two servers claiming the
@@ -52,7 +58,7 @@ use super::MeshEvent;
 use crate::auth::Secret;
 use crate::backoff::Backoff;
 use crate::id::{ConnId, ListenerId};
-use crate::machine::{CloseHow, Input, Machine, Output, OutputQueue, Refusal};
+use crate::machine::{CloseHow, Input, Machine, NetError, Output, OutputQueue, Refusal};
 use crate::time::{Clock, Deadlines, Instant};
 use crate::wire::frame::starts_with_text;
 use crate::wire::mesh::{is_valid_name, MeshMsg, ReceiptStatus, MAX_SERVERS};
@@ -120,7 +126,18 @@ pub struct ServerConfig {
     /// Names that only the holder of their token may register (`--user-token-file`, the
     /// same on every server); empty: every name is first come, first served.
     pub user_tokens: UserTokens,
+    /// Admit servers by a certificate from the mesh CA: a connection whose TLS client
+    /// certificate the [`Tls`](crate::tls::Tls) layer verified against the mesh CA
+    /// ([`Machine::peer_certified`], from [`ClientCerts::Optional`](crate::tls::ClientCerts))
+    /// may announce itself without the secret's exchange, and any other `Announce` (or,
+    /// without a secret, `PeerHello`) is refused. For the dialling side, the embedder dials
+    /// peers over TLS trusting only the mesh CA and presenting this server's certificate
+    /// (`mesh server --mesh-ca`). With a `peer_secret` as well, either admits.
+    pub peers_by_certificate: bool,
 }
+
+/// The start of what a server that admits peers by certificate tells one that has none.
+const BY_CERTIFICATE: &str = "this mesh admits servers by a certificate from its CA (--mesh-ca): connect with one";
 
 /// The default [`ServerConfig::text_client_reply`].
 pub const TEXT_CLIENT_REPLY: &str =
@@ -151,6 +168,7 @@ impl ServerConfig {
             text_client_reply: TEXT_CLIENT_REPLY.to_owned(),
             peer_secret: None,
             user_tokens: UserTokens::default(),
+            peers_by_certificate: false,
         }
     }
 }
@@ -182,6 +200,9 @@ struct Conn {
     /// The remote address of the socket, for logs.
     addr: SocketAddr,
     last_heard: Instant,
+    /// Its TLS client presented a certificate the mesh CA issued (see
+    /// [`ServerConfig::peers_by_certificate`]).
+    certified: bool,
 }
 
 /// Our outbound link to one peer.
@@ -376,7 +397,13 @@ impl MeshServer {
         let now = self.clock.now();
         self.conns.insert(
             conn,
-            Conn { role: Role::PeerOut { server }, reader: MsgReader::default(), addr: server, last_heard: now },
+            Conn {
+                role: Role::PeerOut { server },
+                reader: MsgReader::default(),
+                addr: server,
+                last_heard: now,
+                certified: false,
+            },
         );
         self.timers.set(Timer::ConnectTimeout(conn), now + self.config.connect_timeout);
         self.out.push(Output::Connect { conn, to: server });
@@ -610,6 +637,7 @@ impl MeshServer {
                 }
             }
             (Role::Unknown, MeshMsg::PeerHello { nonce }) => match self.config.peer_secret.clone() {
+                None if self.config.peers_by_certificate => self.refuse_peer(conn, &format!("{BY_CERTIFICATE}, not by a secret")),
                 None => self.refuse_peer(conn, "this server has no mesh secret; give every server of the mesh the same --mesh-secret-file, or none"),
                 Some(secret) => {
                     let (own, challenge) = peer_auth::challenge(&secret, &mut self.env.rng, &nonce);
@@ -625,8 +653,9 @@ impl MeshServer {
                     self.refuse_peer(conn, "wrong mesh secret: the two servers hold different ones");
                 }
             }
-            (Role::Unknown, MeshMsg::Announce { .. }) if self.config.peer_secret.is_some() => {
-                self.refuse_peer(conn, "this mesh has a secret: a server proves it holds it (PeerHello) before it announces itself")
+            (Role::Unknown, MeshMsg::Announce { .. }) if !self.may_announce(conn) => {
+                let reason = self.announce_refusal();
+                self.refuse_peer(conn, &reason)
             }
             (Role::PeerOut { server }, MeshMsg::PeerChallenge { nonce, proof }) => self.on_challenge(conn, server, nonce, proof),
             (role, MeshMsg::PeerRefused { reason }) if !matches!(role, Role::User { .. }) => {
@@ -685,6 +714,26 @@ impl MeshServer {
         }
     }
 
+    /// True when a server may announce itself on `conn` with no secret's exchange before:
+    /// its certificate is from the mesh CA, or the mesh authenticates no server at all.
+    fn may_announce(&self, conn: ConnId) -> bool {
+        if self.config.peers_by_certificate {
+            return self.conns.get(&conn).is_some_and(|c| c.certified);
+        }
+        self.config.peer_secret.is_none()
+    }
+
+    /// Why an `Announce` that [`Self::may_announce`] refuses is refused: what would admit it.
+    fn announce_refusal(&self) -> String {
+        match (self.config.peers_by_certificate, self.config.peer_secret.is_some()) {
+            (true, true) => format!("{BY_CERTIFICATE}, or prove the mesh secret (PeerHello) first"),
+            (true, false) => BY_CERTIFICATE.to_owned(),
+            (false, _) => {
+                "this mesh has a secret: a server proves it holds it (PeerHello) before it announces itself".to_owned()
+            }
+        }
+    }
+
     /// True when `conn` is our link to `server` and it is up (connected and, with a mesh
     /// secret, the peer proved it).
     fn link_is_up(&self, server: SocketAddr, conn: ConnId) -> bool {
@@ -732,6 +781,19 @@ impl MeshServer {
         self.send(conn, &announce);
         self.out.event(MeshEvent::PeerUp { server });
         self.peer_reachable(server, conn);
+    }
+
+    /// `conn` ended for a TLS reason (the layer's reasons start `TLS: `) before it said what
+    /// it is, or as our dial. In a mesh that admits servers by certificate that is how a
+    /// server with a certificate from another CA is refused, at either end, so it is told as
+    /// a refused peer is, once per attempt.
+    fn refused_by_tls(&mut self, conn: ConnId, error: &NetError) {
+        let NetError::Other(reason) = error else { return };
+        let Some(c) = self.conns.get(&conn) else { return };
+        let before_hello = matches!(c.role, Role::Unknown | Role::PeerOut { .. });
+        if self.config.peers_by_certificate && before_hello && reason.starts_with("TLS: ") {
+            self.out.event(MeshEvent::PeerRefused { peer: c.addr, reason: reason.clone() });
+        }
     }
 
     /// Refuses the server link on `conn`: tells the other side why, then closes.
@@ -1214,8 +1276,8 @@ impl Machine for MeshServer {
             return Err(Refusal::AtCapacity { limit: self.config.max_connections });
         }
         let conn = self.env.conn_ids.next();
-        self.conns
-            .insert(conn, Conn { role: Role::Unknown, reader: MsgReader::default(), addr: peer, last_heard: now });
+        let reader = MsgReader::default();
+        self.conns.insert(conn, Conn { role: Role::Unknown, reader, addr: peer, last_heard: now, certified: false });
         Ok(conn)
     }
 
@@ -1230,10 +1292,16 @@ impl Machine for MeshServer {
                 }
                 self.link_connected(server, conn);
             }
-            Input::ConnectFailed { conn, error } => self.gone(conn, &format!("connect failed: {error}")),
+            Input::ConnectFailed { conn, error } => {
+                self.refused_by_tls(conn, &error);
+                self.gone(conn, &format!("connect failed: {error}"))
+            }
             Input::Received { conn, bytes } => self.received(conn, &bytes),
             Input::ReadClosed { conn } => self.close(conn, CloseHow::Graceful, "closed by peer"),
-            Input::Closed { conn, reason } => self.gone(conn, &reason.to_string()),
+            Input::Closed { conn, reason } => {
+                self.refused_by_tls(conn, &reason);
+                self.gone(conn, &reason.to_string())
+            }
             Input::Sent { .. } | Input::Datagram { .. } | Input::Listened { .. } => {}
         }
     }
@@ -1246,6 +1314,13 @@ impl Machine for MeshServer {
                 Timer::Dial(server) => self.dial(server),
                 Timer::ConnectTimeout(conn) => self.close(conn, CloseHow::Abort, "connect timed out"),
             }
+        }
+    }
+
+    fn peer_certified(&mut self, now: Instant, conn: ConnId, _fingerprint: crate::tls::Fingerprint) {
+        self.clock.advance(now);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.certified = true;
         }
     }
 
@@ -1402,7 +1477,30 @@ mod tests {
     /// connection is closed with a reason, and the users and their messages are untouched.
     #[test]
     fn a_server_without_the_mesh_secret_can_neither_forge_veto_steal_nor_evict() {
-        let mut f = secured_server(b"mesh secret");
+        attacks_are_refused(secured_server(b"mesh secret"), "this mesh has a secret");
+    }
+
+    /// A server that admits peers by a certificate from the mesh CA, with the mesh secret
+    /// too if `secret`.
+    fn by_certificate(secret: Option<&[u8]>) -> Fixture<MeshServer> {
+        let me = "127.0.0.1:5001".parse().unwrap();
+        let peer_secret = secret.and_then(Secret::new);
+        let config = ServerConfig { peer_secret, peers_by_certificate: true, ..ServerConfig::new(me, vec![]) };
+        Fixture::new(MeshServer::new(Env::new(1), Instant::ZERO, config))
+    }
+
+    /// The same four attacks at a server that admits peers by certificate, from connections
+    /// whose TLS client presented none (users registered on such connections all the same).
+    #[test]
+    fn a_server_without_a_certificate_from_the_mesh_ca_can_neither_forge_veto_steal_nor_evict() {
+        attacks_are_refused(by_certificate(None), BY_CERTIFICATE);
+        let both = format!("{BY_CERTIFICATE}, or prove the mesh secret");
+        attacks_are_refused(by_certificate(Some(b"mesh secret")), &both);
+    }
+
+    /// Registers two users on `f`, then tries the four attacks, each on a connection of its
+    /// own after an `Announce`: each must be refused with a reason starting `reason`.
+    fn attacks_are_refused(mut f: Fixture<MeshServer>, reason: &str) {
         let alice = registered(&mut f, "alice");
         let bob = registered(&mut f, "bob");
         let attacker: SocketAddr = "127.0.0.1:5009".parse().unwrap();
@@ -1434,11 +1532,12 @@ mod tests {
             f.send(conn, &bytes);
             let answer = messages(&mut f, conn);
             assert!(
-                matches!(&answer[..], [MeshMsg::PeerRefused { reason }] if reason.contains("secret")),
+                matches!(&answer[..], [MeshMsg::PeerRefused { reason: r }] if r.starts_with(reason)),
                 "{attack:?} answered {answer:?}"
             );
             assert_eq!(f.closed.get(&conn), Some(&CloseHow::Graceful), "closed after {attack:?}");
-            assert!(refusal(&f).is_some_and(|r| r.starts_with("we refused it: this mesh has a secret")));
+            let logged = refusal(&f).unwrap_or_default();
+            assert!(logged.starts_with(&format!("we refused it: {reason}")), "{logged}");
         }
         assert_eq!(messages(&mut f, bob), [], "bob got no forged message");
         assert_eq!(messages(&mut f, alice), [], "alice was not evicted");
@@ -1486,12 +1585,17 @@ mod tests {
         let mut f = secured_server(b"mesh secret");
         let (conn, nonce, theirs, proof) = challenged(&mut f);
         let answer = peer_auth::answer(&secret, &nonce, &theirs, &proof).expect("the server proves the secret");
+        links_and_claims(&mut f, conn, answer.to_bytes().to_vec());
+    }
+
+    /// Sends `first`, then the `Announce` of a peer and its claim of `dave` on `conn`: the
+    /// claim must be taken and the peer known.
+    fn links_and_claims(f: &mut Fixture<MeshServer>, conn: ConnId, mut first: Vec<u8>) {
         let peer: SocketAddr = "127.0.0.1:5002".parse().unwrap();
-        let mut bytes = answer.to_bytes().to_vec();
-        bytes.extend_from_slice(&MeshMsg::Announce { server: peer, known: vec![] }.to_bytes());
-        bytes.extend_from_slice(&MeshMsg::Claim { name: "dave".into(), home: peer }.to_bytes());
-        f.send(conn, &bytes);
-        assert_eq!(messages(&mut f, conn), [MeshMsg::ClaimOk { name: "dave".into(), home: peer }]);
+        first.extend_from_slice(&MeshMsg::Announce { server: peer, known: vec![] }.to_bytes());
+        first.extend_from_slice(&MeshMsg::Claim { name: "dave".into(), home: peer }.to_bytes());
+        f.send(conn, &first);
+        assert_eq!(messages(f, conn), [MeshMsg::ClaimOk { name: "dave".into(), home: peer }]);
         assert!(!f.closed.contains_key(&conn));
         assert_eq!(f.machine.location("dave"), Some(peer));
         assert_eq!(f.machine.known_peers(), [peer]);
@@ -1525,6 +1629,49 @@ mod tests {
         let copies = messages(&mut f, peer).into_iter().filter(|m| matches!(m, MeshMsg::Forward { .. })).count();
         assert_eq!(copies, 1, "flooded to the one linked server");
         assert_eq!(f.machine.message_counts(), MessageCounts { forwarded: 1, deduplicated: 1 });
+    }
+
+    /// A connection whose TLS client proved a certificate from the mesh CA links without
+    /// the secret, with or without one configured, and its claims count.
+    #[test]
+    fn a_server_with_a_certificate_from_the_mesh_ca_links_without_the_secret() {
+        for secret in [None, Some(&b"mesh secret"[..])] {
+            let mut f = by_certificate(secret);
+            let conn = f.connect();
+            f.machine.peer_certified(f.now, conn, crate::tls::Fingerprint([7; 32]));
+            f.drain();
+            links_and_claims(&mut f, conn, Vec::new());
+        }
+    }
+
+    /// A server refused at the TLS handshake (a certificate from another CA) is logged as a
+    /// refused peer, dialled or accepted; elsewhere such an end stays quiet as before.
+    #[test]
+    fn a_server_refused_by_tls_is_told_as_a_refused_peer() {
+        let reason = "TLS: the server's certificate is not signed by a trusted authority";
+        let mut f = by_certificate(None);
+        let conn = f.connect();
+        f.input(Input::Closed { conn, reason: NetError::Other(reason.into()) });
+        assert_eq!(refusal(&f), Some(reason));
+        let mut f = server();
+        let conn = f.connect();
+        f.input(Input::Closed { conn, reason: NetError::Other(reason.into()) });
+        assert_eq!(refusal(&f), None);
+    }
+
+    /// At a server that admits by certificate and has no secret, a hello is answered with
+    /// what would admit the server instead.
+    #[test]
+    fn a_server_by_certificate_refuses_a_hello_saying_what_admits() {
+        let mut f = by_certificate(None);
+        let conn = f.connect();
+        f.send(conn, &MeshMsg::PeerHello { nonce: [1; 32] }.to_bytes());
+        let answer = messages(&mut f, conn);
+        assert!(
+            matches!(&answer[..], [MeshMsg::PeerRefused { reason }] if reason.starts_with(BY_CERTIFICATE)),
+            "{answer:?}"
+        );
+        assert_eq!(f.closed.get(&conn), Some(&CloseHow::Graceful));
     }
 
     #[test]

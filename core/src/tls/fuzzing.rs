@@ -7,7 +7,7 @@
 
 use super::crypto::Scope;
 use super::session::{Broken, Session};
-use super::{client_config, server_config, TlsIdentity, Trust};
+use super::{client_config, server_config, ClientCerts, TlsIdentity, Trust};
 use bytes::{Bytes, BytesMut};
 use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::ServerName;
@@ -39,7 +39,7 @@ impl SealedPair {
     /// If the handshake does not finish: the identity must be a usable Ed25519 one.
     pub fn new(identity: TlsIdentity, seed: [u8; 32], unix_micros: i128) -> SealedPair {
         let pin = identity.fingerprint().expect("the identity has a certificate");
-        let server_config = server_config(identity, None).expect("a usable identity");
+        let server_config = server_config(identity, &ClientCerts::None).expect("a usable identity");
         let client_config = client_config(&Trust::Pin(pin), None).expect("a pin is always usable");
         let mut scope = Scope::new(seed);
         scope.unix_micros = unix_micros;

@@ -26,6 +26,10 @@
 //!   one plaintext line saying the port speaks TLS, then the connection closes.
 //! - A certificate that does not match the pin, or does not chain to a given authority, or
 //!   is outside its validity dates by the wall clock: the handshake fails with the reason.
+//! - On a server with [`ClientCerts::Optional`], a client certificate that does not chain
+//!   to the trust fails the handshake; one that chains is reported to the inner machine by
+//!   [`Machine::peer_certified`] before the connection's first plaintext; no certificate is
+//!   no report.
 //! - A peer that ends the stream (TCP FIN) without TLS's close_notify: the inner machine
 //!   sees the connection end abnormally (`Closed`), not cleanly, since the data may have
 //!   been cut short.
@@ -107,9 +111,25 @@ pub struct TlsServe {
     pub identity: TlsIdentity,
     /// The listeners whose connections are TLS.
     pub listeners: Secure<ListenerId>,
-    /// Mutual TLS: clients must present a certificate this trust accepts; `None` asks for
-    /// none.
-    pub clients: Option<Trust>,
+    /// What to ask of clients' certificates: nothing, a certificate every client must
+    /// present, or one a client may present (see [`ClientCerts`]).
+    pub clients: ClientCerts,
+}
+
+/// Whether a TLS server asks its clients for a certificate, and which it accepts.
+#[derive(Debug, Clone)]
+pub enum ClientCerts {
+    /// No certificate is asked for.
+    None,
+    /// Mutual TLS: every client must present a certificate this trust accepts, or the
+    /// handshake fails.
+    Required(Trust),
+    /// A client may present a certificate; if it does, the trust must accept it (or the
+    /// handshake fails), and the inner machine is told of it by
+    /// [`Machine::peer_certified`] before any of the connection's plaintext. A client
+    /// without one is served as usual. For a port that users without certificates share
+    /// with servers that have them (a mesh server with `--mesh-ca`).
+    Optional(Trust),
 }
 
 /// The client side: connections the inner machine dials to `to` are TLS, checked against
@@ -211,7 +231,7 @@ impl<M: Machine> Tls<M> {
     pub fn new(inner: M, settings: TlsSettings, secret: [u8; 32], wall: WallClock) -> Result<Tls<M>, TlsError> {
         let server = match settings.serve {
             None => None,
-            Some(serve) => Some((server_config(serve.identity, serve.clients.as_ref())?, serve.listeners)),
+            Some(serve) => Some((server_config(serve.identity, &serve.clients)?, serve.listeners)),
         };
         let client = match settings.dial {
             None => None,
@@ -285,7 +305,7 @@ impl<M: Machine> Tls<M> {
                                 Err(e) => {
                                     // Only a broken provider fails here; the inner machine
                                     // hears of it as a failed connect.
-                                    let reason = describe(&e);
+                                    let reason = describe(&e, Side::Client);
                                     self.out.event(TlsEvent::Failed { conn, reason: reason.clone() });
                                     self.inner.handle_input(
                                         self.now,
@@ -355,7 +375,11 @@ impl<M: Machine> Tls<M> {
                 if let Some(alert) = alert {
                     self.out.write(conn, alert);
                 }
-                self.fail(conn, instead.unwrap_or_else(|| describe(&error)), CloseHow::Graceful);
+                let side = match self.sessions.get(&conn) {
+                    Some(s) if s.is_server() => Side::Server,
+                    _ => Side::Client,
+                };
+                self.fail(conn, instead.unwrap_or_else(|| describe(&error, side)), CloseHow::Graceful);
             }
             Broken::TooEarly(len) => {
                 let reason = format!(
@@ -437,12 +461,18 @@ impl<M: Machine> Tls<M> {
     fn established(&mut self, conn: ConnId) {
         let Some(session) = self.sessions.get_mut(&conn) else { return };
         self.out.event(TlsEvent::Secured { conn, suite: session.suite() });
+        let certified = session.client_certificate;
         // The early writes were encrypted when the handshake finished; send them.
         match session.take_cipher() {
             Ok(Some(cipher)) => self.out.write(conn, cipher),
             Ok(None) => {}
             Err(broken) => return self.broken(conn, broken, None),
         }
+        // Before any plaintext of the connection, so the inner machine can admit by it.
+        if let Some(fingerprint) = certified {
+            self.inner.peer_certified(self.now, conn, fingerprint);
+        }
+        let Some(session) = self.sessions.get_mut(&conn) else { return };
         if !session.inner_knows {
             session.inner_knows = true;
             let local = session.local.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -492,15 +522,42 @@ impl<M: Machine> Tls<M> {
     }
 }
 
+/// Checks that `identity`'s certificate is one `trust` accepts both ways at `unix_secs`
+/// (seconds since 1970, UTC): as a server's for `name` (a DNS name or an IP address), and
+/// as a client's. For an identity presented in both directions (a mesh server dials its
+/// peers with the certificate it serves), so a wrong one is refused when it is loaded, in
+/// words, rather than at every peer. `Err` holds the reason.
+pub fn check_identity(trust: &Trust, identity: &TlsIdentity, name: &str, unix_secs: u64) -> Result<(), String> {
+    let (leaf, intermediates) = identity.chain.split_first().ok_or("it holds no certificate")?;
+    let server_name =
+        ServerName::try_from(name.to_owned()).map_err(|_| TlsError::ServerName(name.to_owned()).to_string())?;
+    let now = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(unix_secs));
+    // The certificate is our own, so the hints for a peer's (give its CA, pin it) do not fit.
+    let refused = |error: rustls::Error| match error {
+        rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature,
+        ) => "it is signed by another authority".to_owned(),
+        other => describe(&other, Side::Client),
+    };
+    let servers = trust.verifier().map_err(|e| e.to_string())?;
+    servers.verify_server_cert(leaf, intermediates, &server_name, &[], now).map_err(refused)?;
+    let clients = trust.client_verifier(true).map_err(|e| e.to_string())?;
+    clients
+        .verify_client_cert(leaf, intermediates, now)
+        .map_err(|e| format!("as a client certificate: {}", refused(e)))?;
+    Ok(())
+}
+
 /// The rustls config a server side of [`Tls`] uses: TLS 1.3, our provider, `identity`, and
-/// client certificates checked against `clients` if given.
-fn server_config(identity: TlsIdentity, clients: Option<&Trust>) -> Result<Arc<ServerConfig>, TlsError> {
+/// client certificates asked for and checked as `clients` says.
+fn server_config(identity: TlsIdentity, clients: &ClientCerts) -> Result<Arc<ServerConfig>, TlsError> {
     let builder = ServerConfig::builder_with_details(Arc::new(crypto::provider()), Arc::new(crypto::ScopedTime))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Identity(e.to_string()))?;
     let builder = match clients {
-        None => builder.with_no_client_auth(),
-        Some(trust) => builder.with_client_cert_verifier(trust.client_verifier()?),
+        ClientCerts::None => builder.with_no_client_auth(),
+        ClientCerts::Required(trust) => builder.with_client_cert_verifier(trust.client_verifier(true)?),
+        ClientCerts::Optional(trust) => builder.with_client_cert_verifier(trust.client_verifier(false)?),
     };
     let mut config =
         builder.with_single_cert(identity.chain, identity.key).map_err(|e| TlsError::Identity(e.to_string()))?;
@@ -527,12 +584,26 @@ fn client_config(trust: &Trust, identity: Option<TlsIdentity>) -> Result<Arc<Cli
     Ok(Arc::new(config))
 }
 
-/// A rustls error in words a user can act on.
-fn describe(error: &rustls::Error) -> String {
+/// Which end of a connection this machine is: what a certificate error is about (the
+/// server's certificate, checked by a client, or a client's, checked by a server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Server,
+    Client,
+}
+
+/// A rustls error in words a user can act on, as `side` of the connection saw it.
+fn describe(error: &rustls::Error, side: Side) -> String {
     use rustls::{AlertDescription, CertificateError, Error};
+    let peer = if side == Side::Server { "client" } else { "server" };
     match error {
         Error::InvalidCertificate(CertificateError::Other(other)) => {
-            format!("the server's certificate is refused: {other}")
+            format!("the {peer}'s certificate is refused: {other}")
+        }
+        Error::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature)
+            if side == Side::Server =>
+        {
+            "the client's certificate is not signed by an authority this port trusts (its CA is not ours)".into()
         }
         Error::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
             "the server's certificate is not signed by a trusted authority (give its CA, or pin it)".into()
@@ -546,6 +617,11 @@ fn describe(error: &rustls::Error) -> String {
         Error::AlertReceived(
             AlertDescription::BadCertificate | AlertDescription::CertificateUnknown | AlertDescription::UnknownCA,
         ) => "the peer refused our certificate (it does not trust it: a wrong pin or CA on its side?)".into(),
+        // What a verifier answers a certificate signed by another key in the issuer's
+        // name (another CA named alike) with.
+        Error::AlertReceived(AlertDescription::DecryptError) => {
+            "the peer refused our certificate or handshake signature (alert DecryptError: a certificate from a CA it does not trust?)".into()
+        }
         Error::AlertReceived(AlertDescription::CertificateExpired) => {
             "the peer refused our certificate as expired".into()
         }
@@ -580,7 +656,7 @@ impl<M: Machine> Tls<M> {
                             tls.sessions.insert(conn, Session::server(c));
                         }
                         Err(e) => {
-                            let reason = describe(&e);
+                            let reason = describe(&e, Side::Server);
                             tls.out.event(TlsEvent::Failed { conn, reason: reason.clone() });
                             tls.out.close(conn, CloseHow::Abort);
                             let reason = NetError::Other(format!("TLS: {reason}"));
@@ -648,6 +724,14 @@ impl<M: Machine> Machine for Tls<M> {
         self.wall.rebase(unix_micros, self.now);
         self.in_scope(|tls| {
             tls.inner.handle_wall_clock(tls.now, unix_micros);
+            tls.pump();
+        })
+    }
+
+    fn peer_certified(&mut self, now: Instant, conn: ConnId, fingerprint: Fingerprint) {
+        self.advance(now);
+        self.in_scope(|tls| {
+            tls.inner.peer_certified(tls.now, conn, fingerprint);
             tls.pump();
         })
     }

@@ -4,7 +4,7 @@
 
 use super::crypto::Scope;
 use super::session::{Broken, Progress, Session};
-use super::{client_config, server_config, TlsIdentity, Trust};
+use super::{client_config, server_config, ClientCerts, TlsIdentity, Trust};
 use bytes::{Bytes, BytesMut};
 use quickcheck::{QuickCheck, TestResult};
 use rcgen::{CertificateParams, KeyPair, PKCS_ED25519};
@@ -27,7 +27,7 @@ fn configs() -> (Arc<ClientConfig>, Arc<ServerConfig>) {
     let identity =
         TlsIdentity { chain: vec![cert.der().clone()], key: PrivateKeyDer::try_from(key.serialize_der()).unwrap() };
     let pin = identity.fingerprint().unwrap();
-    (client_config(&Trust::Pin(pin), None).unwrap(), server_config(identity, None).unwrap())
+    (client_config(&Trust::Pin(pin), None).unwrap(), server_config(identity, &ClientCerts::None).unwrap())
 }
 
 /// Runs `f` with a scope lent to rustls (randomness from `scope`, the time Dec 2026).

@@ -9,6 +9,7 @@
 //! not at all.
 
 use super::records::{Kernel, Records, Refused, MAX_PLAIN};
+use super::Fingerprint;
 use crate::chunks::ChunkBuf;
 use crate::machine::CloseHow;
 use bytes::{Buf, Bytes, BytesMut};
@@ -96,6 +97,10 @@ pub(crate) struct Session {
     marks: VecDeque<(u64, u64)>,
     /// Bytes have arrived: the first one told whether the peer speaks TLS at all.
     pub heard: bool,
+    /// On the accepting side, once established: the fingerprint of the certificate the
+    /// client presented and the server's trust accepted (rustls verified it during the
+    /// handshake; it is read before the keys are taken over, which ends rustls's state).
+    pub client_certificate: Option<Fingerprint>,
 }
 
 /// The buffers a session's rustls state works on, apart from the state so that one
@@ -190,6 +195,7 @@ impl Session {
             plain_reported: 0,
             marks: VecDeque::new(),
             heard: false,
+            client_certificate: None,
         }
     }
 
@@ -317,7 +323,11 @@ impl Session {
     fn take_over(&mut self, turn: &mut Turn) -> Result<(), Broken> {
         let extracted = match std::mem::replace(&mut self.conn, Conn::TakingOver) {
             Conn::Client(c) => c.dangerous_into_kernel_connection().map(|(s, k)| (s, Kernel::Client(k))),
-            Conn::Server(c) => c.dangerous_into_kernel_connection().map(|(s, k)| (s, Kernel::Server(k))),
+            Conn::Server(c) => {
+                self.client_certificate =
+                    c.peer_certificates().and_then(|chain| chain.first()).map(|c| Fingerprint::of(c));
+                c.dangerous_into_kernel_connection().map(|(s, k)| (s, Kernel::Server(k)))
+            }
             other => {
                 self.conn = other;
                 return Ok(());

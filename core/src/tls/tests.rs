@@ -45,8 +45,10 @@ fn ca_and_leaf(name: &str, not_after: time::OffsetDateTime) -> (CertificateDer<'
 }
 
 fn echo_server(identity: TlsIdentity, secret: [u8; 32]) -> Tls<EchoServer> {
-    let settings =
-        TlsSettings { serve: Some(TlsServe { identity, listeners: Secure::All, clients: None }), dial: None };
+    let settings = TlsSettings {
+        serve: Some(TlsServe { identity, listeners: Secure::All, clients: ClientCerts::None }),
+        dial: None,
+    };
     Tls::new(EchoServer::new(Env::new(1), EchoConfig::default()), settings, secret, wall()).unwrap()
 }
 
@@ -335,8 +337,10 @@ fn a_service_greeting_waits_for_the_handshake() {
     use crate::service::time::{TimeService, DEFAULT_INTERVAL};
     let identity = self_signed("time.test");
     let pin = identity.fingerprint().unwrap();
-    let settings =
-        TlsSettings { serve: Some(TlsServe { identity, listeners: Secure::All, clients: None }), dial: None };
+    let settings = TlsSettings {
+        serve: Some(TlsServe { identity, listeners: Secure::All, clients: ClientCerts::None }),
+        dial: None,
+    };
     let service = TimeService::new(wall(), DEFAULT_INTERVAL).server(Env::new(1), LineServerConfig::default());
     let server = Tls::new(service, settings, [1; 32], wall()).unwrap();
     let client = line_client(Trust::Pin(pin), "time.test", [2; 32]);
@@ -358,8 +362,10 @@ fn keys_other_than_ed25519_are_refused_with_the_way_out() {
     let cert = CertificateParams::new(vec!["x".to_owned()]).unwrap().self_signed(&key).unwrap();
     let identity =
         TlsIdentity { chain: vec![cert.der().clone()], key: PrivateKeyDer::try_from(key.serialize_der()).unwrap() };
-    let settings =
-        TlsSettings { serve: Some(TlsServe { identity, listeners: Secure::All, clients: None }), dial: None };
+    let settings = TlsSettings {
+        serve: Some(TlsServe { identity, listeners: Secure::All, clients: ClientCerts::None }),
+        dial: None,
+    };
     let error = Tls::new(EchoServer::new(Env::new(1), EchoConfig::default()), settings, [1; 32], wall())
         .err()
         .expect("refused");
@@ -372,7 +378,7 @@ fn plain_connections_pass_through_untouched() {
         serve: Some(TlsServe {
             identity: self_signed("x"),
             listeners: Secure::Only(vec![ListenerId(1)]),
-            clients: None,
+            clients: ClientCerts::None,
         }),
         dial: None,
     };
@@ -389,7 +395,11 @@ fn plain_connections_pass_through_untouched() {
 fn mutual(clients: Fingerprint, identity: Option<TlsIdentity>) -> EchoPair {
     let server_identity = self_signed("echo.test");
     let pin = server_identity.fingerprint().unwrap();
-    let serve = TlsServe { identity: server_identity, listeners: Secure::All, clients: Some(Trust::Pin(clients)) };
+    let serve = TlsServe {
+        identity: server_identity,
+        listeners: Secure::All,
+        clients: ClientCerts::Required(Trust::Pin(clients)),
+    };
     let server = Tls::new(
         EchoServer::new(Env::new(1), EchoConfig::default()),
         TlsSettings { serve: Some(serve), dial: None },
@@ -422,4 +432,114 @@ fn mutual_tls_admits_the_pinned_client_and_refuses_others_on_both_ends() {
     let pair = mutual(allowed, Some(self_signed("stranger")));
     let server_side = failure(&pair.server_events).expect("the server refuses");
     assert!(server_side.contains(&format!("not the pinned {allowed}")), "{server_side}");
+}
+
+/// An echo server that notes, in order, each client certificate the TLS layer tells it of
+/// and each read: to see [`Machine::peer_certified`] come before the first bytes.
+struct Noting {
+    echo: EchoServer,
+    log: Vec<String>,
+}
+
+impl Machine for Noting {
+    type Event = <EchoServer as Machine>::Event;
+
+    fn accept(&mut self, now: Instant, listener: ListenerId, peer: SocketAddr) -> Result<ConnId, Refusal> {
+        self.echo.accept(now, listener, peer)
+    }
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        if let Input::Received { bytes, .. } = &input {
+            self.log.push(format!("received {:?}", String::from_utf8_lossy(bytes)));
+        }
+        self.echo.handle_input(now, input)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.echo.handle_timeout(now)
+    }
+    fn peer_certified(&mut self, _now: Instant, _conn: ConnId, fingerprint: Fingerprint) {
+        self.log.push(format!("certified {fingerprint}"));
+    }
+    fn poll_output(&mut self) -> Option<Output<Self::Event>> {
+        self.echo.poll_output()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.echo.poll_timeout()
+    }
+}
+
+type NotingPair = Pair<Tls<Noting>, Tls<LineClient>>;
+
+/// A server that takes an optional client certificate from `ca`, and a client that
+/// presents `identity` (or none) and sends one line.
+fn optional_client_certificate(ca: CertificateDer<'static>, identity: Option<TlsIdentity>) -> NotingPair {
+    let server_identity = self_signed("mesh.test");
+    let pin = server_identity.fingerprint().unwrap();
+    let clients = ClientCerts::Optional(Trust::Authorities(vec![ca]));
+    let serve = TlsServe { identity: server_identity, listeners: Secure::All, clients };
+    let noting = Noting { echo: EchoServer::new(Env::new(1), EchoConfig::default()), log: Vec::new() };
+    let server = Tls::new(noting, TlsSettings { serve: Some(serve), dial: None }, [1; 32], wall()).unwrap();
+    let dial = TlsDial { trust: Trust::Pin(pin), server_name: None, to: Secure::All, identity };
+    let line = LineClient::connect(Env::new(2), Instant::ZERO, server_addr(), LineClientConfig::default());
+    let client = Tls::new(line, TlsSettings { serve: None, dial: Some(dial) }, [2; 32], wall()).unwrap();
+    let mut pair = Pair::new(server, client);
+    if failure(&pair.server_events).is_none() {
+        pair.client.command(pair.now, |c, now| c.send_line(now, b"hi")).unwrap();
+        pair.run();
+    }
+    pair
+}
+
+fn a_year_on() -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp((DEC_2026 / 1_000_000) as i64 + 365 * 86_400).unwrap()
+}
+
+#[test]
+fn an_optional_client_certificate_lets_a_client_without_one_through_unmarked() {
+    let (ca, _) = ca_and_leaf("unused", a_year_on());
+    let pair = optional_client_certificate(ca, None);
+    assert_eq!(failure(&pair.server_events), None);
+    assert_eq!(pair.server.inner().log, vec!["received \"hi\\n\"".to_owned()], "no peer_certified");
+}
+
+#[test]
+fn a_client_certificate_from_the_ca_is_told_to_the_inner_machine_before_its_first_bytes() {
+    let (ca, leaf) = ca_and_leaf("10.0.0.1", a_year_on());
+    let fingerprint = leaf.fingerprint().unwrap();
+    let pair = optional_client_certificate(ca, Some(leaf));
+    assert_eq!(failure(&pair.server_events), None);
+    assert_eq!(
+        pair.server.inner().log,
+        vec![format!("certified {fingerprint}"), "received \"hi\\n\"".to_owned()],
+        "certified first, once"
+    );
+}
+
+#[test]
+fn a_client_certificate_from_another_ca_fails_the_handshake_with_the_reason() {
+    let (ca, _) = ca_and_leaf("unused", a_year_on());
+    let (_, stranger) = ca_and_leaf("10.0.0.1", a_year_on());
+    let pair = optional_client_certificate(ca, Some(stranger));
+    let server_side = failure(&pair.server_events).expect("the server refuses");
+    assert!(
+        server_side.contains("client's certificate is not signed by an authority this port trusts"),
+        "{server_side}"
+    );
+    let client_side = failure(&pair.client_events).expect("the client hears it");
+    assert!(client_side.contains("the peer refused our certificate"), "{client_side}");
+    assert!(server_side.contains("client's certificate"), "{server_side}");
+    assert!(pair.server.inner().log.is_empty(), "nothing reached the inner machine: {:?}", pair.server.inner().log);
+}
+
+#[test]
+fn an_identity_is_checked_against_a_ca_for_its_name_both_ways() {
+    let (ca, leaf) = ca_and_leaf("10.0.0.2", a_year_on());
+    let (_, stranger) = ca_and_leaf("10.0.0.2", a_year_on());
+    let trust = Trust::Authorities(vec![ca]);
+    let now = (DEC_2026 / 1_000_000) as u64;
+    assert_eq!(check_identity(&trust, &leaf, "10.0.0.2", now), Ok(()));
+    let wrong_name = check_identity(&trust, &leaf, "10.0.0.3", now).unwrap_err();
+    assert!(wrong_name.contains("not valid for name"), "{wrong_name}");
+    assert_eq!(check_identity(&trust, &stranger, "10.0.0.2", now), Err("it is signed by another authority".into()));
+    let expired = check_identity(&trust, &leaf, "10.0.0.2", now + 2 * 365 * 86_400).unwrap_err();
+    assert!(expired.contains("expired"), "{expired}");
 }

@@ -108,7 +108,7 @@ impl Trust {
     /// The rustls verifier of servers for this trust.
     pub(crate) fn verifier(&self) -> Result<Arc<dyn ServerCertVerifier>, TrustError> {
         match self {
-            Trust::Pin(pin) => Ok(Arc::new(PinVerifier { pin: *pin })),
+            Trust::Pin(pin) => Ok(Arc::new(PinVerifier { pin: *pin, mandatory: true })),
             Trust::Authorities(certs) => {
                 let provider = Arc::new(super::crypto::provider());
                 WebPkiServerVerifier::builder_with_provider(roots(certs)?, provider)
@@ -119,15 +119,17 @@ impl Trust {
         }
     }
 
-    /// The rustls verifier of clients for this trust: a client must present a certificate.
-    pub(crate) fn client_verifier(&self) -> Result<Arc<dyn ClientCertVerifier>, TrustError> {
+    /// The rustls verifier of clients for this trust. With `mandatory` a client must present
+    /// a certificate; without, one that presents none is let through (and one that presents
+    /// a certificate this trust refuses is still refused).
+    pub(crate) fn client_verifier(&self, mandatory: bool) -> Result<Arc<dyn ClientCertVerifier>, TrustError> {
         match self {
-            Trust::Pin(pin) => Ok(Arc::new(PinVerifier { pin: *pin })),
+            Trust::Pin(pin) => Ok(Arc::new(PinVerifier { pin: *pin, mandatory })),
             Trust::Authorities(certs) => {
                 let provider = Arc::new(super::crypto::provider());
-                WebPkiClientVerifier::builder_with_provider(roots(certs)?, provider)
-                    .build()
-                    .map_err(|e| TrustError::BadAuthority { index: 1, reason: e.to_string() })
+                let builder = WebPkiClientVerifier::builder_with_provider(roots(certs)?, provider);
+                let builder = if mandatory { builder } else { builder.allow_unauthenticated() };
+                builder.build().map_err(|e| TrustError::BadAuthority { index: 1, reason: e.to_string() })
             }
         }
     }
@@ -147,6 +149,8 @@ struct PinMismatch {
 #[derive(Debug)]
 struct PinVerifier {
     pin: Fingerprint,
+    /// As a client verifier: a client must present a certificate (else it may present none).
+    mandatory: bool,
 }
 
 impl PinVerifier {
@@ -163,6 +167,10 @@ impl PinVerifier {
 impl ClientCertVerifier for PinVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
     }
 
     fn verify_client_cert(
