@@ -41,18 +41,49 @@ macro_rules! for_each_runtime {
 /// a fixed seed, rcgen's fixed default dates and a serial derived from the key), so a
 /// simulation with TLS replays byte for byte from its seed alone.
 pub fn fixed_identity(name: &str) -> switchyard_core::tls::TlsIdentity {
-    use switchyard_core::tls::TlsIdentity;
-    // PKCS#8 v1 for Ed25519 (RFC 8410): this prefix, then the 32-byte private key.
-    let mut pkcs8 =
-        vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
-    pkcs8.extend_from_slice(&[7u8; 32]);
-    let key = rcgen::KeyPair::try_from(pkcs8.as_slice()).expect("a valid Ed25519 key");
+    let (key, der) = fixed_key(7);
     let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
         .expect("a valid name")
         .self_signed(&key)
         .expect("rcgen signs with Ed25519");
-    let key = rustls::pki_types::PrivateKeyDer::try_from(pkcs8).expect("PKCS#8");
-    TlsIdentity { chain: vec![cert.der().clone()], key }
+    switchyard_core::tls::TlsIdentity { chain: vec![cert.der().clone()], key: der }
+}
+
+/// A mesh CA and, for each of `names`, a certificate it issued (both for serving and for
+/// presenting as a client, as `switchyard cert --issuer` makes them), the same in every run
+/// like [`fixed_identity`]: the CA's certificate, then the identities in the order of
+/// `names`.
+pub fn fixed_mesh_ca(
+    names: &[String],
+) -> (switchyard_core::tls::CertificateDer<'static>, Vec<switchyard_core::tls::TlsIdentity>) {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose};
+    let (ca_key, _) = fixed_key(200);
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("no names");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = ca.self_signed(&ca_key).expect("rcgen signs with Ed25519");
+    let identities = names
+        .iter()
+        .zip(1u8..)
+        .map(|(name, seed)| {
+            let (key, der) = fixed_key(seed);
+            let mut leaf = CertificateParams::new(vec![name.clone()]).expect("a valid name");
+            leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+            let leaf = leaf.signed_by(&key, &ca, &ca_key).expect("the CA signs");
+            switchyard_core::tls::TlsIdentity { chain: vec![leaf.der().clone()], key: der }
+        })
+        .collect();
+    (ca.der().clone(), identities)
+}
+
+/// An Ed25519 key whose 32 private bytes are all `seed`: as rcgen's key pair, and as DER.
+fn fixed_key(seed: u8) -> (rcgen::KeyPair, switchyard_core::tls::PrivateKeyDer<'static>) {
+    // PKCS#8 v1 for Ed25519 (RFC 8410): this prefix, then the 32-byte private key.
+    let mut pkcs8 =
+        vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    pkcs8.extend_from_slice(&[seed; 32]);
+    let key = rcgen::KeyPair::try_from(pkcs8.as_slice()).expect("a valid Ed25519 key");
+    (key, switchyard_core::tls::PrivateKeyDer::try_from(pkcs8).expect("PKCS#8"))
 }
 
 /// Every byte the [`Probe`](switchyard_core::sim::Probe) on `host` received on `conn`, in

@@ -5,7 +5,8 @@
 //! seeds of a 5-server mesh with 20 users, random traffic, latency and jitter, a dropped
 //! peer link and a server crash and restart; `mesh_over_tls_survives_faults` 300 more with
 //! every link over TLS 1.3 and the servers holding a mesh secret, as a mesh across the
-//! internet runs. Every machine runs inside the TLS layer, as the CLI runs it (a
+//! internet runs; `mesh_admitted_by_a_mesh_ca_survives_faults` 300 more with the servers
+//! admitting each other by certificates from a mesh CA instead. Every machine runs inside the TLS layer, as the CLI runs it (a
 //! pass-through without TLS).
 
 use std::collections::BTreeMap;
@@ -21,7 +22,7 @@ use switchyard_core::time::WallClock;
 use switchyard_core::tls::{ClientCerts, Secure, Tls, TlsDial, TlsEvent, TlsServe, TlsSettings, Trust};
 use switchyard_core::wire::mesh::ReceiptStatus;
 use switchyard_core::{Env, Instant, ListenerId, Machine, Rng};
-use switchyard_tests::fixed_identity;
+use switchyard_tests::{fixed_identity, fixed_mesh_ca};
 use uuid::Uuid;
 
 const PORT: u16 = 5001;
@@ -34,30 +35,59 @@ struct Mesh {
     sim: Sim,
     servers: Vec<(HostId, SocketAddr)>,
     users: BTreeMap<String, HostId>,
-    /// Every link, users' and servers', runs over TLS 1.3.
-    tls: bool,
+    /// How every link, users' and servers', is secured.
+    links: Links,
+}
+
+/// How the mesh's links are secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Links {
+    /// In the clear.
+    Plain,
+    /// TLS 1.3: the servers serve one fixed certificate and everyone dials pinning it.
+    Pinned,
+    /// TLS 1.3 with a mesh CA (`mesh server --mesh-ca`): server i serves a certificate the
+    /// CA issued for its IP, presents it to the peers it dials and admits peers by theirs;
+    /// users trust the CA.
+    MeshCa,
 }
 
 /// The mesh's machines run inside the TLS layer, as the CLI runs them: a pass-through
-/// unless `tls`, when servers serve a fixed certificate and everyone dials pinning it.
-fn secured<M: Machine>(machine: M, secret: [u8; 32], tls: bool, serves: bool) -> Tls<M> {
-    let settings = if tls {
-        let identity = fixed_identity("mesh");
-        let pin = identity.fingerprint().expect("a certificate");
-        TlsSettings {
-            serve: serves.then_some(TlsServe { identity, listeners: Secure::All, clients: ClientCerts::None }),
-            dial: Some(TlsDial { trust: Trust::Pin(pin), server_name: None, to: Secure::All, identity: None }),
+/// with [`Links::Plain`]. `server` is the index of the server the machine is, `None` for a
+/// user.
+fn secured<M: Machine>(machine: M, secret: [u8; 32], links: Links, server: Option<usize>) -> Tls<M> {
+    let settings = match links {
+        Links::Plain => TlsSettings::default(),
+        Links::Pinned => {
+            let identity = fixed_identity("mesh");
+            let pin = identity.fingerprint().expect("a certificate");
+            TlsSettings {
+                serve: server.map(|_| TlsServe { identity, listeners: Secure::All, clients: ClientCerts::None }),
+                dial: Some(TlsDial { trust: Trust::Pin(pin), server_name: None, to: Secure::All, identity: None }),
+            }
         }
-    } else {
-        TlsSettings::default()
+        Links::MeshCa => {
+            let names: Vec<String> = (1..=5).map(|i| format!("10.0.0.{i}")).collect();
+            let (ca, mut identities) = fixed_mesh_ca(&names);
+            let trust = Trust::Authorities(vec![ca]);
+            let own = server.map(|i| identities.swap_remove(i));
+            TlsSettings {
+                serve: own.clone().map(|identity| TlsServe {
+                    identity,
+                    listeners: Secure::All,
+                    clients: ClientCerts::Optional(trust.clone()),
+                }),
+                dial: Some(TlsDial { trust, server_name: None, to: Secure::All, identity: own }),
+            }
+        }
     };
     let wall = WallClock::utc(1_796_083_200_000_000, Instant::ZERO);
     Tls::new(machine, settings, secret, wall).expect("usable TLS settings")
 }
 
-fn client_machine(env: Env, now: Instant, config: ClientConfig, tls: bool) -> Tls<MeshClient> {
+fn client_machine(env: Env, now: Instant, config: ClientConfig, links: Links) -> Tls<MeshClient> {
     let secret = env.secret(b"tls");
-    secured(MeshClient::new(env, now, config), secret, tls, false)
+    secured(MeshClient::new(env, now, config), secret, links, None)
 }
 
 /// The inner machine's events among a TLS-wrapped machine's.
@@ -72,24 +102,30 @@ impl Mesh {
     /// `n` servers; server i is seeded with server i-1 only (a chain), so the full mesh
     /// must come from discovery.
     fn new(seed: u64, n: usize, link: LinkConfig) -> Mesh {
-        Mesh::build(seed, n, link, false, |_, config| config)
+        Mesh::build(seed, n, link, Links::Plain, |_, config| config)
     }
 
     /// [`Mesh::new`] with every link over TLS 1.3 and every server holding one mesh secret.
     fn over_tls(seed: u64, n: usize, link: LinkConfig) -> Mesh {
-        Mesh::build(seed, n, link, true, |_, config| ServerConfig {
+        Mesh::build(seed, n, link, Links::Pinned, |_, config| ServerConfig {
             peer_secret: Secret::new(*b"the mesh secret"),
             ..config
         })
     }
 
+    /// [`Mesh::new`] with every link over TLS 1.3, the servers admitting each other by
+    /// certificates from a mesh CA and holding no secret.
+    fn by_mesh_ca(seed: u64, n: usize, link: LinkConfig) -> Mesh {
+        Mesh::build(seed, n, link, Links::MeshCa, |_, config| ServerConfig { peers_by_certificate: true, ..config })
+    }
+
     /// `n` servers as [`Mesh::new`] makes them, server i's configuration changed by
-    /// `configure(i, …)`, every link over TLS when `tls`.
+    /// `configure(i, …)`, every link secured as `links` says.
     fn build(
         seed: u64,
         n: usize,
         link: LinkConfig,
-        tls: bool,
+        links: Links,
         configure: impl Fn(usize, ServerConfig) -> ServerConfig,
     ) -> Mesh {
         let mut sim = Sim::new(seed, NetConfig { link, ..NetConfig::default() });
@@ -102,14 +138,14 @@ impl Mesh {
             let host = sim
                 .add_host(&format!("server{}", i + 1), ip, move |env, now| {
                     let secret = env.secret(b"tls");
-                    secured(MeshServer::new(env, now, config.clone()), secret, tls, true)
+                    secured(MeshServer::new(env, now, config.clone()), secret, links, Some(i))
                 })
                 .unwrap();
             let addr = sim.listen(host, ListenerId(0), PORT).unwrap();
             assert_eq!(addr, me);
             servers.push((host, addr));
         }
-        Mesh { sim, servers, users: BTreeMap::new(), tls }
+        Mesh { sim, servers, users: BTreeMap::new(), links }
     }
 
     /// A user on `servers` (in that order of preference), booting at `at`.
@@ -122,8 +158,9 @@ impl Mesh {
         let n = self.users.len() as u16 + 1;
         let [hi, lo] = n.to_be_bytes();
         let spec = HostSpec::new(format!("user-{name}"), [10, 1, hi, lo].into()).down();
-        let tls = self.tls;
-        let host = self.sim.add_host_with(spec, move |env, now| client_machine(env, now, config.clone(), tls)).unwrap();
+        let links = self.links;
+        let host =
+            self.sim.add_host_with(spec, move |env, now| client_machine(env, now, config.clone(), links)).unwrap();
         self.sim.schedule(at, move |sim| sim.restart(host));
         self.users.insert(name.to_owned(), host);
         host
@@ -201,7 +238,7 @@ fn a_chain_of_seeds_becomes_a_full_mesh() {
 fn a_server_with_another_mesh_secret_is_refused_on_both_ends_and_the_rest_link() {
     // A chain 1 ← 2 ← 3 ← 4 where server 3 holds another secret: 2–1 link, 4 reaches
     // nobody (it only knew 3), and 3 is refused by 2 and by 4 alike.
-    let mut m = Mesh::build(7, 4, lan(), false, |i, config| ServerConfig {
+    let mut m = Mesh::build(7, 4, lan(), Links::Plain, |i, config| ServerConfig {
         peer_secret: Secret::new(if i == 2 { &b"another"[..] } else { &b"ours"[..] }),
         ..config
     });
@@ -267,7 +304,7 @@ fn a_name_live_on_one_server_is_refused_on_another() {
     let impostor = {
         let config = ClientConfig::new("Alice", vec![s2], Selection::InOrder);
         let spec = HostSpec::new("impostor", [10, 2, 0, 1].into());
-        m.sim.add_host_with(spec, move |env, now| client_machine(env, now, config.clone(), false)).unwrap()
+        m.sim.add_host_with(spec, move |env, now| client_machine(env, now, config.clone(), Links::Plain)).unwrap()
     };
     m.run(Duration::from_secs(3));
     let refused: Vec<String> = m
@@ -292,7 +329,7 @@ const TOKEN_FILE: &str = "Alice 0123456789abcdef0123\n";
 fn token_takeover(seed: u64) -> Result<(), String> {
     let tokens = UserTokens::parse(TOKEN_FILE).expect("a token file");
     let with_tokens = move |_, config| ServerConfig { user_tokens: tokens.clone(), ..config };
-    let mut m = Mesh::build(seed, 3, lan(), false, with_tokens);
+    let mut m = Mesh::build(seed, 3, lan(), Links::Plain, with_tokens);
     let all: Vec<SocketAddr> = m.servers.iter().map(|&(_, a)| a).collect();
     let token = UserTokens::parse(TOKEN_FILE).expect("a token file").token("Alice").cloned();
     let mut laptop = ClientConfig::new("Alice", vec![all[0]], Selection::InOrder);
@@ -400,15 +437,19 @@ struct Sent {
 }
 
 fn mesh_sweep(seed: u64) -> Result<(), String> {
-    mesh_sweep_with(seed, false)
+    mesh_sweep_with(seed, Links::Plain)
 }
 
-/// [`mesh_sweep`], with every link over TLS when `tls`.
-fn mesh_sweep_with(seed: u64, tls: bool) -> Result<(), String> {
+/// [`mesh_sweep`], with every link secured as `links` says.
+fn mesh_sweep_with(seed: u64, links: Links) -> Result<(), String> {
     let mut rng = Rng::new(seed ^ 0x3e5b);
     let latency = Duration::from_millis(rng.range_inclusive(1, 20));
     let link = LinkConfig::new(latency, latency.mul_f64(0.3));
-    let mut m = if tls { Mesh::over_tls(seed, 5, link) } else { Mesh::new(seed, 5, link) };
+    let mut m = match links {
+        Links::Plain => Mesh::new(seed, 5, link),
+        Links::Pinned => Mesh::over_tls(seed, 5, link),
+        Links::MeshCa => Mesh::by_mesh_ca(seed, 5, link),
+    };
     let all: Vec<SocketAddr> = m.servers.iter().map(|&(_, a)| a).collect();
 
     // 20 users, each preferring a random server, failing over along the others.
@@ -540,7 +581,17 @@ const SWEEP_TLS: TestId = TestId::integration("switchyard-tests", "sim_mesh", "m
 
 #[test]
 fn mesh_over_tls_survives_faults() {
-    check_seeds(&SWEEP_TLS, 0..300, |seed| mesh_sweep_with(seed, true));
+    check_seeds(&SWEEP_TLS, 0..300, |seed| mesh_sweep_with(seed, Links::Pinned));
+}
+
+const SWEEP_CA: TestId =
+    TestId::integration("switchyard-tests", "sim_mesh", "mesh_admitted_by_a_mesh_ca_survives_faults");
+
+/// The TLS sweep with the servers admitting each other by certificates from a mesh CA
+/// instead of a secret, as `mesh server --mesh-ca` runs: the same guarantees.
+#[test]
+fn mesh_admitted_by_a_mesh_ca_survives_faults() {
+    check_seeds(&SWEEP_CA, 0..300, |seed| mesh_sweep_with(seed, Links::MeshCa));
 }
 
 /// `latency` one way with ±30 % jitter: uniform in [0.7, 1.3] × `latency`.
