@@ -138,7 +138,7 @@ pub fn issue(names: &[String], days: u32, issuer: &Path) -> Result<(Made, String
     let cert = params.signed_by(&key, &ca, &ca_key).map_err(cannot_make)?;
     let made = made(&cert, key)?;
     let trust = switchyard_core::tls::Trust::Authorities(vec![ca_cert]);
-    let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+    let now = crate::wall::unix_secs_now();
     let name = names.first().map_or("localhost", String::as_str);
     switchyard_core::tls::check_identity(&trust, &made.identity, name, now)
         .map_err(|why| CliError::new(format!("{}: the issued certificate does not chain to it ({why})", not_ours())))?;

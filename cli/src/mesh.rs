@@ -322,7 +322,7 @@ impl ServerTls {
             return Err(CliError::new(format!("--mesh-ca {ca}: not a CA certificate (make one with switchyard cert --ca)")));
         }
         let trust = Trust::Authorities(authorities);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = crate::wall::unix_secs_now();
         switchyard_core::tls::check_identity(&trust, &identity, &listen.ip().to_string(), now).map_err(|why| {
             CliError::new(format!(
                 "--tls-cert {}: not a certificate the mesh CA {} issued for {} ({why}); issue one with `switchyard cert --name {} --issuer DIR`",
@@ -452,12 +452,13 @@ impl ChatCmd {
             },
         };
         let tls = ClientTls::from_options(self.tls_pin, self.tls_ca.as_deref(), self.tls_name)?;
-        let token = match &self.user_token_file {
-            None => None,
-            Some(path) => Some(read_user_tokens(path)?.token(&self.user).cloned().ok_or_else(|| {
-                CliError::usage(format!("{} has no `{} TOKEN` line for --user {}", path.display(), self.user, self.user))
-            })?),
-        };
+        let user = &self.user;
+        let token = self.user_token_file.as_deref().map(|path| {
+            read_user_tokens(path)?.token(user).cloned().ok_or_else(|| {
+                CliError::usage(format!("{} has no `{user} TOKEN` line for --user {user}", path.display()))
+            })
+        });
+        let token = token.transpose()?;
         let config = ClientConfig { token, ..ClientConfig::new(&self.user, self.server.0, selection) };
         let secret = env.secret(b"tls");
         let client = MeshClient::new(env, Instant::ZERO, config);

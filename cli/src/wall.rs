@@ -41,6 +41,12 @@ fn offset() -> UtcOffset {
     }
 }
 
+/// Seconds since 1970 (UTC) by the system clock now; 0 before 1970. For checks done once
+/// outside any machine, such as whether a certificate is valid today.
+pub fn unix_secs_now() -> u64 {
+    u64::try_from(switchyard_adapters::unix_micros_now() / 1_000_000).unwrap_or(0)
+}
+
 /// A wall clock for a machine about to start under a driver: the system clock read now,
 /// taken as the driver's `Instant::ZERO`. The driver starts a moment later, so dates run
 /// behind by that moment (microseconds), never ahead.

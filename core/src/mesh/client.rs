@@ -740,9 +740,7 @@ impl MeshClient {
                     None => {
                         let name = &self.config.name;
                         let reason = format!("{server} asks for the token of {name}, and this client has none (give it --user-token-file)");
-                        self.out.event(ClientEvent::Refused { reason });
-                        self.left = true;
-                        self.end_session("registration refused", true);
+                        self.refused_for_good(reason);
                     }
                 }
             }
@@ -756,9 +754,7 @@ impl MeshClient {
                     self.end_session("name still held elsewhere; retrying", true);
                     self.timers.set(Timer::Retry, now + self.config.probe_interval);
                 } else {
-                    self.out.event(ClientEvent::Refused { reason });
-                    self.left = true;
-                    self.end_session("registration refused", true);
+                    self.refused_for_good(reason);
                 }
             }
             MeshMsg::Deliver { id, from, body } => {
@@ -780,6 +776,14 @@ impl MeshClient {
                 self.session_lost(&format!("server sent unexpected type {} subtype {subtype}", kind.0));
             }
         }
+    }
+
+    /// The registration is refused and will not be asked again: says why, leaves the
+    /// session and the mesh.
+    fn refused_for_good(&mut self, reason: String) {
+        self.out.event(ClientEvent::Refused { reason });
+        self.left = true;
+        self.end_session("registration refused", true);
     }
 
     /// Sends outbox messages on a ready session: those never sent, those sent longer than

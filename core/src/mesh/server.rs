@@ -875,8 +875,9 @@ impl MeshServer {
         }
         self.set_role(conn, Role::User { name: Some(name.clone()) });
         let waiting: BTreeSet<SocketAddr> = self.reachable_peers().into_iter().collect();
-        let (name_, home) = (name.clone(), self.config.me);
-        let claim = if proved { MeshMsg::Takeover { name: name_, home } } else { MeshMsg::Claim { name: name_, home } };
+        let (to_claim, home) = (name.clone(), self.config.me);
+        let claim =
+            if proved { MeshMsg::Takeover { name: to_claim, home } } else { MeshMsg::Claim { name: to_claim, home } };
         for &server in &waiting {
             self.send_to_server(server, &claim);
         }
@@ -945,6 +946,12 @@ impl MeshServer {
         }
         let reason = taken_over(&name, home);
         self.give_up_name(&name, &reason, &reason);
+        self.accept_claim(conn, name, home);
+    }
+
+    /// Records `home` as where `name` lives (a name already known, or one more within
+    /// `max_users`) and answers the claimant `ClaimOk`.
+    fn accept_claim(&mut self, conn: ConnId, name: String, home: SocketAddr) {
         if self.remote.contains_key(&name) || self.known_names() < self.config.max_users {
             self.remote.insert(name.clone(), home);
         }
@@ -973,12 +980,7 @@ impl MeshServer {
                 self.lose_name(&name, home, true);
                 self.send(conn, &MeshMsg::ClaimOk { name, home });
             }
-            _ => {
-                if self.remote.contains_key(&name) || self.known_names() < self.config.max_users {
-                    self.remote.insert(name.clone(), home);
-                }
-                self.send(conn, &MeshMsg::ClaimOk { name, home });
-            }
+            _ => self.accept_claim(conn, name, home),
         }
     }
 
