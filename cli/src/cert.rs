@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use switchyard_adapters::Runtime;
-use switchyard_core::tls::{Fingerprint, PrivateKeyDer, TlsIdentity};
+use switchyard_core::tls::{CertificateDer, Fingerprint, PrivateKeyDer, TlsIdentity};
 use switchyard_core::Env;
 
 /// Write a self-signed certificate and private key for TLS (Ed25519, PEM), and print the
@@ -21,7 +21,7 @@ use switchyard_core::Env;
     subcommand,
     name = "cert",
     example = "switchyard cert --name tunnel.example.org --out /etc/switchyard\nswitchyard cert --name 203.0.113.7 --name localhost --out .\nswitchyard cert --ca --name \"Example mesh CA\" --out ca\nswitchyard cert --name 10.0.0.2 --issuer ca --out s2",
-    note = "Writes OUT/cert.pem and OUT/key.pem (the key readable by its owner only) and refuses to overwrite either unless --force. A pinned client accepts exactly this certificate whatever its names and dates; a client that checks with --tls-ca instead needs the name it dials among the --name values. With --ca it writes a certificate authority instead (--name is its name); with --issuer DIR the certificate is signed by the CA in DIR/cert.pem and DIR/key.pem (made by --ca), for serving and for presenting as a client: what each server of a mesh with --mesh-ca needs, for its IP address."
+    note = "Writes OUT/cert.pem and OUT/key.pem (the key readable by its owner only) and refuses to overwrite either unless --force. A pinned client accepts exactly this certificate whatever its names and dates; a client that checks with --tls-ca instead needs the name it dials among the --name values. With --ca it writes a certificate authority instead (--name is its name); with --issuer DIR the certificate is signed by the CA in DIR/cert.pem and DIR/key.pem (made by --ca, or any CA certificate with its key in PKCS#8, as openssl writes them), for serving and for presenting as a client: what each server of a mesh with --mesh-ca needs, for its IP address."
 )]
 pub struct CertCmd {
     /// a DNS name or IP address the certificate is for; repeat for several (default
@@ -46,8 +46,8 @@ pub struct CertCmd {
     #[argh(switch)]
     ca: bool,
 
-    /// a directory holding a CA's cert.pem and key.pem (from `switchyard cert --ca`):
-    /// sign the certificate with it instead of self-signing
+    /// a directory holding a CA's cert.pem and key.pem (from `switchyard cert --ca`, or
+    /// any CA's, the key PKCS#8): sign the certificate with it instead of self-signing
     #[argh(option)]
     issuer: Option<PathBuf>,
 }
@@ -112,23 +112,28 @@ pub fn make_ca(name: &str, days: u32) -> Result<Made, CliError> {
     made(&cert, key)
 }
 
-/// A certificate for `names` signed by the CA in `issuer` (its `cert.pem` and `key.pem`),
-/// for serving and for presenting as a client (a mesh server does both), valid for `days`
-/// days. Checked to chain to the CA before it is returned; also returns the CA's name.
+/// A certificate for `names` signed by the CA in `issuer` (its `cert.pem` and `key.pem`:
+/// any CA's, not only one [`make_ca`] made), for serving and for presenting as a client (a
+/// mesh server does both), valid for `days` days. Checked to chain to the CA before it is
+/// returned; also returns the CA's name.
 pub fn issue(names: &[String], days: u32, issuer: &Path) -> Result<(Made, String), CliError> {
     let ca_file = issuer.join("cert.pem");
     let ca_cert = crate::tls::load_certificates(&ca_file, "--issuer")?.remove(0);
+    let refused = |why: String| CliError::new(format!("--issuer: {}: {why}", ca_file.display()));
+    let ca_params = ca_params(&ca_cert).map_err(refused)?;
     let ca_key_file = issuer.join("key.pem");
     let ca_key_pem = fs::read_to_string(&ca_key_file)
         .map_err(|e| CliError::new(format!("--issuer: cannot read {}: {e}", ca_key_file.display())))?;
-    let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem)
-        .map_err(|e| CliError::new(format!("--issuer: {} is not a PEM private key: {e}", ca_key_file.display())))?;
-    let not_ours = || CliError::new(format!("--issuer: {} is not a CA `switchyard cert --ca` made", ca_file.display()));
-    let ca_name = subject_common_name(&ca_cert).ok_or_else(not_ours)?;
-    // rcgen signs with the issuer's name and key alone; a CA certificate made again from
-    // them stands in for the one on disk, whose name and key it shares.
-    let mut ca_params = params(&[], ca_name.clone(), 1)?;
-    as_ca(&mut ca_params);
+    // ring reads PKCS#8 only; OpenSSL still writes the older forms in places.
+    let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem).map_err(|e| {
+        CliError::new(format!(
+            "--issuer: {} is not a PKCS#8 PEM private key (BEGIN PRIVATE KEY; `openssl pkcs8 -topk8 -nocrypt` converts one): {e}",
+            ca_key_file.display()
+        ))
+    })?;
+    let ca_name = name_of(&ca_params.distinguished_name);
+    // rcgen signs with the issuer's name, key identifier and key alone; a CA certificate
+    // made again from what was read of the one on disk stands in for it, sharing all three.
     let ca = ca_params.self_signed(&ca_key).map_err(cannot_make)?;
     let key = ed25519_key()?;
     let mut params = params(names, names.first().cloned().unwrap_or_default(), days)?;
@@ -140,87 +145,42 @@ pub fn issue(names: &[String], days: u32, issuer: &Path) -> Result<(Made, String
     let trust = switchyard_core::tls::Trust::Authorities(vec![ca_cert]);
     let now = crate::wall::unix_secs_now();
     let name = names.first().map_or("localhost", String::as_str);
-    switchyard_core::tls::check_identity(&trust, &made.identity, name, now)
-        .map_err(|why| CliError::new(format!("{}: the issued certificate does not chain to it ({why})", not_ours())))?;
+    switchyard_core::tls::check_identity(&trust, &made.identity, name, now).map_err(|why| {
+        let key = ca_key_file.display();
+        refused(format!("the certificate issued does not chain to it ({why}); is {key} its key?"))
+    })?;
     Ok((made, ca_name))
 }
 
-/// The elements (tag and contents) of a certificate's (DER) to-be-signed part: the version
-/// if given, serial, signature algorithm, issuer, validity, subject, key, extensions.
-fn tbs_elements(cert: &[u8]) -> Option<Vec<(u8, &[u8])>> {
-    let (_, cert, _) = der_element(cert)?;
-    let (_, mut tbs, _) = der_element(cert)?;
-    let mut elements = Vec::new();
-    while !tbs.is_empty() {
-        let (tag, contents, rest) = der_element(tbs)?;
-        elements.push((tag, contents));
-        tbs = rest;
-    }
-    Some(elements)
-}
-
-/// The common name in the subject of a certificate (DER) that is a CA (its basic
-/// constraints say so): what `--issuer` signs in the name of.
-fn subject_common_name(cert: &[u8]) -> Option<String> {
-    if !is_ca(cert) {
-        return None;
-    }
-    let elements = tbs_elements(cert)?;
-    let version = usize::from(elements.first()?.0 == 0xa0);
-    let (_, mut subject) = *elements.get(version + 4)?;
-    while !subject.is_empty() {
-        let (_, set, rest) = der_element(subject)?;
-        subject = rest;
-        let (_, attribute, _) = der_element(set)?;
-        let (_, oid, value) = der_element(attribute)?;
-        if oid == [0x55, 0x04, 0x03] {
-            return String::from_utf8(der_element(value)?.1.to_vec()).ok();
+/// What rcgen reads of the CA certificate `cert`: what `--issuer` signs with. Refused, with
+/// why, unless its basic constraints say it is a CA; `--mesh-ca` asks the same, since
+/// rustls, which does not look, would believe a trust anchor that is not one.
+pub(crate) fn ca_params(cert: &CertificateDer<'_>) -> Result<rcgen::CertificateParams, String> {
+    let params = rcgen::CertificateParams::from_ca_cert_der(cert).map_err(|e| format!("cannot read its certificate: {e}"))?;
+    match params.is_ca {
+        rcgen::IsCa::Ca(_) => Ok(params),
+        rcgen::IsCa::NoCa | rcgen::IsCa::ExplicitNoCa => {
+            Err("not a CA certificate (its basic constraints do not say CA:TRUE)".to_owned())
         }
     }
-    None
 }
 
-/// True when a certificate (DER) is a CA's: its basic constraints say so. A trust anchor
-/// that is not one would still be believed by rustls, which does not look.
-pub(crate) fn is_ca(cert: &[u8]) -> bool {
-    let extensions = tbs_elements(cert).and_then(|e| e.iter().find(|(tag, _)| *tag == 0xa3).map(|&(_, x)| x));
-    extensions.and_then(says_ca).unwrap_or(false)
-}
-
-/// True when the extensions (`[3]` of a certificate) hold basic constraints with cA set.
-fn says_ca(extensions: &[u8]) -> Option<bool> {
-    let (_, mut list, _) = der_element(extensions)?;
-    while !list.is_empty() {
-        let (_, extension, rest) = der_element(list)?;
-        list = rest;
-        let (_, oid, mut value) = der_element(extension)?;
-        if oid != [0x55, 0x1d, 0x13] {
-            continue; // not basicConstraints
-        }
-        if value.first() == Some(&0x01) {
-            value = der_element(value)?.2; // the critical flag
-        }
-        let (_, octets, _) = der_element(value)?;
-        let (_, constraints, _) = der_element(octets)?;
-        return Some(matches!(constraints, [0x01, 0x01, ca, ..] if *ca != 0));
-    }
-    Some(false)
-}
-
-/// One DER element off the front of `der`: its tag, its contents, and what follows it.
-fn der_element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = der.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        (rest[..n].iter().fold(0, |len, &b| len << 8 | usize::from(b)), &rest[n..])
+/// The CA's name, for `cert` to say whom it issued by: its common name, or, for a CA from
+/// elsewhere without one, the rest of its subject.
+fn name_of(subject: &rcgen::DistinguishedName) -> String {
+    use rcgen::DnValue;
+    let text = |value: &DnValue| match value {
+        DnValue::Utf8String(s) => Some(s.clone()),
+        DnValue::PrintableString(s) => Some(s.as_str().to_owned()),
+        DnValue::Ia5String(s) => Some(s.as_str().to_owned()),
+        DnValue::TeletexString(s) => Some(s.as_str().to_owned()),
+        // UCS-2 and UTF-32 (BmpString, UniversalString): rare in names, and left out.
+        _ => None,
     };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+    match subject.get(&rcgen::DnType::CommonName).and_then(text) {
+        Some(common) => common,
+        None => subject.iter().filter_map(|(_, value)| text(value)).collect::<Vec<_>>().join(", "),
+    }
 }
 
 /// A certificate made with `key` as [`Made`].

@@ -166,6 +166,12 @@ impl LogEvent for MeshEvent {
             MeshEvent::PeerRefused { peer, reason } => {
                 tracing::warn!("{name}: server link with {peer} closed: {reason}")
             }
+            // Nothing says whose it was: a user's as likely as a server's, so not a server
+            // link, and no louder than a client turned away.
+            MeshEvent::HandshakeFailed { peer, reason } => {
+                let reason = reason.strip_prefix("TLS: ").unwrap_or(reason);
+                tracing::info!("{name}: connection from {peer} closed: its TLS handshake failed: {reason}")
+            }
             MeshEvent::ProtocolError { peer, reason } => {
                 tracing::warn!("{name}: {peer} disconnected: protocol error: {reason}")
             }

@@ -317,9 +317,10 @@ impl ServerTls {
     /// every peer would refuse it otherwise.
     fn by_mesh_ca(identity: TlsIdentity, (ca, cert): (&Path, &Path), listen: SocketAddr) -> Result<ServerTls, CliError> {
         let authorities = crate::tls::load_certificates(ca, "--mesh-ca")?;
-        if !authorities.iter().all(|c| crate::cert::is_ca(c)) {
-            let ca = ca.display();
-            return Err(CliError::new(format!("--mesh-ca {ca}: not a CA certificate (make one with switchyard cert --ca)")));
+        for authority in &authorities {
+            crate::cert::ca_params(authority).map_err(|why| {
+                CliError::new(format!("--mesh-ca {}: {why}; make one with switchyard cert --ca", ca.display()))
+            })?;
         }
         let trust = Trust::Authorities(authorities);
         let now = crate::wall::unix_secs_now();

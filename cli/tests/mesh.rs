@@ -292,7 +292,7 @@ fn only_servers_with_a_certificate_from_the_mesh_ca_join() {
     rogue.wait_for_log(&format!(
         "server link with {s1} closed: TLS: the server's certificate is not signed by a trusted authority"
     ));
-    servers[0].wait_for_log("closed: TLS: the peer refused our certificate");
+    servers[0].wait_for_log("closed: its TLS handshake failed: the peer refused our certificate");
 
     let mut bob = Proc::start_interactive(&["mesh", "chat", "--server", s2, "--user", "Bob", "--tls-ca", &ca]);
     bob.wait_for_stdout(&format!("Connected to {s2}"));

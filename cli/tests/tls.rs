@@ -289,6 +289,18 @@ fn mesh_servers_link_and_users_chat_over_tls_and_plaintext_clients_are_told() {
     assert!(bob.close_and_wait().success());
 }
 
+/// Asserts that OpenSSL takes `leaf` for a certificate from the CA `ca` for 127.0.0.1,
+/// both as a server's and as a client's (a mesh server presents it as both).
+fn openssl_verifies(ca: &str, leaf: &str) {
+    for purpose in ["sslserver", "sslclient"] {
+        let out = Command::new("openssl")
+            .args(["verify", "-purpose", purpose, "-verify_ip", "127.0.0.1", "-CAfile", ca, leaf])
+            .output()
+            .expect("openssl");
+        assert!(out.status.success() && text(&out.stdout).contains(": OK"), "{leaf} {purpose}: {out:?}");
+    }
+}
+
 /// `cert --ca` makes a CA and `cert --issuer` a certificate it signed, for serving and for
 /// presenting as a client: OpenSSL verifies the chain for both purposes, and an existing
 /// file is still kept unless --force.
@@ -303,14 +315,7 @@ fn cert_issues_certificates_from_a_ca_of_its_own() {
     let said = text(&issued.stdout);
     assert!(issued.status.success(), "{issued:?}");
     assert!(said.contains("issued by \"Test CA\"") && said.contains("--mesh-ca"), "{said}");
-    let (ca, leaf) = (dir.file("ca/cert.pem"), dir.file("leaf/cert.pem"));
-    for purpose in ["sslserver", "sslclient"] {
-        let out = Command::new("openssl")
-            .args(["verify", "-purpose", purpose, "-verify_ip", "127.0.0.1", "-CAfile", &ca, &leaf])
-            .output()
-            .expect("openssl");
-        assert!(out.status.success() && text(&out.stdout).contains(": OK"), "{purpose}: {out:?}");
-    }
+    openssl_verifies(&dir.file("ca/cert.pem"), &dir.file("leaf/cert.pem"));
     let again = run(&["cert", "--name", "127.0.0.1", "--issuer", &ca_dir, "--out", &leaf_dir], b"");
     assert_eq!(again.status.code(), Some(1));
     assert!(text(&again.stderr).contains("exists; pass --force to replace it"), "{again:?}");
@@ -319,4 +324,45 @@ fn cert_issues_certificates_from_a_ca_of_its_own() {
     // A self-signed certificate is no issuer.
     let not_a_ca = run(&["cert", "--name", "x", "--issuer", &leaf_dir, "--out", &dir.file("x")], b"");
     assert_eq!(not_a_ca.status.code(), Some(1), "{not_a_ca:?}");
+    assert!(text(&not_a_ca.stderr).contains("not a CA certificate"), "{not_a_ca:?}");
+}
+
+/// `openssl req -x509` in `dir`'s subdirectory `sub`: a certificate with basic constraints
+/// `constraints` and the PKCS#8 key `newkey` asks for, as cert.pem and key.pem.
+fn openssl_certificate(dir: &TempDir, sub: &str, newkey: &[&str], subject: &str, constraints: &str) -> String {
+    let out_dir = dir.file(sub);
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let (cert, key) = (dir.file(&format!("{sub}/cert.pem")), dir.file(&format!("{sub}/key.pem")));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-nodes", "-days", "30", "-subj", subject, "-keyout", &key, "-out", &cert])
+        .args(["-addext", &format!("basicConstraints={constraints}"), "-newkey"])
+        .args(newkey)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{made:?}");
+    out_dir
+}
+
+/// `--issuer` takes any CA's certificate and PKCS#8 key, not only `cert --ca`'s: one that
+/// OpenSSL made, RSA or ECDSA, with more than a common name in its subject, issues
+/// certificates `openssl verify` accepts as a server's and a client's from that CA. A
+/// certificate from OpenSSL whose basic constraints say it is no CA is refused, saying so.
+#[test]
+fn cert_issues_certificates_from_a_ca_openssl_made() {
+    let dir = TempDir::new("cert-openssl-ca");
+    let ecdsa = ["ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    for (sub, newkey) in [("rsa", &["rsa:2048"][..]), ("ecdsa", &ecdsa[..])] {
+        let subject = "/C=GB/O=Example Ltd/CN=OpenSSL test CA";
+        let ca_dir = openssl_certificate(&dir, sub, newkey, subject, "critical,CA:TRUE");
+        let leaf_dir = dir.file(&format!("{sub}-leaf"));
+        let issued = run(&["cert", "--name", "127.0.0.1", "--issuer", &ca_dir, "--out", &leaf_dir], b"");
+        assert!(issued.status.success(), "{sub}: {issued:?}");
+        assert!(text(&issued.stdout).contains("issued by \"OpenSSL test CA\""), "{sub}: {issued:?}");
+        openssl_verifies(&format!("{ca_dir}/cert.pem"), &format!("{leaf_dir}/cert.pem"));
+    }
+    let plain = openssl_certificate(&dir, "plain", &["rsa:2048"], "/CN=not a CA", "critical,CA:FALSE");
+    let refused = run(&["cert", "--name", "x", "--issuer", &plain, "--out", &dir.file("x")], b"");
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let why = format!("--issuer: {plain}/cert.pem: not a CA certificate (its basic constraints do not say CA:TRUE)");
+    assert!(text(&refused.stderr).contains(&why), "{refused:?}");
 }

@@ -143,7 +143,9 @@ impl CountEvent for MeshEvent {
             MeshEvent::PeerLearned { .. }
             | MeshEvent::PeerUp { .. }
             | MeshEvent::UserLeft { .. }
-            | MeshEvent::ReceiptOverdue { .. } => {}
+            | MeshEvent::ReceiptOverdue { .. }
+            // Counted as a failed TLS handshake; nothing says it was a server link.
+            | MeshEvent::HandshakeFailed { .. } => {}
         }
     }
 }

@@ -89,6 +89,16 @@ pub enum MeshEvent {
         /// Who refused (`we refused it: …` or `it refused us: …`) and why.
         reason: String,
     },
+    /// A connection that had not yet said whether it is a user or a server failed its TLS
+    /// handshake and was closed, in a mesh that admits servers by certificate: a server
+    /// with a certificate from another CA, or as likely a user whose client refused ours.
+    /// Not a [`PeerRefused`](Self::PeerRefused), since nothing said it was a server.
+    HandshakeFailed {
+        /// Its remote address.
+        peer: SocketAddr,
+        /// Why, as the TLS layer put it (`TLS: …`).
+        reason: String,
+    },
     /// A connection broke the protocol and was closed.
     ProtocolError {
         /// Its remote address.

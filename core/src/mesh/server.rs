@@ -785,14 +785,20 @@ impl MeshServer {
 
     /// `conn` ended for a TLS reason (the layer's reasons start `TLS: `) before it said what
     /// it is, or as our dial. In a mesh that admits servers by certificate that is how a
-    /// server with a certificate from another CA is refused, at either end, so it is told as
-    /// a refused peer is, once per attempt.
+    /// server with a certificate from another CA is refused, at either end, so it is told
+    /// once per attempt: as a refused peer for our dial, which is a server link; as a failed
+    /// handshake for a connection that came in, which may as well have been a user's.
     fn refused_by_tls(&mut self, conn: ConnId, error: &NetError) {
         let NetError::Other(reason) = error else { return };
         let Some(c) = self.conns.get(&conn) else { return };
-        let before_hello = matches!(c.role, Role::Unknown | Role::PeerOut { .. });
-        if self.config.peers_by_certificate && before_hello && reason.starts_with("TLS: ") {
-            self.out.event(MeshEvent::PeerRefused { peer: c.addr, reason: reason.clone() });
+        if !self.config.peers_by_certificate || !reason.starts_with("TLS: ") {
+            return;
+        }
+        let (peer, reason) = (c.addr, reason.clone());
+        match c.role {
+            Role::PeerOut { .. } => self.out.event(MeshEvent::PeerRefused { peer, reason }),
+            Role::Unknown => self.out.event(MeshEvent::HandshakeFailed { peer, reason }),
+            _ => {}
         }
     }
 
@@ -1646,19 +1652,34 @@ mod tests {
         }
     }
 
-    /// A server refused at the TLS handshake (a certificate from another CA) is logged as a
-    /// refused peer, dialled or accepted; elsewhere such an end stays quiet as before.
+    /// In a mesh that admits servers by certificate, a TLS handshake that fails on our dial
+    /// is told as a refused server link. One that fails on a connection that came in and had
+    /// not said what it is is told as a failed handshake and never as a server link: it may
+    /// be a user's. Elsewhere such an end stays quiet as before.
     #[test]
-    fn a_server_refused_by_tls_is_told_as_a_refused_peer() {
+    fn a_tls_failure_is_told_as_a_refused_server_link_only_on_our_dial() {
         let reason = "TLS: the server's certificate is not signed by a trusted authority";
+        let (me, peer) = ("127.0.0.1:5001".parse().unwrap(), "127.0.0.1:5002".parse().unwrap());
+        let config = ServerConfig { peers_by_certificate: true, ..ServerConfig::new(me, vec![peer]) };
+        let mut f = Fixture::new(MeshServer::new(Env::new(1), Instant::ZERO, config));
+        let [(link, _)] = f.dialled[..] else { panic!("one dial: {:?}", f.dialled) };
+        f.input(Input::ConnectFailed { conn: link, error: NetError::Other(reason.into()) });
+        assert_eq!(refusal(&f), Some(reason));
+        assert!(!f.events.iter().any(|e| matches!(e, MeshEvent::HandshakeFailed { .. })), "{:?}", f.events);
+
+        let reason = "TLS: the peer refused our certificate";
         let mut f = by_certificate(None);
         let conn = f.connect();
         f.input(Input::Closed { conn, reason: NetError::Other(reason.into()) });
-        assert_eq!(refusal(&f), Some(reason));
+        assert_eq!(refusal(&f), None, "not told as a server link: {:?}", f.events);
+        let failed = MeshEvent::HandshakeFailed { peer: "127.0.0.1:40000".parse().unwrap(), reason: reason.into() };
+        assert_eq!(f.events.last(), Some(&failed));
+
         let mut f = server();
         let conn = f.connect();
         f.input(Input::Closed { conn, reason: NetError::Other(reason.into()) });
         assert_eq!(refusal(&f), None);
+        assert!(!f.events.iter().any(|e| matches!(e, MeshEvent::HandshakeFailed { .. })), "{:?}", f.events);
     }
 
     /// At a server that admits by certificate and has no secret, a hello is answered with
