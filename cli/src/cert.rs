@@ -246,10 +246,10 @@ impl CertCmd {
         }
         let name = self.name.first().map_or("Switchyard mesh CA", String::as_str);
         let (cert, key) = self.write(&make_ca(name, self.days)?)?;
-        println!("wrote {} and {} (Ed25519 CA {name:?}, valid {} days)", cert.display(), key.display(), self.days);
-        println!("issue a certificate: switchyard cert --name IP --issuer {} --out DIR", self.out.display());
-        println!("mesh servers: --mesh-ca {}; clients: --tls-ca {}", cert.display(), cert.display());
-        println!("keep {} secret: whoever holds it can issue certificates this CA's mesh admits", key.display());
+        say!("wrote {} and {} (Ed25519 CA {name:?}, valid {} days)", cert.display(), key.display(), self.days);
+        say!("issue a certificate: switchyard cert --name IP --issuer {} --out DIR", self.out.display());
+        say!("mesh servers: --mesh-ca {}; clients: --tls-ca {}", cert.display(), cert.display());
+        say!("keep {} secret: whoever holds it can issue certificates this CA's mesh admits", key.display());
         Ok(())
     }
 }
@@ -274,17 +274,17 @@ impl Program for CertCmd {
         let (cert, key) = self.write(&made)?;
         let by = ca.as_ref().map_or(String::new(), |(name, _)| format!(", issued by {name:?}"));
         let (cert, key) = (cert.display(), key.display());
-        println!("wrote {cert} and {key} (Ed25519, for {}{by}, valid {} days)", names.join(", "), self.days);
-        println!("fingerprint {}", made.fingerprint);
+        say!("wrote {cert} and {key} (Ed25519, for {}{by}, valid {} days)", names.join(", "), self.days);
+        say!("fingerprint {}", made.fingerprint);
         match ca {
             None => {
-                println!("server: --tls-cert {cert} --tls-key {key}");
-                println!("client: --tls-pin {}", made.fingerprint);
+                say!("server: --tls-cert {cert} --tls-key {key}");
+                say!("client: --tls-pin {}", made.fingerprint);
             }
             Some((_, ca)) => {
                 let ca = ca.display();
-                println!("mesh server: --tls-cert {cert} --tls-key {key} --mesh-ca {ca}");
-                println!("client: --tls-ca {ca}");
+                say!("mesh server: --tls-cert {cert} --tls-key {key} --mesh-ca {ca}");
+                say!("client: --tls-ca {ca}");
             }
         }
         Ok(ExitCode::SUCCESS)

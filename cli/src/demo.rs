@@ -40,7 +40,7 @@ impl Program for DemoCmd {
         // `up`'s time service ticks every minute: no tick lands inside a flow.
         let fleet = crate::launch::Fleet::new();
         let up = up::start(&rt, fleet, env.child(0), (self.host, crate::serve::DEFAULT_INTERVAL), None).await?;
-        println!(
+        say!(
             "{}",
             up.table(&format!("switchyard demo: the whole network on {}, every flow through the tunnel", self.host))
         );
@@ -51,7 +51,7 @@ impl Program for DemoCmd {
         if failed > 0 {
             return Err(CliError::new(format!("demo: {failed} of {flows} flows failed")));
         }
-        println!("all {flows} flows passed");
+        say!("all {flows} flows passed");
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -209,16 +209,16 @@ impl<R: Runtime> Demo<'_, R> {
     fn report(&mut self, title: &str, transcript: Transcript, result: Result<(), CliError>) {
         self.flows += 1;
         match result {
-            Ok(()) => println!("✓ {title}"),
+            Ok(()) => say!("✓ {title}"),
             Err(e) => {
                 self.failed += 1;
-                println!("✗ {title}: {e}");
+                say!("✗ {title}: {e}");
             }
         }
         for line in transcript.0 {
-            println!("    {line}");
+            say!("    {line}");
         }
-        println!();
+        say!("");
     }
 }
 

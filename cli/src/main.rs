@@ -18,6 +18,17 @@
 //! Exit codes: 0 success; 1 a runtime error (one line on stderr, `switchyard: ...`) or an
 //! `error: ...` line from the server; 2 a usage error.
 
+/// Prints a line on stdout and flushes it at once (a script or a person may be waiting for
+/// it). A stdout nobody reads any more (`switchyard … | head -1`) is no reason to panic or
+/// to stop: the line is dropped and the command carries on, as `println!` would not.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, $($arg)*).and_then(|()| out.flush());
+    }};
+}
+
 mod addr;
 mod events;
 mod launch;
@@ -283,7 +294,7 @@ fn main() -> ExitCode {
             // argh itself would exit 1 for usage errors; 2 is the convention.
             return match early.status {
                 Ok(()) => {
-                    print!("{}", early.output);
+                    say!("{}", early.output.trim_end());
                     ExitCode::SUCCESS
                 }
                 Err(()) => {
@@ -294,7 +305,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.version {
-        println!("{}", version_line());
+        say!("{}", version_line());
         return ExitCode::SUCCESS;
     }
     let Some(command) = cli.command else {

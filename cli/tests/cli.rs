@@ -163,6 +163,35 @@ fn version_names_the_release_and_the_git_revision() {
     assert!(text(&out.stderr).contains("switchyard --help"), "{out:?}");
 }
 
+/// `switchyard … | head -1`: a stdout whose reader has gone is no reason to panic. The
+/// pipe's read end is closed before the command starts, so every write it makes fails.
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    let dir = support::TempDir::new("closed-stdout");
+    let out_dir = dir.file("c");
+    let commands: [&[&str]; 4] = [
+        &["--version"],
+        &["cert", "--help"],
+        &["up", "--print-config"],
+        &["cert", "--name", "127.0.0.1", "--out", &out_dir],
+    ];
+    for args in commands {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(support::BIN)
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+    }
+    // The command did its work all the same.
+    assert!(std::path::Path::new(&out_dir).join("cert.pem").exists());
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let cases: &[&[&str]] = &[

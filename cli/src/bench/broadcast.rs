@@ -8,7 +8,6 @@ use crate::runtime::Program;
 use crate::CliError;
 use argh::FromArgs;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,13 +58,6 @@ pub struct BroadcastCmd {
     /// also run the load on nats-server: `nats`, or `nats=PATH` for its executable
     #[argh(option)]
     against: Option<String>,
-}
-
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        println!($($arg)*);
-        let _ = std::io::stdout().flush();
-    }};
 }
 
 /// The two servers the same load runs on.

@@ -45,13 +45,6 @@ pub struct MeshCmd {
     round_trips: usize,
 }
 
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        println!($($arg)*);
-        let _ = std::io::stdout().flush();
-    }};
-}
-
 impl Program for MeshCmd {
     async fn run<R: Runtime>(self, _rt: R, env: Env) -> Result<ExitCode, CliError> {
         if self.messages == 0 || self.window == 0 || self.round_trips == 0 {

@@ -11,7 +11,6 @@ use super::targets::Targets;
 use crate::runtime::Program;
 use crate::CliError;
 use argh::FromArgs;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::thread;
@@ -104,14 +103,6 @@ struct Check {
     target: &'static str,
     figure: String,
     met: bool,
-}
-
-/// Prints a line at once: the runs take a while and each figure is news.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        println!($($arg)*);
-        let _ = std::io::stdout().flush();
-    }};
 }
 
 impl Program for TunnelCmd {

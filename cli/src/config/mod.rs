@@ -66,7 +66,7 @@ impl Program for ConfigCmd {
     async fn run<R: Runtime>(self, _rt: R, _env: Env) -> Result<ExitCode, CliError> {
         let ConfigWhat::Check(cmd) = self.what;
         let plan = Plan::load(&cmd.file)?;
-        println!("{}: ok: {}", cmd.file.display(), plan.summary());
+        say!("{}: ok: {}", cmd.file.display(), plan.summary());
         Ok(ExitCode::SUCCESS)
     }
 }

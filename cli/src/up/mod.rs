@@ -76,7 +76,7 @@ impl Program for UpCmd {
                     "--print-config prints no TLS: up --tls makes its certificate in memory. Make one with `switchyard cert` and add tls_cert/tls_key to the sections",
                 ));
             }
-            print!("{}", crate::config::seed::seed_topology(self.host, self.interval));
+            say!("{}", crate::config::seed::seed_topology(self.host, self.interval).trim_end());
             return Ok(ExitCode::SUCCESS);
         }
         let tls = if self.tls { Some(UpTls::new(self.host)?) } else { None };
