@@ -30,6 +30,7 @@ macro_rules! say {
 }
 
 mod addr;
+mod control;
 mod events;
 mod launch;
 mod logging;

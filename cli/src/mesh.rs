@@ -1,5 +1,6 @@
 //! `switchyard mesh server` and `switchyard mesh chat`: the P2P mesh from the command line.
 
+use crate::control::Control;
 use crate::input::{self, End};
 use crate::launch::{Fleet, LaunchError};
 use crate::tls::ClientTls;
@@ -338,9 +339,12 @@ impl ServerTls {
     }
 }
 
+/// Runs calls on a running mesh server's machine (a reload's new user tokens).
+pub type MeshControl = Control<MeshServer>;
+
 /// Starts a mesh server on `listen` that dials `peers` (as `mesh server` and `up` run it),
 /// admitting servers and users by `auth`, over TLS with `tls`; returns the address it
-/// bound.
+/// bound, and its control.
 pub async fn launch_server<R: Runtime>(
     rt: &R,
     fleet: &mut Fleet,
@@ -348,7 +352,7 @@ pub async fn launch_server<R: Runtime>(
     (listen, peers): (SocketAddr, Vec<SocketAddr>),
     auth: MeshAuth,
     tls: Option<ServerTls>,
-) -> Result<SocketAddr, LaunchError> {
+) -> Result<(SocketAddr, MeshControl), LaunchError> {
     let secret = env.secret(b"tls");
     let (serve, dial, by_certificate) = match tls {
         Some(tls) => {
@@ -362,8 +366,8 @@ pub async fn launch_server<R: Runtime>(
     let machine = server(env, listen, peers, auth, by_certificate);
     let machine =
         crate::tls::wrap_on(machine, serve, dial.as_ref(), secret).map_err(|e| LaunchError::tls_refused("mesh", e))?;
-    let bound = fleet.launch(rt, "mesh", machine, &[(ListenerId(0), listen)]).await?;
-    Ok(bound[&ListenerId(0)])
+    let (bound, handle) = fleet.launch_controlled(rt, "mesh", machine, &[(ListenerId(0), listen)], |_| {}).await?;
+    Ok((bound[&ListenerId(0)], Control::over(vec![handle])))
 }
 
 impl ServerCmd {
@@ -399,7 +403,7 @@ impl ServerCmd {
         let auth = MeshAuth { secret, user_tokens };
         let peers = if self.peer.is_empty() { default_peers(self.listen) } else { self.peer };
         let mut fleet = Fleet::with_metrics(self.metrics)?;
-        let announce = start_server(&rt, &mut fleet, env.child(1), (self.listen, peers), auth, tls).await?;
+        let (announce, _) = start_server(&rt, &mut fleet, env.child(1), (self.listen, peers), auth, tls).await?;
         fleet.serve_until_ctrl_c(|| tracing::info!("{announce}")).await?;
         Ok(ExitCode::SUCCESS)
     }
@@ -407,8 +411,8 @@ impl ServerCmd {
 
 /// Starts a mesh server (as `mesh server` and a config file's `[[mesh_server]]` run it):
 /// [`launch_server`], and returns the line that says where it listens, whom it dials,
-/// whom it links with and how many names need tokens. A server with no secret is warned
-/// about at once.
+/// whom it links with and how many names need tokens, and its control. A server with no
+/// secret is warned about at once.
 pub async fn start_server<R: Runtime>(
     rt: &R,
     fleet: &mut Fleet,
@@ -416,7 +420,7 @@ pub async fn start_server<R: Runtime>(
     (listen, peers): (SocketAddr, Vec<SocketAddr>),
     auth: MeshAuth,
     tls: Option<ServerTls>,
-) -> Result<String, CliError> {
+) -> Result<(String, MeshControl), CliError> {
     let over = if tls.is_some() { " (TLS)" } else { "" };
     let by_ca = tls.as_ref().is_some_and(|t| t.mesh_ca.is_some());
     let who = match (auth.secret.is_some(), by_ca) {
@@ -433,8 +437,8 @@ pub async fn start_server<R: Runtime>(
         n => format!("; {n} name(s) only with their tokens"),
     };
     let listed: Vec<String> = peers.iter().map(ToString::to_string).collect();
-    let addr = launch_server(rt, fleet, env, (listen, peers), auth, tls).await?;
-    Ok(format!("mesh server{over} listening on {addr}; dialling {}; linking with {who}{tokens}", listed.join(", ")))
+    let (addr, control) = launch_server(rt, fleet, env, (listen, peers), auth, tls).await?;
+    Ok((format!("mesh server{over} listening on {addr}; dialling {}; linking with {who}{tokens}", listed.join(", ")), control))
 }
 
 impl ChatCmd {

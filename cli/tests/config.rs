@@ -282,3 +282,39 @@ fn mesh_servers_of_a_config_file_may_be_admitted_by_a_mesh_ca() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("not a certificate the mesh CA") && stderr.contains("issued for 127.0.0.143"), "{stderr}");
 }
+
+/// SIGHUP reads a `[[mesh_server]]`'s `user_token_file` again: a name the new file lists
+/// needs its token from then on, and a file that does not read is refused with its line
+/// while the tokens running stay.
+#[test]
+fn sighup_reloads_a_mesh_servers_user_tokens() {
+    let host = "127.0.0.146";
+    let server = format!("{host}:5001");
+    let dir = TempDir::new("config-mesh-tokens");
+    let tokens = dir.file("users.tokens");
+    std::fs::write(&tokens, "carol 0123456789abcdef0123\n").unwrap();
+    let path = dir.file("switchyard.toml");
+    let config = format!(
+        "[[mesh_server]]\nlisten = \"{server}\"\npeers = []\ninsecure = true\nuser_token_file = \"users.tokens\"\n"
+    );
+    std::fs::write(&path, config).unwrap();
+    let served = Proc::start(&["run", &path]);
+    served.wait_for_log("1 name(s) only with their tokens");
+    let alice_without_token = || run(&["mesh", "chat", "--server", &server, "--user", "alice"], b"");
+    let out = alice_without_token();
+    assert_eq!(out.status.code(), Some(0), "alice is not listed yet: {out:?}");
+
+    std::fs::write(&tokens, "carol 0123456789abcdef0123\nalice abcdef0123456789abcd\n").unwrap();
+    served.signal("HUP");
+    served.wait_for_log("reload: mesh server #1: 2 name(s) now only with their tokens");
+    let out = alice_without_token();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).contains("asks for the token of alice"), "{}", text(&out.stderr));
+
+    std::fs::write(&tokens, "alice short\n").unwrap();
+    served.signal("HUP");
+    let refusal = served.wait_for_log("reload refused, the running config stays");
+    assert!(refusal.contains("users.tokens, line 1"), "{refusal}");
+    let out = alice_without_token();
+    assert_eq!(out.status.code(), Some(1), "the tokens running stay: {out:?}");
+}

@@ -29,7 +29,7 @@ use switchyard_core::Env;
     subcommand,
     name = "run",
     example = "switchyard up --print-config > switchyard.toml\nswitchyard config check switchyard.toml\nswitchyard run switchyard.toml\nkill -HUP $(pidof switchyard)",
-    note = "Keys are the flags of the role's own command, with _ for - (secret_file is --secret-file); relative paths are relative to the file's directory. A tunnel end or mesh server with no secret file shares a secret drawn for the run with the other roles of the file (as `up` does). On SIGHUP the file is read again: if only routes and forwards changed they are applied, and logged; anything else, or a file with a mistake, is refused with the reason and the running config stays. Ctrl-C stops (exit 0)."
+    note = "Keys are the flags of the role's own command, with _ for - (secret_file is --secret-file); relative paths are relative to the file's directory. A tunnel end or mesh server with no secret file shares a secret drawn for the run with the other roles of the file (as `up` does). On SIGHUP the file is read again: if only routes, forwards and mesh servers' user token files changed they are applied, and logged; anything else, or a file with a mistake, is refused with the reason and the running config stays. Ctrl-C stops (exit 0)."
 )]
 pub struct RunCmd {
     /// the config file (TOML)

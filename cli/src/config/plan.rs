@@ -5,7 +5,7 @@
 use super::schema::{ConfigFile, ExposeSection, LocalSection, MeshSection, RemoteSection, ServiceName, ServiceSection};
 use super::resolve;
 use crate::launch::Fleet;
-use crate::mesh::{MeshAuth, ServerTls};
+use crate::mesh::{MeshAuth, MeshControl, ServerTls};
 use crate::serve::ServiceKind;
 use crate::tunnel::spec::{read_secret, Entrances, Forward};
 use crate::tunnel::{Carrier, ForwardControl, RemoteEnd, RouteControl};
@@ -20,6 +20,7 @@ use switchyard_core::service::line_server::LineServerConfig;
 use switchyard_core::service::reply::Preset;
 use switchyard_core::service::{broadcast, echo, time};
 use switchyard_core::tls::TlsIdentity;
+use switchyard_core::mesh::tokens::UserTokens;
 use switchyard_core::Env;
 
 /// Largest config file read, so a wrong path (a log, a disk image) fails fast.
@@ -67,6 +68,8 @@ pub struct Running {
     pub remotes: Vec<RouteControl>,
     /// The forward control of each `[[tunnel_local]]`, in file order.
     pub locals: Vec<ForwardControl>,
+    /// The control of each `[[mesh_server]]`, in file order, with the user tokens it runs.
+    pub meshes: Vec<(MeshControl, UserTokens)>,
 }
 
 /// Where in the file a mistake is, for `FILE:LINE:COLUMN: WHAT`.
@@ -309,6 +312,12 @@ impl Plan {
         parts.join(", ")
     }
 
+    /// The user tokens of each `[[mesh_server]]`, in file order (none for one without
+    /// `user_token_file`): what a reload gives the running servers.
+    pub fn mesh_tokens(&self) -> Vec<UserTokens> {
+        self.meshes.iter().map(|m| m.auth.user_tokens.clone()).collect()
+    }
+
     /// Starts every role in `fleet`: services, mesh servers and rendezvous first, then the
     /// remote tunnel ends, then the local ends, so a carrier finds its remote end at once.
     /// On an error, what had started is left in `fleet` for the caller to stop.
@@ -322,8 +331,12 @@ impl Plan {
         for s in self.services {
             announce.push(crate::serve::start(rt, fleet, child(), (s.kind, s.limits), s.listen, s.tls).await?);
         }
+        let mut meshes = Vec::new();
         for m in self.meshes {
-            announce.push(crate::mesh::start_server(rt, fleet, child(), (m.listen, m.peers), m.auth, m.tls).await?);
+            let tokens = m.auth.user_tokens.clone();
+            let (line, control) = crate::mesh::start_server(rt, fleet, child(), (m.listen, m.peers), m.auth, m.tls).await?;
+            announce.push(line);
+            meshes.push((control, tokens));
         }
         for listen in self.rendezvous {
             announce.push(crate::rendezvous::start(rt, fleet, child(), listen).await?);
@@ -343,7 +356,7 @@ impl Plan {
         for carrier in self.exposes {
             announce.push(crate::tunnel::start_expose(rt, fleet, child(), carrier).await?);
         }
-        Ok(Started { announce, running: Running { parsed: self.parsed, remotes, locals } })
+        Ok(Started { announce, running: Running { parsed: self.parsed, remotes, locals, meshes } })
     }
 }
 

@@ -30,14 +30,17 @@ pub fn on_sighup() -> Result<Receiver<()>, CliError> {
     Ok(rx)
 }
 
-/// The file with every route and forward list emptied: two files the same but for those
-/// have the same shape. (Spans are not compared, so moving a section is no change.)
+/// The file with every route and forward list and every user token file emptied: two
+/// files the same but for those have the same shape. (Spans are not compared, so moving a section is no change.)
 fn shape(mut parsed: ConfigFile) -> ConfigFile {
     for remote in &mut parsed.tunnel_remote {
         remote.get_mut().routes.get_mut().clear();
     }
     for local in &mut parsed.tunnel_local {
         local.get_mut().forwards.clear();
+    }
+    for mesh in &mut parsed.mesh_server {
+        mesh.get_mut().user_token_file = None;
     }
     parsed
 }
@@ -52,11 +55,12 @@ pub async fn apply(path: &Path, running: &mut Running) {
             return;
         }
     };
+    let tokens = plan.mesh_tokens();
     let new = plan.parsed;
     let refuse = |why: String| tracing::error!("reload refused, the running config stays: {why}");
     if let Some(change) = first_change(&shape(running.parsed.clone()), &shape(new.clone())) {
         return refuse(format!(
-            "only routes of [[tunnel_remote]] and forwards of [[tunnel_local]] reload, and {change}; restart to apply it"
+            "only routes of [[tunnel_remote]], forwards of [[tunnel_local]] and the user token files of [[mesh_server]] reload, and {change}; restart to apply it"
         ));
     }
     let forwards_changed: Vec<usize> = (0..new.tunnel_local.len())
@@ -88,6 +92,21 @@ pub async fn apply(path: &Path, running: &mut Running) {
             Ok(changes) => changed += changes,
             Err(e) => tracing::warn!("reload: {who}: {e}"),
         }
+    }
+    for (i, ((control, running_tokens), tokens)) in running.meshes.iter_mut().zip(tokens).enumerate() {
+        if *running_tokens == tokens {
+            continue;
+        }
+        let listed = tokens.len();
+        let given = tokens.clone();
+        match control.each(move |server| server.set_user_tokens(given.clone())).await {
+            Ok(()) => {
+                tracing::info!("reload: mesh server #{}: {listed} name(s) now only with their tokens", i + 1);
+                *running_tokens = tokens;
+            }
+            Err(e) => tracing::warn!("reload: mesh server #{}: {e}", i + 1),
+        }
+        changed += 1;
     }
     if changed == 0 {
         tracing::info!("reload: nothing changed");

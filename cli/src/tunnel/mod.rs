@@ -3,12 +3,12 @@
 
 pub mod spec;
 
+use crate::control::Control;
 use crate::launch::{Fleet, LaunchError, Launchable, Readiness};
 use crate::runtime::Program;
 use crate::tls::ClientTls;
 use crate::CliError;
 use argh::FromArgs;
-use futures_lite::future::Boxed;
 use spec::{Entrances, Forward, Publish, RouteSpec};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,8 +16,8 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use switchyard_adapters::{Handle, Runtime, Stopped};
-use switchyard_core::tls::{ClientCerts, Secure, Tls, TlsEvent, TlsIdentity, TlsServe, Trust};
+use switchyard_adapters::{Handle, Runtime};
+use switchyard_core::tls::{ClientCerts, Secure, TlsEvent, TlsIdentity, TlsServe, Trust};
 use switchyard_core::tunnel::auth::Secret;
 use switchyard_core::tunnel::local::{LocalConfig, TunnelLocal};
 use switchyard_core::tunnel::remote::{PublishConfig, RemoteConfig, Route, Routes, TunnelRemote};
@@ -672,65 +672,5 @@ fn always_ready<E>() -> Readiness<E> {
     Readiness { at_start: true, on_event: |_| None }
 }
 
-/// A tunnel end's machine, plain or under TLS: runs a call on the tunnel machine inside.
-trait Wraps<T> {
-    fn on_inner(&mut self, now: Instant, f: Box<dyn FnOnce(&mut T) + Send>);
-}
-
-impl<T> Wraps<T> for T {
-    fn on_inner(&mut self, _now: Instant, f: Box<dyn FnOnce(&mut T) + Send>) {
-        f(self)
-    }
-}
-
-impl<T: switchyard_core::Machine> Wraps<T> for Tls<T> {
-    fn on_inner(&mut self, now: Instant, f: Box<dyn FnOnce(&mut T) + Send>) {
-        self.command(now, |inner, _| f(inner));
-    }
-}
-
-/// Runs calls on the tunnel machine of every worker of a running end, each on its own
-/// loop: how a config reload replaces a remote end's routes and a local end's forwards
-/// while streams stay open.
-// Only `switchyard run` reloads, and the minimal build has no `run`.
-#[cfg_attr(not(feature = "full"), allow(dead_code))]
-pub struct Control<T> {
-    workers: Vec<OnWorker<T>>,
-}
-
-/// Runs one call on one worker's machine, on its loop.
-type OnWorker<T> = Box<dyn Fn(Box<dyn FnOnce(&mut T) + Send>) -> Boxed<Result<(), Stopped>> + Send + Sync>;
-
 /// The control of a remote end: its routes.
 pub type RouteControl = Control<TunnelRemote>;
-
-impl<T: 'static> Control<T> {
-    fn over<M: Wraps<T> + Launchable>(handles: Vec<Handle<M>>) -> Control<T> {
-        let workers = handles
-            .into_iter()
-            .map(|handle| {
-                Box::new(move |f: Box<dyn FnOnce(&mut T) + Send>| {
-                    let handle = handle.clone();
-                    Box::pin(async move { handle.command(move |m, now| m.on_inner(now, f)).await }) as Boxed<_>
-                }) as OnWorker<T>
-            })
-            .collect();
-        Control { workers }
-    }
-
-    /// How many workers (`--threads`) the end runs.
-    #[cfg(feature = "full")]
-    pub fn workers(&self) -> usize {
-        self.workers.len()
-    }
-
-    /// Runs `f` on every worker's machine; returns once each has run it (its outputs
-    /// carried out). [`Stopped`] if the end has stopped.
-    #[cfg(feature = "full")]
-    pub async fn each(&self, f: impl Fn(&mut T) + Clone + Send + 'static) -> Result<(), Stopped> {
-        for worker in &self.workers {
-            worker(Box::new(f.clone())).await?;
-        }
-        Ok(())
-    }
-}

@@ -330,7 +330,7 @@ async fn launch_role<R: Runtime>(
                 .collect();
             let tls = tls.map(|t| crate::mesh::ServerTls { identity: t.identity.clone(), peers: t.pin.clone(), mesh_ca: None });
             let auth = crate::mesh::MeshAuth { secret: Some(mesh_secret.clone()), ..Default::default() };
-            crate::mesh::launch_server(rt, fleet, env, (listen, peers), auth, tls).await
+            Ok(crate::mesh::launch_server(rt, fleet, env, (listen, peers), auth, tls).await?.0)
         }
         Role::Rendezvous => crate::rendezvous::launch(rt, fleet, env, listen).await,
     }

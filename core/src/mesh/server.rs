@@ -324,6 +324,16 @@ impl MeshServer {
         server
     }
 
+    /// Replaces the names that need a token and their tokens (a token file read again, on
+    /// a config reload). Sessions already registered keep their names: one that holds a
+    /// newly listed name without its token keeps it until a login with the token takes it
+    /// over, as it can at any time. From now on, registrations of a listed name are
+    /// challenged, and a proof is checked against the token the name has when it arrives
+    /// (a name no longer listed is registered as any other).
+    pub fn set_user_tokens(&mut self, tokens: UserTokens) {
+        self.config.user_tokens = tokens;
+    }
+
     /// This server's address in the mesh.
     pub fn me(&self) -> SocketAddr {
         self.config.me
@@ -629,7 +639,10 @@ impl MeshServer {
             }
             (Role::UserProving { name, nonce: ours }, MeshMsg::RegisterProof { nonce: theirs, proof }) => {
                 self.set_role(conn, Role::User { name: None });
-                if self.config.user_tokens.check(&name, &ours, &theirs, &proof) {
+                if !self.config.user_tokens.lists(&name) {
+                    // Unlisted (by a reload) since the challenge: any client may have it.
+                    self.register(conn, name, false);
+                } else if self.config.user_tokens.check(&name, &ours, &theirs, &proof) {
                     self.register(conn, name, true);
                 } else {
                     self.refuse(conn, name.clone(), format!("wrong token for {name}"));

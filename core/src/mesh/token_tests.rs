@@ -157,3 +157,31 @@ fn two_logins_with_the_token_at_once_leave_the_name_with_the_lower_address() {
     f.send(link, &MeshMsg::ClaimOk { name: "alice".into(), home: me() }.to_bytes());
     assert_eq!(messages(&mut f, conn), [MeshMsg::Registered { name: "alice".into() }]);
 }
+
+#[test]
+fn tokens_replaced_at_run_time_apply_to_the_next_registrations_only() {
+    let mut f = Fixture::new(MeshServer::new(Env::new(1), Instant::ZERO, ServerConfig::new(me(), vec![])));
+    let squatter = registered(&mut f, "alice");
+    f.machine.set_user_tokens(tokens());
+    let (pending, nonce) = challenged(&mut f, "alice");
+    assert!(!f.closed.contains_key(&squatter), "a session that holds a newly listed name keeps it");
+    // Listed now: a login with the token takes the name over from the session without it.
+    answer(&mut f, pending, &nonce, tokens().token("alice").unwrap());
+    assert_eq!(messages(&mut f, pending), [MeshMsg::Registered { name: "alice".into() }]);
+    let told = said_to(&mut f, squatter).expect("the squatter is told");
+    assert!(told.contains("taken over by a login with its token"), "{told}");
+
+    // A token changed between the challenge and the proof: the old token no longer proves.
+    let (conn, nonce) = challenged(&mut f, "alice");
+    f.machine.set_user_tokens(UserTokens::parse("alice a-brand-new-token-0001\n").unwrap());
+    answer(&mut f, conn, &nonce, tokens().token("alice").unwrap());
+    assert_eq!(said_to(&mut f, conn).as_deref(), Some("wrong token for alice"));
+
+    // Unlisted between the challenge and the proof: registered as any name (taken here).
+    let (conn, nonce) = challenged(&mut f, "alice");
+    f.machine.set_user_tokens(UserTokens::default());
+    answer(&mut f, conn, &nonce, &Secret::new(*b"no token is asked now").unwrap());
+    let refused = said_to(&mut f, conn).expect("alice is held by the proved session");
+    assert!(refused.contains("taken"), "{refused}");
+    assert_eq!(f.machine.local_users(), ["alice"]);
+}
