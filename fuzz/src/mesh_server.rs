@@ -118,7 +118,7 @@ pub fn fuzz_mesh_server(data: &[u8]) {
     while !s.is_empty() {
         let op = s.u8();
         let arg = s.u8();
-        match op % 9 {
+        match op % 10 {
             0 => {
                 let peer = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 0, arg)), 40_000);
                 let _ = d.accept(ListenerId(u16::from(arg % 2)), peer, server_addr(0));
@@ -142,7 +142,7 @@ pub fn fuzz_mesh_server(data: &[u8]) {
                 let connecting: Vec<ConnId> =
                     d.conns().filter(|(_, c)| c.phase == Phase::Connecting).map(|(id, _)| id).collect();
                 if let Some(conn) = pick(&connecting, arg) {
-                    let input = if op % 9 == 3 {
+                    let input = if op % 10 == 3 {
                         Input::Connected { conn, local: SocketAddr::new(me.ip(), 50_000) }
                     } else {
                         Input::ConnectFailed { conn, error: NetError::Refused }
@@ -167,6 +167,12 @@ pub fn fuzz_mesh_server(data: &[u8]) {
                 if let Some(conn) = pick(&finished, arg) {
                     d.stale(Input::Closed { conn, reason: NetError::Reset });
                 }
+            }
+            // A reload: the names with tokens change under live sessions and challenges.
+            8 => {
+                let tokens =
+                    if arg % 2 == 0 { UserTokens::default() } else { UserTokens::parse(TOKENS).expect("a token file") };
+                d.machine.set_user_tokens(tokens);
             }
             _ => {
                 let now = d.now() + Duration::from_millis(u64::from(arg) * 50);
