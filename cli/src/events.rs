@@ -7,7 +7,10 @@
 //! `tunnel local:`), so the logs of `switchyard up`, where many machines share stderr,
 //! stay readable.
 
+use crate::repeats::{Occurrence, Repeats};
 use std::convert::Infallible;
+use std::sync::Mutex;
+use std::time::Instant;
 use switchyard_core::mesh::MeshEvent;
 use switchyard_core::punch::RendezvousEvent;
 use switchyard_core::service::broadcast::BroadcastEvent;
@@ -16,6 +19,9 @@ use switchyard_core::service::reply::ReplyEvent;
 use switchyard_core::tls::TlsEvent;
 use switchyard_core::tunnel::TunnelEvent;
 use switchyard_core::wire::punch::LeaveReason;
+
+/// The server-link refusals logged lately, by machine, peer IP and reason.
+static REFUSALS: Mutex<Repeats> = Mutex::new(Repeats::new());
 
 /// An event that knows how to log itself.
 pub trait LogEvent {
@@ -164,7 +170,18 @@ impl LogEvent for MeshEvent {
                 tracing::debug!("{name}: message {id} to {to}: no receipt yet; the client will resend")
             }
             MeshEvent::PeerRefused { peer, reason } => {
-                tracing::warn!("{name}: server link with {peer} closed: {reason}")
+                // Refused again at every redial until someone fixes a secret or a
+                // certificate; an accepting server sees a new port each time.
+                let key = format!("{name} {} {reason}", peer.ip());
+                let occurrence =
+                    REFUSALS.lock().map_or(Occurrence::Warn { repeats: 0 }, |mut r| r.occurred(&key, Instant::now()));
+                match occurrence {
+                    Occurrence::Warn { repeats: 0 } => tracing::warn!("{name}: server link with {peer} closed: {reason}"),
+                    Occurrence::Warn { repeats } => tracing::warn!(
+                        "{name}: server link with {peer} closed: {reason} (refused {repeats} more time(s) since the last warning)"
+                    ),
+                    Occurrence::Quiet => tracing::debug!("{name}: server link with {peer} closed: {reason}"),
+                }
             }
             // Nothing says whose it was: a user's as likely as a server's, so not a server
             // link, and no louder than a client turned away.

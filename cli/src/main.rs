@@ -34,6 +34,7 @@ mod control;
 mod events;
 mod launch;
 mod logging;
+mod repeats;
 mod runtime;
 mod seed;
 mod tls;

@@ -187,6 +187,30 @@ fn a_mesh_server_beyond_loopback_needs_a_secret_or_insecure() {
     ]);
 }
 
+/// A server refused for a wrong secret is refused again at every redial: the first
+/// refusal is a warning, the repeats only debug lines, so a log does not fill with one
+/// misconfiguration every few seconds.
+#[test]
+fn a_refusal_repeated_at_every_redial_is_warned_about_once() {
+    let (s1, stranger) = ("127.0.0.129:5001", "127.0.0.129:5002");
+    let ours = support::TempFile::new("mesh-secret-once-ours", "correct horse battery staple\n");
+    let theirs = support::TempFile::new("mesh-secret-once-theirs", "something else\n");
+    let _s1 = Proc::start(&["mesh", "server", "--listen", s1, "--peer", stranger, "--mesh-secret-file", ours.arg()]);
+    let stranger =
+        Proc::start(&["-v", "mesh", "server", "--listen", stranger, "--peer", s1, "--mesh-secret-file", theirs.arg()]);
+    let refusal = "closed: it refused us: wrong mesh secret";
+    let first = stranger.wait_for_log(refusal);
+    assert!(first.contains(" WARN "), "{first}");
+    let mut quiet = 0;
+    while quiet < 3 {
+        let line = stranger.next_log();
+        if line.contains(refusal) {
+            assert!(line.contains(" DEBUG "), "a repeat within ten minutes is not a warning: {line}");
+            quiet += 1;
+        }
+    }
+}
+
 /// `--user-token-file`: a listed name is registered only with its token; a login with the
 /// token takes the name from an older session on another server, which is told and ends,
 /// and messages reach the new session.

@@ -183,6 +183,11 @@ impl Proc {
         wait_for(&self.stderr, "log", text)
     }
 
+    /// The next stderr (log) line, whatever it says; panics after the guard time.
+    pub fn next_log(&self) -> String {
+        self.stderr.recv_timeout(GUARD).unwrap_or_else(|e| panic!("no more log lines: {e}"))
+    }
+
     /// Waits until log lines containing each of `texts` have come, in any order (for
     /// events of machines that run side by side).
     pub fn wait_for_logs(&self, texts: &[&str]) {
