@@ -88,6 +88,16 @@ pub trait AsyncTcpStream: AsyncRead + AsyncWrite + Clone + Unpin + Send + Sync +
     /// Sets `SO_LINGER` to zero, so that closing the socket resets the connection (RST)
     /// instead of sending FIN. Used to abort a connection.
     fn set_linger_zero(&self) -> io::Result<()>;
+    /// Whether [`AsyncTcpStream::readable`] waits for the socket. The driver lets a
+    /// quiet connection wait there without its read buffer only on runtimes where it
+    /// does; elsewhere connections wait inside their reads.
+    const WAITS_READABLE: bool = false;
+    /// Waits until a read would not block (bytes, the end of stream or an error are
+    /// there), without reading. By default (a runtime that cannot tell) it is ready at
+    /// once.
+    fn readable(&self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::ready(())
+    }
 }
 
 /// A listening TCP socket.

@@ -488,7 +488,7 @@ async fn read<S: AsyncTcpStream>(conn: Arc<Conn<S>>, mut stream: S, tx: Sender<N
             }
             ReadMode::Run | ReadMode::Discard => {}
         }
-        let result = stream.read(buf.space()).await;
+        let result = read_some(&mut stream, &mut buf).await;
         let report = matches!(conn.read_mode(), ReadMode::Run | ReadMode::Paused);
         let msg = match result {
             Ok(0) => NetMsg::ReadEof { conn: id },
@@ -511,6 +511,22 @@ async fn read<S: AsyncTcpStream>(conn: Arc<Conn<S>>, mut stream: S, tx: Sender<N
         }
     }
     conn.reader_finished();
+}
+
+/// One read into `buf`. Where the runtime can wait for readability, a quiet connection
+/// with nothing to read gives its arena back and waits without it: ten thousand idle
+/// streams would otherwise hold one each. One with bytes waiting reads them at once.
+async fn read_some<S: AsyncTcpStream>(stream: &mut S, buf: &mut ReadBuf) -> io::Result<usize> {
+    if !S::WAITS_READABLE {
+        return stream.read(buf.space()).await;
+    }
+    if let Some(result) = future::poll_once(stream.read(buf.space())).await {
+        return result;
+    }
+    if buf.release_if_quiet() {
+        stream.readable().await;
+    }
+    stream.read(buf.space()).await
 }
 
 /// The writer task: writes queued chunks in vectored batches, reports `Sent` per batch,

@@ -45,6 +45,17 @@ impl ReadBuf {
         &mut self.chunks.space(window, window * 2)[..window]
     }
 
+    /// Gives the arena back if the connection is quiet (its reads are small) and nothing
+    /// is pending: for a connection about to wait for its next bytes, perhaps for hours.
+    /// An idle connection then holds no read buffer; its next read takes a fresh arena.
+    pub(super) fn release_if_quiet(&mut self) -> bool {
+        if self.window > MIN_READ.min(self.max) {
+            return false;
+        }
+        self.chunks.shrink_to(0);
+        true
+    }
+
     /// The first `n` bytes of the space just read into.
     pub(super) fn take(&mut self, n: usize) -> BytesMut {
         if n == self.window {
@@ -82,5 +93,26 @@ mod tests {
             buf.take(1);
         }
         assert_eq!(buf.space().len(), MIN_READ);
+    }
+
+    #[test]
+    fn only_a_quiet_buffer_gives_its_arena_back_and_reads_on_after() {
+        let mut buf = ReadBuf::new(64 * 1024);
+        let n = buf.space().len();
+        let bulk = buf.take(n);
+        assert!(!buf.release_if_quiet(), "a buffer whose reads fill it is not quiet");
+        drop(bulk);
+        for _ in 0..4 {
+            buf.space();
+            buf.take(1);
+        }
+        let arena = buf.space().as_ptr();
+        let held = buf.take(1);
+        assert!(buf.release_if_quiet());
+        assert_eq!(buf.chunks.pending(), 0);
+        buf.space()[..2].copy_from_slice(b"hi");
+        assert_ne!(buf.space().as_ptr(), arena, "a fresh arena: the old one is not kept");
+        assert_eq!(&buf.take(2)[..], b"hi");
+        assert_eq!(held.len(), 1, "bytes already taken live on in their chunk");
     }
 }

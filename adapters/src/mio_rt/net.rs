@@ -141,6 +141,10 @@ impl AsyncTcpStream for TcpStream {
     fn set_linger_zero(&self) -> io::Result<()> {
         crate::runtime::set_linger_zero(&self.0.io)
     }
+    const WAITS_READABLE: bool = true;
+    fn readable(&self) -> impl Future<Output = ()> + Send + '_ {
+        poll_fn(|cx| self.0.readiness.poll_ready(Dir::Read, cx))
+    }
 }
 
 /// A listening TCP socket.

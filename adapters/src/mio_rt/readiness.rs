@@ -99,6 +99,18 @@ impl Readiness {
         drop(wakers);
     }
 
+    /// `Ready` if `dir` is ready (an operation would be tried at once); otherwise stores
+    /// the task's waker for the next edge and returns `Pending`.
+    pub(super) fn poll_ready(&self, dir: Dir, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = lock(&self.state);
+        let d = &mut state[dir as usize];
+        if d.ready {
+            return Poll::Ready(());
+        }
+        d.wait(cx.waker());
+        Poll::Pending
+    }
+
     /// Runs `op` while `dir` is ready, until it does not return `WouldBlock`; then, or if
     /// `dir` is not ready, stores the task's waker and returns `Pending`. `drained` tells
     /// from a successful result that the socket has nothing more for now (a short read or
