@@ -436,9 +436,12 @@ pub async fn start_server<R: Runtime>(
         0 => String::new(),
         n => format!("; {n} name(s) only with their tokens"),
     };
-    let listed: Vec<String> = peers.iter().map(ToString::to_string).collect();
+    let listed = match &peers[..] {
+        [] => String::from("no server"),
+        peers => peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+    };
     let (addr, control) = launch_server(rt, fleet, env, (listen, peers), auth, tls).await?;
-    Ok((format!("mesh server{over} listening on {addr}; dialling {}; linking with {who}{tokens}", listed.join(", ")), control))
+    Ok((format!("mesh server{over} listening on {addr}; dialling {listed}; linking with {who}{tokens}"), control))
 }
 
 impl ChatCmd {

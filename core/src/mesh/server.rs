@@ -718,7 +718,10 @@ impl MeshServer {
                 self.send(conn, &MeshMsg::Receipt { id, status });
                 self.protocol_error(conn, "sent a message before registering".into());
             }
-            (Role::User { .. }, MeshMsg::Leave) => self.close(conn, CloseHow::Graceful, "left"),
+            // A client may leave before it registered: one asked for a token it lacks does.
+            (Role::Unknown | Role::User { .. } | Role::UserProving { .. }, MeshMsg::Leave) => {
+                self.close(conn, CloseHow::Graceful, "left")
+            }
             (Role::PeerIn { server } | Role::PeerOut { server }, msg) => self.peer_message(conn, server, msg),
             (_, msg) => {
                 let (kind, subtype) = msg.kind();

@@ -79,6 +79,15 @@ fn a_listed_name_needs_its_token_and_a_wrong_one_is_refused() {
 }
 
 #[test]
+fn a_client_without_the_token_may_leave_at_the_challenge() {
+    let mut f = with_tokens();
+    let (conn, _) = challenged(&mut f, "alice");
+    f.send(conn, &MeshMsg::Leave.to_bytes());
+    assert_eq!(f.closed.get(&conn), Some(&CloseHow::Graceful));
+    assert!(!f.events.iter().any(|e| matches!(e, MeshEvent::ProtocolError { .. })), "{:?}", f.events);
+}
+
+#[test]
 fn a_client_that_never_answers_the_challenge_is_closed() {
     let mut f = with_tokens();
     let (conn, _) = challenged(&mut f, "alice");
