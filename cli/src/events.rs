@@ -175,12 +175,13 @@ impl LogEvent for MeshEvent {
                 let key = format!("{name} {} {reason}", peer.ip());
                 let occurrence =
                     REFUSALS.lock().map_or(Occurrence::Warn { repeats: 0 }, |mut r| r.occurred(&key, Instant::now()));
+                let line = format!("{name}: server link with {peer} closed: {reason}");
                 match occurrence {
-                    Occurrence::Warn { repeats: 0 } => tracing::warn!("{name}: server link with {peer} closed: {reason}"),
-                    Occurrence::Warn { repeats } => tracing::warn!(
-                        "{name}: server link with {peer} closed: {reason} (refused {repeats} more time(s) since the last warning)"
-                    ),
-                    Occurrence::Quiet => tracing::debug!("{name}: server link with {peer} closed: {reason}"),
+                    Occurrence::Warn { repeats: 0 } => tracing::warn!("{line}"),
+                    Occurrence::Warn { repeats } => {
+                        tracing::warn!("{line} (refused {repeats} more time(s) since the last warning)")
+                    }
+                    Occurrence::Quiet => tracing::debug!("{line}"),
                 }
             }
             // Nothing says whose it was: a user's as likely as a server's, so not a server

@@ -53,7 +53,9 @@ impl Repeats {
         }
         if self.seen.len() >= MAX_REMEMBERED {
             let oldest = self.seen.iter().min_by_key(|(_, (logged, _))| *logged).map(|(k, _)| k.clone());
-            oldest.map(|k| self.seen.remove(&k));
+            if let Some(key) = oldest {
+                self.seen.remove(&key);
+            }
         }
         self.seen.insert(key.to_owned(), (now, 0));
         Occurrence::Warn { repeats: 0 }

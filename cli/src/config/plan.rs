@@ -325,6 +325,7 @@ impl Plan {
         let mut spaces = 1u16..;
         let mut child = || env.child(spaces.next().unwrap_or(u16::MAX));
         let mut announce = Vec::new();
+        let tokens = self.mesh_tokens();
         if self.is_empty() {
             return Err(CliError::new("the config file names no role: add a [[service]], [[tunnel_remote]], [[tunnel_local]], [[tunnel_expose]], [[mesh_server]] or [[rendezvous]]"));
         }
@@ -332,8 +333,7 @@ impl Plan {
             announce.push(crate::serve::start(rt, fleet, child(), (s.kind, s.limits), s.listen, s.tls).await?);
         }
         let mut meshes = Vec::new();
-        for m in self.meshes {
-            let tokens = m.auth.user_tokens.clone();
+        for (m, tokens) in self.meshes.into_iter().zip(tokens) {
             let (line, control) = crate::mesh::start_server(rt, fleet, child(), (m.listen, m.peers), m.auth, m.tls).await?;
             announce.push(line);
             meshes.push((control, tokens));

@@ -31,7 +31,8 @@ pub fn on_sighup() -> Result<Receiver<()>, CliError> {
 }
 
 /// The file with every route and forward list and every user token file emptied: two
-/// files the same but for those have the same shape. (Spans are not compared, so moving a section is no change.)
+/// files the same but for those have the same shape. (Spans are not compared, so moving a
+/// section is no change.)
 fn shape(mut parsed: ConfigFile) -> ConfigFile {
     for remote in &mut parsed.tunnel_remote {
         remote.get_mut().routes.get_mut().clear();
