@@ -102,13 +102,22 @@ impl Readiness {
     /// `Ready` if `dir` is ready (an operation would be tried at once); otherwise stores
     /// the task's waker for the next edge and returns `Pending`.
     pub(super) fn poll_ready(&self, dir: Dir, cx: &mut Context<'_>) -> Poll<()> {
-        let mut state = lock(&self.state);
-        let d = &mut state[dir as usize];
-        if d.ready {
-            return Poll::Ready(());
+        match self.ready_tick(dir as usize, cx) {
+            Some(_) => Poll::Ready(()),
+            None => Poll::Pending,
         }
-        d.wait(cx.waker());
-        Poll::Pending
+    }
+
+    /// The edge count of direction `i` if it is ready; otherwise stores the task's waker
+    /// for the next edge and returns `None`.
+    fn ready_tick(&self, i: usize, cx: &mut Context<'_>) -> Option<u64> {
+        let mut state = lock(&self.state);
+        let d = &mut state[i];
+        if !d.ready {
+            d.wait(cx.waker());
+            return None;
+        }
+        Some(d.tick)
     }
 
     /// Runs `op` while `dir` is ready, until it does not return `WouldBlock`; then, or if
@@ -124,15 +133,7 @@ impl Readiness {
     ) -> Poll<io::Result<T>> {
         let i = dir as usize;
         loop {
-            let tick = {
-                let mut state = lock(&self.state);
-                let d = &mut state[i];
-                if !d.ready {
-                    d.wait(cx.waker());
-                    return Poll::Pending;
-                }
-                d.tick
-            };
+            let Some(tick) = self.ready_tick(i, cx) else { return Poll::Pending };
             match op() {
                 Ok(value) => {
                     if drained(&value) {
